@@ -1,0 +1,107 @@
+"""Command line: ``python -m generator {validate,generate,simulate,lint}``.
+
+Parses options, calls one pipeline function, prints its result, returns the exit code. It is the
+only place errors are printed: one line per problem, ``FILE:LINE:COL: KEY.PATH: message``, to
+stderr, no traceback. Exit codes: 0 ok, 1 a simulated job failed or ``--check`` found
+differences, 2 bad input (``jobs.yaml``, options, output folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import JobgenError
+
+DEFAULT_JOBS = "jobs.yaml"
+DEFAULT_OUT = "build/jobs"
+DEFAULT_WORKSPACE = "build/workspaces"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m generator", description="Generate NVFlare job folders from jobs.yaml.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check jobs.yaml against the schema and across fields")
+    v.add_argument("--jobs", default=DEFAULT_JOBS, help="the jobs file (default: %(default)s)")
+
+    g = sub.add_parser("generate", help="render one NVFlare job folder per job")
+    g.add_argument("--jobs", default=DEFAULT_JOBS, help="the jobs file (default: %(default)s)")
+    g.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    g.add_argument("--job", action="append", metavar="NAME", help="only this job (repeatable)")
+    g.add_argument("--check", action="store_true", help="write nothing; exit 1 if the folders on disk differ")
+
+    s = sub.add_parser("simulate", help="run generated job folders with nvflare simulator")
+    s.add_argument("--out", default=DEFAULT_OUT, help="folder of generated jobs (default: %(default)s)")
+    s.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="simulator workspaces (default: %(default)s)")
+    s.add_argument("--job", action="append", metavar="NAME", help="only this job (repeatable)")
+    s.add_argument("--results", default="build/results.json", help="where to write the results (default: %(default)s)")
+
+    li = sub.add_parser("lint", help="check generated folders against the installed nvflare")
+    li.add_argument("--jobs", default=DEFAULT_JOBS, help="the jobs file (default: %(default)s)")
+    li.add_argument("--out", default=DEFAULT_OUT, help="folder of generated jobs (default: %(default)s)")
+    return p
+
+
+def _print_problems(problems) -> None:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+
+
+def _validate(args) -> int:
+    from .pipeline import check_only
+
+    jobs = check_only(args.jobs)
+    print(f"{args.jobs}: {len(jobs)} job(s) valid: {', '.join(j.name for j in jobs)}")
+    return 0
+
+
+def _generate(args) -> int:
+    from .pipeline import generate
+
+    result = generate(args.jobs, args.out, names=args.job, check=args.check)
+    _print_problems(result.warnings)
+    if args.check:
+        for line in result.differences:
+            print(line)
+        if result.differences:
+            print(f"{args.out} is out of date with {args.jobs}: run `make generate`", file=sys.stderr)
+            return 1
+        print(f"{args.out} is up to date with {args.jobs}")
+        return 0
+    for job in result.jobs:
+        print(f"generated {result.out / job.name}")
+    return 0
+
+
+def _simulate(args) -> int:
+    from .simulate import simulate_all
+
+    return 0 if simulate_all(args.out, args.workspace, args.job, args.results) else 1
+
+
+def _lint(args) -> int:
+    from .lint import lint
+
+    problems = lint(args.jobs, args.out)
+    _print_problems(problems)
+    if problems:
+        return 2
+    print(f"{args.out}: every component imports and its args fit the installed nvflare")
+    return 0
+
+
+COMMANDS = {"validate": _validate, "generate": _generate, "simulate": _simulate, "lint": _lint}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (see the module docstring)."""
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except JobgenError as e:
+        _print_problems(e.problems)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

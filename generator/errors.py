@@ -1,0 +1,67 @@
+"""The one error family of the generator.
+
+Every stage raises :class:`JobgenError` (or a subclass); only the CLI prints them, one line per
+problem, in the form ``FILE:LINE:COL: KEY.PATH: message``. Lines and columns are 1-based.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One located problem in an input file.
+
+    Attributes:
+        file (str): the file as the user named it (e.g. ``jobs.yaml``).
+        line (int): 1-based line, 0 when unknown.
+        column (int): 1-based column, 0 when unknown.
+        path (str): the key path, e.g. ``jobs[0].num_rounds``; ``""`` for the whole document.
+        message (str): what is wrong and, where we know it, how to fix it.
+    """
+
+    file: str
+    line: int
+    column: int
+    path: str = ""
+    message: str = field(default="", compare=True)
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        key = f" {self.path}:" if self.path else ""
+        return f"{where}:{key} {self.message}"
+
+
+class JobgenError(Exception):
+    """Base of every error the generator reports to a user (exit code 2 unless said otherwise).
+
+    Args:
+        problems (list[Problem] | str): the located problems, or a plain message.
+    """
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem] | str):
+        if isinstance(problems, str):
+            problems = [Problem(file="jobgen", line=0, column=0, message=problems)]
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class SpecError(JobgenError):
+    """``jobs.yaml`` is not valid YAML, does not fit the schema, or fails a cross-field check."""
+
+
+class OutputError(JobgenError):
+    """The output folder cannot be written safely (it holds files we did not generate, ...)."""
+
+
+class TemplateError(JobgenError):
+    """A template failed to render or rendered invalid JSON (a bug in ``templates/``)."""
+
+
+class SimulationError(JobgenError):
+    """A job folder could not be simulated, or a simulated job failed its checks (exit code 1)."""
+
+    exit_code = 1

@@ -1,0 +1,102 @@
+"""The generate pipeline: load -> validate -> render -> write, one call per stage.
+
+Nothing here imports nvflare: generating 1,000 jobs must not pay NVFlare's import time.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import Problem, SpecError
+from .load import load
+from .render import make_env, render_job
+from .spec import Job
+from .validate import SCRIPTS_DIR, receiver_warnings, validate
+from .write import diff_jobs, write_jobs
+
+
+@dataclass
+class Generated:
+    """What a generate run did.
+
+    Attributes:
+        jobs (list[Job]): the jobs rendered.
+        out (Path): the output folder.
+        warnings (list[Problem]): non-fatal findings, located in ``jobs.yaml``.
+        differences (list[str]): with ``check``: how disk differs from the rendering (empty: none).
+    """
+
+    jobs: list
+    out: Path
+    warnings: list = field(default_factory=list)
+    differences: list = field(default_factory=list)
+
+
+def job_info(job: Job) -> dict:
+    """Facts about a generated job that ``simulate`` needs, stored in the output manifest."""
+    s = job.settings
+    receiver = s.get("receiver")
+    return {
+        "num_clients": s["num_clients"],
+        "num_rounds": s["num_rounds"],
+        "execution_mode": job.execution_mode,
+        "script": s["script"],
+        "receiver": receiver["type"] if receiver else None,
+        "tracking_uri": receiver.get("tracking_uri") if receiver else None,
+        "expect": s["expect"],
+    }
+
+
+def select(doc, jobs: list[Job], names: list[str] | None) -> list[Job]:
+    """Keep the jobs named by ``--job``; an unknown name is a located error (with a suggestion)."""
+    if not names:
+        return jobs
+    known = [j.name for j in jobs]
+    problems = []
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; jobs are: {', '.join(known)}"
+            problems.append(Problem(doc.file, 0, 0, "", f"--job {name!r}: no such job{hint}"))
+    if problems:
+        raise SpecError(problems)
+    return [j for j in jobs if j.name in names]
+
+
+def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = None, check: bool = False) -> Generated:
+    """Validate ``jobs_file`` and render its jobs into ``out`` (or compare with it, ``check``).
+
+    Args:
+        jobs_file (str | Path): the ``jobs.yaml`` to read.
+        out (str | Path): output folder; one job folder per job below it.
+        names (list[str] | None): only these jobs (others already in ``out`` are kept).
+        check (bool): write nothing; report in ``differences`` how ``out`` differs.
+
+    Returns:
+        Generated: the jobs, the output folder, warnings and (with ``check``) differences.
+
+    Raises:
+        SpecError, TemplateError, OutputError: see each stage; nothing on disk changed.
+    """
+    doc = load(jobs_file)
+    jobs = select(doc, validate(doc), names)
+    env = make_env()
+    scripts_dir = doc.root / SCRIPTS_DIR
+    rendered = {job.name: render_job(job, scripts_dir, env) for job in jobs}
+    result = Generated(jobs=jobs, out=Path(out), warnings=receiver_warnings(doc, jobs))
+    if check:
+        result.differences = (
+            diff_jobs(Path(out), rendered)
+            if not names
+            else [d for d in diff_jobs(Path(out), rendered) if not d.startswith("unexpected job folder")]
+        )
+    else:
+        write_jobs(Path(out), rendered, {job.name: job_info(job) for job in jobs}, keep_others=bool(names))
+    return result
+
+
+def check_only(jobs_file: str | Path) -> list[Job]:
+    """Load and validate ``jobs_file`` (``validate`` command). Raises SpecError."""
+    return validate(load(jobs_file))

@@ -1,0 +1,273 @@
+"""Simulate stage: run generated job folders with ``nvflare simulator`` and judge the outcome.
+
+Takes the output folder of ``generate`` (its manifest says each job's clients, rounds and
+receiver); runs ``nvflare simulator -w <workspace>/<job> -n N -t N <out>/<job>`` per job, prints
+one progress line per round, and decides success from the run's outputs, because the simulator
+can exit 0 after a failed run: the server's final model must be saved during this run, every
+``error_log.txt`` must be empty, and a job with a receiver must have stored metrics from every
+site (and exactly the counts of ``expect.metric_points_per_site``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import OutputError, Problem, SimulationError
+from .metrics import count_mlflow, mlflow_store_uri
+from .write import read_manifest
+
+WORKSPACE_MARKER = ".jobgen-workspaces"
+ROUND_STARTED = re.compile(r"Round (\d+) started")
+
+#: Where the simulator puts the server's result (NVFlare simulator layout).
+SERVER_RESULT = Path("server") / "simulate_job"
+#: NPModelPersistor defaults: ``model_dir="models"``, ``model_name="server.npy"``.
+FINAL_MODEL = SERVER_RESULT / "models" / "server.npy"
+
+
+@dataclass
+class JobResult:
+    """The outcome of simulating one job.
+
+    Attributes:
+        name (str): job name.
+        ok (bool): every check passed.
+        rounds (int): ``num_rounds`` of the job; ``rounds_started``: rounds the server started.
+        wall_seconds (float): wall time of the simulator process, in seconds.
+        final_model (list | None): the server's final model (``server.npy``) as nested lists.
+        metric_points (dict): ``{site: {key: points}}`` found in the receiver's store.
+        store (str | None): the receiver's store (tracking URI) if any.
+        workspace (str), log (str): the simulator workspace and the console log.
+        problems (list[str]): why the job failed (empty when ``ok``).
+    """
+
+    name: str
+    ok: bool = False
+    rounds: int = 0
+    rounds_started: int = 0
+    wall_seconds: float = 0.0
+    final_model: list | None = None
+    metric_points: dict = field(default_factory=dict)
+    store: str | None = None
+    workspace: str = ""
+    log: str = ""
+    problems: list = field(default_factory=list)
+
+
+def nvflare_command() -> list[str]:
+    """The ``nvflare`` CLI of the running Python environment (beside ``sys.executable``)."""
+    local = Path(sys.executable).parent / "nvflare"
+    if local.is_file():
+        return [str(local)]
+    found = shutil.which("nvflare")
+    if not found:
+        raise SimulationError("nvflare is not installed in this Python environment: run `make setup`")
+    return [found]
+
+
+def prepare_workspace(root: Path, name: str) -> Path:
+    """Make ``root/name`` a fresh, empty simulator workspace.
+
+    Raises:
+        OutputError: ``root`` exists, is not empty and was not made by us (no marker file).
+    """
+    root = Path(root)
+    if root.exists() and any(root.iterdir()) and not (root / WORKSPACE_MARKER).is_file():
+        raise OutputError(
+            [
+                Problem(
+                    str(root),
+                    0,
+                    0,
+                    "",
+                    f"holds files the generator did not write (no {WORKSPACE_MARKER}); "
+                    "refusing to clear it: choose another --workspace",
+                )
+            ]
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    (root / WORKSPACE_MARKER).write_text("simulator workspaces made by nvflare-jobgen\n")
+    ws = root / name
+    if ws.exists():
+        shutil.rmtree(ws)
+    return ws
+
+
+def _run(cmd: list[str], log: Path, result: JobResult, progress, started: float) -> int:
+    env = dict(os.environ)
+    # A sub-process client is started as `python3 ...`: make that this environment's Python.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    with open(log, "w", encoding="utf-8") as sink:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, errors="replace"
+        )
+        for line in proc.stdout:
+            sink.write(line)
+            m = ROUND_STARTED.search(line)
+            if m:
+                result.rounds_started = int(m.group(1)) + 1
+                progress(
+                    f"  {result.name}: round {result.rounds_started} of {result.rounds} "
+                    f"({time.monotonic() - started:.1f} s)"
+                )
+        return proc.wait()
+
+
+def _error_logs(ws: Path) -> list[str]:
+    """One line per non-empty ``error_log.txt``: its first error, or the exception of a traceback."""
+    problems = []
+    for path in sorted(ws.glob("*/error_log.txt")):
+        lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        if not lines:
+            continue
+        first = lines[0]
+        if first.rstrip().endswith("Traceback (most recent call last):"):
+            first = next((line for line in lines[1:] if not line.startswith((" ", "\t"))), first)
+        problems.append(f"errors logged in {path}: {first.strip()[:300]}")
+    return problems
+
+
+def _metric_problems(info: dict, counts: dict) -> list[str]:
+    problems = []
+    sites = [f"site-{i}" for i in range(1, info["num_clients"] + 1)]
+    for site in sites:
+        if not counts.get(site):
+            problems.append(f"no metric from {site} arrived in the receiver's store")
+    for key, expected in info["expect"].get("metric_points_per_site", {}).items():
+        for site in sites:
+            got = counts.get(site, {}).get(key, 0)
+            if got != expected:
+                problems.append(f"{site} stored {got} {key!r} points, expected {expected}")
+    return problems
+
+
+def simulate_job(out: Path, workspace_root: Path, name: str, info: dict, progress=print) -> JobResult:
+    """Run one generated job in the simulator and check what it produced.
+
+    Args:
+        out (Path): the generated jobs folder. workspace_root (Path): where workspaces go.
+        name (str): the job. info (dict): its manifest entry (see ``pipeline.job_info``).
+        progress (callable): called with one line per started round.
+
+    Returns:
+        JobResult: ``ok`` False with ``problems`` when any check failed.
+    """
+    result = JobResult(name=name, rounds=info["num_rounds"])
+    ws = prepare_workspace(workspace_root, name)
+    log = Path(workspace_root) / f"{name}.log"
+    result.workspace, result.log = str(ws), str(log)
+    n = str(info["num_clients"])
+    cmd = nvflare_command() + ["simulator", "-w", str(ws), "-n", n, "-t", n, str(Path(out) / name)]
+    started, started_epoch = time.monotonic(), time.time()
+    code = _run(cmd, log, result, progress, started)
+    result.wall_seconds = round(time.monotonic() - started, 2)
+
+    if code != 0:
+        result.problems.append(f"nvflare simulator exited with code {code}")
+    model = ws / FINAL_MODEL
+    if model.is_file() and model.stat().st_mtime >= started_epoch - 1:
+        import numpy as np
+
+        result.final_model = np.load(model).tolist()
+    else:
+        result.problems.append(f"no final model saved at {model}")
+    if result.rounds_started != result.rounds:
+        result.problems.append(f"{result.rounds_started} of {result.rounds} rounds started")
+    result.problems += _error_logs(ws)
+    if info.get("receiver") == "mlflow":
+        result.store = mlflow_store_uri(ws / SERVER_RESULT, info.get("tracking_uri"))
+        result.metric_points = count_mlflow(result.store, since_ms=int(started_epoch * 1000) - 1000)
+        result.problems += _metric_problems(info, result.metric_points)
+    result.ok = not result.problems
+    return result
+
+
+def _model_text(model) -> str:
+    if model is None:
+        return "-"
+    return "[" + ", ".join("[" + " ".join(f"{v:g}" for v in row) + "]" for row in model) + "]"
+
+
+def _points_text(points: dict) -> str:
+    if not points:
+        return "-"
+    return "; ".join(
+        f"{site}: " + ", ".join(f"{k}={v}" for k, v in sorted(keys.items())) for site, keys in sorted(points.items())
+    )
+
+
+def print_table(results: list[JobResult], stream=sys.stdout) -> None:
+    """One row per job: status, rounds, wall time (s), final model, metric points per site."""
+    rows = [("job", "status", "rounds", "wall s", "final model", "metric points per site")]
+    for r in results:
+        rows.append(
+            (
+                r.name,
+                "ok" if r.ok else "FAILED",
+                f"{r.rounds_started}/{r.rounds}",
+                f"{r.wall_seconds:.1f}",
+                _model_text(r.final_model),
+                _points_text(r.metric_points),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), file=stream)
+
+
+def simulate_all(
+    out: str | Path, workspace: str | Path, names: list[str] | None = None, results_path: str | Path | None = None
+) -> bool:
+    """Simulate every generated job (or those in ``names``), print a table and write results.
+
+    Args:
+        out: the generated jobs folder. workspace: the workspaces folder.
+        names: only these jobs. results_path: where to write ``results.json`` (None: nowhere).
+
+    Returns:
+        bool: True when every job passed its checks.
+
+    Raises:
+        OutputError: ``out`` is not a generated folder, or the workspace is not ours.
+        SimulationError: ``out`` holds no jobs, or a requested job is not there.
+    """
+    out = Path(out)
+    if not out.exists():
+        raise SimulationError([Problem(str(out), 0, 0, "", "no generated jobs here: run `make generate` first")])
+    manifest = read_manifest(out)["jobs"]
+    if not manifest:
+        raise SimulationError([Problem(str(out), 0, 0, "", "no generated jobs here: run `make generate` first")])
+    unknown = [n for n in names or [] if n not in manifest]
+    if unknown:
+        raise SimulationError(
+            [Problem(str(out), 0, 0, "", f"no generated job {n!r} (have: {', '.join(manifest)})") for n in unknown]
+        )
+    results = []
+    for name in names or list(manifest):
+        print(
+            f"{name}: simulating {manifest[name]['num_clients']} clients, {manifest[name]['num_rounds']} rounds",
+            flush=True,
+        )
+        result = simulate_job(out, Path(workspace), name, manifest[name], progress=lambda line: print(line, flush=True))
+        status = "ok" if result.ok else "FAILED"
+        print(f"{name}: {status} in {result.wall_seconds:.1f} s; log: {result.log}", flush=True)
+        for problem in result.problems:
+            print(f"{name}: {problem}", file=sys.stderr, flush=True)
+        if result.store:
+            print(f"{name}: metrics store: {result.store}", flush=True)
+        results.append(result)
+    print()
+    print_table(results)
+    if results_path:
+        Path(results_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(results_path).write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n", encoding="utf-8")
+    return all(r.ok for r in results)

@@ -1,0 +1,320 @@
+"""Validate stage: check a loaded ``jobs.yaml`` against the JSON Schema, then across fields.
+
+Takes a :class:`~generator.load.Document`; gives the effective jobs (:mod:`generator.spec`) or
+raises :class:`~generator.errors.SpecError` with *every* problem found, each located at the YAML
+key or value it is about. Schema checks use the ``jsonschema`` library (draft 2020-12, the schema
+itself checked first); the checks below it cover what a schema cannot say: duplicate job names,
+scripts that do not exist under ``client_scripts/`` or resolve outside it, a ``command`` or
+``script_args`` that does not split like a shell command line, ``min_clients`` above
+``num_clients``, a ``deploy_map`` naming an unknown app or site, and metrics that a script streams
+with no receiver to store them.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import json
+import shlex
+from functools import lru_cache
+from pathlib import Path
+
+import jsonschema
+from jsonschema.exceptions import best_match
+
+from .errors import Problem, SpecError
+from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
+from .spec import Job, effective_jobs
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = PROJECT_ROOT / "schema" / "jobs.schema.json"
+SCRIPTS_DIR = "client_scripts"
+
+#: The single app the generator puts in a job folder (``app/``).
+APP_NAME = "app"
+
+#: Client API tracking writers (``nvflare.client.tracking``) -> the receiver ``type`` that stores
+#: their events. Source: NVFlare's Client API docs, "Experiment tracking".
+WRITERS = {"MLflowWriter": "mlflow", "SummaryWriter": "tensorboard", "WandBWriter": "wandb"}
+
+
+@lru_cache(maxsize=4)
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    """Read the jobs JSON Schema and check that it is itself a valid draft 2020-12 schema.
+
+    Raises:
+        SpecError: the schema file is missing, not JSON, or not a valid schema (located in it).
+    """
+    try:
+        schema = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SpecError([Problem(str(path), 0, 0, "", f"cannot read the schema: {e}")]) from None
+    except json.JSONDecodeError as e:
+        raise SpecError([Problem(str(path), e.lineno, e.colno, "", f"schema is not JSON: {e.msg}")]) from None
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        where = ".".join(str(p) for p in e.absolute_path)
+        raise SpecError([Problem(str(path), 0, 0, where, f"invalid JSON Schema: {e.message}")]) from None
+    return schema
+
+
+def _known_keys(schema: dict, error) -> list[str]:
+    """Property names an object at ``error`` may have (its own and those of ``allOf`` parts)."""
+    keys = []
+    stack = [error.schema]
+    while stack:
+        node = stack.pop()
+        if "$ref" in node:
+            node = _resolve(schema, node["$ref"])
+        keys.extend(node.get("properties", {}))
+        stack.extend(node.get("allOf", []))
+    return keys
+
+
+def _resolve(schema: dict, ref: str) -> dict:
+    node = schema
+    for part in ref.lstrip("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+#: JSON Schema type names in the words of YAML.
+YAML_TYPES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "nothing",
+}
+
+
+def _expected(types) -> str:
+    types = types if isinstance(types, list) else [types]
+    return " or ".join(YAML_TYPES.get(t, t) for t in types)
+
+
+def _describe(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null (an empty value)"
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    return repr(value)
+
+
+def _yaml_hint(doc: Document, path: tuple, expected) -> str:
+    """Explain YAML 1.1 surprises: ``no``/``on`` read as booleans, ``1e-3`` read as a string."""
+    text = doc.plain_scalars.get(path)
+    if text is None:
+        return ""
+    expected = expected if isinstance(expected, list) else [expected]
+    if YAML11_BOOL_WORDS.match(text) and "string" in expected:
+        return f' (YAML reads a bare {text} as a boolean: write "{text}" in quotes)'
+    if NUMBER_LIKE.match(text) and ("number" in expected or "integer" in expected):
+        return f" (YAML reads {text} as text: write it with a dot and a signed exponent, e.g. 1.0e-3)"
+    return ""
+
+
+def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    problems = []
+    for error in validator.iter_errors(doc.data):
+        if error.validator in ("oneOf", "anyOf") and error.context:
+            error = best_match(error.context)
+        path = tuple(error.absolute_path)
+        kind = error.validator
+        if kind in ("additionalProperties", "unevaluatedProperties"):
+            known = _known_keys(schema, error)
+            for key in sorted(set(error.instance) - set(known)):
+                problems.append(doc.problem(path + (key,), f"unknown key {key!r}{_suggest(key, known)}", at_key=True))
+            continue
+        if kind == "required":
+            missing = [k for k in error.validator_value if k not in error.instance]
+            message = f"missing required key {missing[0]!r}" if missing else error.message
+        elif kind == "type":
+            message = f"expected {_expected(error.validator_value)}, got {_describe(error.instance)}"
+            message += _yaml_hint(doc, path, error.validator_value)
+        elif kind == "enum":
+            choices = ", ".join(map(str, error.validator_value))
+            message = f"must be one of: {choices} (got {_describe(error.instance)})"
+            message += _suggest(error.instance, error.validator_value) if isinstance(error.instance, str) else ""
+        elif kind == "minItems" and error.validator_value == 1:
+            message = "must not be empty"
+        elif kind == "pattern":
+            message = f"{_describe(error.instance)} is not allowed here: must match {error.validator_value}"
+        else:
+            message = error.message
+        hint = error.schema.get("x-hint") if isinstance(error.schema, dict) else None
+        if hint and kind in ("pattern", "enum", "minItems"):
+            message += f" ({hint})"
+        problems.append(doc.problem(path, message))
+    return problems
+
+
+def _script_writers(script: Path) -> set[str]:
+    """Names of Client API tracking writers a script imports from ``nvflare.client.tracking``."""
+    try:
+        tree = ast.parse(script.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return set()
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nvflare.client.tracking"):
+            found.update(a.name for a in node.names if a.name in WRITERS)
+    return found
+
+
+def script_path(doc: Document, job: Job) -> Path:
+    """Where ``job``'s script lives: ``<folder of jobs.yaml>/client_scripts/<script>``."""
+    return doc.root / SCRIPTS_DIR / job.settings["script"]
+
+
+def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
+    problems = []
+    seen = {}
+    scripts_root = (doc.root / SCRIPTS_DIR).resolve()
+    for job in jobs:
+        s = job.settings
+        name_path = ("jobs", job.index, "name")
+        if job.name in seen:
+            problems.append(
+                doc.problem(name_path, f"duplicate job name {job.name!r} (first used by jobs[{seen[job.name]}])")
+            )
+        seen.setdefault(job.name, job.index)
+
+        if "script" not in s:
+            problems.append(
+                doc.problem(("jobs", job.index), "missing required key 'script' (set it here or in `defaults`)")
+            )
+        else:
+            spath = job.path_of("script")
+            script = script_path(doc, job)
+            resolved = script.resolve()
+            if not resolved.is_relative_to(scripts_root):
+                problems.append(doc.problem(spath, f"script {s['script']!r} resolves outside {SCRIPTS_DIR}/"))
+            elif not resolved.is_file():
+                available = sorted(p.relative_to(scripts_root).as_posix() for p in scripts_root.rglob("*.py"))
+                problems.append(
+                    doc.problem(
+                        spath, f"script {s['script']!r} not found in {SCRIPTS_DIR}/{_suggest(s['script'], available)}"
+                    )
+                )
+            else:
+                problems.extend(_metrics_problems(doc, job, _script_writers(resolved)))
+
+        if s["min_clients"] > s["num_clients"]:
+            problems.append(
+                doc.problem(
+                    job.path_of("min_clients"),
+                    f"min_clients ({s['min_clients']}) is larger than num_clients ({s['num_clients']}): "
+                    "the job could never start",
+                )
+            )
+        for key in ("command", "script_args"):
+            try:
+                shlex.split(s[key])
+            except ValueError as e:
+                problems.append(
+                    doc.problem(job.path_of(key), f"cannot split {s[key]!r} like a shell command line: {e}")
+                )
+        problems.extend(_deploy_map_problems(doc, job))
+    return problems
+
+
+def _deploy_map_problems(doc: Document, job: Job) -> list[Problem]:
+    s = job.settings
+    dpath = job.path_of("deploy_map")
+    problems = []
+    sites = {"server"} | {f"site-{i}" for i in range(1, s["num_clients"] + 1)}
+    covered = set()
+    for app, targets in s["deploy_map"].items():
+        if app != APP_NAME:
+            problems.append(
+                doc.problem(
+                    dpath + (app,), f"unknown app {app!r}: the generated job has one app, {APP_NAME!r}", at_key=True
+                )
+            )
+            continue
+        for i, site in enumerate(targets):
+            if site == "@ALL":
+                covered |= sites
+            elif site not in sites:
+                problems.append(
+                    doc.problem(
+                        dpath + (app, i),
+                        f"unknown site {site!r}: this job has server and site-1 .. site-{s['num_clients']}",
+                    )
+                )
+            covered.add(site)
+    missing = sorted(sites - covered)
+    if not problems and missing:
+        problems.append(
+            doc.problem(
+                dpath,
+                f"app {APP_NAME!r} is not deployed to {', '.join(missing)}: every site of a simulated job needs it",
+            )
+        )
+    return problems
+
+
+def _metrics_problems(doc: Document, job: Job, writers: set[str]) -> list[Problem]:
+    receiver = job.settings.get("receiver")
+    if writers and not receiver:
+        names = ", ".join(sorted(writers))
+        return [
+            doc.problem(
+                job.path_of("script"),
+                f"script streams metrics with {names} but the job has no `receiver`: every metric would be lost "
+                f"(add `receiver: {{type: {WRITERS[sorted(writers)[0]]}}}`)",
+            )
+        ]
+    return []
+
+
+def receiver_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
+    """Non-fatal findings: a job with a ``receiver`` whose script imports no tracking writer."""
+    out = []
+    for job in jobs:
+        if job.settings.get("receiver") and "script" in job.settings:
+            script = script_path(doc, job)
+            if script.is_file() and not _script_writers(script):
+                out.append(
+                    doc.problem(
+                        job.path_of("receiver"),
+                        "warning: a receiver is configured but the script imports no nvflare.client.tracking writer",
+                    )
+                )
+    return out
+
+
+def validate(doc: Document, schema: dict | None = None) -> list[Job]:
+    """Validate a loaded ``jobs.yaml`` and return its effective jobs.
+
+    Args:
+        doc (Document): from :func:`generator.load.load`.
+        schema (dict | None): the jobs schema; default: ``schema/jobs.schema.json``.
+
+    Returns:
+        list[Job]: the effective jobs, in file order.
+
+    Raises:
+        SpecError: with every schema and cross-field problem, sorted by position.
+    """
+    schema = schema or load_schema()
+    problems = _schema_problems(doc, schema)
+    if problems:
+        raise SpecError(problems)
+    jobs = effective_jobs(doc.data, schema)
+    problems = _job_problems(doc, jobs)
+    if problems:
+        raise SpecError(problems)
+    return jobs

@@ -1,0 +1,56 @@
+"""Shared fixtures: a throw-away project folder, the CLI run as a user runs it, tree snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ROOT / "tests" / "cases"
+GOLDEN = ROOT / "tests" / "golden"
+INITIAL_MODEL = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]  # NPModelPersistor's fallback model
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/ from jobs.yaml")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    return request.config.getoption("--update-golden")
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A copy of the project's user-facing files (jobs.yaml, client_scripts/) in a temp folder."""
+    shutil.copy(ROOT / "jobs.yaml", tmp_path / "jobs.yaml")
+    shutil.copytree(ROOT / "client_scripts", tmp_path / "client_scripts")
+    return tmp_path
+
+
+def run_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -m generator ARGS`` in ``cwd`` as a user would; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "generator", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file (and folder, as 'dir') below ``folder``."""
+    out = {}
+    if not folder.exists():
+        return out
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        out[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return out

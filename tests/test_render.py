@@ -1,0 +1,190 @@
+"""Rendering: the shipped jobs.yaml renders the expected NVFlare components, deterministically.
+
+Golden job folders live in tests/golden/; refresh them with ``pytest --update-golden`` after an
+intended change to templates or jobs.yaml, and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import GOLDEN, ROOT, run_cli, snapshot
+
+from generator.load import load
+from generator.render import make_env, render_job
+from generator.validate import validate
+
+EXECUTOR = "nvflare.app_common.executors.client_api_executor.ClientAPIExecutor"
+FEDAVG = "nvflare.app_common.workflows.fedavg.FedAvg"
+PERSISTOR = "nvflare.app_common.np.np_model_persistor.NPModelPersistor"
+MLFLOW = "nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver"
+CONVERT = "nvflare.app_common.widgets.convert_to_fed_event.ConvertToFedEvent"
+
+
+def render_text(yaml_text: str, tmp_path: Path) -> dict[str, dict[str, bytes]]:
+    (tmp_path / "jobs.yaml").write_text(yaml_text, encoding="utf-8")
+    if not (tmp_path / "client_scripts").exists():
+        shutil.copytree(ROOT / "client_scripts", tmp_path / "client_scripts")
+    doc = load(tmp_path / "jobs.yaml")
+    env = make_env()
+    return {job.name: render_job(job, tmp_path / "client_scripts", env) for job in validate(doc)}
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict[str, dict[str, dict]]:
+    doc = load(ROOT / "jobs.yaml")
+    env = make_env()
+    out = {}
+    for job in validate(doc):
+        files = render_job(job, ROOT / "client_scripts", env)
+        out[job.name] = {k: json.loads(v) for k, v in files.items() if k.endswith(".json")}
+        out[job.name]["scripts"] = sorted(k for k in files if k.startswith("app/custom/"))
+    return out
+
+
+def test_shipped_jobs_are_the_examples_five_runs(shipped):
+    assert sorted(shipped) == sorted(
+        [
+            "np-full-in-process",
+            "np-diff-in-process",
+            "np-metrics-in-process",
+            "np-full-sub-process",
+            "np-metrics-sub-process",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "np-full-in-process",
+        "np-diff-in-process",
+        "np-metrics-in-process",
+        "np-full-sub-process",
+        "np-metrics-sub-process",
+    ],
+)
+def test_server_runs_fedavg_over_the_numpy_persistor(shipped, name):
+    server = shipped[name]["app/config/config_fed_server.json"]
+    (workflow,) = server["workflows"]
+    assert workflow["path"] == FEDAVG
+    assert workflow["args"] == {"num_clients": 2, "num_rounds": 5, "persistor_id": "persistor"}
+    persistor = next(c for c in server["components"] if c["id"] == "persistor")
+    assert persistor["path"] == PERSISTOR
+    assert server["server"]["task_request_interval"] == 0.1
+    meta = shipped[name]["meta.json"]
+    assert meta == {"name": name, "resource_spec": {}, "min_clients": 2, "deploy_map": {"app": ["@ALL"]}}
+
+
+def executor_args(job):
+    (entry,) = job["app/config/config_fed_client.json"]["executors"]
+    assert entry["tasks"] == ["*"]
+    assert entry["executor"]["path"] == EXECUTOR
+    return entry["executor"]["args"]
+
+
+def test_in_process_executor(shipped):
+    args = executor_args(shipped["np-full-in-process"])
+    assert args["execution_mode"] == "in_process"
+    assert args["task_script_path"] == "train_full.py"
+    assert "command" not in args
+    assert args["params_exchange_format"] == "numpy"
+    assert args["params_transfer_type"] == "FULL"
+    assert shipped["np-full-in-process"]["scripts"] == ["app/custom/train_full.py"]
+
+
+def test_diff_job_transfers_diff(shipped):
+    assert executor_args(shipped["np-diff-in-process"])["params_transfer_type"] == "DIFF"
+    assert shipped["np-diff-in-process"]["scripts"] == ["app/custom/train_diff.py"]
+
+
+def test_sub_process_executor_launches_the_script_from_custom(shipped):
+    args = executor_args(shipped["np-full-sub-process"])
+    assert args["execution_mode"] == "external_process"
+    assert args["command"] == ["python3", "-u", "custom/train_full.py"]
+    assert args["launch_once"] is True
+    assert "task_script_path" not in args
+
+
+def test_metrics_jobs_have_an_mlflow_receiver_without_tracking_uri(shipped):
+    for name in ("np-metrics-in-process", "np-metrics-sub-process"):
+        server = shipped[name]["app/config/config_fed_server.json"]
+        (receiver,) = [c for c in server["components"] if c["path"] == MLFLOW]
+        assert "tracking_uri" not in receiver["args"]  # MLflow 3 refuses file://; NVFlare 2.9 then uses SQLite
+        assert receiver["args"]["events"] == ["fed.analytix_log_stats"]
+        assert receiver["args"]["kw_args"]["experiment_name"] == "nvflare-fedavg-np-experiment"
+
+
+def test_only_in_process_metrics_convert_local_events(shipped):
+    in_proc = shipped["np-metrics-in-process"]["app/config/config_fed_client.json"]["components"]
+    assert in_proc == [
+        {
+            "id": "event_to_fed",
+            "path": CONVERT,
+            "args": {"events_to_convert": ["analytix_log_stats"], "fed_event_prefix": "fed."},
+        }
+    ]
+    assert shipped["np-metrics-sub-process"]["app/config/config_fed_client.json"]["components"] == []
+    assert shipped["np-full-in-process"]["app/config/config_fed_client.json"]["components"] == []
+
+
+def test_jobs_without_receiver_have_none(shipped):
+    for name in ("np-full-in-process", "np-diff-in-process", "np-full-sub-process"):
+        paths = [c["path"] for c in shipped[name]["app/config/config_fed_server.json"]["components"]]
+        assert paths == [PERSISTOR]
+
+
+def test_defaults_merge_and_job_keys_win(tmp_path):
+    rendered = render_text(
+        "defaults:\n  num_rounds: 7\n  server: {task_request_interval: 0.5}\n"
+        "jobs:\n  - name: a\n    script: train_full.py\n  - name: b\n    script: train_full.py\n    num_rounds: 3\n",
+        tmp_path,
+    )
+    a = json.loads(rendered["a"]["app/config/config_fed_server.json"])
+    b = json.loads(rendered["b"]["app/config/config_fed_server.json"])
+    assert a["workflows"][0]["args"]["num_rounds"] == 7
+    assert b["workflows"][0]["args"]["num_rounds"] == 3
+    assert a["server"]["task_request_interval"] == b["server"]["task_request_interval"] == 0.5
+    # schema defaults fill the rest: 2 clients, min_clients 1 (FedJob's), deploy to @ALL
+    assert json.loads(rendered["a"]["meta.json"])["min_clients"] == 1
+    assert a["workflows"][0]["args"]["num_clients"] == 2
+
+
+def test_any_string_renders_literally_into_valid_json(tmp_path):
+    nasty = 'q"uote \\ back\nslash {{ 7*7 }} {% raw %} é 中文 </script> True None'
+    yaml_text = (
+        "jobs:\n  - name: a\n    script: train_metrics.py\n    script_args: " + json.dumps(shlex.quote(nasty)) + "\n"
+        "    receiver:\n      type: mlflow\n      experiment_name: " + json.dumps(nasty) + "\n"
+        "      run_tags: {" + json.dumps(nasty) + ": " + json.dumps(nasty) + "}\n"
+    )
+    files = render_text(yaml_text, tmp_path)["a"]
+    server = json.loads(files["app/config/config_fed_server.json"])
+    client = json.loads(files["app/config/config_fed_client.json"])
+    kw = server["components"][1]["args"]["kw_args"]
+    assert kw["experiment_name"] == nasty
+    assert kw["run_tags"] == {nasty: nasty}
+    assert client["executors"][0]["executor"]["args"]["task_script_args"] == shlex.quote(nasty)
+
+
+def test_sub_process_command_splits_like_a_shell(tmp_path):
+    files = render_text(
+        "jobs:\n  - name: a\n    script: train_full.py\n    launch_external_process: true\n"
+        "    command: python3 -X utf8\n    script_args: \"--lr 0.1 --note 'two words'\"\n",
+        tmp_path,
+    )["a"]
+    args = json.loads(files["app/config/config_fed_client.json"])["executors"][0]["executor"]["args"]
+    assert args["command"] == ["python3", "-X", "utf8", "custom/train_full.py", "--lr", "0.1", "--note", "two words"]
+
+
+def test_generation_is_deterministic_and_matches_golden(project, update_golden):
+    assert run_cli(project, "generate", "--out", "one").returncode == 0
+    assert run_cli(project, "generate", "--out", "two").returncode == 0
+    assert snapshot(project / "one") == snapshot(project / "two")
+    if update_golden:
+        shutil.rmtree(GOLDEN, ignore_errors=True)
+        shutil.copytree(project / "one", GOLDEN)
+    assert snapshot(project / "one") == snapshot(GOLDEN), "run `pytest --update-golden` and review the diff"
