@@ -131,7 +131,7 @@ def write_jobs(
                 if name not in rendered and (out / name).is_dir():
                     shutil.copytree(out / name, tmp / name, symlinks=True)
         (tmp / MANIFEST).write_text(
-            json.dumps({"generator": GENERATOR_ID, "jobs": dict(sorted(jobs_info.items()))}, indent=2) + "\n",
+            json.dumps({"generator": GENERATOR_ID, "jobs": jobs_info}, indent=2) + "\n",
             encoding="utf-8",
         )
         _check_tree(tmp, jobs_info)
