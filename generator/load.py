@@ -197,14 +197,15 @@ class _Builder:
         self._built += 1
         self._seen.add(id(node))
         if self._built > len(self._seen) + MAX_ALIAS_VALUES:
-            pos = _pos(node.start_mark)
+            top = path[:1]  # where the expansion runs away: the top-level key being built
+            pos = self.doc.where(top, at_key=True) if top else _pos(node.start_mark)
             raise _AliasBomb(
                 Problem(
                     self.doc.file,
                     pos.line,
                     pos.column,
-                    format_path(path[:3]),
-                    f"aliases (*name) expand to more than {MAX_ALIAS_VALUES:,} values: write the values out "
+                    format_path(top),
+                    f"aliases (*name) here expand to more than {MAX_ALIAS_VALUES:,} values: write the values out "
                     "or share them through `defaults:`",
                 )
             )
@@ -326,7 +327,9 @@ def _yaml_error(e: yaml.YAMLError, text: str, file: str) -> Problem:
     if isinstance(e, yaml.reader.ReaderError):
         pos = _text_position(text, e.position)
         char = f"#x{e.character:04x}" if isinstance(e.character, int) else repr(e.character)
-        return Problem(file, pos.line, pos.column, "", f"invalid YAML: character {char} is not allowed ({e.reason})")
+        return Problem(
+            file, pos.line, pos.column, "", f"invalid YAML: control character {char} is not allowed: remove it"
+        )
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     pos = _pos(mark) if mark else Position(1, 1)
     if isinstance(e, yaml.MarkedYAMLError):

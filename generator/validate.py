@@ -80,7 +80,9 @@ def _resolve(schema: dict, ref: str) -> dict:
 
 
 def _suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    choices = [str(c) for c in choices]
+    same = [c for c in choices if c.lower() == str(word).lower()]
+    close = same or difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -288,7 +290,9 @@ def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
             )
         for key in ("command", "script_args"):
             if "\0" in s[key]:
-                problems.append(doc.problem(job.path_of(key), "holds a NUL character (\\0): no command line can"))
+                problems.append(
+                    doc.problem(job.path_of(key), "holds a NUL character (\\0), which no command line can carry")
+                )
                 continue
             try:
                 shlex.split(s[key])
