@@ -323,23 +323,22 @@ def _swap_in(out: Path, rendered: dict, info: dict, manifest: dict, keep_others:
         _remove(trash)
 
 
-def diff_jobs(out: Path, rendered: dict[str, dict[str, bytes]]) -> list[str]:
-    """What differs between ``out`` on disk and freshly ``rendered`` jobs (``generate --check``).
-
-    Writes nothing.
+def differences(out: Path, rendered: dict[str, dict[str, bytes]]) -> list[tuple[str, Path]]:
+    """How ``out`` on disk differs from freshly ``rendered`` jobs. Writes nothing.
 
     Returns:
-        list[str]: one line per difference (``missing``, ``changed``, ``unexpected``), sorted;
-        empty when the folders are byte-identical to what would be generated.
+        list[tuple[str, Path]]: ``(kind, path)`` with kind ``unexpected job folder``,
+        ``missing``, ``unexpected`` or ``changed``; empty when ``out`` is byte-identical to what
+        would be generated (the manifest aside).
 
     Raises:
         OutputError: ``out`` is not a folder the generator made (see :func:`read_manifest`).
     """
     out = Path(out)
-    lines = []
+    found = []
     on_disk = read_manifest(out)["jobs"]
     for name in sorted(set(on_disk) - set(rendered)):
-        lines.append(f"unexpected job folder: {out / name}")
+        found.append(("unexpected job folder", out / name))
     for name, files in sorted(rendered.items()):
         job_dir = out / name
         present = (
@@ -350,9 +349,22 @@ def diff_jobs(out: Path, rendered: dict[str, dict[str, bytes]]) -> list[str]:
         for rel in sorted(set(files) | present):
             path = job_dir / rel
             if rel not in present:
-                lines.append(f"missing: {path}")
+                found.append(("missing", path))
             elif rel not in files:
-                lines.append(f"unexpected: {path}")
+                found.append(("unexpected", path))
             elif path.is_symlink() or path.read_bytes() != files[rel]:
-                lines.append(f"changed: {path}")
-    return lines
+                found.append(("changed", path))
+    return found
+
+
+def diff_jobs(out: Path, rendered: dict[str, dict[str, bytes]]) -> list[str]:
+    """What differs between ``out`` and freshly ``rendered`` jobs, as ``generate --check`` prints it.
+
+    Returns:
+        list[str]: one line per difference, ``KIND: PATH`` (see :func:`differences`); empty when
+        the folders are byte-identical to what would be generated.
+
+    Raises:
+        OutputError: ``out`` is not a folder the generator made (see :func:`read_manifest`).
+    """
+    return [f"{kind}: {path}" for kind, path in differences(out, rendered)]
