@@ -104,14 +104,34 @@ class Document:
         return Problem(self.file, pos.line, pos.column, format_path(path), message)
 
 
+#: Keys written bare in a key path; any other key is quoted: ``run_tags["mlflow.note.content"]``.
+_BARE_KEY = re.compile(r"^[^\s.\[\]\"'\\]+$")
+
+
+def quote(text: str) -> str:
+    """``text`` in double quotes, with quotes, backslashes and every unprintable character escaped."""
+
+    def escape(ch: str) -> str:
+        if ch in '"\\':
+            return "\\" + ch
+        if ch.isprintable():
+            return ch
+        code = ord(ch)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+    return '"' + "".join(escape(ch) for ch in text) + '"'
+
+
 def format_path(path: tuple) -> str:
-    """Format a key path like ``jobs[0].receiver.events[1]``."""
+    """Format a key path like ``jobs[0].receiver.events[1]`` or ``run_tags["a.b"]`` (always one line)."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif _BARE_KEY.match(str(part)) and str(part).isprintable():
             out += ("." if out else "") + str(part)
+        else:
+            out += f"[{quote(str(part))}]"
     return out
 
 
@@ -366,11 +386,20 @@ def load(path: str | Path) -> Document:
     text = _read_text(p, file)
     doc = Document(file=file, root=p.resolve().parent, data=None)
     try:
-        nodes = list(yaml.compose_all(text, Loader=_Loader))
+        loader = _Loader(text)  # checks every character first
     except yaml.YAMLError as e:
         raise SpecError([_yaml_error(e, text, file)]) from None
-    except RecursionError:  # cannot happen below MAX_DEPTH; kept so a crash is still a message
-        raise SpecError([Problem(file, 1, 1, "", "invalid YAML: nested too deeply")]) from None
+    nodes = []
+    try:
+        while loader.check_node():  # what yaml.compose_all does, with the loader at hand
+            nodes.append(loader.get_node())
+    except yaml.YAMLError as e:
+        raise SpecError([_yaml_error(e, text, file)]) from None
+    except (ValueError, OverflowError, RecursionError) as e:  # PyYAML bugs, e.g. chr() of "\U00110000"
+        pos = _pos(loader.get_mark())
+        raise SpecError([Problem(file, pos.line, pos.column, "", f"invalid YAML near here: {e}")]) from None
+    finally:
+        loader.dispose()
     if not nodes or nodes[0] is None:
         raise SpecError([Problem(file, 1, 1, "", "file is empty: expected a mapping with a `jobs:` list")])
     if len(nodes) > 1:
