@@ -300,10 +300,9 @@ def lint(jobs_file: str | Path, out: str | Path) -> list[Problem]:
     doc = load(jobs_file)
     jobs = validate(doc)
     out = Path(out)
-    if not out.is_dir() or not read_manifest(out)["jobs"]:
-        read_manifest(out)  # a file or a foreign folder: say so
+    manifest = read_manifest(out)  # raises if out is a symlink, a file or a folder not ours
+    if not manifest["jobs"]:
         return [Problem(str(out), 0, 0, "", "no generated jobs here: run `make generate` first")]
-    manifest = read_manifest(out)
     env = make_env()
     rendered = {job.name: render_job(job, doc.root / SCRIPTS_DIR, env) for job in jobs}
     by_name = {job.name: job for job in jobs}

@@ -3,11 +3,14 @@
 Takes a :class:`~generator.load.Document`; gives the effective jobs (:mod:`generator.spec`) or
 raises :class:`~generator.errors.SpecError` with *every* problem found, each located at the YAML
 key or value it is about. Schema checks use the ``jsonschema`` library (draft 2020-12, the schema
-itself checked first); the checks below it cover what a schema cannot say: duplicate job names,
-scripts that do not exist under ``client_scripts/`` or resolve outside it, a ``command`` or
-``script_args`` that does not split like a shell command line, ``min_clients`` above
-``num_clients``, a ``deploy_map`` naming an unknown app or site, and metrics that a script streams
-with no receiver to store them.
+itself checked first; ``5.0`` is not an integer); the checks below it cover what a schema cannot
+say: duplicate job names, scripts that do not exist under ``client_scripts/`` or resolve outside
+it (through ``..`` or a symlink), receiver paths (``artifact_location``, a ``sqlite:///`` file)
+that are absolute or climb out with ``..``, a ``command`` or ``script_args`` that does not split
+like a shell command line or holds NUL, ``min_clients`` above ``num_clients``, a ``deploy_map``
+naming an unknown app or site, and metrics that a script streams with no receiver to store them.
+Problems the load stage found (``Document.problems``) are reported with these, minus the schema
+problems that merely echo them.
 """
 
 from __future__ import annotations

@@ -178,12 +178,17 @@ def check_generated(root: Path, spec: dict, before: dict) -> None:
         folder = root / "build" / "jobs" / job["name"]
         for path in sorted(folder.rglob("*.json")):
             rendered_strings.update(strings(strict_json(path.read_bytes())))
+        expected = []
         r = job.get("receiver")
         if r:
-            expected = [r.get("experiment_name"), r.get("run_name"), *strings(r.get("run_tags", {}))]
-            assert {s for s in expected if s is not None} <= rendered_strings
-        if "script_args" in job and not job.get("launch_external_process"):
-            assert job["script_args"] in rendered_strings
+            expected += [r.get("experiment_name"), r.get("run_name"), r.get("artifact_location"), r.get("tracking_uri")]
+            expected += [*strings(r.get("run_tags", {})), *strings(r.get("experiment_tags", {})), *r.get("events", [])]
+        if job.get("launch_external_process"):
+            expected += shlex.split(job.get("command", "python3 -u")) + shlex.split(job.get("script_args", ""))
+        else:
+            expected.append(job.get("script_args"))
+        missing = {s for s in expected if s is not None} - rendered_strings
+        assert not missing, missing
 
 
 @FAST
