@@ -51,8 +51,9 @@ def _print_problems(problems) -> None:
 def _validate(args) -> int:
     from .pipeline import check_only
 
-    jobs = check_only(args.jobs)
-    print(f"{args.jobs}: {len(jobs)} job(s) valid: {', '.join(j.name for j in jobs)}")
+    result = check_only(args.jobs)
+    _print_problems(result.warnings)
+    print(f"{args.jobs}: {len(result.jobs)} job(s) valid: {', '.join(j.name for j in result.jobs)}")
     return 0
 
 

@@ -30,7 +30,14 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
         key = f" {self.path}:" if self.path else ""
-        return f"{where}:{key} {self.message}"
+        return f"{where}:{key} {self.message}".translate(_ONE_LINE)
+
+
+#: Characters that start a new line somewhere (``str.splitlines``, terminals), escaped so that a
+#: problem always prints as exactly one line whatever text it quotes.
+_ONE_LINE = {
+    ord(c): f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+}
 
 
 class JobgenError(Exception):

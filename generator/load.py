@@ -2,9 +2,15 @@
 
 Takes a path; gives a :class:`Document` (data made only of dict, list, str, int, float, bool and
 None, and a map from key path to YAML line/column). PyYAML composes the node tree
-(``yaml.compose`` with the safe loader); we build the data from the nodes ourselves so that
-duplicate keys, non-standard tags and other YAML traps are refused with their position instead of
-being silently accepted (PyYAML keeps the last of duplicate keys) or executed.
+(``yaml.compose`` with the safe loader, nesting depth bounded); we build the data from the nodes
+ourselves so that YAML traps are refused with their position instead of being silently accepted or
+executed: duplicate keys (PyYAML keeps the last), non-core tags (``!!python/...`` is never run),
+YAML 1.1 numbers such as ``010`` (octal 8) or ``1:30`` (base 60, 90), ``.nan``/``.inf``, strings
+that cannot be written as UTF-8, and aliases that expand without bound ("billion laughs").
+
+Problems that stop parsing (not UTF-8, YAML syntax, too deep, alias bomb) raise at once; the
+others are collected in :attr:`Document.problems` and reported by the validate stage together
+with the schema problems, so a user sees every mistake of a file in one run.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from .errors import Problem, SpecError
 
 #: Tags a ``jobs.yaml`` may use: the YAML core types the safe loader resolves by itself.
 SAFE_TAGS = {"tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")}
+_SCALAR_TAGS = {"tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null")}
 
 #: Plain scalars YAML 1.1 (PyYAML) reads as booleans although most people mean a word.
 YAML11_BOOL_WORDS = re.compile(r"^(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
@@ -26,6 +33,21 @@ YAML11_BOOL_WORDS = re.compile(r"^(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off
 #: Plain scalars that look like numbers but PyYAML reads as strings (YAML 1.1 needs a dot
 #: before an exponent: ``1e-3`` is a string, ``1.0e-3`` a float).
 NUMBER_LIKE = re.compile(r"^[-+]?(\d[\d_]*)?\.?\d*[eE][-+]?\d+$|^[-+]?\.\d+$")
+
+#: How an integer or a float must be written to mean what it says: plain decimal. YAML 1.1 also
+#: reads ``0x1F``, ``0b101``, ``017`` (octal 15), ``1_000`` and ``1:30`` (base 60: 90).
+DECIMAL_INT = re.compile(r"^[-+]?(0|[1-9][0-9]*)$")
+DECIMAL_FLOAT = re.compile(r"^[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$")
+
+#: Lone UTF-16 surrogates (``"\ud800"`` in a double-quoted YAML string): not encodable as UTF-8.
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+#: Largest ``jobs.yaml`` read, in bytes (a thousand jobs take about 100 kB).
+MAX_BYTES = 2_000_000
+#: Deepest nesting of lists and mappings (``jobs.yaml`` needs 5).
+MAX_DEPTH = 64
+#: Most values aliases (``*name``) may add beyond those written out in the file.
+MAX_ALIAS_VALUES = 10_000
 
 Path_ = tuple  # a key path: a tuple of str (mapping keys) and int (sequence indexes)
 
@@ -45,10 +67,14 @@ class Document:
     Attributes:
         file (str): the path as given by the user, used in messages.
         root (Path): the folder holding the file; scripts are looked up in ``root/client_scripts``.
-        data (object): the plain data.
+        data (object): the plain data (a refused value is left out or None).
         values (dict[tuple, Position]): key path -> position of the value.
         keys (dict[tuple, Position]): key path -> position of the mapping key (for mapping members).
         plain_scalars (dict[tuple, str]): key path -> source text of each unquoted scalar.
+        problems (list[Problem]): YAML traps found while loading; :func:`generator.validate.validate`
+            reports them with the schema problems. A document with problems must not be used.
+        incomplete (set[str]): key paths of mappings that lost a refused key (a merge key, a
+            key YAML reads as a boolean, ...): a "missing key" there may be an echo of it.
     """
 
     file: str
@@ -57,6 +83,8 @@ class Document:
     values: dict = field(default_factory=dict)
     keys: dict = field(default_factory=dict)
     plain_scalars: dict = field(default_factory=dict)
+    problems: list = field(default_factory=list)
+    incomplete: set = field(default_factory=set)
 
     def where(self, path: tuple, at_key: bool = False) -> Position:
         """Position of ``path``: its key (``at_key``) or value, else that of the nearest parent."""
@@ -76,19 +104,99 @@ class Document:
         return Problem(self.file, pos.line, pos.column, format_path(path), message)
 
 
+#: Keys written bare in a key path; any other key is quoted: ``run_tags["mlflow.note.content"]``.
+_BARE_KEY = re.compile(r"^[^\s.\[\]\"'\\]+$")
+
+
+def quote(text: str) -> str:
+    """``text`` in double quotes, with quotes, backslashes and every unprintable character escaped."""
+
+    def escape(ch: str) -> str:
+        if ch in '"\\':
+            return "\\" + ch
+        if ch.isprintable():
+            return ch
+        code = ord(ch)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+    return '"' + "".join(escape(ch) for ch in text) + '"'
+
+
 def format_path(path: tuple) -> str:
-    """Format a key path like ``jobs[0].receiver.events[1]``."""
+    """Format a key path like ``jobs[0].receiver.events[1]`` or ``run_tags["a.b"]`` (always one line)."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif _BARE_KEY.match(str(part)) and str(part).isprintable():
             out += ("." if out else "") + str(part)
+        else:
+            out += f"[{quote(str(part))}]"
     return out
 
 
 def _pos(mark) -> Position:
     return Position(mark.line + 1, mark.column + 1)
+
+
+def _text_position(text: str, index: int) -> Position:
+    """1-based line and column of character ``index`` of ``text``."""
+    line_start = text.rfind("\n", 0, index) + 1
+    return Position(text.count("\n", 0, index) + 1, index - line_start + 1)
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader with a bound on nesting: PyYAML's composer recurses once per level."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"lists and mappings nest deeper than {MAX_DEPTH} levels", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _AliasBomb(Exception):
+    def __init__(self, problem: Problem):
+        self.problem = problem
+
+
+def _tag_name(tag: str) -> str:
+    return tag.replace("tag:yaml.org,2002:", "!!")
+
+
+def _number_trap(node, value) -> str | None:
+    """Why a scalar that YAML 1.1 reads as a number must be refused, or None if it is fine."""
+    text = node.value.strip()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return f"{text} (not-a-number or infinity) is not allowed: write a finite number"
+    if DECIMAL_INT.match(text) if isinstance(value, int) else DECIMAL_FLOAT.match(text):
+        return None
+    if ":" in text:
+        how = "a base-60 number"
+    elif "_" in text:
+        how = "a number with '_' separators"
+    elif re.match(r"^[-+]?0[xX]", text):
+        how = "a hexadecimal number"
+    elif re.match(r"^[-+]?0[bB]", text):
+        how = "a binary number"
+    elif re.match(r"^[-+]?0[0-9oO]", text):
+        how = "an octal number"
+    else:
+        how = "a number"
+    quote = "" if node.style else " (or quote it if you mean text)"
+    return f"YAML 1.1 reads {text} as {how}, {value!r}: write it as plain decimal digits{quote}"
 
 
 class _Builder:
@@ -98,34 +206,96 @@ class _Builder:
         self.doc = doc
         self.problems: list[Problem] = []
         self._scalar = yaml.SafeLoader("")  # only its scalar constructors are used
+        self._seen: set[int] = set()
+        self._built = 0
 
     def fail(self, node, path, message):
         pos = _pos(node.start_mark)
         self.problems.append(Problem(self.doc.file, pos.line, pos.column, format_path(path), message))
 
     def build(self, node, path: tuple):
-        self.doc.values[path] = _pos(node.start_mark)
+        self._built += 1
+        self._seen.add(id(node))
+        if self._built > len(self._seen) + MAX_ALIAS_VALUES:
+            top = path[:1]  # where the expansion runs away: the top-level key being built
+            pos = self.doc.where(top, at_key=True) if top else _pos(node.start_mark)
+            raise _AliasBomb(
+                Problem(
+                    self.doc.file,
+                    pos.line,
+                    pos.column,
+                    format_path(top),
+                    f"aliases (*name) here expand to more than {MAX_ALIAS_VALUES:,} values: write the values out "
+                    "or share them through `defaults:`",
+                )
+            )
+        self.doc.values.setdefault(path, _pos(node.start_mark))
         if node.tag not in SAFE_TAGS:
-            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-            self.fail(node, path, f"tag {tag!r} is not allowed: jobs.yaml holds plain data only")
+            self.fail(node, path, f"tag {_tag_name(node.tag)!r} is not allowed: jobs.yaml holds plain data only")
+            return None
+        if isinstance(node, yaml.MappingNode) != (node.tag == "tag:yaml.org,2002:map") or isinstance(
+            node, yaml.SequenceNode
+        ) != (node.tag == "tag:yaml.org,2002:seq"):
+            kind = {yaml.MappingNode: "a mapping", yaml.SequenceNode: "a list"}.get(type(node), "a single value")
+            self.fail(node, path, f"tag {_tag_name(node.tag)!r} does not fit {kind}")
             return None
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self._scalar_value(node, path)
+
+    def _scalar_value(self, node, path):
         if node.style is None:  # plain, unquoted
             self.doc.plain_scalars[path] = node.value
-        return self._scalar.construct_object(node)
+        try:
+            value = self._scalar.construct_object(node)
+        except Exception as e:  # PyYAML's constructors raise ValueError, KeyError, ... on bad input
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            self.fail(node, path, f"cannot read {node.value!r} as {_tag_name(node.tag)}: {detail}")
+            return None
+        trap = _number_trap(node, value)
+        if trap:
+            self.fail(node, path, trap)
+            return None
+        if isinstance(value, str) and SURROGATE.search(value):
+            bad = SURROGATE.search(value).group()
+            self.fail(
+                node,
+                path,
+                f"holds {bad.encode('unicode_escape').decode()}, half of a UTF-16 surrogate pair, which cannot be "
+                "written as UTF-8: write the character itself or its \\U0001XXXX escape",
+            )
+            return None
+        return value
+
+    def _key_problem(self, key_node) -> str | None:
+        if key_node.tag == "tag:yaml.org,2002:str":
+            if SURROGATE.search(key_node.value):
+                return "key holds half of a UTF-16 surrogate pair, which cannot be written as UTF-8"
+            return None
+        if not isinstance(key_node, yaml.ScalarNode):
+            kind = "a mapping" if isinstance(key_node, yaml.MappingNode) else "a list"
+            return f"a key must be a word, not {kind}"
+        text = key_node.value
+        if key_node.tag == "tag:yaml.org,2002:bool" and key_node.style is None:
+            return f'key {text} is read by YAML as a boolean, not a word: write "{text}" in quotes'
+        if key_node.tag == "tag:yaml.org,2002:null" and key_node.style is None:
+            return f"key {text or '(empty)'} is read by YAML as nothing (null): write the key in quotes"
+        return f"key {text!r} must be a string, but YAML reads it as {_tag_name(key_node.tag)}: write it in quotes"
 
     def _mapping(self, node, path):
         out = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                self.fail(key_node, path, "merge keys (<<) are not supported: use `defaults:` instead")
+                self.fail(key_node, path + ("<<",), "merge keys (<<) are not supported: use `defaults:` instead")
+                self.doc.incomplete.add(format_path(path))
                 continue
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
-                shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a collection"
-                self.fail(key_node, path, f"key {shown!r} must be a string (quote it)")
+            problem = self._key_problem(key_node)
+            if problem:
+                shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                self.fail(key_node, path + (shown,), problem)
+                self.doc.incomplete.add(format_path(path))
                 continue
             key = key_node.value
             if key in out:
@@ -141,6 +311,57 @@ class _Builder:
         return out
 
 
+def _read_text(path: Path, file: str) -> str:
+    """The file as text; a whole-file problem (missing, a folder, too big, not UTF-8) raises."""
+
+    def fail(message, line=0, column=0):
+        return SpecError([Problem(file, line, column, "", message)])
+
+    try:
+        if not path.exists():
+            raise fail("file not found")
+        if path.is_dir():
+            raise fail("is a folder, not a file: give the path of a jobs YAML file")
+        if not path.is_file():
+            raise fail("is not a regular file (a device, a pipe, ...): give the path of a jobs YAML file")
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise fail(f"is larger than {MAX_BYTES:,} bytes, the most a jobs file may have", 1, 1)
+    except OSError as e:
+        raise fail(f"cannot read: {e.strerror or e}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        good = raw[: e.start].decode("utf-8")
+        pos = _text_position(good, len(good))
+        raise fail(
+            f"is not UTF-8 text: byte 0x{raw[e.start]:02x} cannot be decoded (save the file as UTF-8)",
+            pos.line,
+            pos.column,
+        ) from None
+
+
+def _yaml_error(e: yaml.YAMLError, text: str, file: str) -> Problem:
+    """A located problem for a PyYAML reader, scanner, parser or composer error."""
+    if isinstance(e, yaml.reader.ReaderError):
+        pos = _text_position(text, e.position)
+        char = f"#x{e.character:04x}" if isinstance(e.character, int) else repr(e.character)
+        return Problem(
+            file, pos.line, pos.column, "", f"invalid YAML: control character {char} is not allowed: remove it"
+        )
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    pos = _pos(mark) if mark else Position(1, 1)
+    if isinstance(e, yaml.MarkedYAMLError):
+        message = " ".join(str(x) for x in (e.context, e.problem) if x)
+    else:
+        message = str(e).splitlines()[0]
+    lines = text.splitlines()
+    if 0 < pos.line <= len(lines) and "\t" in lines[pos.line - 1]:
+        message += " (tab characters cannot indent YAML: use spaces)"
+    return Problem(file, pos.line, pos.column, "", f"invalid YAML: {message}")
+
+
 def load(path: str | Path) -> Document:
     """Read and parse ``jobs.yaml``.
 
@@ -148,41 +369,46 @@ def load(path: str | Path) -> Document:
         path (str | Path): the file, as the user named it (used verbatim in messages).
 
     Returns:
-        Document: the data and the positions of its keys and values.
+        Document: the data and the positions of its keys and values, plus the problems found
+        while building the data (:attr:`Document.problems`: duplicate keys, non-string keys,
+        merge keys, non-core tags, YAML 1.1 numbers, ``.nan``, lone surrogates), which
+        :func:`generator.validate.validate` reports with the schema problems.
 
     Raises:
-        SpecError: the file cannot be read, is empty, is not valid YAML (tabs, bad indentation,
-            several documents, ...), has duplicate keys, non-string keys, merge keys or any tag
-            other than the core YAML types (e.g. ``!!python/object`` is refused, never run).
+        SpecError: the file cannot be read (missing, a folder, larger than ``MAX_BYTES``, not
+            UTF-8), is empty, is not valid YAML (tabs, bad indentation, a control character,
+            several documents, nesting deeper than ``MAX_DEPTH``), is not a mapping, or its
+            aliases expand to more than ``MAX_ALIAS_VALUES`` values. Nothing in the file is
+            ever executed: only the YAML core tags are constructed.
     """
     file = str(path)
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([Problem(file, 0, 0, "", "file not found")]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError([Problem(file, 0, 0, "", f"cannot read: {e}")]) from None
+    text = _read_text(p, file)
     doc = Document(file=file, root=p.resolve().parent, data=None)
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        message = " ".join(str(x) for x in (e.context, e.problem) if x)
-        lines = text.splitlines()
-        if 0 < line <= len(lines) and "\t" in lines[line - 1]:
-            message += " (tab characters cannot indent YAML: use spaces)"
-        raise SpecError([Problem(file, line, col, "", f"invalid YAML: {message}")]) from None
+        loader = _Loader(text)  # checks every character first
     except yaml.YAMLError as e:
-        raise SpecError([Problem(file, 0, 0, "", f"invalid YAML: {e}")]) from None
+        raise SpecError([_yaml_error(e, text, file)]) from None
+    nodes = []
+    try:
+        while loader.check_node():  # what yaml.compose_all does, with the loader at hand
+            nodes.append(loader.get_node())
+    except yaml.YAMLError as e:
+        raise SpecError([_yaml_error(e, text, file)]) from None
+    except (ValueError, OverflowError, RecursionError) as e:  # PyYAML bugs, e.g. chr() of "\U00110000"
+        pos = _pos(loader.get_mark())
+        raise SpecError([Problem(file, pos.line, pos.column, "", f"invalid YAML near here: {e}")]) from None
+    finally:
+        loader.dispose()
     if not nodes or nodes[0] is None:
         raise SpecError([Problem(file, 1, 1, "", "file is empty: expected a mapping with a `jobs:` list")])
     if len(nodes) > 1:
         pos = _pos(nodes[1].start_mark)
         raise SpecError([Problem(file, pos.line, pos.column, "", "only one YAML document is allowed (found `---`)")])
     builder = _Builder(doc)
-    doc.data = builder.build(nodes[0], ())
-    if builder.problems:
-        raise SpecError(builder.problems)
+    try:
+        doc.data = builder.build(nodes[0], ())
+    except _AliasBomb as bomb:
+        raise SpecError([bomb.problem]) from None
+    doc.problems = builder.problems
     return doc

@@ -50,7 +50,12 @@ def job_info(job: Job) -> dict:
 
 
 def select(doc, jobs: list[Job], names: list[str] | None) -> list[Job]:
-    """Keep the jobs named by ``--job``; an unknown name is a located error (with a suggestion)."""
+    """Keep the jobs named by ``--job``.
+
+    Raises:
+        SpecError: a name is not a job of ``doc``; printed as ``jobs.yaml: --job 'x': ...`` (no
+            line: the mistake is on the command line), with the nearest job name as a suggestion.
+    """
     if not names:
         return jobs
     known = [j.name for j in jobs]
@@ -59,7 +64,7 @@ def select(doc, jobs: list[Job], names: list[str] | None) -> list[Job]:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; jobs are: {', '.join(known)}"
-            problems.append(Problem(doc.file, 0, 0, "", f"--job {name!r}: no such job{hint}"))
+            problems.append(Problem(doc.file, 0, 0, "", f"--job {name!r}: no job of that name in this file{hint}"))
     if problems:
         raise SpecError(problems)
     return [j for j in jobs if j.name in names]
@@ -97,6 +102,15 @@ def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = N
     return result
 
 
-def check_only(jobs_file: str | Path) -> list[Job]:
-    """Load and validate ``jobs_file`` (``validate`` command). Raises SpecError."""
-    return validate(load(jobs_file))
+def check_only(jobs_file: str | Path) -> Generated:
+    """Load and validate ``jobs_file`` (``validate`` command); write nothing.
+
+    Returns:
+        Generated: the jobs and the warnings (``out`` is unused).
+
+    Raises:
+        SpecError: see :func:`generator.validate.validate`.
+    """
+    doc = load(jobs_file)
+    jobs = validate(doc)
+    return Generated(jobs=jobs, out=Path(), warnings=receiver_warnings(doc, jobs))

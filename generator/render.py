@@ -36,6 +36,11 @@ def to_json(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _refuse_constant(name: str):
+    """``json.loads`` hook: ``NaN`` and ``Infinity`` are not JSON (Python's json writes them anyway)."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def make_env(line: str = DEFAULT_LINE) -> jinja2.Environment:
     """The one Jinja2 environment: strict undefined, no autoescape, keep trailing newline.
 
@@ -95,8 +100,8 @@ def render_job(job: Job, scripts_dir: Path, env: jinja2.Environment | None = Non
     for out_name, template_name in CONFIG_TEMPLATES.items():
         text = _render(env, template_name, context)
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except (json.JSONDecodeError, ValueError) as e:
             raise TemplateError(
                 [
                     Problem(
@@ -104,8 +109,8 @@ def render_job(job: Job, scripts_dir: Path, env: jinja2.Environment | None = Non
                         0,
                         0,
                         "",
-                        f"rendered invalid JSON for job {job.name!r} "
-                        f"(rendered line {e.lineno}, column {e.colno}): {e.msg}",
+                        f"rendered invalid JSON for job {job.name!r}: "
+                        + (f"(rendered line {e.lineno}, column {e.colno}): {e.msg}" if hasattr(e, "msg") else str(e)),
                     )
                 ]
             ) from None

@@ -3,11 +3,14 @@
 Takes a :class:`~generator.load.Document`; gives the effective jobs (:mod:`generator.spec`) or
 raises :class:`~generator.errors.SpecError` with *every* problem found, each located at the YAML
 key or value it is about. Schema checks use the ``jsonschema`` library (draft 2020-12, the schema
-itself checked first); the checks below it cover what a schema cannot say: duplicate job names,
-scripts that do not exist under ``client_scripts/`` or resolve outside it, a ``command`` or
-``script_args`` that does not split like a shell command line, ``min_clients`` above
-``num_clients``, a ``deploy_map`` naming an unknown app or site, and metrics that a script streams
-with no receiver to store them.
+itself checked first; ``5.0`` is not an integer); the checks below it cover what a schema cannot
+say: duplicate job names, scripts that do not exist under ``client_scripts/`` or resolve outside
+it (through ``..`` or a symlink), receiver paths (``artifact_location``, a ``sqlite:///`` file)
+that are absolute or climb out with ``..``, a ``command`` or ``script_args`` that does not split
+like a shell command line or holds NUL, ``min_clients`` above ``num_clients``, a ``deploy_map``
+naming an unknown app or site, and metrics that a script streams with no receiver to store them.
+Problems the load stage found (``Document.problems``) are reported with these, minus the schema
+problems that merely echo them.
 """
 
 from __future__ import annotations
@@ -80,7 +83,9 @@ def _resolve(schema: dict, ref: str) -> dict:
 
 
 def _suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    choices = [str(c) for c in choices]
+    same = [c for c in choices if c.lower() == str(word).lower()]
+    close = same or difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -124,8 +129,18 @@ def _yaml_hint(doc: Document, path: tuple, expected) -> str:
     return ""
 
 
+#: Draft 2020-12 with one change: ``5.0`` is not an integer (the spec says it is, but it would be
+#: written into the configs as ``5.0`` and NVFlare's ``range(num_rounds)`` fails on a float).
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
+
+
 def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
-    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    validator = _Validator(schema, format_checker=jsonschema.FormatChecker())
     problems = []
     for error in validator.iter_errors(doc.data):
         if error.validator in ("oneOf", "anyOf") and error.context:
@@ -178,10 +193,75 @@ def script_path(doc: Document, job: Job) -> Path:
     return doc.root / SCRIPTS_DIR / job.settings["script"]
 
 
+def _script_problem(doc: Document, job: Job) -> Problem | None:
+    """The script must be a file below ``client_scripts/`` after every symlink is followed."""
+    s = job.settings
+    scripts_root = doc.root / SCRIPTS_DIR  # doc.root is resolved; client_scripts/ itself is not
+    script = script_path(doc, job)
+    resolved = script.resolve()
+    if not resolved.is_relative_to(scripts_root):
+        how = "resolves outside"
+        if any(p.is_symlink() for p in [scripts_root, *list(script.parents)[: len(Path(s["script"]).parts)], script]):
+            how = f"is a symlink to {resolved}, outside"
+        return doc.problem(job.path_of("script"), f"script {s['script']!r} {how} {SCRIPTS_DIR}/")
+    if ".." in Path(s["script"]).parts:
+        plain = resolved.relative_to(scripts_root).as_posix()
+        return doc.problem(job.path_of("script"), f"script {s['script']!r} must not contain '..': write {plain!r}")
+    if not resolved.is_file():
+        available = sorted(p.relative_to(scripts_root).as_posix() for p in scripts_root.rglob("*.py"))
+        return doc.problem(
+            job.path_of("script"),
+            f"script {s['script']!r} not found in {SCRIPTS_DIR}/{_suggest(s['script'], available)}",
+        )
+    return None
+
+
+def _relative_path_problem(value: str) -> str | None:
+    """Why ``value`` is not a relative path that stays inside the folder it is joined to."""
+    parts = value.replace("\\", "/").split("/")
+    if value.startswith(("/", "\\", "~")) or (len(value) > 1 and value[1] == ":"):
+        return "must be a relative path (no leading /, ~ or drive)"
+    if ".." in parts:
+        return "must not contain '..'"
+    return None
+
+
+def _named_file_problems(doc: Document, job: Job) -> list[Problem]:
+    """Files the receiver writes must stay inside the run's folder: relative, no ``..``.
+
+    ``artifact_location`` is joined to the job's run folder by NVFlare's ``MLflowReceiver``
+    (``os.path.join(run_dir, artifact_location)``: an absolute path or ``..`` escapes it); a
+    ``sqlite:///PATH`` tracking URI names the store file, relative to the server's working folder.
+    """
+    receiver = job.settings.get("receiver") or {}
+    rpath = job.path_of("receiver")
+    problems = []
+    location = receiver.get("artifact_location")
+    if isinstance(location, str) and "://" not in location:
+        why = _relative_path_problem(location)
+        if why:
+            problems.append(
+                doc.problem(
+                    rpath + ("artifact_location",), f"{location!r} {why}: it names a folder inside the job's run folder"
+                )
+            )
+    uri = receiver.get("tracking_uri")
+    if isinstance(uri, str) and uri.startswith("sqlite:///"):
+        why = _relative_path_problem(uri.removeprefix("sqlite:///").split("?")[0])
+        if why:
+            problems.append(
+                doc.problem(
+                    rpath + ("tracking_uri",),
+                    f"the SQLite file of {uri!r} {why}: "
+                    "leave tracking_uri out to store mlflow.db in the job's result folder",
+                )
+            )
+    return problems
+
+
 def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
     problems = []
     seen = {}
-    scripts_root = (doc.root / SCRIPTS_DIR).resolve()
     for job in jobs:
         s = job.settings
         name_path = ("jobs", job.index, "name")
@@ -196,20 +276,12 @@ def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
                 doc.problem(("jobs", job.index), "missing required key 'script' (set it here or in `defaults`)")
             )
         else:
-            spath = job.path_of("script")
-            script = script_path(doc, job)
-            resolved = script.resolve()
-            if not resolved.is_relative_to(scripts_root):
-                problems.append(doc.problem(spath, f"script {s['script']!r} resolves outside {SCRIPTS_DIR}/"))
-            elif not resolved.is_file():
-                available = sorted(p.relative_to(scripts_root).as_posix() for p in scripts_root.rglob("*.py"))
-                problems.append(
-                    doc.problem(
-                        spath, f"script {s['script']!r} not found in {SCRIPTS_DIR}/{_suggest(s['script'], available)}"
-                    )
-                )
+            problem = _script_problem(doc, job)
+            if problem:
+                problems.append(problem)
             else:
-                problems.extend(_metrics_problems(doc, job, _script_writers(resolved)))
+                problems.extend(_metrics_problems(doc, job, _script_writers(script_path(doc, job).resolve())))
+        problems.extend(_named_file_problems(doc, job))
 
         if s["min_clients"] > s["num_clients"]:
             problems.append(
@@ -220,6 +292,11 @@ def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
                 )
             )
         for key in ("command", "script_args"):
+            if "\0" in s[key]:
+                problems.append(
+                    doc.problem(job.path_of(key), "holds a NUL character (\\0), which no command line can carry")
+                )
+                continue
             try:
                 shlex.split(s[key])
             except ValueError as e:
@@ -307,14 +384,33 @@ def validate(doc: Document, schema: dict | None = None) -> list[Job]:
         list[Job]: the effective jobs, in file order.
 
     Raises:
-        SpecError: with every schema and cross-field problem, sorted by position.
+        SpecError: with every problem found while loading (``doc.problems``), against the schema
+            and across fields, sorted by position.
     """
     schema = schema or load_schema()
-    problems = _schema_problems(doc, schema)
-    if problems:
+    schema_problems = _schema_problems(doc, schema)
+    problems = doc.problems + _without_echoes(doc, schema_problems)
+    if schema_problems:  # cross-field checks need data that fits the schema
         raise SpecError(problems)
     jobs = effective_jobs(doc.data, schema)
-    problems = _job_problems(doc, jobs)
+    problems += _without_echoes(doc, _job_problems(doc, jobs))
     if problems:
         raise SpecError(problems)
     return jobs
+
+
+def _without_echoes(doc: Document, problems: list[Problem]) -> list[Problem]:
+    """Drop problems that only echo one the load stage found.
+
+    A refused value (a ``!!python`` tag, ``010``, ...) is left out of the data, so the schema
+    would also call it missing or of the wrong type; a mapping that lost a refused key may miss
+    a required key. The load stage's own message says more.
+    """
+    refused = [p.path for p in doc.problems]
+
+    def echoes(problem: Problem) -> bool:
+        if problem.path in doc.incomplete:
+            return True
+        return any(problem.path == r or problem.path.startswith((r + ".", r + "[")) for r in refused if r)
+
+    return [p for p in problems if not echoes(p)]

@@ -1,19 +1,31 @@
 """Write stage: put rendered job folders on disk atomically, never touching what is not ours.
 
 Takes ``{job name: {relative path: bytes}}``; gives the output folder (default ``build/jobs``).
-The whole new tree is written to a temporary folder beside the target, checked (every JSON file
-parses, every script an executor names is there), and swapped in with two renames; on any error
-the temporary folder is removed and the previous output is left exactly as it was. The output
-folder carries a manifest (``.jobgen.json``) naming the job folders the generator wrote: a
-folder without one, or an entry the manifest does not list, is never deleted or overwritten.
+
+Ownership: the output folder carries a manifest (``.jobgen.json``) naming the job folders the
+generator wrote and the SHA-256 of every file in them. A folder without a manifest, an entry the
+manifest does not list, a file inside a job folder it does not list, or a listed file whose content
+changed since it was written is never deleted or overwritten: the run is refused and says which.
+
+Atomicity: the whole new tree is written to ``.<out>.tmp-*`` beside the target (its manifest
+first, so a leftover is recognisably ours), checked (every JSON file parses, every script an
+executor names is there) and swapped in with two renames (``out`` -> ``.<out>.old-*``, temp ->
+``out``); the old copy is then renamed ``.<out>.del-*`` and deleted, manifest last. A run killed
+at any point leaves either the previous output or the new one; the next run (:func:`recover`)
+puts a previous output that was moved aside back in place and deletes the leftovers, only those
+that hold our manifest (or nothing). Runs on the same output folder are serialised with an
+advisory lock (``flock``) on its parent folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import OutputError, Problem
@@ -21,40 +33,66 @@ from .errors import OutputError, Problem
 MANIFEST = ".jobgen.json"
 GENERATOR_ID = "nvflare-jobgen"
 
+#: Kinds of leftovers a run may leave beside ``out`` if killed: ``.<out>.<kind>-<suffix>``.
+_TMP, _OLD, _DEL = "tmp", "old", "del"
+
 
 def _fail(path: Path, message: str) -> OutputError:
     return OutputError([Problem(str(path), 0, 0, "", message)])
 
 
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 of ``data``, as stored in the manifest."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _manifest_of(folder: Path) -> dict | None:
+    """The parsed manifest of ``folder`` if it is one of ours, else None."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR_ID:
+        return None
+    if not isinstance(manifest.get("jobs"), dict) or not isinstance(manifest.get("files", {}), dict):
+        return None
+    return manifest
+
+
 def read_manifest(out: Path) -> dict:
     """The manifest of an output folder.
 
+    Args:
+        out (Path): the output folder, e.g. ``build/jobs``.
+
     Returns:
-        dict: ``{"generator": ..., "jobs": {name: info}}``; an empty manifest if ``out`` is
-        missing or empty.
+        dict: ``{"generator": ..., "jobs": {name: info}, "files": {name: {path: sha256}}}``; an
+        empty manifest if ``out`` is missing or an empty folder. ``files`` is absent in manifests
+        written before it existed.
 
     Raises:
-        OutputError: ``out`` exists but is not a generated folder (no or foreign manifest), or it
-            holds entries the manifest does not list.
+        OutputError: ``out`` is a symlink or a file, or a folder without our manifest, or it holds
+            entries the manifest does not list.
     """
     out = Path(out)
+    if out.is_symlink():
+        raise _fail(
+            out, "is a symlink, not a folder the generator made; refusing to write through it (choose another --out)"
+        )
     if not out.exists():
         return {"generator": GENERATOR_ID, "jobs": {}}
-    if not out.is_dir() or out.is_symlink():
-        raise _fail(out, "is not a folder the generator made; refusing to replace it (choose another --out)")
+    if not out.is_dir():
+        raise _fail(out, "is a file, not a folder the generator made; refusing to replace it (choose another --out)")
     entries = sorted(p.name for p in out.iterdir())
     if not entries:
         return {"generator": GENERATOR_ID, "jobs": {}}
-    try:
-        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-        if manifest.get("generator") != GENERATOR_ID or not isinstance(manifest.get("jobs"), dict):
-            raise ValueError
-    except (OSError, ValueError):
+    manifest = _manifest_of(out)
+    if manifest is None:
         raise _fail(
             out,
             f"holds files the generator did not write (no {MANIFEST}); refusing to touch it: "
             "move it away or choose another --out",
-        ) from None
+        )
     foreign = [e for e in entries if e != MANIFEST and e not in manifest["jobs"]]
     if foreign:
         raise _fail(
@@ -65,13 +103,118 @@ def read_manifest(out: Path) -> dict:
     return manifest
 
 
-def _recover(out: Path) -> None:
-    """Undo a swap that was killed between its two renames (``out`` gone, its old copy left)."""
-    if out.exists():
+def _not_ours(out: Path, manifest: dict) -> list[Problem]:
+    """Files and folders inside the listed job folders that the generator did not write as they are."""
+    problems = []
+    all_files = manifest.get("files")
+    for name in sorted(manifest["jobs"]):
+        job_dir = out / name
+        if not os.path.lexists(job_dir):
+            continue
+        if job_dir.is_symlink() or not job_dir.is_dir():
+            problems.append(
+                Problem(str(job_dir), 0, 0, "", "is not the folder the generator wrote; refusing to replace it")
+            )
+            continue
+        if all_files is None:  # a manifest from before file lists: only its top level is known
+            continue
+        recorded = all_files.get(name, {})
+        needed = {p.as_posix() for rel in recorded for p in Path(rel).parents}
+        for root, dirs, files in os.walk(job_dir):
+            for entry in sorted(dirs) + sorted(files):
+                path = Path(root) / entry
+                rel = path.relative_to(job_dir).as_posix()
+                is_dir = entry in dirs and not path.is_symlink()
+                if is_dir and rel in needed:
+                    continue
+                if is_dir or rel not in recorded:
+                    problems.append(
+                        Problem(
+                            str(path),
+                            0,
+                            0,
+                            "",
+                            "was not written by the generator; refusing to delete it (move it away)",
+                        )
+                    )
+                elif path.is_symlink() or sha256(path.read_bytes()) != recorded[rel]:
+                    problems.append(
+                        Problem(
+                            str(path),
+                            0,
+                            0,
+                            "",
+                            "was changed since it was generated; refusing to overwrite it "
+                            "(move it away to keep the change, or delete it)",
+                        )
+                    )
+            dirs[:] = [d for d in dirs if (Path(root) / d).relative_to(job_dir).as_posix() in needed]
+    return problems
+
+
+def _leftovers(out: Path, kind: str) -> list[Path]:
+    """Our leftovers of ``kind`` beside ``out``, oldest first."""
+    prefix = f".{out.name}.{kind}-"
+    found = []
+    with contextlib.suppress(OSError):
+        for p in out.parent.iterdir():
+            if p.name.startswith(prefix) and p.is_dir() and not p.is_symlink():
+                # ours: it holds our manifest, or nothing but a manifest being written (killed early)
+                if _manifest_of(p) is not None or {c.name for c in p.iterdir()} <= {MANIFEST, MANIFEST + ".part"}:
+                    found.append(p)
+    return sorted(found)
+
+
+def _remove(folder: Path) -> None:
+    """Delete one of our folders, its manifest last (a half-deleted folder is still recognisably ours)."""
+    for child in list(folder.iterdir()):
+        if child.name == MANIFEST:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (folder / MANIFEST).unlink()
+    folder.rmdir()
+
+
+def recover(out: Path) -> None:
+    """Clean up after a run that was killed while writing ``out``.
+
+    If ``out`` is missing and a previous output was moved aside (``.<out>.old-*``), it is moved
+    back, byte for byte as it was. Every other leftover of ours (``.<out>.tmp-*``,
+    ``.<out>.old-*``, ``.<out>.del-*`` holding our manifest, or empty) is deleted; anything else
+    with such a name is left alone. Call it with the output folder's lock held.
+
+    Raises:
+        OSError: a rename or delete failed (the caller turns it into an OutputError).
+    """
+    out = Path(out)
+    olds = _leftovers(out, _OLD)
+    if olds and not os.path.lexists(out):
+        os.rename(olds.pop(), out)
+    for folder in _leftovers(out, _TMP) + olds + _leftovers(out, _DEL):
+        _remove(folder)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """Hold an exclusive advisory lock on ``folder`` (no lock file is created)."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        yield
         return
-    olds = sorted(out.parent.glob(f".{out.name}.old-*"))
-    if olds:
-        os.rename(olds[-1], out)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _fail(folder, "another generate run is writing here; try again when it has finished") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _check_tree(tmp: Path, jobs: dict) -> None:
@@ -92,6 +235,18 @@ def _check_tree(tmp: Path, jobs: dict) -> None:
                 raise _fail(job_dir, f"executor names script {script!r} but app/custom/ does not hold it")
 
 
+def _write_manifest(folder: Path, jobs: dict, files: dict) -> None:
+    # jobs keep jobs.yaml order: simulate runs them in that order
+    manifest = {"generator": GENERATOR_ID, "jobs": jobs, "files": dict(sorted(files.items()))}
+    part = folder / (MANIFEST + ".part")
+    part.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(part, folder / MANIFEST)
+
+
+def _tree_hashes(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): sha256(p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def write_jobs(
     out: Path, rendered: dict[str, dict[str, bytes]], info: dict[str, dict], keep_others: bool = False
 ) -> Path:
@@ -109,69 +264,108 @@ def write_jobs(
         Path: ``out``.
 
     Raises:
-        OutputError: ``out`` holds anything the generator did not write, or a check of the new
-            tree failed; nothing on disk has changed.
+        OutputError: ``out`` is not ours (see :func:`read_manifest`), a job folder in it holds a
+            file the generator did not write or one changed since, another run holds the lock,
+            a check of the new tree failed, or the disk refused a write; the previous output is
+            left as it was.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _recover(out)
-    manifest = read_manifest(out)
+    if out.name in ("", ".", ".."):
+        out = Path(os.path.abspath(out))
+    if out.parent == out:
+        raise _fail(out, "is the root of the file system; choose a folder for the generated jobs (--out)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(out.parent):
+            recover(out)
+            manifest = read_manifest(out)
+            problems = _not_ours(out, manifest)
+            if problems:
+                raise OutputError(problems)
+            _swap_in(out, rendered, info, manifest, keep_others)
+    except OSError as e:
+        where = e.filename or out
+        raise _fail(Path(where), f"cannot write: {e.strerror or e}") from None
+    return out
+
+
+def _swap_in(out: Path, rendered: dict, info: dict, manifest: dict, keep_others: bool) -> None:
     jobs_info = dict(manifest["jobs"]) if keep_others else {}
     jobs_info.update(info)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    hashes = {}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_TMP}-", dir=out.parent))
     try:
+        _write_manifest(tmp, jobs_info, {})  # first: a leftover of a killed run is recognisably ours
         for name, files in rendered.items():
             for rel, data in sorted(files.items()):
                 path = tmp / name / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
+            hashes[name] = {rel: sha256(data) for rel, data in sorted(files.items())}
         if keep_others:
             for name in manifest["jobs"]:
                 if name not in rendered and (out / name).is_dir():
                     shutil.copytree(out / name, tmp / name, symlinks=True)
-        (tmp / MANIFEST).write_text(
-            json.dumps({"generator": GENERATOR_ID, "jobs": jobs_info}, indent=2) + "\n",
-            encoding="utf-8",
-        )
+                    hashes[name] = manifest.get("files", {}).get(name) or _tree_hashes(tmp / name)
+        _write_manifest(tmp, jobs_info, hashes)
         _check_tree(tmp, jobs_info)
         os.chmod(tmp, 0o755)
-        if out.exists():
+        old = None
+        if os.path.lexists(out):
+            old = out.parent / f".{out.name}.{_OLD}-{time.time_ns()}"
             os.rename(out, old)
         os.rename(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _recover(out)
+        recover(out)  # puts the previous output back if it was moved aside; deletes the temp folder
         raise
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+    if old is not None:
+        trash = out.parent / f".{out.name}.{_DEL}-{time.time_ns()}"
+        os.rename(old, trash)
+        _remove(trash)
 
 
-def diff_jobs(out: Path, rendered: dict[str, dict[str, bytes]]) -> list[str]:
-    """What differs between ``out`` on disk and freshly ``rendered`` jobs (``generate --check``).
+def differences(out: Path, rendered: dict[str, dict[str, bytes]]) -> list[tuple[str, Path]]:
+    """How ``out`` on disk differs from freshly ``rendered`` jobs. Writes nothing.
 
     Returns:
-        list[str]: one line per difference (``missing``, ``changed``, ``unexpected``), sorted;
-        empty when the folders are byte-identical to what would be generated.
+        list[tuple[str, Path]]: ``(kind, path)`` with kind ``unexpected job folder``,
+        ``missing``, ``unexpected`` or ``changed``; empty when ``out`` is byte-identical to what
+        would be generated (the manifest aside).
+
+    Raises:
+        OutputError: ``out`` is not a folder the generator made (see :func:`read_manifest`).
     """
     out = Path(out)
-    lines = []
+    found = []
     on_disk = read_manifest(out)["jobs"]
     for name in sorted(set(on_disk) - set(rendered)):
-        lines.append(f"unexpected job folder: {out / name}")
+        found.append(("unexpected job folder", out / name))
     for name, files in sorted(rendered.items()):
         job_dir = out / name
         present = (
-            {p.relative_to(job_dir).as_posix() for p in job_dir.rglob("*") if p.is_file()}
-            if job_dir.is_dir()
+            {p.relative_to(job_dir).as_posix() for p in job_dir.rglob("*") if p.is_file() or p.is_symlink()}
+            if job_dir.is_dir() and not job_dir.is_symlink()
             else set()
         )
         for rel in sorted(set(files) | present):
             path = job_dir / rel
             if rel not in present:
-                lines.append(f"missing: {path}")
+                found.append(("missing", path))
             elif rel not in files:
-                lines.append(f"unexpected: {path}")
-            elif path.read_bytes() != files[rel]:
-                lines.append(f"changed: {path}")
-    return lines
+                found.append(("unexpected", path))
+            elif path.is_symlink() or path.read_bytes() != files[rel]:
+                found.append(("changed", path))
+    return found
+
+
+def diff_jobs(out: Path, rendered: dict[str, dict[str, bytes]]) -> list[str]:
+    """What differs between ``out`` and freshly ``rendered`` jobs, as ``generate --check`` prints it.
+
+    Returns:
+        list[str]: one line per difference, ``KIND: PATH`` (see :func:`differences`); empty when
+        the folders are byte-identical to what would be generated.
+
+    Raises:
+        OutputError: ``out`` is not a folder the generator made (see :func:`read_manifest`).
+    """
+    return [f"{kind}: {path}" for kind, path in differences(out, rendered)]

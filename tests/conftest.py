@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -41,16 +42,19 @@ def run_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.Completed
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file (and folder, as 'dir') below ``folder``."""
+    """Relative path -> sha256 of every file (folder: 'dir'; symlink: '-> target', not followed)."""
     out = {}
     if not folder.exists():
         return out
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        out[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.is_symlink():
+            out[rel] = "-> " + os.readlink(path)
+        else:
+            out[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
     return out

@@ -7,13 +7,17 @@ A failing case must exit 2, print no traceback, and leave an earlier ``build/`` 
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
-from conftest import CASES, run_cli, snapshot
+from conftest import CASES, ROOT, run_cli, snapshot
 
 VALID = sorted((CASES / "valid").glob("*.yaml"))
 INVALID = sorted((CASES / "invalid").glob("*.yaml"))
+
+#: Every line a bad jobs.yaml produces: FILE:LINE:COLUMN: then the key path (if any) and the message.
+LOCATED = re.compile(r"^jobs\.yaml:[1-9]\d*:[1-9]\d*: \S")
 
 
 @pytest.mark.parametrize("case", VALID, ids=lambda p: p.stem)
@@ -24,9 +28,19 @@ def test_valid_case_generates(project, case):
     assert "Traceback" not in result.stderr
 
 
+@pytest.fixture(scope="module")
+def good_build(tmp_path_factory):
+    """A build/ generated once from the shipped jobs.yaml; each case starts from a copy of it."""
+    project = tmp_path_factory.mktemp("good")
+    shutil.copy(ROOT / "jobs.yaml", project / "jobs.yaml")
+    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
+    assert run_cli(project, "generate").returncode == 0
+    return project / "build"
+
+
 @pytest.mark.parametrize("case", INVALID, ids=lambda p: p.stem)
-def test_invalid_case_is_located_and_changes_nothing(project, case):
-    assert run_cli(project, "generate").returncode == 0  # an earlier, good build/
+def test_invalid_case_is_located_and_changes_nothing(project, case, good_build):
+    shutil.copytree(good_build, project / "build", symlinks=True)  # an earlier, good build/
     before = snapshot(project / "build")
     shutil.copy(case, project / "jobs.yaml")
 
@@ -36,10 +50,12 @@ def test_invalid_case_is_located_and_changes_nothing(project, case):
     assert result.stderr.splitlines() == expected
     assert result.returncode == 2
     assert "Traceback" not in result.stderr + result.stdout
+    assert all(LOCATED.match(line) for line in result.stderr.splitlines()), result.stderr
     assert snapshot(project / "build") == before
+    assert sorted(p.name for p in project.iterdir()) == ["build", "client_scripts", "jobs.yaml"]
 
 
 def test_every_invalid_case_has_its_expected_message():
     missing = [p.name for p in INVALID if not p.with_suffix(".expected").is_file()]
     assert not missing
-    assert len(INVALID) >= 10
+    assert len(INVALID) >= 25

@@ -1,0 +1,318 @@
+"""Lint stage: check generated job folders against the installed NVFlare.
+
+Takes ``jobs.yaml`` and the output folder of ``generate``; gives a list of located problems
+(empty: all good). For every job folder it parses ``meta.json``, ``config_fed_server.json``
+(``workflows``, ``components``, filters) and ``config_fed_client.json`` (``executors``,
+``components``, filters); for every component (a mapping with a class ``path``, nested ones in
+``args`` included, as NVFlare's ``ComponentBuilder`` builds them) it imports the class and binds
+its ``args`` to the class's ``__init__`` signature (``inspect.signature(cls).bind(**args)``, so
+``**kwargs`` accepts anything). It also says when the folder is stale: missing, or not what
+``jobs.yaml`` renders now (suggesting ``make generate``).
+
+A problem in a file that is exactly what ``jobs.yaml`` renders now is reported at the
+``jobs.yaml`` key that produced it (e.g. ``jobs[2].receiver``), naming the generated file; a
+problem in a file that differs (edited by hand, stale) is reported at the generated file, at the
+line and column of the component. Only classes of the ``nvflare`` package are imported: a
+config naming anything else is reported, never imported (importing runs a module's code).
+
+This module and ``simulate`` are the only ones that import nvflare.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib
+import inspect
+import json
+import json.scanner
+import textwrap
+from pathlib import Path
+
+from .errors import Problem
+from .load import Document, format_path, load
+from .render import CONFIG_TEMPLATES, make_env, render_job
+from .spec import Job
+from .validate import SCRIPTS_DIR, validate
+from .write import differences, read_manifest
+
+#: The one package whose classes lint imports.
+NVFLARE_PREFIX = "nvflare."
+
+#: Config file -> top-level lists that hold components.
+COMPONENT_LISTS = {
+    "meta.json": (),
+    "app/config/config_fed_server.json": ("workflows", "components", "task_data_filters", "task_result_filters"),
+    "app/config/config_fed_client.json": ("executors", "components", "task_data_filters", "task_result_filters"),
+}
+
+#: Component class -> the ``jobs.yaml`` setting that puts it in a job (else: the job entry).
+CLASS_KEYS = {
+    "nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver": ("receiver",),
+    "nvflare.app_common.widgets.convert_to_fed_event.ConvertToFedEvent": ("receiver",),
+}
+
+#: Component argument -> the ``jobs.yaml`` setting its value comes from (see the templates).
+ARG_KEYS = {
+    "num_rounds": ("num_rounds",),
+    "num_clients": ("num_clients",),
+    "execution_mode": ("launch_external_process",),
+    "task_script_path": ("script",),
+    "task_script_args": ("script_args",),
+    "command": ("command",),
+    "params_transfer_type": ("params_transfer_type",),
+    "params_exchange_format": ("framework",),
+    "tracking_uri": ("receiver", "tracking_uri"),
+    "kw_args": ("receiver",),
+    "artifact_location": ("receiver", "artifact_location"),
+    "events": ("receiver", "events"),
+    "events_to_convert": ("receiver", "events"),
+}
+
+
+class _PositionDecoder(json.JSONDecoder):
+    """``json`` decoder that records where each JSON object starts (pure-Python scanner)."""
+
+    def __init__(self):
+        super().__init__()
+        self.starts: dict[int, int] = {}
+        parse_object = self.parse_object
+
+        def record(s_and_end, *args):
+            obj, end = parse_object(s_and_end, *args)
+            self.starts[id(obj)] = s_and_end[1] - 1  # index of "{"
+            return obj, end
+
+        self.parse_object = record
+        self.scan_once = json.scanner.py_make_scanner(self)
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    return text.count("\n", 0, index) + 1, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def _forwards_kwargs(init, kwargs_name: str) -> bool:
+    """Whether ``init`` passes its ``**kwargs`` on to ``super().__init__(..., **kwargs)``."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "__init__"
+            and isinstance(node.func.value, ast.Call)
+            and isinstance(node.func.value.func, ast.Name)
+            and node.func.value.func.id == "super"
+        ):
+            return any(
+                k.arg is None and isinstance(k.value, ast.Name) and k.value.id == kwargs_name for k in node.keywords
+            )
+    return False
+
+
+def check_args(cls: type, args: dict) -> tuple[str | None, list[str], list[str]]:
+    """Do ``args`` fit ``cls(**args)``?
+
+    Binds ``args`` to the signature of ``cls``. When ``__init__`` takes ``**kwargs`` and passes
+    them on to ``super().__init__(**kwargs)`` (as NVFlare's ``FedAvg`` -> ``BaseFedAvg`` ->
+    ``ModelController`` -> ``BaseModelController`` do), the arguments no parameter takes are
+    checked against the next ``__init__`` up the MRO; ``**kwargs`` that are not passed on (or
+    whose source cannot be read) accept anything.
+
+    Returns:
+        tuple: (the error, or None if the args fit; the args nothing accepts; the parameter
+        names accepted along the way).
+    """
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return None, [], []  # no signature to check (a builtin): nothing to say
+    try:
+        signature.bind(**args)
+    except TypeError as e:
+        named = [n for n, p in signature.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        return str(e), [a for a in args if a not in named], named
+    accepted: list[str] = []
+    remaining = dict(args)
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        try:
+            params = inspect.signature(init).parameters
+        except (TypeError, ValueError):
+            return None, [], accepted
+        named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n != "self"]
+        accepted += [n for n in named if n not in accepted]
+        remaining = {k: v for k, v in remaining.items() if k not in named}
+        var_kw = next((n for n, p in params.items() if p.kind == p.VAR_KEYWORD), None)
+        if not remaining or var_kw is None:
+            break
+        if not _forwards_kwargs(init, var_kw):
+            return None, [], accepted  # **kwargs kept or used otherwise: anything goes
+    if remaining:
+        unknown = sorted(remaining)
+        return f"got an unexpected keyword argument {unknown[0]!r}", unknown, accepted
+    return None, [], accepted
+
+
+class _ConfigLinter:
+    """Lints one config file; ``job`` set when the file is what ``jobs.yaml`` renders now."""
+
+    def __init__(self, path: Path, doc: Document | None, job: Job | None):
+        self.path, self.doc, self.job = path, doc, job
+        self.problems: list[Problem] = []
+        self.text = ""
+        self.starts: dict[int, int] = {}
+
+    def report(self, obj, where: str, message: str, key: tuple | None = None) -> None:
+        line, col = _line_col(self.text, self.starts.get(id(obj), 0))
+        if self.job is not None and self.doc is not None:
+            path = self.job.path_of(key[0]) + key[1:] if key else ("jobs", self.job.index)
+            pos = self.doc.where(path)
+            self.problems.append(
+                Problem(
+                    self.doc.file,
+                    pos.line,
+                    pos.column,
+                    format_path(path),
+                    f"{message} (in {self.path}:{line}:{col}, {where})",
+                )
+            )
+        else:
+            self.problems.append(Problem(str(self.path), line, col, where, message))
+
+    def run(self, lists: tuple[str, ...]) -> list[Problem]:
+        try:
+            self.text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            return [Problem(str(self.path), 0, 0, "", f"cannot read: {e}")]
+        decoder = _PositionDecoder()
+        try:
+            data = decoder.decode(self.text)
+        except json.JSONDecodeError as e:
+            return [Problem(str(self.path), e.lineno, e.colno, "", f"not valid JSON: {e.msg}")]
+        self.starts = decoder.starts
+        if not isinstance(data, dict):
+            return [Problem(str(self.path), 1, 1, "", "expected a JSON object")]
+        for name in lists:
+            entries = data.get(name, [])
+            if not isinstance(entries, list):
+                self.report(data, name, f"{name!r} must be a list")
+                continue
+            for i, entry in enumerate(entries):
+                where = f"{name}[{i}]"
+                if name == "executors" and isinstance(entry, dict) and "executor" in entry:
+                    entry, where = entry["executor"], where + ".executor"
+                elif name.endswith("_filters") and isinstance(entry, dict):
+                    for j, flt in enumerate(entry.get("filters", [])):
+                        self.component(flt, f"{where}.filters[{j}]")
+                    continue
+                self.component(entry, where)
+        return self.problems
+
+    def component(self, comp, where: str) -> None:
+        if not isinstance(comp, dict):
+            self.report(comp, where, "a component must be a JSON object with a class `path`")
+            return
+        class_path = comp.get("path", comp.get("class_path"))
+        if not isinstance(class_path, str):
+            self.report(comp, where, "component has no class `path`")
+            return
+        args = comp.get("args", {})
+        if not isinstance(args, dict):
+            self.report(comp, where, f"{class_path}: `args` must be a JSON object")
+            return
+        for name, value in args.items():  # nested components are built first (ComponentBuilder)
+            if isinstance(value, dict) and "path" in value and value.get("config_type", "component") == "component":
+                self.component(value, f"{where}.args.{name}")
+        key = CLASS_KEYS.get(class_path)
+        cls = self.import_class(comp, where, class_path, key)
+        if cls is None:
+            return
+        if "class_attributes" in args:  # NVFlare passes these instead of args
+            args = args["class_attributes"]
+        error, unknown, accepted = check_args(cls, args)
+        if error:
+            close = difflib.get_close_matches(unknown[0], accepted, n=1) if unknown else []
+            arg_key = ARG_KEYS.get(close[0] if close else unknown[0]) if unknown else None
+            hint = f"; did you mean {close[0]!r}?" if close else f" (it accepts: {', '.join(accepted)})"
+            self.report(comp, where, f"{class_path}: {error}{hint}", arg_key or key)
+
+    def import_class(self, comp, where: str, class_path: str, key):
+        module_name, _, class_name = class_path.rpartition(".")
+        if not class_path.startswith(NVFLARE_PREFIX) or not module_name:
+            self.report(comp, where, f"{class_path!r} is not an nvflare class: lint imports nothing else", key)
+            return None
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as e:  # ImportError, or anything the module raises while importing
+            self.report(comp, where, f"cannot import {module_name}: {type(e).__name__}: {e}", key)
+            return None
+        cls = getattr(module, class_name, None)
+        if not inspect.isclass(cls):
+            self.report(comp, where, f"{module_name} has no class {class_name!r}", key)
+            return None
+        return cls
+
+
+def _stale_problems(out: Path, rendered: dict, jobs_file: str) -> list[Problem]:
+    hint = f"not what {jobs_file} generates now: run `make generate`"
+    problems = []
+    missing_jobs = set()
+    for kind, path in differences(out, rendered):
+        job = path.relative_to(out).parts[0]
+        if kind == "unexpected job folder":
+            problems.append(Problem(str(path), 0, 0, "", f"job {job!r} is not in {jobs_file}: run `make generate`"))
+        elif kind == "missing" and not (out / job).is_dir():
+            if job not in missing_jobs:
+                missing_jobs.add(job)
+                problems.append(
+                    Problem(str(out / job), 0, 0, "", f"job {job!r} is not generated yet: run `make generate`")
+                )
+        else:
+            problems.append(Problem(str(path), 0, 0, "", f"{kind}: {hint}"))
+    return problems
+
+
+def lint(jobs_file: str | Path, out: str | Path) -> list[Problem]:
+    """Check the generated job folders in ``out`` against ``jobs_file`` and the installed NVFlare.
+
+    Args:
+        jobs_file (str | Path): the ``jobs.yaml`` the folders were generated from.
+        out (str | Path): the output folder of ``generate`` (e.g. ``build/jobs``).
+
+    Returns:
+        list[Problem]: stale or missing generated files, configs that do not parse, component
+        classes that do not import (or are not nvflare classes), and ``args`` that do not fit the
+        class's ``__init__``; empty when everything checks out.
+
+    Raises:
+        SpecError: ``jobs_file`` itself is invalid (see :func:`generator.validate.validate`).
+        OutputError: ``out`` is not a folder the generator made.
+        TemplateError: rendering ``jobs_file`` failed.
+
+    Sources: NVFlare 2.9 ``nvflare.fuel.utils.component_builder.ComponentBuilder.build_component``
+    (nested components in ``args``, ``class_attributes``) and ``class_utils.instantiate_class``.
+    """
+    doc = load(jobs_file)
+    jobs = validate(doc)
+    out = Path(out)
+    manifest = read_manifest(out)  # raises if out is a symlink, a file or a folder not ours
+    if not manifest["jobs"]:
+        return [Problem(str(out), 0, 0, "", "no generated jobs here: run `make generate` first")]
+    env = make_env()
+    rendered = {job.name: render_job(job, doc.root / SCRIPTS_DIR, env) for job in jobs}
+    by_name = {job.name: job for job in jobs}
+    problems = _stale_problems(out, rendered, str(jobs_file))
+    for name in sorted(manifest["jobs"]):
+        for rel in CONFIG_TEMPLATES:
+            path = out / name / rel
+            if not path.is_file():
+                continue  # reported as missing above
+            fresh = name in rendered and rendered[name].get(rel) == path.read_bytes()
+            linter = _ConfigLinter(path, doc, by_name[name] if fresh else None)
+            problems.extend(linter.run(COMPONENT_LISTS[rel]))
+    return sorted(problems)

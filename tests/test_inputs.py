@@ -1,0 +1,149 @@
+"""Bad inputs that a case file cannot hold: the jobs file itself, symlinks, command-line names.
+
+Each must end in a clear message, exit code 2, no traceback and nothing changed on disk. The CLI
+runs in-process (``generator.cli.main``) for speed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from conftest import snapshot
+
+from generator.cli import main
+from generator.load import MAX_BYTES
+
+LOCATED = re.compile(r"^jobs\.yaml:[1-9]\d*:[1-9]\d*: \S")
+
+
+@pytest.fixture
+def cli(project, monkeypatch, capsys):
+    """Run ``python -m generator ARGS`` in ``project``; gives (exit code, stdout lines, stderr lines)."""
+    monkeypatch.chdir(project)
+
+    def run(*args: str) -> tuple[int, list[str], list[str]]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        return code, out.splitlines(), err.splitlines()
+
+    return run
+
+
+def test_jobs_file_that_is_a_folder(project, cli):
+    (project / "jobs.yaml").unlink()
+    (project / "jobs.yaml").mkdir()
+    assert cli("generate") == (2, [], ["jobs.yaml: is a folder, not a file: give the path of a jobs YAML file"])
+    assert not (project / "build").exists()
+
+
+def test_jobs_file_missing(project, cli):
+    assert cli("validate", "--jobs", "nope.yaml") == (2, [], ["nope.yaml: file not found"])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_jobs_file_that_is_a_pipe_is_not_read(project, cli):
+    os.mkfifo(project / "fifo.yaml")  # reading it would block forever
+    code, _, err = cli("validate", "--jobs", "fifo.yaml")
+    assert (code, err) == (
+        2,
+        ["fifo.yaml: is not a regular file (a device, a pipe, ...): give the path of a jobs YAML file"],
+    )
+
+
+def test_huge_jobs_file_is_refused_without_parsing(project, cli):
+    with open(project / "jobs.yaml", "a", encoding="utf-8") as f:
+        f.write("#" * MAX_BYTES + "\n")
+    assert cli("generate") == (2, [], ["jobs.yaml:1:1: is larger than 2,000,000 bytes, the most a jobs file may have"])
+    assert not (project / "build").exists()
+
+
+def test_script_symlink_pointing_outside_is_refused(project, cli):
+    (project / "client_scripts" / "evil.py").symlink_to("/etc/passwd")
+    (project / "jobs.yaml").write_text("jobs:\n  - name: a\n    script: evil.py\n", encoding="utf-8")
+    assert cli("generate") == (
+        2,
+        [],
+        ["jobs.yaml:3:13: jobs[0].script: script 'evil.py' is a symlink to /etc/passwd, outside client_scripts/"],
+    )
+    assert not (project / "build").exists()
+
+
+def test_script_in_a_symlinked_folder_pointing_outside_is_refused(project, cli, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "x.py").write_text("print('not yours')\n")
+    (project / "client_scripts" / "shared").symlink_to(outside)
+    (project / "jobs.yaml").write_text("jobs:\n  - name: a\n    script: shared/x.py\n", encoding="utf-8")
+    code, _, err = cli("generate")
+    assert code == 2
+    assert err == [
+        f"jobs.yaml:3:13: jobs[0].script: script 'shared/x.py' is a symlink to {outside.resolve() / 'x.py'}, "
+        "outside client_scripts/"
+    ]
+
+
+def test_client_scripts_folder_that_is_a_symlink_out_of_the_project_is_refused(project, cli, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("elsewhere")
+    (project / "client_scripts").rename(outside / "client_scripts")
+    (project / "client_scripts").symlink_to(outside / "client_scripts")
+    code, _, err = cli("validate")
+    assert code == 2
+    assert len(err) == 5 and all("is a symlink to" in line and LOCATED.match(line) for line in err), err
+
+
+def test_symlink_inside_client_scripts_is_fine(project, cli):
+    (project / "client_scripts" / "alias.py").symlink_to("train_full.py")
+    (project / "jobs.yaml").write_text("jobs:\n  - name: a\n    script: alias.py\n", encoding="utf-8")
+    assert cli("generate")[0] == 0
+    copied = project / "build/jobs/a/app/custom/alias.py"
+    assert not copied.is_symlink() and copied.read_bytes() == (project / "client_scripts/train_full.py").read_bytes()
+
+
+def test_unknown_job_name_on_the_command_line(project, cli):
+    before = snapshot(project)
+    assert cli("generate", "--job", "np-ful-in-process", "--job", "zzz") == (
+        2,
+        [],
+        [
+            "jobs.yaml: --job 'np-ful-in-process': no job of that name in this file; "
+            "did you mean 'np-full-in-process'?",
+            "jobs.yaml: --job 'zzz': no job of that name in this file; jobs are: np-full-in-process, "
+            "np-diff-in-process, np-metrics-in-process, np-full-sub-process, np-metrics-sub-process",
+        ],
+    )
+    assert snapshot(project) == before
+
+
+def test_receiver_without_writer_is_a_located_warning_with_exit_0(project, cli):
+    (project / "jobs.yaml").write_text(
+        "jobs:\n  - name: a\n    script: train_full.py\n    receiver: {type: mlflow}\n", encoding="utf-8"
+    )
+    warning = (
+        "jobs.yaml:4:15: jobs[0].receiver: warning: a receiver is configured but the script imports no "
+        "nvflare.client.tracking writer"
+    )
+    code, out, err = cli("validate")
+    assert (code, err) == (0, [warning])
+    code, out, err = cli("generate")
+    assert (code, err, out) == (0, [warning], ["generated build/jobs/a"])
+
+
+def test_nothing_in_jobs_yaml_runs(project, cli):
+    (project / "jobs.yaml").write_text(
+        "jobs:\n  - name: a\n    script: train_full.py\n"
+        "    script_args: !!python/object/apply:os.system ['touch pwned']\n"
+        "    command: !!python/object/new:subprocess.Popen [['touch', 'pwned2']]\n",
+        encoding="utf-8",
+    )
+    code, _, err = cli("generate")
+    assert code == 2
+    assert err == [
+        "jobs.yaml:4:18: jobs[0].script_args: tag '!!python/object/apply:os.system' is not allowed: "
+        "jobs.yaml holds plain data only",
+        "jobs.yaml:5:14: jobs[0].command: tag '!!python/object/new:subprocess.Popen' is not allowed: "
+        "jobs.yaml holds plain data only",
+    ]
+    assert not list(Path(project).glob("pwned*"))

@@ -1,0 +1,222 @@
+"""``python -m generator lint``: generated configs checked against the installed nvflare.
+
+The CLI runs in-process here (``generator.cli.main``; nvflare is imported once per test session);
+a subprocess checks that ``generate`` itself never imports nvflare.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, snapshot
+
+from generator import render
+from generator.cli import main
+from generator.lint import check_args
+
+SERVER = "app/config/config_fed_server.json"
+CLIENT = "app/config/config_fed_client.json"
+LOCATED = re.compile(r"^[^:]+:\d+:\d+: ")
+
+
+@pytest.fixture
+def generated(project, monkeypatch, capsys):
+    """The shipped jobs generated into ``project/build/jobs``; the working folder is ``project``."""
+    monkeypatch.chdir(project)
+    assert main(["generate"]) == 0
+    capsys.readouterr()
+    return project / "build" / "jobs"
+
+
+def lint(capsys) -> tuple[int, list[str], str]:
+    code = main(["lint"])
+    out, err = capsys.readouterr()
+    return code, err.splitlines(), out
+
+
+def edit_json(path, change) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def test_shipped_jobs_pass_lint(generated, capsys):
+    before = snapshot(generated.parent)
+    code, err, out = lint(capsys)
+    assert (code, err) == (0, [])
+    assert "every component imports and its args fit the installed nvflare" in out
+    assert snapshot(generated.parent) == before  # lint writes nothing
+
+
+def test_wrong_class_path_is_reported_at_the_generated_file(generated, capsys):
+    server = generated / "np-full-in-process" / SERVER
+
+    def corrupt(data):
+        data["workflows"][0]["path"] = "nvflare.app_common.workflows.fedavg.FedAvgg"
+
+    edit_json(server, corrupt)
+    code, err, _ = lint(capsys)
+    assert code == 2
+    assert (
+        f"{server.relative_to(generated.parent.parent)}: changed: not what jobs.yaml generates now: run `make generate`"
+        in err
+    )
+    assert (
+        "build/jobs/np-full-in-process/app/config/config_fed_server.json:7:5: workflows[0]: "
+        "nvflare.app_common.workflows.fedavg has no class 'FedAvgg'"
+    ) in err
+    assert all(LOCATED.match(line) or ": changed: " in line for line in err)
+
+
+def test_unknown_arg_is_reported_even_when_passed_on_through_kwargs(generated, capsys):
+    # FedAvg(**kwargs) -> BaseFedAvg(**kwargs) -> ModelController(**kwargs) -> BaseModelController: no 'bogus'
+    edit_json(generated / "np-diff-in-process" / SERVER, lambda d: d["workflows"][0]["args"].update(bogus=1))
+    edit_json(
+        generated / "np-diff-in-process" / CLIENT, lambda d: d["executors"][0]["executor"]["args"].update(task_scrpt=1)
+    )
+    code, err, _ = lint(capsys)
+    assert code == 2
+    located = [line for line in err if ": changed: " not in line]
+    assert located == [
+        "build/jobs/np-diff-in-process/app/config/config_fed_client.json:8:19: executors[0].executor: "
+        "nvflare.app_common.executors.client_api_executor.ClientAPIExecutor: got an unexpected keyword argument "
+        "'task_scrpt'; did you mean 'task_script_path'?",
+        "build/jobs/np-diff-in-process/app/config/config_fed_server.json:7:5: workflows[0]: "
+        "nvflare.app_common.workflows.fedavg.FedAvg: got an unexpected keyword argument 'bogus' (it accepts: "
+        "model, save_filename, aggregator, stop_cond, patience, task_name, exclude_vars, aggregation_weights, "
+        "enable_tensor_disk_offload, fedprox_mu, num_clients, num_rounds, start_round, memory_gc_rounds, "
+        "persistor_id, ignore_result_error, allow_empty_global_weights, task_check_period)",
+    ]
+
+
+def test_missing_required_arg_and_broken_json_are_reported(generated, capsys):
+    edit_json(
+        generated / "np-metrics-in-process" / CLIENT,
+        lambda d: d["components"][0]["args"].pop("events_to_convert"),
+    )
+    (generated / "np-full-sub-process" / "meta.json").write_text('{"name": "x",\n  "min_clients": }\n')
+    code, err, _ = lint(capsys)
+    assert code == 2
+    assert (
+        "build/jobs/np-full-sub-process/meta.json:2:18: not valid JSON: Expecting value" in err
+        and "build/jobs/np-metrics-in-process/app/config/config_fed_client.json:22:5: components[0]: "
+        "nvflare.app_common.widgets.convert_to_fed_event.ConvertToFedEvent: missing a required argument: "
+        "'events_to_convert' (it accepts: events_to_convert, fed_event_prefix)"
+        in err
+    ), err
+
+
+def test_a_class_outside_nvflare_is_never_imported(generated, capsys):
+    (generated.parent.parent / "evil.py").write_text("open('pwned', 'w').close()\nclass X: pass\n")
+    edit_json(generated / "np-full-in-process" / SERVER, lambda d: d["components"][0].update(path="evil.X"))
+    code, err, _ = lint(capsys)
+    assert code == 2
+    assert (
+        "build/jobs/np-full-in-process/app/config/config_fed_server.json:18:5: components[0]: "
+        "'evil.X' is not an nvflare class: lint imports nothing else"
+    ) in err
+    assert not (generated.parent.parent / "pwned").exists()
+    assert "evil" not in sys.modules
+
+
+def test_missing_or_stale_output_says_make_generate(project, monkeypatch, capsys):
+    monkeypatch.chdir(project)
+    code, err, _ = lint(capsys)
+    assert (code, err) == (2, ["build/jobs: no generated jobs here: run `make generate` first"])
+
+    assert main(["generate"]) == 0
+    text = (project / "jobs.yaml").read_text()
+    (project / "jobs.yaml").write_text(
+        text.replace("num_rounds: 5 ", "num_rounds: 4 ").replace("np-diff-in", "np-dif-in")
+    )
+    capsys.readouterr()
+    code, err, _ = lint(capsys)
+    assert code == 2
+    assert "build/jobs/np-dif-in-process: job 'np-dif-in-process' is not generated yet: run `make generate`" in err
+    assert "build/jobs/np-diff-in-process: job 'np-diff-in-process' is not in jobs.yaml: run `make generate`" in err
+    assert (
+        "build/jobs/np-full-in-process/app/config/config_fed_server.json: changed: "
+        "not what jobs.yaml generates now: run `make generate`"
+    ) in err
+
+
+def test_an_invalid_jobs_file_is_reported_like_generate_does(generated, capsys):
+    (generated.parent.parent / "jobs.yaml").write_text(
+        "jobs:\n  - name: a\n    script: train_full.py\n    num_round: 3\n"
+    )
+    code, err, _ = lint(capsys)
+    assert (code, err) == (2, ["jobs.yaml:4:5: jobs[0].num_round: unknown key 'num_round'; did you mean 'num_rounds'?"])
+
+
+def test_a_template_bug_is_reported_at_the_jobs_yaml_key(project, tmp_path, monkeypatch, capsys):
+    """When the files on disk are what jobs.yaml renders, a problem points at the key behind it."""
+    templates = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES_DIR, templates)
+    server = templates / "nvflare-2.9" / "config_fed_server.json.j2"
+    text = server.read_text().replace('"num_rounds": s.num_rounds', '"num_round": s.num_rounds')
+    server.write_text(text.replace("kw_args=", "kwargs="))
+    monkeypatch.setattr(render, "TEMPLATES_DIR", templates)
+    monkeypatch.chdir(project)
+    assert main(["generate"]) == 0
+    capsys.readouterr()
+    code, err, _ = lint(capsys)
+    assert code == 2
+    assert len(err) == 7  # every job's FedAvg, two receivers
+    assert [line for line in err if "np-metrics-in-process" in line] == [
+        "jobs.yaml:10:15: defaults.num_rounds: nvflare.app_common.workflows.fedavg.FedAvg: got an unexpected keyword "
+        "argument 'num_round'; did you mean 'num_rounds'? "
+        "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:7:5, workflows[0])",
+        "jobs.yaml:34:7: jobs[2].receiver: nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver: "
+        "got an unexpected keyword argument 'kwargs'; did you mean 'kw_args'? "
+        "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:23:5, components[1])",
+    ]
+
+
+class _Base:
+    def __init__(self, a, b=1):
+        pass
+
+
+class _Forwards(_Base):
+    def __init__(self, *args, c=2, **kwargs):
+        super().__init__(*args, **kwargs)
+
+
+class _Keeps(_Base):
+    def __init__(self, c=2, **kwargs):
+        self.extra = kwargs
+        super().__init__(1)
+
+
+def test_check_args_follows_kwargs_only_when_they_are_passed_on():
+    assert check_args(_Base, {"a": 1})[0] is None
+    assert check_args(_Base, {"b": 1})[0] == "missing a required argument: 'a'"
+    assert check_args(_Forwards, {"a": 1, "c": 3})[0] is None
+    error, unknown, accepted = check_args(_Forwards, {"a": 1, "z": 3})
+    assert (error, unknown, accepted) == ("got an unexpected keyword argument 'z'", ["z"], ["c", "a", "b"])
+    assert check_args(_Keeps, {"anything": 1})[0] is None
+
+
+def test_generate_validate_and_check_never_import_nvflare(project):
+    """Only lint and simulate may import nvflare (or mlflow, numpy): generating must stay fast."""
+    code = (
+        "import sys\n"
+        "from generator.cli import main\n"
+        "codes = [main(['validate']), main(['generate']), main(['generate', '--check'])]\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'nvflare', 'mlflow', 'numpy', 'torch'})\n"
+        "print(codes, heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.stdout.splitlines()[-1] == "[0, 0, 0] []", result.stdout + result.stderr

@@ -1,0 +1,286 @@
+"""Output safety: never touch what the generator did not write; atomic swaps; ``generate --check``.
+
+Most runs are in-process (``generator.cli.main``); the kill tests run ``generate`` in a
+subprocess that SIGKILLs itself at a chosen point of the write and then check what the next run
+finds and leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import ROOT, snapshot
+
+from generator import write
+from generator.cli import main
+
+
+@pytest.fixture
+def cli(project, monkeypatch, capsys):
+    """Run ``python -m generator ARGS`` in ``project``; gives (exit code, stdout lines, stderr lines)."""
+    monkeypatch.chdir(project)
+
+    def run(*args: str) -> tuple[int, list[str], list[str]]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        return code, out.splitlines(), err.splitlines()
+
+    return run
+
+
+@pytest.fixture
+def built(project, cli):
+    """``project`` with the shipped jobs generated into build/jobs."""
+    assert cli("generate")[0] == 0
+    return project / "build" / "jobs"
+
+
+def refused(cli, project, *args: str) -> list[str]:
+    """Run a generate that must be refused: exit 2, and not one byte changed anywhere in the project."""
+    before = snapshot(project)
+    code, _, err = cli("generate", *args)
+    assert code == 2, err
+    assert snapshot(project) == before
+    return err
+
+
+# --- never touch what is not ours ---------------------------------------------------------------
+
+
+def test_foreign_file_in_the_output_folder(project, built, cli):
+    (built / "notes.txt").write_text("mine")
+    assert refused(cli, project) == [
+        "build/jobs: holds notes.txt, which the generator did not write; refusing to touch the folder: "
+        "move those away first"
+    ]
+
+
+def test_foreign_file_inside_a_job_folder(project, built, cli):
+    (built / "np-full-in-process" / "app" / "notes.txt").write_text("mine")
+    (built / "np-diff-in-process" / "scratch").mkdir()
+    assert refused(cli, project) == [
+        "build/jobs/np-diff-in-process/scratch: was not written by the generator; refusing to delete it (move it away)",
+        "build/jobs/np-full-in-process/app/notes.txt: was not written by the generator; refusing to delete it "
+        "(move it away)",
+    ]
+
+
+def test_generated_file_edited_by_hand_is_not_overwritten(project, built, cli):
+    meta = built / "np-full-in-process" / "meta.json"
+    meta.write_text(meta.read_text().replace('"min_clients": 2', '"min_clients": 1'))
+    assert refused(cli, project) == [
+        "build/jobs/np-full-in-process/meta.json: was changed since it was generated; refusing to overwrite it "
+        "(move it away to keep the change, or delete it)"
+    ]
+    meta.unlink()  # the user gives the change up: the next run writes the file again
+    assert cli("generate")[0] == 0
+    assert json.loads(meta.read_text())["min_clients"] == 2
+
+
+def test_output_folder_that_is_a_symlink(project, cli, tmp_path_factory):
+    target = tmp_path_factory.mktemp("target")
+    (target / "precious.txt").write_text("keep me")
+    (project / "build").mkdir()
+    (project / "build" / "jobs").symlink_to(target)
+    message = (
+        "build/jobs: is a symlink, not a folder the generator made; refusing to write through it (choose another --out)"
+    )
+    assert refused(cli, project) == [message]
+    assert snapshot(target) == {"precious.txt": snapshot(target)["precious.txt"]}
+    (project / "build" / "jobs").unlink()
+    (project / "build" / "jobs").symlink_to(project / "nowhere")  # dangling
+    assert refused(cli, project) == [message]
+
+
+def test_output_folder_that_is_a_file(project, cli):
+    (project / "build").mkdir()
+    (project / "build" / "jobs").write_text("not a folder")
+    assert refused(cli, project) == [
+        "build/jobs: is a file, not a folder the generator made; refusing to replace it (choose another --out)"
+    ]
+
+
+def test_output_pointed_at_a_home_like_folder(project, cli):
+    home = project / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("secret")
+    (home / "thesis.tex").write_text("years of work")
+    assert refused(cli, project, "--out", "home") == [
+        "home: holds files the generator did not write (no .jobgen.json); refusing to touch it: "
+        "move it away or choose another --out"
+    ]
+    assert refused(cli, project, "--out", ".") == [
+        f"{project}: holds files the generator did not write (no .jobgen.json); refusing to touch it: "
+        "move it away or choose another --out"
+    ]
+
+
+def test_a_forged_manifest_does_not_make_a_folder_ours(project, built, cli):
+    (built / ".jobgen.json").write_text(json.dumps({"generator": "someone-else", "jobs": {}}))
+    assert refused(cli, project)[0].startswith("build/jobs: holds files the generator did not write")
+
+
+def test_another_run_holding_the_lock_is_waited_for_not_raced(project, built, cli):
+    with write._locked(built.parent):
+        assert refused(cli, project) == ["build: another generate run is writing here; try again when it has finished"]
+
+
+# --- atomic output and recovery -------------------------------------------------------------------
+
+KILLER = textwrap.dedent(
+    """
+    import os, pathlib, signal, sys
+    what, nth = sys.argv[1], int(sys.argv[2])
+    calls = 0
+
+    def killing(real):
+        def wrapper(*args, **kwargs):
+            global calls
+            result = real(*args, **kwargs)
+            calls += 1
+            if calls == nth:  # right after the nth call has done its work
+                os.kill(os.getpid(), signal.SIGKILL)
+            return result
+        return wrapper
+
+    if what == "write_bytes":
+        pathlib.Path.write_bytes = killing(pathlib.Path.write_bytes)
+    else:
+        setattr(os, what, killing(getattr(os, what)))
+    from generator.cli import main
+    sys.exit(main(["generate"]))
+    """
+)
+
+
+def leftovers(build) -> list[str]:
+    return sorted(p.name for p in build.iterdir() if p.name != "jobs")
+
+
+@pytest.mark.parametrize(
+    ("what", "nth", "on_disk"),
+    [
+        ("write_bytes", 7, "old"),  # killed while writing the new tree into .jobs.tmp-*
+        ("rename", 1, "none"),  # killed after moving the old output aside, before the new one is in
+        ("rename", 2, "new"),  # killed after the swap, before the old copy is renamed for deletion
+        ("unlink", 9, "new"),  # killed while deleting the old copy
+    ],
+    ids=["while-writing", "between-renames", "after-swap", "while-deleting-old"],
+)
+def test_a_kill_at_any_point_leaves_old_or_new_output_and_the_next_run_cleans_up(
+    project, built, cli, what, nth, on_disk, tmp_path
+):
+    old = snapshot(built)
+    text = (project / "jobs.yaml").read_text()
+    (project / "jobs.yaml").write_text(text.replace("num_rounds: 5 ", "num_rounds: 3 "))
+    assert cli("generate", "--out", str(tmp_path / "expected"))[0] == 0
+    new = snapshot(tmp_path / "expected")
+    assert new != old
+    (project / "build" / "mine.tmp-keep").mkdir()  # a user's folder: never cleaned
+    (project / "build" / ".jobs.tmp-mine").mkdir()  # looks like ours, holds the user's file: kept
+    (project / "build" / ".jobs.tmp-mine" / "data.txt").write_text("mine")
+
+    result = subprocess.run(
+        [sys.executable, "-c", KILLER, what, str(nth)],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    states = {"old": old, "new": new, "none": {}}
+    assert snapshot(project / "build" / "jobs") == states[on_disk]
+    litter = [n for n in leftovers(project / "build") if n not in (".jobs.tmp-mine", "mine.tmp-keep")]
+    assert litter and all(n.startswith((".jobs.tmp-", ".jobs.old-", ".jobs.del-")) for n in litter), litter
+
+    write.recover(project / "build" / "jobs")  # what the next run does first
+    assert snapshot(project / "build" / "jobs") == (new if on_disk == "new" else old)
+    assert leftovers(project / "build") == [".jobs.tmp-mine", "mine.tmp-keep"]
+
+    assert cli("generate")[0] == 0  # the next run, all of it
+    assert snapshot(project / "build" / "jobs") == new
+    assert leftovers(project / "build") == [".jobs.tmp-mine", "mine.tmp-keep"]
+    assert (project / "build" / ".jobs.tmp-mine" / "data.txt").read_text() == "mine"
+
+
+def test_an_error_midway_leaves_the_previous_output_exactly(project, built, cli, monkeypatch):
+    before = snapshot(project)
+
+    def broken_check(tmp, jobs):
+        raise write._fail(tmp, "simulated failure of the final check")
+
+    monkeypatch.setattr(write, "_check_tree", broken_check)
+    code, _, err = cli("generate")
+    assert (
+        code == 2 and err[0].startswith("build/.jobs.tmp-") and err[0].endswith("simulated failure of the final check")
+    )
+    assert snapshot(project) == before
+
+
+def test_a_killed_first_run_leaves_nothing_the_next_run_does_not_clean(project, cli):
+    build = project / "build"
+    build.mkdir()
+    (build / ".jobs.tmp-abc123").mkdir()  # killed right after mkdtemp: empty
+    (build / ".jobs.tmp-def456").mkdir()  # killed while writing its manifest
+    (build / ".jobs.tmp-def456" / ".jobgen.json.part").write_text("{")
+    assert cli("generate")[0] == 0
+    assert leftovers(build) == []
+
+
+# --- generate --check ---------------------------------------------------------------------------
+
+
+def test_check_after_a_fresh_generate_is_clean(project, built, cli):
+    before = snapshot(project)
+    assert cli("generate", "--check") == (0, ["build/jobs is up to date with jobs.yaml"], [])
+    assert snapshot(project) == before
+
+
+def test_check_lists_an_edited_file_and_writes_nothing(project, built, cli):
+    client = built / "np-diff-in-process" / "app" / "config" / "config_fed_client.json"
+    client.write_text(client.read_text().replace('"DIFF"', '"FULL"'))
+    before = snapshot(project)
+    assert cli("generate", "--check") == (
+        1,
+        ["changed: build/jobs/np-diff-in-process/app/config/config_fed_client.json"],
+        ["build/jobs is out of date with jobs.yaml: run `make generate`"],
+    )
+    assert snapshot(project) == before
+
+
+def test_check_lists_a_job_removed_from_jobs_yaml_and_an_extra_file(project, built, cli):
+    text = (project / "jobs.yaml").read_text()
+    start = text.index("  # Same FULL client")
+    end = text.index("  # Metrics client in a sub-process.")
+    (project / "jobs.yaml").write_text(text[:start] + text[end:])
+    (built / "np-full-in-process" / "app" / "custom" / "extra.py").write_text("")
+    before = snapshot(project)
+    code, out, err = cli("generate", "--check")
+    assert code == 1
+    assert out == [
+        "unexpected job folder: build/jobs/np-full-sub-process",
+        "unexpected: build/jobs/np-full-in-process/app/custom/extra.py",
+    ]
+    assert snapshot(project) == before
+
+
+def test_check_without_any_output_lists_everything_missing_and_creates_nothing(project, cli):
+    before = snapshot(project)
+    code, out, _ = cli("generate", "--check")
+    assert code == 1
+    assert len(out) == 5 * 4 and all(line.startswith("missing: build/jobs/") for line in out)
+    assert snapshot(project) == before
+
+
+def test_check_refuses_a_folder_that_is_not_ours(project, cli):
+    (project / "build" / "jobs").mkdir(parents=True)
+    (project / "build" / "jobs" / "x").write_text("")
+    assert cli("generate", "--check")[0] == 2
