@@ -38,23 +38,23 @@ class Job:
         return "external_process" if self.settings["launch_external_process"] else "in_process"
 
 
+#: Settings whose keys depend on their ``type``: merged only into a mapping of the same type.
+TYPED_MAPPINGS = {"receiver"}
+
+
 def merge(base: dict, over: dict) -> dict:
     """Deep-merge two mappings: keys of ``over`` win; nested mappings are merged, lists replaced.
 
-    A nested mapping whose ``type`` differs from the one it would merge into (a job's
+    A ``receiver`` whose ``type`` differs from the one it would merge into (a job's
     ``receiver: {type: tensorboard}`` over a default ``{type: mlflow, ...}``) replaces it: the keys
     of one type mean nothing to another.
     """
     out = copy.deepcopy(base)
     for key, value in over.items():
-        if (
-            isinstance(value, dict)
-            and isinstance(out.get(key), dict)
-            and value.get("type", out[key].get("type")) == out[key].get("type")
-        ):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
+        mergeable = isinstance(value, dict) and isinstance(out.get(key), dict)
+        if mergeable and key in TYPED_MAPPINGS:
+            mergeable = value.get("type", out[key].get("type")) == out[key].get("type")
+        out[key] = merge(out[key], value) if mergeable else copy.deepcopy(value)
     return out
 
 

@@ -7,7 +7,8 @@ itself checked first); the checks below it cover what a schema cannot say: dupli
 scripts that do not exist under ``client_scripts/`` or resolve outside it, a ``command`` or
 ``script_args`` that does not split like a shell command line, ``min_clients`` above
 ``num_clients``, a ``deploy_map`` naming an unknown app or site, and metrics that a script streams
-with no receiver to store them.
+with no receiver to store them. Warnings (not errors): a receiver whose script streams nothing, and
+a script whose writer is made for another receiver type (:data:`CROSS_WRITER`).
 """
 
 from __future__ import annotations

@@ -248,3 +248,17 @@ def test_generation_is_deterministic_and_matches_golden(project, update_golden):
         shutil.rmtree(GOLDEN, ignore_errors=True)
         shutil.copytree(project / "one", GOLDEN)
     assert snapshot(project / "one") == snapshot(GOLDEN), "run `pytest --update-golden` and review the diff"
+
+
+def test_a_writer_made_for_another_receiver_is_a_warning_not_an_error(project):
+    """NVFlare 2.9 converts another writer's points (none lost, measured), so generate warns and goes on."""
+    (project / "jobs.yaml").write_text(
+        "jobs:\n  - name: a\n    script: train_metrics_tensorboard.py\n    receiver:\n      type: mlflow\n"
+    )
+    result = run_cli(project, "generate")
+    assert result.returncode == 0
+    assert result.stderr.splitlines() == [
+        "jobs.yaml:5:13: jobs[0].receiver.type: warning: the script streams with SummaryWriter "
+        "(made for `type: tensorboard`) into a mlflow receiver: NVFlare converts every metric point "
+        "(add_scalars(main, {k: v}) is stored as k)"
+    ]
