@@ -112,6 +112,8 @@ def _run(cmd: list[str], log: Path, result: JobResult, progress, started: float)
     # A sub-process client is started as `python3 ...`: make that this environment's Python.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # W&B runs must land in the server's folder of this workspace, where the check reads them.
+    env.pop("WANDB_DIR", None)
     with open(log, "w", encoding="utf-8") as sink:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, errors="replace"
