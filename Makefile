@@ -6,8 +6,11 @@ STAMP  := $(VENV)/.installed
 JOBS   ?= jobs.yaml
 OUT    ?= build/jobs
 WS     ?= build/workspaces
+JOB    ?=
+PORT   ?=
+VIEW_ARGS = $(if $(JOB),--job $(JOB)) $(if $(PORT),--port $(PORT))
 
-.PHONY: run setup validate generate check simulate lint test clean
+.PHONY: run setup validate generate check simulate lint test clean mlflow-ui tensorboard wandb-view
 
 ## run: set up, generate and simulate every job of jobs.yaml (the quick start)
 run: generate simulate
@@ -37,13 +40,25 @@ check: setup
 simulate: setup
 	$(BIN)/python -m generator simulate --out $(OUT) --workspace $(WS)
 
+## mlflow-ui: MLflow UI on a simulated job's SQLite store at http://127.0.0.1:5000 (JOB=name, PORT=n)
+mlflow-ui: setup
+	$(BIN)/python -m generator view mlflow $(VIEW_ARGS)
+
+## tensorboard: TensorBoard on a simulated job's event files at http://127.0.0.1:6006 (JOB=name, PORT=n)
+tensorboard: setup
+	$(BIN)/python -m generator view tensorboard $(VIEW_ARGS)
+
+## wandb-view: W&B's terminal viewer (wandb leet) on a simulated job's offline runs (JOB=name)
+wandb-view: setup
+	$(BIN)/python -m generator view wandb $(VIEW_ARGS)
+
 ## lint: check the generated configs against the installed nvflare
 lint: setup
 	$(BIN)/python -m generator lint --jobs $(JOBS) --out $(OUT)
 
 ## test: set up and run the whole test suite (unit tests and real simulator runs)
 test: setup
-	$(BIN)/ruff check generator tests client_scripts
+	$(BIN)/ruff check generator tests client_scripts templates
 	$(BIN)/python -m pytest
 
 ## clean: remove build/ (generated jobs, workspaces, results)

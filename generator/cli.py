@@ -1,4 +1,4 @@
-"""Command line: ``python -m generator {validate,generate,simulate,lint}``.
+"""Command line: ``python -m generator {validate,generate,simulate,lint,view}``.
 
 Parses options, calls one pipeline function, prints its result, returns the exit code. It is the
 only place errors are printed: one line per problem, ``FILE:LINE:COL: KEY.PATH: message``, to
@@ -36,6 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="simulator workspaces (default: %(default)s)")
     s.add_argument("--job", action="append", metavar="NAME", help="only this job (repeatable)")
     s.add_argument("--results", default="build/results.json", help="where to write the results (default: %(default)s)")
+    s.add_argument("--reports", default="build/reports", help="where to write metrics plots (default: %(default)s)")
+
+    w = sub.add_parser("view", help="open a tracker's own viewer on a simulated job's metrics (127.0.0.1)")
+    w.add_argument("tracker", choices=["mlflow", "tensorboard", "wandb"], help="whose viewer")
+    w.add_argument("--job", metavar="NAME", help="the job (default: the first simulated job using that tracker)")
+    w.add_argument("--results", default="build/results.json", help="simulation results (default: %(default)s)")
+    w.add_argument("--port", type=int, help="port (default: 5000 for mlflow, 6006 for tensorboard)")
 
     li = sub.add_parser("lint", help="check generated folders against the installed nvflare")
     li.add_argument("--jobs", default=DEFAULT_JOBS, help="the jobs file (default: %(default)s)")
@@ -78,7 +85,24 @@ def _generate(args) -> int:
 def _simulate(args) -> int:
     from .simulate import simulate_all
 
-    return 0 if simulate_all(args.out, args.workspace, args.job, args.results) else 1
+    return 0 if simulate_all(args.out, args.workspace, args.job, args.results, args.reports) else 1
+
+
+def _view(args) -> int:
+    import subprocess
+
+    from .viewers import pick_job, viewer_command
+
+    entry = pick_job(args.results, args.tracker, args.job)
+    argv = viewer_command(args.tracker, entry["store"], args.port)
+    where = f"http://127.0.0.1:{argv[argv.index('--port') + 1]}" if "--port" in argv else "this terminal"
+    print(f"{entry['name']}: {args.tracker} viewer on {entry['store']} at {where} (Ctrl-C stops it)", flush=True)
+    print(" ".join(argv), flush=True)
+    try:
+        return subprocess.call(argv)
+    except OSError as e:
+        print(f"cannot start {argv[0]}: {e}", file=sys.stderr)
+        return 2
 
 
 def _lint(args) -> int:
@@ -92,7 +116,7 @@ def _lint(args) -> int:
     return 0
 
 
-COMMANDS = {"validate": _validate, "generate": _generate, "simulate": _simulate, "lint": _lint}
+COMMANDS = {"validate": _validate, "generate": _generate, "simulate": _simulate, "lint": _lint, "view": _view}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,7 +52,7 @@ class JobgenError(Exception):
     def __init__(self, problems: list[Problem] | str):
         if isinstance(problems, str):
             problems = [Problem(file="jobgen", line=0, column=0, message=problems)]
-        self.problems = sorted(problems)
+        self.problems = sorted(set(problems))  # one line per problem, however many schema branches found it
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

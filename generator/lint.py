@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib
+import importlib.util
 import inspect
 import json
 import json.scanner
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from .errors import Problem
 from .load import Document, format_path, load
-from .render import CONFIG_TEMPLATES, make_env, render_job
+from .render import CONFIG_TEMPLATES, DEFAULT_LINE, RECEIVER_FILES, TEMPLATES_DIR, make_env, render_job
 from .spec import Job
 from .validate import SCRIPTS_DIR, validate
 from .write import differences, read_manifest
@@ -243,11 +244,22 @@ class _ConfigLinter:
 
     def import_class(self, comp, where: str, class_path: str, key):
         module_name, _, class_name = class_path.rpartition(".")
-        if not class_path.startswith(NVFLARE_PREFIX) or not module_name:
-            self.report(comp, where, f"{class_path!r} is not an nvflare class: lint imports nothing else", key)
+        shipped = shipped_module_file(module_name)
+        if not (class_path.startswith(NVFLARE_PREFIX) or shipped) or not module_name:
+            self.report(
+                comp,
+                where,
+                f"{class_path!r} is neither an nvflare class nor one the generator ships: lint imports nothing else",
+                key,
+            )
             return None
         try:
-            module = importlib.import_module(module_name)
+            if shipped:  # our own server component (templates/nvflare-<line>/custom/), copied verbatim into app/custom/
+                spec = importlib.util.spec_from_file_location(module_name, shipped)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+            else:
+                module = importlib.import_module(module_name)
         except Exception as e:  # ImportError, or anything the module raises while importing
             self.report(comp, where, f"cannot import {module_name}: {type(e).__name__}: {e}", key)
             return None
@@ -256,6 +268,15 @@ class _ConfigLinter:
             self.report(comp, where, f"{module_name} has no class {class_name!r}", key)
             return None
         return cls
+
+
+def shipped_module_file(module_name: str) -> Path | None:
+    """The file of a server component the generator itself ships (``render.RECEIVER_FILES``), if any."""
+    for names in RECEIVER_FILES.values():
+        for name in names:
+            if Path(name).stem == module_name:
+                return TEMPLATES_DIR / f"nvflare-{DEFAULT_LINE}" / "custom" / name
+    return None
 
 
 def _stale_problems(out: Path, rendered: dict, jobs_file: str) -> list[Problem]:

@@ -1,17 +1,56 @@
-"""Count what a metrics receiver stored, per site and metric key, after a simulation.
+"""Read back what a metrics receiver stored, per site and metric key, after a simulation.
 
-MLflow: the receiver (NVFlare ``MLflowReceiver``) creates one run per site whose name starts with
-the site name (``site-1-<job id>-<job>-<run name>``); we read every run of the store started
-after the simulation began and count each metric's history with ``MlflowClient``. Imports mlflow
-lazily (it is slow to import).
+Gives :data:`Series`: ``{site: {metric key: [(step, value), ...] sorted by step}}``, from the
+store of each receiver type; :func:`count_points` turns it into ``{site: {key: points}}``.
+
+- MLflow (``MLflowReceiver``): one run per site whose name starts with the site name
+  (``site-1-<job id>-<job>-<run name>``); every run started after the simulation began, each
+  metric's history read with ``MlflowClient``.
+- TensorBoard (``TBAnalyticsReceiver``): ``<tb_folder>/<site>/`` holds the site's event files;
+  ``add_scalars(main, {k: v})`` goes to a sub-folder ``<main>_<k>`` (TensorBoard's run name), which
+  is the key we report. Read with tensorboard's ``EventAccumulator``, keeping every scalar.
+- W&B (``WandBReceiver``, offline): one ``offline-run-*/run-*.wandb`` transaction log per site in
+  the server's ``wandb/`` folder. wandb 0.31 has no Python reader for it any more (its reader is
+  the Go ``wandb leet inspect``), so :func:`read_wandb_run` reads the documented LevelDB-log
+  framing itself and parses each record with wandb's own protobuf classes; the site comes from the
+  run's name (``site-1-<job id>-<run name>``), each ``history`` record is one row.
+
+Imports mlflow, tensorboard and wandb lazily (they are slow to import); the generate path never
+imports this module.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+from .errors import SimulationError
+
 SITE_PREFIX = re.compile(r"^(site-\d+)-")
+
+#: ``{site: {metric key: [(step, value), ...]}}``, each list sorted by step.
+Series = dict[str, dict[str, list[tuple[int, float]]]]
+
+#: Receiver types whose store this module can read.
+RECEIVER_TYPES = ("mlflow", "tensorboard", "wandb")
+
+
+def _site(run_name: str | None) -> str:
+    match = SITE_PREFIX.match(run_name or "")
+    return match.group(1) if match else (run_name or "?")
+
+
+def _sorted(series: Series) -> Series:
+    return {
+        site: {key: sorted(points, key=lambda p: p[0]) for key, points in sorted(keys.items())}
+        for site, keys in sorted(series.items())
+    }
+
+
+def count_points(series: Series) -> dict[str, dict[str, int]]:
+    """Points per site and metric key: ``{site: {key: number of points}}``."""
+    return {site: {key: len(points) for key, points in keys.items()} for site, keys in series.items()}
 
 
 def mlflow_store_uri(result_dir: Path, tracking_uri: str | None) -> str:
@@ -23,15 +62,15 @@ def mlflow_store_uri(result_dir: Path, tracking_uri: str | None) -> str:
     return tracking_uri or f"sqlite:///{(Path(result_dir) / 'mlflow.db').resolve()}"
 
 
-def count_mlflow(uri: str, since_ms: int = 0) -> dict[str, dict[str, int]]:
-    """Points stored per site and metric key in an MLflow store.
+def read_mlflow(uri: str, since_ms: int = 0) -> Series:
+    """Every metric point in an MLflow store, per site.
 
     Args:
         uri (str): tracking URI (``sqlite:///...`` or ``http(s)://...``).
         since_ms (int): only runs started at or after this time (milliseconds since the epoch).
 
     Returns:
-        dict: ``{site: {metric key: number of points}}``; ``{}`` if the store holds nothing.
+        Series: ``{}`` if the store holds nothing (or the SQLite file does not exist).
     """
     import logging
 
@@ -42,16 +81,185 @@ def count_mlflow(uri: str, since_ms: int = 0) -> dict[str, dict[str, int]]:
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return {}
     client = MlflowClient(tracking_uri=uri)
-    counts: dict[str, dict[str, int]] = {}
+    series: Series = {}
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return {}
     for run in client.search_runs(experiments, max_results=10000):
         if run.info.start_time < since_ms:
             continue
-        match = SITE_PREFIX.match(run.info.run_name or "")
-        site = match.group(1) if match else run.info.run_name
-        per_key = counts.setdefault(site, {})
+        per_key = series.setdefault(_site(run.info.run_name), {})
         for key in run.data.metrics:
-            per_key[key] = per_key.get(key, 0) + len(client.get_metric_history(run.info.run_id, key))
-    return counts
+            history = client.get_metric_history(run.info.run_id, key)
+            per_key.setdefault(key, []).extend((m.step, m.value) for m in history)
+    return _sorted(series)
+
+
+def count_mlflow(uri: str, since_ms: int = 0) -> dict[str, dict[str, int]]:
+    """Points per site and metric key in an MLflow store (see :func:`read_mlflow`)."""
+    return count_points(read_mlflow(uri, since_ms))
+
+
+def read_tensorboard(logdir: Path) -> Series:
+    """Every scalar point in a ``TBAnalyticsReceiver`` folder (``<logdir>/<site>/...``), per site.
+
+    Args:
+        logdir (Path): the receiver's ``tb_folder`` in the job's run folder.
+
+    Returns:
+        Series: keys are the scalar tags of the site folder, and the sub-folder names
+        (``<main tag>_<key>``) of ``add_scalars``; ``{}`` if ``logdir`` does not exist.
+    """
+    logdir = Path(logdir)
+    if not logdir.is_dir():
+        return {}
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    series: Series = {}
+    for site_dir in sorted(p for p in logdir.iterdir() if p.is_dir()):
+        per_key = series.setdefault(site_dir.name, {})
+        for folder in sorted({p.parent for p in site_dir.rglob("events.out.tfevents.*")}):
+            accumulator = EventAccumulator(str(folder), size_guidance={SCALARS: 0})  # 0: keep every point
+            accumulator.Reload()
+            tags = accumulator.Tags()["scalars"]
+            rel = folder.relative_to(site_dir).as_posix()
+            for tag in tags:
+                key = tag if rel == "." else rel if len(tags) == 1 else f"{rel}/{tag}"
+                per_key.setdefault(key, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    return _sorted(series)
+
+
+#: A ``.wandb`` transaction log: a 7-byte header (``:W&B``, magic 0xBEE1 little-endian, version),
+#: then LevelDB log blocks of 32 KiB holding records of ``crc32 (4) | length (2) | type (1) | data``,
+#: type 1 = a whole record, 2/3/4 = first/middle/last piece; each record is a protobuf
+#: ``wandb.proto.wandb_internal_pb2.Record``. The checksum is zlib's CRC-32 of the data, seeded
+#: with the CRC-32 of the type byte (what wandb's writer does).
+WANDB_IDENT, WANDB_MAGIC, BLOCK, RECORD_HEADER = b":W&B", 0xBEE1, 32768, 7
+
+
+def _wandb_records(path: Path):
+    """Yield the raw protobuf bytes of every record of a ``.wandb`` file.
+
+    A record cut short at the end of the file (a writer stopped mid-write) ends the reading.
+
+    Raises:
+        SimulationError: not a ``.wandb`` file, or a record fails its checksum.
+    """
+    import struct
+    import zlib
+
+    data = Path(path).read_bytes()
+    if data[:4] != WANDB_IDENT or struct.unpack("<H", data[4:6])[0] != WANDB_MAGIC:
+        raise SimulationError(f"{path} is not a W&B transaction log (.wandb)")
+    pos, pieces = 7, b""
+    while pos + RECORD_HEADER <= len(data):
+        left = BLOCK - pos % BLOCK
+        if left < RECORD_HEADER:  # block trailer: zeros
+            pos += left
+            continue
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + RECORD_HEADER])
+        if crc == length == kind == 0:  # zero padding to the end of the block
+            pos += left
+            continue
+        body = data[pos + RECORD_HEADER : pos + RECORD_HEADER + length]
+        if len(body) < length:
+            return
+        if zlib.crc32(body, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc:
+            raise SimulationError(f"{path}: record at byte {pos} fails its checksum")
+        pos += RECORD_HEADER + length
+        if kind == 1:
+            yield body
+        elif kind == 2:
+            pieces = body
+        elif kind == 3:
+            pieces += body
+        elif kind == 4:
+            yield pieces + body
+
+
+def read_wandb_run(path: Path) -> tuple[str, dict[str, list[tuple[int, float]]]]:
+    """The site and the metric points of one W&B run's ``.wandb`` transaction log.
+
+    Each ``history`` record is one row; each numeric item whose key does not start with ``_`` is a
+    point at the row's ``_step``. The site comes from the ``run`` record's display name
+    (NVFlare's ``<site>-<job id>-<run name>``).
+
+    Returns:
+        tuple: ``(site, {key: [(step, value), ...]})``.
+
+    Raises:
+        SimulationError: the file is not a readable ``.wandb`` log.
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    site, points = None, {}
+    for raw in _wandb_records(path):
+        record = pb.Record()
+        record.ParseFromString(raw)
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            site = _site(record.run.display_name)
+        elif kind == "history":
+            row = {}
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                row[key] = json.loads(item.value_json)
+            step = int(row.get("_step", record.history.step.num))
+            for key, value in row.items():
+                if not key.startswith("_") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    points.setdefault(key, []).append((step, float(value)))
+    return site or Path(path).parent.name, points
+
+
+def read_wandb(wandb_dir: Path) -> Series:
+    """Every metric point of the W&B runs in ``wandb_dir`` (``<dir>/offline-run-*/``), per site.
+
+    Returns:
+        Series: ``{}`` if ``wandb_dir`` holds no run.
+
+    Raises:
+        SimulationError: a run cannot be read (see :func:`read_wandb_run`).
+    """
+    series: Series = {}
+    for log in sorted(Path(wandb_dir).glob("*run-*/*.wandb")):
+        site, points = read_wandb_run(log)
+        per_key = series.setdefault(site, {})
+        for key, values in points.items():
+            per_key.setdefault(key, []).extend(values)
+    return _sorted(series)
+
+
+def store_location(info: dict, server_dir: Path) -> str | None:
+    """Where a simulated job's receiver stored its points.
+
+    Args:
+        info (dict): the job's manifest entry (``receiver``, ``tracking_uri``, ``tb_folder``).
+        server_dir (Path): the simulator's server folder, ``<workspace>/server``.
+
+    Returns:
+        str | None: an MLflow tracking URI, or a folder path; None for a job without receiver.
+    """
+    receiver = info.get("receiver")
+    result_dir = Path(server_dir) / "simulate_job"
+    if receiver == "mlflow":
+        return mlflow_store_uri(result_dir, info.get("tracking_uri"))
+    if receiver == "tensorboard":
+        return str((result_dir / (info.get("tb_folder") or "tb_events")).resolve())
+    if receiver == "wandb":
+        return str((Path(server_dir) / "wandb").resolve())  # wandb's default: ./wandb of the server
+    return None
+
+
+def read_store(receiver: str, store: str, since_ms: int = 0) -> Series:
+    """Every metric point in a receiver's store (see :func:`store_location`), per site.
+
+    Raises:
+        SimulationError: the store exists but cannot be read.
+    """
+    if receiver == "mlflow":
+        return read_mlflow(store, since_ms)
+    if receiver == "tensorboard":
+        return read_tensorboard(Path(store))
+    if receiver == "wandb":
+        return read_wandb(Path(store))
+    raise SimulationError(f"cannot read the store of receiver type {receiver!r}")

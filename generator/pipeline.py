@@ -45,6 +45,7 @@ def job_info(job: Job) -> dict:
         "script": s["script"],
         "receiver": receiver["type"] if receiver else None,
         "tracking_uri": receiver.get("tracking_uri") if receiver else None,
+        "tb_folder": receiver.get("tb_folder") if receiver else None,
         "expect": s["expect"],
     }
 

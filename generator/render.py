@@ -4,7 +4,8 @@ Takes :class:`~generator.spec.Job` objects; gives ``{relative path: bytes}`` per
 from the Jinja2 templates in ``templates/nvflare-<line>/`` (one environment, ``StrictUndefined``,
 every value written through the ``json`` filter); each rendered config is parsed with
 ``json.loads`` and re-serialised, so a template bug can never produce invalid JSON on disk.
-Client scripts are copied byte for byte into ``app/custom/``. Nothing here imports nvflare.
+Client scripts, and the server components a receiver needs (``RECEIVER_FILES``), are copied byte
+for byte into ``app/custom/``. Nothing here imports nvflare.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 #: The NVFlare release line the templates target (NVFlare 2.9: ClientAPIExecutor).
 DEFAULT_LINE = "2.9"
+
+#: Server components the templates ship as Python files, per receiver ``type``: copied from
+#: ``templates/nvflare-<line>/custom/`` into the job's ``app/custom/`` (the server app imports them).
+RECEIVER_FILES = {"wandb": ["jobgen_wandb_receiver.py"]}
 
 #: Output file -> template, inside one job folder.
 CONFIG_TEMPLATES = {
@@ -116,6 +121,13 @@ def render_job(job: Job, scripts_dir: Path, env: jinja2.Environment | None = Non
             ) from None
         files[out_name] = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     files[f"app/custom/{job.settings['script']}"] = (scripts_dir / job.settings["script"]).read_bytes()
+    receiver = job.settings.get("receiver")
+    for name in RECEIVER_FILES.get(receiver["type"], []) if receiver else []:
+        path = Path(env.loader.searchpath[0]) / "custom" / name
+        try:
+            files[f"app/custom/{name}"] = path.read_bytes()
+        except OSError as e:
+            raise TemplateError([Problem(str(path), 0, 0, "", f"cannot read a server component: {e}")]) from None
     return files
 
 

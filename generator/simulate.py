@@ -5,7 +5,9 @@ receiver); runs ``nvflare simulator -w <workspace>/<job> -n N -t N <out>/<job>``
 one progress line per round, and decides success from the run's outputs, because the simulator
 can exit 0 after a failed run: the server's final model must be saved during this run, every
 ``error_log.txt`` must be empty, and a job with a receiver must have stored metrics from every
-site (and exactly the counts of ``expect.metric_points_per_site``).
+site (and exactly the counts of ``expect.metric_points_per_site``), read back from the receiver's
+own store (:mod:`generator.metrics`). Each metrics job also gets a plot of what was stored,
+``<reports>/<job>.png`` (:mod:`generator.report`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import OutputError, Problem, SimulationError
-from .metrics import count_mlflow, mlflow_store_uri
+from .metrics import count_points, read_store, store_location
 from .write import read_manifest
 
 WORKSPACE_MARKER = ".jobgen-workspaces"
@@ -43,8 +45,10 @@ class JobResult:
         rounds (int): ``num_rounds`` of the job; ``rounds_started``: rounds the server started.
         wall_seconds (float): wall time of the simulator process, in seconds.
         final_model (list | None): the server's final model (``server.npy``) as nested lists.
+        receiver (str | None): the receiver ``type`` (mlflow, tensorboard, wandb) if any.
         metric_points (dict): ``{site: {key: points}}`` found in the receiver's store.
-        store (str | None): the receiver's store (tracking URI) if any.
+        store (str | None): the receiver's store (MLflow tracking URI, or folder) if any.
+        report (str | None): the PNG plotting the stored metrics, if any point was stored.
         workspace (str), log (str): the simulator workspace and the console log.
         problems (list[str]): why the job failed (empty when ``ok``).
     """
@@ -55,8 +59,10 @@ class JobResult:
     rounds_started: int = 0
     wall_seconds: float = 0.0
     final_model: list | None = None
+    receiver: str | None = None
     metric_points: dict = field(default_factory=dict)
     store: str | None = None
+    report: str | None = None
     workspace: str = ""
     log: str = ""
     problems: list = field(default_factory=list)
@@ -106,6 +112,8 @@ def _run(cmd: list[str], log: Path, result: JobResult, progress, started: float)
     # A sub-process client is started as `python3 ...`: make that this environment's Python.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # W&B runs must land in the server's folder of this workspace, where the check reads them.
+    env.pop("WANDB_DIR", None)
     with open(log, "w", encoding="utf-8") as sink:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, errors="replace"
@@ -150,18 +158,21 @@ def _metric_problems(info: dict, counts: dict) -> list[str]:
     return problems
 
 
-def simulate_job(out: Path, workspace_root: Path, name: str, info: dict, progress=print) -> JobResult:
+def simulate_job(
+    out: Path, workspace_root: Path, name: str, info: dict, progress=print, reports: Path | None = None
+) -> JobResult:
     """Run one generated job in the simulator and check what it produced.
 
     Args:
         out (Path): the generated jobs folder. workspace_root (Path): where workspaces go.
         name (str): the job. info (dict): its manifest entry (see ``pipeline.job_info``).
         progress (callable): called with one line per started round.
+        reports (Path | None): where to write ``<job>.png`` for a metrics job (None: no plot).
 
     Returns:
         JobResult: ``ok`` False with ``problems`` when any check failed.
     """
-    result = JobResult(name=name, rounds=info["num_rounds"])
+    result = JobResult(name=name, rounds=info["num_rounds"], receiver=info.get("receiver"))
     ws = prepare_workspace(workspace_root, name)
     log = Path(workspace_root) / f"{name}.log"
     result.workspace, result.log = str(ws), str(log)
@@ -183,12 +194,28 @@ def simulate_job(out: Path, workspace_root: Path, name: str, info: dict, progres
     if result.rounds_started != result.rounds:
         result.problems.append(f"{result.rounds_started} of {result.rounds} rounds started")
     result.problems += _error_logs(ws)
-    if info.get("receiver") == "mlflow":
-        result.store = mlflow_store_uri(ws / SERVER_RESULT, info.get("tracking_uri"))
-        result.metric_points = count_mlflow(result.store, since_ms=int(started_epoch * 1000) - 1000)
-        result.problems += _metric_problems(info, result.metric_points)
+    if result.receiver:
+        _check_metrics(result, info, ws, since_ms=int(started_epoch * 1000) - 1000, reports=reports)
     result.ok = not result.problems
     return result
+
+
+def _check_metrics(result: JobResult, info: dict, ws: Path, since_ms: int, reports: Path | None) -> None:
+    """Read the receiver's store, compare with the expectations, plot what arrived."""
+    result.store = store_location(info, ws / "server")
+    try:
+        series = read_store(result.receiver, result.store, since_ms=since_ms)
+    except SimulationError as e:
+        result.problems += [p.message for p in e.problems]
+        return
+    result.metric_points = count_points(series)
+    result.problems += _metric_problems(info, result.metric_points)
+    if reports and any(any(keys.values()) for keys in series.values()):
+        from .report import plot_metrics
+
+        path = Path(reports) / f"{result.name}.png"
+        plot_metrics(result.name, series, path)
+        result.report = str(path)
 
 
 def _model_text(model) -> str:
@@ -201,7 +228,8 @@ def _points_text(points: dict) -> str:
     if not points:
         return "-"
     return "; ".join(
-        f"{site}: " + ", ".join(f"{k}={v}" for k, v in sorted(keys.items())) for site, keys in sorted(points.items())
+        f"{site}: " + (", ".join(f"{k}={v}" for k, v in sorted(keys.items())) or "no points")
+        for site, keys in sorted(points.items())
     )
 
 
@@ -225,13 +253,18 @@ def print_table(results: list[JobResult], stream=sys.stdout) -> None:
 
 
 def simulate_all(
-    out: str | Path, workspace: str | Path, names: list[str] | None = None, results_path: str | Path | None = None
+    out: str | Path,
+    workspace: str | Path,
+    names: list[str] | None = None,
+    results_path: str | Path | None = None,
+    reports: str | Path | None = None,
 ) -> bool:
     """Simulate every generated job (or those in ``names``), print a table and write results.
 
     Args:
         out: the generated jobs folder. workspace: the workspaces folder.
         names: only these jobs. results_path: where to write ``results.json`` (None: nowhere).
+        reports: where to write one PNG per metrics job (None: no plots).
 
     Returns:
         bool: True when every job passed its checks.
@@ -257,13 +290,17 @@ def simulate_all(
             f"{name}: simulating {manifest[name]['num_clients']} clients, {manifest[name]['num_rounds']} rounds",
             flush=True,
         )
-        result = simulate_job(out, Path(workspace), name, manifest[name], progress=lambda line: print(line, flush=True))
+        result = simulate_job(
+            out, Path(workspace), name, manifest[name], progress=lambda line: print(line, flush=True), reports=reports
+        )
         status = "ok" if result.ok else "FAILED"
         print(f"{name}: {status} in {result.wall_seconds:.1f} s; log: {result.log}", flush=True)
         for problem in result.problems:
             print(f"{name}: {problem}", file=sys.stderr, flush=True)
         if result.store:
-            print(f"{name}: metrics store: {result.store}", flush=True)
+            print(f"{name}: metrics store ({result.receiver}): {result.store}", flush=True)
+        if result.report:
+            print(f"{name}: metrics plot: {result.report}", flush=True)
         results.append(result)
     print()
     print_table(results)

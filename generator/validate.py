@@ -10,7 +10,8 @@ that are absolute or climb out with ``..``, a ``command`` or ``script_args`` tha
 like a shell command line or holds NUL, ``min_clients`` above ``num_clients``, a ``deploy_map``
 naming an unknown app or site, and metrics that a script streams with no receiver to store them.
 Problems the load stage found (``Document.problems``) are reported with these, minus the schema
-problems that merely echo them.
+problems that merely echo them. Warnings (not errors): a receiver whose script streams nothing, and
+a script whose writer is made for another receiver type (:data:`CROSS_WRITER`).
 """
 
 from __future__ import annotations
@@ -149,8 +150,10 @@ def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
         kind = error.validator
         if kind in ("additionalProperties", "unevaluatedProperties"):
             known = _known_keys(schema, error)
+            hint = error.schema.get("x-hint")
             for key in sorted(set(error.instance) - set(known)):
-                problems.append(doc.problem(path + (key,), f"unknown key {key!r}{_suggest(key, known)}", at_key=True))
+                message = f"unknown key {key!r}" + (_suggest(key, known) or (f" ({hint})" if hint else ""))
+                problems.append(doc.problem(path + (key,), message, at_key=True))
             continue
         if kind == "required":
             missing = [k for k in error.validator_value if k not in error.instance]
@@ -169,7 +172,7 @@ def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
         else:
             message = error.message
         hint = error.schema.get("x-hint") if isinstance(error.schema, dict) else None
-        if hint and kind in ("pattern", "enum", "minItems"):
+        if hint and kind in ("pattern", "enum", "minItems", "required"):
             message += f" ({hint})"
         problems.append(doc.problem(path, message))
     return problems
@@ -357,17 +360,45 @@ def _metrics_problems(doc: Document, job: Job, writers: set[str]) -> list[Proble
     return []
 
 
+#: What NVFlare 2.9 does with another writer's points (``AnalyticsData.from_dxo(dxo, receiver=...)``
+#: converts METRIC <-> SCALAR and METRICS <-> SCALARS): every metric point arrives, some under
+#: another key. Measured here for each pair with the shipped scripts; tags/text from reading the receivers.
+CROSS_WRITER = {
+    ("SummaryWriter", "mlflow"): "add_scalars(main, {k: v}) is stored as k",
+    ("SummaryWriter", "wandb"): "add_scalars(main, {k: v}) is stored as k",
+    ("WandBWriter", "tensorboard"): "log({k: v}) is stored as metrics_k",
+    ("WandBWriter", "mlflow"): "keys are kept",
+    ("MLflowWriter", "tensorboard"): "log_metrics({k: v}) is stored as metrics_k; tags are not stored",
+    ("MLflowWriter", "wandb"): "keys are kept; tags and text are not stored",
+}
+
+
 def receiver_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
-    """Non-fatal findings: a job with a ``receiver`` whose script imports no tracking writer."""
+    """Non-fatal findings about a job's ``receiver`` and the writers its script imports.
+
+    A receiver whose script imports no tracking writer; a writer made for another receiver type
+    (NVFlare converts its points, none is lost, but some keys change: :data:`CROSS_WRITER`).
+    """
     out = []
     for job in jobs:
-        if job.settings.get("receiver") and "script" in job.settings:
+        receiver = job.settings.get("receiver")
+        if receiver and "script" in job.settings:
             script = script_path(doc, job)
-            if script.is_file() and not _script_writers(script):
+            writers = _script_writers(script) if script.is_file() else set()
+            if script.is_file() and not writers:
                 out.append(
                     doc.problem(
                         job.path_of("receiver"),
                         "warning: a receiver is configured but the script imports no nvflare.client.tracking writer",
+                    )
+                )
+            for writer in sorted(w for w in writers if WRITERS[w] != receiver["type"]):
+                out.append(
+                    doc.problem(
+                        job.path_of("receiver") + ("type",),
+                        f"warning: the script streams with {writer} (made for `type: {WRITERS[writer]}`) into a "
+                        f"{receiver['type']} receiver: NVFlare converts every metric point "
+                        f"({CROSS_WRITER[(writer, receiver['type'])]})",
                     )
                 )
     return out

@@ -58,3 +58,15 @@ def snapshot(folder: Path) -> dict[str, str]:
         else:
             out[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+def shipped_jobs() -> list[dict]:
+    """The job entries of the shipped jobs.yaml, as written (no defaults merged)."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "jobs.yaml").read_text(encoding="utf-8"))["jobs"]
+
+
+def shipped_job_names() -> list[str]:
+    """Names of the shipped jobs, in file order."""
+    return [job["name"] for job in shipped_jobs()]

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, snapshot
+from conftest import ROOT, shipped_jobs, snapshot
 
 from generator import render
 from generator.cli import main
@@ -118,7 +118,7 @@ def test_a_class_outside_nvflare_is_never_imported(generated, capsys):
     assert code == 2
     assert (
         "build/jobs/np-full-in-process/app/config/config_fed_server.json:18:5: components[0]: "
-        "'evil.X' is not an nvflare class: lint imports nothing else"
+        "'evil.X' is neither an nvflare class nor one the generator ships: lint imports nothing else"
     ) in err
     assert not (generated.parent.parent / "pwned").exists()
     assert "evil" not in sys.modules
@@ -158,15 +158,17 @@ def test_a_template_bug_is_reported_at_the_jobs_yaml_key(project, tmp_path, monk
     templates = tmp_path / "templates"
     shutil.copytree(render.TEMPLATES_DIR, templates)
     server = templates / "nvflare-2.9" / "config_fed_server.json.j2"
-    text = server.read_text().replace('"num_rounds": s.num_rounds', '"num_round": s.num_rounds')
-    server.write_text(text.replace("kw_args=", "kwargs="))
+    server.write_text(server.read_text().replace('"num_rounds": s.num_rounds', '"num_round": s.num_rounds'))
+    receivers = templates / "nvflare-2.9" / "_receivers.j2"
+    receivers.write_text(receivers.read_text().replace("kw_args=", "kwargs="))
     monkeypatch.setattr(render, "TEMPLATES_DIR", templates)
     monkeypatch.chdir(project)
     assert main(["generate"]) == 0
     capsys.readouterr()
     code, err, _ = lint(capsys)
     assert code == 2
-    assert len(err) == 7  # every job's FedAvg, two receivers
+    mlflow_jobs = [j for j in shipped_jobs() if (j.get("receiver") or {}).get("type") == "mlflow"]
+    assert len(err) == len(shipped_jobs()) + len(mlflow_jobs)  # every job's FedAvg, every MLflowReceiver
     assert [line for line in err if "np-metrics-in-process" in line] == [
         "jobs.yaml:10:15: defaults.num_rounds: nvflare.app_common.workflows.fedavg.FedAvg: got an unexpected keyword "
         "argument 'num_round'; did you mean 'num_rounds'? "

@@ -23,6 +23,23 @@ FEDAVG = "nvflare.app_common.workflows.fedavg.FedAvg"
 PERSISTOR = "nvflare.app_common.np.np_model_persistor.NPModelPersistor"
 MLFLOW = "nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver"
 CONVERT = "nvflare.app_common.widgets.convert_to_fed_event.ConvertToFedEvent"
+TB = "nvflare.app_opt.tracking.tb.tb_receiver.TBAnalyticsReceiver"
+WANDB = "jobgen_wandb_receiver.OrderedWandBReceiver"  # NVFlare's WandBReceiver, keeping out-of-order points
+
+EXAMPLE_JOBS = [
+    "np-full-in-process",
+    "np-diff-in-process",
+    "np-metrics-in-process",
+    "np-full-sub-process",
+    "np-metrics-sub-process",
+]
+WRITER_JOBS = [
+    "np-tensorboard-in-process",
+    "np-tensorboard-sub-process",
+    "np-wandb-in-process",
+    "np-wandb-sub-process",
+]
+METRICS_JOBS = ["np-metrics-in-process", "np-metrics-sub-process"] + WRITER_JOBS
 
 
 def render_text(yaml_text: str, tmp_path: Path) -> dict[str, dict[str, bytes]]:
@@ -46,28 +63,11 @@ def shipped() -> dict[str, dict[str, dict]]:
     return out
 
 
-def test_shipped_jobs_are_the_examples_five_runs(shipped):
-    assert sorted(shipped) == sorted(
-        [
-            "np-full-in-process",
-            "np-diff-in-process",
-            "np-metrics-in-process",
-            "np-full-sub-process",
-            "np-metrics-sub-process",
-        ]
-    )
+def test_shipped_jobs_are_the_examples_five_runs_then_the_other_writers(shipped):
+    assert list(shipped) == EXAMPLE_JOBS + WRITER_JOBS
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "np-full-in-process",
-        "np-diff-in-process",
-        "np-metrics-in-process",
-        "np-full-sub-process",
-        "np-metrics-sub-process",
-    ],
-)
+@pytest.mark.parametrize("name", EXAMPLE_JOBS + WRITER_JOBS)
 def test_server_runs_fedavg_over_the_numpy_persistor(shipped, name):
     server = shipped[name]["app/config/config_fed_server.json"]
     (workflow,) = server["workflows"]
@@ -119,17 +119,77 @@ def test_metrics_jobs_have_an_mlflow_receiver_without_tracking_uri(shipped):
         assert receiver["args"]["kw_args"]["experiment_name"] == "nvflare-fedavg-np-experiment"
 
 
-def test_only_in_process_metrics_convert_local_events(shipped):
-    in_proc = shipped["np-metrics-in-process"]["app/config/config_fed_client.json"]["components"]
-    assert in_proc == [
-        {
-            "id": "event_to_fed",
-            "path": CONVERT,
-            "args": {"events_to_convert": ["analytix_log_stats"], "fed_event_prefix": "fed."},
-        }
-    ]
-    assert shipped["np-metrics-sub-process"]["app/config/config_fed_client.json"]["components"] == []
+@pytest.mark.parametrize("name", METRICS_JOBS)
+def test_only_in_process_metrics_convert_local_events(shipped, name):
+    """In-process metrics need ConvertToFedEvent on 2.9 (else none arrives); sub-process ones must not get it."""
+    components = shipped[name]["app/config/config_fed_client.json"]["components"]
+    if name.endswith("in-process"):
+        assert components == [
+            {
+                "id": "event_to_fed",
+                "path": CONVERT,
+                "args": {"events_to_convert": ["analytix_log_stats"], "fed_event_prefix": "fed."},
+            }
+        ]
+    else:
+        assert components == []
     assert shipped["np-full-in-process"]["app/config/config_fed_client.json"]["components"] == []
+
+
+def receiver_of(job) -> dict:
+    (receiver,) = [c for c in job["app/config/config_fed_server.json"]["components"] if c["id"] == "receiver"]
+    return receiver
+
+
+@pytest.mark.parametrize("name", ["np-tensorboard-in-process", "np-tensorboard-sub-process"])
+def test_tensorboard_jobs_have_a_tb_receiver(shipped, name):
+    receiver = receiver_of(shipped[name])
+    assert receiver == {
+        "id": "receiver",
+        "path": TB,
+        "args": {"tb_folder": "tb_events", "events": ["fed.analytix_log_stats"]},
+    }
+    assert shipped[name]["scripts"] == ["app/custom/train_metrics_tensorboard.py"]
+
+
+@pytest.mark.parametrize("name", ["np-wandb-in-process", "np-wandb-sub-process"])
+def test_wandb_jobs_have_an_offline_wandb_receiver_shipped_in_custom(shipped, name):
+    args = receiver_of(shipped[name])["args"]
+    assert receiver_of(shipped[name])["path"] == WANDB
+    assert args["mode"] == "offline"
+    assert args["events"] == ["fed.analytix_log_stats"]
+    assert args["process_timeout"] == 60
+    assert args["wandb_args"]["project"] == "nvflare-fedavg-np-experiment"
+    assert args["wandb_args"]["job_type"] == "train"  # NVFlare's WandBReceiver requires project, group, job_type
+    assert shipped[name]["scripts"] == ["app/custom/jobgen_wandb_receiver.py", "app/custom/train_metrics_wandb.py"]
+
+
+def test_the_shipped_wandb_receiver_is_the_template_file_and_subclasses_nvflares(tmp_path):
+    from generator.render import TEMPLATES_DIR
+
+    files = render_text(
+        "jobs:\n  - name: w\n    script: train_metrics_wandb.py\n    receiver: {type: wandb}\n", tmp_path
+    )
+    source = (TEMPLATES_DIR / "nvflare-2.9/custom/jobgen_wandb_receiver.py").read_bytes()
+    assert files["w"]["app/custom/jobgen_wandb_receiver.py"] == source
+    text = source.decode()
+    assert "class OrderedWandBReceiver(WandBReceiver):" in text
+    assert "from nvflare.app_opt.tracking.wandb.wandb_receiver import WandBReceiver" in text
+
+
+def test_a_job_receiver_of_another_type_replaces_the_default_one(tmp_path):
+    rendered = render_text(
+        "defaults:\n  receiver: {type: mlflow, experiment_name: x}\n"
+        "jobs:\n  - name: a\n    script: train_metrics.py\n"
+        "  - name: b\n    script: train_metrics_tensorboard.py\n    receiver: {type: tensorboard}\n"
+        "  - name: c\n    script: train_metrics.py\n    receiver: {type: mlflow, run_name: r}\n",
+        tmp_path,
+    )
+    a, b, c = (receiver_of({k: json.loads(v) for k, v in rendered[n].items() if k.endswith(".json")}) for n in "abc")
+    assert a["args"]["kw_args"]["experiment_name"] == "x"
+    assert b["args"] == {"tb_folder": "tb_events", "events": ["fed.analytix_log_stats"]}
+    assert c["args"]["kw_args"]["experiment_name"] == "x"  # same type: merged key by key
+    assert c["args"]["kw_args"]["run_name"] == "r"
 
 
 def test_jobs_without_receiver_have_none(shipped):
@@ -188,3 +248,17 @@ def test_generation_is_deterministic_and_matches_golden(project, update_golden):
         shutil.rmtree(GOLDEN, ignore_errors=True)
         shutil.copytree(project / "one", GOLDEN)
     assert snapshot(project / "one") == snapshot(GOLDEN), "run `pytest --update-golden` and review the diff"
+
+
+def test_a_writer_made_for_another_receiver_is_a_warning_not_an_error(project):
+    """NVFlare 2.9 converts another writer's points (none lost, measured), so generate warns and goes on."""
+    (project / "jobs.yaml").write_text(
+        "jobs:\n  - name: a\n    script: train_metrics_tensorboard.py\n    receiver:\n      type: mlflow\n"
+    )
+    result = run_cli(project, "generate")
+    assert result.returncode == 0
+    assert result.stderr.splitlines() == [
+        "jobs.yaml:5:13: jobs[0].receiver.type: warning: the script streams with SummaryWriter "
+        "(made for `type: tensorboard`) into a mlflow receiver: NVFlare converts every metric point "
+        "(add_scalars(main, {k: v}) is stored as k)"
+    ]

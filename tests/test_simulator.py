@@ -1,15 +1,20 @@
 """End to end: generated folders run in the real ``nvflare simulator`` and give the right results.
 
-The five shipped jobs (2 clients, 5 rounds) must end with the server's model equal to the
-initial ``[[1,2,3],[4,5,6],[7,8,9]]`` + 5 (FULL, DIFF: +1 per round) or + 15 (metrics: +1 per
-epoch, 3 epochs), and both metrics jobs must have stored 1,875 ``global_step`` points per site at
-steps 0..1874 (read straight from the MLflow store here, not through the generator's counter).
-Failures must be reported as failures even when the simulator exits 0.
+The shipped jobs (2 clients, 5 rounds) must end with the server's model equal to the initial
+``[[1,2,3],[4,5,6],[7,8,9]]`` + 5 (FULL, DIFF: +1 per round) or + 15 (metrics: +1 per epoch, 3
+epochs), and every metrics job (MLflow, TensorBoard, W&B; in-process and sub-process) must have
+stored 1,875 ``global_step`` points per site at steps 0..1874, read straight from each tracker's
+store here (MlflowClient, tensorboard's EventAccumulator, wandb's own ``wandb leet inspect``), not
+through the generator's reader. Each metrics job gets a PNG of what was stored. Failures must be
+reported as failures even when the simulator exits 0.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +28,14 @@ EXPECTED_DELTA = {
     "np-metrics-in-process": 15,
     "np-full-sub-process": 5,
     "np-metrics-sub-process": 15,
+    "np-tensorboard-in-process": 15,
+    "np-tensorboard-sub-process": 15,
+    "np-wandb-in-process": 15,
+    "np-wandb-sub-process": 15,
 }
+METRICS_JOBS = [n for n in EXPECTED_DELTA if "metrics" in n or "tensorboard" in n or "wandb" in n]
+#: Steps of the per-epoch points (model_mean, model_max): the last batch of each of the 15 epochs.
+EPOCH_END_STEPS = [125 * e + 124 for e in range(15)]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +54,7 @@ def shipped_run(tmp_path_factory):
     return project, result, results
 
 
-def test_all_five_jobs_pass(shipped_run):
+def test_all_shipped_jobs_pass(shipped_run):
     _, result, results = shipped_run
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(results) == sorted(EXPECTED_DELTA)
@@ -78,12 +90,85 @@ def test_every_metric_point_is_in_mlflow(shipped_run, name):
     assert results[name]["metric_points"] == {"site-1": {"global_step": 1875}, "site-2": {"global_step": 1875}}
 
 
+@pytest.mark.parametrize("name", ["np-tensorboard-in-process", "np-tensorboard-sub-process"])
+def test_every_metric_point_is_in_tensorboard(shipped_run, name):
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    project, _, results = shipped_run
+    logdir = project / "build/workspaces" / name / "server/simulate_job/tb_events"
+    assert sorted(p.name for p in logdir.iterdir()) == ["site-1", "site-2"]
+    for site in ("site-1", "site-2"):
+        main = EventAccumulator(str(logdir / site), size_guidance={SCALARS: 0})
+        main.Reload()
+        points = sorted((e.step, e.value) for e in main.Scalars("global_step"))
+        assert points == [(s, float(s)) for s in range(1875)]
+        for series in ("model_mean", "model_max"):  # add_scalars("model", {...}): one folder per key
+            sub = EventAccumulator(str(logdir / site / series), size_guidance={SCALARS: 0})
+            sub.Reload()
+            assert sorted(e.step for e in sub.Scalars("model")) == EPOCH_END_STEPS
+    per_site = {"global_step": 1875, "model_max": 15, "model_mean": 15}
+    assert results[name]["metric_points"] == {"site-1": per_site, "site-2": per_site}
+
+
+def wandb_history(run_dir: Path) -> tuple[str, list[dict]]:
+    """A W&B run's name and history rows, read by wandb's own reader (``wandb leet inspect --json``)."""
+    wandb = str(Path(sys.executable).parent / "wandb")
+    proc = subprocess.run([wandb, "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    (run,) = [r["run"] for r in records if r["type"] == "run"]
+    return run["display_name"], [r["history"]["item"] for r in records if r["type"] == "history"]
+
+
+@pytest.mark.parametrize("name", ["np-wandb-in-process", "np-wandb-sub-process"])
+def test_every_metric_point_is_in_wandb_offline(shipped_run, name):
+    project, _, results = shipped_run
+    runs = sorted((project / "build/workspaces" / name / "server/wandb").glob("offline-run-*"))
+    by_site = {}
+    for run_dir in runs:
+        run_name, rows = wandb_history(run_dir)
+        by_site["-".join(run_name.split("-")[:2])] = rows
+    assert sorted(by_site) == ["site-1", "site-2"]
+    for rows in by_site.values():
+        assert [row["_step"] for row in rows] == list(range(1875))  # one row per step, in step order
+        assert [row["global_step"] for row in rows] == list(range(1875))
+        assert [row["_step"] for row in rows if "model_mean" in row] == EPOCH_END_STEPS
+        assert [row["_step"] for row in rows if "model_max" in row] == EPOCH_END_STEPS
+    per_site = {"global_step": 1875, "model_max": 15, "model_mean": 15}
+    assert results[name]["metric_points"] == {"site-1": per_site, "site-2": per_site}
+
+
+@pytest.mark.parametrize("name", METRICS_JOBS)
+def test_each_metrics_job_gets_a_png_of_what_was_stored(shipped_run, name):
+    from PIL import Image
+
+    project, _, results = shipped_run
+    png = project / "build/reports" / f"{name}.png"
+    assert results[name]["report"] == "build/reports/" + png.name
+    with Image.open(png) as image:
+        image.verify()
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size[0] >= 800
+        drawn = json.loads(image.text["Series"])
+    stored = results[name]["metric_points"]
+    assert drawn == {key: {site: stored[site][key] for site in stored} for key in stored["site-1"]}
+
+
+def test_no_png_for_jobs_without_metrics(shipped_run):
+    project, _, results = shipped_run
+    for name in ("np-full-in-process", "np-diff-in-process", "np-full-sub-process"):
+        assert results[name]["report"] is None
+        assert not (project / "build/reports" / f"{name}.png").exists()
+
+
 def test_simulate_prints_a_table_and_round_progress(shipped_run):
     _, result, _ = shipped_run
     assert "np-diff-in-process: round 5 of 5" in result.stdout
     table = result.stdout[result.stdout.index("job  ") :]
-    assert "np-metrics-sub-process  ok" in table
+    assert "np-metrics-sub-process      ok" in table
     assert "[[16 17 18], [19 20 21], [22 23 24]]" in table
+    assert "site-1: global_step=1875, model_max=15, model_mean=15" in table
+    assert "np-wandb-sub-process: metrics plot: build/reports/np-wandb-sub-process.png" in result.stdout
 
 
 def test_lost_metrics_fail_the_job(project):
@@ -121,3 +206,52 @@ def test_a_crashing_client_fails_the_job(project):
     assert result.returncode == 1
     assert "crash  FAILED  2/5" in result.stdout
     assert "RuntimeError: boom in round 1" in result.stderr
+
+
+def small_metrics_project(project: Path, script: str, receiver: str, mode: bool) -> None:
+    """A one-job jobs.yaml: 2 rounds, no sleep (750 global_step points per site)."""
+    (project / "jobs.yaml").write_text(
+        "jobs:\n"
+        "  - name: small\n"
+        f"    script: {script}\n"
+        "    script_args: --epoch_seconds 0\n"
+        f"    launch_external_process: {str(mode).lower()}\n"
+        "    num_rounds: 2\n"
+        "    server: {task_request_interval: 0.1}\n"
+        f"    receiver: {{type: {receiver}}}\n"
+        "    expect: {metric_points_per_site: {global_step: 750}}\n"
+    )
+    assert run_cli(project, "generate").returncode == 0
+
+
+def test_lost_tensorboard_metrics_fail_the_job(project):
+    """Without the client's ConvertToFedEvent, in-process points never reach TBAnalyticsReceiver."""
+    small_metrics_project(project, "train_metrics_tensorboard.py", "tensorboard", mode=False)
+    config = project / "build/jobs/small/app/config/config_fed_client.json"
+    data = json.loads(config.read_text())
+    data["components"] = []
+    config.write_text(json.dumps(data))
+
+    result = run_cli(project, "simulate", timeout=600)
+
+    assert result.returncode == 1
+    assert "small  FAILED  2/2" in result.stdout
+    assert "no metric from site-1 arrived" in result.stderr
+    assert "site-2 stored 0 'global_step' points, expected 750" in result.stderr
+
+
+def test_nvflares_own_wandb_receiver_loses_out_of_order_points_and_the_job_fails(project):
+    """The quirk the generated W&B receiver exists for: NVFlare 2.9's WandBReceiver drops late steps."""
+    small_metrics_project(project, "train_metrics_wandb.py", "wandb", mode=True)
+    config = project / "build/jobs/small/app/config/config_fed_server.json"
+    data = json.loads(config.read_text())
+    (receiver,) = [c for c in data["components"] if c["id"] == "receiver"]
+    receiver["path"] = "nvflare.app_opt.tracking.wandb.wandb_receiver.WandBReceiver"
+    config.write_text(json.dumps(data))
+
+    result = run_cli(project, "simulate", timeout=600)
+
+    assert result.returncode == 1
+    assert "small  FAILED  2/2" in result.stdout
+    assert "'global_step' points, expected 750" in result.stderr
+    assert "Received out-of-order step" in (project / "build/workspaces/small.log").read_text()

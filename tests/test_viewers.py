@@ -1,0 +1,67 @@
+"""``python -m generator view``: which job's store each tracker's viewer opens, bound to 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from generator.errors import SimulationError
+from generator.viewers import pick_job, viewer_command
+
+RESULTS = [
+    {"name": "full", "receiver": None, "store": None},
+    {"name": "ml-a", "receiver": "mlflow", "store": "sqlite:////ws/ml-a/server/simulate_job/mlflow.db"},
+    {"name": "ml-b", "receiver": "mlflow", "store": "sqlite:////ws/ml-b/server/simulate_job/mlflow.db"},
+    {"name": "tb", "receiver": "tensorboard", "store": "/ws/tb/server/simulate_job/tb_events"},
+    {"name": "wb", "receiver": "wandb", "store": "/ws/wb/server/wandb"},
+]
+
+
+@pytest.fixture
+def results(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(RESULTS))
+    return path
+
+
+def test_the_first_job_of_a_tracker_is_picked_unless_one_is_named(results):
+    assert pick_job(results, "mlflow")["name"] == "ml-a"
+    assert pick_job(results, "mlflow", "ml-b")["name"] == "ml-b"
+    assert pick_job(results, "tensorboard")["name"] == "tb"
+    assert pick_job(results, "wandb")["name"] == "wb"
+
+
+@pytest.mark.parametrize(
+    ("tracker", "job", "message"),
+    [
+        ("mlflow", "nope", "no job 'nope' in the results"),
+        ("mlflow", "tb", "job 'tb' stored its metrics with tensorboard, not mlflow"),
+        ("tensorboard", "full", "job 'full' stored its metrics with no receiver, not tensorboard"),
+    ],
+)
+def test_a_wrong_job_is_refused(results, tracker, job, message):
+    with pytest.raises(SimulationError, match=message):
+        pick_job(results, tracker, job)
+
+
+def test_no_results_yet(tmp_path):
+    with pytest.raises(SimulationError, match="run `make simulate` first"):
+        pick_job(tmp_path / "results.json", "mlflow")
+
+
+def test_viewers_bind_to_localhost():
+    ml = viewer_command("mlflow", RESULTS[1]["store"])
+    assert ml[1:] == ["ui", "--backend-store-uri", RESULTS[1]["store"], "--host", "127.0.0.1", "--port", "5000"]
+    tb = viewer_command("tensorboard", RESULTS[3]["store"], port=7000)
+    assert tb[1:] == ["--logdir", RESULTS[3]["store"], "--host", "127.0.0.1", "--port", "7000"]
+    assert viewer_command("wandb", RESULTS[4]["store"])[1:] == ["leet", RESULTS[4]["store"]]
+    with pytest.raises(SimulationError, match="open it there"):
+        viewer_command("mlflow", "http://mlflow.example:5000")
+
+
+def test_cli_reports_a_missing_results_file(tmp_path):
+    result = run_cli(tmp_path, "view", "mlflow")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "build/results.json: no simulation results here: run `make simulate` first"
