@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import Problem, SpecError
 from .load import load
-from .render import make_env, render_job
+from .render import Renderer, tracking_uri
 from .spec import Job
 from .validate import SCRIPTS_DIR, receiver_warnings, validate
 from .write import diff_jobs, write_jobs
@@ -39,12 +39,13 @@ def job_info(job: Job) -> dict:
     s = job.settings
     receiver = s.get("receiver")
     return {
+        "nvflare_version": job.line,
         "num_clients": s["num_clients"],
         "num_rounds": s["num_rounds"],
         "execution_mode": job.execution_mode,
         "script": s["script"],
         "receiver": receiver["type"] if receiver else None,
-        "tracking_uri": receiver.get("tracking_uri") if receiver else None,
+        "tracking_uri": tracking_uri(job),
         "expect": s["expect"],
     }
 
@@ -82,9 +83,8 @@ def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = N
     """
     doc = load(jobs_file)
     jobs = select(doc, validate(doc), names)
-    env = make_env()
-    scripts_dir = doc.root / SCRIPTS_DIR
-    rendered = {job.name: render_job(job, scripts_dir, env) for job in jobs}
+    renderer = Renderer(doc.root / SCRIPTS_DIR)
+    rendered = {job.name: renderer.render(job) for job in jobs}
     result = Generated(jobs=jobs, out=Path(out), warnings=receiver_warnings(doc, jobs))
     if check:
         result.differences = (

@@ -123,9 +123,12 @@ def _run(cmd: list[str], log: Path, result: JobResult, progress, started: float)
 
 
 def _error_logs(ws: Path) -> list[str]:
-    """One line per non-empty ``error_log.txt``: its first error, or the exception of a traceback."""
+    """One line per non-empty error log: its first error, or the exception of a traceback.
+
+    NVFlare 2.9 names each site's error log ``error_log.txt``, NVFlare 2.7 ``log_error.txt``.
+    """
     problems = []
-    for path in sorted(ws.glob("*/error_log.txt")):
+    for path in sorted([*ws.glob("*/error_log.txt"), *ws.glob("*/log_error.txt")]):
         lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
         if not lines:
             continue

@@ -2,13 +2,16 @@
 
 Takes the loaded data; gives one :class:`Job` per ``jobs`` entry with every setting filled in:
 the job's own keys, over the ``defaults:`` section, over the ``default`` values written in the JSON
-Schema (the schema is the only place a default is defined). Mappings are merged key by key.
+Schema (the schema is the only place a fixed default is defined). Mappings are merged key by key.
+One default depends on the machine and so is not in the schema: ``nvflare_version`` falls back to
+the installed nvflare's release line (:func:`generator.lines.installed_line`).
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
+
+from .lines import installed_line
 
 
 @dataclass
@@ -33,19 +36,36 @@ class Job:
         return self.origin.get(key, ("jobs", self.index))
 
     @property
+    def line(self) -> str:
+        """The NVFlare release line the job is written for (``nvflare_version``): ``"2.7"`` or ``"2.9"``."""
+        return self.settings["nvflare_version"]
+
+    @property
     def execution_mode(self) -> str:
         """ClientAPIExecutor ``execution_mode``: ``in_process`` or ``external_process``."""
         return "external_process" if self.settings["launch_external_process"] else "in_process"
 
 
+def _copy(value):
+    """A copy of plain YAML/JSON data (dict, list and immutable scalars); cheaper than deepcopy."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
 def merge(base: dict, over: dict) -> dict:
-    """Deep-merge two mappings: keys of ``over`` win; nested mappings are merged, lists replaced."""
-    out = copy.deepcopy(base)
+    """Deep-merge two mappings: keys of ``over`` win; nested mappings are merged, lists replaced.
+
+    Neither argument is modified; the result shares no mutable object with them.
+    """
+    out = _copy(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = _copy(value)
     return out
 
 
@@ -58,7 +78,7 @@ def fill_defaults(schema: dict, value: dict) -> dict:
     out = dict(value)
     for key, prop in schema.get("properties", {}).items():
         if key not in out and "default" in prop:
-            out[key] = copy.deepcopy(prop["default"])
+            out[key] = _copy(prop["default"])
         if isinstance(out.get(key), dict) and "properties" in prop:
             out[key] = fill_defaults(prop, out[key])
     return out
@@ -76,10 +96,12 @@ def effective_jobs(data: dict, schema: dict) -> list[Job]:
     """
     settings_schema = schema["$defs"]["job_settings"]
     defaults = data.get("defaults") or {}
+    line = installed_line()
     jobs = []
     for i, entry in enumerate(data["jobs"]):
         origin = {key: ("defaults", key) for key in defaults}
         origin.update({key: ("jobs", i, key) for key in entry})
         settings = fill_defaults(settings_schema, merge(defaults, entry))
+        settings.setdefault("nvflare_version", line)
         jobs.append(Job(name=entry["name"], index=i, settings=settings, origin=origin))
     return jobs

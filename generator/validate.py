@@ -37,6 +37,9 @@ APP_NAME = "app"
 #: their events. Source: NVFlare's Client API docs, "Experiment tracking".
 WRITERS = {"MLflowWriter": "mlflow", "SummaryWriter": "tensorboard", "WandBWriter": "wandb"}
 
+#: Receiver ``type``s each NVFlare line has templates for (2.7: MLflow only, for now).
+RECEIVERS_BY_LINE = {"2.7": ("mlflow",)}
+
 
 @lru_cache(maxsize=4)
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
@@ -121,17 +124,33 @@ def _yaml_hint(doc: Document, path: tuple, expected) -> str:
         return f' (YAML reads a bare {text} as a boolean: write "{text}" in quotes)'
     if NUMBER_LIKE.match(text) and ("number" in expected or "integer" in expected):
         return f" (YAML reads {text} as text: write it with a dot and a signed exponent, e.g. 1.0e-3)"
+    if "string" in expected and _is_number(text):
+        return f' (YAML reads a bare {text} as a number: write "{text}" in quotes)'
     return ""
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
     problems = []
-    for error in validator.iter_errors(doc.data):
-        if error.validator in ("oneOf", "anyOf") and error.context:
-            error = best_match(error.context)
+    errors = [
+        best_match(e.context) if e.validator in ("oneOf", "anyOf") and e.context else e
+        for e in validator.iter_errors(doc.data)
+    ]
+    # A value of the wrong type also fails its enum/pattern/...: report only the type.
+    mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+    for error in errors:
         path = tuple(error.absolute_path)
         kind = error.validator
+        if path in mistyped and kind != "type":
+            continue
         if kind in ("additionalProperties", "unevaluatedProperties"):
             known = _known_keys(schema, error)
             for key in sorted(set(error.instance) - set(known)):
@@ -227,7 +246,23 @@ def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
                     doc.problem(job.path_of(key), f"cannot split {s[key]!r} like a shell command line: {e}")
                 )
         problems.extend(_deploy_map_problems(doc, job))
+        problems.extend(_line_problems(doc, job))
     return problems
+
+
+def _line_problems(doc: Document, job: Job) -> list[Problem]:
+    """Settings the job's NVFlare line has no template for (a receiver type missing on 2.7)."""
+    receiver = job.settings.get("receiver")
+    supported = RECEIVERS_BY_LINE.get(job.line)
+    if not receiver or supported is None or receiver["type"] in supported:
+        return []
+    return [
+        doc.problem(
+            job.path_of("receiver") + ("type",),
+            f"receiver type {receiver['type']!r} is not available for nvflare_version {job.line} "
+            f'(only {", ".join(supported)}): use nvflare_version "2.9" or another receiver type',
+        )
+    ]
 
 
 def _deploy_map_problems(doc: Document, job: Job) -> list[Problem]:
