@@ -5,6 +5,13 @@ None, and a map from key path to YAML line/column). PyYAML composes the node tre
 (``yaml.compose`` with the safe loader); we build the data from the nodes ourselves so that
 duplicate keys, non-standard tags and other YAML traps are refused with their position instead of
 being silently accepted (PyYAML keeps the last of duplicate keys) or executed.
+
+Positions are only needed to report a problem, so a file is first read the fast way: libyaml's
+event stream (``yaml.CSafeLoader``) turned straight into data, with no node tree and no position
+tables. That reader gives up on anything unusual (a YAML error, an anchor or alias, a tag other
+than the core ones, a merge, duplicate or non-string key, not one mapping document); the file is
+then read the careful way above, which produces every message. Positions of a fast-read file are
+worked out the careful way the first time someone asks for one (:meth:`Document.where`).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ class Document:
         file (str): the path as given by the user, used in messages.
         root (Path): the folder holding the file; scripts are looked up in ``root/client_scripts``.
         data (object): the plain data.
+        text (str): the file's text (positions are worked out from it when first needed).
         values (dict[tuple, Position]): key path -> position of the value.
         keys (dict[tuple, Position]): key path -> position of the mapping key (for mapping members).
         plain_scalars (dict[tuple, str]): key path -> source text of each unquoted scalar.
@@ -54,9 +62,25 @@ class Document:
     file: str
     root: Path
     data: object
-    values: dict = field(default_factory=dict)
-    keys: dict = field(default_factory=dict)
-    plain_scalars: dict = field(default_factory=dict)
+    text: str = field(default="", repr=False)
+    _tables: tuple | None = field(default=None, repr=False)
+
+    def _positions(self) -> tuple:
+        if self._tables is None:
+            self._tables = _locate(self.file, self.text).tables()
+        return self._tables
+
+    @property
+    def values(self) -> dict:
+        return self._positions()[0]
+
+    @property
+    def keys(self) -> dict:
+        return self._positions()[1]
+
+    @property
+    def plain_scalars(self) -> dict:
+        return self._positions()[2]
 
     def where(self, path: tuple, at_key: bool = False) -> Position:
         """Position of ``path``: its key (``at_key``) or value, else that of the nearest parent."""
@@ -94,17 +118,23 @@ def _pos(mark) -> Position:
 class _Builder:
     """Builds plain data from a composed node tree, collecting every problem on the way."""
 
-    def __init__(self, doc: Document):
-        self.doc = doc
+    def __init__(self, file: str):
+        self.file = file
+        self.values: dict = {}
+        self.keys: dict = {}
+        self.plain_scalars: dict = {}
         self.problems: list[Problem] = []
         self._scalar = yaml.SafeLoader("")  # only its scalar constructors are used
 
+    def tables(self) -> tuple:
+        return self.values, self.keys, self.plain_scalars
+
     def fail(self, node, path, message):
         pos = _pos(node.start_mark)
-        self.problems.append(Problem(self.doc.file, pos.line, pos.column, format_path(path), message))
+        self.problems.append(Problem(self.file, pos.line, pos.column, format_path(path), message))
 
     def build(self, node, path: tuple):
-        self.doc.values[path] = _pos(node.start_mark)
+        self.values[path] = _pos(node.start_mark)
         if node.tag not in SAFE_TAGS:
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             self.fail(node, path, f"tag {tag!r} is not allowed: jobs.yaml holds plain data only")
@@ -114,7 +144,7 @@ class _Builder:
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
         if node.style is None:  # plain, unquoted
-            self.doc.plain_scalars[path] = node.value
+            self.plain_scalars[path] = node.value
         return self._scalar.construct_object(node)
 
     def _mapping(self, node, path):
@@ -129,14 +159,14 @@ class _Builder:
                 continue
             key = key_node.value
             if key in out:
-                first = self.doc.keys[path + (key,)]
+                first = self.keys[path + (key,)]
                 self.fail(
                     key_node,
                     path + (key,),
                     f"duplicate key {key!r} (first at line {first.line}); YAML would silently keep only the last",
                 )
                 continue
-            self.doc.keys[path + (key,)] = _pos(key_node.start_mark)
+            self.keys[path + (key,)] = _pos(key_node.start_mark)
             out[key] = self.build(value_node, path + (key,))
         return out
 
@@ -163,7 +193,20 @@ def load(path: str | Path) -> Document:
         raise SpecError([Problem(file, 0, 0, "", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError([Problem(file, 0, 0, "", f"cannot read: {e}")]) from None
-    doc = Document(file=file, root=p.resolve().parent, data=None)
+    root = p.resolve().parent
+    data = _fast_data(text)
+    if data is not _DECLINED:
+        return Document(file=file, root=root, data=data, text=text)
+    builder = _locate(file, text)
+    return Document(file=file, root=root, data=builder.data, text=text, _tables=builder.tables())
+
+
+def _locate(file: str, text: str) -> _Builder:
+    """Read ``text`` the careful way: data plus the position of every key and value.
+
+    Raises:
+        SpecError: every YAML trap, located (see :func:`load`).
+    """
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as e:
@@ -181,8 +224,101 @@ def load(path: str | Path) -> Document:
     if len(nodes) > 1:
         pos = _pos(nodes[1].start_mark)
         raise SpecError([Problem(file, pos.line, pos.column, "", "only one YAML document is allowed (found `---`)")])
-    builder = _Builder(doc)
-    doc.data = builder.build(nodes[0], ())
+    builder = _Builder(file)
+    builder.data = builder.build(nodes[0], ())
     if builder.problems:
         raise SpecError(builder.problems)
-    return doc
+    return builder
+
+
+_DECLINED = object()
+_STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
+
+
+class _Decline(Exception):
+    """The fast reader met something it leaves to the careful one."""
+
+
+def _fast_data(text: str):
+    """Plain data of ``text`` from libyaml's event stream, or ``_DECLINED``.
+
+    Builds dicts, lists and scalars as the careful reader would (the same resolver and scalar
+    constructors), without a node tree or positions. Declines, rather than judges, anything the
+    careful reader might refuse or word an error about.
+    """
+    loader_class = getattr(yaml, "CSafeLoader", None)
+    if loader_class is None:  # PyYAML built without libyaml
+        return _DECLINED
+    loader = loader_class(text)
+    try:
+        return _build_from_events(loader)
+    except (_Decline, yaml.YAMLError):
+        return _DECLINED
+    finally:
+        loader.dispose()
+
+
+def _build_from_events(loader):
+    constructors = loader.yaml_constructors
+    resolve = loader.resolve
+    get = loader.get_event
+    documents = 0
+    root = _DECLINED
+    stack: list = []  # frames: [container, key] (key: _DECLINED while a mapping awaits its next key)
+    strings: dict = {}
+
+    def attach(value, is_str_key: bool = False):
+        nonlocal root
+        if not stack:
+            root = value
+            return
+        frame = stack[-1]
+        container = frame[0]
+        if isinstance(container, list):
+            container.append(value)
+        elif frame[1] is _DECLINED:
+            if not is_str_key or value in container:
+                raise _Decline  # non-string or duplicate key
+            frame[1] = value
+        else:
+            container[frame[1]] = value
+            frame[1] = _DECLINED
+
+    while loader.check_event():
+        event = get()
+        kind = type(event)
+        if kind is yaml.ScalarEvent:
+            if event.anchor is not None:
+                raise _Decline
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = resolve(yaml.ScalarNode, event.value, event.implicit)
+            if tag == _STR:
+                attach(strings.setdefault(event.value, event.value), True)  # one copy of each repeated string
+                continue
+            if tag not in SAFE_TAGS:
+                raise _Decline
+            attach(constructors[tag](loader, yaml.ScalarNode(tag, event.value)))
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+            if event.anchor is not None or event.tag not in (
+                None,
+                "!",
+                _MAP if kind is yaml.MappingStartEvent else _SEQ,
+            ):
+                raise _Decline
+            if stack and isinstance(stack[-1][0], dict) and stack[-1][1] is _DECLINED:
+                raise _Decline  # a collection as a key
+            stack.append([{} if kind is yaml.MappingStartEvent else [], _DECLINED])
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+            attach(stack.pop()[0])
+        elif kind is yaml.DocumentStartEvent:
+            documents += 1
+            if documents > 1:
+                raise _Decline
+        elif kind is yaml.AliasEvent:
+            raise _Decline
+    if not isinstance(root, dict):
+        raise _Decline
+    return root

@@ -21,7 +21,7 @@ import jinja2
 
 from .errors import Problem, TemplateError
 from .lines import FALLBACK_LINE
-from .spec import Job
+from .spec import Job, shell_words
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 SHARED_DIR = TEMPLATES_DIR / "shared"
@@ -43,11 +43,36 @@ CONFIG_TEMPLATES = {
 DEFAULT_TRACKING_URI = {"2.7": "sqlite:///{WORKSPACE}/{JOB_ID}/mlflow.db", "2.9": None}
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+_encode_str = json.encoder.encode_basestring  # C implementation when available
 
 
 def to_json(value) -> str:
     """The ``json`` filter: any value as a JSON literal (strings quoted and escaped, never raw)."""
     return _encode(value)
+
+
+def pretty_json(value, indent: str = "") -> str:
+    """``json.dumps(value, indent=2, ensure_ascii=False)``, about five times faster.
+
+    The standard library falls back to its pure-Python encoder whenever ``indent`` is set; this
+    builds the same text with one join per container (checked against ``json.dumps`` by
+    ``tests/test_render_fast.py``). ``value`` is parsed JSON: dict (str keys), list, str, int,
+    float, bool, None.
+    """
+    if isinstance(value, str):
+        return _encode_str(value)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        inner = indent + "  "
+        body = ",\n".join(f"{inner}{_encode_str(k)}: {pretty_json(v, inner)}" for k, v in value.items())
+        return "{\n" + body + "\n" + indent + "}"
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        inner = indent + "  "
+        return "[\n" + ",\n".join(inner + pretty_json(v, inner) for v in value) + "\n" + indent + "]"
+    return _encode(value)  # numbers, booleans, null: exactly as json.dumps writes them
 
 
 @cache
@@ -102,7 +127,7 @@ def template_context(job: Job) -> dict:
     convert = []
     if receiver and job.execution_mode == "in_process":
         convert = [e.removeprefix("fed.") for e in receiver["events"] if e.startswith("fed.")]
-    argv = shlex.split(s["command"]) + [f"custom/{s['script']}"] + shlex.split(s["script_args"])
+    argv = [*shell_words(s["command"]), f"custom/{s['script']}", *shell_words(s["script_args"])]
     return {
         "job": job,
         "s": s,
@@ -153,7 +178,7 @@ class Renderer:
                         )
                     ]
                 ) from None
-            files[out_name] = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+            files[out_name] = (pretty_json(data) + "\n").encode("utf-8")
         files[f"app/custom/{job.settings['script']}"] = self.script(job.settings["script"])
         return files
 

@@ -9,7 +9,9 @@ the installed nvflare's release line (:func:`generator.lines.installed_line`).
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .lines import installed_line
 
@@ -22,18 +24,28 @@ class Job:
         name (str): the job name (folder name and meta.json ``name``).
         index (int): position in the ``jobs`` list.
         settings (dict): every job setting, defaults filled in (keys as in the schema).
-        origin (dict[str, tuple]): top-level setting -> key path it came from in ``jobs.yaml``
-            (``("jobs", i, key)`` or ``("defaults", key)``); absent for schema defaults.
+        entry (dict): the job's own keys, as written in ``jobs.yaml``.
+        defaults (dict): the ``defaults:`` section (one dict shared by every job).
     """
 
     name: str
     index: int
     settings: dict
-    origin: dict = field(default_factory=dict)
+    entry: dict = field(default_factory=dict, repr=False)
+    defaults: dict = field(default_factory=dict, repr=False)
 
     def path_of(self, key: str) -> tuple:
         """Key path in ``jobs.yaml`` that set ``key`` (the job entry itself if nothing did)."""
-        return self.origin.get(key, ("jobs", self.index))
+        if key in self.entry:
+            return ("jobs", self.index, key)
+        if key in self.defaults:
+            return ("defaults", key)
+        return ("jobs", self.index)
+
+    @property
+    def origin(self) -> dict[str, tuple]:
+        """Top-level setting -> key path it came from in ``jobs.yaml`` (absent: a schema default)."""
+        return {key: self.path_of(key) for key in {**self.defaults, **self.entry}}
 
     @property
     def line(self) -> str:
@@ -44,6 +56,16 @@ class Job:
     def execution_mode(self) -> str:
         """ClientAPIExecutor ``execution_mode``: ``in_process`` or ``external_process``."""
         return "external_process" if self.settings["launch_external_process"] else "in_process"
+
+
+@lru_cache(maxsize=1024)
+def shell_words(text: str) -> tuple[str, ...]:
+    """``text`` split like a POSIX shell command line (``shlex.split``), cached.
+
+    Raises:
+        ValueError: unbalanced quotes or a trailing escape.
+    """
+    return tuple(shlex.split(text))
 
 
 def _copy(value):
@@ -99,9 +121,7 @@ def effective_jobs(data: dict, schema: dict) -> list[Job]:
     line = installed_line()
     jobs = []
     for i, entry in enumerate(data["jobs"]):
-        origin = {key: ("defaults", key) for key in defaults}
-        origin.update({key: ("jobs", i, key) for key in entry})
         settings = fill_defaults(settings_schema, merge(defaults, entry))
         settings.setdefault("nvflare_version", line)
-        jobs.append(Job(name=entry["name"], index=i, settings=settings, origin=origin))
+        jobs.append(Job(name=entry["name"], index=i, settings=settings, entry=entry, defaults=defaults))
     return jobs

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ast
 import difflib
 import json
-import shlex
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from jsonschema.exceptions import best_match
 
 from .errors import Problem, SpecError
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
-from .spec import Job, effective_jobs
+from .spec import Job, effective_jobs, shell_words
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = PROJECT_ROOT / "schema" / "jobs.schema.json"
@@ -60,6 +59,60 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
         where = ".".join(str(p) for p in e.absolute_path)
         raise SpecError([Problem(str(path), 0, 0, where, f"invalid JSON Schema: {e.message}")]) from None
     return schema
+
+
+#: Keywords a ``$ref`` target may have for :func:`flattened` to inline it (no other applicators).
+_INLINABLE = {"type", "properties", "description", "title", "default", "examples"}
+
+
+def flattened(schema: dict) -> dict:
+    """An equivalent schema that jsonschema checks about three times faster.
+
+    Two rewrites, each leaving the set of valid documents unchanged: a local ``{"$ref": X}`` is
+    replaced by X itself (the jobs schema is not recursive), and
+    ``{"allOf": [{"$ref": X}], "properties": P, "unevaluatedProperties": false}`` becomes
+    ``{"type": "object", "properties": X.properties + P, "additionalProperties": false}`` when X
+    holds only ``type: object`` and ``properties`` and P shares no key with them (jsonschema checks
+    ``unevaluatedProperties`` by evaluating the object's subschemas a second time). Any other shape
+    is left as it is. Used only to decide *whether* a file is valid; messages come from the schema
+    as written.
+    """
+
+    def walk(node, expanding: tuple = ()):
+        if isinstance(node, list):
+            return [walk(n, expanding) for n in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if set(node) == {"$ref"} and isinstance(ref, str) and ref.startswith("#/") and ref not in expanding:
+            return walk(_resolve(schema, ref), expanding + (ref,))
+        parts = node.get("allOf", [])
+        if node.get("unevaluatedProperties") is False and len(parts) == 1 and set(parts[0]) == {"$ref"}:
+            target = _resolve(schema, parts[0]["$ref"])
+            own = node.get("properties", {})
+            inherited = target.get("properties", {})
+            if set(target) <= _INLINABLE and target.get("type", "object") == "object" and not set(own) & set(inherited):
+                node = {k: v for k, v in node.items() if k not in ("allOf", "unevaluatedProperties", "properties")}
+                node.update(type="object", properties={**inherited, **own}, additionalProperties=False)
+        return {k: walk(v, expanding) for k, v in node.items()}
+
+    return walk(schema)
+
+
+_validators: dict = {}
+
+
+def _validators_for(schema: dict) -> tuple:
+    """(validator of the schema as written, validator of :func:`flattened`), made once per schema."""
+    entry = _validators.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        entry = (
+            schema,
+            jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()),
+            jsonschema.Draft202012Validator(flattened(schema), format_checker=jsonschema.FormatChecker()),
+        )
+        _validators[id(schema)] = entry
+    return entry[1], entry[2]
 
 
 def _known_keys(schema: dict, error) -> list[str]:
@@ -138,7 +191,9 @@ def _is_number(text: str) -> bool:
 
 
 def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
-    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    validator, quick = _validators_for(schema)
+    if quick.is_valid(doc.data):
+        return []
     problems = []
     errors = [
         best_match(e.context) if e.validator in ("oneOf", "anyOf") and e.context else e
@@ -180,16 +235,28 @@ def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
 
 
 def _script_writers(script: Path) -> set[str]:
-    """Names of Client API tracking writers a script imports from ``nvflare.client.tracking``."""
+    """Names of Client API tracking writers a script imports from ``nvflare.client.tracking``.
+
+    Parsed once per file version (path, modification time, size) and process.
+    """
     try:
-        tree = ast.parse(script.read_text(encoding="utf-8"))
-    except (SyntaxError, UnicodeDecodeError, ValueError):
+        st = script.stat()
+    except OSError:
         return set()
+    return set(_writers_of(str(script), st.st_mtime_ns, st.st_size))
+
+
+@lru_cache(maxsize=256)
+def _writers_of(script: str, mtime_ns: int, size: int) -> frozenset[str]:
+    try:
+        tree = ast.parse(Path(script).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return frozenset()
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nvflare.client.tracking"):
             found.update(a.name for a in node.names if a.name in WRITERS)
-    return found
+    return frozenset(found)
 
 
 def script_path(doc: Document, job: Job) -> Path:
@@ -201,6 +268,7 @@ def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
     problems = []
     seen = {}
     scripts_root = (doc.root / SCRIPTS_DIR).resolve()
+    checked: dict = {}  # script -> (resolved inside client_scripts/, is a file, writers): once per script
     for job in jobs:
         s = job.settings
         name_path = ("jobs", job.index, "name")
@@ -216,11 +284,16 @@ def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
             )
         else:
             spath = job.path_of("script")
-            script = script_path(doc, job)
-            resolved = script.resolve()
-            if not resolved.is_relative_to(scripts_root):
+            facts = checked.get(s["script"])
+            if facts is None:
+                resolved = script_path(doc, job).resolve()
+                inside = resolved.is_relative_to(scripts_root)
+                is_file = inside and resolved.is_file()
+                facts = checked[s["script"]] = (inside, is_file, _script_writers(resolved) if is_file else set())
+            inside, is_file, writers = facts
+            if not inside:
                 problems.append(doc.problem(spath, f"script {s['script']!r} resolves outside {SCRIPTS_DIR}/"))
-            elif not resolved.is_file():
+            elif not is_file:
                 available = sorted(p.relative_to(scripts_root).as_posix() for p in scripts_root.rglob("*.py"))
                 problems.append(
                     doc.problem(
@@ -228,7 +301,7 @@ def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
                     )
                 )
             else:
-                problems.extend(_metrics_problems(doc, job, _script_writers(resolved)))
+                problems.extend(_metrics_problems(doc, job, writers))
 
         if s["min_clients"] > s["num_clients"]:
             problems.append(
@@ -240,7 +313,7 @@ def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
             )
         for key in ("command", "script_args"):
             try:
-                shlex.split(s[key])
+                shell_words(s[key])
             except ValueError as e:
                 problems.append(
                     doc.problem(job.path_of(key), f"cannot split {s[key]!r} like a shell command line: {e}")
@@ -318,10 +391,14 @@ def _metrics_problems(doc: Document, job: Job, writers: set[str]) -> list[Proble
 def receiver_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
     """Non-fatal findings: a job with a ``receiver`` whose script imports no tracking writer."""
     out = []
+    silent: dict = {}  # script -> exists and imports no writer (checked once per script)
     for job in jobs:
         if job.settings.get("receiver") and "script" in job.settings:
-            script = script_path(doc, job)
-            if script.is_file() and not _script_writers(script):
+            script = job.settings["script"]
+            if script not in silent:
+                path = script_path(doc, job)
+                silent[script] = path.is_file() and not _script_writers(path)
+            if silent[script]:
                 out.append(
                     doc.problem(
                         job.path_of("receiver"),

@@ -1,9 +1,10 @@
 """Write stage: put rendered job folders on disk atomically, never touching what is not ours.
 
 Takes ``{job name: {relative path: bytes}}``; gives the output folder (default ``build/jobs``).
-The whole new tree is written to a temporary folder beside the target, checked (every JSON file
-parses, every script an executor names is there), and swapped in with two renames; on any error
-the temporary folder is removed and the previous output is left exactly as it was. The output
+The whole new tree is written to a temporary folder beside the target, each job checked before it
+is written (every JSON file parses, every script an executor names is there), and swapped in with
+two renames; on any error the temporary folder is removed and the previous output is left exactly
+as it was. The output
 folder carries a manifest (``.jobgen.json``) naming the job folders the generator wrote: a
 folder without one, or an entry the manifest does not list, is never deleted or overwritten.
 """
@@ -14,12 +15,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import OutputError, Problem
 
 MANIFEST = ".jobgen.json"
 GENERATOR_ID = "nvflare-jobgen"
+CLIENT_CONFIG = "app/config/config_fed_client.json"
 
 
 def _fail(path: Path, message: str) -> OutputError:
@@ -74,32 +77,79 @@ def _recover(out: Path) -> None:
         os.rename(olds[-1], out)
 
 
-def _check_tree(tmp: Path, jobs: dict) -> None:
-    for name in jobs:
-        job_dir = tmp / name
-        for path in sorted(job_dir.rglob("*.json")):
+def _executor_scripts(client_config: dict) -> list[str]:
+    """Scripts the executors of a ``config_fed_client.json`` name, relative to ``app/custom/``.
+
+    NVFlare 2.9: ``task_script_path`` (in-process) or the ``custom/<script>`` word of ``command``;
+    NVFlare 2.7: ``task_script_path``, or the ``custom/<script>`` word of the SubprocessLauncher's
+    ``script`` component.
+    """
+    words = []
+    for ex in client_config.get("executors", []):
+        args = ex["executor"]["args"]
+        if args.get("task_script_path"):
+            words.append("custom/" + args["task_script_path"])
+        words.extend(args.get("command", []))
+    for component in client_config.get("components", []):
+        script = component.get("args", {}).get("script")
+        if component["path"].endswith(".SubprocessLauncher") and isinstance(script, str):
+            words.extend(script.split())
+    return [w.removeprefix("custom/") for w in words if w.startswith("custom/")]
+
+
+def _check_job(where: Path, files: dict[str, bytes]) -> None:
+    """Every JSON file of a rendered job parses; every script an executor names is in ``app/custom/``.
+
+    Raises:
+        OutputError: naming the job folder (or file) at ``where``.
+    """
+    for rel, data in files.items():
+        if rel.endswith(".json"):
             try:
-                json.loads(path.read_text(encoding="utf-8"))
+                parsed = json.loads(data)
             except ValueError as e:
-                raise _fail(path, f"generated invalid JSON: {e}") from None
-        client = json.loads((job_dir / "app/config/config_fed_client.json").read_text(encoding="utf-8"))
-        for ex in client["executors"]:
-            args = ex["executor"]["args"]
-            script = args.get("task_script_path") or next(
-                (a.removeprefix("custom/") for a in args.get("command", []) if a.startswith("custom/")), None
-            )
-            if script and not (job_dir / "app/custom" / script).is_file():
-                raise _fail(job_dir, f"executor names script {script!r} but app/custom/ does not hold it")
+                raise _fail(where / rel, f"generated invalid JSON: {e}") from None
+            if rel == CLIENT_CONFIG:
+                for script in _executor_scripts(parsed):
+                    if f"app/custom/{script}" not in files:
+                        raise _fail(where, f"executor names script {script!r} but app/custom/ does not hold it")
+
+
+def _read_tree(job_dir: Path) -> dict[str, bytes]:
+    return {p.relative_to(job_dir).as_posix(): p.read_bytes() for p in job_dir.rglob("*") if p.is_file()}
+
+
+def _write_job(job_dir: str, files: dict[str, bytes]) -> None:
+    """Write one job's files below the new folder ``job_dir`` (plain system calls: ~4 per file)."""
+    os.mkdir(job_dir)
+    made = {""}
+    for rel, data in files.items():
+        parent, _, _ = rel.rpartition("/")
+        if parent not in made:
+            os.makedirs(os.path.join(job_dir, parent), exist_ok=True)
+            made.add(parent)
+        fd = os.open(os.path.join(job_dir, rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
 
 
 def write_jobs(
-    out: Path, rendered: dict[str, dict[str, bytes]], info: dict[str, dict], keep_others: bool = False
+    out: Path,
+    rendered: dict[str, dict[str, bytes]] | Iterable[tuple[str, dict[str, bytes]]],
+    info: dict[str, dict],
+    keep_others: bool = False,
 ) -> Path:
     """Replace the output folder with freshly rendered job folders, atomically.
 
     Args:
         out (Path): the output folder, e.g. ``build/jobs``; created with its parents if missing.
-        rendered (dict): job name -> {relative path -> bytes}, from :func:`generator.render.render_job`.
+        rendered: job name -> {relative path -> bytes}, from :func:`generator.render.render_job`,
+            as a dict or as an iterable of ``(name, files)`` pairs; an iterable is consumed one
+            job at a time, so a large run never holds every rendered job in memory.
         info (dict): job name -> facts ``simulate`` needs (clients, rounds, receiver, expectations);
             stored in the manifest.
         keep_others (bool): keep job folders of an earlier run that are not in ``rendered``
@@ -110,7 +160,8 @@ def write_jobs(
 
     Raises:
         OutputError: ``out`` holds anything the generator did not write, or a check of the new
-            tree failed; nothing on disk has changed.
+            tree failed; nothing on disk has changed. Errors raised while iterating ``rendered``
+            (e.g. TemplateError) leave the disk unchanged too.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -121,20 +172,20 @@ def write_jobs(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     try:
-        for name, files in rendered.items():
-            for rel, data in sorted(files.items()):
-                path = tmp / name / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
+        written = set()
+        for name, files in rendered.items() if isinstance(rendered, dict) else rendered:
+            _check_job(tmp / name, files)
+            _write_job(os.path.join(tmp, name), files)
+            written.add(name)
         if keep_others:
             for name in manifest["jobs"]:
-                if name not in rendered and (out / name).is_dir():
+                if name not in written and (out / name).is_dir():
                     shutil.copytree(out / name, tmp / name, symlinks=True)
+                    _check_job(tmp / name, _read_tree(tmp / name))
         (tmp / MANIFEST).write_text(
             json.dumps({"generator": GENERATOR_ID, "jobs": dict(sorted(jobs_info.items()))}, indent=2) + "\n",
             encoding="utf-8",
         )
-        _check_tree(tmp, jobs_info)
         os.chmod(tmp, 0o755)
         if out.exists():
             os.rename(out, old)
