@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import OutputError, Problem, SimulationError
+from .lines import installed_line
 from .metrics import count_mlflow, mlflow_store_uri
 from .write import read_manifest
 
@@ -165,6 +166,13 @@ def simulate_job(out: Path, workspace_root: Path, name: str, info: dict, progres
         JobResult: ``ok`` False with ``problems`` when any check failed.
     """
     result = JobResult(name=name, rounds=info["num_rounds"])
+    line = info.get("nvflare_version")
+    if line and line != installed_line():
+        result.problems.append(
+            f"written for NVFlare {line} (nvflare_version) but this environment's nvflare is the "
+            f"{installed_line()} line: simulate it with NVFlare {line}, or generate it for {installed_line()}"
+        )
+        return result
     ws = prepare_workspace(workspace_root, name)
     log = Path(workspace_root) / f"{name}.log"
     result.workspace, result.log = str(ws), str(log)

@@ -148,3 +148,18 @@ def test_27_refuses_a_receiver_it_has_no_template_for(tmp_path, receiver_type):
     assert (problem.line, problem.column, problem.path) == (6, 13, "jobs[0].receiver.type")
     assert f"receiver type {receiver_type!r} is not available for nvflare_version 2.7" in problem.message
     assert RECEIVERS_BY_LINE["2.7"] == ("mlflow",)
+
+
+def test_simulate_refuses_a_folder_written_for_another_line(tmp_path):
+    """A 2.7 folder does not load on 2.9 (and back): say so instead of running a doomed simulation."""
+    from generator.simulate import simulate_job
+
+    other = "2.7" if lines.installed_line() == "2.9" else "2.9"
+    info = {"nvflare_version": other, "num_clients": 1, "num_rounds": 1}
+    result = simulate_job(tmp_path / "out", tmp_path / "ws", "a", info, progress=lambda line: None)
+    assert not result.ok
+    assert result.problems == [
+        f"written for NVFlare {other} (nvflare_version) but this environment's nvflare is the "
+        f"{lines.installed_line()} line: simulate it with NVFlare {other}, or generate it for {lines.installed_line()}"
+    ]
+    assert not (tmp_path / "ws").exists()
