@@ -20,6 +20,7 @@ from pathlib import Path
 import jinja2
 
 from .errors import Problem, TemplateError
+from .jsontext import pretty_json, to_json
 from .lines import FALLBACK_LINE
 from .spec import Job, shell_words
 
@@ -41,38 +42,6 @@ CONFIG_TEMPLATES = {
 #: 2.7 falls back to a ``file://`` store, which MLflow 3 refuses, so 2.7 jobs name the same SQLite
 #: file explicitly; ``{WORKSPACE}`` and ``{JOB_ID}`` are NVFlare system variables it fills in.
 DEFAULT_TRACKING_URI = {"2.7": "sqlite:///{WORKSPACE}/{JOB_ID}/mlflow.db", "2.9": None}
-
-_encode = json.JSONEncoder(ensure_ascii=False).encode
-_encode_str = json.encoder.encode_basestring  # C implementation when available
-
-
-def to_json(value) -> str:
-    """The ``json`` filter: any value as a JSON literal (strings quoted and escaped, never raw)."""
-    return _encode(value)
-
-
-def pretty_json(value, indent: str = "") -> str:
-    """``json.dumps(value, indent=2, ensure_ascii=False)``, about five times faster.
-
-    The standard library falls back to its pure-Python encoder whenever ``indent`` is set; this
-    builds the same text with one join per container (checked against ``json.dumps`` by
-    ``tests/test_render_fast.py``). ``value`` is parsed JSON: dict (str keys), list, str, int,
-    float, bool, None.
-    """
-    if isinstance(value, str):
-        return _encode_str(value)
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        inner = indent + "  "
-        body = ",\n".join(f"{inner}{_encode_str(k)}: {pretty_json(v, inner)}" for k, v in value.items())
-        return "{\n" + body + "\n" + indent + "}"
-    if isinstance(value, list):
-        if not value:
-            return "[]"
-        inner = indent + "  "
-        return "[\n" + ",\n".join(inner + pretty_json(v, inner) for v in value) + "\n" + indent + "]"
-    return _encode(value)  # numbers, booleans, null: exactly as json.dumps writes them
 
 
 @cache

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import OutputError, Problem
+from .jsontext import pretty_json
 
 MANIFEST = ".jobgen.json"
 GENERATOR_ID = "nvflare-jobgen"
@@ -183,7 +184,7 @@ def write_jobs(
                     shutil.copytree(out / name, tmp / name, symlinks=True)
                     _check_job(tmp / name, _read_tree(tmp / name))
         (tmp / MANIFEST).write_text(
-            json.dumps({"generator": GENERATOR_ID, "jobs": dict(sorted(jobs_info.items()))}, indent=2) + "\n",
+            pretty_json({"generator": GENERATOR_ID, "jobs": dict(sorted(jobs_info.items()))}) + "\n",
             encoding="utf-8",
         )
         os.chmod(tmp, 0o755)

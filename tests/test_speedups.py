@@ -15,8 +15,8 @@ from conftest import CASES, ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from generator.jsontext import pretty_json
 from generator.load import _DECLINED, _fast_data, _locate, load
-from generator.render import pretty_json
 from generator.validate import flattened, load_schema
 
 FILES = [ROOT / "jobs.yaml", *sorted(CASES.glob("*/*.yaml"))]
