@@ -10,7 +10,16 @@ JOB    ?=
 PORT   ?=
 VIEW_ARGS = $(if $(JOB),--job $(JOB)) $(if $(PORT),--port $(PORT))
 
-.PHONY: run setup validate generate check simulate lint test clean mlflow-ui tensorboard wandb-view
+# NVFlare 2.7 gets its own environment (the equivalence harness checks the 2.7 templates against
+# NVFlare 2.7 itself). The project pins nvflare>=2.9, so the generator's own dependencies are
+# installed by name here and the generator is imported from the work tree (PYTHONPATH).
+VENV27      := .venv-nvflare27
+STAMP27     := $(VENV27)/.installed
+NVFLARE27   := 2.7.3
+DEPS27      := "nvflare==$(NVFLARE27)" "mlflow>=3.0,<4" "numpy>=1.24,<3" "pyyaml>=6.0,<7" \
+               "jinja2>=3.1,<4" "jsonschema>=4.18,<5" "pytest>=8"
+
+.PHONY: run setup setup27 validate generate check simulate lint test test27 bench clean mlflow-ui tensorboard wandb-view
 
 ## run: set up, generate and simulate every job of jobs.yaml (the quick start)
 run: generate simulate
@@ -23,6 +32,15 @@ $(STAMP): pyproject.toml
 
 ## setup: create .venv and install the project (reuses an existing .venv)
 setup: $(STAMP)
+
+$(STAMP27): Makefile
+	test -x $(VENV27)/bin/python || $(PYTHON) -m venv $(VENV27)
+	$(VENV27)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV27)/bin/python -m pip install --quiet $(DEPS27)
+	touch $(STAMP27)
+
+## setup27: create .venv-nvflare27 with NVFlare 2.7 and the generator's dependencies
+setup27: $(STAMP27)
 
 ## validate: check jobs.yaml against the schema and across fields
 validate: setup
@@ -56,10 +74,19 @@ wandb-view: setup
 lint: setup
 	$(BIN)/python -m generator lint --jobs $(JOBS) --out $(OUT)
 
-## test: set up and run the whole test suite (unit tests and real simulator runs)
-test: setup
-	$(BIN)/ruff check generator tests client_scripts templates
+## test: set up and run the whole test suite (unit tests and real simulator runs) on NVFlare 2.9 and 2.7
+test: setup setup27
+	$(BIN)/ruff check generator tests client_scripts templates bench
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test27
+
+## test27: the equivalence harness against NVFlare 2.7, in .venv-nvflare27
+test27: setup27
+	PYTHONPATH=$(CURDIR) $(VENV27)/bin/python -m pytest tests/test_equivalence.py
+
+## bench: generate 1..10,000 jobs vs FedJob export vs cp -r, and the example's runs vs FedJob (not a test)
+bench: setup
+	$(BIN)/python bench/bench.py
 
 ## clean: remove build/ (generated jobs, workspaces, results)
 clean:

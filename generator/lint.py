@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .errors import Problem
 from .load import Document, format_path, load
-from .render import CONFIG_TEMPLATES, DEFAULT_LINE, RECEIVER_FILES, TEMPLATES_DIR, make_env, render_job
+from .render import CONFIG_TEMPLATES, DEFAULT_LINE, RECEIVER_FILES, make_env, render_job, shipped_file
 from .spec import Job
 from .validate import SCRIPTS_DIR, validate
 from .write import differences, read_manifest
@@ -275,7 +275,7 @@ def shipped_module_file(module_name: str) -> Path | None:
     for names in RECEIVER_FILES.values():
         for name in names:
             if Path(name).stem == module_name:
-                return TEMPLATES_DIR / f"nvflare-{DEFAULT_LINE}" / "custom" / name
+                return shipped_file(DEFAULT_LINE, name)
     return None
 
 

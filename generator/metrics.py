@@ -54,12 +54,20 @@ def count_points(series: Series) -> dict[str, dict[str, int]]:
 
 
 def mlflow_store_uri(result_dir: Path, tracking_uri: str | None) -> str:
-    """The tracking URI the receiver used: the job's own or NVFlare 2.9's default SQLite store.
+    """The tracking URI a simulated job's receiver used, as a URI readable from here.
 
-    NVFlare 2.9 ``MLflowReceiver`` with no ``tracking_uri`` writes ``mlflow.db`` in the job's
-    result folder (``<workspace>/server/simulate_job`` in the simulator).
+    ``tracking_uri`` None: NVFlare 2.9's default, SQLite ``mlflow.db`` in the job's result folder
+    (``<workspace>/server/simulate_job`` in the simulator). NVFlare system variables in a given
+    URI are filled in as the simulator's server fills them: ``{WORKSPACE}`` = the server's
+    workspace (``result_dir``'s parent), ``{JOB_ID}`` = the job id (``result_dir``'s name),
+    ``{SITE_NAME}`` = ``server``.
     """
-    return tracking_uri or f"sqlite:///{(Path(result_dir) / 'mlflow.db').resolve()}"
+    result_dir = Path(result_dir).resolve()
+    if not tracking_uri:
+        return f"sqlite:///{result_dir / 'mlflow.db'}"
+    for var, value in (("{WORKSPACE}", result_dir.parent), ("{JOB_ID}", result_dir.name), ("{SITE_NAME}", "server")):
+        tracking_uri = tracking_uri.replace(var, str(value))
+    return tracking_uri
 
 
 def read_mlflow(uri: str, since_ms: int = 0) -> Series:

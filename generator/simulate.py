@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import OutputError, Problem, SimulationError
+from .lines import installed_line
 from .metrics import count_points, read_store, store_location
 from .write import read_manifest
 
@@ -131,9 +132,12 @@ def _run(cmd: list[str], log: Path, result: JobResult, progress, started: float)
 
 
 def _error_logs(ws: Path) -> list[str]:
-    """One line per non-empty ``error_log.txt``: its first error, or the exception of a traceback."""
+    """One line per non-empty error log: its first error, or the exception of a traceback.
+
+    NVFlare 2.9 names each site's error log ``error_log.txt``, NVFlare 2.7 ``log_error.txt``.
+    """
     problems = []
-    for path in sorted(ws.glob("*/error_log.txt")):
+    for path in sorted([*ws.glob("*/error_log.txt"), *ws.glob("*/log_error.txt")]):
         lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
         if not lines:
             continue
@@ -173,6 +177,13 @@ def simulate_job(
         JobResult: ``ok`` False with ``problems`` when any check failed.
     """
     result = JobResult(name=name, rounds=info["num_rounds"], receiver=info.get("receiver"))
+    line = info.get("nvflare_version")
+    if line and line != installed_line():
+        result.problems.append(
+            f"written for NVFlare {line} (nvflare_version) but this environment's nvflare is the "
+            f"{installed_line()} line: simulate it with NVFlare {line}, or generate it for {installed_line()}"
+        )
+        return result
     ws = prepare_workspace(workspace_root, name)
     log = Path(workspace_root) / f"{name}.log"
     result.workspace, result.log = str(ws), str(log)

@@ -2,13 +2,18 @@
 
 Takes the loaded data; gives one :class:`Job` per ``jobs`` entry with every setting filled in:
 the job's own keys, over the ``defaults:`` section, over the ``default`` values written in the JSON
-Schema (the schema is the only place a default is defined). Mappings are merged key by key.
+Schema (the schema is the only place a fixed default is defined). Mappings are merged key by key.
+One default depends on the machine and so is not in the schema: ``nvflare_version`` falls back to
+the installed nvflare's release line (:func:`generator.lines.installed_line`).
 """
 
 from __future__ import annotations
 
-import copy
+import shlex
 from dataclasses import dataclass, field
+from functools import lru_cache
+
+from .lines import installed_line
 
 
 @dataclass
@@ -19,18 +24,33 @@ class Job:
         name (str): the job name (folder name and meta.json ``name``).
         index (int): position in the ``jobs`` list.
         settings (dict): every job setting, defaults filled in (keys as in the schema).
-        origin (dict[str, tuple]): top-level setting -> key path it came from in ``jobs.yaml``
-            (``("jobs", i, key)`` or ``("defaults", key)``); absent for schema defaults.
+        entry (dict): the job's own keys, as written in ``jobs.yaml``.
+        defaults (dict): the ``defaults:`` section (one dict shared by every job).
     """
 
     name: str
     index: int
     settings: dict
-    origin: dict = field(default_factory=dict)
+    entry: dict = field(default_factory=dict, repr=False)
+    defaults: dict = field(default_factory=dict, repr=False)
 
     def path_of(self, key: str) -> tuple:
         """Key path in ``jobs.yaml`` that set ``key`` (the job entry itself if nothing did)."""
-        return self.origin.get(key, ("jobs", self.index))
+        if key in self.entry:
+            return ("jobs", self.index, key)
+        if key in self.defaults:
+            return ("defaults", key)
+        return ("jobs", self.index)
+
+    @property
+    def origin(self) -> dict[str, tuple]:
+        """Top-level setting -> key path it came from in ``jobs.yaml`` (absent: a schema default)."""
+        return {key: self.path_of(key) for key in {**self.defaults, **self.entry}}
+
+    @property
+    def line(self) -> str:
+        """The NVFlare release line the job is written for (``nvflare_version``): ``"2.7"`` or ``"2.9"``."""
+        return self.settings["nvflare_version"]
 
     @property
     def execution_mode(self) -> str:
@@ -42,19 +62,39 @@ class Job:
 TYPED_MAPPINGS = {"receiver"}
 
 
+@lru_cache(maxsize=1024)
+def shell_words(text: str) -> tuple[str, ...]:
+    """``text`` split like a POSIX shell command line (``shlex.split``), cached.
+
+    Raises:
+        ValueError: unbalanced quotes or a trailing escape.
+    """
+    return tuple(shlex.split(text))
+
+
+def _copy(value):
+    """A copy of plain YAML/JSON data (dict, list and immutable scalars); cheaper than deepcopy."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
 def merge(base: dict, over: dict) -> dict:
     """Deep-merge two mappings: keys of ``over`` win; nested mappings are merged, lists replaced.
 
     A ``receiver`` whose ``type`` differs from the one it would merge into (a job's
     ``receiver: {type: tensorboard}`` over a default ``{type: mlflow, ...}``) replaces it: the keys
-    of one type mean nothing to another.
+    of one type mean nothing to another. Neither argument is modified; the result shares no mutable
+    object with them.
     """
-    out = copy.deepcopy(base)
+    out = _copy(base)
     for key, value in over.items():
         mergeable = isinstance(value, dict) and isinstance(out.get(key), dict)
         if mergeable and key in TYPED_MAPPINGS:
             mergeable = value.get("type", out[key].get("type")) == out[key].get("type")
-        out[key] = merge(out[key], value) if mergeable else copy.deepcopy(value)
+        out[key] = merge(out[key], value) if mergeable else _copy(value)
     return out
 
 
@@ -90,7 +130,7 @@ def fill_defaults(schema: dict, value: dict, root: dict | None = None) -> dict:
     out = dict(value)
     for key, prop in schema.get("properties", {}).items():
         if key not in out and "default" in prop:
-            out[key] = copy.deepcopy(prop["default"])
+            out[key] = _copy(prop["default"])
         if isinstance(out.get(key), dict) and ("properties" in prop or "allOf" in prop):
             out[key] = fill_defaults(prop, out[key], root)
     for part in _conditional_parts(schema, out, root):
@@ -110,10 +150,10 @@ def effective_jobs(data: dict, schema: dict) -> list[Job]:
     """
     settings_schema = schema["$defs"]["job_settings"]
     defaults = data.get("defaults") or {}
+    line = installed_line()
     jobs = []
     for i, entry in enumerate(data["jobs"]):
-        origin = {key: ("defaults", key) for key in defaults}
-        origin.update({key: ("jobs", i, key) for key in entry})
         settings = fill_defaults(settings_schema, merge(defaults, entry), schema)
-        jobs.append(Job(name=entry["name"], index=i, settings=settings, origin=origin))
+        settings.setdefault("nvflare_version", line)
+        jobs.append(Job(name=entry["name"], index=i, settings=settings, entry=entry, defaults=defaults))
     return jobs

@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import difflib
 import json
-import shlex
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from jsonschema.exceptions import best_match
 
 from .errors import Problem, SpecError
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
-from .spec import Job, effective_jobs
+from .spec import Job, effective_jobs, shell_words
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = PROJECT_ROOT / "schema" / "jobs.schema.json"
@@ -40,6 +39,9 @@ APP_NAME = "app"
 #: Client API tracking writers (``nvflare.client.tracking``) -> the receiver ``type`` that stores
 #: their events. Source: NVFlare's Client API docs, "Experiment tracking".
 WRITERS = {"MLflowWriter": "mlflow", "SummaryWriter": "tensorboard", "WandBWriter": "wandb"}
+
+#: Receiver ``type``s each NVFlare line has templates for (2.7: MLflow only, for now).
+RECEIVERS_BY_LINE = {"2.7": ("mlflow",)}
 
 
 @lru_cache(maxsize=4)
@@ -117,6 +119,14 @@ def _describe(value) -> str:
     return repr(value)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _yaml_hint(doc: Document, path: tuple, expected) -> str:
     """Explain YAML 1.1 surprises: ``no``/``on`` read as booleans, ``1e-3`` read as a string."""
     text = doc.plain_scalars.get(path)
@@ -127,6 +137,8 @@ def _yaml_hint(doc: Document, path: tuple, expected) -> str:
         return f' (YAML reads a bare {text} as a boolean: write "{text}" in quotes)'
     if NUMBER_LIKE.match(text) and ("number" in expected or "integer" in expected):
         return f" (YAML reads {text} as text: write it with a dot and a signed exponent, e.g. 1.0e-3)"
+    if "string" in expected and _is_number(text):
+        return f' (YAML reads a bare {text} as a number: write "{text}" in quotes)'
     return ""
 
 
@@ -143,11 +155,17 @@ _Validator = jsonschema.validators.extend(
 def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
     validator = _Validator(schema, format_checker=jsonschema.FormatChecker())
     problems = []
-    for error in validator.iter_errors(doc.data):
-        if error.validator in ("oneOf", "anyOf") and error.context:
-            error = best_match(error.context)
+    errors = [
+        best_match(e.context) if e.validator in ("oneOf", "anyOf") and e.context else e
+        for e in validator.iter_errors(doc.data)
+    ]
+    # A value of the wrong type also fails its enum/pattern/...: report only the type.
+    mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+    for error in errors:
         path = tuple(error.absolute_path)
         kind = error.validator
+        if path in mistyped and kind != "type":
+            continue
         if kind in ("additionalProperties", "unevaluatedProperties"):
             known = _known_keys(schema, error)
             hint = error.schema.get("x-hint")
@@ -179,16 +197,28 @@ def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
 
 
 def _script_writers(script: Path) -> set[str]:
-    """Names of Client API tracking writers a script imports from ``nvflare.client.tracking``."""
+    """Names of Client API tracking writers a script imports from ``nvflare.client.tracking``.
+
+    Parsed once per file version (path, modification time, size) and process.
+    """
     try:
-        tree = ast.parse(script.read_text(encoding="utf-8"))
-    except (SyntaxError, UnicodeDecodeError, ValueError):
+        st = script.stat()
+    except OSError:
         return set()
+    return set(_writers_of(str(script), st.st_mtime_ns, st.st_size))
+
+
+@lru_cache(maxsize=256)
+def _writers_of(script: str, mtime_ns: int, size: int) -> frozenset[str]:
+    try:
+        tree = ast.parse(Path(script).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return frozenset()
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nvflare.client.tracking"):
             found.update(a.name for a in node.names if a.name in WRITERS)
-    return found
+    return frozenset(found)
 
 
 def script_path(doc: Document, job: Job) -> Path:
@@ -301,13 +331,29 @@ def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
                 )
                 continue
             try:
-                shlex.split(s[key])
+                shell_words(s[key])
             except ValueError as e:
                 problems.append(
                     doc.problem(job.path_of(key), f"cannot split {s[key]!r} like a shell command line: {e}")
                 )
         problems.extend(_deploy_map_problems(doc, job))
+        problems.extend(_line_problems(doc, job))
     return problems
+
+
+def _line_problems(doc: Document, job: Job) -> list[Problem]:
+    """Settings the job's NVFlare line has no template for (a receiver type missing on 2.7)."""
+    receiver = job.settings.get("receiver")
+    supported = RECEIVERS_BY_LINE.get(job.line)
+    if not receiver or supported is None or receiver["type"] in supported:
+        return []
+    return [
+        doc.problem(
+            job.path_of("receiver") + ("type",),
+            f"receiver type {receiver['type']!r} is not available for nvflare_version {job.line} "
+            f'(only {", ".join(supported)}): use nvflare_version "2.9" or another receiver type',
+        )
+    ]
 
 
 def _deploy_map_problems(doc: Document, job: Job) -> list[Problem]:

@@ -26,12 +26,14 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import OutputError, Problem
 
 MANIFEST = ".jobgen.json"
 GENERATOR_ID = "nvflare-jobgen"
+CLIENT_CONFIG = "app/config/config_fed_client.json"
 
 #: Kinds of leftovers a run may leave beside ``out`` if killed: ``.<out>.<kind>-<suffix>``.
 _TMP, _OLD, _DEL = "tmp", "old", "del"
@@ -217,22 +219,64 @@ def _locked(folder: Path):
         os.close(fd)
 
 
-def _check_tree(tmp: Path, jobs: dict) -> None:
-    for name in jobs:
-        job_dir = tmp / name
-        for path in sorted(job_dir.rglob("*.json")):
+def _executor_scripts(client_config: dict) -> list[str]:
+    """Scripts the executors of a ``config_fed_client.json`` name, relative to ``app/custom/``.
+
+    NVFlare 2.9: ``task_script_path`` (in-process) or the ``custom/<script>`` word of ``command``;
+    NVFlare 2.7: ``task_script_path``, or the ``custom/<script>`` word of the SubprocessLauncher's
+    ``script`` component.
+    """
+    words = []
+    for ex in client_config.get("executors", []):
+        args = ex["executor"]["args"]
+        if args.get("task_script_path"):
+            words.append("custom/" + args["task_script_path"])
+        words.extend(args.get("command", []))
+    for component in client_config.get("components", []):
+        script = component.get("args", {}).get("script")
+        if component["path"].endswith(".SubprocessLauncher") and isinstance(script, str):
+            words.extend(script.split())
+    return [w.removeprefix("custom/") for w in words if w.startswith("custom/")]
+
+
+def _check_job(where: Path, files: dict[str, bytes]) -> None:
+    """Every JSON file of a rendered job parses; every script an executor names is in ``app/custom/``.
+
+    Raises:
+        OutputError: naming the job folder (or file) at ``where``.
+    """
+    for rel, data in files.items():
+        if rel.endswith(".json"):
             try:
-                json.loads(path.read_text(encoding="utf-8"))
+                parsed = json.loads(data)
             except ValueError as e:
-                raise _fail(path, f"generated invalid JSON: {e}") from None
-        client = json.loads((job_dir / "app/config/config_fed_client.json").read_text(encoding="utf-8"))
-        for ex in client["executors"]:
-            args = ex["executor"]["args"]
-            script = args.get("task_script_path") or next(
-                (a.removeprefix("custom/") for a in args.get("command", []) if a.startswith("custom/")), None
-            )
-            if script and not (job_dir / "app/custom" / script).is_file():
-                raise _fail(job_dir, f"executor names script {script!r} but app/custom/ does not hold it")
+                raise _fail(where / rel, f"generated invalid JSON: {e}") from None
+            if rel == CLIENT_CONFIG:
+                for script in _executor_scripts(parsed):
+                    if f"app/custom/{script}" not in files:
+                        raise _fail(where, f"executor names script {script!r} but app/custom/ does not hold it")
+
+
+def _read_tree(job_dir: Path) -> dict[str, bytes]:
+    return {p.relative_to(job_dir).as_posix(): p.read_bytes() for p in job_dir.rglob("*") if p.is_file()}
+
+
+def _write_job(job_dir: str, files: dict[str, bytes]) -> None:
+    """Write one job's files below the new folder ``job_dir`` (plain system calls: ~4 per file)."""
+    os.mkdir(job_dir)
+    made = {""}
+    for rel, data in files.items():
+        parent, _, _ = rel.rpartition("/")
+        if parent not in made:
+            os.makedirs(os.path.join(job_dir, parent), exist_ok=True)
+            made.add(parent)
+        fd = os.open(os.path.join(job_dir, rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
 
 
 def _write_manifest(folder: Path, jobs: dict, files: dict) -> None:
@@ -248,13 +292,18 @@ def _tree_hashes(folder: Path) -> dict[str, str]:
 
 
 def write_jobs(
-    out: Path, rendered: dict[str, dict[str, bytes]], info: dict[str, dict], keep_others: bool = False
+    out: Path,
+    rendered: dict[str, dict[str, bytes]] | Iterable[tuple[str, dict[str, bytes]]],
+    info: dict[str, dict],
+    keep_others: bool = False,
 ) -> Path:
     """Replace the output folder with freshly rendered job folders, atomically.
 
     Args:
         out (Path): the output folder, e.g. ``build/jobs``; created with its parents if missing.
-        rendered (dict): job name -> {relative path -> bytes}, from :func:`generator.render.render_job`.
+        rendered: job name -> {relative path -> bytes}, from :func:`generator.render.render_job`,
+            as a dict or as an iterable of ``(name, files)`` pairs; an iterable is consumed one
+            job at a time, so a large run never holds every rendered job in memory.
         info (dict): job name -> facts ``simulate`` needs (clients, rounds, receiver, expectations);
             stored in the manifest.
         keep_others (bool): keep job folders of an earlier run that are not in ``rendered``
@@ -266,8 +315,9 @@ def write_jobs(
     Raises:
         OutputError: ``out`` is not ours (see :func:`read_manifest`), a job folder in it holds a
             file the generator did not write or one changed since, another run holds the lock,
-            a check of the new tree failed, or the disk refused a write; the previous output is
-            left as it was.
+            a check of a new job failed, or the disk refused a write; the previous output is
+            left as it was. Errors raised while iterating ``rendered`` (e.g. TemplateError)
+            leave it as it was too.
     """
     out = Path(out)
     if out.name in ("", ".", ".."):
@@ -296,19 +346,17 @@ def _swap_in(out: Path, rendered: dict, info: dict, manifest: dict, keep_others:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_TMP}-", dir=out.parent))
     try:
         _write_manifest(tmp, jobs_info, {})  # first: a leftover of a killed run is recognisably ours
-        for name, files in rendered.items():
-            for rel, data in sorted(files.items()):
-                path = tmp / name / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
+        for name, files in rendered.items() if isinstance(rendered, dict) else rendered:
+            _check_job(tmp / name, files)  # in memory, before anything of the job is written
+            _write_job(os.path.join(tmp, name), files)
             hashes[name] = {rel: sha256(data) for rel, data in sorted(files.items())}
         if keep_others:
             for name in manifest["jobs"]:
-                if name not in rendered and (out / name).is_dir():
+                if name not in hashes and (out / name).is_dir():
                     shutil.copytree(out / name, tmp / name, symlinks=True)
                     hashes[name] = manifest.get("files", {}).get(name) or _tree_hashes(tmp / name)
+                    _check_job(tmp / name, _read_tree(tmp / name))
         _write_manifest(tmp, jobs_info, hashes)
-        _check_tree(tmp, jobs_info)
         os.chmod(tmp, 0o755)
         old = None
         if os.path.lexists(out):

@@ -70,3 +70,18 @@ def shipped_jobs() -> list[dict]:
 def shipped_job_names() -> list[str]:
     """Names of the shipped jobs, in file order."""
     return [job["name"] for job in shipped_jobs()]
+
+
+def example_jobs_yaml(nvflare_version: str | None = None) -> str:
+    """The shipped jobs.yaml cut to NVFlare's example (jobs with no receiver or an MLflow one).
+
+    Those are the jobs both NVFlare lines can run and FedJob's own API can build with the same
+    classes; ``nvflare_version`` is added to ``defaults`` when given.
+    """
+    import yaml
+
+    data = yaml.safe_load((ROOT / "jobs.yaml").read_text(encoding="utf-8"))
+    data["jobs"] = [j for j in data["jobs"] if (j.get("receiver") or {"type": "mlflow"})["type"] == "mlflow"]
+    if nvflare_version:
+        data.setdefault("defaults", {})["nvflare_version"] = nvflare_version
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

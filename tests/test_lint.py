@@ -117,7 +117,7 @@ def test_a_class_outside_nvflare_is_never_imported(generated, capsys):
     code, err, _ = lint(capsys)
     assert code == 2
     assert (
-        "build/jobs/np-full-in-process/app/config/config_fed_server.json:18:5: components[0]: "
+        "build/jobs/np-full-in-process/app/config/config_fed_server.json:19:5: components[0]: "
         "'evil.X' is neither an nvflare class nor one the generator ships: lint imports nothing else"
     ) in err
     assert not (generated.parent.parent / "pwned").exists()
@@ -153,7 +153,7 @@ def test_an_invalid_jobs_file_is_reported_like_generate_does(generated, capsys):
     assert (code, err) == (2, ["jobs.yaml:4:5: jobs[0].num_round: unknown key 'num_round'; did you mean 'num_rounds'?"])
 
 
-def test_a_template_bug_is_reported_at_the_jobs_yaml_key(project, tmp_path, monkeypatch, capsys):
+def test_a_template_bug_is_reported_at_the_jobs_yaml_key(project, tmp_path, monkeypatch, capsys, request):
     """When the files on disk are what jobs.yaml renders, a problem points at the key behind it."""
     templates = tmp_path / "templates"
     shutil.copytree(render.TEMPLATES_DIR, templates)
@@ -162,6 +162,8 @@ def test_a_template_bug_is_reported_at_the_jobs_yaml_key(project, tmp_path, monk
     receivers = templates / "nvflare-2.9" / "_receivers.j2"
     receivers.write_text(receivers.read_text().replace("kw_args=", "kwargs="))
     monkeypatch.setattr(render, "TEMPLATES_DIR", templates)
+    render.make_env.cache_clear()  # environments are made once per line and process
+    request.addfinalizer(render.make_env.cache_clear)
     monkeypatch.chdir(project)
     assert main(["generate"]) == 0
     capsys.readouterr()
@@ -173,9 +175,9 @@ def test_a_template_bug_is_reported_at_the_jobs_yaml_key(project, tmp_path, monk
         "jobs.yaml:10:15: defaults.num_rounds: nvflare.app_common.workflows.fedavg.FedAvg: got an unexpected keyword "
         "argument 'num_round'; did you mean 'num_rounds'? "
         "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:7:5, workflows[0])",
-        "jobs.yaml:34:7: jobs[2].receiver: nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver: "
+        "jobs.yaml:37:7: jobs[2].receiver: nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver: "
         "got an unexpected keyword argument 'kwargs'; did you mean 'kw_args'? "
-        "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:23:5, components[1])",
+        "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:24:5, components[1])",
     ]
 
 

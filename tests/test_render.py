@@ -72,7 +72,12 @@ def test_server_runs_fedavg_over_the_numpy_persistor(shipped, name):
     server = shipped[name]["app/config/config_fed_server.json"]
     (workflow,) = server["workflows"]
     assert workflow["path"] == FEDAVG
-    assert workflow["args"] == {"num_clients": 2, "num_rounds": 5, "persistor_id": "persistor"}
+    assert workflow["args"] == {
+        "num_clients": 2,
+        "num_rounds": 5,
+        "persistor_id": "persistor",
+        "task_check_period": 0.05,
+    }
     persistor = next(c for c in server["components"] if c["id"] == "persistor")
     assert persistor["path"] == PERSISTOR
     assert server["server"]["task_request_interval"] == 0.1

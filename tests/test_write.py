@@ -167,7 +167,7 @@ def leftovers(build) -> list[str]:
 @pytest.mark.parametrize(
     ("what", "nth", "on_disk"),
     [
-        ("write_bytes", 7, "old"),  # killed while writing the new tree into .jobs.tmp-*
+        ("write", 7, "old"),  # killed while writing the new tree into .jobs.tmp-* (os.write per file)
         ("rename", 1, "none"),  # killed after moving the old output aside, before the new one is in
         ("rename", 2, "new"),  # killed after the swap, before the old copy is renamed for deletion
         ("unlink", 9, "new"),  # killed while deleting the old copy
@@ -214,10 +214,14 @@ def test_a_kill_at_any_point_leaves_old_or_new_output_and_the_next_run_cleans_up
 def test_an_error_midway_leaves_the_previous_output_exactly(project, built, cli, monkeypatch):
     before = snapshot(project)
 
-    def broken_check(tmp, jobs):
-        raise write._fail(tmp, "simulated failure of the final check")
+    calls = []
 
-    monkeypatch.setattr(write, "_check_tree", broken_check)
+    def broken_check(where, files):  # the check of the third job fails: two are written already
+        calls.append(where)
+        if len(calls) == 3:
+            raise write._fail(where, "simulated failure of the final check")
+
+    monkeypatch.setattr(write, "_check_job", broken_check)
     code, _, err = cli("generate")
     assert (
         code == 2 and err[0].startswith("build/.jobs.tmp-") and err[0].endswith("simulated failure of the final check")

@@ -1,0 +1,225 @@
+"""The reference side of the equivalence harness: a job spec built with NVFlare's own job API.
+
+:func:`build_fedjob` turns a job's effective settings into what a user of NVFlare's FedJob API
+writes (FedJob + NPModelPersistor + FedAvg + optional MLflowReceiver + ScriptRunner, the pieces of
+NVFlare's "Client API with numpy" example); :func:`canonical_job` reads any job folder into a form
+where two folders compare equal exactly when NVFlare would build the same components from them.
+Works with NVFlare 2.7 and 2.9 (whichever is installed); imports nvflare, so only tests and the
+benchmark use it, never the generator.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import inspect
+import json
+import shlex
+from functools import cache
+from pathlib import Path
+
+
+def build_fedjob(name: str, settings: dict):
+    """A FedJob for ``settings`` (an effective job of ``jobs.yaml``), built as NVFlare's example does.
+
+    Everything the FedJob API can express is passed on: ``min_clients``; FedAvg ``num_clients``,
+    ``num_rounds``, ``persistor_id`` and ``task_check_period``; the MLflowReceiver's arguments
+    (``tracking_uri`` only when the job gives one); ScriptRunner's ``script``, ``script_args``,
+    ``launch_external_process``, ``command``, ``framework`` and ``params_transfer_type``. The
+    script path is relative to the current folder (run it from ``client_scripts/``), as in the
+    example. Things FedJob cannot express (``server.task_request_interval``) are left out.
+
+    Returns:
+        nvflare.FedJob: ready for ``export_job(folder)`` or ``simulator_run(workspace)``.
+    """
+    from nvflare import FedJob
+    from nvflare.app_common.np.np_model_persistor import NPModelPersistor
+    from nvflare.app_common.workflows.fedavg import FedAvg
+    from nvflare.job_config.script_runner import FrameworkType, ScriptRunner
+
+    s = settings
+    job = FedJob(name=name, min_clients=s["min_clients"])
+    persistor_id = job.to_server(NPModelPersistor(), "persistor")
+    fedavg = {"num_clients": s["num_clients"], "num_rounds": s["num_rounds"], "persistor_id": persistor_id}
+    if "task_check_period" in s:
+        fedavg["task_check_period"] = s["task_check_period"]
+    job.to_server(FedAvg(**fedavg))
+    receiver = s.get("receiver")
+    if receiver:
+        from nvflare.app_opt.tracking.mlflow.mlflow_receiver import MLflowReceiver
+
+        extra = {"tracking_uri": receiver["tracking_uri"]} if "tracking_uri" in receiver else {}
+        job.to_server(
+            MLflowReceiver(
+                **extra,
+                kw_args={
+                    "experiment_name": receiver["experiment_name"],
+                    "run_name": receiver["run_name"],
+                    "experiment_tags": receiver["experiment_tags"],
+                    "run_tags": receiver["run_tags"],
+                },
+                artifact_location=receiver["artifact_location"],
+                events=receiver["events"],
+            )
+        )
+    job.to_clients(
+        ScriptRunner(
+            script=s["script"],
+            script_args=s["script_args"],
+            launch_external_process=s["launch_external_process"],
+            command=s["command"],
+            framework=FrameworkType.NUMPY,
+            params_transfer_type=s["params_transfer_type"],
+        )
+    )
+    return job
+
+
+@cache
+def init_parameters(class_path: str) -> dict:
+    """Constructor parameters of an NVFlare class: name -> default (``inspect.Parameter.empty`` if required).
+
+    Follows ``*args, **kwargs`` up the class hierarchy, as NVFlare's own config loader and FedJob
+    exporter do (``FedAvg(**kwargs)`` passes ``num_rounds`` on to ``BaseFedAvg``). A subclass's
+    default wins over its base's.
+
+    Raises:
+        ImportError, AttributeError: the class does not exist in the installed nvflare.
+    """
+    module, name = class_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    params: dict = {}
+    for klass in cls.__mro__:
+        if klass is object:
+            break
+        signature = inspect.signature(klass.__init__).parameters
+        for pname, p in signature.items():
+            if pname != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                params.setdefault(pname, p.default)
+        if not any(p.kind == p.VAR_KEYWORD for p in signature.values()):
+            break
+    return params
+
+
+def _plain(value):
+    """Defaults as they would read back from JSON: enums as their value, tuples as lists."""
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+#: Argument normalisations that change nothing NVFlare does, per class: each maps the value as
+#: written to the value the class acts on. Sources: nvflare/app_common/workflows/fedavg.py
+#: (``self.aggregation_weights = aggregation_weights or {}``); SubprocessLauncher runs
+#: ``shlex.split(script)`` (nvflare/app_common/launchers/subprocess_launcher.py).
+NORMALISE = {
+    "nvflare.app_common.workflows.fedavg.FedAvg": {"aggregation_weights": lambda v: v or {}},
+    "nvflare.app_common.launchers.subprocess_launcher.SubprocessLauncher": {"script": shlex.split},
+}
+
+
+def effective_args(class_path: str, args: dict) -> dict:
+    """Every constructor argument of ``class_path`` as NVFlare would call it with ``args``.
+
+    Args missing from ``args`` get the class's ``__init__`` default; values are normalised by
+    :data:`NORMALISE`.
+
+    Raises:
+        AssertionError: ``args`` names a parameter the class does not have, or a required one is
+            missing (NVFlare would fail to build the component).
+    """
+    params = init_parameters(class_path)
+    unknown = set(args) - set(params)
+    assert not unknown, f"{class_path} has no parameter(s) {sorted(unknown)}"
+    out = {}
+    for name, default in params.items():
+        if name in args:
+            out[name] = args[name]
+        else:
+            assert default is not inspect.Parameter.empty, f"{class_path}: required {name!r} missing"
+            out[name] = _plain(default)
+    for name, fn in NORMALISE.get(class_path, {}).items():
+        out[name] = fn(out[name])
+    return out
+
+
+def _is_reference(arg: str) -> bool:
+    return arg.endswith("_id") or arg.endswith("_ids")
+
+
+def _canonical_components(entries: list[dict], extra_ids: dict) -> dict:
+    """id -> canonical component, with references to other ids replaced by their target's form."""
+    by_id = {e["id"]: e for e in entries if "id" in e}
+    by_id.update(extra_ids)
+    done: dict = {}
+
+    def canon(entry: dict, seen: tuple = ()) -> dict:
+        args = effective_args(entry["path"], entry.get("args", {}))
+        for key, value in args.items():
+            if not _is_reference(key):
+                continue
+            if isinstance(value, str) and value in by_id and value not in seen:
+                args[key] = {"ref": canon(by_id[value], seen + (value,))}
+            elif isinstance(value, list) and all(isinstance(v, str) and v in by_id for v in value):
+                args[key] = [{"ref": canon(by_id[v], seen + (v,))} for v in value]
+        return {"path": entry["path"], "args": args}
+
+    for key, entry in by_id.items():
+        done[key] = canon(entry, (key,))
+    return done
+
+
+def _sorted(items: list) -> list:
+    return sorted(items, key=lambda x: json.dumps(x, sort_keys=True))
+
+
+def canonical_config(config: dict) -> dict:
+    """A ``config_fed_server.json`` / ``config_fed_client.json`` in a form free of ids and order.
+
+    Components, workflows and executors become ``{"path", "args"}`` with every constructor
+    argument filled in (:func:`effective_args`) and each reference to another component's id
+    replaced by that component's own canonical form; lists of them are sorted. Other top-level
+    keys are kept as they are.
+    """
+    components = config.get("components", [])
+    workflows = config.get("workflows", [])
+    executors = config.get("executors", [])
+    canon = _canonical_components(components + workflows, {})
+    out = {k: v for k, v in config.items() if k not in ("components", "workflows", "executors")}
+    out["components"] = _sorted([canon[c["id"]] for c in components])
+    if "workflows" in config:
+        out["workflows"] = _sorted([canon[w["id"]] for w in workflows])
+    if "executors" in config:
+        by_id = {c["id"]: c for c in components}
+        out["executors"] = _sorted(
+            [
+                {
+                    "tasks": sorted(e["tasks"]),
+                    "executor": _canonical_components([{"id": "__executor__", **e["executor"]}], by_id)["__executor__"],
+                }
+                for e in executors
+            ]
+        )
+    return out
+
+
+def canonical_job(folder: Path) -> dict:
+    """A job folder read for comparison: meta.json, both canonical configs, the custom files.
+
+    Returns:
+        dict: ``{"meta": ..., "server": ..., "client": ..., "custom": {relative path: bytes},
+        "files": sorted relative paths of every file}``.
+    """
+    folder = Path(folder)
+    app = folder / "app"
+    return {
+        "meta": json.loads((folder / "meta.json").read_text(encoding="utf-8")),
+        "server": canonical_config(json.loads((app / "config/config_fed_server.json").read_text(encoding="utf-8"))),
+        "client": canonical_config(json.loads((app / "config/config_fed_client.json").read_text(encoding="utf-8"))),
+        "custom": {p.relative_to(app / "custom").as_posix(): p.read_bytes() for p in (app / "custom").rglob("*.py")},
+        "files": sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()),
+    }
