@@ -45,7 +45,30 @@ def build_fedjob(name: str, settings: dict):
         fedavg["task_check_period"] = s["task_check_period"]
     job.to_server(FedAvg(**fedavg))
     receiver = s.get("receiver")
-    if receiver:
+    if receiver and receiver["type"] == "tensorboard":
+        from nvflare.app_opt.tracking.tb.tb_receiver import TBAnalyticsReceiver
+
+        job.to_server(TBAnalyticsReceiver(tb_folder=receiver["tb_folder"], events=receiver["events"]))
+    elif receiver and receiver["type"] == "wandb":
+        from nvflare.app_opt.tracking.wandb.wandb_receiver import WandBReceiver
+
+        wandb_args = {
+            "project": receiver["project"],
+            "name": receiver["run_name"],
+            "job_type": receiver["job_type"],
+            "tags": receiver["tags"],
+            "notes": receiver["notes"],
+            "config": receiver["config"],
+        }
+        job.to_server(
+            WandBReceiver(
+                wandb_args=wandb_args,
+                mode=receiver["mode"],
+                events=receiver["events"],
+                process_timeout=receiver["process_timeout"],
+            )
+        )
+    elif receiver:
         from nvflare.app_opt.tracking.mlflow.mlflow_receiver import MLflowReceiver
 
         extra = {"tracking_uri": receiver["tracking_uri"]} if "tracking_uri" in receiver else {}
@@ -207,8 +230,17 @@ def canonical_config(config: dict) -> dict:
     return out
 
 
-def canonical_job(folder: Path) -> dict:
+def _mapped(config: dict, class_map: dict) -> dict:
+    for entry in config.get("components", []) + config.get("workflows", []):
+        entry["path"] = class_map.get(entry["path"], entry["path"])
+    return config
+
+
+def canonical_job(folder: Path, class_map: dict | None = None) -> dict:
     """A job folder read for comparison: meta.json, both canonical configs, the custom files.
+
+    ``class_map`` renames component classes before they are read (our class -> the NVFlare class
+    whose constructor it keeps, for a deliberate subclass).
 
     Returns:
         dict: ``{"meta": ..., "server": ..., "client": ..., "custom": {relative path: bytes},
@@ -218,7 +250,9 @@ def canonical_job(folder: Path) -> dict:
     app = folder / "app"
     return {
         "meta": json.loads((folder / "meta.json").read_text(encoding="utf-8")),
-        "server": canonical_config(json.loads((app / "config/config_fed_server.json").read_text(encoding="utf-8"))),
+        "server": canonical_config(
+            _mapped(json.loads((app / "config/config_fed_server.json").read_text(encoding="utf-8")), class_map or {})
+        ),
         "client": canonical_config(json.loads((app / "config/config_fed_client.json").read_text(encoding="utf-8"))),
         "custom": {p.relative_to(app / "custom").as_posix(): p.read_bytes() for p in (app / "custom").rglob("*.py")},
         "files": sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()),

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import INITIAL_MODEL, ROOT, example_jobs_yaml
+import yaml  # noqa: E402
+from conftest import INITIAL_MODEL, ROOT, example_jobs_yaml, shipped_job_names
 
 pytest.importorskip("nvflare", reason="the equivalence harness compares against the installed nvflare")
 
@@ -40,6 +41,9 @@ LINE = installed_line()
 
 CONVERT = "nvflare.app_common.widgets.convert_to_fed_event.ConvertToFedEvent"
 MLFLOW = "nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver"
+OURS_WANDB = "jobgen_wandb_receiver.OrderedWandBReceiver"
+NVFLARE_WANDB = "nvflare.app_opt.tracking.wandb.wandb_receiver.WandBReceiver"
+WANDB_FILE = "jobgen_wandb_receiver.py"
 LAUNCHER_EXECUTOR = "nvflare.app_common.executors.client_api_launcher_executor.ClientAPILauncherExecutor"
 
 #: Every way a generated folder deliberately differs from NVFlare's FedJob export, and why.
@@ -53,6 +57,10 @@ DELIBERATE = {
     "tracking_uri_27": "on NVFlare 2.7 an MLflowReceiver without tracking_uri gets "
     "sqlite:///{WORKSPACE}/{JOB_ID}/mlflow.db: NVFlare 2.7 falls back to a file:// store, which MLflow 3 "
     "refuses, and every metric is lost.",
+    "ordered_wandb_receiver": "a W&B job's receiver is jobgen_wandb_receiver.OrderedWandBReceiver, shipped in "
+    "app/custom/: NVFlare's WandBReceiver with its constructor unchanged, writing each site's points in step "
+    "order at the end of the job (NVFlare 2.9's drops every point that arrives after a higher step, and points "
+    "arrive out of order: 70-90% were lost).",
     "max_resends_27": "on NVFlare 2.7, FedJob exports ClientAPILauncherExecutor `max_resends: null` "
     "(its exporter reads the base class's attribute, not the value ScriptRunner passed), which means "
     "unbounded resends and a warning at start; ours keeps the constructor's default, 3.",
@@ -99,6 +107,11 @@ def apply_deliberate(ours: dict, theirs: dict, settings: dict) -> set[str]:
         assert mine["args"]["tracking_uri"] == DEFAULT_TRACKING_URI["2.7"]
         mine["args"]["tracking_uri"] = None
         applied.add("tracking_uri_27")
+
+    if receiver and receiver["type"] == "wandb":
+        assert ours["custom"].pop(WANDB_FILE) and WANDB_FILE not in theirs["custom"]
+        ours["files"].remove(f"app/custom/{WANDB_FILE}")
+        applied.add("ordered_wandb_receiver")
 
     if LINE == "2.7" and not in_process:
         (mine,) = [e["executor"] for e in ours["client"]["executors"]]
@@ -191,10 +204,10 @@ def grid_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shipped_run(tmp_path_factory):
-    """The example's jobs of the shipped jobs.yaml, rendered and exported (TensorBoard and W&B
-    jobs are left out: their receivers are not part of NVFlare's example and 2.7 has none)."""
+    """The shipped jobs.yaml rendered and exported (on 2.7: the example's jobs, the only ones 2.7 runs)."""
     monkeypatch = pytest.MonkeyPatch()
-    project = _project(tmp_path_factory.mktemp(f"shipped-{LINE}"), example_jobs_yaml())
+    text = (ROOT / "jobs.yaml").read_text(encoding="utf-8") if LINE == "2.9" else example_jobs_yaml()
+    project = _project(tmp_path_factory.mktemp(f"shipped-{LINE}"), text)
     result = generate(project / "jobs.yaml", project / "ours")
     _export(project, result.jobs, project / "theirs", monkeypatch)
     monkeypatch.undo()
@@ -202,7 +215,7 @@ def shipped_run(tmp_path_factory):
 
 
 def _compare(project: Path, job) -> set[str]:
-    ours = ref.canonical_job(project / "ours" / job.name)
+    ours = ref.canonical_job(project / "ours" / job.name, class_map={OURS_WANDB: NVFLARE_WANDB})
     theirs = ref.canonical_job(project / "theirs" / job.name)
     applied = apply_deliberate(ours, theirs, job.settings)
     for part in ("meta", "files", "custom", "client", "server"):
@@ -224,16 +237,10 @@ def test_grid_job_matches_fedjob_export(grid_run, name):
     assert ("convert_to_fed_event" in applied) == (receiver and in_process)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "np-full-in-process",
-        "np-diff-in-process",
-        "np-metrics-in-process",
-        "np-full-sub-process",
-        "np-metrics-sub-process",
-    ],
-)
+SHIPPED = shipped_job_names() if LINE == "2.9" else [j["name"] for j in yaml.safe_load(example_jobs_yaml())["jobs"]]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_job_matches_fedjob_export(shipped_run, name):
     project, jobs = shipped_run
     _compare(project, jobs[name])
@@ -253,7 +260,7 @@ def test_canonical_form_sees_a_changed_argument(grid_run):
     """The comparison is not vacuous: one changed argument makes the folders differ."""
     project, jobs = grid_run
     job = jobs["diff-in-diff-r3-c2"]
-    ours = ref.canonical_job(project / "ours" / job.name)
+    ours = ref.canonical_job(project / "ours" / job.name, class_map={OURS_WANDB: NVFLARE_WANDB})
     theirs = ref.canonical_job(project / "theirs" / job.name)
     apply_deliberate(ours, theirs, job.settings)
     assert ours["client"] == theirs["client"]
