@@ -165,6 +165,31 @@ class _Loader(yaml.SafeLoader):
             self._depth -= 1
 
 
+def _compose_with_libyaml(text: str) -> list | None:
+    """The document nodes composed by PyYAML's libyaml binding (``yaml.CSafeLoader``), or None.
+
+    About ten times faster than the pure-Python composer, with the same nodes (tags, values,
+    lines and columns; a plain scalar's ``style`` is ``""`` instead of None). None, so that the
+    pure-Python composer reads the file and reports exactly as it always does, when libyaml is not
+    installed, when the text is not valid YAML, or when it nests deeper than ``MAX_DEPTH`` (checked
+    on libyaml's event stream first: its composer recurses in C, with no bound of its own).
+    """
+    if not getattr(yaml, "__with_libyaml__", False):
+        return None
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return None
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        return list(yaml.compose_all(text, Loader=yaml.CSafeLoader))
+    except Exception:  # any failure: the pure-Python composer reads the file and says why
+        return None
+
+
 class _AliasBomb(Exception):
     def __init__(self, problem: Problem):
         self.problem = problem
@@ -246,7 +271,7 @@ class _Builder:
         return self._scalar_value(node, path)
 
     def _scalar_value(self, node, path):
-        if node.style is None:  # plain, unquoted
+        if not node.style:  # plain, unquoted (style None, or '' from libyaml)
             self.doc.plain_scalars[path] = node.value
         try:
             value = self._scalar.construct_object(node)
@@ -278,9 +303,9 @@ class _Builder:
             kind = "a mapping" if isinstance(key_node, yaml.MappingNode) else "a list"
             return f"a key must be a word, not {kind}"
         text = key_node.value
-        if key_node.tag == "tag:yaml.org,2002:bool" and key_node.style is None:
+        if key_node.tag == "tag:yaml.org,2002:bool" and not key_node.style:
             return f'key {text} is read by YAML as a boolean, not a word: write "{text}" in quotes'
-        if key_node.tag == "tag:yaml.org,2002:null" and key_node.style is None:
+        if key_node.tag == "tag:yaml.org,2002:null" and not key_node.style:
             return f"key {text or '(empty)'} is read by YAML as nothing (null): write the key in quotes"
         return f"key {text!r} must be a string, but YAML reads it as {_tag_name(key_node.tag)}: write it in quotes"
 
@@ -389,17 +414,19 @@ def load(path: str | Path) -> Document:
         loader = _Loader(text)  # checks every character first
     except yaml.YAMLError as e:
         raise SpecError([_yaml_error(e, text, file)]) from None
-    nodes = []
-    try:
-        while loader.check_node():  # what yaml.compose_all does, with the loader at hand
-            nodes.append(loader.get_node())
-    except yaml.YAMLError as e:
-        raise SpecError([_yaml_error(e, text, file)]) from None
-    except (ValueError, OverflowError, RecursionError) as e:  # PyYAML bugs, e.g. chr() of "\U00110000"
-        pos = _pos(loader.get_mark())
-        raise SpecError([Problem(file, pos.line, pos.column, "", f"invalid YAML near here: {e}")]) from None
-    finally:
-        loader.dispose()
+    nodes = _compose_with_libyaml(text)
+    if nodes is None:
+        nodes = []
+        try:
+            while loader.check_node():  # what yaml.compose_all does, with the loader at hand
+                nodes.append(loader.get_node())
+        except yaml.YAMLError as e:
+            raise SpecError([_yaml_error(e, text, file)]) from None
+        except (ValueError, OverflowError, RecursionError) as e:  # PyYAML bugs, e.g. chr() of "\U00110000"
+            pos = _pos(loader.get_mark())
+            raise SpecError([Problem(file, pos.line, pos.column, "", f"invalid YAML near here: {e}")]) from None
+        finally:
+            loader.dispose()
     if not nodes or nodes[0] is None:
         raise SpecError([Problem(file, 1, 1, "", "file is empty: expected a mapping with a `jobs:` list")])
     if len(nodes) > 1:
