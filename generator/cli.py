@@ -73,12 +73,18 @@ def _generate(args) -> int:
         for line in result.differences:
             print(line)
         if result.differences:
-            print(f"{args.out} is out of date with {args.jobs}: run `make generate`", file=sys.stderr)
+            print(
+                f"{args.out} is out of date with {args.jobs}: run `make generate` "
+                "(move a file you edited by hand away first: generate never overwrites it)",
+                file=sys.stderr,
+            )
             return 1
         print(f"{args.out} is up to date with {args.jobs}")
         return 0
     for job in result.jobs:
         print(f"generated {result.out / job.name}")
+    for name in result.removed:
+        print(f"removed {result.out / name} (no longer in {args.jobs})")
     return 0
 
 

@@ -280,7 +280,7 @@ def shipped_module_file(module_name: str) -> Path | None:
 
 
 def _stale_problems(out: Path, rendered: dict, jobs_file: str) -> list[Problem]:
-    hint = f"not what {jobs_file} generates now: run `make generate`"
+    hint = f"not what {jobs_file} generates now: run `make generate` (move a file you edited by hand away first)"
     problems = []
     missing_jobs = set()
     for kind, path in differences(out, rendered):

@@ -14,12 +14,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import Problem, SpecError
+from .errors import OutputError, Problem, SpecError
 from .load import load
 from .render import Renderer, tracking_uri
 from .spec import Job
 from .validate import SCRIPTS_DIR, receiver_warnings, validate
-from .write import diff_jobs, write_jobs
+from .write import diff_jobs, read_manifest, write_jobs
 
 
 @dataclass
@@ -31,12 +31,15 @@ class Generated:
         out (Path): the output folder.
         warnings (list[Problem]): non-fatal findings, located in ``jobs.yaml``.
         differences (list[str]): with ``check``: how disk differs from the rendering (empty: none).
+        removed (list[str]): job folders of an earlier run that this run deleted (no longer in
+            ``jobs.yaml``), so the CLI can say so.
     """
 
     jobs: list
     out: Path
     warnings: list = field(default_factory=list)
     differences: list = field(default_factory=list)
+    removed: list = field(default_factory=list)
 
 
 def job_info(job: Job) -> dict:
@@ -123,6 +126,12 @@ def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = N
                 else [d for d in diff_jobs(Path(out), rendered) if not d.startswith("unexpected job folder")]
             )
         else:
+            if not names:
+                try:
+                    previous = read_manifest(Path(out))["jobs"]
+                except OutputError:
+                    previous = {}  # not ours: write_jobs refuses it, with its own message
+                result.removed = [name for name in previous if name not in {job.name for job in jobs}]
             write_jobs(
                 Path(out),
                 ((job.name, renderer.render(job)) for job in jobs),

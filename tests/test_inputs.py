@@ -148,3 +148,15 @@ def test_nothing_in_jobs_yaml_runs(project, cli):
         "jobs.yaml holds plain data only",
     ]
     assert not list(Path(project).glob("pwned*"))
+
+
+def test_generate_says_which_job_folders_it_removed(project, cli):
+    assert cli("generate")[0] == 0
+    text = (project / "jobs.yaml").read_text(encoding="utf-8")
+    (project / "jobs.yaml").write_text(text[: text.index("  - name: np-diff-in-process")], encoding="utf-8")
+    code, out, err = cli("generate")
+    assert (code, err) == (0, [])
+    assert out[0] == "generated build/jobs/np-full-in-process"
+    removed = [line for line in out if line.startswith("removed ")]
+    assert removed == [f"removed build/jobs/{name} (no longer in jobs.yaml)" for name in shipped_job_names()[1:]]
+    assert sorted(p.name for p in (project / "build/jobs").iterdir()) == [".jobgen.json", "np-full-in-process"]

@@ -63,8 +63,8 @@ def test_wrong_class_path_is_reported_at_the_generated_file(generated, capsys):
     code, err, _ = lint(capsys)
     assert code == 2
     assert (
-        f"{server.relative_to(generated.parent.parent)}: changed: not what jobs.yaml generates now: run `make generate`"
-        in err
+        f"{server.relative_to(generated.parent.parent)}: changed: not what jobs.yaml generates now: "
+        "run `make generate` (move a file you edited by hand away first)" in err
     )
     assert (
         "build/jobs/np-full-in-process/app/config/config_fed_server.json:7:5: workflows[0]: "
@@ -141,7 +141,7 @@ def test_missing_or_stale_output_says_make_generate(project, monkeypatch, capsys
     assert "build/jobs/np-diff-in-process: job 'np-diff-in-process' is not in jobs.yaml: run `make generate`" in err
     assert (
         "build/jobs/np-full-in-process/app/config/config_fed_server.json: changed: "
-        "not what jobs.yaml generates now: run `make generate`"
+        "not what jobs.yaml generates now: run `make generate` (move a file you edited by hand away first)"
     ) in err
 
 
@@ -172,10 +172,10 @@ def test_a_template_bug_is_reported_at_the_jobs_yaml_key(project, tmp_path, monk
     mlflow_jobs = [j for j in shipped_jobs() if (j.get("receiver") or {}).get("type") == "mlflow"]
     assert len(err) == len(shipped_jobs()) + len(mlflow_jobs)  # every job's FedAvg, every MLflowReceiver
     assert [line for line in err if "np-metrics-in-process" in line] == [
-        "jobs.yaml:10:15: defaults.num_rounds: nvflare.app_common.workflows.fedavg.FedAvg: got an unexpected keyword "
+        "jobs.yaml:11:15: defaults.num_rounds: nvflare.app_common.workflows.fedavg.FedAvg: got an unexpected keyword "
         "argument 'num_round'; did you mean 'num_rounds'? "
         "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:7:5, workflows[0])",
-        "jobs.yaml:37:7: jobs[2].receiver: nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver: "
+        "jobs.yaml:38:7: jobs[2].receiver: nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver: "
         "got an unexpected keyword argument 'kwargs'; did you mean 'kw_args'? "
         "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:24:5, components[1])",
     ]

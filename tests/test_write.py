@@ -255,7 +255,10 @@ def test_check_lists_an_edited_file_and_writes_nothing(project, built, cli):
     assert cli("generate", "--check") == (
         1,
         ["changed: build/jobs/np-diff-in-process/app/config/config_fed_client.json"],
-        ["build/jobs is out of date with jobs.yaml: run `make generate`"],
+        [
+            "build/jobs is out of date with jobs.yaml: run `make generate` "
+            "(move a file you edited by hand away first: generate never overwrites it)"
+        ],
     )
     assert snapshot(project) == before
 
