@@ -34,6 +34,22 @@ def project(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def cli(project, monkeypatch, capsys):
+    """Run the CLI in-process in ``project``; gives (exit code, stdout lines, stderr lines), never a traceback."""
+    from generator.cli import main
+
+    monkeypatch.chdir(project)
+
+    def run(*args: str) -> tuple[int, list[str], list[str]]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        return code, out.splitlines(), err.splitlines()
+
+    return run
+
+
 def run_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``python -m generator ARGS`` in ``cwd`` as a user would; output captured as text."""
     return subprocess.run(

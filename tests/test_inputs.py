@@ -13,24 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import shipped_job_names, snapshot
 
-from generator.cli import main
 from generator.load import MAX_BYTES
 
 LOCATED = re.compile(r"^jobs\.yaml:[1-9]\d*:[1-9]\d*: \S")
-
-
-@pytest.fixture
-def cli(project, monkeypatch, capsys):
-    """Run ``python -m generator ARGS`` in ``project``; gives (exit code, stdout lines, stderr lines)."""
-    monkeypatch.chdir(project)
-
-    def run(*args: str) -> tuple[int, list[str], list[str]]:
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out.splitlines(), err.splitlines()
-
-    return run
 
 
 def test_jobs_file_that_is_a_folder(project, cli):

@@ -18,21 +18,6 @@ import pytest
 from conftest import ROOT, snapshot
 
 from generator import write
-from generator.cli import main
-
-
-@pytest.fixture
-def cli(project, monkeypatch, capsys):
-    """Run ``python -m generator ARGS`` in ``project``; gives (exit code, stdout lines, stderr lines)."""
-    monkeypatch.chdir(project)
-
-    def run(*args: str) -> tuple[int, list[str], list[str]]:
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out.splitlines(), err.splitlines()
-
-    return run
 
 
 @pytest.fixture
