@@ -103,11 +103,6 @@ def read_mlflow(uri: str, since_ms: int = 0) -> Series:
     return _sorted(series)
 
 
-def count_mlflow(uri: str, since_ms: int = 0) -> dict[str, dict[str, int]]:
-    """Points per site and metric key in an MLflow store (see :func:`read_mlflow`)."""
-    return count_points(read_mlflow(uri, since_ms))
-
-
 def read_tensorboard(logdir: Path) -> Series:
     """Every scalar point in a ``TBAnalyticsReceiver`` folder (``<logdir>/<site>/...``), per site.
 

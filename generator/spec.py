@@ -43,11 +43,6 @@ class Job:
         return ("jobs", self.index)
 
     @property
-    def origin(self) -> dict[str, tuple]:
-        """Top-level setting -> key path it came from in ``jobs.yaml`` (absent: a schema default)."""
-        return {key: self.path_of(key) for key in {**self.defaults, **self.entry}}
-
-    @property
     def line(self) -> str:
         """The NVFlare release line the job is written for (``nvflare_version``): ``"2.7"`` or ``"2.9"``."""
         return self.settings["nvflare_version"]
