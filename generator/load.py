@@ -16,7 +16,7 @@ with the schema problems, so a user sees every mistake of a file in one run.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -49,6 +49,10 @@ MAX_DEPTH = 64
 #: Most values aliases (``*name``) may add beyond those written out in the file.
 MAX_ALIAS_VALUES = 10_000
 
+#: Read with libyaml's scanner and parser when PyYAML has them; the pure-Python reader is used
+#: when not, and always to report a problem in the YAML itself (its messages are the reference).
+LIBYAML = bool(getattr(yaml, "__with_libyaml__", False))
+
 Path_ = tuple  # a key path: a tuple of str (mapping keys) and int (sequence indexes)
 
 
@@ -60,40 +64,65 @@ class Position:
     column: int
 
 
-@dataclass
 class Document:
     """A loaded ``jobs.yaml``.
+
+    Positions are not kept while loading (for 10,000 jobs they would take more memory than the
+    data): :attr:`values`, :attr:`keys` and :attr:`plain_scalars` are worked out from
+    :attr:`text` the first time a message needs one, by reading the file again with positions on.
 
     Attributes:
         file (str): the path as given by the user, used in messages.
         root (Path): the folder holding the file; scripts are looked up in ``root/client_scripts``.
         data (object): the plain data (a refused value is left out or None).
-        values (dict[tuple, Position]): key path -> position of the value.
-        keys (dict[tuple, Position]): key path -> position of the mapping key (for mapping members).
-        plain_scalars (dict[tuple, str]): key path -> source text of each unquoted scalar.
+        text (str): the file's text.
         problems (list[Problem]): YAML traps found while loading; :func:`generator.validate.validate`
             reports them with the schema problems. A document with problems must not be used.
         incomplete (set[str]): key paths of mappings that lost a refused key (a merge key, a
             key YAML reads as a boolean, ...): a "missing key" there may be an echo of it.
     """
 
-    file: str
-    root: Path
-    data: object
-    values: dict = field(default_factory=dict)
-    keys: dict = field(default_factory=dict)
-    plain_scalars: dict = field(default_factory=dict)
-    problems: list = field(default_factory=list)
-    incomplete: set = field(default_factory=set)
+    def __init__(self, file: str, root: Path, data: object = None, text: str = ""):
+        self.file = file
+        self.root = root
+        self.data = data
+        self.text = text
+        self.problems: list = []
+        self.incomplete: set = set()
+        self._positions: tuple[dict, dict, dict] | None = None
+
+    def _index(self) -> tuple[dict, dict, dict]:
+        if self._positions is None:
+            indexed = Document(self.file, self.root, text=self.text)
+            indexed._positions = ({}, {}, {})
+            _build_document(indexed, positions=True)
+            self._positions = indexed._positions
+        return self._positions
+
+    @property
+    def values(self) -> dict:
+        """dict[tuple, Position]: key path -> position of the value."""
+        return self._index()[0]
+
+    @property
+    def keys(self) -> dict:
+        """dict[tuple, Position]: key path -> position of the mapping key (for mapping members)."""
+        return self._index()[1]
+
+    @property
+    def plain_scalars(self) -> dict:
+        """dict[tuple, str]: key path -> source text of each unquoted scalar."""
+        return self._index()[2]
 
     def where(self, path: tuple, at_key: bool = False) -> Position:
         """Position of ``path``: its key (``at_key``) or value, else that of the nearest parent."""
         path = tuple(path)
+        values, keys, _ = self._index()
         while True:
-            if at_key and path in self.keys:
-                return self.keys[path]
-            if path in self.values:
-                return self.values[path]
+            if at_key and path in keys:
+                return keys[path]
+            if path in values:
+                return values[path]
             if not path:
                 return Position(1, 1)
             path = path[:-1]
@@ -145,49 +174,79 @@ def _text_position(text: str, index: int) -> Position:
     return Position(text.count("\n", 0, index) + 1, index - line_start + 1)
 
 
-class _Loader(yaml.SafeLoader):
-    """The safe loader with a bound on nesting: PyYAML's composer recurses once per level."""
+class _Composer(yaml.composer.Composer):
+    """PyYAML's composer with a bound on nesting and a hook on the items of the ``jobs`` list.
 
-    def __init__(self, stream):
-        super().__init__(stream)
+    PyYAML's composer recurses once per level: :data:`MAX_DEPTH` bounds it. While ``on_job`` is
+    set, each item of the top-level ``jobs`` list is handed to ``on_job(node, index)`` as soon as
+    it is composed, and what that returns takes the node's place in the tree: the loader builds
+    the item's data there and keeps only that, so at most one job's nodes exist at a time
+    (10,000 jobs' nodes at once took about 45 MB). Mixed into ``yaml.SafeLoader`` (pure Python)
+    or ``yaml.CSafeLoader`` (libyaml's scanner and parser; the composer is still this one).
+
+    Attributes:
+        value_nodes (int): nodes composed so far that are not mapping keys (an alias composes none):
+            the bound for aliases ("billion laughs") is counted against it.
+        jobs_key_mark: where the top-level ``jobs`` key is, once seen.
+    """
+
+    def _start(self):
+        yaml.composer.Composer.__init__(self)
+        self.on_job = None
+        self.value_nodes = 0
+        self.jobs_key_mark = None
         self._depth = 0
+        self._in_jobs = False
 
     def compose_node(self, parent, index):
         self._depth += 1
+        in_jobs = self._in_jobs
         try:
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark
                 raise yaml.composer.ComposerError(
                     None, None, f"lists and mappings nest deeper than {MAX_DEPTH} levels", mark
                 )
-            return super().compose_node(parent, index)
+            if (parent is None or index is not None) and not self.check_event(yaml.AliasEvent):
+                self.value_nodes += 1
+            if self._depth == 2 and isinstance(index, yaml.ScalarNode) and index.value == "jobs":
+                self._in_jobs = True
+                self.jobs_key_mark = index.start_mark
+            node = super().compose_node(parent, index)
+            if in_jobs and self._depth == 3 and isinstance(index, int) and self.on_job is not None:
+                return self.on_job(node, index)
+            return node
         finally:
             self._depth -= 1
+            self._in_jobs = in_jobs
 
 
-def _compose_with_libyaml(text: str) -> list | None:
-    """The document nodes composed by PyYAML's libyaml binding (``yaml.CSafeLoader``), or None.
+class _PureLoader(_Composer, yaml.SafeLoader):
+    """PyYAML's pure-Python safe loader, composing through :class:`_Composer`."""
 
-    About ten times faster than the pure-Python composer, with the same nodes (tags, values,
-    lines and columns; a plain scalar's ``style`` is ``""`` instead of None). None, so that the
-    pure-Python composer reads the file and reports exactly as it always does, when libyaml is not
-    installed, when the text is not valid YAML, or when it nests deeper than ``MAX_DEPTH`` (checked
-    on libyaml's event stream first: its composer recurses in C, with no bound of its own).
-    """
-    if not getattr(yaml, "__with_libyaml__", False):
-        return None
-    try:
-        depth = 0
-        for event in yaml.parse(text, Loader=yaml.CSafeLoader):
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    return None
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-        return list(yaml.compose_all(text, Loader=yaml.CSafeLoader))
-    except Exception:  # any failure: the pure-Python composer reads the file and says why
-        return None
+    def __init__(self, stream):
+        yaml.SafeLoader.__init__(self, stream)
+        self._start()
+
+
+_LIBYAML_LOADER = yaml.CSafeLoader if LIBYAML else yaml.SafeLoader
+
+
+class _FastLoader(_Composer, _LIBYAML_LOADER):
+    """libyaml's scanner and parser (``yaml.CSafeLoader``) under :class:`_Composer`: about six
+    times faster than the pure-Python loader, with the same nodes (a plain scalar's ``style`` is
+    ``""`` instead of None)."""
+
+    def __init__(self, stream):
+        _LIBYAML_LOADER.__init__(self, stream)
+        self._start()
+
+
+class _Built(yaml.Node):
+    """Placeholder for a ``jobs`` item already built into plain data (``value``)."""
+
+    def __init__(self, value):
+        super().__init__(None, value, None, None)
 
 
 class _AliasBomb(Exception):
@@ -225,13 +284,21 @@ def _number_trap(node, value) -> str | None:
 
 
 class _Builder:
-    """Builds plain data from a composed node tree, collecting every problem on the way."""
+    """Builds plain data from composed nodes, collecting every problem on the way.
 
-    def __init__(self, doc: Document):
+    Args:
+        doc (Document): receives ``incomplete``; with ``positions``, also every position.
+        composer (_Composer): whose ``value_nodes`` bounds the values aliases may add.
+        positions (bool): record where every key and value is (``doc._positions``).
+    """
+
+    def __init__(self, doc: Document, composer: _Composer, positions: bool):
         self.doc = doc
+        self.composer = composer
+        self.positions = doc._positions if positions else None
         self.problems: list[Problem] = []
+        self.top_keys: dict[str, Position] = {}  # top-level key -> its position, for the alias bound
         self._scalar = yaml.SafeLoader("")  # only its scalar constructors are used
-        self._seen: set[int] = set()
         self._built = 0
 
     def fail(self, node, path, message):
@@ -239,11 +306,14 @@ class _Builder:
         self.problems.append(Problem(self.doc.file, pos.line, pos.column, format_path(path), message))
 
     def build(self, node, path: tuple):
+        if isinstance(node, _Built):
+            return node.value
         self._built += 1
-        self._seen.add(id(node))
-        if self._built > len(self._seen) + MAX_ALIAS_VALUES:
+        if self._built > self.composer.value_nodes + MAX_ALIAS_VALUES:
             top = path[:1]  # where the expansion runs away: the top-level key being built
-            pos = self.doc.where(top, at_key=True) if top else _pos(node.start_mark)
+            if top and top[0] not in self.top_keys and top[0] == "jobs" and self.composer.jobs_key_mark:
+                self.top_keys["jobs"] = _pos(self.composer.jobs_key_mark)
+            pos = self.top_keys.get(top[0], _pos(node.start_mark)) if top else _pos(node.start_mark)
             raise _AliasBomb(
                 Problem(
                     self.doc.file,
@@ -254,7 +324,8 @@ class _Builder:
                     "or share them through `defaults:`",
                 )
             )
-        self.doc.values.setdefault(path, _pos(node.start_mark))
+        if self.positions is not None:
+            self.positions[0].setdefault(path, _pos(node.start_mark))
         if node.tag not in SAFE_TAGS:
             self.fail(node, path, f"tag {_tag_name(node.tag)!r} is not allowed: jobs.yaml holds plain data only")
             return None
@@ -271,10 +342,11 @@ class _Builder:
         return self._scalar_value(node, path)
 
     def _scalar_value(self, node, path):
-        if not node.style:  # plain, unquoted (style None, or '' from libyaml)
-            self.doc.plain_scalars[path] = node.value
+        if not node.style and self.positions is not None:  # plain, unquoted (style None, or '' from libyaml)
+            self.positions[2][path] = node.value
         try:
             value = self._scalar.construct_object(node)
+            self._scalar.constructed_objects.pop(node)  # its cache would keep every node alive
         except Exception as e:  # PyYAML's constructors raise ValueError, KeyError, ... on bad input
             detail = str(e).splitlines()[0] if str(e) else type(e).__name__
             self.fail(node, path, f"cannot read {node.value!r} as {_tag_name(node.tag)}: {detail}")
@@ -311,6 +383,7 @@ class _Builder:
 
     def _mapping(self, node, path):
         out = {}
+        first = {}  # key -> mark of its first occurrence
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 self.fail(key_node, path + ("<<",), "merge keys (<<) are not supported: use `defaults:` instead")
@@ -323,15 +396,19 @@ class _Builder:
                 self.doc.incomplete.add(format_path(path))
                 continue
             key = key_node.value
-            if key in out:
-                first = self.doc.keys[path + (key,)]
+            if key in first:
                 self.fail(
                     key_node,
                     path + (key,),
-                    f"duplicate key {key!r} (first at line {first.line}); YAML would silently keep only the last",
+                    f"duplicate key {key!r} (first at line {first[key].line + 1}); "
+                    "YAML would silently keep only the last",
                 )
                 continue
-            self.doc.keys[path + (key,)] = _pos(key_node.start_mark)
+            first[key] = key_node.start_mark
+            if self.positions is not None:
+                self.positions[1][path + (key,)] = _pos(key_node.start_mark)
+            if not path:
+                self.top_keys[key] = _pos(key_node.start_mark)
             out[key] = self.build(value_node, path + (key,))
         return out
 
@@ -387,6 +464,62 @@ def _yaml_error(e: yaml.YAMLError, text: str, file: str) -> Problem:
     return Problem(file, pos.line, pos.column, "", f"invalid YAML: {message}")
 
 
+def _compose_and_build(doc: Document, loader_class: type, positions: bool) -> None:
+    """Compose ``doc.text`` with ``loader_class`` and build ``doc.data`` and ``doc.problems``.
+
+    Without ``positions``, each ``jobs`` item is built as soon as it is composed (see
+    :class:`_Composer`). Raises yaml.YAMLError (and the odd ValueError of PyYAML), SpecError
+    (empty file, several documents, a PyYAML bug such as ``chr()`` of ``"\\U00110000"``) and
+    _AliasBomb.
+    """
+    loader = loader_class(doc.text)
+    builder = _Builder(doc, loader, positions)
+    if not positions:
+        loader.on_job = lambda node, index: _Built(builder.build(node, ("jobs", index)))
+    try:
+        root = loader.get_node() if loader.check_node() else None
+        if root is None:
+            raise SpecError([Problem(doc.file, 1, 1, "", "file is empty: expected a mapping with a `jobs:` list")])
+        if loader.check_node():
+            loader.on_job = None
+            pos = _pos(loader.get_node().start_mark)
+            raise SpecError(
+                [Problem(doc.file, pos.line, pos.column, "", "only one YAML document is allowed (found `---`)")]
+            )
+    except (ValueError, OverflowError, RecursionError) as e:  # PyYAML bugs, e.g. chr() of "\U00110000"
+        mark = loader.get_mark() if hasattr(loader, "get_mark") else None
+        pos = _pos(mark) if mark else Position(1, 1)
+        raise SpecError([Problem(doc.file, pos.line, pos.column, "", f"invalid YAML near here: {e}")]) from None
+    finally:
+        loader.on_job = None  # the hook refers to the builder, which refers to the loader
+        loader.dispose()
+    doc.data = builder.build(root, ())
+    doc.problems = builder.problems
+
+
+def _build_document(doc: Document, positions: bool = False) -> None:
+    """Read ``doc.text`` into ``doc``: through libyaml when it is there and the file reads without
+    error, else (and to report any error) through PyYAML's pure-Python reader.
+
+    Raises:
+        SpecError: see :func:`load`.
+    """
+    if LIBYAML:
+        try:
+            _compose_and_build(doc, _FastLoader, positions)
+            return
+        except Exception:  # any failure: the pure-Python reader reads the file again and says why
+            doc.incomplete = set()
+            if positions:
+                doc._positions = ({}, {}, {})
+    try:
+        _compose_and_build(doc, _PureLoader, positions)
+    except yaml.YAMLError as e:
+        raise SpecError([_yaml_error(e, doc.text, doc.file)]) from None
+    except _AliasBomb as bomb:
+        raise SpecError([bomb.problem]) from None
+
+
 def load(path: str | Path) -> Document:
     """Read and parse ``jobs.yaml``.
 
@@ -394,10 +527,10 @@ def load(path: str | Path) -> Document:
         path (str | Path): the file, as the user named it (used verbatim in messages).
 
     Returns:
-        Document: the data and the positions of its keys and values, plus the problems found
-        while building the data (:attr:`Document.problems`: duplicate keys, non-string keys,
-        merge keys, non-core tags, YAML 1.1 numbers, ``.nan``, lone surrogates), which
-        :func:`generator.validate.validate` reports with the schema problems.
+        Document: the data, plus the problems found while building it
+        (:attr:`Document.problems`: duplicate keys, non-string keys, merge keys, non-core tags,
+        YAML 1.1 numbers, ``.nan``, lone surrogates), which :func:`generator.validate.validate`
+        reports with the schema problems. Positions are worked out when a message needs one.
 
     Raises:
         SpecError: the file cannot be read (missing, a folder, larger than ``MAX_BYTES``, not
@@ -409,33 +542,10 @@ def load(path: str | Path) -> Document:
     file = str(path)
     p = Path(path)
     text = _read_text(p, file)
-    doc = Document(file=file, root=p.resolve().parent, data=None)
     try:
-        loader = _Loader(text)  # checks every character first
+        yaml.reader.Reader(text)  # refuses control characters, which libyaml may let through
     except yaml.YAMLError as e:
         raise SpecError([_yaml_error(e, text, file)]) from None
-    nodes = _compose_with_libyaml(text)
-    if nodes is None:
-        nodes = []
-        try:
-            while loader.check_node():  # what yaml.compose_all does, with the loader at hand
-                nodes.append(loader.get_node())
-        except yaml.YAMLError as e:
-            raise SpecError([_yaml_error(e, text, file)]) from None
-        except (ValueError, OverflowError, RecursionError) as e:  # PyYAML bugs, e.g. chr() of "\U00110000"
-            pos = _pos(loader.get_mark())
-            raise SpecError([Problem(file, pos.line, pos.column, "", f"invalid YAML near here: {e}")]) from None
-        finally:
-            loader.dispose()
-    if not nodes or nodes[0] is None:
-        raise SpecError([Problem(file, 1, 1, "", "file is empty: expected a mapping with a `jobs:` list")])
-    if len(nodes) > 1:
-        pos = _pos(nodes[1].start_mark)
-        raise SpecError([Problem(file, pos.line, pos.column, "", "only one YAML document is allowed (found `---`)")])
-    builder = _Builder(doc)
-    try:
-        doc.data = builder.build(nodes[0], ())
-    except _AliasBomb as bomb:
-        raise SpecError([bomb.problem]) from None
-    doc.problems = builder.problems
+    doc = Document(file=file, root=p.resolve().parent, text=text)
+    _build_document(doc)
     return doc

@@ -1,8 +1,11 @@
 """The generate pipeline: load -> validate -> render -> write, one call per stage.
 
 Nothing here imports nvflare: generating 1,000 jobs must not pay NVFlare's import time. Jobs are
-rendered one at a time as they are written, so memory does not grow with the rendered files, and
-Python's cyclic garbage collector is paused meanwhile (see :func:`no_cyclic_gc`).
+rendered one at a time as they are written, so memory does not grow with the rendered files.
+Python's cyclic garbage collector is paused while the jobs are loaded and checked (see
+:func:`no_cyclic_gc`) and runs over new objects only while they are rendered and written (see
+:func:`collect_only_new`). Measured with 10,000 jobs: peak RSS 66 MB (239 MB before the loader
+built each job as soon as it was composed and kept positions only for messages).
 """
 
 from __future__ import annotations
@@ -98,6 +101,26 @@ def no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
+@contextmanager
+def collect_only_new() -> Iterator[None]:
+    """Run the cyclic garbage collector for the block, over objects made in it only.
+
+    Rendering makes reference cycles (``json.dumps(indent=2)`` builds its encoder from closures
+    that refer to each other): about 100 objects per job that only the collector frees; 10,000
+    jobs left 80 MB behind with it paused. Everything alive before the block (the loaded jobs) is
+    frozen (``gc.freeze``) so the collector's passes stay as short as the garbage they find.
+    """
+    enabled = gc.isenabled()
+    gc.freeze()
+    gc.enable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if not enabled:
+            gc.disable()
+
+
 def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = None, check: bool = False) -> Generated:
     """Validate ``jobs_file`` and render its jobs into ``out`` (or compare with it, ``check``).
 
@@ -118,6 +141,7 @@ def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = N
         jobs = select(doc, validate(doc), names)
         renderer = Renderer(doc.root / SCRIPTS_DIR)
         result = Generated(jobs=jobs, out=Path(out), warnings=receiver_warnings(doc, jobs))
+    with collect_only_new():
         if check:
             rendered = {job.name: renderer.render(job) for job in jobs}
             result.differences = (

@@ -53,9 +53,17 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: One encoder for every value the templates write (``json.dumps`` with options makes a new one
+#: per call): compact, non-ASCII kept as is.
+_VALUE_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+#: How every config file is written: indented by 2, non-ASCII kept as is, a newline at the end.
+_FILE_ENCODER = json.JSONEncoder(ensure_ascii=False, indent=2)
+
+
 def to_json(value) -> str:
     """The ``json`` filter: any value as a JSON literal (strings quoted and escaped, never raw)."""
-    return json.dumps(value, ensure_ascii=False)
+    return _VALUE_ENCODER.encode(value)
 
 
 @cache
@@ -166,7 +174,7 @@ class Renderer:
                         )
                     ]
                 ) from None
-            files[out_name] = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+            files[out_name] = (_FILE_ENCODER.encode(data) + "\n").encode("utf-8")
         files[f"app/custom/{job.settings['script']}"] = self.script(job.settings["script"])
         receiver = job.settings.get("receiver")
         for name in RECEIVER_FILES.get(receiver["type"], []) if receiver else []:

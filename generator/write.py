@@ -283,7 +283,9 @@ def _write_manifest(folder: Path, jobs: dict, files: dict) -> None:
     # jobs keep jobs.yaml order: simulate runs them in that order
     manifest = {"generator": GENERATOR_ID, "jobs": jobs, "files": dict(sorted(files.items()))}
     part = folder / (MANIFEST + ".part")
-    part.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    with open(part, "w", encoding="utf-8") as f:  # json.dump writes piece by piece: no 10 MB string
+        json.dump(manifest, f, indent=2, sort_keys=False)
+        f.write("\n")
     os.replace(part, folder / MANIFEST)
 
 
