@@ -51,6 +51,12 @@ DELIBERATE = {
     "task_request_interval": "config_fed_server.json gets `server.task_request_interval` (jobs.yaml "
     "`server.task_request_interval`; FedJob has no way to set it and NVFlare's default is 2 s): it keeps "
     "small simulations fast.",
+    "end_run_readiness_check_interval": "config_fed_server.json gets the top-level config variable "
+    "`end_run_readiness_check_interval` when jobs.yaml sets `server.end_run_readiness_check_interval` (FedJob "
+    "has no way to set it; NVFlare's default is 0.5 s): a metrics job's end polls its readiness more often.",
+    "buffer_flush_time": "an MLflowReceiver gets jobs.yaml's `receiver.buffer_flush_time`; NVFlare's FedJob "
+    "export drops it (the receiver keeps it as `buff_flush_time`, and the exporter reads each argument back "
+    "from the attribute of the same name), so the export always has NVFlare's default, 1.",
     "convert_to_fed_event": "an in-process job with a receiver gets a client ConvertToFedEvent "
     "(analytix_log_stats -> fed.analytix_log_stats): without it NVFlare 2.7 and 2.9 never turn the "
     "script's metrics into federated events and the server's receiver stores none.",
@@ -86,6 +92,15 @@ def apply_deliberate(ours: dict, theirs: dict, settings: dict) -> set[str]:
     assert "server" not in theirs["server"]
     assert ours["server"].pop("server") == {"task_request_interval": settings["server"]["task_request_interval"]}
     applied.add("task_request_interval")
+    if "end_run_readiness_check_interval" in settings["server"]:
+        assert "end_run_readiness_check_interval" not in theirs["server"]
+        assert (
+            ours["server"].pop("end_run_readiness_check_interval")
+            == settings["server"]["end_run_readiness_check_interval"]
+        )
+        applied.add("end_run_readiness_check_interval")
+    else:
+        assert "end_run_readiness_check_interval" not in ours["server"]
 
     receiver = settings.get("receiver")
     in_process = not settings["launch_external_process"]
@@ -107,6 +122,14 @@ def apply_deliberate(ours: dict, theirs: dict, settings: dict) -> set[str]:
         assert mine["args"]["tracking_uri"] == DEFAULT_TRACKING_URI["2.7"]
         mine["args"]["tracking_uri"] = None
         applied.add("tracking_uri_27")
+
+    if receiver and receiver["type"] == "mlflow" and "buffer_flush_time" in receiver:
+        (mine,) = [c for c in ours["server"]["components"] if c["path"] == MLFLOW]
+        (other,) = [c for c in theirs["server"]["components"] if c["path"] == MLFLOW]
+        assert other["args"]["buffer_flush_time"] == 1
+        assert mine["args"]["buffer_flush_time"] == receiver["buffer_flush_time"]
+        mine["args"]["buffer_flush_time"] = 1
+        applied.add("buffer_flush_time")
 
     if receiver and receiver["type"] == "wandb":
         assert ours["custom"].pop(WANDB_FILE) and WANDB_FILE not in theirs["custom"]
@@ -160,7 +183,7 @@ def grid() -> dict[str, dict]:
             "script_args": "--note 'two words' --lr 0.1",
             "command": "python3 -X utf8 -u",
             "task_check_period": 0.05,
-            "server": {"task_request_interval": 0.5},
+            "server": {"task_request_interval": 0.5, "end_run_readiness_check_interval": 0.2},
             "receiver": {
                 "type": "mlflow",
                 "tracking_uri": "sqlite:///{WORKSPACE}/metrics.db",
@@ -169,6 +192,7 @@ def grid() -> dict[str, dict]:
                 "experiment_tags": {"mlflow.note.content": "# note"},
                 "run_tags": {"k": "v"},
                 "artifact_location": "other-artifacts",
+                "buffer_flush_time": 2.5,
             },
         }
     return cases
@@ -249,7 +273,12 @@ def test_shipped_job_matches_fedjob_export(shipped_run, name):
 def test_every_deliberate_difference_is_exercised(grid_run):
     project, jobs = grid_run
     applied = set().union(*(_compare(project, job) for job in jobs.values()))
-    expected = {"task_request_interval", "convert_to_fed_event"}
+    expected = {
+        "task_request_interval",
+        "end_run_readiness_check_interval",
+        "buffer_flush_time",
+        "convert_to_fed_event",
+    }
     if LINE == "2.7":
         expected |= {"tracking_uri_27", "max_resends_27"}
     assert applied == expected
@@ -287,13 +316,17 @@ SIMULATED = {
         1,
         None,
     ),
-    "sim-metrics-in": ({"script": "train_metrics.py", "num_rounds": 2, "receiver": {"type": "mlflow"}}, 3, 375),
+    "sim-metrics-in": (
+        {"script": "train_metrics.py", "num_rounds": 2, "receiver": {"type": "mlflow", "buffer_flush_time": 10000}},
+        3,
+        375,
+    ),
     "sim-metrics-sub": (
         {
             "script": "train_metrics.py",
             "launch_external_process": True,
             "num_rounds": 2,
-            "receiver": {"type": "mlflow"},
+            "receiver": {"type": "mlflow", "buffer_flush_time": 10000},
         },
         3,
         375,
@@ -306,7 +339,10 @@ def simulated(tmp_path_factory):
     """Generate, export and simulate the :data:`SIMULATED` jobs (ours and theirs)."""
     monkeypatch = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp(f"sim-{LINE}")
-    yaml_text = "defaults:\n  server: {task_request_interval: 0.1}\n  task_check_period: 0.05\njobs:\n"
+    yaml_text = (
+        "defaults:\n  server: {task_request_interval: 0.1, end_run_readiness_check_interval: 0.05}\n"
+        "  task_check_period: 0.05\njobs:\n"
+    )
     yaml_text += "".join(_job_yaml(name, options) for name, (options, _, _) in SIMULATED.items())
     project = _project(tmp, yaml_text)
     result = generate(project / "jobs.yaml", project / "ours")
