@@ -51,9 +51,6 @@ DELIBERATE = {
     "task_request_interval": "config_fed_server.json gets `server.task_request_interval` (jobs.yaml "
     "`server.task_request_interval`; FedJob has no way to set it and NVFlare's default is 2 s): it keeps "
     "small simulations fast.",
-    "end_run_readiness_check_interval": "config_fed_server.json gets the top-level config variable "
-    "`end_run_readiness_check_interval` when jobs.yaml sets `server.end_run_readiness_check_interval` (FedJob "
-    "has no way to set it; NVFlare's default is 0.5 s): a metrics job's end polls its readiness more often.",
     "buffer_flush_time": "an MLflowReceiver gets jobs.yaml's `receiver.buffer_flush_time`; NVFlare's FedJob "
     "export drops it (the receiver keeps it as `buff_flush_time`, and the exporter reads each argument back "
     "from the attribute of the same name), so the export always has NVFlare's default, 1.",
@@ -92,15 +89,6 @@ def apply_deliberate(ours: dict, theirs: dict, settings: dict) -> set[str]:
     assert "server" not in theirs["server"]
     assert ours["server"].pop("server") == {"task_request_interval": settings["server"]["task_request_interval"]}
     applied.add("task_request_interval")
-    if "end_run_readiness_check_interval" in settings["server"]:
-        assert "end_run_readiness_check_interval" not in theirs["server"]
-        assert (
-            ours["server"].pop("end_run_readiness_check_interval")
-            == settings["server"]["end_run_readiness_check_interval"]
-        )
-        applied.add("end_run_readiness_check_interval")
-    else:
-        assert "end_run_readiness_check_interval" not in ours["server"]
 
     receiver = settings.get("receiver")
     in_process = not settings["launch_external_process"]
@@ -183,7 +171,7 @@ def grid() -> dict[str, dict]:
             "script_args": "--note 'two words' --lr 0.1",
             "command": "python3 -X utf8 -u",
             "task_check_period": 0.05,
-            "server": {"task_request_interval": 0.5, "end_run_readiness_check_interval": 0.2},
+            "server": {"task_request_interval": 0.5},
             "receiver": {
                 "type": "mlflow",
                 "tracking_uri": "sqlite:///{WORKSPACE}/metrics.db",
@@ -275,7 +263,6 @@ def test_every_deliberate_difference_is_exercised(grid_run):
     applied = set().union(*(_compare(project, job) for job in jobs.values()))
     expected = {
         "task_request_interval",
-        "end_run_readiness_check_interval",
         "buffer_flush_time",
         "convert_to_fed_event",
     }
@@ -339,10 +326,7 @@ def simulated(tmp_path_factory):
     """Generate, export and simulate the :data:`SIMULATED` jobs (ours and theirs)."""
     monkeypatch = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp(f"sim-{LINE}")
-    yaml_text = (
-        "defaults:\n  server: {task_request_interval: 0.1, end_run_readiness_check_interval: 0.05}\n"
-        "  task_check_period: 0.05\njobs:\n"
-    )
+    yaml_text = "defaults:\n  server: {task_request_interval: 0.1}\n  task_check_period: 0.05\njobs:\n"
     yaml_text += "".join(_job_yaml(name, options) for name, (options, _, _) in SIMULATED.items())
     project = _project(tmp, yaml_text)
     result = generate(project / "jobs.yaml", project / "ours")

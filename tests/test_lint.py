@@ -67,7 +67,7 @@ def test_wrong_class_path_is_reported_at_the_generated_file(generated, capsys):
         "run `make generate` (move a file you edited by hand away first)" in err
     )
     assert (
-        "build/jobs/np-full-in-process/app/config/config_fed_server.json:8:5: workflows[0]: "
+        "build/jobs/np-full-in-process/app/config/config_fed_server.json:7:5: workflows[0]: "
         "nvflare.app_common.workflows.fedavg has no class 'FedAvgg'"
     ) in err
     assert all(LOCATED.match(line) or ": changed: " in line for line in err)
@@ -86,7 +86,7 @@ def test_unknown_arg_is_reported_even_when_passed_on_through_kwargs(generated, c
         "build/jobs/np-diff-in-process/app/config/config_fed_client.json:8:19: executors[0].executor: "
         "nvflare.app_common.executors.client_api_executor.ClientAPIExecutor: got an unexpected keyword argument "
         "'task_scrpt'; did you mean 'task_script_path'?",
-        "build/jobs/np-diff-in-process/app/config/config_fed_server.json:8:5: workflows[0]: "
+        "build/jobs/np-diff-in-process/app/config/config_fed_server.json:7:5: workflows[0]: "
         "nvflare.app_common.workflows.fedavg.FedAvg: got an unexpected keyword argument 'bogus' (it accepts: "
         "model, save_filename, aggregator, stop_cond, patience, task_name, exclude_vars, aggregation_weights, "
         "enable_tensor_disk_offload, fedprox_mu, num_clients, num_rounds, start_round, memory_gc_rounds, "
@@ -117,7 +117,7 @@ def test_a_class_outside_nvflare_is_never_imported(generated, capsys):
     code, err, _ = lint(capsys)
     assert code == 2
     assert (
-        "build/jobs/np-full-in-process/app/config/config_fed_server.json:20:5: components[0]: "
+        "build/jobs/np-full-in-process/app/config/config_fed_server.json:19:5: components[0]: "
         "'evil.X' is neither an nvflare class nor one the generator ships: lint imports nothing else"
     ) in err
     assert not (generated.parent.parent / "pwned").exists()
@@ -174,10 +174,10 @@ def test_a_template_bug_is_reported_at_the_jobs_yaml_key(project, tmp_path, monk
     assert [line for line in err if "np-metrics-in-process" in line] == [
         "jobs.yaml:11:15: defaults.num_rounds: nvflare.app_common.workflows.fedavg.FedAvg: got an unexpected keyword "
         "argument 'num_round'; did you mean 'num_rounds'? "
-        "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:8:5, workflows[0])",
-        "jobs.yaml:40:7: jobs[2].receiver: nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver: "
+        "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:7:5, workflows[0])",
+        "jobs.yaml:38:7: jobs[2].receiver: nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver: "
         "got an unexpected keyword argument 'kwargs'; did you mean 'kw_args'? "
-        "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:25:5, components[1])",
+        "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:24:5, components[1])",
     ]
 
 
