@@ -66,6 +66,7 @@ ARG_KEYS = {
     "tracking_uri": ("receiver", "tracking_uri"),
     "kw_args": ("receiver",),
     "artifact_location": ("receiver", "artifact_location"),
+    "buffer_flush_time": ("receiver", "buffer_flush_time"),
     "events": ("receiver", "events"),
     "events_to_convert": ("receiver", "events"),
 }

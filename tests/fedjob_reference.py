@@ -72,6 +72,8 @@ def build_fedjob(name: str, settings: dict):
         from nvflare.app_opt.tracking.mlflow.mlflow_receiver import MLflowReceiver
 
         extra = {"tracking_uri": receiver["tracking_uri"]} if "tracking_uri" in receiver else {}
+        if "buffer_flush_time" in receiver:  # passed as the example would; NVFlare's export drops it
+            extra["buffer_flush_time"] = receiver["buffer_flush_time"]
         job.to_server(
             MLflowReceiver(
                 **extra,

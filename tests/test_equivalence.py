@@ -51,6 +51,9 @@ DELIBERATE = {
     "task_request_interval": "config_fed_server.json gets `server.task_request_interval` (jobs.yaml "
     "`server.task_request_interval`; FedJob has no way to set it and NVFlare's default is 2 s): it keeps "
     "small simulations fast.",
+    "buffer_flush_time": "an MLflowReceiver gets jobs.yaml's `receiver.buffer_flush_time`; NVFlare's FedJob "
+    "export drops it (the receiver keeps it as `buff_flush_time`, and the exporter reads each argument back "
+    "from the attribute of the same name), so the export always has NVFlare's default, 1.",
     "convert_to_fed_event": "an in-process job with a receiver gets a client ConvertToFedEvent "
     "(analytix_log_stats -> fed.analytix_log_stats): without it NVFlare 2.7 and 2.9 never turn the "
     "script's metrics into federated events and the server's receiver stores none.",
@@ -107,6 +110,14 @@ def apply_deliberate(ours: dict, theirs: dict, settings: dict) -> set[str]:
         assert mine["args"]["tracking_uri"] == DEFAULT_TRACKING_URI["2.7"]
         mine["args"]["tracking_uri"] = None
         applied.add("tracking_uri_27")
+
+    if receiver and receiver["type"] == "mlflow" and "buffer_flush_time" in receiver:
+        (mine,) = [c for c in ours["server"]["components"] if c["path"] == MLFLOW]
+        (other,) = [c for c in theirs["server"]["components"] if c["path"] == MLFLOW]
+        assert other["args"]["buffer_flush_time"] == 1
+        assert mine["args"]["buffer_flush_time"] == receiver["buffer_flush_time"]
+        mine["args"]["buffer_flush_time"] = 1
+        applied.add("buffer_flush_time")
 
     if receiver and receiver["type"] == "wandb":
         assert ours["custom"].pop(WANDB_FILE) and WANDB_FILE not in theirs["custom"]
@@ -169,6 +180,7 @@ def grid() -> dict[str, dict]:
                 "experiment_tags": {"mlflow.note.content": "# note"},
                 "run_tags": {"k": "v"},
                 "artifact_location": "other-artifacts",
+                "buffer_flush_time": 2.5,
             },
         }
     return cases
@@ -249,7 +261,11 @@ def test_shipped_job_matches_fedjob_export(shipped_run, name):
 def test_every_deliberate_difference_is_exercised(grid_run):
     project, jobs = grid_run
     applied = set().union(*(_compare(project, job) for job in jobs.values()))
-    expected = {"task_request_interval", "convert_to_fed_event"}
+    expected = {
+        "task_request_interval",
+        "buffer_flush_time",
+        "convert_to_fed_event",
+    }
     if LINE == "2.7":
         expected |= {"tracking_uri_27", "max_resends_27"}
     assert applied == expected
@@ -287,13 +303,17 @@ SIMULATED = {
         1,
         None,
     ),
-    "sim-metrics-in": ({"script": "train_metrics.py", "num_rounds": 2, "receiver": {"type": "mlflow"}}, 3, 375),
+    "sim-metrics-in": (
+        {"script": "train_metrics.py", "num_rounds": 2, "receiver": {"type": "mlflow", "buffer_flush_time": 10000}},
+        3,
+        375,
+    ),
     "sim-metrics-sub": (
         {
             "script": "train_metrics.py",
             "launch_external_process": True,
             "num_rounds": 2,
-            "receiver": {"type": "mlflow"},
+            "receiver": {"type": "mlflow", "buffer_flush_time": 10000},
         },
         3,
         375,
