@@ -1,11 +1,13 @@
 """Load stage: read ``jobs.yaml`` into plain data plus the position of every key and value.
 
 Takes a path; gives a :class:`Document` (data made only of dict, list, str, int, float, bool and
-None, and a map from key path to YAML line/column). PyYAML composes the node tree
-(``yaml.compose`` with the safe loader, nesting depth bounded); we build the data from the nodes
-ourselves so that YAML traps are refused with their position instead of being silently accepted or
-executed: duplicate keys (PyYAML keeps the last), non-core tags (``!!python/...`` is never run),
-YAML 1.1 numbers such as ``010`` (octal 8) or ``1:30`` (base 60, 90), ``.nan``/``.inf``, strings
+None, and a map from key path to YAML line/column, worked out when a message first needs it).
+PyYAML's composer builds the nodes (over libyaml's parser when PyYAML has it, nesting depth
+bounded), and each item of ``jobs`` is turned into data as soon as it is composed, so a file of
+10,000 jobs never holds more than one job's nodes. We build the data from the nodes ourselves so
+that YAML traps are refused with their position instead of being silently accepted or executed:
+duplicate keys (PyYAML keeps the last), non-core tags (``!!python/...`` is never run), YAML 1.1
+numbers such as ``010`` (octal 8) or ``1:30`` (base 60, 90), ``.nan``/``.inf``, strings
 that cannot be written as UTF-8, and aliases that expand without bound ("billion laughs").
 
 Problems that stop parsing (not UTF-8, YAML syntax, too deep, alias bomb) raise at once; the
