@@ -300,6 +300,7 @@ class _Builder:
         self.positions = doc._positions if positions else None
         self.problems: list[Problem] = []
         self.top_keys: dict[str, Position] = {}  # top-level key -> its position, for the alias bound
+        self.current_job = None  # (("jobs", index), start mark) of the jobs item being built
         self._scalar = yaml.SafeLoader("")  # only its scalar constructors are used
         self._built = 0
 
@@ -312,20 +313,7 @@ class _Builder:
             return node.value
         self._built += 1
         if self._built > self.composer.value_nodes + MAX_ALIAS_VALUES:
-            top = path[:1]  # where the expansion runs away: the top-level key being built
-            if top and top[0] not in self.top_keys and top[0] == "jobs" and self.composer.jobs_key_mark:
-                self.top_keys["jobs"] = _pos(self.composer.jobs_key_mark)
-            pos = self.top_keys.get(top[0], _pos(node.start_mark)) if top else _pos(node.start_mark)
-            raise _AliasBomb(
-                Problem(
-                    self.doc.file,
-                    pos.line,
-                    pos.column,
-                    format_path(top),
-                    f"aliases (*name) here expand to more than {MAX_ALIAS_VALUES:,} values: write the values out "
-                    "or share them through `defaults:`",
-                )
-            )
+            raise _AliasBomb(self._bomb(node, path))
         if self.positions is not None:
             self.positions[0].setdefault(path, _pos(node.start_mark))
         if node.tag not in SAFE_TAGS:
@@ -342,6 +330,26 @@ class _Builder:
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
         return self._scalar_value(node, path)
+
+    def _bomb(self, node, path: tuple) -> Problem:
+        """Where aliases run away: the ``jobs`` item being built, else the top-level key."""
+        top = path[:1]
+        if self.current_job and path[:2] == self.current_job[0]:
+            top, pos = self.current_job[0], _pos(self.current_job[1])
+        elif top and top[0] in self.top_keys:
+            pos = self.top_keys[top[0]]
+        elif top == ("jobs",) and self.composer.jobs_key_mark:
+            pos = _pos(self.composer.jobs_key_mark)
+        else:
+            pos = _pos(node.start_mark)
+        advice = "write the values out" + ("" if top[:1] == ("defaults",) else " or share them through `defaults:`")
+        return Problem(
+            self.doc.file,
+            pos.line,
+            pos.column,
+            format_path(top),
+            f"aliases (*name) here expand to more than {MAX_ALIAS_VALUES:,} values: {advice}",
+        )
 
     def _scalar_value(self, node, path):
         if not node.style and self.positions is not None:  # plain, unquoted (style None, or '' from libyaml)
@@ -477,7 +485,12 @@ def _compose_and_build(doc: Document, loader_class: type, positions: bool) -> No
     loader = loader_class(doc.text)
     builder = _Builder(doc, loader, positions)
     if not positions:
-        loader.on_job = lambda node, index: _Built(builder.build(node, ("jobs", index)))
+
+        def on_job(node, index):
+            builder.current_job = (("jobs", index), node.start_mark)
+            return _Built(builder.build(node, ("jobs", index)))
+
+        loader.on_job = on_job
     try:
         root = loader.get_node() if loader.check_node() else None
         if root is None:

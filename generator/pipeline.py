@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,29 @@ class Generated:
     warnings: list = field(default_factory=list)
     differences: list = field(default_factory=list)
     removed: list = field(default_factory=list)
+
+
+class RenderedJobs(Mapping):
+    """Job name -> the job's rendered files, rendered each time it is looked up (``generate
+    --check`` compares 10,000 jobs with one job's files in memory at a time).
+
+    Args:
+        renderer (Renderer): renders each job.
+        jobs (list[Job]): the jobs, by name.
+    """
+
+    def __init__(self, renderer: Renderer, jobs: list[Job]):
+        self._renderer = renderer
+        self._jobs = {job.name: job for job in jobs}
+
+    def __getitem__(self, name: str) -> dict[str, bytes]:
+        return self._renderer.render(self._jobs[name])
+
+    def __iter__(self):
+        return iter(self._jobs)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
 
 
 def job_info(job: Job) -> dict:
@@ -143,7 +166,7 @@ def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = N
         result = Generated(jobs=jobs, out=Path(out), warnings=receiver_warnings(doc, jobs))
     with collect_only_new():
         if check:
-            rendered = {job.name: renderer.render(job) for job in jobs}
+            rendered = RenderedJobs(renderer, jobs)
             result.differences = (
                 diff_jobs(Path(out), rendered)
                 if not names
@@ -152,10 +175,11 @@ def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = N
         else:
             if not names:
                 try:
-                    previous = read_manifest(Path(out))["jobs"]
+                    previous = list(read_manifest(Path(out))["jobs"])  # names only: the rest is freed now
                 except OutputError:
-                    previous = {}  # not ours: write_jobs refuses it, with its own message
-                result.removed = [name for name in previous if name not in {job.name for job in jobs}]
+                    previous = []  # not ours: write_jobs refuses it, with its own message
+                names_now = {job.name for job in jobs}
+                result.removed = [name for name in previous if name not in names_now]
             write_jobs(
                 Path(out),
                 ((job.name, renderer.render(job)) for job in jobs),

@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .errors import OutputError, Problem
@@ -334,6 +334,8 @@ def write_jobs(
             problems = _not_ours(out, manifest)
             if problems:
                 raise OutputError(problems)
+            if not keep_others:  # the earlier run's file hashes (10,000 jobs: ~30 MB) are not needed
+                manifest = None
             _swap_in(out, rendered, info, manifest, keep_others)
     except OSError as e:
         where = e.filename or out
@@ -341,7 +343,7 @@ def write_jobs(
     return out
 
 
-def _swap_in(out: Path, rendered: dict, info: dict, manifest: dict, keep_others: bool) -> None:
+def _swap_in(out: Path, rendered: dict, info: dict, manifest: dict | None, keep_others: bool) -> None:
     jobs_info = dict(manifest["jobs"]) if keep_others else {}
     jobs_info.update(info)
     hashes = {}
@@ -374,8 +376,11 @@ def _swap_in(out: Path, rendered: dict, info: dict, manifest: dict, keep_others:
         _remove(trash)
 
 
-def differences(out: Path, rendered: dict[str, dict[str, bytes]]) -> list[tuple[str, Path]]:
+def differences(out: Path, rendered: Mapping[str, dict[str, bytes]]) -> list[tuple[str, Path]]:
     """How ``out`` on disk differs from freshly ``rendered`` jobs. Writes nothing.
+
+    ``rendered`` maps job name -> {relative path -> bytes}; any mapping, e.g. a
+    :class:`generator.pipeline.RenderedJobs` that renders each job when it is looked up.
 
     Returns:
         list[tuple[str, Path]]: ``(kind, path)`` with kind ``unexpected job folder``,
@@ -390,7 +395,8 @@ def differences(out: Path, rendered: dict[str, dict[str, bytes]]) -> list[tuple[
     on_disk = read_manifest(out)["jobs"]
     for name in sorted(set(on_disk) - set(rendered)):
         found.append(("unexpected job folder", out / name))
-    for name, files in sorted(rendered.items()):
+    for name in sorted(rendered):
+        files = rendered[name]  # one job at a time: ``rendered`` may render it only now
         job_dir = out / name
         present = (
             {p.relative_to(job_dir).as_posix() for p in job_dir.rglob("*") if p.is_file() or p.is_symlink()}
@@ -408,7 +414,7 @@ def differences(out: Path, rendered: dict[str, dict[str, bytes]]) -> list[tuple[
     return found
 
 
-def diff_jobs(out: Path, rendered: dict[str, dict[str, bytes]]) -> list[str]:
+def diff_jobs(out: Path, rendered: Mapping[str, dict[str, bytes]]) -> list[str]:
     """What differs between ``out`` and freshly ``rendered`` jobs, as ``generate --check`` prints it.
 
     Returns:
