@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .errors import Problem
 from .load import Document, format_path, load
-from .render import CONFIG_TEMPLATES, DEFAULT_LINE, RECEIVER_FILES, make_env, render_job, shipped_file
+from .render import CONFIG_TEMPLATES, DEFAULT_LINE, RECEIVER_FILES, Renderer, shipped_file
 from .spec import Job
 from .validate import SCRIPTS_DIR, validate
 from .write import differences, read_manifest
@@ -325,8 +325,8 @@ def lint(jobs_file: str | Path, out: str | Path) -> list[Problem]:
     manifest = read_manifest(out)  # raises if out is a symlink, a file or a folder not ours
     if not manifest["jobs"]:
         return [Problem(str(out), 0, 0, "", "no generated jobs here: run `make generate` first")]
-    env = make_env()
-    rendered = {job.name: render_job(job, doc.root / SCRIPTS_DIR, env) for job in jobs}
+    renderer = Renderer(doc.root / SCRIPTS_DIR)  # each job with its own line's templates
+    rendered = {job.name: renderer.render(job) for job in jobs}
     by_name = {job.name: job for job in jobs}
     problems = _stale_problems(out, rendered, str(jobs_file))
     for name in sorted(manifest["jobs"]):

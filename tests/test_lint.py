@@ -224,3 +224,20 @@ def test_generate_validate_and_check_never_import_nvflare(project):
         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.stdout.splitlines()[-1] == "[0, 0, 0] []", result.stdout + result.stderr
+
+
+def test_a_job_for_the_other_nvflare_line_is_linted_with_its_own_templates(project, monkeypatch, capsys):
+    """A ``nvflare_version: "2.7"`` job under NVFlare 2.9 (or the reverse) is rendered with its own
+    line's templates to tell stale files from fresh ones; what the installed nvflare lacks is then
+    reported at the job, never as a traceback."""
+    other = "2.7" if render.DEFAULT_LINE == "2.9" else "2.9"
+    (project / "jobs.yaml").write_text(
+        f'jobs:\n  - name: a\n    script: train_full.py\n    nvflare_version: "{other}"\n'
+    )
+    monkeypatch.chdir(project)
+    assert main(["generate"]) == 0
+    capsys.readouterr()
+    code, err, _ = lint(capsys)
+    assert code == 2
+    assert err and all(LOCATED.match(line) for line in err)
+    assert not any("changed: not what" in line for line in err)  # the folder is fresh for its own line
