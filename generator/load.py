@@ -189,14 +189,12 @@ class _Composer(yaml.composer.Composer):
     Attributes:
         value_nodes (int): nodes composed so far that are not mapping keys (an alias composes none):
             the bound for aliases ("billion laughs") is counted against it.
-        jobs_key_mark: where the top-level ``jobs`` key is, once seen.
     """
 
     def _start(self):
         yaml.composer.Composer.__init__(self)
         self.on_job = None
         self.value_nodes = 0
-        self.jobs_key_mark = None
         self._depth = 0
         self._in_jobs = False
 
@@ -213,7 +211,6 @@ class _Composer(yaml.composer.Composer):
                 self.value_nodes += 1
             if self._depth == 2 and isinstance(index, yaml.ScalarNode) and index.value == "jobs":
                 self._in_jobs = True
-                self.jobs_key_mark = index.start_mark
             node = super().compose_node(parent, index)
             if in_jobs and self._depth == 3 and isinstance(index, int) and self.on_job is not None:
                 return self.on_job(node, index)
@@ -338,8 +335,6 @@ class _Builder:
             top, pos = self.current_job[0], _pos(self.current_job[1])
         elif top and top[0] in self.top_keys:
             pos = self.top_keys[top[0]]
-        elif top == ("jobs",) and self.composer.jobs_key_mark:
-            pos = _pos(self.composer.jobs_key_mark)
         else:
             pos = _pos(node.start_mark)
         advice = "write the values out" + ("" if top[:1] == ("defaults",) else " or share them through `defaults:`")
