@@ -17,12 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import OutputError, Problem, SpecError
+from .errors import Problem, SpecError
 from .load import load
 from .render import Renderer, tracking_uri
 from .spec import Job
 from .validate import SCRIPTS_DIR, receiver_warnings, validate
-from .write import diff_jobs, read_manifest, write_jobs
+from .write import diff_jobs, write_jobs
 
 
 @dataclass
@@ -173,14 +173,7 @@ def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = N
                 else [d for d in diff_jobs(Path(out), rendered) if not d.startswith("unexpected job folder")]
             )
         else:
-            if not names:
-                try:
-                    previous = list(read_manifest(Path(out))["jobs"])  # names only: the rest is freed now
-                except OutputError:
-                    previous = []  # not ours: write_jobs refuses it, with its own message
-                names_now = {job.name for job in jobs}
-                result.removed = [name for name in previous if name not in names_now]
-            write_jobs(
+            result.removed = write_jobs(
                 Path(out),
                 ((job.name, renderer.render(job)) for job in jobs),
                 {job.name: job_info(job) for job in jobs},

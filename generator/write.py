@@ -298,7 +298,7 @@ def write_jobs(
     rendered: dict[str, dict[str, bytes]] | Iterable[tuple[str, dict[str, bytes]]],
     info: dict[str, dict],
     keep_others: bool = False,
-) -> Path:
+) -> list[str]:
     """Replace the output folder with freshly rendered job folders, atomically.
 
     Args:
@@ -312,7 +312,8 @@ def write_jobs(
             (``generate --job NAME``); otherwise the output holds exactly ``rendered``.
 
     Returns:
-        Path: ``out``.
+        list[str]: the job folders of the earlier run that are gone now (not in ``info``; none
+        with ``keep_others``), in the earlier manifest's order.
 
     Raises:
         OutputError: ``out`` is not ours (see :func:`read_manifest`), a job folder in it holds a
@@ -334,13 +335,14 @@ def write_jobs(
             problems = _not_ours(out, manifest)
             if problems:
                 raise OutputError(problems)
+            removed = [] if keep_others else [name for name in manifest["jobs"] if name not in info]
             if not keep_others:  # the earlier run's file hashes (10,000 jobs: ~30 MB) are not needed
                 manifest = None
             _swap_in(out, rendered, info, manifest, keep_others)
     except OSError as e:
         where = e.filename or out
         raise _fail(Path(where), f"cannot write: {e.strerror or e}") from None
-    return out
+    return removed
 
 
 def _swap_in(out: Path, rendered: dict, info: dict, manifest: dict | None, keep_others: bool) -> None:
