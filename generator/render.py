@@ -85,7 +85,6 @@ def make_env(line: str = DEFAULT_LINE) -> jinja2.Environment:
         auto_reload=False,
     )
     env.filters["json"] = to_json
-    env.jobgen_line = line
     return env
 
 
@@ -186,14 +185,12 @@ class Renderer:
         return files
 
 
-def render_job(job: Job, scripts_dir: Path, env: jinja2.Environment | None = None) -> dict[str, bytes]:
-    """Render one job folder.
+def render_job(job: Job, scripts_dir: Path) -> dict[str, bytes]:
+    """Render one job folder with the templates of its NVFlare line (``make_env(job.line)``).
 
     Args:
         job (Job): a validated effective job.
         scripts_dir (Path): the ``client_scripts/`` folder the job's script is read from.
-        env (jinja2.Environment | None): unused but checked: when given, it must be
-            ``make_env(job.line)`` (the environment of the job's NVFlare line is always used).
 
     Returns:
         dict[str, bytes]: relative path inside the job folder -> file content.
@@ -202,8 +199,6 @@ def render_job(job: Job, scripts_dir: Path, env: jinja2.Environment | None = Non
         TemplateError: a template is missing, fails to render, or renders invalid JSON; the
             message names the template and line.
     """
-    if env is not None and getattr(env, "jobgen_line", job.line) != job.line:
-        raise ValueError(f"job {job.name!r} is for NVFlare {job.line}; env is for {env.jobgen_line}")
     return Renderer(scripts_dir).render(job)
 
 

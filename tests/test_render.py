@@ -15,7 +15,7 @@ import pytest
 from conftest import GOLDEN, ROOT, run_cli, snapshot
 
 from generator.load import load
-from generator.render import make_env, render_job
+from generator.render import render_job
 from generator.validate import validate
 
 EXECUTOR = "nvflare.app_common.executors.client_api_executor.ClientAPIExecutor"
@@ -47,17 +47,15 @@ def render_text(yaml_text: str, tmp_path: Path) -> dict[str, dict[str, bytes]]:
     if not (tmp_path / "client_scripts").exists():
         shutil.copytree(ROOT / "client_scripts", tmp_path / "client_scripts")
     doc = load(tmp_path / "jobs.yaml")
-    env = make_env()
-    return {job.name: render_job(job, tmp_path / "client_scripts", env) for job in validate(doc)}
+    return {job.name: render_job(job, tmp_path / "client_scripts") for job in validate(doc)}
 
 
 @pytest.fixture(scope="module")
 def shipped() -> dict[str, dict[str, dict]]:
     doc = load(ROOT / "jobs.yaml")
-    env = make_env()
     out = {}
     for job in validate(doc):
-        files = render_job(job, ROOT / "client_scripts", env)
+        files = render_job(job, ROOT / "client_scripts")
         out[job.name] = {k: json.loads(v) for k, v in files.items() if k.endswith(".json")}
         out[job.name]["scripts"] = sorted(k for k in files if k.startswith("app/custom/"))
     return out
