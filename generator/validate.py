@@ -7,7 +7,8 @@ itself checked first; ``5.0`` is not an integer); the checks below it cover what
 say: duplicate job names, scripts that do not exist under ``client_scripts/`` or resolve outside
 it (through ``..`` or a symlink), receiver paths (``artifact_location``, a ``sqlite:///`` file)
 that are absolute or climb out with ``..``, a ``command`` or ``script_args`` that does not split
-like a shell command line or holds NUL, ``min_clients`` above ``num_clients``, a ``deploy_map``
+like a shell command line or holds NUL, strings NVFlare would rewrite on their way to the script or
+the receiver (``{name}`` variables, the in-process whitespace split: :mod:`generator.rewrites`), ``min_clients`` above ``num_clients``, a ``deploy_map``
 naming an unknown app or site, and metrics that a script streams with no receiver to store them.
 Problems the load stage found (``Document.problems``) are reported with these, minus the schema
 problems that merely echo them. Warnings (not errors): a receiver whose script streams nothing, and
@@ -27,6 +28,7 @@ from jsonschema.exceptions import best_match
 
 from .errors import Problem, SpecError
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
+from .rewrites import rewrite_problems
 from .spec import Job, effective_jobs, shell_words
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -336,6 +338,7 @@ def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
                 problems.append(
                     doc.problem(job.path_of(key), f"cannot split {s[key]!r} like a shell command line: {e}")
                 )
+        problems.extend(rewrite_problems(doc, job))
         problems.extend(_deploy_map_problems(doc, job))
         problems.extend(_line_problems(doc, job))
     return problems
