@@ -8,8 +8,9 @@ say: duplicate job names, scripts that do not exist under ``client_scripts/`` or
 it (through ``..`` or a symlink), receiver paths (``artifact_location``, a ``sqlite:///`` file)
 that are absolute or climb out with ``..``, a ``command`` or ``script_args`` that does not split
 like a shell command line or holds NUL, strings NVFlare would rewrite on their way to the script or
-the receiver (``{name}`` variables, the in-process whitespace split: :mod:`generator.rewrites`), ``min_clients`` above ``num_clients``, a ``deploy_map``
-naming an unknown app or site, and metrics that a script streams with no receiver to store them.
+the receiver (``{name}`` variables, the in-process whitespace split: :mod:`generator.rewrites`),
+``min_clients`` above ``num_clients``, a ``deploy_map`` naming an unknown app or site, and metrics
+that a script streams with no receiver to store them.
 Problems the load stage found (``Document.problems``) are reported with these, minus the schema
 problems that merely echo them. Warnings (not errors): a receiver whose script streams nothing, and
 a script whose writer is made for another receiver type (:data:`CROSS_WRITER`).
