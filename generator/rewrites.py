@@ -36,10 +36,9 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 
 from .load import Document
-from .spec import Job
+from .spec import Job, shell_words
 
 #: NVFlare system variables a script's ``script_args`` and ``command`` may use: filled in by the client
 #: app on both lines, with values that hold no whitespace (so an in-process split keeps them whole).
@@ -154,7 +153,7 @@ def rewrite_problems(doc: Document, job: Job) -> list:
     for key in ("script_args", "command") if external else ("script_args",):
         value = s[key]
         try:
-            words = shlex.split(value)
+            words = list(shell_words(value))
         except ValueError:
             continue  # reported by the validate stage: does not split like a shell command line
         brace = brace_left(value, ARGS_VARIABLES)

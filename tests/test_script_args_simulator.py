@@ -45,6 +45,15 @@ JOBS = {
     "quoted-sub-process": (QUOTED, True),
 }
 
+#: A metrics job whose MLflow store is named with the variables kept in tracking_uri.
+TRACKING_JOB = {
+    "name": "tracking-uri-variables",
+    "script": "train_metrics.py",
+    "script_args": "--epoch_seconds 0.01",
+    "receiver": {"type": "mlflow", "tracking_uri": "sqlite:///{WORKSPACE}/{JOB_ID}/{SITE_NAME}.db"},
+    "expect": {"metric_points_per_site": {"global_step": 375}},
+}
+
 
 def _expected(args: str, site: str) -> list[str]:
     return [w.replace("{SITE_NAME}", site).replace("{JOB_ID}", "simulate_job") for w in shlex.split(args)]
@@ -59,7 +68,7 @@ def received(tmp_path_factory):
     jobs = [
         {"name": name, "script_args": args, "launch_external_process": external}
         for name, (args, external) in JOBS.items()
-    ]
+    ] + [TRACKING_JOB]
     spec = {
         "defaults": {
             "script": "echo_argv.py",
@@ -74,7 +83,7 @@ def received(tmp_path_factory):
     generated = run_cli(project, "generate")
     assert generated.returncode == 0, generated.stderr
     out = {}
-    for name in JOBS:
+    for name in [*JOBS, TRACKING_JOB["name"]]:
         argv_dir = project / "argv" / name
         argv_dir.mkdir(parents=True)
         os.environ["JOBGEN_ARGV_DIR"] = str(argv_dir)
@@ -84,9 +93,19 @@ def received(tmp_path_factory):
             del os.environ["JOBGEN_ARGV_DIR"]
         assert result.returncode == 0, result.stdout + result.stderr
         model = np.load(next((project / "build/workspaces").glob(f"**/{name}/**/models/server.npy")))
-        np.testing.assert_array_equal(model, np.array(INITIAL_MODEL, dtype=np.float32) + 1)
+        delta = 3 if name == TRACKING_JOB["name"] else 1  # train_metrics.py adds 1 per epoch, 3 epochs a round
+        np.testing.assert_array_equal(model, np.array(INITIAL_MODEL, dtype=np.float32) + delta)
         out[name] = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(argv_dir.iterdir())}
+    out["project"] = project
     return out
+
+
+def test_tracking_uri_variables_name_the_store_nvflare_wrote(received):
+    """{WORKSPACE}/{JOB_ID}/{SITE_NAME} is the server's workspace, the job id and "server"; simulate
+    found every metric point there (the job passed with `expect`, checked in the fixture)."""
+    name = TRACKING_JOB["name"]
+    (store,) = (received["project"] / "build/workspaces").glob(f"**/{name}/**/simulate_job/server.db")
+    assert store.parent.parent.name == "server" and store.stat().st_size > 0
 
 
 @pytest.mark.parametrize("name", sorted(JOBS))
