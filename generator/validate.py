@@ -522,6 +522,7 @@ def receiver_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
     (NVFlare converts its points, none is lost, but some keys change: :data:`CROSS_WRITER`).
     """
     out = []
+    owners: list[str] = []  # the name of the job each warning is about, in step with `out`
     for job in jobs:
         receiver = job.settings.get("receiver")
         if receiver and "script" in job.settings:
@@ -543,7 +544,8 @@ def receiver_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
                         f"({CROSS_WRITER[(writer, receiver['type'])]})",
                     )
                 )
-    return out
+        owners += [job.name] * (len(out) - len(owners))
+    return _naming_jobs(out, owners)
 
 
 def validate(doc: Document, schema: dict | None = None) -> list[Job]:
