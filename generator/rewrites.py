@@ -74,6 +74,10 @@ def _as_json(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+#: A run of braces around text without braces (``{lr}``, ``{{lr}}``), or a lone brace.
+_BRACES = re.compile(r"\{+[^{}]*\}+|[{}]")
+
+
 def brace_left(value: str, kept: tuple[str, ...] = ()) -> str | None:
     """The first ``{...}`` (or lone brace) of ``value`` NVFlare would rewrite, None if there is none.
 
@@ -81,11 +85,8 @@ def brace_left(value: str, kept: tuple[str, ...] = ()) -> str | None:
         value (str): a string that lands in a config.
         kept (tuple[str, ...]): system variable names allowed as ``{NAME}``.
     """
-    rest = value
-    for name in kept:
-        rest = rest.replace("{" + name + "}", "\0")
-    match = re.search(r"\{+[^{}\0]*\}+|[{}]", rest)
-    return None if match is None else match.group().replace("\0", "")
+    allowed = {"{" + name + "}" for name in kept}
+    return next((m.group() for m in _BRACES.finditer(value) if m.group() not in allowed), None)
 
 
 def _kept_text(kept: tuple[str, ...]) -> str:
