@@ -12,7 +12,9 @@ that cannot be written as UTF-8, and aliases that expand without bound ("billion
 
 Problems that stop parsing (not UTF-8, YAML syntax, too deep, alias bomb) raise at once; the
 others are collected in :attr:`Document.problems` and reported by the validate stage together
-with the schema problems, so a user sees every mistake of a file in one run.
+with the schema problems, so a user sees every mistake of a file in one run. A plain value
+followed by a comment one space after it (``script_args: --tag exp #3``: YAML keeps ``--tag exp``)
+is valid YAML and a likely slip: it is collected in :attr:`Document.warnings`.
 """
 
 from __future__ import annotations
@@ -575,7 +577,9 @@ def load(path: str | Path) -> Document:
         Document: the data, plus the problems found while building it
         (:attr:`Document.problems`: duplicate keys, non-string keys, merge keys, non-core tags,
         YAML 1.1 numbers, ``.nan``, lone surrogates), which :func:`generator.validate.validate`
-        reports with the schema problems. Positions are worked out when a message needs one.
+        reports with the schema problems, and the warnings (:attr:`Document.warnings`: a plain
+        value a comment one space after it cuts short), which ``generate`` prints and goes on.
+        Positions are worked out when a message needs one.
 
     Raises:
         SpecError: the file cannot be read (missing, a folder, larger than ``MAX_BYTES``, not
