@@ -131,7 +131,7 @@ def _parse(path: str, mtime_ns: int, size: int) -> tuple[tuple[_Import, ...], st
         elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
             text = lines[node.lineno - 1] if node.lineno <= len(lines) else b""
             module = node.module or ""
-            column = _column(text, node.col_offset + len("from"), module or ".")
+            column = _column(text, node.col_offset + len("from"), "." * node.level + module)
             names = tuple(a.name for a in node.names)
             found.append(_Import(module, names, node.level, node.lineno, column))
     found.sort(key=lambda i: (i.line, i.column))

@@ -162,6 +162,12 @@ def grid() -> dict[str, dict]:
                     if kind == "metrics":
                         options["receiver"] = {"type": "mlflow"}
                     cases[name] = options
+    # a script in a sub-folder importing a sibling module: both ship it as app/custom/mock_helper.py
+    for sub in (False, True):
+        cases[f"helper-{'sub' if sub else 'in'}"] = {
+            "script": "helper_pkg/train_with_helper.py",
+            "launch_external_process": sub,
+        }
     # metrics on a script that streams none (a warning, still a valid job), and every odd value at once
     cases["full-in-receiver"] = {"script": "train_full.py", "receiver": {"type": "mlflow"}}
     for sub in (False, True):
