@@ -44,6 +44,9 @@ WARN_FILES, WARN_BYTES = 1_000, 20 * 2**20
 #: it, and a tree this large is data, which a site should read from its own disk.
 MAX_FILES, MAX_BYTES = 10_000, 200 * 2**20
 
+#: Entries of ``client_scripts/`` looked at, at most, when searching it for a module no import finds.
+MAX_WALK = 100_000
+
 #: Never copied out of a ``custom_files`` folder: byte code caches and hidden entries
 #: (``.git``, ``.ipynb_checkpoints``, ``.DS_Store``, ...).
 SKIPPED_DIRS = {"__pycache__"}
@@ -301,16 +304,36 @@ class Shipper:
         return files, kind
 
     def _elsewhere_of(self, name: str) -> list[str]:
-        """Files or folders named ``name`` / ``name.py`` anywhere below ``client_scripts/`` (walked once)."""
+        """Folders ``name`` and files ``name.py`` anywhere below ``client_scripts/``.
+
+        Walked once per run, and only when an import is found nowhere else; at most
+        :data:`MAX_WALK` entries are looked at (a data set kept below ``client_scripts/`` must not
+        stall the check).
+        """
         if self._elsewhere is None:
             self._elsewhere = {}
+            seen = 0
             for folder, dirs, names in os.walk(self.root):
                 dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.startswith("."))
-                here = Path(folder).relative_to(self.root).as_posix()
-                for entry in [*dirs, *(n[:-3] for n in sorted(names) if n.endswith(".py"))]:
-                    rel = entry if here == "." else f"{here}/{entry}"
-                    self._elsewhere.setdefault(entry, []).append(rel + ("" if entry in dirs else ".py"))
+                here = Path(folder).relative_to(self.root)
+                found = [(d, d) for d in dirs] + [(n[:-3], n) for n in sorted(names) if n.endswith(".py")]
+                for module, entry in found:
+                    self._elsewhere.setdefault(module, []).append((here / entry).as_posix())
+                seen += len(dirs) + len(names)
+                if seen > MAX_WALK:
+                    break
         return self._elsewhere.get(name, [])
+
+    def installed(self, name: str) -> str | None:
+        """Where the installed top-level module ``name`` comes from, or None (see :func:`_installed`).
+
+        A module found inside ``client_scripts/`` (the project installed in editable mode, say) is
+        local, not installed.
+        """
+        origin = _installed(name, self._search)
+        if origin and origin != "the standard library" and Path(origin).resolve().is_relative_to(self.real_root):
+            return None
+        return origin
 
     def plan(self, script: str | None, custom_files: tuple[str, ...]) -> Shipment:
         """The shipment of a job with ``script`` and ``custom_files`` (cached per pair).
@@ -461,7 +484,7 @@ class Shipper:
                     self._not_found(parts[0], imp, where, shipped_dests, out)
                 continue
             files, kind, found_root = hit
-            installed = _installed(parts[0], self._search) if imp.level == 0 else None
+            installed = self.installed(parts[0]) if imp.level == 0 else None
             top_files = [f for f in files if f[0] in (f"{parts[0]}.py", f"{parts[0]}/__init__.py")]
             if installed and not top_files:
                 continue  # a plain local folder (./wandb/ of an offline run): the installed package wins
@@ -505,7 +528,7 @@ class Shipper:
         """Warn when ``top`` is not installed and exists below ``client_scripts/`` where no import finds it."""
         if any(d == f"{top}.py" or d.startswith(f"{top}/") for d in shipped_dests):
             return  # shipped through custom_files at the right place
-        if _installed(top, self._search):
+        if self.installed(top):
             return
         places = self._elsewhere_of(top)
         if not places:
