@@ -203,6 +203,7 @@ class Shipper:
         self.display_root = Path(display_root)
         self.reserved = dict(reserved or {})
         self._plans: dict[tuple, Shipment] = {}
+        self._entries: dict[str, tuple] = {}
         self._elsewhere: dict[str, list[str]] | None = None
         project = {str(self.real_root.parent), str(self.real_root), "", os.getcwd()}
         self._search = tuple(p for p in sys.path if p not in project and Path(p or ".").resolve() != self.real_root)
@@ -214,7 +215,15 @@ class Shipper:
     # -- custom_files -------------------------------------------------------------------------
 
     def _entry_files(self, entry: str) -> tuple[list[str], str | None, int]:
-        """Files (posix paths below ``client_scripts/``) a ``custom_files`` entry copies, their bytes, or why not."""
+        """Files (posix paths below ``client_scripts/``) a ``custom_files`` entry copies, their bytes, or why not.
+
+        Worked out once per entry and run (jobs with different scripts often share ``custom_files``).
+        """
+        if entry not in self._entries:
+            self._entries[entry] = self._walk_entry(entry)
+        return self._entries[entry]
+
+    def _walk_entry(self, entry: str) -> tuple[list[str], str | None, int]:
         why = _entry_problem(entry)
         if why:
             return [], f"{entry!r} {why}", 0
@@ -404,6 +413,7 @@ class Shipper:
         script_dir = (self.root / script).parent
         roots = [script_dir] if script_dir == self.root else [script_dir, self.root]
         done: set[str] = set()
+        namespaces: list[tuple[str, Finding]] = []
         while queue:
             dest, src, root = queue.pop(0)
             if dest in done:
@@ -421,12 +431,15 @@ class Shipper:
                     )
                 )
                 continue
-            for found in self._follow(dest, src, root, roots, imports, out, script):
+            for found in self._follow(dest, src, root, roots, imports, out, script, namespaces):
                 new_dest, new_src, new_root, module = found
                 if add(new_dest, new_src, ("script",), f"client_scripts/{new_src} (imported as {module!r})"):
                     total_files += 1
                     total_bytes += (self.root / new_src).stat().st_size
                     queue.append((new_dest, new_src, new_root))
+        for folder, finding in namespaces:
+            if not any(d.startswith(folder + "/") for d in origin):
+                out.findings.append(finding)
         if total_files > MAX_FILES or total_bytes > MAX_BYTES:
             out.errors.append((("script",), self._too_big(script, total_files, total_bytes)))
         elif total_files > WARN_FILES or total_bytes > WARN_BYTES:
@@ -440,8 +453,13 @@ class Shipper:
             )
         return out
 
-    def _follow(self, dest, src, root, roots, imports, out: Shipment, script: str):
-        """Yield (dest, src, root, module) for each local module ``imports`` of one file reach."""
+    def _follow(self, dest, src, root, roots, imports, out: Shipment, script: str, namespaces: list):
+        """Yield (dest, src, root, module) for each local module ``imports`` of one file reach.
+
+        Findings go to ``out.findings``; a namespace folder imported with nothing shipped from it
+        yet goes to ``namespaces`` as (folder below ``app/custom/``, finding), for ``_plan`` to
+        decide at the end.
+        """
         is_script = dest == script
         package = dest.split("/")[:-1]  # the package a module (or an __init__.py) is in
         shipped_dests = set(out.files) | {script}
@@ -508,19 +526,16 @@ class Shipper:
                         sub_files, sub_kind = self._locate([*parts, sub], found_root)
                         if sub_kind in ("module", "package", "namespace"):
                             extra.extend(f for f in sub_files if f not in files)
-            if kind == "namespace" and not extra:
-                folder = "/".join(parts)
-                if not any(d.startswith(folder + "/") for d in shipped_dests):
-                    out.findings.append(
-                        Finding(
-                            where,
-                            imp.line,
-                            imp.column,
-                            f"warning: imports {name!r}, a folder without __init__.py, and nothing in it: not "
-                            f"shipped, so the import fails under NVFlare; import its modules, add an "
-                            f"__init__.py, or list it in `custom_files`",
-                        )
-                    )
+            if kind == "namespace" and not extra:  # decided once everything is shipped: see _plan
+                finding = Finding(
+                    where,
+                    imp.line,
+                    imp.column,
+                    f"warning: imports {name!r}, a folder without __init__.py, and nothing in it: not "
+                    f"shipped, so the import fails under NVFlare; import its modules, add an "
+                    f"__init__.py, or list it in `custom_files`",
+                )
+                namespaces.append(("/".join(parts), finding))  # its path below app/custom/ is its import name
             for file_dest, file_src in files + extra:
                 yield file_dest, file_src, found_root, name
 

@@ -12,6 +12,8 @@ naming an unknown app or site, and metrics that a script streams with no receive
 Problems the load stage found (``Document.problems``) are reported with these, minus the schema
 problems that merely echo them. Warnings (not errors): a receiver whose script streams nothing, and
 a script whose writer is made for another receiver type (:data:`CROSS_WRITER`).
+What each job ships in ``app/custom/`` besides its script (its local modules, ``custom_files``) is
+worked out here too, by :mod:`generator.ship`, and kept in ``Job.shipment`` for the render stage.
 """
 
 from __future__ import annotations

@@ -247,6 +247,21 @@ def test_namespace_folder_with_nothing_shipped_and_a_syntax_error_are_warnings(p
     assert sorted(custom_files(project, "b")) == ["broken.py", "mydata/table.csv", "train.py"]
 
 
+def test_namespace_folder_is_fine_once_a_module_of_it_is_shipped_later(project, cli):
+    write(
+        project,
+        {
+            "client_scripts/train.py": "import mydata\nimport later\n",
+            "client_scripts/later.py": "from mydata import loader\n",
+            "client_scripts/mydata/loader.py": "",
+        },
+    )
+    jobs_yaml(project, [{"name": "a", "script": "train.py"}])
+    code, _, err = cli("generate")
+    assert (code, warnings(err)) == (0, [])
+    assert sorted(custom_files(project, "a")) == ["later.py", "mydata/loader.py", "train.py"]
+
+
 def test_writer_imported_by_a_shipped_module_needs_a_receiver(project, cli):
     write(
         project,
