@@ -9,8 +9,7 @@ every value written through the ``json`` filter. Each rendered config is parsed 
 Client scripts, the files each job ships with its script (``Job.shipment``: its local modules and
 ``custom_files``, see :mod:`generator.ship`) and the server components a receiver needs
 (``RECEIVER_FILES``) are copied byte for byte into ``app/custom/`` (each file read once per
-:class:`Renderer`). Nothing here imports
-nvflare.
+:class:`Renderer`). Nothing here imports nvflare.
 """
 
 from __future__ import annotations
