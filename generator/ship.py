@@ -410,8 +410,11 @@ class Shipper:
         if script is None:  # the script itself is refused: only custom_files is checked
             return out
 
+        # where Python run by hand finds modules: the script's folder (that of its target, for a
+        # symlink: sys.path[0] is resolved), then client_scripts/
         script_dir = (self.root / script).parent
-        roots = [script_dir] if script_dir == self.root else [script_dir, self.root]
+        real_dir = self.root / (self.root / script).resolve().parent.relative_to(self.real_root)
+        roots = list(dict.fromkeys([script_dir, real_dir, self.root]))
         done: set[str] = set()
         namespaces: list[tuple[str, Finding]] = []
         while queue:

@@ -149,6 +149,14 @@ def test_module_next_to_the_script_wins_over_one_in_client_scripts(project, cli)
     assert custom_files(project, "j")["helper.py"] == b"NEAR = 1\n"
 
 
+def test_symlinked_script_finds_the_modules_next_to_its_target(project, cli):
+    os.symlink("helper_pkg/train_with_helper.py", project / "client_scripts/train_link.py")
+    jobs_yaml(project, [{"name": "a", "script": "train_link.py"}])
+    code, _, err = cli("generate")
+    assert (code, warnings(err)) == (0, [])
+    assert sorted(custom_files(project, "a")) == ["mock_helper.py", "train_link.py"]
+
+
 def test_unshipped_local_module_is_a_located_warning_naming_the_jobs(project, cli):
     write(
         project,
