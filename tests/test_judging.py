@@ -11,6 +11,7 @@ simulator runs, trimmed (paths shortened to ``/ws/<job>/...``):
 - ``server-aborted.log.json``: a 2-round job whose clients raised in round 1 (RuntimeError).
 - ``site-boom-in-process.log.json``: that client's records (in-process, ``custom/train_boom.py:5``).
 - ``site-import-sub-process.log.json``: a sub-process script failing ``from mock_helper import``.
+- ``site-boom-sub-process-2.7.log.json``: NVFlare 2.7, the round-1 RuntimeError in a sub-process.
 - ``console-import-in-process-2.{9,7}.log``: the simulator console of the same import failure
   in-process, where the traceback exists only on the console, interleaved with other lines (2.7
   colours every line).
@@ -195,6 +196,12 @@ def test_the_exception_a_sub_process_script_printed_line_by_line(tmp_path):
     assert client_exceptions(ws) == [
         "site-1, site-2: ModuleNotFoundError: No module named 'mock_helper' (custom/train_import.py:3)"
     ]
+
+
+def test_the_exception_a_sub_process_script_printed_on_nvflare_2_7(tmp_path):
+    """NVFlare 2.7's SubprocessLauncher relays the script's output as its own INFO records."""
+    ws = workspace(tmp_path, site_1="site-boom-sub-process-2.7.log.json")
+    assert client_exceptions(ws) == ["site-1: RuntimeError: boom in round 1 (custom/train_boom.py:5)"]
 
 
 @pytest.mark.parametrize("line", ["2.9", "2.7"])
