@@ -35,6 +35,8 @@ from .outputs import check_reports, check_results, record_report, write_results
 from .write import read_manifest
 
 WORKSPACE_MARKER = ".jobgen-workspaces"
+#: Seconds between two reads of the server's records while a job runs (progress lines).
+TICK_SECONDS = 0.5
 
 #: Where the simulator puts the server's result (NVFlare simulator layout).
 SERVER_RESULT = Path("server") / "simulate_job"
@@ -130,9 +132,12 @@ def _run(cmd: list[str], log: Path, on_tick) -> int:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, errors="replace"
         )
+        polled = 0.0
         for line in proc.stdout:
             sink.write(line)
-            on_tick()  # the console only paces the polling; what it says is never read
+            if time.monotonic() - polled >= TICK_SECONDS:  # the console only paces the polling: never read
+                polled = time.monotonic()
+                on_tick()
         code = proc.wait()
     on_tick()
     return code
