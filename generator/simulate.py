@@ -357,7 +357,8 @@ def simulate_all(
     """
     out = Path(out)
     if not out.is_dir():
-        raise OptionError([Problem(str(out), 0, 0, "", "--out: no such folder: run `make generate` first")])
+        why = "is a file, not a folder of generated jobs" if out.exists() else "no such folder"
+        raise OptionError([Problem(str(out), 0, 0, "", f"--out: {why}: run `make generate` first")])
     manifest = read_manifest(out)["jobs"]
     if not manifest:
         raise OptionError([Problem(str(out), 0, 0, "", "--out: no generated jobs here: run `make generate` first")])

@@ -525,6 +525,11 @@ def test_a_missing_out_folder_and_an_unknown_job_are_bad_options(generated, cli)
         [],
         ["missing-folder: --out: no such folder: run `make generate` first"],
     )
+    assert cli("simulate", "--out", "jobs.yaml") == (
+        2,
+        [],
+        ["jobs.yaml: --out: is a file, not a folder of generated jobs: run `make generate` first"],
+    )
     assert cli("simulate", "--job", "np-ful") == (
         2,
         [],
