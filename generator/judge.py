@@ -62,10 +62,13 @@ class LogJsonTail:
 
     Args:
         path (Path): the ``log.json`` file; it may not exist yet.
+        needles (tuple[bytes, ...]): when given, only lines holding one of them are parsed (a
+            cheap filter before JSON: a site's log may hold many thousands of records).
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, needles: tuple[bytes, ...] = ()):
         self.path = Path(path)
+        self.needles = needles
         self._inode: int | None = None
         self._offset = 0
         self._partial = b""
@@ -102,6 +105,8 @@ class LogJsonTail:
         more, self._offset = self._read_from(self.path, self._offset)
         lines = (self._partial + data + more).split(b"\n")
         self._partial = b"" if final else lines.pop()  # b"" after a complete last line
+        if self.needles:
+            lines = [line for line in lines if any(needle in line for needle in self.needles)]
         return [record for record in map(_json_or_none, lines) if isinstance(record, dict)]
 
 
@@ -112,9 +117,9 @@ def _json_or_none(line: bytes):
         return None
 
 
-def read_records(path: Path) -> list[dict]:
-    """Every record of an NVFlare ``log.json`` (``[]`` if it does not exist)."""
-    return LogJsonTail(path).read(final=True)
+def read_records(path: Path, needles: tuple[bytes, ...] = ()) -> list[dict]:
+    """Every record of an NVFlare ``log.json`` (``[]`` if it does not exist); see :class:`LogJsonTail`."""
+    return LogJsonTail(path, needles).read(final=True)
 
 
 def _identity(record: dict) -> str:
@@ -175,7 +180,7 @@ class RoundTracker:
     def poll(self) -> list[int]:
         """Read the new records; returns the rounds (1-based) started since the last poll."""
         if self._tail is None:
-            self._tail = LogJsonTail(self.log_path)
+            self._tail = LogJsonTail(self.log_path, (json.dumps(self.controller).encode(),))
         started = [self.feed(record) for record in self._tail.read()]
         return [n for n in started if n is not None]
 
@@ -222,7 +227,7 @@ def nvflare_errors(workspace: Path) -> list[str]:
     for path in sorted(Path(workspace).glob(f"*/{LOG_JSON}")):
         errors = [
             r
-            for r in read_records(path)
+            for r in read_records(path, tuple(json.dumps(level).encode() for level in ERROR_LEVELS))
             if r.get("levelname") in ERROR_LEVELS and str(r.get("fullName", "")).startswith("nvflare.")
         ]
         if errors:
