@@ -19,7 +19,7 @@ NVFLARE27   := 2.7.3
 DEPS27      := "nvflare==$(NVFLARE27)" "mlflow>=3.0,<4" "numpy>=1.24,<3" "pyyaml>=6.0,<7" \
                "jinja2>=3.1,<4" "jsonschema>=4.18,<5" "pytest>=8"
 
-.PHONY: run setup setup27 validate generate check simulate lint test test27 bench clean mlflow-ui tensorboard wandb-view
+.PHONY: run setup setup27 validate generate check simulate lint test test-fast test27 bench clean mlflow-ui tensorboard wandb-view
 
 ## run: set up, generate and simulate every job of jobs.yaml (the quick start)
 run: generate simulate
@@ -79,6 +79,11 @@ test: setup setup27
 	$(BIN)/ruff check generator tests client_scripts templates bench
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory test27
+
+## test-fast: ruff + every test that runs no simulator (the edit-test loop; NVFlare 2.9 only)
+test-fast: setup
+	$(BIN)/ruff check generator tests client_scripts templates bench
+	$(BIN)/python -m pytest -m "not simulator"
 
 ## test27: the equivalence harness against NVFlare 2.7, in .venv-nvflare27
 test27: setup27

@@ -72,3 +72,7 @@ class SimulationError(JobgenError):
     """A job folder could not be simulated, or a simulated job failed its checks (exit code 1)."""
 
     exit_code = 1
+
+
+class OptionError(JobgenError):
+    """A command-line option names something that is not there (``simulate --out``, ``--job``)."""

@@ -21,8 +21,11 @@ imports this module.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import threading
 from pathlib import Path
 
 from .errors import SimulationError
@@ -84,23 +87,138 @@ def read_mlflow(uri: str, since_ms: int = 0) -> Series:
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return {}
-    client = MlflowClient(tracking_uri=uri)
     series: Series = {}
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    if not experiments:
-        return {}
-    for run in client.search_runs(experiments, max_results=10000):
-        if run.info.start_time < since_ms:
-            continue
-        per_key = series.setdefault(_site(run.info.run_name), {})
-        for key in run.data.metrics:
-            history = client.get_metric_history(run.info.run_id, key)
-            per_key.setdefault(key, []).extend((m.step, m.value) for m in history)
+    try:
+        with bounded_mlflow_requests():
+            client = MlflowClient(tracking_uri=uri)
+            experiments = [e.experiment_id for e in client.search_experiments()]
+            if not experiments:
+                return {}
+            for run in client.search_runs(experiments, max_results=10000):
+                if run.info.start_time < since_ms:
+                    continue
+                per_key = series.setdefault(_site(run.info.run_name), {})
+                for key in run.data.metrics:
+                    history = client.get_metric_history(run.info.run_id, key)
+                    per_key.setdefault(key, []).extend((m.step, m.value) for m in history)
+    except (MlflowException, OSError) as e:
+        raise SimulationError(f"cannot read the metrics back from the MLflow store {uri}: {_short_cause(e)}") from None
     return _sorted(series)
+
+
+#: Seconds to wait for an MLflow tracking server before a job starts (connect and answer).
+PROBE_SECONDS = 3.0
+#: MLflow's own client settings for the read-back after a run (``mlflow/environment_variables.py``):
+#: its defaults (7 retries with exponential back-off, 120 s per request) wait minutes on a server
+#: that went away. A value the user set in the environment is kept.
+READ_BACK_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+@contextlib.contextmanager
+def bounded_mlflow_requests():
+    """Bound MLflow's HTTP retries and timeout (:data:`READ_BACK_ENV`) for the ``with`` block.
+
+    MLflow reads these environment variables at each request; they are restored afterwards.
+    """
+    saved = {key: os.environ.get(key) for key in READ_BACK_ENV}
+    for key, value in READ_BACK_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _short_cause(error: BaseException) -> str:
+    """What went wrong, in a few words: the OS error of a failed connection, else the message."""
+    text = " ".join(str(e) for e in _chain(error))
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if errno:
+        return errno.group(1).strip()
+    for needle, words in (("timed out", "no answer (timed out)"), ("SSL", "TLS handshake failed")):
+        if needle in text:
+            return words
+    return str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+
+
+def _chain(error: BaseException | None):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def probe_mlflow_server(uri: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """Check that an MLflow tracking server answers at ``uri`` before a job streams to it.
+
+    Asks MLflow's REST API for one experiment (``GET /api/2.0/mlflow/experiments/search``) with
+    MLflow's own client (``mlflow.utils.rest_utils.http_request``, the credentials and TLS settings
+    MLflow reads from the environment: ``mlflow.utils.credentials.get_default_host_creds``), no
+    retry, ``timeout`` seconds per connect and read. Name resolution has no timeout of its own, so
+    the request runs in a daemon thread that is abandoned after ``timeout`` + 1 s.
+
+    Args:
+        uri (str): the tracking URI; only ``http://`` and ``https://`` are probed.
+        timeout (float): seconds.
+
+    Returns:
+        str | None: None when the server answered as MLflow does (or the URI is not HTTP); else
+        why not: ``"connection refused"``, ``"no answer within 3 s"``, ``"it answered HTTP 404:
+        not an MLflow tracking server"``, ...
+    """
+    if not uri.startswith(("http://", "https://")):
+        return None
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    outcome: dict = {}
+
+    def ask() -> None:
+        try:
+            outcome["response"] = http_request(
+                get_default_host_creds(uri),
+                "/api/2.0/mlflow/experiments/search",
+                "GET",
+                max_retries=0,
+                backoff_factor=0,
+                timeout=timeout,
+                raise_on_status=False,
+                params={"max_results": 1},
+            )
+        except Exception as e:  # noqa: BLE001 - any failure of the request is the answer
+            outcome["error"] = e
+
+    thread = threading.Thread(target=ask, name="jobgen-mlflow-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 1)
+    if "error" in outcome:
+        cause = _short_cause(outcome["error"])
+        return f"no answer within {timeout:g} s" if "timed out" in cause else cause
+    response = outcome.get("response")
+    if response is None:
+        return f"no answer within {timeout:g} s"
+    if response.status_code in (401, 403):
+        return (
+            f"it refused the request (HTTP {response.status_code}): set MLflow's credentials "
+            "(MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN)"
+        )
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict):
+        return f"it answered HTTP {response.status_code} without MLflow's JSON: not an MLflow tracking server"
+    return None
 
 
 def read_tensorboard(logdir: Path) -> Series:

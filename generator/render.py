@@ -6,9 +6,10 @@ from the Jinja2 templates of the job's NVFlare line, ``templates/nvflare-<line>/
 per line, made once: ``StrictUndefined``, templates compiled once and never re-checked on disk,
 every value written through the ``json`` filter. Each rendered config is parsed with
 ``json.loads`` and re-serialised, so a template bug can never produce invalid JSON on disk.
-Client scripts, and the server components a receiver needs (``RECEIVER_FILES``), are copied byte
-for byte into ``app/custom/`` (each script read once per :class:`Renderer`). Nothing here imports
-nvflare.
+Client scripts, the files each job ships with its script (``Job.shipment``: its local modules and
+``custom_files``, see :mod:`generator.ship`) and the server components a receiver needs
+(``RECEIVER_FILES``) are copied byte for byte into ``app/custom/`` (each file read once per
+:class:`Renderer`). Nothing here imports nvflare.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class Renderer:
         self._scripts: dict[str, bytes] = {}
 
     def script(self, name: str) -> bytes:
-        """The bytes of ``client_scripts/<name>`` (read on first use). Raises OSError."""
+        """The bytes of ``client_scripts/<name>``, a script or a shipped file (read on first use). Raises OSError."""
         data = self._scripts.get(name)
         if data is None:
             data = self._scripts[name] = (self.scripts_dir / name).read_bytes()
@@ -175,6 +176,8 @@ class Renderer:
                 ) from None
             files[out_name] = (_FILE_ENCODER.encode(data) + "\n").encode("utf-8")
         files[f"app/custom/{job.settings['script']}"] = self.script(job.settings["script"])
+        for dest, source in job.shipment.files.items() if job.shipment else ():  # local modules, custom_files
+            files[f"app/custom/{dest}"] = self.script(source)
         receiver = job.settings.get("receiver")
         for name in RECEIVER_FILES.get(receiver["type"], []) if receiver else []:
             path = shipped_file(job.line, name)

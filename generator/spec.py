@@ -26,6 +26,9 @@ class Job:
         settings (dict): every job setting, defaults filled in (keys as in the schema).
         entry (dict): the job's own keys, as written in ``jobs.yaml``.
         defaults (dict): the ``defaults:`` section (one dict shared by every job).
+        shipment (generator.ship.Shipment | None): what the job copies into ``app/custom/`` besides
+            its script (its local modules and ``custom_files``) and the findings about its imports;
+            set by the validate stage. None: the script alone.
     """
 
     name: str
@@ -33,6 +36,7 @@ class Job:
     settings: dict
     entry: dict = field(default_factory=dict, repr=False)
     defaults: dict = field(default_factory=dict, repr=False)
+    shipment: object = field(default=None, repr=False)
 
     def path_of(self, key: str) -> tuple:
         """Key path in ``jobs.yaml`` that set ``key`` (the job entry itself if nothing did)."""

@@ -14,6 +14,8 @@ that a script streams with no receiver to store them.
 Problems the load stage found (``Document.problems``) are reported with these, minus the schema
 problems that merely echo them. Warnings (not errors): a receiver whose script streams nothing, and
 a script whose writer is made for another receiver type (:data:`CROSS_WRITER`).
+What each job ships in ``app/custom/`` besides its script (its local modules, ``custom_files``) is
+worked out here too, by :mod:`generator.ship`, and kept in ``Job.shipment`` for the render stage.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from jsonschema.exceptions import best_match
 
 from .errors import Problem, SpecError
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
+from .render import RECEIVER_FILES
 from .rewrites import rewrite_problems
+from .ship import Shipper
 from .spec import Job, effective_jobs, shell_words
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -282,6 +286,16 @@ def _writers_of(script: str, mtime_ns: int, size: int) -> frozenset[str]:
     return frozenset(found)
 
 
+def _job_writers(doc: Document, job: Job) -> set[str]:
+    """Tracking writers imported by the job's script or any Python file it ships with it."""
+    root = doc.root / SCRIPTS_DIR
+    writers = _script_writers(script_path(doc, job).resolve())
+    for source in job.shipment.files.values() if job.shipment else ():
+        if source.endswith(".py"):
+            writers |= _script_writers(root / source)
+    return writers
+
+
 def script_path(doc: Document, job: Job) -> Path:
     """Where ``job``'s script lives: ``<folder of jobs.yaml>/client_scripts/<script>``."""
     return doc.root / SCRIPTS_DIR / job.settings["script"]
@@ -353,6 +367,20 @@ def _named_file_problems(doc: Document, job: Job) -> list[Problem]:
     return problems
 
 
+def _shipper(doc: Document) -> Shipper:
+    """A :class:`~generator.ship.Shipper` for the project of ``doc`` (one per validation run)."""
+    reserved = {name: f"the {kind} receiver" for kind, names in RECEIVER_FILES.items() for name in names}
+    return Shipper(doc.root / SCRIPTS_DIR, Path(doc.file).parent / SCRIPTS_DIR, reserved)
+
+
+def _ship_problems(doc: Document, job: Job, shipper: Shipper, script_ok: bool) -> list[Problem]:
+    """Plan what ``job`` ships in ``app/custom/`` (stored in ``job.shipment``); its errors, located."""
+    s = job.settings
+    shipment = shipper.plan(s["script"] if script_ok else None, tuple(s["custom_files"]))
+    job.shipment = shipment
+    return [doc.problem(job.path_of(who[0]) + who[1:], message) for who, message in shipment.errors]
+
+
 def _duplicate_names(doc: Document) -> list[Problem]:
     """A job name used twice, over every entry with a string name (whether or not the rest fits)."""
     problems = []
@@ -372,6 +400,7 @@ def _duplicate_names(doc: Document) -> list[Problem]:
 def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
     problems = []
     owners: list[str] = []  # the name of the job each problem is about, in step with `problems`
+    shipper = _shipper(doc)
     for job in jobs:
         owners_before = len(problems)
         s = job.settings
@@ -383,8 +412,9 @@ def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
             problem = _script_problem(doc, job)
             if problem:
                 problems.append(problem)
-            else:
-                problems.extend(_metrics_problems(doc, job, _script_writers(script_path(doc, job).resolve())))
+            problems.extend(_ship_problems(doc, job, shipper, script_ok=problem is None))
+            if not problem:
+                problems.extend(_metrics_problems(doc, job, _job_writers(doc, job)))
         problems.extend(_named_file_problems(doc, job))
 
         if s["min_clients"] > s["num_clients"]:
@@ -527,7 +557,7 @@ def receiver_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
         receiver = job.settings.get("receiver")
         if receiver and "script" in job.settings:
             script = script_path(doc, job)
-            writers = _script_writers(script) if script.is_file() else set()
+            writers = _job_writers(doc, job) if script.is_file() else set()
             if script.is_file() and not writers:
                 out.append(
                     doc.problem(
@@ -546,6 +576,39 @@ def receiver_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
                 )
         owners += [job.name] * (len(out) - len(owners))
     return _naming_jobs(out, owners)
+
+
+def shipping_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
+    """Non-fatal findings about what ``jobs`` ship in ``app/custom/`` (see :mod:`generator.ship`).
+
+    A size warning is located at the job's ``custom_files`` (or ``script``) in ``jobs.yaml``; a
+    finding about an import at the import's module name in the ``.py`` file, once, naming the jobs
+    that ship that file (e.g. a local module that is not shipped, a relative import in a script).
+
+    Args:
+        doc (Document): the loaded ``jobs.yaml``.
+        jobs (list[Job]): validated jobs (their ``shipment`` is set by :func:`validate`).
+
+    Returns:
+        list[Problem]: the warnings, each message starting with ``warning:``.
+    """
+    located: dict[Problem, None] = {}
+    by_finding: dict = {}
+    for job in jobs:
+        if job.shipment is None:
+            continue
+        for who, message in job.shipment.warnings:
+            located[doc.problem(job.path_of(who[0]) + who[1:], message)] = None
+        for finding in job.shipment.findings:
+            by_finding.setdefault(finding, []).append(job.name)
+    out = list(located)
+    for finding, names in sorted(
+        by_finding.items(), key=lambda item: (str(item[0].file), item[0].line, item[0].column)
+    ):
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        label = "job" if len(names) == 1 else "jobs"
+        out.append(Problem(str(finding.file), finding.line, finding.column, "", f"{finding.message} ({label} {shown})"))
+    return out
 
 
 def validate(doc: Document, schema: dict | None = None) -> list[Job]:

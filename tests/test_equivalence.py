@@ -162,6 +162,12 @@ def grid() -> dict[str, dict]:
                     if kind == "metrics":
                         options["receiver"] = {"type": "mlflow"}
                     cases[name] = options
+    # a script in a sub-folder importing a sibling module: both ship it as app/custom/mock_helper.py
+    for sub in (False, True):
+        cases[f"helper-{'sub' if sub else 'in'}"] = {
+            "script": "helper_pkg/train_with_helper.py",
+            "launch_external_process": sub,
+        }
     # metrics on a script that streams none (a warning, still a valid job), and every odd value at once
     cases["full-in-receiver"] = {"script": "train_full.py", "receiver": {"type": "mlflow"}}
     for sub in (False, True):
@@ -290,8 +296,9 @@ def test_canonical_form_sees_a_changed_argument(grid_run):
 
 #: name -> (jobs.yaml options, model delta per round, metric points per site per round or None).
 #: Chosen to cover each executor path once (in-process DIFF, in-process with ConvertToFedEvent,
-#: sub-process FULL with metrics: on 2.7 the launcher, both pipes and MetricRelay) in ~2.5 min of
-#: simulation per line; the rest of the grid is compared semantically only.
+#: sub-process FULL with metrics: on 2.7 the launcher, both pipes and MetricRelay, and a script
+#: importing a sibling module in-process) in ~3 min of simulation per line; the rest of the grid is
+#: compared semantically only.
 SIMULATED = {
     "sim-diff-in": (
         {
@@ -319,6 +326,9 @@ SIMULATED = {
         3,
         375,
     ),
+    # a script in a sub-folder whose +1 is in its sibling module: in-process, the mode where only
+    # app/custom/ (not the script's folder) is on sys.path
+    "sim-helper-in": ({"script": "helper_pkg/train_with_helper.py", "num_rounds": 2}, 1, None),
 }
 
 

@@ -1,0 +1,370 @@
+"""Judge a simulated run from NVFlare's own records, never from text a client script can print.
+
+Takes a simulator workspace (``nvflare simulator -w WS``); gives what NVFlare itself recorded:
+
+- rounds, completion and model saves: the records of the FedAvg controller in the server's
+  structured log, ``WS/server/log.json`` (one JSON object per line, written by NVFlare's
+  ``JsonFormatter``, handler ``jsonFileHandler`` of ``nvflare/fuel/utils/log_config.json``, on
+  NVFlare 2.9 and 2.7 alike). A record counts only if its logger is the controller's class
+  (``fullName`` ``nvflare.app_common.workflows.fedavg.FedAvg``, the ``controller`` path of the
+  generated ``config_fed_server.json``) and its ``fl_ctx`` names the server (``identity=
+  simulator_server``, ``nvflare/private/fed/app/deployer/simulator_deployer.py``). A client
+  script runs in a site's process (in-process: the site's worker; sub-process: a child of it), and
+  its prints and log records go to the console and to ``WS/site-N/log.*``; nothing it prints
+  reaches the server's log file. :class:`RoundTracker` reads the file as it grows, for progress
+  lines and for the verdict.
+- errors: ERROR/CRITICAL records of NVFlare's own loggers (``fullName`` ``nvflare.*``) in every
+  ``WS/*/log.json`` (:func:`nvflare_errors`). A script's print (relayed at INFO) or its own
+  logger's records (not ``nvflare.*``) never count.
+- the reason of a failure: the first exception a client raised, with the user script's
+  ``file:line`` (:func:`client_exceptions`), from the site's ``log.json`` (a sub-process trainer's
+  output is relayed there line by line; an in-process script's traceback is logged by NVFlare's
+  ``TaskScriptRunner``) and, for an in-process script that fails while importing (its thread dies
+  with the traceback on the worker's stderr only), the console log.
+
+Never imports nvflare: it reads files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: The logger of the generated workflow (``templates/nvflare-*/config_fed_server.json.j2``).
+FEDAVG_LOGGER = "nvflare.app_common.workflows.fedavg.FedAvg"
+#: The simulator's server identity (``simulator_deployer.py``: ``"name": "simulator_server"``).
+SIMULATOR_SERVER = "simulator_server"
+#: NVFlare's structured log of a site, relative to the workspace (``log_config.json``).
+LOG_JSON = "log.json"
+SERVER_LOG = Path("server") / LOG_JSON
+
+#: FedAvg's messages (``nvflare/app_common/workflows/fedavg.py``, ``run``; the same on 2.7):
+#: ``center_message(f"Round {n} started.")`` (a bordered, centred line), ``"Finished FedAvg."``,
+#: and ``base_model_controller.py``'s ``"End persist model on server."`` after each round's save.
+ROUND_STARTED = re.compile(r"^\s*Round (\d+) started\.\s*$", re.MULTILINE)
+FINISHED = re.compile(r"^\s*Finished FedAvg\.\s*$", re.MULTILINE)
+MODEL_SAVED = "End persist model on server."
+_IDENTITY = re.compile(r"\bidentity=([^,\]]+)")
+
+#: Error levels of Python's logging that count as an error of the run.
+ERROR_LEVELS = ("ERROR", "CRITICAL")
+
+
+class LogJsonTail:
+    """Read the records of an NVFlare ``log.json`` as it grows.
+
+    Keeps the byte offset of the last whole line read; a line still being written is kept for the
+    next read. NVFlare rotates the file at 20 MB (``RotatingFileHandler``, ``maxBytes`` 20971520):
+    when ``log.json`` is a new file, the rest of the old one (now ``log.json.1``) is read first.
+
+    Args:
+        path (Path): the ``log.json`` file; it may not exist yet.
+        needles (tuple[bytes, ...]): when given, only lines holding one of them are parsed (a
+            cheap filter before JSON: a site's log may hold many thousands of records).
+    """
+
+    def __init__(self, path: Path, needles: tuple[bytes, ...] = ()):
+        self.path = Path(path)
+        self.needles = needles
+        self._inode: int | None = None
+        self._offset = 0
+        self._partial = b""
+
+    def _read_from(self, path: Path, offset: int) -> tuple[bytes, int]:
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except OSError:
+            return b"", offset
+        return data, offset + len(data)
+
+    def read(self, final: bool = False) -> list[dict]:
+        """The records written since the last call (oldest first); lines that are not JSON are skipped.
+
+        Args:
+            final (bool): the writer has stopped: a last line without its newline is read too.
+        """
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return []
+        data = b""
+        if self._inode is not None and st.st_ino != self._inode:
+            rotated = self.path.with_name(self.path.name + ".1")
+            try:
+                if os.stat(rotated).st_ino == self._inode:
+                    data, _ = self._read_from(rotated, self._offset)
+            except OSError:
+                pass
+            self._offset = 0
+        self._inode = st.st_ino
+        more, self._offset = self._read_from(self.path, self._offset)
+        lines = (self._partial + data + more).split(b"\n")
+        self._partial = b"" if final else lines.pop()  # b"" after a complete last line
+        if self.needles:
+            lines = [line for line in lines if any(needle in line for needle in self.needles)]
+        return [record for record in map(_json_or_none, lines) if isinstance(record, dict)]
+
+
+def _json_or_none(line: bytes):
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def read_records(path: Path, needles: tuple[bytes, ...] = ()) -> list[dict]:
+    """Every record of an NVFlare ``log.json`` (``[]`` if it does not exist); see :class:`LogJsonTail`."""
+    return LogJsonTail(path, needles).read(final=True)
+
+
+def _identity(record: dict) -> str:
+    match = _IDENTITY.search(str(record.get("fl_ctx") or ""))
+    return match.group(1) if match else ""
+
+
+@dataclass
+class RoundTracker:
+    """Rounds, completion and model saves of a FedAvg run, from the server's ``log.json``.
+
+    Call :meth:`poll` as often as wanted (e.g. on each tick of the process runner, about every
+    0.5 s); it reads only what was appended since the last call.
+
+    Attributes:
+        workspace (Path): the simulator workspace (``-w``); the log is ``server/log.json`` in it.
+        num_rounds (int): FedAvg ``num_rounds`` of the job.
+        controller (str): the logger name (``fullName``) of the workflow's records.
+        server (str): the server's identity in ``fl_ctx``.
+        rounds_started (int): rounds FedAvg started (its ``Round N started.``, N from 0).
+        saved_round (int): the round (1-based) after which the server last persisted the model;
+            0 when no round's model was saved.
+        finished (bool): FedAvg logged ``Finished FedAvg.``.
+        records (int): records of the controller seen (0: the server never ran the workflow).
+    """
+
+    workspace: Path
+    num_rounds: int
+    controller: str = FEDAVG_LOGGER
+    server: str = SIMULATOR_SERVER
+    rounds_started: int = 0
+    saved_round: int = 0
+    finished: bool = False
+    records: int = 0
+    _tail: LogJsonTail | None = field(default=None, repr=False)
+
+    @property
+    def log_path(self) -> Path:
+        """The server's ``log.json``."""
+        return Path(self.workspace) / SERVER_LOG
+
+    def feed(self, record: dict) -> int | None:
+        """Take one record; returns the round (1-based) it started, else None."""
+        if record.get("fullName") != self.controller or _identity(record) != self.server:
+            return None
+        self.records += 1
+        message = str(record.get("message", ""))
+        match = ROUND_STARTED.search(message)
+        if match:
+            self.rounds_started = max(self.rounds_started, int(match.group(1)) + 1)
+            return int(match.group(1)) + 1
+        if message.strip() == MODEL_SAVED:
+            self.saved_round = self.rounds_started
+        elif FINISHED.search(message):
+            self.finished = True
+        return None
+
+    def poll(self) -> list[int]:
+        """Read the new records; returns the rounds (1-based) started since the last poll."""
+        if self._tail is None:
+            self._tail = LogJsonTail(self.log_path, (json.dumps(self.controller).encode(),))
+        started = [self.feed(record) for record in self._tail.read()]
+        return [n for n in started if n is not None]
+
+    @property
+    def model_is_final(self) -> bool:
+        """FedAvg finished every round and saved the model after the last one."""
+        return self.finished and self.saved_round == self.num_rounds == self.rounds_started
+
+    def problems(self) -> list[str]:
+        """Why the records say the run did not complete (empty when it did)."""
+        if not self.log_path.is_file():
+            return [f"NVFlare's server log {self.log_path} was not written: the server did not start"]
+        if not self.records:
+            return [f"the FedAvg workflow never ran on the server (no record of it in {self.log_path})"]
+        if self.rounds_started != self.num_rounds:
+            return [f"{self.rounds_started} of {self.num_rounds} rounds started"]
+        if not self.finished:
+            return [f"FedAvg did not finish round {self.num_rounds} (no 'Finished FedAvg.' in {self.log_path})"]
+        return []
+
+
+def _first_line(message: str) -> str:
+    """The line that says what an error record is about: a traceback's exception, else its first line."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if lines[0].rstrip().endswith("Traceback (most recent call last):"):
+        found = _tracebacks([(line, False) for line in lines])
+        if found:
+            return found[0].exception
+    return lines[0].strip()
+
+
+def nvflare_errors(workspace: Path) -> list[str]:
+    """One line per site whose NVFlare loggers recorded an error: how many, and the first.
+
+    Reads every ``<workspace>/*/log.json`` (server and sites). Records of other loggers (a
+    script's own, ``__main__``, the root logger) and every print (relayed at INFO) are ignored.
+
+    Returns:
+        list[str]: ``"site-1: NVFlare logged 2 errors (see WS/site-1/log.txt): <first>"``, per site.
+    """
+    problems = []
+    for path in sorted(Path(workspace).glob(f"*/{LOG_JSON}")):
+        errors = [
+            r
+            for r in read_records(path, tuple(json.dumps(level).encode() for level in ERROR_LEVELS))
+            if r.get("levelname") in ERROR_LEVELS and str(r.get("fullName", "")).startswith("nvflare.")
+        ]
+        if errors:
+            first = _first_line(str(errors[0].get("message", "")))[:300]
+            count = f"{len(errors)} error" + ("s" if len(errors) > 1 else "")
+            problems.append(f"{path.parent.name}: NVFlare logged {count} (see {path.with_name('log.txt')}): {first}")
+    return problems
+
+
+# --- the first exception a client raised ------------------------------------------------------
+
+#: A console or log.txt line's prefix (NVFlare's BaseFormatter; the simulator's console drops the name).
+_LINE_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - (?:\S+ - )?[A-Z]+ - ")
+#: Terminal colours (NVFlare 2.7's ``ColorFormatter`` colours console lines even into a pipe).
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_FRAME = re.compile(r'^\s+File "(?P<file>[^"]+)", line (?P<line>\d+)')
+_EXCEPTION = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<message>.*))?$")
+#: Where a site's job app puts the client's files in the simulator workspace.
+_APP_CUSTOM = re.compile(r"[/\\](?P<site>[^/\\]+)[/\\]simulate_job[/\\]app_[^/\\]+[/\\](?P<rel>custom[/\\].+)$")
+
+
+@dataclass(frozen=True)
+class ClientException:
+    """One exception in a traceback.
+
+    Attributes:
+        exception (str): ``Type: message`` (the exception line).
+        where (str): the innermost frame in the app's ``custom/`` folder, ``custom/x.py:5``; ``""``
+            when no frame is in a user file.
+        site (str): the site whose workspace folder holds that file, ``""`` if unknown.
+    """
+
+    exception: str
+    where: str = ""
+    site: str = ""
+
+    def __str__(self) -> str:
+        return self.exception + (f" ({self.where})" if self.where else "")
+
+
+#: Lines another writer may slip into a traceback on a shared console before it ends.
+MAX_INTERLEAVED = 20
+
+
+def _tracebacks(lines: list[tuple[str, bool]]) -> list[ClientException]:
+    """Every traceback in ``lines``, in order.
+
+    Args:
+        lines: ``(text, headed)`` pairs: the text without its log prefix, and whether the line
+            began a log record (had a prefix). Inside a traceback, a headed line that is neither
+            indented nor an exception line was written by another thread or process in between
+            (the simulator's console is shared) and is skipped.
+    """
+    found, i = [], 0
+    while i < len(lines):
+        if not lines[i][0].rstrip().endswith("Traceback (most recent call last):"):
+            i += 1
+            continue
+        i += 1
+        where = site = ""
+        skipped = 0
+        while i < len(lines):
+            text, headed = lines[i]
+            if text[:1] in (" ", "\t") or not text.strip():
+                frame = _FRAME.match(text)
+                custom = _APP_CUSTOM.search(frame.group("file")) if frame else None
+                if custom:
+                    where = f"{custom.group('rel').replace(os.sep, '/')}:{frame.group('line')}"
+                    site = custom.group("site")
+            elif headed and not _EXCEPTION.match(text.strip()) and skipped < MAX_INTERLEAVED:
+                skipped += 1
+            else:
+                break
+            i += 1
+        if i < len(lines) and _EXCEPTION.match(lines[i][0].strip()):
+            found.append(ClientException(lines[i][0].strip()[:300], where, site))
+    return found
+
+
+def _unprefixed(text: str) -> list[tuple[str, bool]]:
+    """Console lines as ``(text without the log prefix, had a prefix)``."""
+    out = []
+    for line in _ANSI.sub("", text).splitlines():
+        bare = _LINE_PREFIX.sub("", line)
+        out.append((bare, bare != line))
+    return out
+
+
+def _record_lines(records: list[dict]) -> list[tuple[str, bool]]:
+    """The messages of log records as lines; the first line of each record is headed."""
+    out = []
+    for record in records:
+        lines = str(record.get("message", "")).splitlines() or [""]
+        out += [(line, n == 0) for n, line in enumerate(lines)]
+    return out
+
+
+def site_exception(site_dir: Path) -> ClientException | None:
+    """The first exception of a site's ``log.json`` that has a frame in the app's ``custom/``.
+
+    The messages of all records are read as one text, so a traceback a sub-process trainer's
+    output relays one line per record is found like one logged in a single record.
+    """
+    lines = _record_lines(read_records(Path(site_dir) / LOG_JSON))
+    return next((e for e in _tracebacks(lines) if e.where), None)
+
+
+def client_exceptions(workspace: Path, console_log: Path | None = None) -> list[str]:
+    """The first exception each client raised in a user file, one line per distinct exception.
+
+    Args:
+        workspace (Path): the simulator workspace; sites are its ``site-*`` folders.
+        console_log (Path | None): the simulator's console log, read for sites whose log.json holds
+            no such exception (an in-process script that fails at import: the trainer thread dies
+            and Python prints its traceback to the worker's stderr only).
+
+    Returns:
+        list[str]: e.g. ``["site-1, site-2: ModuleNotFoundError: No module named 'mock_helper'
+        (custom/train_x.py:5)"]``; empty when no client raised in its own code.
+    """
+    by_site: dict[str, ClientException] = {}
+    sites = sorted((p for p in Path(workspace).glob("site-*") if p.is_dir()), key=lambda p: _site_key(p.name))
+    for site_dir in sites:
+        found = site_exception(site_dir)
+        if found:
+            by_site[site_dir.name] = found
+    if console_log and Path(console_log).is_file() and len(by_site) < len(sites):
+        text = Path(console_log).read_text(encoding="utf-8", errors="replace")
+        for exc in _tracebacks(_unprefixed(text)):
+            if exc.where and exc.site and exc.site not in by_site:
+                by_site[exc.site] = exc
+    lines: dict[str, list[str]] = {}
+    for site in sorted(by_site, key=_site_key):
+        lines.setdefault(str(by_site[site]), []).append(site)
+    return [f"{', '.join(names)}: {text}" for text, names in lines.items()]
+
+
+def _site_key(name: str) -> tuple:
+    match = re.fullmatch(r"site-(\d+)", name)
+    return (0, int(match.group(1)), "") if match else (1, 0, name)

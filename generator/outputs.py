@@ -1,0 +1,207 @@
+"""What ``simulate`` writes besides workspaces: the results file and the plots, never over a user's file.
+
+Takes the ``--results`` path and the ``--reports`` folder; checks both before any job runs and
+writes them so that a file the generator did not write is never overwritten (the rule
+:mod:`generator.write` follows for job folders):
+
+- ``--results`` (default ``build/results.json``): a JSON list, one object per job, each carrying
+  ``"generator": "nvflare-jobgen"``. An existing file is replaced only if it is such a list (or a
+  results file of an earlier version: a list of objects with every key :data:`RESULT_KEYS`);
+  anything else (``jobs.yaml``, a folder, a symlink, a user's JSON) is refused. Written to a
+  temporary file beside it and renamed into place, so a reader never sees half a file.
+- ``--reports`` (default ``build/reports``): ``<job>.png`` per metrics job and a manifest
+  ``.jobgen-reports.json`` with the SHA-256 of each PNG written. An existing ``<job>.png`` is
+  replaced only if the manifest lists it with that content, or (written before the manifest
+  existed, or the run was stopped before the manifest was updated) it is a PNG whose text chunks
+  say it is our plot of that job (``Title`` = the job, ``Series``: see :mod:`generator.report`).
+  Other files in the folder are left alone; nothing is deleted.
+- neither may be inside the generated jobs folder or the workspaces folder: those hold only what
+  their own manifest or marker lists, and a workspace is cleared before its job runs.
+
+Problems are :class:`generator.errors.OutputError` (exit code 2), each naming the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import OutputError, Problem
+from .write import GENERATOR_ID
+
+#: The key every results entry carries, with the value :data:`generator.write.GENERATOR_ID`.
+RESULTS_MARK = "generator"
+#: Keys of a results entry written before :data:`RESULTS_MARK` existed (``JobResult``'s fields then).
+RESULT_KEYS = frozenset(
+    {"name", "ok", "rounds", "rounds_started", "wall_seconds", "final_model", "workspace", "log", "problems"}
+)
+#: The reports folder's manifest: ``{"generator": "nvflare-jobgen", "files": {"<job>.png": sha256}}``.
+REPORTS_MANIFEST = ".jobgen-reports.json"
+
+
+def _problem(path: Path, message: str) -> Problem:
+    return Problem(str(path), 0, 0, "", message)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
+    return path == folder or folder in path.parents
+
+
+def _placement(path: Path, option: str, managed: dict[str, Path]) -> list[Problem]:
+    """``path`` must not be inside a folder simulate manages, nor under a file."""
+    for what, folder in managed.items():
+        if folder is not None and _inside(path, folder):
+            return [_problem(path, f"{option} is inside {what} {folder}: choose a path outside it")]
+    for parent in Path(os.path.abspath(path)).parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                return [_problem(path, f"{option}: {parent} is a file, not a folder")]
+            break
+    return []
+
+
+def is_our_results(path: Path) -> bool:
+    """``path`` is a results file that ``simulate`` wrote (see the module docstring)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(data, list)
+        and bool(data)
+        and all(isinstance(e, dict) and (e.get(RESULTS_MARK) == GENERATOR_ID or RESULT_KEYS <= e.keys()) for e in data)
+    )
+
+
+def check_results(path: Path, managed: dict[str, Path] | None = None) -> list[Problem]:
+    """Why ``simulate`` may not write its results to ``path`` (empty: it may).
+
+    Args:
+        path (Path): the ``--results`` file.
+        managed (dict[str, Path]): folders it must not be inside, by description.
+    """
+    path = Path(path)
+    problems = _placement(path, "--results", managed or {})
+    if problems:
+        return problems
+    if path.is_symlink():
+        return [_problem(path, "--results is a symbolic link: refusing to write through it; choose another path")]
+    if path.exists() and not path.is_file():
+        return [_problem(path, "--results is a folder, not a file: choose a file path")]
+    if path.exists() and not is_our_results(path):
+        return [
+            _problem(
+                path,
+                "holds something nvflare-jobgen did not write (not a results list marked "
+                f'"{RESULTS_MARK}": "{GENERATOR_ID}"); refusing to overwrite it: choose another --results',
+            )
+        ]
+    return []
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_results(path: Path, entries: list[dict]) -> None:
+    """Write the results list to ``path``, each entry marked as ours, atomically.
+
+    Raises:
+        OutputError: ``path`` holds something we did not write (checked again: it may have
+            appeared while the jobs ran).
+    """
+    path = Path(path)
+    problems = check_results(path)
+    if problems:
+        raise OutputError(problems)
+    marked = [{RESULTS_MARK: GENERATOR_ID, **entry} for entry in entries]
+    _atomic_write(path, (json.dumps(marked, indent=2) + "\n").encode("utf-8"))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _reports_manifest(folder: Path) -> dict | None:
+    try:
+        data = json.loads((Path(folder) / REPORTS_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and data.get("generator") == GENERATOR_ID and isinstance(data.get("files"), dict):
+        return data
+    return None
+
+
+def _our_plot(path: Path, job: str) -> bool:
+    """A PNG whose text chunks say it is our plot of ``job`` (``Title`` and ``Series``)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            text = dict(getattr(image, "text", {}) or {})
+    except Exception:  # noqa: BLE001 - not an image PIL can read: not ours
+        return False
+    if text.get("Title") != job:
+        return False
+    try:
+        return isinstance(json.loads(text.get("Series", "")), dict)
+    except ValueError:
+        return False
+
+
+def check_reports(folder: Path, jobs: list[str], managed: dict[str, Path] | None = None) -> list[Problem]:
+    """Why ``simulate`` may not write ``<job>.png`` for these jobs into ``folder`` (empty: it may).
+
+    Args:
+        folder (Path): the ``--reports`` folder.
+        jobs (list[str]): the jobs that may get a plot (those with a receiver).
+        managed (dict[str, Path]): folders it must not be inside, by description.
+    """
+    folder = Path(folder)
+    problems = _placement(folder / "x", "--reports", managed or {})
+    if problems or not jobs:
+        return [_problem(folder, p.message) for p in problems]
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        return [_problem(folder, "--reports is not a folder: choose a folder path")]
+    if not folder.exists():
+        return []
+    manifest = _reports_manifest(folder)
+    listed = (manifest or {}).get("files", {})
+    marker = folder / REPORTS_MANIFEST
+    if (marker.exists() or marker.is_symlink()) and (manifest is None or marker.is_symlink()):
+        problems.append(_problem(marker, "is not a reports manifest nvflare-jobgen wrote; refusing to overwrite it"))
+    for job in jobs:
+        png = folder / f"{job}.png"
+        if png.is_symlink() or (png.exists() and not png.is_file()):
+            problems.append(_problem(png, "is not a plain file: refusing to write the plot over it"))
+        elif png.exists():
+            if listed.get(png.name) == _sha256(png):
+                continue
+            if png.name not in listed and _our_plot(png, job):
+                continue
+            why = "changed since nvflare-jobgen wrote it" if png.name in listed else "was not written by nvflare-jobgen"
+            problems.append(_problem(png, f"{why}; refusing to overwrite it: move it away or choose another --reports"))
+    return problems
+
+
+def record_report(folder: Path, png: Path) -> None:
+    """Add (or update) ``png``'s SHA-256 in the reports manifest of ``folder``."""
+    folder = Path(folder)
+    manifest = _reports_manifest(folder) or {"generator": GENERATOR_ID, "files": {}}
+    manifest["files"][Path(png).name] = _sha256(png)
+    manifest["files"] = dict(sorted(manifest["files"].items()))
+    _atomic_write(folder / REPORTS_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))

@@ -1,0 +1,659 @@
+"""Judging a run from NVFlare's own records, the first client exception, tracking servers, output safety.
+
+Fast tests read the files in ``tests/judging/``: records NVFlare 2.9 (and 2.7) wrote in real
+simulator runs, trimmed (paths shortened to ``/ws/<job>/...``):
+
+- ``server-2-rounds.log.json`` / ``server-2-rounds-2.7.log.json``: a 2-round FedAvg job's server
+  records (FedAvg, NPModelPersistor, ServerRunner); the client script printed ``Round 1 started``,
+  ``Round 7 started``, an NVFlare-looking ``FedAvg - INFO - [identity=simulator_server, ...]: Round 9
+  started.`` line, ``ERROR something scary`` and a fake traceback, and logged ``Round 8 started.``
+  with a logger named ``FedAvg``: ``site-noisy-{in,sub}-process.log.json`` are its site-1 records.
+- ``server-aborted.log.json``: a 2-round job whose clients raised in round 1 (RuntimeError).
+- ``site-boom-in-process.log.json``: that client's records (in-process, ``custom/train_boom.py:5``).
+- ``site-import-sub-process.log.json``: a sub-process script failing ``from mock_helper import``.
+- ``site-boom-sub-process-2.7.log.json``: NVFlare 2.7, the round-1 RuntimeError in a sub-process.
+- ``console-import-in-process-2.{9,7}.log``: the simulator console of the same import failure
+  in-process, where the traceback exists only on the console, interleaved with other lines (2.7
+  colours every line).
+
+Simulator tests (``@pytest.mark.simulator``) run such scripts for real, 1-2 rounds each.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from generator.judge import (
+    FEDAVG_LOGGER,
+    LogJsonTail,
+    RoundTracker,
+    client_exceptions,
+    nvflare_errors,
+    read_records,
+)
+from generator.outputs import (
+    REPORTS_MANIFEST,
+    check_reports,
+    check_results,
+    is_our_results,
+    record_report,
+    write_results,
+)
+
+FIXTURES = Path(__file__).parent / "judging"
+
+
+def workspace(tmp_path: Path, **files: str) -> Path:
+    """A simulator workspace with fixture files: ``server="server-2-rounds.log.json"`` -> server/log.json."""
+    ws = tmp_path / "ws"
+    for folder, fixtures in files.items():
+        target = ws / folder.replace("_", "-")
+        target.mkdir(parents=True, exist_ok=True)
+        for name in fixtures.split("+"):
+            with open(target / "log.json", "a", encoding="utf-8") as f:
+                f.write((FIXTURES / name).read_text(encoding="utf-8"))
+    return ws
+
+
+# --- rounds, completion and model saves: the server's FedAvg records --------------------------
+
+
+@pytest.mark.parametrize("fixture", ["server-2-rounds.log.json", "server-2-rounds-2.7.log.json"])
+def test_a_complete_two_round_run(tmp_path, fixture):
+    tracker = RoundTracker(workspace(tmp_path, server=fixture), num_rounds=2)
+    assert tracker.poll() == [1, 2]
+    assert (tracker.rounds_started, tracker.saved_round, tracker.finished) == (2, 2, True)
+    assert tracker.model_is_final
+    assert tracker.problems() == []
+
+
+def test_what_a_script_prints_or_logs_never_counts_as_a_round(tmp_path):
+    """The site records of the noisy script, even if they were in the server's log, start no round."""
+    ws = workspace(tmp_path, server="site-noisy-in-process.log.json+site-noisy-sub-process.log.json")
+    text = (ws / "server/log.json").read_text()
+    assert "Round 7 started" in text and "Round 9 started" in text and '"name": "FedAvg"' in text
+    tracker = RoundTracker(ws, num_rounds=2)
+    assert tracker.poll() == []
+    assert tracker.rounds_started == 0 and tracker.records == 0
+    assert tracker.problems() == [
+        f"the FedAvg workflow never ran on the server (no record of it in {ws}/server/log.json)"
+    ]
+
+
+def test_script_records_mixed_into_the_server_log_change_nothing(tmp_path):
+    ws = workspace(
+        tmp_path, server="site-noisy-in-process.log.json+server-2-rounds.log.json+site-noisy-sub-process.log.json"
+    )
+    tracker = RoundTracker(ws, num_rounds=2)
+    assert tracker.poll() == [1, 2]
+    assert tracker.problems() == [] and tracker.model_is_final
+
+
+def test_a_record_must_come_from_the_controller_on_the_server(tmp_path):
+    round_5 = "\n" + "-" * 80 + "\n" + "Round 5 started.".center(80) + "\n" + "-" * 80 + "\n"
+    records = [
+        {"fullName": FEDAVG_LOGGER, "fl_ctx": "[identity=site-1, run=simulate_job]", "message": round_5},
+        {"fullName": "FedAvg", "fl_ctx": "[identity=simulator_server, run=simulate_job]", "message": round_5},
+        {"fullName": FEDAVG_LOGGER, "fl_ctx": "", "message": round_5},
+    ]
+    tracker = RoundTracker(tmp_path, num_rounds=6)
+    assert [tracker.feed(r) for r in records] == [None, None, None]
+    server = {"fullName": FEDAVG_LOGGER, "fl_ctx": "[identity=simulator_server, run=simulate_job, wf=controller]"}
+    assert tracker.feed({**server, "message": round_5}) == 6
+
+
+def test_an_aborted_run_did_not_finish_and_its_model_is_not_final(tmp_path):
+    tracker = RoundTracker(workspace(tmp_path, server="server-aborted.log.json"), num_rounds=2)
+    assert tracker.poll() == [1, 2]
+    assert (tracker.rounds_started, tracker.saved_round, tracker.finished) == (2, 1, False)
+    assert not tracker.model_is_final
+    assert tracker.problems() == [
+        f"FedAvg did not finish round 2 (no 'Finished FedAvg.' in {tmp_path}/ws/server/log.json)"
+    ]
+
+
+def test_too_few_rounds_and_a_server_that_never_logged(tmp_path):
+    tracker = RoundTracker(workspace(tmp_path, server="server-2-rounds.log.json"), num_rounds=3)
+    tracker.poll()
+    assert tracker.problems() == ["2 of 3 rounds started"]
+    empty = RoundTracker(tmp_path / "nothing", num_rounds=2)
+    assert empty.poll() == []
+    assert empty.problems() == [
+        f"NVFlare's server log {tmp_path}/nothing/server/log.json was not written: the server did not start"
+    ]
+
+
+def test_the_log_is_read_as_it_grows_even_across_a_rotation(tmp_path):
+    """Progress comes from polling: half-written lines wait, and NVFlare's 20 MB rotation loses nothing."""
+    data = (FIXTURES / "server-2-rounds.log.json").read_bytes()
+    cut = data.index(b"Round 1 started") - 40  # inside the record that starts round 2
+    log = tmp_path / "ws/server/log.json"
+    log.parent.mkdir(parents=True)
+    tracker = RoundTracker(tmp_path / "ws", num_rounds=2)
+    assert tracker.poll() == []  # no file yet
+    log.write_bytes(data[:cut])
+    assert tracker.poll() == [1]
+    log.rename(log.with_name("log.json.1"))  # RotatingFileHandler: log.json -> log.json.1, a new log.json
+    with open(log.with_name("log.json.1"), "ab") as f:
+        f.write(data[cut : cut + 100])  # the handler finished its line in the old file first
+    log.write_bytes(data[cut + 100 :])
+    assert tracker.poll() == [2]
+    assert tracker.problems() == []
+
+
+def test_a_torn_last_line_is_read_once_the_writer_stopped(tmp_path):
+    path = tmp_path / "log.json"
+    path.write_text('{"message": "a"}\n{"message": "b"}')
+    tail = LogJsonTail(path)
+    assert [r["message"] for r in tail.read()] == ["a"]
+    assert [r["message"] for r in tail.read(final=True)] == ["b"]
+    assert [r["message"] for r in read_records(path)] == ["a", "b"]
+
+
+# --- errors: NVFlare's own loggers only --------------------------------------------------------
+
+
+def test_printed_errors_and_a_scripts_own_error_records_are_not_errors(tmp_path):
+    ws = workspace(
+        tmp_path,
+        server="server-2-rounds.log.json",
+        site_1="site-noisy-in-process.log.json",
+        site_2="site-noisy-sub-process.log.json",
+    )
+    user_error = {"fullName": "__main__", "levelname": "ERROR", "message": "my own error", "fl_ctx": ""}
+    with open(ws / "site-1/log.json", "a") as f:
+        f.write(json.dumps(user_error) + "\n")
+    assert "ERROR something scary" in (ws / "site-1/log.json").read_text()
+    assert nvflare_errors(ws) == []
+    assert client_exceptions(ws) == []  # the printed "Traceback ... ValueError: fake" has no frame in custom/
+
+
+def test_nvflare_errors_name_the_site_and_the_first_error(tmp_path):
+    ws = workspace(tmp_path, server="server-aborted.log.json", site_1="site-boom-in-process.log.json")
+    server, site = nvflare_errors(ws)
+    assert server.startswith(f"server: NVFlare logged 1 error (see {ws}/server/log.txt): Aborting current RUN")
+    assert site == f"site-1: NVFlare logged 4 errors (see {ws}/site-1/log.txt): RuntimeError: boom in round 1"
+
+
+# --- the first exception a client raised -------------------------------------------------------
+
+
+def test_the_exception_of_an_in_process_script_with_its_file_and_line(tmp_path):
+    ws = workspace(tmp_path, site_1="site-boom-in-process.log.json")
+    assert client_exceptions(ws) == ["site-1: RuntimeError: boom in round 1 (custom/train_boom.py:5)"]
+
+
+def test_the_exception_a_sub_process_script_printed_line_by_line(tmp_path):
+    ws = workspace(tmp_path, site_1="site-import-sub-process.log.json", site_2="site-import-sub-process.log.json")
+    assert client_exceptions(ws) == [
+        "site-1, site-2: ModuleNotFoundError: No module named 'mock_helper' (custom/train_import.py:3)"
+    ]
+
+
+def test_the_exception_a_sub_process_script_printed_on_nvflare_2_7(tmp_path):
+    """NVFlare 2.7's SubprocessLauncher relays the script's output as its own INFO records."""
+    ws = workspace(tmp_path, site_1="site-boom-sub-process-2.7.log.json")
+    assert client_exceptions(ws) == ["site-1: RuntimeError: boom in round 1 (custom/train_boom.py:5)"]
+
+
+@pytest.mark.parametrize("line", ["2.9", "2.7"])
+def test_an_import_failure_in_process_is_found_on_the_console(tmp_path, line):
+    """The trainer thread dies at import; its traceback is only on the console, between other lines."""
+    ws = tmp_path / "ws"
+    for site in ("site-1", "site-2"):
+        (ws / site).mkdir(parents=True)
+    console = FIXTURES / f"console-import-in-process-{line}.log"
+    assert client_exceptions(ws, console) == [
+        "site-1, site-2: ModuleNotFoundError: No module named 'mock_helper' (custom/train_import.py:3)"
+    ]
+
+
+# --- the table row of a failed job --------------------------------------------------------------
+
+
+def test_a_failed_jobs_model_is_shown_as_not_final(tmp_path):
+    import time
+
+    import numpy as np
+
+    from generator.simulate import JobResult, judge_run, model_cell
+
+    ws = workspace(tmp_path, server="server-aborted.log.json")
+    (ws / "server/simulate_job/models").mkdir(parents=True)
+    np.save(ws / "server/simulate_job/models/server.npy", np.arange(9, dtype=np.float32).reshape(3, 3) + 1)
+    result = JobResult(name="boom", rounds=2)
+    judge_run(result, ws, RoundTracker(ws, 2), code=2, started_epoch=time.time() - 60)
+    assert result.final_model is None
+    assert result.last_model == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert model_cell(result) == "not final (after round 1 of 2): [[1 2 3], [4 5 6], [7 8 9]]"
+    assert result.problems[:3] == [
+        "nvflare simulator exited with code 2",
+        f"FedAvg did not finish round 2 (no 'Finished FedAvg.' in {ws}/server/log.json)",
+        f"the model saved at {ws}/server/simulate_job/models/server.npy is not final: it was saved after round 1 of 2",
+    ]
+
+    done = workspace(tmp_path / "ok", server="server-2-rounds.log.json")
+    shutil.copytree(ws / "server/simulate_job", done / "server/simulate_job")
+    ok = JobResult(name="ok", rounds=2)
+    judge_run(ok, done, RoundTracker(done, 2), code=0, started_epoch=time.time() - 60)
+    assert (ok.problems, ok.final_model, ok.model_round) == ([], [[1, 2, 3], [4, 5, 6], [7, 8, 9]], 2)
+    assert model_cell(ok) == "[[1 2 3], [4 5 6], [7 8 9]]"
+
+
+# --- tracking servers ----------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Answer(http.server.BaseHTTPRequestHandler):
+    status, body, content_type = 200, b"<html>not mlflow</html>", "text/html"
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(self.status)
+        self.send_header("Content-Type", self.content_type)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    """Start a loopback HTTP server answering every GET with (status, body, content type)."""
+    servers = []
+
+    def start(status: int, body: bytes, content_type: str) -> str:
+        handler = type("Handler", (_Answer,), {"status": status, "body": body, "content_type": content_type})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_tracking_server_that_is_not_there(tmp_path):
+    from generator.metrics import probe_mlflow_server
+    from generator.simulate import tracking_server_problem
+
+    uri = f"http://127.0.0.1:{closed_port()}"
+    assert probe_mlflow_server(uri) == "Connection refused"
+    info = {"receiver": "mlflow", "tracking_uri": uri}
+    assert tracking_server_problem(info, tmp_path) == (
+        f"the MLflow tracking server {uri} (receiver.tracking_uri) cannot be used: Connection refused; "
+        "the job was not started (start the server, or fix tracking_uri)"
+    )
+    assert probe_mlflow_server(uri.replace("http:", "https:")) == "Connection refused"
+
+
+def test_a_server_that_accepts_but_never_answers():
+    from generator.metrics import probe_mlflow_server
+
+    with socket.socket() as listener:  # the kernel accepts the connection; nobody reads or answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        assert probe_mlflow_server(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.5) == (
+            "no answer within 0.5 s"
+        )
+
+
+def test_name_resolution_that_hangs_is_abandoned(monkeypatch):
+    """getaddrinfo has no timeout of its own: the probe gives up on its thread."""
+    from generator.metrics import probe_mlflow_server
+
+    release = threading.Event()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: release.wait(30) and [])
+    try:
+        assert probe_mlflow_server("http://tracking.example:5000", timeout=0.5) == "no answer within 0.5 s"
+    finally:
+        release.set()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "why"),
+    [
+        (200, b"<html>hello</html>", "text/html", "it answered HTTP 200 without MLflow's JSON"),
+        (404, b"not found", "text/plain", "it answered HTTP 404 without MLflow's JSON"),
+        (401, b"{}", "application/json", "it refused the request (HTTP 401): set MLflow's credentials"),
+        (200, b'{"experiments": []}', "application/json", None),
+    ],
+)
+def test_a_server_must_answer_as_mlflow_does(http_server, status, body, content_type, why):
+    from generator.metrics import probe_mlflow_server
+
+    found = probe_mlflow_server(http_server(status, body, content_type))
+    assert (found or "").startswith(why or "") and (found is None) == (why is None)
+
+
+def test_an_https_uri_to_a_plain_http_server(http_server):
+    from generator.metrics import probe_mlflow_server
+
+    uri = http_server(200, b"{}", "application/json").replace("http:", "https:")
+    assert probe_mlflow_server(uri) == "TLS handshake failed"
+
+
+def test_stores_without_a_server_are_not_probed(tmp_path):
+    from generator.simulate import tracking_server_problem
+
+    assert tracking_server_problem({"receiver": "mlflow", "tracking_uri": None}, tmp_path) is None
+    assert tracking_server_problem({"receiver": "mlflow", "tracking_uri": "sqlite:///x/mlflow.db"}, tmp_path) is None
+    assert tracking_server_problem({"receiver": "tensorboard"}, tmp_path) is None
+
+
+def test_the_read_back_is_bounded_and_fails_cleanly(monkeypatch):
+    import os
+
+    from generator.errors import SimulationError
+    from generator.metrics import bounded_mlflow_requests, read_mlflow
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")
+    with bounded_mlflow_requests():
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"  # the user's own value is kept
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    uri = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(SimulationError, match=f"cannot read the metrics back from the MLflow store {uri}: "):
+        read_mlflow(uri)
+
+
+# --- output safety: --results and --reports ------------------------------------------------------
+
+
+def test_results_are_written_over_our_own_results_only(tmp_path):
+    path = tmp_path / "build/results.json"
+    assert check_results(path) == []
+    write_results(path, [{"name": "a", "ok": True}])
+    assert json.loads(path.read_text()) == [{"generator": "nvflare-jobgen", "name": "a", "ok": True}]
+    assert is_our_results(path) and check_results(path) == []
+    legacy = tmp_path / "legacy.json"  # written before entries were marked
+    entry = dict.fromkeys(["name", "ok", "rounds", "rounds_started", "wall_seconds", "final_model", "workspace"])
+    legacy.write_text(json.dumps([{**entry, "log": "", "problems": []}]))
+    assert check_results(legacy) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("jobs:\n  - name: a\n", "holds something nvflare-jobgen did not write"),
+        ('[{"name": "mine"}]', "holds something nvflare-jobgen did not write"),
+        ("[]", "holds something nvflare-jobgen did not write"),
+    ],
+)
+def test_results_never_overwrite_a_users_file(tmp_path, content, message):
+    path = tmp_path / "jobs.yaml"
+    path.write_text(content)
+    (problem,) = check_results(path)
+    assert str(problem).startswith(f"{path}: {message}")
+
+
+def test_results_path_kinds_that_are_refused(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "target.json").write_text("[]")
+    (tmp_path / "link.json").symlink_to(tmp_path / "target.json")
+    (tmp_path / "file").write_text("x")
+    managed = {"the workspaces folder": tmp_path / "build/workspaces"}
+    cases = {
+        "folder": "--results is a folder, not a file",
+        "link.json": "--results is a symbolic link",
+        "file/results.json": f"--results: {tmp_path}/file is a file, not a folder",
+        "build/workspaces/a/results.json": f"--results is inside the workspaces folder {tmp_path}/build/workspaces",
+    }
+    for rel, message in cases.items():
+        (problem,) = check_results(tmp_path / rel, managed)
+        assert problem.message.startswith(message), problem
+
+
+def plot(path: Path, job: str) -> None:
+    from generator.report import plot_metrics
+
+    plot_metrics(job, {"site-1": {"loss": [(0, 1.0), (1, 0.5)]}}, path)
+
+
+def test_reports_never_overwrite_a_png_we_did_not_write(tmp_path):
+    reports = tmp_path / "reports"
+    assert check_reports(reports, ["a"]) == []
+    reports.mkdir()
+    (reports / "a.png").write_bytes(b"\x89PNG my holiday photo")
+    (reports / "notes.txt").write_text("mine")
+    (problem,) = check_reports(reports, ["a", "b"])
+    assert str(problem) == (
+        f"{reports}/a.png: was not written by nvflare-jobgen; refusing to overwrite it: "
+        "move it away or choose another --reports"
+    )
+    assert check_reports(reports, []) == []  # no metrics job: nothing would be written
+
+
+def test_reports_we_wrote_are_replaced_unless_edited(tmp_path):
+    reports = tmp_path / "reports"
+    plot(reports / "a.png", "a")
+    record_report(reports, reports / "a.png")
+    assert json.loads((reports / REPORTS_MANIFEST).read_text())["files"].keys() == {"a.png"}
+    assert check_reports(reports, ["a"]) == []
+    with open(reports / "a.png", "ab") as f:
+        f.write(b"edited")
+    (problem,) = check_reports(reports, ["a"])
+    assert problem.message.startswith("changed since nvflare-jobgen wrote it; refusing to overwrite it")
+
+
+def test_plots_from_before_the_manifest_are_recognised_by_their_text_chunks(tmp_path):
+    reports = tmp_path / "reports"
+    plot(reports / "a.png", "a")
+    plot(reports / "b.png", "other-job")
+    assert check_reports(reports, ["a"]) == []
+    (problem,) = check_reports(reports, ["b"])
+    assert problem.message.startswith("was not written by nvflare-jobgen")
+
+
+def test_a_foreign_manifest_or_a_file_for_a_folder_is_refused(tmp_path):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / REPORTS_MANIFEST).write_text('{"mine": true}')
+    (problem,) = check_reports(reports, ["a"])
+    assert problem.message.startswith("is not a reports manifest nvflare-jobgen wrote")
+    (tmp_path / "plain").write_text("x")
+    (problem,) = check_reports(tmp_path / "plain", ["a"])
+    assert problem.message == f"--reports: {tmp_path}/plain is a file, not a folder"
+
+
+def test_view_reads_the_marked_results(tmp_path):
+    from generator.viewers import pick_job
+
+    path = tmp_path / "results.json"
+    write_results(path, [{"name": "ml", "receiver": "mlflow", "store": "sqlite:////ws/mlflow.db"}])
+    assert pick_job(path, "mlflow")["name"] == "ml"
+
+
+# --- the CLI: bad options and unsafe outputs exit 2 before any job runs -----------------------------
+
+
+@pytest.fixture
+def generated(project):
+    (project / "jobs.yaml").write_text(
+        "jobs:\n"
+        "  - name: np-full\n    script: train_full.py\n"
+        "  - name: np-metrics\n    script: train_metrics.py\n    receiver: {type: mlflow}\n"
+    )
+    assert run_cli(project, "generate").returncode == 0
+    return project
+
+
+def test_results_over_jobs_yaml_is_refused_before_any_job_runs(generated, cli):
+    before = (generated / "jobs.yaml").read_bytes()
+    code, out, err = cli("simulate", "--results", "jobs.yaml")
+    assert (code, out) == (2, [])
+    assert err == [
+        "jobs.yaml: holds something nvflare-jobgen did not write (not a results list marked "
+        '"generator": "nvflare-jobgen"); refusing to overwrite it: choose another --results'
+    ]
+    assert (generated / "jobs.yaml").read_bytes() == before
+    assert not (generated / "build/workspaces").exists()
+
+
+def test_a_users_png_in_the_reports_folder_is_refused_before_any_job_runs(generated, cli):
+    (generated / "build/reports").mkdir(parents=True)
+    (generated / "build/reports/np-metrics.png").write_bytes(b"mine")
+    code, _, err = cli("simulate")
+    assert code == 2
+    assert err == [
+        "build/reports/np-metrics.png: was not written by nvflare-jobgen; refusing to overwrite it: "
+        "move it away or choose another --reports"
+    ]
+    assert not (generated / "build/workspaces").exists()
+
+
+def test_a_missing_out_folder_and_an_unknown_job_are_bad_options(generated, cli):
+    assert cli("simulate", "--out", "missing-folder") == (
+        2,
+        [],
+        ["missing-folder: --out: no such folder: run `make generate` first"],
+    )
+    assert cli("simulate", "--out", "jobs.yaml") == (
+        2,
+        [],
+        ["jobs.yaml: --out: is a file, not a folder of generated jobs: run `make generate` first"],
+    )
+    assert cli("simulate", "--job", "np-ful") == (
+        2,
+        [],
+        ["build/jobs: --job 'np-ful': no generated job of that name; did you mean 'np-full'?"],
+    )
+    assert cli("simulate", "--job", "zzz") == (
+        2,
+        [],
+        ["build/jobs: --job 'zzz': no generated job of that name (have: np-full, np-metrics)"],
+    )
+
+
+# --- real runs ------------------------------------------------------------------------------------
+
+NOISY = """import logging
+import sys
+
+import nvflare.client as flare
+
+print("Round 1 started")
+print("Round 7 started")
+print("2026-01-01 00:00:00,000 - FedAvg - INFO - [identity=simulator_server, run=simulate_job, wf=controller]: "
+      "Round 9 started.")
+print("ERROR something scary")
+print('Traceback (most recent call last):\\n  File "x.py", line 1\\nValueError: fake')
+sys.stderr.write("Round 5 started\\n")
+logging.getLogger("nvflare.app_common.workflows.fedavg.FedAvg").info("Round 8 started.")
+logging.getLogger("train").error("ERROR: the script's own error record")
+flare.init()
+while flare.is_running():
+    received = flare.receive()
+    print(f"Round {received.current_round + 3} started")
+    flare.send(flare.FLModel(params={"numpy_key": received.params["numpy_key"] + 1}, params_type="FULL"))
+"""
+
+FAST = "    num_rounds: 2\n    task_check_period: 0.05\n    server: {task_request_interval: 0.1}\n"
+
+
+@pytest.mark.simulator
+def test_a_script_printing_rounds_and_errors_does_not_change_the_verdict(project):
+    """2 rounds, both modes: ok with 2/2 although the script prints rounds 1-10, ERROR and a traceback."""
+    (project / "client_scripts/train_noisy.py").write_text(NOISY)
+    (project / "jobs.yaml").write_text(
+        "jobs:\n"
+        f"  - name: noisy-in\n    script: train_noisy.py\n{FAST}"
+        f"  - name: noisy-sub\n    script: train_noisy.py\n    launch_external_process: true\n{FAST}"
+    )
+    assert run_cli(project, "generate").returncode == 0
+
+    result = run_cli(project, "simulate", timeout=600)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("noisy-in", "noisy-sub"):
+        assert "Round 7 started" in (project / f"build/workspaces/{name}/site-1/log.txt").read_text()
+        progress = [line.split(" (")[0] for line in result.stdout.splitlines() if line.startswith(f"  {name}: round")]
+        assert progress == [f"  {name}: round 1 of 2", f"  {name}: round 2 of 2"]
+    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    for r in results.values():
+        assert (r["ok"], r["rounds_started"], r["problems"]) == (True, 2, [])
+        assert r["final_model"] == [[3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    assert "noisy-sub  ok      2/2" in result.stdout
+
+
+@pytest.mark.simulator
+def test_a_failing_client_shows_its_exception_and_no_final_model(project):
+    """Import failure in both modes (sub-process: before HELLO), and a raise in round 1 in-process."""
+    (project / "client_scripts/train_import.py").write_text(
+        "import nvflare.client as flare\n\nfrom jobgen_missing_helper import helper  # noqa\n\nflare.init()\n"
+    )
+    (project / "client_scripts/train_boom.py").write_text(
+        "import nvflare.client as flare\n\n\n"
+        "def train(x):\n    raise RuntimeError('boom in round 1')\n\n\n"
+        "flare.init()\n"
+        "while flare.is_running():\n"
+        "    received = flare.receive()\n"
+        "    if received.current_round == 1:\n"
+        "        train(received.params)\n"
+        "    flare.send(flare.FLModel(params={'numpy_key': received.params['numpy_key'] + 1}, params_type='FULL'))\n"
+    )
+    (project / "jobs.yaml").write_text(
+        "jobs:\n"
+        f"  - name: import-in\n    script: train_import.py\n{FAST}"
+        f"  - name: import-sub\n    script: train_import.py\n    launch_external_process: true\n{FAST}"
+        f"  - name: boom-in\n    script: train_boom.py\n{FAST}"
+    )
+    assert run_cli(project, "generate").returncode == 0
+
+    result = run_cli(project, "simulate", timeout=900)
+
+    assert result.returncode == 1
+    missing = "ModuleNotFoundError: No module named 'jobgen_missing_helper' (custom/train_import.py:3)"
+    assert f"import-in: site-1, site-2: {missing}" in result.stderr.splitlines()
+    assert f"import-sub: site-1, site-2: {missing}" in result.stderr.splitlines()
+    boom = "boom-in: site-1, site-2: RuntimeError: boom in round 1 (custom/train_boom.py:5)"
+    assert boom in result.stderr.splitlines()
+    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    assert results["boom-in"]["problems"][0] == boom.removeprefix("boom-in: ")
+    assert results["boom-in"]["final_model"] is None
+    assert results["boom-in"]["last_model"] == [[2, 3, 4], [5, 6, 7], [8, 9, 10]]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("boom-in "))
+    assert "FAILED  2/2" in row and "not final (after round 1 of 2): [[2 3 4], [5 6 7], [8 9 10]]" in row
+
+
+@pytest.mark.simulator
+def test_a_dead_tracking_server_fails_its_job_quickly_and_the_next_job_runs(project):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    (project / "jobs.yaml").write_text(
+        "jobs:\n"
+        f"  - name: dead-mlflow\n    script: train_metrics.py\n    receiver: {{type: mlflow, tracking_uri: '{uri}'}}\n"
+        f"{FAST}"
+        f"  - name: after\n    script: train_full.py\n{FAST}"
+    )
+    assert run_cli(project, "generate").returncode == 0
+
+    result = run_cli(project, "simulate", timeout=600)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"dead-mlflow: the MLflow tracking server {uri} (receiver.tracking_uri) cannot be used: Connection refused; "
+        "the job was not started (start the server, or fix tracking_uri)"
+    ]
+    (status,) = [line for line in result.stdout.splitlines() if line.startswith("dead-mlflow: FAILED")]
+    assert status.endswith("; log: none (not started)")
+    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    assert results["dead-mlflow"]["ok"] is False and results["dead-mlflow"]["log"] == ""
+    assert not (project / "build/workspaces/dead-mlflow.log").exists()
+    assert results["after"]["ok"] is True and results["after"]["final_model"] == [[3, 4, 5], [6, 7, 8], [9, 10, 11]]
