@@ -154,3 +154,23 @@ def test_receiver_strings_reach_the_receiver_exactly(tmp_path):
     assert args["kw_args"]["experiment_name"] == receiver["experiment_name"]
     assert args["kw_args"]["run_name"] == receiver["run_name"]
     assert args["kw_args"]["run_tags"] == receiver["run_tags"]
+
+
+def test_kept_variables_in_command_are_filled_in(tmp_path):
+    doc = _job(tmp_path, "--lr 0.1", True)
+    doc.data["jobs"][0]["command"] = "python3 -u -X pycache_prefix=/tmp/pyc-{SITE_NAME}-{JOB_ID}"
+    (job,) = validate(doc)
+    config = json.loads(render_job(job, tmp_path / "client_scripts")["app/config/config_fed_client.json"])
+    all_vars = copy.deepcopy(config)
+    all_vars.update(CLIENT_VARS)
+    resolve_var_refs(JsonScanner(config), all_vars)
+    argv = prepare_subprocess_command(config["executors"][0]["executor"]["args"]["command"])
+    assert argv == [
+        "python3",
+        "-u",
+        "-X",
+        "pycache_prefix=/tmp/pyc-site-1-simulate_job",
+        "custom/train_full.py",
+        "--lr",
+        "0.1",
+    ]
