@@ -12,7 +12,9 @@ that cannot be written as UTF-8, and aliases that expand without bound ("billion
 
 Problems that stop parsing (not UTF-8, YAML syntax, too deep, alias bomb) raise at once; the
 others are collected in :attr:`Document.problems` and reported by the validate stage together
-with the schema problems, so a user sees every mistake of a file in one run.
+with the schema problems, so a user sees every mistake of a file in one run. A plain value
+followed by a comment one space after it (``script_args: --tag exp #3``: YAML keeps ``--tag exp``)
+is valid YAML and a likely slip: it is collected in :attr:`Document.warnings`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ DECIMAL_FLOAT = re.compile(r"^[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$"
 
 #: Lone UTF-16 surrogates (``"\ud800"`` in a double-quoted YAML string): not encodable as UTF-8.
 SURROGATE = re.compile("[\ud800-\udfff]")
+
+#: What follows a plain value when a comment starts one space after it: YAML ends the value there
+#: (``script_args: --tag exp #3`` is ``--tag exp``). yamllint's ``comments`` rule wants two spaces.
+CUT_BY_COMMENT = (" #", "\t#")
 
 #: Largest ``jobs.yaml`` read, in bytes (a thousand jobs take about 100 kB).
 MAX_BYTES = 2_000_000
@@ -80,6 +86,8 @@ class Document:
         text (str): the file's text.
         problems (list[Problem]): YAML traps found while loading; :func:`generator.validate.validate`
             reports them with the schema problems. A document with problems must not be used.
+        warnings (list[Problem]): findings that do not stop generation, each message starting with
+            ``warning:``: a plain value cut short by a comment one space after it (:data:`CUT_BY_COMMENT`).
         incomplete (set[str]): key paths of mappings that lost a refused key (a merge key, a
             key YAML reads as a boolean, ...): a "missing key" there may be an echo of it.
     """
@@ -90,6 +98,7 @@ class Document:
         self.data = data
         self.text = text
         self.problems: list = []
+        self.warnings: list = []
         self.incomplete: set = set()
         self._positions: tuple[dict, dict, dict] | None = None
 
@@ -296,6 +305,7 @@ class _Builder:
         self.composer = composer
         self.positions = doc._positions if positions else None
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
         self.top_keys: dict[str, Position] = {}  # top-level key -> its position, for the alias bound
         self.current_job = None  # (("jobs", index), start mark) of the jobs item being built
         self._scalar = yaml.SafeLoader("")  # only its scalar constructors are used
@@ -349,6 +359,8 @@ class _Builder:
     def _scalar_value(self, node, path):
         if not node.style and self.positions is not None:  # plain, unquoted (style None, or '' from libyaml)
             self.positions[2][path] = node.value
+        if not node.style and node.value and self.doc.text.startswith(CUT_BY_COMMENT, node.end_mark.index):
+            self._cut_by_comment(node, path)
         try:
             value = self._scalar.construct_object(node)
             self._scalar.constructed_objects.pop(node)  # its cache would keep every node alive
@@ -370,6 +382,30 @@ class _Builder:
             )
             return None
         return value
+
+    def _cut_by_comment(self, node, path) -> None:
+        """Warn that a plain value ends where a comment starts one space after it (yamllint's
+        ``comments: min-spaces-from-content: 2`` convention): often the ``#...`` was meant as part of it."""
+        gap = self.doc.text[node.end_mark.index]
+        start = node.end_mark.index + 1
+        end = self.doc.text.find("\n", start)
+        comment = self.doc.text[start : len(self.doc.text) if end < 0 else end].rstrip()
+        if len(comment) > 40:
+            comment = comment[:37] + "..."
+        pos = _pos(node.start_mark)
+        after = "one space" if gap == " " else "one tab"
+        if node.tag == "tag:yaml.org,2002:str":
+            message = (
+                f'warning: a "#" {after} after this value starts a comment, so YAML reads the value as '
+                f"{quote(node.value)}; if {quote(comment)} belongs to it, write the whole value in quotes; "
+                'if it is a comment, put two spaces before "#"'
+            )
+        else:
+            message = (
+                f'warning: a "#" {after} after this value starts a comment, where a value cut short is easy to '
+                'miss: put two spaces before "#" (yamllint\'s convention)'
+            )
+        self.warnings.append(Problem(self.doc.file, pos.line, pos.column, format_path(path), message))
 
     def _key_problem(self, key_node) -> str | None:
         if key_node.tag == "tag:yaml.org,2002:str":
@@ -505,6 +541,7 @@ def _compose_and_build(doc: Document, loader_class: type, positions: bool) -> No
         loader.dispose()
     doc.data = builder.build(root, ())
     doc.problems = builder.problems
+    doc.warnings = sorted(builder.warnings)  # jobs items are built before the keys after `jobs:`
 
 
 def _build_document(doc: Document, positions: bool = False) -> None:
@@ -540,7 +577,9 @@ def load(path: str | Path) -> Document:
         Document: the data, plus the problems found while building it
         (:attr:`Document.problems`: duplicate keys, non-string keys, merge keys, non-core tags,
         YAML 1.1 numbers, ``.nan``, lone surrogates), which :func:`generator.validate.validate`
-        reports with the schema problems. Positions are worked out when a message needs one.
+        reports with the schema problems, and the warnings (:attr:`Document.warnings`: a plain
+        value a comment one space after it cuts short), which ``generate`` prints and goes on.
+        Positions are worked out when a message needs one.
 
     Raises:
         SpecError: the file cannot be read (missing, a folder, larger than ``MAX_BYTES``, not

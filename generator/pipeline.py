@@ -163,8 +163,8 @@ def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = N
         doc = load(jobs_file)
         jobs = select(doc, validate(doc), names)
         renderer = Renderer(doc.root / SCRIPTS_DIR)
-        result = Generated(jobs=jobs, out=Path(out), warnings=receiver_warnings(doc, jobs))
-        result.warnings += shipping_warnings(doc, jobs)
+        warnings = sorted(doc.warnings + receiver_warnings(doc, jobs)) + shipping_warnings(doc, jobs)
+        result = Generated(jobs=jobs, out=Path(out), warnings=warnings)
     with collect_only_new():
         if check:
             rendered = RenderedJobs(renderer, jobs)
@@ -194,4 +194,5 @@ def check_only(jobs_file: str | Path) -> Generated:
     """
     doc = load(jobs_file)
     jobs = validate(doc)
-    return Generated(jobs=jobs, out=Path(), warnings=receiver_warnings(doc, jobs) + shipping_warnings(doc, jobs))
+    warnings = sorted(doc.warnings + receiver_warnings(doc, jobs)) + shipping_warnings(doc, jobs)
+    return Generated(jobs=jobs, out=Path(), warnings=warnings)

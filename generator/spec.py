@@ -137,21 +137,26 @@ def fill_defaults(schema: dict, value: dict, root: dict | None = None) -> dict:
     return out
 
 
-def effective_jobs(data: dict, schema: dict) -> list[Job]:
+def effective_jobs(data: dict, schema: dict, only: set[int] | None = None) -> list[Job]:
     """Build the effective jobs of schema-valid ``jobs.yaml`` data.
 
     Args:
-        data (dict): the loaded document; must already have passed the schema.
+        data (dict): the loaded document; must already have passed the schema (``defaults`` and
+            every job entry built, or those listed in ``only``).
         schema (dict): the jobs JSON Schema (its ``$defs.job_settings`` holds the defaults).
+        only (set[int] | None): build only the entries at these indexes of ``jobs`` (the ones that
+            fit the schema); None: all.
 
     Returns:
-        list[Job]: in file order.
+        list[Job]: in file order; each keeps its index in ``jobs``.
     """
     settings_schema = schema["$defs"]["job_settings"]
     defaults = data.get("defaults") or {}
     line = installed_line()
     jobs = []
     for i, entry in enumerate(data["jobs"]):
+        if only is not None and i not in only:
+            continue
         settings = fill_defaults(settings_schema, merge(defaults, entry), schema)
         settings.setdefault("nvflare_version", line)
         jobs.append(Job(name=entry["name"], index=i, settings=settings, entry=entry, defaults=defaults))

@@ -7,8 +7,10 @@ itself checked first; ``5.0`` is not an integer); the checks below it cover what
 say: duplicate job names, scripts that do not exist under ``client_scripts/`` or resolve outside
 it (through ``..`` or a symlink), receiver paths (``artifact_location``, a ``sqlite:///`` file)
 that are absolute or climb out with ``..``, a ``command`` or ``script_args`` that does not split
-like a shell command line or holds NUL, ``min_clients`` above ``num_clients``, a ``deploy_map``
-naming an unknown app or site, and metrics that a script streams with no receiver to store them.
+like a shell command line or holds NUL, strings NVFlare would rewrite on their way to the script or
+the receiver (``{name}`` variables, the in-process whitespace split: :mod:`generator.rewrites`),
+``min_clients`` above ``num_clients``, a ``deploy_map`` naming an unknown app or site, and metrics
+that a script streams with no receiver to store them.
 Problems the load stage found (``Document.problems``) are reported with these, minus the schema
 problems that merely echo them. Warnings (not errors): a receiver whose script streams nothing, and
 a script whose writer is made for another receiver type (:data:`CROSS_WRITER`).
@@ -19,8 +21,10 @@ worked out here too, by :mod:`generator.ship`, and kept in ``Job.shipment`` for 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,6 +34,7 @@ from jsonschema.exceptions import best_match
 from .errors import Problem, SpecError
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
 from .render import RECEIVER_FILES
+from .rewrites import rewrite_problems
 from .ship import Shipper
 from .spec import Job, effective_jobs, shell_words
 
@@ -165,6 +170,7 @@ def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
     ]
     # A value of the wrong type also fails its enum/pattern/...: report only the type.
     mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+    error_paths = {tuple(e.absolute_path) for e in errors} | {_path_of(p.path) for p in doc.problems}
     for error in errors:
         path = tuple(error.absolute_path)
         kind = error.validator
@@ -187,17 +193,72 @@ def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
             choices = ", ".join(map(str, error.validator_value))
             message = f"must be one of: {choices} (got {_describe(error.instance)})"
             message += _suggest(error.instance, error.validator_value) if isinstance(error.instance, str) else ""
-        elif kind == "minItems" and error.validator_value == 1:
-            message = "must not be empty"
         elif kind == "pattern":
             message = f"{_describe(error.instance)} is not allowed here: must match {error.validator_value}"
+        elif kind == "uniqueItems":
+            if any(len(p) > len(path) and p[: len(path)] == path for p in error_paths):
+                continue  # an item of the wrong type: its own message says it (yes/no/on read as booleans)
+            message = _duplicate_items(error.instance)
         else:
-            message = error.message
+            message = _plain_message(error)
         hint = error.schema.get("x-hint") if isinstance(error.schema, dict) else None
         if hint and kind in ("pattern", "enum", "minItems", "required"):
             message += f" ({hint})"
         problems.append(doc.problem(path, message))
     return problems
+
+
+def _path_of(formatted: str) -> tuple:
+    """A key path back from its formatted form, far enough to compare list items: ``jobs[0].tags[1]``."""
+    out = []
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", formatted):
+        out.append(int(index) if index else name)
+    return tuple(out)
+
+
+def _json_text(value) -> str:
+    """``value`` as JSON (``true``, ``null``, ``["a"]``), never as a Python repr (``True``, ``None``)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _duplicate_items(items: list) -> str:
+    """The ``uniqueItems`` message: which items repeat, by index."""
+    seen = {}
+    for i, item in enumerate(items):
+        key = _json_text(item) if not isinstance(item, (dict, list)) else json.dumps(item, sort_keys=True)
+        if key in seen:
+            return f"items [{seen[key]}] and [{i}] are the same ({_json_text(item)}): each may appear only once"
+        seen[key] = i
+    return "holds the same item more than once"
+
+
+#: Messages for schema keywords whose jsonschema text would show the value as a Python repr
+#: (``[True] is too short``): keyword -> (message when the limit is 1, message with the limit).
+_SIZE_MESSAGES = {
+    "minItems": ("must not be empty", "must have at least {n} items"),
+    "maxItems": ("must have at most one item", "must have at most {n} items"),
+    "minLength": ("must not be empty", "must be at least {n} characters long"),
+    "maxLength": ("must be at most one character long", "must be at most {n} characters long"),
+    "minProperties": ("must not be empty", "must have at least {n} keys"),
+    "maxProperties": ("must have at most one key", "must have at most {n} keys"),
+}
+
+#: Keywords whose jsonschema message shows only numbers (``0 is less than the minimum of 1``).
+_NUMBER_KEYWORDS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
+
+
+def _plain_message(error) -> str:
+    """A schema error in plain words, with values written as YAML/JSON would (never ``True``/``None``)."""
+    kind, limit = error.validator, error.validator_value
+    if kind in _SIZE_MESSAGES:
+        one, many = _SIZE_MESSAGES[kind]
+        message = one if limit == 1 else many.format(n=limit)
+        return message if message == "must not be empty" else f"{message} (has {len(error.instance)})"
+    if kind == "const":
+        return f"must be {_json_text(limit)} (got {_describe(error.instance)})"
+    if kind in _NUMBER_KEYWORDS or kind == "required":
+        return error.message
+    return f"does not fit the schema here ({kind})"
 
 
 def _script_writers(script: Path) -> set[str]:
@@ -320,19 +381,29 @@ def _ship_problems(doc: Document, job: Job, shipper: Shipper, script_ok: bool) -
     return [doc.problem(job.path_of(who[0]) + who[1:], message) for who, message in shipment.errors]
 
 
-def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
+def _duplicate_names(doc: Document) -> list[Problem]:
+    """A job name used twice, over every entry with a string name (whether or not the rest fits)."""
     problems = []
     seen = {}
+    for index, entry in enumerate(doc.data["jobs"]):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            problems.append(
+                doc.problem(("jobs", index, "name"), f"duplicate job name {name!r} (first used by jobs[{seen[name]}])")
+            )
+        seen.setdefault(name, index)
+    return problems
+
+
+def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
+    problems = []
+    owners: list[str] = []  # the name of the job each problem is about, in step with `problems`
     shipper = _shipper(doc)
     for job in jobs:
+        owners_before = len(problems)
         s = job.settings
-        name_path = ("jobs", job.index, "name")
-        if job.name in seen:
-            problems.append(
-                doc.problem(name_path, f"duplicate job name {job.name!r} (first used by jobs[{seen[job.name]}])")
-            )
-        seen.setdefault(job.name, job.index)
-
         if "script" not in s:
             problems.append(
                 doc.problem(("jobs", job.index), "missing required key 'script' (set it here or in `defaults`)")
@@ -366,9 +437,34 @@ def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
                 problems.append(
                     doc.problem(job.path_of(key), f"cannot split {s[key]!r} like a shell command line: {e}")
                 )
+        problems.extend(rewrite_problems(doc, job))
         problems.extend(_deploy_map_problems(doc, job))
         problems.extend(_line_problems(doc, job))
-    return problems
+        owners += [job.name] * (len(problems) - owners_before)
+    return _naming_jobs(problems, owners)
+
+
+def _naming_jobs(problems: list[Problem], owners: list) -> list[Problem]:
+    """Say which jobs a problem located in ``defaults`` is about: one line per distinct problem.
+
+    A setting in ``defaults`` is checked once per job (``min_clients: 3`` against each job's
+    ``num_clients``); without the job names, such a line would not say where to look.
+    """
+    out = []
+    grouped: dict[Problem, list[str]] = {}
+    for problem, owner in zip(problems, owners, strict=True):
+        if problem.path == "defaults" or problem.path.startswith(("defaults.", "defaults[")):
+            grouped.setdefault(problem, []).append(owner)
+        else:
+            out.append(problem)
+    for problem, names in grouped.items():
+        names = list(dict.fromkeys(names))
+        shown = ", ".join(repr(n) for n in names[:5])
+        if len(names) > 5:
+            shown += f" and {len(names) - 5:,} more"
+        which = f"job {shown}" if len(names) == 1 else f"jobs {shown}"
+        out.append(dataclasses.replace(problem, message=f"{problem.message} (for {which})"))
+    return out
 
 
 def _line_problems(doc: Document, job: Job) -> list[Problem]:
@@ -456,6 +552,7 @@ def receiver_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
     (NVFlare converts its points, none is lost, but some keys change: :data:`CROSS_WRITER`).
     """
     out = []
+    owners: list[str] = []  # the name of the job each warning is about, in step with `out`
     for job in jobs:
         receiver = job.settings.get("receiver")
         if receiver and "script" in job.settings:
@@ -477,7 +574,8 @@ def receiver_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
                         f"({CROSS_WRITER[(writer, receiver['type'])]})",
                     )
                 )
-    return out
+        owners += [job.name] * (len(out) - len(owners))
+    return _naming_jobs(out, owners)
 
 
 def shipping_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
@@ -530,13 +628,42 @@ def validate(doc: Document, schema: dict | None = None) -> list[Job]:
     schema = schema or load_schema()
     schema_problems = _schema_problems(doc, schema)
     problems = doc.problems + _without_echoes(doc, schema_problems)
-    if schema_problems:  # cross-field checks need data that fits the schema
+    fitting = _fitting_jobs(doc, doc.problems + schema_problems)
+    if fitting is None:  # cross-field checks need a `defaults` and a `jobs` list that fit the schema
         raise SpecError(problems)
-    jobs = effective_jobs(doc.data, schema)
-    problems += _without_echoes(doc, _job_problems(doc, jobs))
+    jobs = effective_jobs(doc.data, schema, only=fitting)
+    problems += _without_echoes(doc, _duplicate_names(doc) + _job_problems(doc, jobs))
     if problems:
         raise SpecError(problems)
     return jobs
+
+
+#: ``jobs[3]`` at the start of a formatted key path: the problem is in that job's own entry.
+_JOB_PATH = re.compile(r"^jobs\[(\d+)\](?=$|[.\[])")
+
+
+def _fitting_jobs(doc: Document, problems: list[Problem]) -> set[int] | None:
+    """Indexes of the ``jobs`` entries that fit the schema, so that their cross-field checks can run.
+
+    A typo in one job must not hide another job's missing script. Returns None when a problem lies
+    outside every job entry (``defaults``, a top-level key, the ``jobs`` list itself): every job
+    depends on those, so no cross-field check can be trusted.
+    """
+    bad = set()
+    for problem in problems:
+        match = _JOB_PATH.match(problem.path)
+        if not match:
+            return None
+        bad.add(int(match.group(1)))
+    for path in doc.incomplete:
+        match = _JOB_PATH.match(path)
+        if not match:
+            return None
+        bad.add(int(match.group(1)))
+    jobs = doc.data.get("jobs") if isinstance(doc.data, dict) else None
+    if not isinstance(jobs, list):
+        return None
+    return {i for i in range(len(jobs)) if i not in bad}
 
 
 def _without_echoes(doc: Document, problems: list[Problem]) -> list[Problem]:

@@ -3,6 +3,7 @@
 Each ``cases/invalid/NAME.yaml`` has ``NAME.expected``: the exact stderr lines the CLI must print
 (the file is copied to ``jobs.yaml`` in a fresh project, so messages start with ``jobs.yaml:``).
 A failing case must exit 2, print no traceback, and leave an earlier ``build/`` byte-identical.
+Each ``cases/warnings/NAME.yaml`` generates (exit 0) and prints exactly ``NAME.expected``: the warnings.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from conftest import CASES, ROOT, run_cli, snapshot
 
 VALID = sorted((CASES / "valid").glob("*.yaml"))
 INVALID = sorted((CASES / "invalid").glob("*.yaml"))
+WARNINGS = sorted((CASES / "warnings").glob("*.yaml"))
 
 #: Every line a bad jobs.yaml produces: FILE:LINE:COLUMN: then the key path (if any) and the message.
 LOCATED = re.compile(r"^jobs\.yaml:[1-9]\d*:[1-9]\d*: \S")
@@ -59,3 +61,16 @@ def test_every_invalid_case_has_its_expected_message():
     missing = [p.name for p in INVALID if not p.with_suffix(".expected").is_file()]
     assert not missing
     assert len(INVALID) >= 25
+
+
+@pytest.mark.parametrize("case", WARNINGS, ids=lambda p: p.stem)
+def test_warning_case_generates_with_its_exact_warnings(project, case):
+    shutil.copy(case, project / "jobs.yaml")
+    result = run_cli(project, "generate")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == case.with_suffix(".expected").read_text(encoding="utf-8").splitlines()
+    assert all(LOCATED.match(line) and ": warning: " in line for line in result.stderr.splitlines())
+
+
+def test_every_warning_case_has_its_expected_message():
+    assert WARNINGS and all(p.with_suffix(".expected").is_file() for p in WARNINGS)

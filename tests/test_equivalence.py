@@ -174,14 +174,15 @@ def grid() -> dict[str, dict]:
         cases[f"odd-{'sub' if sub else 'in'}"] = {
             "script": "train_metrics.py",
             "launch_external_process": sub,
-            "script_args": "--note 'two words' --lr 0.1",
+            # in-process, NVFlare splits at whitespace only: quotes are refused there
+            "script_args": "--note 'two words' --lr 0.1" if sub else "--note two_words --tag exp#3 --lr 0.1",
             "command": "python3 -X utf8 -u",
             "task_check_period": 0.05,
             "server": {"task_request_interval": 0.5},
             "receiver": {
                 "type": "mlflow",
                 "tracking_uri": "sqlite:///{WORKSPACE}/metrics.db",
-                "experiment_name": 'quotes " and {braces}',
+                "experiment_name": 'quotes " and <angles> 50%',  # braces are refused: NVFlare reads {name}
                 "run_name": "unicode é 中文",
                 "experiment_tags": {"mlflow.note.content": "# note"},
                 "run_tags": {"k": "v"},

@@ -145,3 +145,44 @@ def test_generate_says_which_job_folders_it_removed(project, cli):
     removed = [line for line in out if line.startswith("removed ")]
     assert removed == [f"removed build/jobs/{name} (no longer in jobs.yaml)" for name in shipped_job_names()[1:]]
     assert sorted(p.name for p in (project / "build/jobs").iterdir()) == [".jobgen.json", "np-full-in-process"]
+
+
+#: Values of the wrong shape for every kind of schema rule the jobs schema uses (type, enum, const,
+#: pattern, sizes, uniqueItems, ranges), written with YAML booleans, nulls, lists and mappings.
+WRONG_SHAPES = """\
+defaults:
+  deploy_map: {app: [yes, yes, ~]}
+  server: {task_request_interval: [true]}
+jobs:
+  - name: [no]
+    script: {a: ~}
+    num_rounds: 0
+    params_transfer_type: on
+    expect: {metric_points_per_site: {k: false}}
+    receiver:
+      type: wandb
+      tags: [yes, no, on, yes, ~, {a: 1}, [1]]
+      project: ""
+      job_type: ""
+      config: {a: [1], b: {c: ~}}
+      events: []
+      process_timeout: 0
+      mode: null
+  - name: b
+    script: train_metrics.py
+    receiver: {type: mlflow, events: [yes, yes], experiment_name: "", run_tags: {a: ~}}
+  - name: c
+    script: train_full.py
+    deploy_map: {}
+    receiver: {}
+"""
+
+
+def test_schema_messages_never_show_a_python_repr(project, cli):
+    """True/False/None, dict or list syntax would be Python's words, not the YAML the user wrote."""
+    (project / "jobs.yaml").write_text(WRONG_SHAPES, encoding="utf-8")
+    code, _, err = cli("validate")
+    assert code == 2 and len(err) > 15, err
+    assert all(LOCATED.match(line) for line in err), err
+    shown = "\n".join(line.split(": ", 1)[1] for line in err)
+    assert not re.search(r"\b(True|False|None)\b|\{'|\['|\[\[|non-unique", shown), shown

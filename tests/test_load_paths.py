@@ -19,13 +19,13 @@ def outcome(path):
         doc = load_module.load(path)
     except SpecError as e:
         return ("error", [str(p) for p in e.problems])
-    problems = [str(p) for p in doc.problems]
+    problems = [str(p) for p in doc.problems + doc.warnings]
     # load() builds each job as soon as it is composed and keeps no positions; reading the file
     # again with positions on (what a message does) must give the same data and problems
     full = load_module.Document(doc.file, doc.root, text=doc.text)
     full._positions = ({}, {}, {})
     load_module._build_document(full, positions=True)
-    assert (full.data, [str(p) for p in full.problems]) == (doc.data, problems)
+    assert (full.data, [str(p) for p in full.problems + full.warnings]) == (doc.data, problems)
     return ("ok", doc.data, doc.values, doc.keys, doc.plain_scalars, problems)
 
 

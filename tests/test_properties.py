@@ -38,6 +38,11 @@ NASTY = st.sampled_from(
      "<<", "&a", "*a", "!!python/object:os.system", "\t", "\r\n", "\u2028", "\x85", "é中文😀", "</script>", "$(x)"]
 )  # fmt: skip
 FREE_TEXT = st.one_of(TEXT, NASTY, st.lists(st.one_of(TEXT, NASTY), max_size=4).map("".join))
+#: Text for values NVFlare reads its {NAME} variables in (every string value of a config): no braces,
+#: which the generator refuses there (mapping keys are not rewritten and keep FREE_TEXT).
+CONFIG_TEXT = FREE_TEXT.map(lambda t: t.replace("{", "(").replace("}", ")"))
+#: One in-process script argument: no whitespace, quote or backslash (NVFlare splits at whitespace only).
+IN_PROCESS_WORD = CONFIG_TEXT.map(lambda t: "".join(c for c in t if not c.isspace() and c not in "'\"\\")).filter(bool)
 LOCATED = re.compile(r"^[^:]+:\d+:\d+: ")
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -54,10 +59,10 @@ def receiver(draw) -> dict:
         "tracking_uri": st.one_of(
             _relative_path().map(lambda p: f"sqlite:///{p}.db"), st.just("http://127.0.0.1:5000")
         ),
-        "experiment_name": FREE_TEXT.filter(bool),
-        "run_name": FREE_TEXT.filter(bool),
-        "experiment_tags": st.dictionaries(FREE_TEXT, FREE_TEXT, max_size=3),
-        "run_tags": st.dictionaries(FREE_TEXT, FREE_TEXT, max_size=3),
+        "experiment_name": CONFIG_TEXT.filter(bool),
+        "run_name": CONFIG_TEXT.filter(bool),
+        "experiment_tags": st.dictionaries(FREE_TEXT, CONFIG_TEXT, max_size=3),
+        "run_tags": st.dictionaries(FREE_TEXT, CONFIG_TEXT, max_size=3),
         "artifact_location": _relative_path(),
         "events": st.lists(st.from_regex(r"[A-Za-z0-9_.]{1,20}", fullmatch=True), min_size=1, max_size=3, unique=True),
     }
@@ -79,8 +84,10 @@ def job_settings(draw, script: str) -> dict:
         "params_transfer_type": st.just(SCRIPTS[script]),
         "launch_external_process": st.booleans(),
         "framework": st.just("numpy"),
-        "script_args": FREE_TEXT.map(lambda t: shlex.join(t.split(" "))),
-        "command": st.lists(FREE_TEXT.filter(bool), min_size=1, max_size=3).map(lambda a: shlex.join(["python3", *a])),
+        "script_args": CONFIG_TEXT.map(lambda t: shlex.join(t.split(" "))),
+        "command": st.lists(CONFIG_TEXT.filter(bool), min_size=1, max_size=3).map(
+            lambda a: shlex.join(["python3", *a])
+        ),
         "server": st.fixed_dictionaries({}, optional={"task_request_interval": st.floats(0.001, 3600)}),
         "deploy_map": st.sampled_from(
             [{"app": ["@ALL"]}, {"app": ["server", *(f"site-{i}" for i in range(1, num_clients + 1))]}]
@@ -92,6 +99,8 @@ def job_settings(draw, script: str) -> dict:
     for key, strategy in choices.items():
         if key == "num_clients" or draw(st.booleans()):
             s[key] = draw(strategy)
+    if "script_args" in s and not s.get("launch_external_process"):  # in-process: words split at whitespace
+        s["script_args"] = " ".join(draw(st.lists(IN_PROCESS_WORD, max_size=4)))
     if script == "train_metrics.py" or draw(st.integers(0, 4)) == 0:  # elsewhere: a warning, still valid
         s["receiver"] = draw(receiver())
     return s

@@ -218,19 +218,23 @@ def test_defaults_merge_and_job_keys_win(tmp_path):
 
 
 def test_any_string_renders_literally_into_valid_json(tmp_path):
+    """Jinja syntax, quotes, newlines, non-ASCII: written literally. Braces only in a key: NVFlare reads
+    ``{name}`` in config values, so the generator refuses them there (see test_rewrites.py)."""
     nasty = 'q"uote \\ back\nslash {{ 7*7 }} {% raw %} é 中文 </script> True None'
+    calm = nasty.replace("{", "(").replace("}", ")")
     yaml_text = (
-        "jobs:\n  - name: a\n    script: train_metrics.py\n    script_args: " + json.dumps(shlex.quote(nasty)) + "\n"
-        "    receiver:\n      type: mlflow\n      experiment_name: " + json.dumps(nasty) + "\n"
-        "      run_tags: {" + json.dumps(nasty) + ": " + json.dumps(nasty) + "}\n"
+        "jobs:\n  - name: a\n    script: train_metrics.py\n    launch_external_process: true\n"
+        "    script_args: " + json.dumps(shlex.quote(calm)) + "\n"
+        "    receiver:\n      type: mlflow\n      experiment_name: " + json.dumps(calm) + "\n"
+        "      run_tags: {" + json.dumps(nasty) + ": " + json.dumps(calm) + "}\n"
     )
     files = render_text(yaml_text, tmp_path)["a"]
     server = json.loads(files["app/config/config_fed_server.json"])
     client = json.loads(files["app/config/config_fed_client.json"])
     kw = server["components"][1]["args"]["kw_args"]
-    assert kw["experiment_name"] == nasty
-    assert kw["run_tags"] == {nasty: nasty}
-    assert client["executors"][0]["executor"]["args"]["task_script_args"] == shlex.quote(nasty)
+    assert kw["experiment_name"] == calm
+    assert kw["run_tags"] == {nasty: calm}
+    assert client["executors"][0]["executor"]["args"]["command"][-1] == calm
 
 
 def test_sub_process_command_splits_like_a_shell(tmp_path):
