@@ -125,13 +125,33 @@ def interrupt_on_signals(signums: tuple = STOP_SIGNALS) -> Iterator[list[int]]:
 
 
 @contextlib.contextmanager
-def _deferred_signals() -> Iterator[list[int]]:
-    """Record stop signals instead of acting on them for the block (the stop must finish)."""
+def deferred_signals() -> Iterator[list[int]]:
+    """Hold stop signals for the block: record them instead of acting on them (a stop, or the
+    writing of results, must finish).
+
+    A Python handler that was installed before (e.g. :func:`interrupt_on_signals`'s) is still
+    called, so it records the signal too, but what it raises is dropped.
+
+    Yields:
+        list[int]: the signals received in the block, in order.
+    """
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
-    previous = {s: signal.signal(s, lambda signum, _frame: received.append(signum)) for s in STOP_SIGNALS}
+
+    def make_handler(previous):
+        def handler(signum, frame):
+            received.append(signum)
+            if callable(previous) and previous is not signal.default_int_handler:
+                with contextlib.suppress(Interrupted, KeyboardInterrupt):
+                    previous(signum, frame)
+
+        return handler
+
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for s, old in previous.items():
+        signal.signal(s, make_handler(old))
     try:
         yield received
     finally:
@@ -367,7 +387,7 @@ def run_process(
             except (Interrupted, KeyboardInterrupt) as e:
                 interrupted = _signal_name(e)
         finally:
-            with _deferred_signals() as late:
+            with deferred_signals() as late:
                 stopped = tree.stop(grace)
                 reader.join(timeout=5)
                 # A process we could not find may still hold the pipe open; closing the pipe then
