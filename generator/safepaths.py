@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import JobgenError, Problem
+from .runner import deferred_signals
 
 #: Where the link folder may go, first safe and writable one wins.
 LINK_PARENTS = (None, "/tmp", "/var/tmp", "/dev/shm")  # None: tempfile.gettempdir() (TMPDIR, ...)
@@ -222,4 +223,5 @@ def run_paths(workspace: str | Path, python: str | None = None, prefix: str | No
             paths.bin_dir = os.path.dirname(paths.python)
         yield paths
     finally:
-        _remove_links(links)
+        with deferred_signals():  # a stop signal now must not leave the links behind
+            _remove_links(links)

@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -215,6 +216,7 @@ def test_a_project_and_a_python_environment_under_odd_paths_run(tmp_path):
         )
 
     assert cli("generate").returncode == 0
+    links_before = set(Path(tempfile.gettempdir()).glob("jobgen-run-*"))
     result = cli("simulate", "--workspace", "build/ws dir")
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -226,6 +228,7 @@ def test_a_project_and_a_python_environment_under_odd_paths_run(tmp_path):
         assert Path(results[name]["log"]) == Path("build/ws dir/_logs") / f"{name}.log"
     log = (project / "build/ws dir/_logs/odd-sub.log").read_text()
     assert "Failed to create connection to the child process" not in log
+    assert set(Path(tempfile.gettempdir()).glob("jobgen-run-*")) <= links_before  # the links are gone
     assert run_processes(project) == []
 
 
