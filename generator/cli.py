@@ -3,7 +3,8 @@
 Parses options, calls one pipeline function, prints its result, returns the exit code. It is the
 only place errors are printed: one line per problem, ``FILE:LINE:COL: KEY.PATH: message``, to
 stderr, no traceback. Exit codes: 0 ok, 1 a simulated job failed or ``--check`` found
-differences, 2 bad input (``jobs.yaml``, options, output folder).
+differences, 2 bad input (``jobs.yaml``, options, output folder), 128 + N when ``simulate`` was
+stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -16,6 +17,17 @@ from .errors import JobgenError
 DEFAULT_JOBS = "jobs.yaml"
 DEFAULT_OUT = "build/jobs"
 DEFAULT_WORKSPACE = "build/workspaces"
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds > 0 (argparse type: a bad value is a usage error, exit code 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--job", action="append", metavar="NAME", help="only this job (repeatable)")
     s.add_argument("--results", default="build/results.json", help="where to write the results (default: %(default)s)")
     s.add_argument("--reports", default="build/reports", help="where to write metrics plots (default: %(default)s)")
+    s.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="stop a job's run after this long and report it TIMEOUT (default: the job's `timeout`, "
+        "else derived from its rounds and clients)",
+    )
 
     w = sub.add_parser("view", help="open a tracker's own viewer on a simulated job's metrics (127.0.0.1)")
     w.add_argument("tracker", choices=["mlflow", "tensorboard", "wandb"], help="whose viewer")
@@ -91,7 +110,7 @@ def _generate(args) -> int:
 def _simulate(args) -> int:
     from .simulate import simulate_all
 
-    return 0 if simulate_all(args.out, args.workspace, args.job, args.results, args.reports) else 1
+    return 0 if simulate_all(args.out, args.workspace, args.job, args.results, args.reports, args.timeout) else 1
 
 
 def _view(args) -> int:

@@ -27,6 +27,7 @@ import os
 import re
 import threading
 from pathlib import Path
+from urllib.parse import unquote
 
 from .errors import SimulationError
 
@@ -67,10 +68,17 @@ def mlflow_store_uri(result_dir: Path, tracking_uri: str | None) -> str:
     """
     result_dir = Path(result_dir).resolve()
     if not tracking_uri:
-        return f"sqlite:///{result_dir / 'mlflow.db'}"
+        return f"sqlite:///{sqlite_path(result_dir / 'mlflow.db')}"
+    escape = sqlite_path if tracking_uri.startswith("sqlite:///") else str
     for var, value in (("{WORKSPACE}", result_dir.parent), ("{JOB_ID}", result_dir.name), ("{SITE_NAME}", "server")):
-        tracking_uri = tracking_uri.replace(var, str(value))
+        tracking_uri = tracking_uri.replace(var, escape(value))
     return tracking_uri
+
+
+def sqlite_path(path: Path | str) -> str:
+    """``path`` for a ``sqlite:///`` URI: ``%``, ``?`` and ``#`` escaped (SQLAlchemy's ``make_url``
+    reads ``?`` as the start of a query and decodes ``%XX``); every other character as it is."""
+    return str(path).replace("%", "%25").replace("?", "%3F").replace("#", "%23")
 
 
 def read_mlflow(uri: str, since_ms: int = 0) -> Series:
@@ -90,7 +98,7 @@ def read_mlflow(uri: str, since_ms: int = 0) -> Series:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    if uri.startswith("sqlite:///") and not Path(unquote(uri.removeprefix("sqlite:///").split("?")[0])).is_file():
         return {}
     series: Series = {}
     try:

@@ -69,10 +69,11 @@ class RenderedJobs(Mapping):
 
 
 def job_info(job: Job) -> dict:
-    """Facts about a generated job that ``simulate`` needs, stored in the output manifest."""
+    """Facts about a generated job that ``simulate`` needs, stored in the output manifest
+    (``timeout`` only when the job sets one)."""
     s = job.settings
     receiver = s.get("receiver")
-    return {
+    info = {
         "nvflare_version": job.line,
         "num_clients": s["num_clients"],
         "num_rounds": s["num_rounds"],
@@ -83,6 +84,9 @@ def job_info(job: Job) -> dict:
         "tb_folder": receiver.get("tb_folder") if receiver else None,
         "expect": s["expect"],
     }
+    if "timeout" in s:  # only when set: the manifests of jobs without one stay as they were
+        info["timeout"] = s["timeout"]
+    return info
 
 
 def select(doc, jobs: list[Job], names: list[str] | None) -> list[Job]:

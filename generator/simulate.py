@@ -1,7 +1,8 @@
 """Simulate stage: run generated job folders with ``nvflare simulator`` and judge the outcome.
 
 Takes the output folder of ``generate`` (its manifest says each job's clients, rounds and
-receiver); runs ``nvflare simulator -w <workspace>/<job> -n N -t N <out>/<job>`` per job, prints
+receiver); runs ``nvflare simulator -w <workspace>/<job> -n N -t N <out>/<job>`` per job (console log
+``<workspace>/_logs/<job>.log``), prints
 one progress line per round, and decides success from NVFlare's own records, never from console
 text (a client script can print anything): the FedAvg controller's records in the server's
 ``log.json`` must show every round started, the model saved after the last one and the workflow
@@ -14,6 +15,10 @@ raised in its own code. A job that streams to an MLflow tracking server is not s
 server does not answer (:func:`generator.metrics.probe_mlflow_server`). Each metrics job also gets
 a plot of what was stored, ``<reports>/<job>.png`` (:mod:`generator.report`); the results file and
 the plots never overwrite a file the generator did not write (:mod:`generator.outputs`).
+
+Every run goes through :mod:`generator.runner`: a per-job timeout (``TIMEOUT``) and SIGINT, SIGTERM
+or SIGHUP (``INTERRUPTED``) stop the simulator and every process it started. Paths NVFlare's
+simulator cannot carry (a space, a quote, ...) reach it through links (:mod:`generator.safepaths`).
 """
 
 from __future__ import annotations
@@ -21,22 +26,28 @@ from __future__ import annotations
 import difflib
 import os
 import shutil
-import subprocess
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import OptionError, OutputError, Problem, SimulationError
+from .errors import JobgenError, OptionError, OutputError, Problem, SimulationError
 from .judge import RoundTracker, client_exceptions, nvflare_errors
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
 from .outputs import check_reports, check_results, record_report, write_results
+from .runner import Interrupted, deferred_signals, interrupt_on_signals, run_process
+from .safepaths import check_paths, run_paths
 from .write import read_manifest
 
 WORKSPACE_MARKER = ".jobgen-workspaces"
-#: Seconds between two reads of the server's records while a job runs (progress lines).
-TICK_SECONDS = 0.5
+#: The console logs' folder in the workspaces folder: ``<workspace>/_logs/<job>.log``. Neither it nor
+#: the marker can be a job's workspace: a job name starts with a letter or a digit (the schema's
+#: ``name`` pattern), so no job's files collide with another job's or with ours.
+LOGS_DIR = "_logs"
+#: Statuses of a job (``JobResult.status``).
+OK, FAILED, TIMEOUT, INTERRUPTED = "ok", "FAILED", "TIMEOUT", "INTERRUPTED"
 
 #: Where the simulator puts the server's result (NVFlare simulator layout).
 SERVER_RESULT = Path("server") / "simulate_job"
@@ -51,6 +62,9 @@ class JobResult:
     Attributes:
         name (str): job name.
         ok (bool): every check passed.
+        status (str): ``ok``, ``FAILED`` (a check failed), ``TIMEOUT`` (stopped when its timeout
+            expired) or ``INTERRUPTED`` (stopped by SIGINT, SIGTERM or SIGHUP to ``simulate``).
+        timeout (float | None): the run's time limit in seconds (see :func:`job_timeout`).
         rounds (int): ``num_rounds`` of the job; ``rounds_started``: rounds the server started.
         wall_seconds (float): wall time of the simulator process, in seconds.
         final_model (list | None): the server's final model (``server.npy``) as nested lists: saved
@@ -61,12 +75,14 @@ class JobResult:
         metric_points (dict): ``{site: {key: points}}`` found in the receiver's store.
         store (str | None): the receiver's store (MLflow tracking URI, or folder) if any.
         report (str | None): the PNG plotting the stored metrics, if any point was stored.
-        workspace (str), log (str): the simulator workspace and the console log.
+        workspace (str), log (str): the simulator workspace and the console log
+            (``<workspace folder>/_logs/<job>.log``).
         problems (list[str]): why the job failed (empty when ``ok``).
     """
 
     name: str
     ok: bool = False
+    status: str = FAILED
     rounds: int = 0
     rounds_started: int = 0
     wall_seconds: float = 0.0
@@ -80,21 +96,70 @@ class JobResult:
     workspace: str = ""
     log: str = ""
     problems: list = field(default_factory=list)
+    timeout: float | None = None
 
 
-def nvflare_command() -> list[str]:
-    """The ``nvflare`` CLI of the running Python environment (beside ``sys.executable``)."""
-    local = Path(sys.executable).parent / "nvflare"
-    if local.is_file():
-        return [str(local)]
-    found = shutil.which("nvflare")
-    if not found:
+def nvflare_command(python: str | None = None) -> list[str]:
+    """The ``nvflare`` CLI run by ``python`` (default: this interpreter): ``python -m nvflare.cli``.
+
+    The same entry point as the ``nvflare`` console script (``nvflare.cli:main``), started through
+    the interpreter given, so that the simulator's ``sys.executable`` (which it starts its client
+    workers with) is that path (see :mod:`generator.safepaths`).
+
+    Raises:
+        SimulationError: nvflare is not installed in this Python environment.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("nvflare") is None:
         raise SimulationError("nvflare is not installed in this Python environment: run `make setup`")
-    return [found]
+    return [python or sys.executable, "-m", "nvflare.cli"]
+
+
+#: :func:`job_timeout`'s terms, in seconds.
+TIMEOUT_BASE, TIMEOUT_PER_ROUND, TIMEOUT_PER_CLIENT_ROUND, TIMEOUT_SUB_PROCESS, TIMEOUT_RECEIVER = 120, 30, 15, 60, 60
+
+
+def job_timeout(info: dict, override: float | None = None) -> float:
+    """Seconds a job's simulator run may take before it is stopped and reported TIMEOUT.
+
+    ``override`` (``simulate --timeout``) wins, then the job's own ``timeout`` key (``jobs.yaml``),
+    else a default derived from the job::
+
+        120 + num_rounds * (30 + 15 * num_clients) + 60 (sub-process) + 60 (receiver)
+
+    Measured here (2 cores, idle): a shipped 5-round, 2-client job runs 14-17 s (no sleep) to
+    33-38 s (metrics scripts: 15 s of sleeps); about 4-5 s go to starting and 3-6 s to ending the
+    simulator (README "Speed"). The default is ten times or more that: 120 s for start, end and
+    first imports (NVFlare, MLflow) on a loaded machine; each round 30 s plus 15 s per client,
+    because the simulator runs every client as a process of its own on the same cores; a
+    sub-process job starts one more Python per client that imports NVFlare and says HELLO; a job
+    with a receiver imports its tracker and waits for its last metric events (2 s after the last
+    one, then a 2 s grace). The shipped jobs get 420 to 540 s. Training that sleeps or computes
+    longer per round needs its own ``timeout``.
+
+    Args:
+        info (dict): the job's manifest entry (``num_rounds``, ``num_clients``,
+            ``execution_mode``, ``receiver``, optionally ``timeout``).
+        override (float | None): seconds from the command line.
+
+    Returns:
+        float: seconds.
+    """
+    if override:
+        return float(override)
+    if info.get("timeout"):
+        return float(info["timeout"])
+    seconds = TIMEOUT_BASE + info["num_rounds"] * (TIMEOUT_PER_ROUND + TIMEOUT_PER_CLIENT_ROUND * info["num_clients"])
+    if info.get("execution_mode") == "external_process":
+        seconds += TIMEOUT_SUB_PROCESS
+    if info.get("receiver"):
+        seconds += TIMEOUT_RECEIVER
+    return float(seconds)
 
 
 def prepare_workspace(root: Path, name: str) -> Path:
-    """Make ``root/name`` a fresh, empty simulator workspace.
+    """Make ``root/name`` a fresh, empty simulator workspace (and ``root/_logs/`` for its log).
 
     Raises:
         OutputError: ``root`` exists, is not empty and was not made by us (no marker file).
@@ -115,32 +180,29 @@ def prepare_workspace(root: Path, name: str) -> Path:
         )
     root.mkdir(parents=True, exist_ok=True)
     (root / WORKSPACE_MARKER).write_text("simulator workspaces made by nvflare-jobgen\n")
+    (root / LOGS_DIR).mkdir(exist_ok=True)
     ws = root / name
-    if ws.exists():
+    if ws.is_symlink() or ws.is_file():  # e.g. the console log of a job of that name, before _logs/
+        ws.unlink()
+    elif ws.exists():
         shutil.rmtree(ws)
+    ws.mkdir()
     return ws
 
 
-def _run(cmd: list[str], log: Path, on_tick) -> int:
+def log_path(root: Path, name: str) -> Path:
+    """The console log of job ``name``'s run: ``<root>/_logs/<name>.log``."""
+    return Path(root) / LOGS_DIR / f"{name}.log"
+
+
+def _run_env(bin_dir: str) -> dict[str, str]:
     env = dict(os.environ)
     # A sub-process client is started as `python3 ...`: make that this environment's Python.
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     # W&B runs must land in the server's folder of this workspace, where the check reads them.
     env.pop("WANDB_DIR", None)
-    with open(log, "w", encoding="utf-8") as sink:
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, errors="replace"
-        )
-        polled = 0.0
-        for line in proc.stdout:
-            sink.write(line)
-            if time.monotonic() - polled >= TICK_SECONDS:  # the console only paces the polling: never read
-                polled = time.monotonic()
-                on_tick()
-        code = proc.wait()
-    on_tick()
-    return code
+    return env
 
 
 def _metric_problems(info: dict, counts: dict) -> list[str]:
@@ -184,19 +246,31 @@ def tracking_server_problem(info: dict, server_dir: Path, timeout: float = PROBE
 
 
 def simulate_job(
-    out: Path, workspace_root: Path, name: str, info: dict, progress=print, reports: Path | None = None
+    out: Path,
+    workspace_root: Path,
+    name: str,
+    info: dict,
+    progress=print,
+    reports: Path | None = None,
+    timeout: float | None = None,
 ) -> JobResult:
     """Run one generated job in the simulator and check what it produced.
+
+    The run is stopped, with every process it started, when its timeout expires (status
+    ``TIMEOUT``) or a stop signal arrives (``INTERRUPTED``; see :mod:`generator.runner`).
 
     Args:
         out (Path): the generated jobs folder. workspace_root (Path): where workspaces go.
         name (str): the job. info (dict): its manifest entry (see ``pipeline.job_info``).
-        progress (callable): called with one line per started round (from the server's records).
+        progress (callable): called with one line per started round.
         reports (Path | None): where to write ``<job>.png`` for a metrics job (None: no plot).
+        timeout (float | None): seconds, overriding the job's (see :func:`job_timeout`).
 
     Returns:
-        JobResult: ``ok`` False with ``problems`` when any check failed; the first problems are
-        the exceptions the clients raised in their own code, when there are any.
+        JobResult: ``ok`` False with ``problems`` when any check failed.
+
+    Raises:
+        JobgenError: the workspace path cannot be passed to NVFlare (see :mod:`generator.safepaths`).
     """
     result = JobResult(name=name, rounds=info["num_rounds"], receiver=info.get("receiver"))
     line = info.get("nvflare_version")
@@ -207,15 +281,15 @@ def simulate_job(
         )
         return result
     ws = prepare_workspace(workspace_root, name)
-    log = Path(workspace_root) / f"{name}.log"
+    log = log_path(workspace_root, name)
     result.workspace = str(ws)
     unreachable = tracking_server_problem(info, ws / "server")
     if unreachable:
         result.problems.append(unreachable)
         return result
     result.log = str(log)
+    result.timeout = job_timeout(info, timeout)
     n = str(info["num_clients"])
-    cmd = nvflare_command() + ["simulator", "-w", str(ws), "-n", n, "-t", n, str(Path(out) / name)]
     started, started_epoch = time.monotonic(), time.time()
     tracker = RoundTracker(ws, result.rounds)
 
@@ -223,14 +297,41 @@ def simulate_job(
         for number in tracker.poll():
             progress(f"  {name}: round {number} of {result.rounds} ({time.monotonic() - started:.1f} s)")
 
-    code = _run(cmd, log, on_tick)
-    result.wall_seconds = round(time.monotonic() - started, 2)
-    judge_run(result, ws, tracker, code, started_epoch)
+    with run_paths(ws) as paths:
+        cmd = nvflare_command(paths.python)
+        cmd += ["simulator", "-w", paths.workspace, "-n", n, "-t", n, str(Path(out).resolve() / name)]
+        outcome = run_process(
+            cmd, cwd=paths.cwd, env=_run_env(paths.bin_dir), log_path=log, timeout=result.timeout, on_tick=on_tick
+        )
+    result.wall_seconds = outcome.seconds
+    if outcome.interrupted or outcome.timed_out:
+        tracker.poll()
+        result.rounds_started = tracker.rounds_started
+        if outcome.interrupted:
+            result.status = INTERRUPTED
+            result.problems.append(
+                f"interrupted by {outcome.interrupted} after {outcome.seconds:.1f} s: stopped the simulator "
+                f"and every process it started ({outcome.stopped}); log: {log}"
+            )
+            return result
+        result.status = TIMEOUT
+        result.problems.append(
+            f"timed out after {result.timeout:g} s (timeout: --timeout, the job's `timeout` key, or the default "
+            f"from its rounds and clients): stopped the simulator and every process it started "
+            f"({outcome.stopped}); log: {log}"
+        )
+        result.problems[:0] = client_exceptions(ws, log)  # a client that failed may be why the run hung
+        return result
+
+    if outcome.stopped:  # not a failed check: the run's own outputs are judged below
+        progress(f"  {name}: stopped {outcome.stopped} process(es) the simulator left running")
+    judge_run(result, ws, tracker, outcome.returncode, started_epoch)
     if result.receiver:
         _check_metrics(result, info, ws, since_ms=int(started_epoch * 1000) - 1000, reports=reports)
     if result.problems:
         result.problems[:0] = client_exceptions(ws, log)
     result.ok = not result.problems
+    result.status = OK if result.ok else FAILED
     return result
 
 
@@ -314,13 +415,14 @@ def _points_text(points: dict) -> str:
 
 
 def print_table(results: list[JobResult], stream=sys.stdout) -> None:
-    """One row per job: status, rounds, wall time (s), final model, metric points per site."""
+    """One row per job: status (ok, FAILED, TIMEOUT, INTERRUPTED), rounds, wall time (s), final
+    model, metric points per site."""
     rows = [("job", "status", "rounds", "wall s", "final model", "metric points per site")]
     for r in results:
         rows.append(
             (
                 r.name,
-                "ok" if r.ok else "FAILED",
+                r.status,
                 f"{r.rounds_started}/{r.rounds}",
                 f"{r.wall_seconds:.1f}",
                 model_cell(r),
@@ -338,13 +440,19 @@ def simulate_all(
     names: list[str] | None = None,
     results_path: str | Path | None = None,
     reports: str | Path | None = None,
+    timeout: float | None = None,
 ) -> bool:
     """Simulate every generated job (or those in ``names``), print a table and write results.
+
+    SIGINT, SIGTERM and SIGHUP stop the running job and every process it started; the job is
+    recorded ``INTERRUPTED``, the table and the results of the jobs run so far (and of that one)
+    are still written, and :class:`RunInterrupted` is raised (exit code 128 + the signal's number).
 
     Args:
         out: the generated jobs folder. workspace: the workspaces folder.
         names: only these jobs. results_path: where to write ``results.json`` (None: nowhere).
         reports: where to write one PNG per metrics job (None: no plots).
+        timeout: seconds per job, overriding each job's (see :func:`job_timeout`).
 
     Returns:
         bool: True when every job passed its checks.
@@ -354,6 +462,9 @@ def simulate_all(
         OutputError: ``out`` is not a generated folder, the workspace is not ours, or the results
             file or a plot would overwrite a file the generator did not write (checked before any
             job runs).
+        JobgenError: the workspace or the Python environment is at a path NVFlare cannot be given
+            (see :mod:`generator.safepaths`); raised before any job runs.
+        RunInterrupted: a stop signal arrived.
     """
     out = Path(out)
     if not out.is_dir():
@@ -372,29 +483,68 @@ def simulate_all(
         problems += check_reports(Path(reports), [n for n in selected if manifest[n].get("receiver")], managed)
     if problems:
         raise OutputError(problems)
-    results = []
-    for name in selected:
+    problems = check_paths(workspace)
+    if problems:
+        raise JobgenError(problems)
+    results: list[JobResult] = []
+    with interrupt_on_signals() as received:
+        try:
+            for name in selected:
+                _simulate_one(out, workspace, name, manifest[name], reports, timeout, results)
+                if received:
+                    break
+        except Interrupted:
+            pass  # between two jobs: the results so far are written all the same
+        with deferred_signals():
+            print()
+            print_table(results)
+            if results_path:
+                write_results(Path(results_path), [asdict(r) for r in results])
+    if received:
+        raise RunInterrupted(signal.Signals(received[0]).name, results_path, len(results))
+    return all(r.ok for r in results)
+
+
+def _simulate_one(out: Path, workspace, name: str, info: dict, reports, timeout, results: list) -> None:
+    """Simulate one job of :func:`simulate_all`, print its outcome, append its result to ``results``."""
+    print(
+        f"{name}: simulating {info['num_clients']} clients, {info['num_rounds']} rounds "
+        f"(timeout {job_timeout(info, timeout):g} s)",
+        flush=True,
+    )
+    try:
+        progress = lambda line: print(line, flush=True)  # noqa: E731
+        result = simulate_job(out, Path(workspace), name, info, progress=progress, reports=reports, timeout=timeout)
+    except Interrupted as e:  # outside the simulator run itself: preparing it, or reading its metrics back
+        result = JobResult(name=name, rounds=info["num_rounds"], receiver=info.get("receiver"), status=INTERRUPTED)
+        result.problems.append(f"interrupted by {e.name}")
+        result.log = str(log_path(workspace, name))
+    results.append(result)
+    with deferred_signals():
         print(
-            f"{name}: simulating {manifest[name]['num_clients']} clients, {manifest[name]['num_rounds']} rounds",
+            f"{name}: {result.status} in {result.wall_seconds:.1f} s; log: {result.log or 'none (not started)'}",
             flush=True,
         )
-        result = simulate_job(
-            out, Path(workspace), name, manifest[name], progress=lambda line: print(line, flush=True), reports=reports
-        )
-        status = "ok" if result.ok else "FAILED"
-        print(f"{name}: {status} in {result.wall_seconds:.1f} s; log: {result.log or 'none (not started)'}", flush=True)
         for problem in result.problems:
             print(f"{name}: {problem}", file=sys.stderr, flush=True)
         if result.store:
             print(f"{name}: metrics store ({result.receiver}): {result.store}", flush=True)
         if result.report:
             print(f"{name}: metrics plot: {result.report}", flush=True)
-        results.append(result)
-    print()
-    print_table(results)
-    if results_path:
-        write_results(Path(results_path), [asdict(r) for r in results])
-    return all(r.ok for r in results)
+
+
+class RunInterrupted(JobgenError):
+    """``simulate`` was stopped by a signal; its exit code is 128 + the signal's number (shell convention).
+
+    Args:
+        signal_name (str): e.g. ``"SIGTERM"``. results_path: where the results were written (or None).
+        jobs (int): how many jobs are in the results (the interrupted one included).
+    """
+
+    def __init__(self, signal_name: str, results_path, jobs: int):
+        where = f"; the results of {jobs} job(s) are in {results_path}" if results_path else ""
+        super().__init__([Problem("simulate", 0, 0, "", f"interrupted by {signal_name}{where}")])
+        self.exit_code = 128 + signal.Signals[signal_name].value
 
 
 def _no_such_job(name: str, manifest: dict) -> str:

@@ -655,5 +655,5 @@ def test_a_dead_tracking_server_fails_its_job_quickly_and_the_next_job_runs(proj
     assert status.endswith("; log: none (not started)")
     results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
     assert results["dead-mlflow"]["ok"] is False and results["dead-mlflow"]["log"] == ""
-    assert not (project / "build/workspaces/dead-mlflow.log").exists()
+    assert not (project / "build/workspaces/_logs/dead-mlflow.log").exists()
     assert results["after"]["ok"] is True and results["after"]["final_model"] == [[3, 4, 5], [6, 7, 8], [9, 10, 11]]

@@ -232,7 +232,8 @@ SETTING_TYPES = {
 }  # fmt: skip
 KNOWN_KEYS = {
     "name", "script", "script_args", "launch_external_process", "command", "params_transfer_type", "framework",
-    "num_rounds", "num_clients", "min_clients", "deploy_map", "server", "receiver", "expect", "jobs", "defaults",
+    "num_rounds", "num_clients", "min_clients", "deploy_map", "server", "receiver", "expect", "timeout", "jobs",
+    "defaults",
 }  # fmt: skip
 
 

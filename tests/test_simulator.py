@@ -254,4 +254,4 @@ def test_nvflares_own_wandb_receiver_loses_out_of_order_points_and_the_job_fails
     assert result.returncode == 1
     assert "small  FAILED  2/2" in result.stdout
     assert "'global_step' points, expected 750" in result.stderr
-    assert "Received out-of-order step" in (project / "build/workspaces/small.log").read_text()
+    assert "Received out-of-order step" in (project / "build/workspaces/_logs/small.log").read_text()

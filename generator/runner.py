@@ -1,0 +1,412 @@
+"""Run one command as a process tree and leave no process of it behind.
+
+:func:`run_process` starts a command in its own session, copies its console output line by line
+to a log file (and to a callback), and ends in one of four ways: the command exits, its timeout
+expires, a signal arrives (SIGINT, SIGTERM or SIGHUP, see :func:`interrupt_on_signals`), or a
+callback raises. In every case, before it returns, every process of the run is stopped: the
+command, its children, and their children, also those that started their own session or process
+group (NVFlare's simulator starts each client worker with ``preexec_fn=os.setsid``,
+``simulator_runner.py:767``, and each sub-process trainer with ``start_new_session=True``,
+``external_process_backend.py:488-497``), and those whose parent died first.
+
+How the processes of a run are found (psutil):
+
+- the command's descendants, walked every :data:`TICK` seconds and remembered (a remembered
+  process is recognised by pid and start time, so a reused pid is never signalled);
+- on Linux, this process is made a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``,
+  ``man 2 prctl``) while the command runs: a process of the run whose parent exits is re-parented
+  to us instead of to init, so it stays findable however short-lived its parent was. Such adopted
+  processes are reaped here (``waitpid``) so none is left a zombie.
+
+Stopping is SIGTERM to all of them at once, then SIGKILL to whatever still runs after a grace
+period (:data:`TERM_GRACE`); processes started during the grace period are found and stopped too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+#: Seconds between two walks of the process tree (and two ``on_tick`` calls).
+TICK = 0.5
+#: Seconds between SIGTERM and SIGKILL when stopping a run. NVFlare's own simulator waits 3 s for
+#: its processes to end before it kills them (``simulator_runner.py``, ``shutdown_grace_time=3``).
+TERM_GRACE = 3.0
+#: The signals that stop a run (as Ctrl-C does): what a terminal, CI cancellation, ``timeout`` and
+#: ``kill`` send.
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
+
+# prctl options, <linux/prctl.h>.
+_PR_SET_CHILD_SUBREAPER, _PR_GET_CHILD_SUBREAPER = 36, 37
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended.
+
+    Attributes:
+        returncode (int | None): the command's exit code; negative: killed by that signal
+            (``subprocess`` convention); None if it could not be collected.
+        timed_out (bool): the timeout expired and the run was stopped.
+        interrupted (str | None): the name of the signal that stopped the run (``"SIGTERM"``,
+            ``"SIGHUP"``, ``"SIGINT"``), else None.
+        seconds (float): wall time from start to the end of the stop, in seconds.
+        stopped (int): processes of the run that were still running when it ended (the command
+            itself after a timeout or a signal, and whatever it left behind), all stopped here.
+    """
+
+    returncode: int | None
+    timed_out: bool = False
+    interrupted: str | None = None
+    seconds: float = 0.0
+    stopped: int = 0
+
+
+class Interrupted(BaseException):
+    """A stop signal arrived inside :func:`interrupt_on_signals` (raised in the main thread).
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that no ``except Exception`` swallows it.
+
+    Args:
+        signum (int): the signal number.
+    """
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)
+
+
+def _signal_name(exc: BaseException) -> str:
+    return exc.name if isinstance(exc, Interrupted) else "SIGINT"
+
+
+@contextlib.contextmanager
+def interrupt_on_signals(signums: tuple = STOP_SIGNALS) -> Iterator[list[int]]:
+    """Turn the first stop signal of the block into :class:`Interrupted` in the main thread.
+
+    Later signals are only recorded: the cleanup the first one started (stopping the run, writing
+    the results) is not cut short. Outside the main thread (where Python cannot install signal
+    handlers) nothing is changed.
+
+    Args:
+        signums (tuple[int]): the signals (default :data:`STOP_SIGNALS`).
+
+    Yields:
+        list[int]: every signal received in the block, in order.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, _frame):
+        received.append(signum)
+        if len(received) == 1:
+            raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield received
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[list[int]]:
+    """Hold stop signals for the block: record them instead of acting on them (a stop, or the
+    writing of results, must finish).
+
+    A Python handler that was installed before (e.g. :func:`interrupt_on_signals`'s) is still
+    called, so it records the signal too, but what it raises is dropped.
+
+    Yields:
+        list[int]: the signals received in the block, in order.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def make_handler(previous):
+        def handler(signum, frame):
+            received.append(signum)
+            if callable(previous) and previous is not signal.default_int_handler:
+                with contextlib.suppress(Interrupted, KeyboardInterrupt):
+                    previous(signum, frame)
+
+        return handler
+
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for s, old in previous.items():
+        signal.signal(s, make_handler(old))
+    try:
+        yield received
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+@contextlib.contextmanager
+def _subreaper() -> Iterator[bool]:
+    """Make this process a child subreaper for the block (Linux); yields whether it is one."""
+    if not sys.platform.startswith("linux"):
+        yield False
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        was = ctypes.c_int(0)
+        libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(was), 0, 0, 0)
+        ok = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        yield False
+        return
+    try:
+        yield ok
+    finally:
+        if ok and not was.value:
+            libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def _children_of_self() -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process().children()}
+    except psutil.Error:
+        return set()
+
+
+def _running(proc: psutil.Process) -> bool:
+    """The process exists (same pid and start time) and is not a zombie."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class ProcessTree:
+    """The processes of one run: the command's descendants, remembered as they are seen.
+
+    Args:
+        root (subprocess.Popen): the command.
+        others (set[int]): pids of this process's own children that are not part of the run
+            (children it had before the run started); every other child of ours that appears
+            while we are a subreaper is a process of the run that lost its parent.
+    """
+
+    def __init__(self, root: subprocess.Popen, others: set[int]):
+        self.root = root
+        self.others = set(others) | {root.pid}
+        self.seen: dict[tuple[int, float], psutil.Process] = {}
+        self.refresh()
+
+    def _remember(self, proc: psutil.Process) -> None:
+        try:
+            self.seen.setdefault((proc.pid, proc.create_time()), proc)
+        except psutil.Error:
+            pass
+
+    def _adopted(self) -> list[psutil.Process]:
+        """Children of ours that belong to the run (re-parented to us, the subreaper)."""
+        try:
+            return [p for p in psutil.Process().children() if p.pid not in self.others]
+        except psutil.Error:
+            return []
+
+    def refresh(self) -> None:
+        """Walk the tree now and remember every process in it; reap adopted processes that ended."""
+        tops = [*self._adopted(), *(p for p in self.seen.values() if _running(p))]
+        if self.root.poll() is None:  # not reaped yet, so its pid is still its own
+            with contextlib.suppress(psutil.Error):
+                tops.append(psutil.Process(self.root.pid))
+        for top in tops:
+            self._remember(top)
+            try:
+                for child in top.children(recursive=True):
+                    self._remember(child)
+            except psutil.Error:
+                pass
+        self.reap()
+
+    def reap(self) -> None:
+        """Collect the exit status of adopted processes that ended, so no zombie stays behind."""
+        for proc in self._adopted():
+            with contextlib.suppress(psutil.Error, ChildProcessError, OSError):
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    os.waitpid(proc.pid, os.WNOHANG)
+
+    def alive(self) -> list[psutil.Process]:
+        """Every process of the run that is still running (refreshes the tree first)."""
+        self.refresh()
+        return [p for p in self.seen.values() if _running(p)]
+
+    def stop(self, grace: float = TERM_GRACE) -> int:
+        """SIGTERM every process of the run, SIGKILL what still runs after ``grace`` seconds.
+
+        Args:
+            grace (float): seconds between SIGTERM and SIGKILL.
+
+        Returns:
+            int: how many processes were signalled (0: none was running).
+        """
+        signalled: set[tuple[int, float]] = set()
+
+        def send(procs: list[psutil.Process], sig: int) -> None:
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(sig)
+                    signalled.add((proc.pid, proc.create_time()))
+
+        procs = self.alive()
+        send(procs, signal.SIGTERM)
+        end = time.monotonic() + grace
+        while procs and time.monotonic() < end:
+            time.sleep(0.05)
+            procs = self.alive()
+            send([p for p in procs if (p.pid, p.create_time()) not in signalled], signal.SIGTERM)
+        for _ in range(50):  # each pass kills what is left, including anything started meanwhile
+            procs = self.alive()
+            if not procs:
+                break
+            send(procs, signal.SIGKILL)
+            psutil.wait_procs(procs, timeout=0.2)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.root.wait(timeout=5)
+        self.reap()
+        return len(signalled)
+
+
+def _pump(stream, log, lines: queue.Queue) -> None:
+    """Copy ``stream`` to ``log`` line by line (flushed, for readers of the log) and queue each line."""
+    try:
+        for line in stream:
+            log.write(line)
+            log.flush()
+            lines.put(line.rstrip("\n"))
+    except (OSError, ValueError):
+        pass
+    finally:
+        lines.put(None)
+
+
+def run_process(
+    argv: list[str],
+    *,
+    cwd: str | Path | None,
+    env: dict[str, str] | None,
+    log_path: str | Path,
+    timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
+    grace: float = TERM_GRACE,
+) -> RunOutcome:
+    """Run ``argv`` to its end, its timeout or a stop signal, then stop every process it started.
+
+    The command runs in a new session (``start_new_session``): a Ctrl-C at the terminal reaches
+    only this process, which then stops the whole run itself. Its stdout and stderr go, merged,
+    to ``log_path`` (written as they come, flushed per line) and to ``on_line``. Standard input is
+    ``/dev/null``.
+
+    Args:
+        argv (list[str]): the command; never passed through a shell.
+        cwd (str | Path | None): its working directory (None: ours).
+        env (dict | None): its environment (None: ours).
+        log_path (str | Path): the console log to write (replaced; its folder is created).
+        timeout (float | None): seconds after which the run is stopped (None: no limit).
+        on_line (callable | None): called in this thread with each console line (no newline).
+        on_tick (callable | None): called in this thread about every :data:`TICK` seconds.
+        grace (float): seconds between SIGTERM and SIGKILL when stopping.
+
+    Returns:
+        RunOutcome: how the run ended. A stop signal (:class:`Interrupted`, or ``KeyboardInterrupt``
+        when no :func:`interrupt_on_signals` is active) is reported in ``interrupted``, not raised.
+
+    Raises:
+        OSError: the command cannot be started (nothing runs then).
+        Exception: whatever ``on_line`` or ``on_tick`` raised, after the run was stopped.
+    """
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    timed_out, interrupted = False, None
+    with _subreaper(), open(log_path, "w", encoding="utf-8", errors="replace") as log:
+        others = _children_of_self()
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+        tree = ProcessTree(proc, others)
+        lines: queue.Queue = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(proc.stdout, log, lines), name="run_process-log", daemon=True)
+        reader.start()
+        deadline = None if timeout is None else started + timeout
+        next_tick = started + TICK
+        stopped = 0
+        try:
+            try:
+                while True:
+                    try:
+                        line = lines.get(timeout=0.1)
+                        while line is not None:
+                            if on_line:
+                                on_line(line)
+                            line = lines.get_nowait()
+                    except queue.Empty:
+                        pass
+                    now = time.monotonic()
+                    if now >= next_tick:
+                        tree.refresh()
+                        if on_tick:
+                            on_tick()
+                        next_tick = now + TICK
+                    if proc.poll() is not None:
+                        break
+                    if deadline is not None and now >= deadline:
+                        timed_out = True
+                        break
+            except (Interrupted, KeyboardInterrupt) as e:
+                interrupted = _signal_name(e)
+        finally:
+            with deferred_signals() as late:
+                stopped = tree.stop(grace)
+                reader.join(timeout=5)
+                # A process we could not find may still hold the pipe open; closing the pipe then
+                # would block until the reader's read returns, so the (daemon) reader is left to it.
+                if not reader.is_alive():
+                    proc.stdout.close()
+            if interrupted is None and late:
+                interrupted = signal.Signals(late[0]).name
+        while on_line and not interrupted:  # lines that came after the last look
+            try:
+                line = lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                on_line(line)
+    return RunOutcome(
+        returncode=proc.returncode,
+        timed_out=timed_out,
+        interrupted=interrupted,
+        seconds=round(time.monotonic() - started, 2),
+        stopped=stopped,
+    )

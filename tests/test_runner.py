@@ -1,0 +1,251 @@
+"""The runner on small Python process trees (no NVFlare): log capture, timeouts, signals, leftovers.
+
+Every process of a test tree writes its pid to a file as it starts; after the run each of those
+pids must be gone (or a zombie: ended, waiting for its parent to collect it). The trees are shaped
+like NVFlare's simulator: a child in the same session, a child in its own session
+(``os.setsid``, as the simulator starts its client workers) with a grandchild in yet another one
+(``start_new_session``, as a sub-process trainer is started), a process whose parent exited
+before anyone could see it, and one that ignores SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import ROOT
+
+from generator.runner import RunOutcome, run_process
+
+TREE = r"""
+import os, signal, subprocess, sys, time
+
+pid_dir, role = sys.argv[1], sys.argv[2]
+
+
+def note(name):
+    with open(os.path.join(pid_dir, name + ".tmp"), "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(os.path.join(pid_dir, name + ".tmp"), os.path.join(pid_dir, name))
+
+
+def spawn(role, **kw):
+    return subprocess.Popen([sys.executable, __file__, pid_dir, role], **kw)
+
+
+def wait_for(count):
+    while len([n for n in os.listdir(pid_dir) if not n.endswith(".tmp")]) < count:
+        time.sleep(0.02)
+
+
+if role == "root":            # a tree like the simulator's: 4 processes, 3 sessions
+    note("root")
+    spawn("child")
+    spawn("session", start_new_session=True)
+    wait_for(4)
+    print("ready", flush=True)
+    time.sleep(600)
+elif role == "child":
+    note("child")
+    time.sleep(600)
+elif role == "session":
+    note("session")
+    spawn("grandchild", start_new_session=True)
+    time.sleep(600)
+elif role == "grandchild":
+    note("grandchild")
+    time.sleep(600)
+elif role == "leaves-orphan":  # exits 0 at once, leaving a daemon whose parent is gone too
+    note("root")
+    spawn("middle", start_new_session=True).wait()
+    wait_for(2)
+    print("ready", flush=True)
+elif role == "middle":         # the classic double fork: start the daemon, exit
+    spawn("daemon", start_new_session=True)
+elif role == "daemon":
+    note("daemon")
+    time.sleep(600)
+elif role == "stubborn-root":
+    note("root")
+    spawn("stubborn")
+    wait_for(2)
+    print("ready", flush=True)
+    time.sleep(600)
+elif role == "stubborn":       # ignores SIGTERM: only SIGKILL ends it
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    note("stubborn")
+    time.sleep(600)
+"""
+
+
+@pytest.fixture
+def tree(tmp_path) -> tuple[Path, Path]:
+    """The tree script and an empty folder for its pid files."""
+    script = tmp_path / "tree.py"
+    script.write_text(TREE)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    return script, pids
+
+
+def pids_of(folder: Path) -> dict[str, int]:
+    return {p.name: int(p.read_text()) for p in folder.iterdir() if not p.name.endswith(".tmp")}
+
+
+def running(pid: int) -> bool:
+    """The pid is a live process (a zombie has ended: it only waits to be collected)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def assert_all_gone(pids: dict[str, int]) -> None:
+    deadline = time.monotonic() + 5  # init may take a moment to collect re-parented processes
+    while time.monotonic() < deadline and any(running(pid) for pid in pids.values()):
+        time.sleep(0.05)
+    assert {name: pid for name, pid in pids.items() if running(pid)} == {}
+
+
+def run(script: Path, pids: Path, role: str, tmp_path: Path, **kw) -> tuple[RunOutcome, list[str]]:
+    lines: list[str] = []
+    outcome = run_process(
+        [sys.executable, str(script), str(pids), role],
+        cwd=tmp_path,
+        env=None,
+        log_path=tmp_path / "logs" / "run.log",
+        on_line=lines.append,
+        **kw,
+    )
+    return outcome, lines
+
+
+def test_log_capture_exit_code_and_lines(tmp_path):
+    code = "import sys\nprint('one')\nprint('two', file=sys.stderr)\nprint('caf\\u00e9')\nsys.exit(3)\n"
+    lines: list[str] = []
+    ticks: list[float] = []
+    outcome = run_process(
+        [sys.executable, "-c", code.replace("sys.exit(3)", "import time; time.sleep(1.2); sys.exit(3)")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        log_path=tmp_path / "sub" / "console.log",
+        on_line=lines.append,
+        on_tick=lambda: ticks.append(time.monotonic()),
+    )
+    assert outcome.returncode == 3
+    assert (outcome.timed_out, outcome.interrupted, outcome.stopped) == (False, None, 0)
+    assert sorted(lines) == sorted(["one", "two", "café"])
+    assert sorted((tmp_path / "sub/console.log").read_text(encoding="utf-8").splitlines()) == sorted(lines)
+    assert len(ticks) >= 1  # about every 0.5 s while it ran (1.2 s)
+
+
+def test_timeout_stops_every_process_including_other_sessions(tree, tmp_path):
+    script, pids = tree
+    outcome, lines = run(script, pids, "root", tmp_path, timeout=8, grace=2)
+
+    assert "ready" in lines
+    assert outcome.timed_out and outcome.interrupted is None
+    assert outcome.returncode == -signal.SIGTERM
+    found = pids_of(pids)
+    assert sorted(found) == ["child", "grandchild", "root", "session"]
+    assert_all_gone(found)
+    assert outcome.stopped == 4
+
+
+def test_a_process_left_behind_by_a_finished_command_is_stopped(tree, tmp_path):
+    """The command exits 0 but leaves a daemon (double fork: its parent is gone before we look)."""
+    script, pids = tree
+    outcome, lines = run(script, pids, "leaves-orphan", tmp_path, timeout=60, grace=2)
+
+    assert lines == ["ready"]
+    assert (outcome.returncode, outcome.timed_out, outcome.interrupted) == (0, False, None)
+    found = pids_of(pids)
+    assert sorted(found) == ["daemon", "root"]
+    assert_all_gone(found)
+    assert outcome.stopped == 1
+
+
+def test_a_process_ignoring_sigterm_is_killed_after_the_grace(tree, tmp_path):
+    script, pids = tree
+    started = time.monotonic()
+    outcome, _ = run(script, pids, "stubborn-root", tmp_path, timeout=6, grace=1)
+
+    assert outcome.timed_out
+    found = pids_of(pids)
+    assert sorted(found) == ["root", "stubborn"]
+    assert_all_gone(found)
+    assert time.monotonic() - started < 60  # bounded: not a speed check, a hang check
+
+
+def test_an_exception_in_a_callback_stops_the_run_and_propagates(tree, tmp_path):
+    script, pids = tree
+
+    def on_line(line):
+        if line == "ready":
+            raise RuntimeError("parser failed")
+
+    with pytest.raises(RuntimeError, match="parser failed"):
+        run_process(
+            [sys.executable, str(script), str(pids), "root"],
+            cwd=tmp_path,
+            env=None,
+            log_path=tmp_path / "run.log",
+            timeout=60,
+            on_line=on_line,
+            grace=2,
+        )
+    assert_all_gone(pids_of(pids))
+
+
+DRIVER = """
+import json, sys
+from generator.runner import interrupt_on_signals, run_process
+
+script, pids, log = sys.argv[1:4]
+with interrupt_on_signals() as received:
+    outcome = run_process([sys.executable, script, pids, sys.argv[4]], cwd=None, env=None, log_path=log,
+                          on_line=lambda line: print(line, flush=True), timeout=120, grace=1)
+print(json.dumps({**outcome.__dict__, "received": received}), flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    "signals, role",
+    [
+        ([signal.SIGTERM], "root"),
+        ([signal.SIGHUP], "root"),
+        ([signal.SIGINT], "root"),  # what Ctrl-C sends (to the foreground process group)
+        ([signal.SIGTERM, signal.SIGTERM, signal.SIGINT], "stubborn-root"),  # impatient: the stop still ends
+    ],
+    ids=["SIGTERM", "SIGHUP", "SIGINT", "repeated"],
+)
+def test_a_stop_signal_to_the_caller_stops_the_whole_run(tree, tmp_path, signals, role):
+    script, pids = tree
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    proc = subprocess.Popen(
+        [sys.executable, str(driver), str(script), str(pids), str(tmp_path / "run.log"), role],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        for sig in signals:
+            proc.send_signal(sig)
+            time.sleep(0.1)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["interrupted"] == signal.Signals(signals[0]).name
+    assert result["received"][0] == signals[0]
+    assert not result["timed_out"]
+    assert_all_gone(pids_of(pids))

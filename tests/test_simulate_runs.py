@@ -1,0 +1,322 @@
+"""How ``simulate`` runs jobs: odd paths, timeouts, stop signals, and where each job's files go.
+
+The simulator tests (marked) run the real ``nvflare simulator`` on 1-round jobs: a project under a
+path with a space, ``#``, ``:``, a quote and a non-ASCII letter, run by a Python environment at
+such a path too; a job whose script hangs (stopped at its ``timeout``, the next job still runs);
+``simulate`` stopped by SIGTERM, SIGHUP or SIGINT while a sub-process trainer hangs; jobs named
+``a`` and ``a.log``. After each, no process of the run may be left: every trainer wrote its pid,
+and no process may have the workspace in its command line or working folder. The others are fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from conftest import INITIAL_MODEL, ROOT, run_cli
+
+from generator.safepaths import check_paths, path_problem, run_paths
+from generator.simulate import LOGS_DIR, WORKSPACE_MARKER, job_timeout, log_path, prepare_workspace
+
+#: A path segment with every kind of character NVFlare's command lines and path lists mangle.
+ODD = "my project #1:é'q"
+
+HANG = """\
+import argparse, os, time
+
+import nvflare.client as flare
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--pid_dir")
+args = parser.parse_args()
+flare.init()
+while flare.is_running():
+    received = flare.receive()
+    open(os.path.join(args.pid_dir, str(os.getpid())), "w").close()
+    time.sleep(3600)
+"""
+
+ONE_ROUND = "defaults:\n  num_rounds: 1\n  task_check_period: 0.05\n  server: {task_request_interval: 0.1}\njobs:\n"
+
+
+def one_round_model() -> list:
+    return (np.array(INITIAL_MODEL, dtype=np.float32) + 1).tolist()
+
+
+def run_processes(workspace: Path) -> list[str]:
+    """Processes whose command line or working folder names ``workspace`` (as ``pgrep -f`` would)."""
+    needle = str(workspace)
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd", "status"]):
+        info = proc.info
+        if info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
+            continue
+        if needle in " ".join(info["cmdline"] or []) or needle in (info["cwd"] or ""):
+            found.append(f"{proc.pid}: {' '.join(info['cmdline'] or [])}")
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def hang_project(project: Path) -> Path:
+    """Add the hanging script; gives the folder its trainers write their pids to."""
+    (project / "client_scripts/train_hang.py").write_text(HANG)
+    pids = project / "pids"
+    pids.mkdir()
+    return pids
+
+
+# --- fast -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("char", [" ", "\t", "'", '"', "\\", "#", ":", "?", "%", "\n"])
+def test_characters_nvflare_mangles_are_found(char):
+    assert path_problem(f"/home/u/my{char}project/build/ws") is not None
+
+
+@pytest.mark.parametrize("path", ["/home/u/projects/nvflare-jobgen_2.9/build/ws", "/home/u/café/ws", "/a/$HOME/b;c"])
+def test_paths_nvflare_passes_unchanged_need_no_link(path, tmp_path):
+    assert path_problem(path) is None
+
+
+def test_odd_paths_are_reached_through_links_that_are_removed_afterwards(tmp_path):
+    root = tmp_path / ODD / "ws dir"
+    ws = root / "job"
+    ws.mkdir(parents=True)
+    venv = tmp_path / "my venv"
+    (venv / "bin").mkdir(parents=True)
+    python = str(venv / "bin" / "python")
+
+    with run_paths(ws, python=python, prefix=str(venv)) as paths:
+        assert path_problem(paths.workspace) is None and path_problem(paths.python) is None
+        assert path_problem(paths.bin_dir) is None and path_problem(os.path.realpath(paths.cwd)) is None
+        assert os.path.samefile(paths.workspace, ws)  # the same folder, reached through a link
+        assert os.path.realpath(paths.python) == os.path.realpath(python)
+        assert not os.path.islink(paths.workspace)  # NVFlare rmtree()s it: it must not be the link itself
+        links = paths.links
+    assert not os.path.exists(links)
+    assert ws.is_dir() and venv.is_dir()  # the links went, not what they pointed to
+
+
+def test_safe_paths_are_used_as_they_are(tmp_path):
+    ws = tmp_path / "ws" / "job"
+    ws.mkdir(parents=True)
+    with run_paths(ws, python=sys.executable, prefix=sys.prefix) as paths:
+        assert (paths.workspace, paths.python, paths.links) == (str(ws), sys.executable, None)
+
+
+def test_a_python_outside_its_prefix_at_an_odd_path_is_refused_before_any_job(tmp_path):
+    python = str(tmp_path / "odd dir" / "python3")
+    (problem,) = check_paths(tmp_path / "ws", python=python, prefix=str(tmp_path / "elsewhere"))
+    assert problem.file == python
+    assert "contains ' '" in problem.message and "not inside its environment's prefix" in problem.message
+
+
+def test_default_timeout_follows_rounds_clients_mode_and_receiver():
+    base = {"num_rounds": 5, "num_clients": 2, "execution_mode": "in_process", "receiver": None}
+    assert job_timeout(base) == 120 + 5 * (30 + 15 * 2)
+    assert job_timeout({**base, "execution_mode": "external_process"}) == job_timeout(base) + 60
+    assert job_timeout({**base, "receiver": "mlflow"}) == job_timeout(base) + 60
+    assert job_timeout({**base, "num_rounds": 10}) > job_timeout(base)
+    assert job_timeout({**base, "num_clients": 8}) > job_timeout(base)
+    assert job_timeout({**base, "timeout": 7.5}) == 7.5  # the job's own key
+    assert job_timeout({**base, "timeout": 7.5}, override=3) == 3  # simulate --timeout wins
+
+
+def test_timeout_key_reaches_the_manifest_and_is_checked(project):
+    (project / "jobs.yaml").write_text("jobs:\n  - name: t\n    script: train_full.py\n    timeout: 90\n")
+    assert run_cli(project, "generate").returncode == 0
+    manifest = json.loads((project / "build/jobs/.jobgen.json").read_text())
+    assert manifest["jobs"]["t"]["timeout"] == 90
+
+    (project / "jobs.yaml").write_text("jobs:\n  - name: t\n    script: train_full.py\n    timeout: 0\n")
+    result = run_cli(project, "validate")
+    assert result.returncode == 2
+    assert re.match(r"jobs\.yaml:4:14: jobs\[0\]\.timeout: ", result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "inf", "nan"])
+def test_a_bad_timeout_option_is_a_usage_error(project, value):
+    result = run_cli(project, "simulate", "--timeout", value)
+    assert result.returncode == 2
+    assert "--timeout" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_no_job_name_can_be_another_jobs_file_or_ours(tmp_path):
+    schema = json.loads((ROOT / "schema/jobs.schema.json").read_text())
+    pattern = re.compile(schema["$defs"]["job"]["properties"]["name"]["pattern"])
+    assert not pattern.match(WORKSPACE_MARKER) and not pattern.match(LOGS_DIR)
+    root = tmp_path / "ws"
+    names = ["a", "a.log", "a.log.log", "logs", "jobgen-workspaces"]
+    assert all(pattern.match(n) for n in names)
+    files = [prepare_workspace(root, n) for n in names] + [log_path(root, n) for n in names]
+    assert len({str(f) for f in files}) == len(files)
+    for f in files:  # none inside another
+        assert not any(g != f and g in f.parents for g in files)
+
+
+def test_a_console_log_of_the_old_layout_does_not_block_a_job_of_that_name(tmp_path):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / WORKSPACE_MARKER).write_text("")
+    (root / "a.log").write_text("console log of job a, before logs had their own folder\n")
+    assert prepare_workspace(root, "a.log").is_dir()
+
+
+def test_an_mlflow_store_under_a_path_with_url_characters_is_read_back(tmp_path):
+    from sqlalchemy.engine import make_url
+
+    from generator.metrics import mlflow_store_uri
+
+    result_dir = tmp_path / "a?b%20c#d" / "server" / "simulate_job"
+    assert make_url(mlflow_store_uri(result_dir, None)).database == str(result_dir.resolve() / "mlflow.db")
+    uri = mlflow_store_uri(result_dir, "sqlite:///{WORKSPACE}/x.db")
+    assert make_url(uri).database == str(result_dir.resolve().parent / "x.db")
+
+
+# --- simulator ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.simulator
+def test_a_project_and_a_python_environment_under_odd_paths_run(tmp_path):
+    """The project and the environment live under 'my project #1:é'q' (a space, #, :, ', é)."""
+    import shutil
+
+    project = tmp_path / ODD
+    project.mkdir()
+    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
+    (project / "jobs.yaml").write_text(
+        ONE_ROUND
+        + "  - name: odd-in\n    script: train_full.py\n"
+        + "  - name: odd-sub\n    script: train_full.py\n    launch_external_process: true\n"
+    )
+    venv = tmp_path / "my venv #2"  # what sys.executable is when the .venv sits in such a project
+    venv.symlink_to(sys.prefix)
+    python = venv / Path(sys.executable).relative_to(sys.prefix)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def cli(*args):
+        return subprocess.run(
+            [str(python), "-m", "generator", *args], cwd=project, env=env, capture_output=True, text=True, timeout=900
+        )
+
+    assert cli("generate").returncode == 0
+    links_before = set(Path(tempfile.gettempdir()).glob("jobgen-run-*"))
+    result = cli("simulate", "--workspace", "build/ws dir")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    for name in ("odd-in", "odd-sub"):
+        assert results[name]["status"] == "ok"
+        model = np.load(project / "build/ws dir" / name / "server/simulate_job/models/server.npy")
+        assert model.tolist() == one_round_model() == results[name]["final_model"]
+        assert Path(results[name]["log"]) == Path("build/ws dir/_logs") / f"{name}.log"
+    log = (project / "build/ws dir/_logs/odd-sub.log").read_text()
+    assert "Failed to create connection to the child process" not in log
+    assert set(Path(tempfile.gettempdir()).glob("jobgen-run-*")) <= links_before  # the links are gone
+    assert run_processes(project) == []
+
+
+@pytest.mark.simulator
+def test_a_hanging_job_times_out_its_processes_are_stopped_and_the_next_job_runs(project):
+    pids = hang_project(project)
+    (project / "jobs.yaml").write_text(
+        ONE_ROUND
+        + "  - name: hangs\n    script: train_hang.py\n    launch_external_process: true\n"
+        + f"    script_args: --pid_dir {pids}\n    timeout: 45\n"
+        + "  - name: after\n    script: train_full.py\n"
+    )
+    assert run_cli(project, "generate").returncode == 0
+
+    result = run_cli(project, "simulate", timeout=900)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    hung = results["hangs"]
+    assert (hung["status"], hung["ok"], hung["timeout"]) == ("TIMEOUT", False, 45)
+    assert hung["log"] == "build/workspaces/_logs/hangs.log"
+    assert "timed out after 45 s" in result.stderr and "log: build/workspaces/_logs/hangs.log" in result.stderr
+    assert (project / hung["log"]).is_file()
+    assert re.search(r"^hangs\s+TIMEOUT\s", result.stdout, re.M)
+    assert len(list(pids.iterdir())) == 2  # both sites' trainers had started and hung
+    assert all(gone(int(p.name)) for p in pids.iterdir())
+    assert results["after"]["status"] == "ok" and results["after"]["final_model"] == one_round_model()
+    assert run_processes(project / "build") == []
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+def test_a_stop_signal_stops_every_process_and_records_the_job_interrupted(project, sig):
+    pids = hang_project(project)
+    (project / "jobs.yaml").write_text(
+        ONE_ROUND
+        + "  - name: first\n    script: train_full.py\n"
+        + "  - name: stuck\n    script: train_hang.py\n    launch_external_process: true\n"
+        + f"    script_args: --pid_dir {pids}\n"
+        + "  - name: never\n    script: train_full.py\n"
+    )
+    assert run_cli(project, "generate").returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "generator", "simulate"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while len(list(pids.iterdir())) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # until both sites' trainers run round 1 of the job 'stuck'
+        assert len(list(pids.iterdir())) == 2
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+
+    assert proc.returncode == 128 + sig, out + err
+    results = json.loads((project / "build/results.json").read_text())
+    assert [(r["name"], r["status"]) for r in results] == [("first", "ok"), ("stuck", "INTERRUPTED")]
+    assert f"interrupted by {sig.name}" in results[1]["problems"][0]
+    assert re.search(r"^stuck\s+INTERRUPTED\s", out, re.M)
+    assert f"simulate: interrupted by {sig.name}; the results of 2 job(s) are in build/results.json" in err
+    assert "Traceback" not in err
+    assert all(gone(int(p.name)) for p in pids.iterdir())
+    assert run_processes(project / "build") == []
+    assert not (project / "build/workspaces/never").exists()
+
+
+@pytest.mark.simulator
+def test_jobs_named_a_and_a_log_both_run(project):
+    (project / "jobs.yaml").write_text(
+        ONE_ROUND + "  - name: a\n    script: train_full.py\n  - name: a.log\n    script: train_full.py\n"
+    )
+    assert run_cli(project, "generate").returncode == 0
+
+    result = run_cli(project, "simulate", timeout=900)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = json.loads((project / "build/results.json").read_text())
+    assert [(r["name"], r["status"], r["final_model"]) for r in results] == [
+        ("a", "ok", one_round_model()),
+        ("a.log", "ok", one_round_model()),
+    ]
+    ws = project / "build/workspaces"
+    for name in ("a", "a.log"):
+        assert (ws / name / "server/simulate_job/models/server.npy").is_file()
+        assert "Round 0 started" in (ws / "_logs" / f"{name}.log").read_text()
