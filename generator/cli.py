@@ -30,25 +30,38 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _path(text: str) -> str:
+    """A non-empty path (argparse type): ``--results ""`` is a usage error (exit code 2), not the default."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty value")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m generator", description="Generate NVFlare job folders from jobs.yaml.")
     sub = p.add_subparsers(dest="command", required=True)
 
     v = sub.add_parser("validate", help="check jobs.yaml against the schema and across fields")
-    v.add_argument("--jobs", default=DEFAULT_JOBS, help="the jobs file (default: %(default)s)")
+    v.add_argument("--jobs", type=_path, default=DEFAULT_JOBS, help="the jobs file (default: %(default)s)")
 
     g = sub.add_parser("generate", help="render one NVFlare job folder per job")
-    g.add_argument("--jobs", default=DEFAULT_JOBS, help="the jobs file (default: %(default)s)")
-    g.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    g.add_argument("--jobs", type=_path, default=DEFAULT_JOBS, help="the jobs file (default: %(default)s)")
+    g.add_argument("--out", type=_path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     g.add_argument("--job", action="append", metavar="NAME", help="only this job (repeatable)")
     g.add_argument("--check", action="store_true", help="write nothing; exit 1 if the folders on disk differ")
 
     s = sub.add_parser("simulate", help="run generated job folders with nvflare simulator")
-    s.add_argument("--out", default=DEFAULT_OUT, help="folder of generated jobs (default: %(default)s)")
-    s.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="simulator workspaces (default: %(default)s)")
+    s.add_argument("--out", type=_path, default=DEFAULT_OUT, help="folder of generated jobs (default: %(default)s)")
+    s.add_argument(
+        "--workspace", type=_path, default=DEFAULT_WORKSPACE, help="simulator workspaces (default: %(default)s)"
+    )
     s.add_argument("--job", action="append", metavar="NAME", help="only this job (repeatable)")
-    s.add_argument("--results", default="build/results.json", help="where to write the results (default: %(default)s)")
-    s.add_argument("--reports", default="build/reports", help="where to write metrics plots (default: %(default)s)")
+    s.add_argument(
+        "--results", type=_path, default="build/results.json", help="where to write the results (default: %(default)s)"
+    )
+    s.add_argument(
+        "--reports", type=_path, default="build/reports", help="where to write metrics plots (default: %(default)s)"
+    )
     s.add_argument(
         "--timeout",
         type=_seconds,
@@ -60,12 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     w = sub.add_parser("view", help="open a tracker's own viewer on a simulated job's metrics (127.0.0.1)")
     w.add_argument("tracker", choices=["mlflow", "tensorboard", "wandb"], help="whose viewer")
     w.add_argument("--job", metavar="NAME", help="the job (default: the first simulated job using that tracker)")
-    w.add_argument("--results", default="build/results.json", help="simulation results (default: %(default)s)")
+    w.add_argument(
+        "--results", type=_path, default="build/results.json", help="simulation results (default: %(default)s)"
+    )
     w.add_argument("--port", type=int, help="port (default: 5000 for mlflow, 6006 for tensorboard)")
 
     li = sub.add_parser("lint", help="check generated folders against the installed nvflare")
-    li.add_argument("--jobs", default=DEFAULT_JOBS, help="the jobs file (default: %(default)s)")
-    li.add_argument("--out", default=DEFAULT_OUT, help="folder of generated jobs (default: %(default)s)")
+    li.add_argument("--jobs", type=_path, default=DEFAULT_JOBS, help="the jobs file (default: %(default)s)")
+    li.add_argument("--out", type=_path, default=DEFAULT_OUT, help="folder of generated jobs (default: %(default)s)")
     return p
 
 

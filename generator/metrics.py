@@ -166,6 +166,10 @@ def _chain(error: BaseException | None):
         error = error.__cause__ or error.__context__
 
 
+#: The fields of MLflow's ``SearchExperiments`` response (``mlflow/protos/service.proto``).
+SEARCH_EXPERIMENTS_KEYS = frozenset({"experiments", "next_page_token"})
+
+
 def probe_mlflow_server(uri: str, timeout: float = PROBE_SECONDS) -> str | None:
     """Check that an MLflow tracking server answers at ``uri`` before a job streams to it.
 
@@ -226,6 +230,9 @@ def probe_mlflow_server(uri: str, timeout: float = PROBE_SECONDS) -> str | None:
         body = None
     if response.status_code != 200 or not isinstance(body, dict):
         return f"it answered HTTP {response.status_code} without MLflow's JSON: not an MLflow tracking server"
+    if not set(body) <= SEARCH_EXPERIMENTS_KEYS:  # protobuf JSON: {} when no experiment exists
+        keys = ", ".join(sorted(map(str, body))[:3])
+        return f"it answered JSON without MLflow's fields (got keys: {keys}): not an MLflow tracking server"
     return None
 
 

@@ -158,26 +158,55 @@ def job_timeout(info: dict, override: float | None = None) -> float:
     return float(seconds)
 
 
+def check_workspace(root: Path, out: Path | None = None) -> list[Problem]:
+    """Why ``root`` cannot be the workspaces folder (empty: it can); checked before any job runs.
+
+    ``root`` must be a folder (or not exist yet, below folders only), not a symlink, not inside the
+    generated jobs folder ``out`` nor holding it, and, when it holds anything, hold our marker
+    file :data:`WORKSPACE_MARKER`: each job's workspace in it is cleared before the job runs.
+
+    Args:
+        root (Path): the ``--workspace`` folder. out (Path | None): the ``--out`` folder.
+
+    Returns:
+        list[Problem]: one per reason, naming ``root`` (printed by the CLI, exit code 2).
+    """
+    root = Path(root)
+
+    def problem(message: str) -> list[Problem]:
+        return [Problem(str(root), 0, 0, "", f"--workspace: {message}")]
+
+    if root.is_symlink():
+        return problem("is a symbolic link: give the folder itself")
+    if root.exists() and not root.is_dir():
+        return problem("is a file, not a folder: choose another --workspace")
+    for parent in Path(os.path.abspath(root)).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return problem(f"{parent} is a file, not a folder")
+            break
+    if out is not None:
+        here, there = Path(os.path.abspath(root)), Path(os.path.abspath(out))
+        if here == there or there in here.parents or here in there.parents:
+            return problem(f"overlaps the generated jobs folder {out}: choose a folder beside it")
+    if root.is_dir() and any(root.iterdir()) and not (root / WORKSPACE_MARKER).is_file():
+        return problem(
+            f"holds files the generator did not write (no {WORKSPACE_MARKER}); refusing to clear it: "
+            "choose another --workspace"
+        )
+    return []
+
+
 def prepare_workspace(root: Path, name: str) -> Path:
     """Make ``root/name`` a fresh, empty simulator workspace (and ``root/_logs/`` for its log).
 
     Raises:
-        OutputError: ``root`` exists, is not empty and was not made by us (no marker file).
+        OutputError: ``root`` cannot be used (see :func:`check_workspace`).
     """
     root = Path(root)
-    if root.exists() and any(root.iterdir()) and not (root / WORKSPACE_MARKER).is_file():
-        raise OutputError(
-            [
-                Problem(
-                    str(root),
-                    0,
-                    0,
-                    "",
-                    f"holds files the generator did not write (no {WORKSPACE_MARKER}); "
-                    "refusing to clear it: choose another --workspace",
-                )
-            ]
-        )
+    problems = check_workspace(root)
+    if problems:
+        raise OutputError(problems)
     root.mkdir(parents=True, exist_ok=True)
     (root / WORKSPACE_MARKER).write_text("simulator workspaces made by nvflare-jobgen\n")
     (root / LOGS_DIR).mkdir(exist_ok=True)
@@ -481,6 +510,7 @@ def simulate_all(
     problems = check_results(Path(results_path), managed) if results_path else []
     if reports:
         problems += check_reports(Path(reports), [n for n in selected if manifest[n].get("receiver")], managed)
+    problems += check_workspace(Path(workspace), out)
     if problems:
         raise OutputError(problems)
     problems = check_paths(workspace)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import shutil
 import socket
 import threading
@@ -332,6 +333,9 @@ def test_name_resolution_that_hangs_is_abandoned(monkeypatch):
         (200, b"<html>hello</html>", "text/html", "it answered HTTP 200 without MLflow's JSON"),
         (404, b"not found", "text/plain", "it answered HTTP 404 without MLflow's JSON"),
         (401, b"{}", "application/json", "it refused the request (HTTP 401): set MLflow's credentials"),
+        (200, b'{"ok": true}', "application/json", "it answered JSON without MLflow's fields (got keys: ok)"),
+        (200, b'{"experiments": [{"experiment_id": "0", "name": "Default"}]}', "application/json", None),
+        (200, b"{}", "application/json", None),  # MLflow's protobuf JSON when no experiment exists
         (200, b'{"experiments": []}', "application/json", None),
     ],
 )
@@ -621,8 +625,10 @@ def test_a_failing_client_shows_its_exception_and_no_final_model(project):
 
     assert result.returncode == 1
     missing = "ModuleNotFoundError: No module named 'jobgen_missing_helper' (custom/train_import.py:3)"
-    assert f"import-in: site-1, site-2: {missing}" in result.stderr.splitlines()
-    assert f"import-sub: site-1, site-2: {missing}" in result.stderr.splitlines()
+    # Both sites fail alike; on a busy machine the run may end before the second site has run its script.
+    for job in ("import-in", "import-sub"):
+        sites = r"(site-1, site-2|site-1|site-2)"
+        assert re.search(rf"^{job}: {sites}: {re.escape(missing)}$", result.stderr, re.M), result.stderr
     boom = "boom-in: site-1, site-2: RuntimeError: boom in round 1 (custom/train_boom.py:5)"
     assert boom in result.stderr.splitlines()
     results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}

@@ -16,14 +16,13 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
-from conftest import INITIAL_MODEL, ROOT, run_cli
+from conftest import INITIAL_MODEL, ROOT, run_cli, snapshot
 
 from generator.safepaths import check_paths, path_problem, run_paths
 from generator.simulate import LOGS_DIR, WORKSPACE_MARKER, job_timeout, log_path, prepare_workspace
@@ -116,8 +115,12 @@ def test_odd_paths_are_reached_through_links_that_are_removed_afterwards(tmp_pat
 def test_safe_paths_are_used_as_they_are(tmp_path):
     ws = tmp_path / "ws" / "job"
     ws.mkdir(parents=True)
-    with run_paths(ws, python=sys.executable, prefix=sys.prefix) as paths:
-        assert (paths.workspace, paths.python, paths.links) == (str(ws), sys.executable, None)
+    prefix = tmp_path / "env"  # not sys.prefix: the project (and its .venv) may itself sit under an odd path
+    python = prefix / "bin" / "python3"
+    python.parent.mkdir(parents=True)
+    python.symlink_to(sys.executable)
+    with run_paths(ws, python=str(python), prefix=str(prefix)) as paths:
+        assert (paths.workspace, paths.python, paths.links) == (str(ws), str(python), None)
 
 
 def test_a_python_outside_its_prefix_at_an_odd_path_is_refused_before_any_job(tmp_path):
@@ -208,7 +211,9 @@ def test_a_project_and_a_python_environment_under_odd_paths_run(tmp_path):
     venv = tmp_path / "my venv #2"  # what sys.executable is when the .venv sits in such a project
     venv.symlink_to(sys.prefix)
     python = venv / Path(sys.executable).relative_to(sys.prefix)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    links = tmp_path / "tmp"  # this run's own TMPDIR: other runs on the machine make links too
+    links.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(links)}
 
     def cli(*args):
         return subprocess.run(
@@ -216,7 +221,6 @@ def test_a_project_and_a_python_environment_under_odd_paths_run(tmp_path):
         )
 
     assert cli("generate").returncode == 0
-    links_before = set(Path(tempfile.gettempdir()).glob("jobgen-run-*"))
     result = cli("simulate", "--workspace", "build/ws dir")
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -228,7 +232,7 @@ def test_a_project_and_a_python_environment_under_odd_paths_run(tmp_path):
         assert Path(results[name]["log"]) == Path("build/ws dir/_logs") / f"{name}.log"
     log = (project / "build/ws dir/_logs/odd-sub.log").read_text()
     assert "Failed to create connection to the child process" not in log
-    assert set(Path(tempfile.gettempdir()).glob("jobgen-run-*")) <= links_before  # the links are gone
+    assert list(links.iterdir()) == []  # the links were made there (the venv's path is odd) and are gone
     assert run_processes(project) == []
 
 
@@ -321,3 +325,40 @@ def test_jobs_named_a_and_a_log_both_run(project):
     for name in ("a", "a.log"):
         assert (ws / name / "server/simulate_job/models/server.npy").is_file()
         assert "Round 0 started" in (ws / "_logs" / f"{name}.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("workspace", "why"),
+    [
+        ("jobs.yaml", "is a file, not a folder"),
+        ("jobs.yaml/ws", "jobs.yaml is a file, not a folder"),
+        ("mine", "holds files the generator did not write"),
+        ("build/jobs", "overlaps the generated jobs folder"),
+        ("build/jobs/np-full-in-process/ws", "overlaps the generated jobs folder"),
+    ],
+)
+def test_a_workspace_that_cannot_be_used_is_refused_before_any_job(project, workspace, why):
+    """A bad --workspace is one line naming it, exit 2, before any job starts; nothing changes on disk."""
+    (project / "mine").mkdir()
+    (project / "mine/notes.txt").write_text("my notes\n")
+    assert run_cli(project, "generate").returncode == 0
+    before = snapshot(project)
+
+    result = run_cli(project, "simulate", "--workspace", workspace)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "simulating" not in result.stdout
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"{workspace}: --workspace: ") and why in line, line
+    assert snapshot(project) == before
+
+
+@pytest.mark.parametrize("option", ["--out", "--workspace", "--results", "--reports"])
+def test_an_empty_path_option_is_a_usage_error_not_the_default(project, option):
+    assert run_cli(project, "generate").returncode == 0
+    before = snapshot(project)
+    result = run_cli(project, "simulate", option, "")
+    assert result.returncode == 2
+    assert f"argument {option}: expected a path, got an empty value" in result.stderr
+    assert "Traceback" not in result.stderr and snapshot(project) == before
