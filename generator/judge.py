@@ -16,7 +16,8 @@ Takes a simulator workspace (``nvflare simulator -w WS``); gives what NVFlare it
 - errors: ERROR/CRITICAL records of NVFlare's own loggers (``fullName`` ``nvflare.*``) in every
   ``WS/*/log.json`` (:func:`nvflare_errors`). A script's print (relayed at INFO) or its own
   logger's records (not ``nvflare.*``) never count.
-- the reason of a failure: the first exception a client raised, with the user script's
+- the reason of a failure: the exception that ended a client's script (the last one with a
+  frame in ``custom/``; a traceback printed for a handled error comes before it), with the user script's
   ``file:line`` (:func:`client_exceptions`), from the site's ``log.json`` (a sub-process trainer's
   output is relayed there line by line; an in-process script's traceback is logged by NVFlare's
   ``TaskScriptRunner``) and, for an in-process script that fails while importing (its thread dies
@@ -237,7 +238,7 @@ def nvflare_errors(workspace: Path) -> list[str]:
     return problems
 
 
-# --- the first exception a client raised ------------------------------------------------------
+# --- the exception that ended a client's script ------------------------------------------------------
 
 #: A console or log.txt line's prefix (NVFlare's BaseFormatter; the simulator's console drops the name).
 _LINE_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - (?:\S+ - )?[A-Z]+ - ")
@@ -326,17 +327,19 @@ def _record_lines(records: list[dict]) -> list[tuple[str, bool]]:
 
 
 def site_exception(site_dir: Path) -> ClientException | None:
-    """The first exception of a site's ``log.json`` that has a frame in the app's ``custom/``.
+    """The last exception of a site's ``log.json`` that has a frame in the app's ``custom/``.
 
     The messages of all records are read as one text, so a traceback a sub-process trainer's
-    output relays one line per record is found like one logged in a single record.
+    output relays one line per record is found like one logged in a single record. The last one
+    is the exception that ended the script: a traceback the script printed or logged for an error
+    it handled comes before it.
     """
     lines = _record_lines(read_records(Path(site_dir) / LOG_JSON))
-    return next((e for e in _tracebacks(lines) if e.where), None)
+    return next((e for e in reversed(_tracebacks(lines)) if e.where), None)
 
 
 def client_exceptions(workspace: Path, console_log: Path | None = None) -> list[str]:
-    """The first exception each client raised in a user file, one line per distinct exception.
+    """The exception that ended each client's script (a user file in its frames), one line per distinct one.
 
     Args:
         workspace (Path): the simulator workspace; sites are its ``site-*`` folders.
@@ -356,9 +359,11 @@ def client_exceptions(workspace: Path, console_log: Path | None = None) -> list[
             by_site[site_dir.name] = found
     if console_log and Path(console_log).is_file() and len(by_site) < len(sites):
         text = Path(console_log).read_text(encoding="utf-8", errors="replace")
+        from_console: dict[str, ClientException] = {}
         for exc in _tracebacks(_unprefixed(text)):
             if exc.where and exc.site and exc.site not in by_site:
-                by_site[exc.site] = exc
+                from_console[exc.site] = exc  # the last one: see site_exception
+        by_site.update(from_console)
     lines: dict[str, list[str]] = {}
     for site in sorted(by_site, key=_site_key):
         lines.setdefault(str(by_site[site]), []).append(site)

@@ -10,8 +10,8 @@ finished (:mod:`generator.judge`); the simulator must exit 0; NVFlare's loggers 
 no error at any site; the server's model file must be saved during this run; and a job with a
 receiver must have stored metrics from every site (and exactly the counts of
 ``expect.metric_points_per_site``), read back from the receiver's own store
-(:mod:`generator.metrics`). A failed job's reason starts with the first exception each client
-raised in its own code. A job that streams to an MLflow tracking server is not started when the
+(:mod:`generator.metrics`). A failed job's reason starts with the exception that ended each
+client's script. A job that streams to an MLflow tracking server is not started when the
 server does not answer (:func:`generator.metrics.probe_mlflow_server`). Each metrics job also gets
 a plot of what was stored, ``<reports>/<job>.png`` (:mod:`generator.report`); the results file and
 the plots never overwrite a file the generator did not write (:mod:`generator.outputs`).

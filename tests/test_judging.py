@@ -184,7 +184,7 @@ def test_nvflare_errors_name_the_site_and_the_first_error(tmp_path):
     assert site == f"site-1: NVFlare logged 4 errors (see {ws}/site-1/log.txt): RuntimeError: boom in round 1"
 
 
-# --- the first exception a client raised -------------------------------------------------------
+# --- the exception that ended a client's script -------------------------------------------------------
 
 
 def test_the_exception_of_an_in_process_script_with_its_file_and_line(tmp_path):
@@ -202,6 +202,21 @@ def test_the_exception_a_sub_process_script_printed_line_by_line(tmp_path):
 def test_the_exception_a_sub_process_script_printed_on_nvflare_2_7(tmp_path):
     """NVFlare 2.7's SubprocessLauncher relays the script's output as its own INFO records."""
     ws = workspace(tmp_path, site_1="site-boom-sub-process-2.7.log.json")
+    assert client_exceptions(ws) == ["site-1: RuntimeError: boom in round 1 (custom/train_boom.py:5)"]
+
+
+def test_a_traceback_the_script_printed_before_it_failed_is_not_the_reason(tmp_path):
+    """A script that printed a handled error's traceback (custom/ frames too), then raised: the raise is the reason."""
+    ws = workspace(tmp_path, site_1="site-boom-in-process.log.json")
+    relayed = "nvflare.app_common.executors.client_api.external_process_backend.ExternalProcessBackend"
+    printed = [
+        "Traceback (most recent call last):",
+        '  File "/fake/site-1/simulate_job/app_site-1/custom/t/not_me.py", line 99, in f',
+        "FakeError: this traceback was only printed",
+    ]
+    log = ws / "site-1/log.json"
+    records = [{"fullName": relayed, "levelname": "INFO", "fl_ctx": "", "message": m} for m in printed]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records) + log.read_text())
     assert client_exceptions(ws) == ["site-1: RuntimeError: boom in round 1 (custom/train_boom.py:5)"]
 
 
