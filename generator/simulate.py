@@ -66,7 +66,8 @@ class JobResult:
             expired) or ``INTERRUPTED`` (stopped by SIGINT, SIGTERM or SIGHUP to ``simulate``).
         timeout (float | None): the run's time limit in seconds (see :func:`job_timeout`).
         rounds (int): ``num_rounds`` of the job; ``rounds_started``: rounds the server started.
-        wall_seconds (float): wall time of the simulator process, in seconds.
+        wall_seconds (float): wall time of the simulator process, in seconds (of the tracking-server
+            check when that stopped the job before it started).
         final_model (list | None): the server's final model (``server.npy``) as nested lists: saved
             by this run after the last round of a FedAvg run that finished; else None.
         last_model (list | None), model_round (int): the model this run saved when it is not
@@ -309,14 +310,15 @@ def simulate_job(
             f"{installed_line()} line: simulate it with NVFlare {line}, or generate it for {installed_line()}"
         )
         return result
+    probe_started = time.monotonic()
+    unreachable = tracking_server_problem(info, Path(workspace_root) / name / "server")
+    if unreachable:  # before the workspace is made: the job never starts
+        result.problems.append(unreachable)
+        result.wall_seconds = round(time.monotonic() - probe_started, 2)
+        return result
     ws = prepare_workspace(workspace_root, name)
     log = log_path(workspace_root, name)
-    result.workspace = str(ws)
-    unreachable = tracking_server_problem(info, ws / "server")
-    if unreachable:
-        result.problems.append(unreachable)
-        return result
-    result.log = str(log)
+    result.workspace, result.log = str(ws), str(log)
     result.timeout = job_timeout(info, timeout)
     n = str(info["num_clients"])
     started, started_epoch = time.monotonic(), time.time()

@@ -402,6 +402,9 @@ def test_results_are_written_over_our_own_results_only(tmp_path):
     write_results(path, [{"name": "a", "ok": True}])
     assert json.loads(path.read_text()) == [{"generator": "nvflare-jobgen", "name": "a", "ok": True}]
     assert is_our_results(path) and check_results(path) == []
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # as open() makes files, not 0600
     legacy = tmp_path / "legacy.json"  # written before entries were marked
     entry = dict.fromkeys(["name", "ok", "rounds", "rounds_started", "wall_seconds", "final_model", "workspace"])
     legacy.write_text(json.dumps([{**entry, "log": "", "problems": []}]))
@@ -677,4 +680,5 @@ def test_a_dead_tracking_server_fails_its_job_quickly_and_the_next_job_runs(proj
     results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
     assert results["dead-mlflow"]["ok"] is False and results["dead-mlflow"]["log"] == ""
     assert not (project / "build/workspaces/_logs/dead-mlflow.log").exists()
+    assert not (project / "build/workspaces/dead-mlflow").exists()  # no workspace for a job never started
     assert results["after"]["ok"] is True and results["after"]["final_model"] == [[3, 4, 5], [6, 7, 8], [9, 10, 11]]
