@@ -10,6 +10,7 @@ stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from .errors import JobgenError
@@ -107,8 +108,11 @@ def _generate(args) -> int:
         for line in result.differences:
             print(line)
         if result.differences:
+            fix = "make generate"
+            if (args.jobs, args.out) != (DEFAULT_JOBS, DEFAULT_OUT):
+                fix = f"python -m generator generate --jobs {shlex.quote(args.jobs)} --out {shlex.quote(args.out)}"
             print(
-                f"{args.out} is out of date with {args.jobs}: run `make generate` "
+                f"{args.out} is out of date with {args.jobs}: run `{fix}` "
                 "(move a file you edited by hand away first: generate never overwrites it)",
                 file=sys.stderr,
             )

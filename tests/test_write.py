@@ -278,3 +278,15 @@ def test_check_refuses_a_folder_that_is_not_ours(project, cli):
     (project / "build" / "jobs").mkdir(parents=True)
     (project / "build" / "jobs" / "x").write_text("")
     assert cli("generate", "--check")[0] == 2
+
+
+def test_check_of_another_jobs_file_advises_the_command_for_that_file(project, cli):
+    (project / "lab jobs.yaml").write_text((project / "jobs.yaml").read_text())
+    assert cli("generate", "--jobs", "lab jobs.yaml", "--out", "build/lab")[0] == 0
+    (project / "build/lab/np-full-in-process/meta.json").write_text("{}\n")
+    code, _, err = cli("generate", "--check", "--jobs", "lab jobs.yaml", "--out", "build/lab")
+    assert code == 1
+    assert err == [
+        "build/lab is out of date with lab jobs.yaml: run `python -m generator generate --jobs 'lab jobs.yaml' "
+        "--out build/lab` (move a file you edited by hand away first: generate never overwrites it)"
+    ]
