@@ -437,6 +437,16 @@ def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
                 problems.append(
                     doc.problem(job.path_of(key), f"cannot split {s[key]!r} like a shell command line: {e}")
                 )
+        if s["expect"].get("metric_points_per_site") and not s.get("receiver"):
+            where = job.path_of("expect")
+            where += ("metric_points_per_site",) if where[-1] == "expect" else ()
+            problems.append(
+                doc.problem(
+                    where,
+                    "metric points can only be counted in a receiver's store, and this job has no `receiver`: "
+                    "add one (e.g. receiver: {type: mlflow}) or leave expect.metric_points_per_site out",
+                )
+            )
         problems.extend(rewrite_problems(doc, job))
         problems.extend(_deploy_map_problems(doc, job))
         problems.extend(_line_problems(doc, job))
