@@ -249,6 +249,17 @@ def _metric_problems(info: dict, counts: dict) -> list[str]:
     return problems
 
 
+def _without_password(uri: str) -> str:
+    """``uri`` with the password of a ``user:password@host`` part replaced by ``***`` (for messages)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def tracking_server_problem(info: dict, server_dir: Path, timeout: float = PROBE_SECONDS) -> str | None:
     """Why a job's MLflow tracking server cannot be used, checked before the job starts.
 
@@ -270,7 +281,7 @@ def tracking_server_problem(info: dict, server_dir: Path, timeout: float = PROBE
     if why is None:
         return None
     return (
-        f"the MLflow tracking server {uri} (receiver.tracking_uri) cannot be used: {why}; "
+        f"the MLflow tracking server {_without_password(uri)} (receiver.tracking_uri) cannot be used: {why}; "
         "the job was not started (start the server, or fix tracking_uri)"
     )
 

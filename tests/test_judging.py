@@ -682,3 +682,11 @@ def test_a_dead_tracking_server_fails_its_job_quickly_and_the_next_job_runs(proj
     assert not (project / "build/workspaces/_logs/dead-mlflow.log").exists()
     assert not (project / "build/workspaces/dead-mlflow").exists()  # no workspace for a job never started
     assert results["after"]["ok"] is True and results["after"]["final_model"] == [[3, 4, 5], [6, 7, 8], [9, 10, 11]]
+
+
+def test_a_tracking_server_problem_never_shows_its_password():
+    from generator.simulate import tracking_server_problem
+
+    info = {"receiver": "mlflow", "tracking_uri": f"http://me:s3cret@127.0.0.1:{closed_port()}/mlflow"}
+    why = tracking_server_problem(info, Path("unused"), timeout=1)
+    assert why.startswith("the MLflow tracking server http://me:***@127.0.0.1:") and "s3cret" not in why
