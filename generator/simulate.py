@@ -198,6 +198,15 @@ def check_workspace(root: Path, out: Path | None = None) -> list[Problem]:
     return []
 
 
+def timeout_source(info: dict, override: float | None = None) -> str:
+    """Where :func:`job_timeout`'s value for this job comes from, in words (for the TIMEOUT reason)."""
+    if override:
+        return "simulate --timeout"
+    if info.get("timeout"):
+        return "the job's `timeout` key in jobs.yaml"
+    return "the default from the job's rounds, clients, mode and receiver; set `timeout` in jobs.yaml for more"
+
+
 def prepare_workspace(root: Path, name: str) -> Path:
     """Make ``root/name`` a fresh, empty simulator workspace (and ``root/_logs/`` for its log).
 
@@ -358,8 +367,8 @@ def simulate_job(
             return result
         result.status = TIMEOUT
         result.problems.append(
-            f"timed out after {result.timeout:g} s (timeout: --timeout, the job's `timeout` key, or the default "
-            f"from its rounds and clients): stopped the simulator and every process it started "
+            f"timed out after {result.timeout:g} s ({timeout_source(info, timeout)}): stopped the simulator and "
+            f"every process it started "
             f"({outcome.stopped}); log: {log}"
         )
         result.problems[:0] = client_exceptions(ws, log)  # a client that failed may be why the run hung

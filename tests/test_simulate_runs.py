@@ -25,7 +25,7 @@ import pytest
 from conftest import INITIAL_MODEL, ROOT, run_cli, snapshot
 
 from generator.safepaths import check_paths, path_problem, run_paths
-from generator.simulate import LOGS_DIR, WORKSPACE_MARKER, job_timeout, log_path, prepare_workspace
+from generator.simulate import LOGS_DIR, WORKSPACE_MARKER, job_timeout, log_path, prepare_workspace, timeout_source
 
 #: A path segment with every kind of character NVFlare's command lines and path lists mangle.
 ODD = "my project #1:é'q"
@@ -138,6 +138,9 @@ def test_default_timeout_follows_rounds_clients_mode_and_receiver():
     assert job_timeout({**base, "num_rounds": 10}) > job_timeout(base)
     assert job_timeout({**base, "num_clients": 8}) > job_timeout(base)
     assert job_timeout({**base, "timeout": 7.5}) == 7.5  # the job's own key
+    assert timeout_source(base).startswith("the default from the job's rounds")
+    assert timeout_source({**base, "timeout": 7.5}) == "the job's `timeout` key in jobs.yaml"
+    assert timeout_source({**base, "timeout": 7.5}, override=3) == "simulate --timeout"
     assert job_timeout({**base, "timeout": 7.5}, override=3) == 3  # simulate --timeout wins
 
 
@@ -254,7 +257,8 @@ def test_a_hanging_job_times_out_its_processes_are_stopped_and_the_next_job_runs
     hung = results["hangs"]
     assert (hung["status"], hung["ok"], hung["timeout"]) == ("TIMEOUT", False, 45)
     assert hung["log"] == "build/workspaces/_logs/hangs.log"
-    assert "timed out after 45 s" in result.stderr and "log: build/workspaces/_logs/hangs.log" in result.stderr
+    assert "timed out after 45 s (the job's `timeout` key in jobs.yaml)" in result.stderr
+    assert "log: build/workspaces/_logs/hangs.log" in result.stderr
     assert (project / hung["log"]).is_file()
     assert re.search(r"^hangs\s+TIMEOUT\s", result.stdout, re.M)
     assert len(list(pids.iterdir())) == 2  # both sites' trainers had started and hung
