@@ -52,17 +52,21 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def file_above(path: Path) -> Path | None:
+    """The nearest existing parent of ``path`` if it is not a folder (so ``path`` cannot be made), else None."""
+    for parent in Path(os.path.abspath(path)).parents:
+        if parent.exists() or parent.is_symlink():
+            return None if parent.is_dir() else parent
+    return None
+
+
 def _placement(path: Path, option: str, managed: dict[str, Path]) -> list[Problem]:
     """``path`` must not be inside a folder simulate manages, nor under a file."""
     for what, folder in managed.items():
         if folder is not None and _inside(path, folder):
             return [_problem(path, f"{option} is inside {what} {folder}: choose a path outside it")]
-    for parent in Path(os.path.abspath(path)).parents:
-        if parent.exists() or parent.is_symlink():
-            if not parent.is_dir():
-                return [_problem(path, f"{option}: {parent} is a file, not a folder")]
-            break
-    return []
+    blocker = file_above(path)
+    return [_problem(path, f"{option}: {blocker} is a file, not a folder")] if blocker else []
 
 
 def is_our_results(path: Path) -> bool:

@@ -36,7 +36,7 @@ from .errors import JobgenError, OptionError, OutputError, Problem, SimulationEr
 from .judge import RoundTracker, client_exceptions, nvflare_errors
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
-from .outputs import check_reports, check_results, record_report, write_results
+from .outputs import check_reports, check_results, file_above, record_report, write_results
 from .runner import Interrupted, deferred_signals, interrupt_on_signals, run_process
 from .safepaths import check_paths, run_paths
 from .write import read_manifest
@@ -181,11 +181,9 @@ def check_workspace(root: Path, out: Path | None = None) -> list[Problem]:
         return problem("is a symbolic link: give the folder itself")
     if root.exists() and not root.is_dir():
         return problem("is a file, not a folder: choose another --workspace")
-    for parent in Path(os.path.abspath(root)).parents:
-        if parent.exists():
-            if not parent.is_dir():
-                return problem(f"{parent} is a file, not a folder")
-            break
+    blocker = file_above(root)
+    if blocker:
+        return problem(f"{blocker} is a file, not a folder")
     if out is not None:
         here, there = Path(os.path.abspath(root)), Path(os.path.abspath(out))
         if here == there or there in here.parents or here in there.parents:
