@@ -116,12 +116,8 @@ def interrupt_on_signals(signums: tuple = STOP_SIGNALS) -> Iterator[list[int]]:
         if len(received) == 1:
             raise Interrupted(signum)
 
-    previous = {s: signal.signal(s, handler) for s in signums}
-    try:
+    with _installed({s: handler for s in signums}):
         yield received
-    finally:
-        for s, old in previous.items():
-            signal.signal(s, old)
 
 
 @contextlib.contextmanager
@@ -149,11 +145,16 @@ def deferred_signals() -> Iterator[list[int]]:
 
         return handler
 
-    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-    for s, old in previous.items():
-        signal.signal(s, make_handler(old))
-    try:
+    with _installed({s: make_handler(signal.getsignal(s)) for s in STOP_SIGNALS}):
         yield received
+
+
+@contextlib.contextmanager
+def _installed(handlers: dict) -> Iterator[None]:
+    """Install ``{signum: handler}`` for the block; put the previous handlers back after it."""
+    previous = {s: signal.signal(s, h) for s, h in handlers.items()}
+    try:
+        yield
     finally:
         for s, old in previous.items():
             signal.signal(s, old)
