@@ -80,10 +80,10 @@ test: setup setup27
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory test27
 
-## test-fast: ruff + every test that runs no simulator (the edit-test loop; NVFlare 2.9 only)
+## test-fast: ruff + every test that runs no simulator and no slow outside tool (the edit-test loop; NVFlare 2.9 only)
 test-fast: setup
 	$(BIN)/ruff check generator tests client_scripts templates bench
-	$(BIN)/python -m pytest -m "not simulator"
+	$(BIN)/python -m pytest -m "not simulator and not slow"
 
 ## test27: the equivalence harness against NVFlare 2.7, in .venv-nvflare27
 test27: setup27
