@@ -29,7 +29,6 @@ from .errors import Problem, SpecError
 
 #: Tags a ``jobs.yaml`` may use: the YAML core types the safe loader resolves by itself.
 SAFE_TAGS = {"tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")}
-_SCALAR_TAGS = {"tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null")}
 
 #: Plain scalars YAML 1.1 (PyYAML) reads as booleans although most people mean a word.
 YAML11_BOOL_WORDS = re.compile(r"^(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
@@ -60,8 +59,6 @@ MAX_ALIAS_VALUES = 10_000
 #: Read with libyaml's scanner and parser when PyYAML has them; the pure-Python reader is used
 #: when not, and always to report a problem in the YAML itself (its messages are the reference).
 LIBYAML = bool(getattr(yaml, "__with_libyaml__", False))
-
-Path_ = tuple  # a key path: a tuple of str (mapping keys) and int (sequence indexes)
 
 
 @dataclass(frozen=True)
@@ -584,9 +581,10 @@ def load(path: str | Path) -> Document:
     Raises:
         SpecError: the file cannot be read (missing, a folder, larger than ``MAX_BYTES``, not
             UTF-8), is empty, is not valid YAML (tabs, bad indentation, a control character,
-            several documents, nesting deeper than ``MAX_DEPTH``), is not a mapping, or its
-            aliases expand to more than ``MAX_ALIAS_VALUES`` values. Nothing in the file is
-            ever executed: only the YAML core tags are constructed.
+            several documents, nesting deeper than ``MAX_DEPTH``), or its aliases expand to more
+            than ``MAX_ALIAS_VALUES`` values. Nothing in the file is ever executed: only the YAML
+            core tags are constructed. A file that is not a mapping (a top-level list) loads: the
+            validate stage reports it against the schema.
     """
     file = str(path)
     p = Path(path)
