@@ -136,7 +136,16 @@ class Document:
             path = path[:-1]
 
     def problem(self, path: tuple, message: str, at_key: bool = False) -> Problem:
-        """A :class:`Problem` located at ``path`` in this document."""
+        """A :class:`Problem` located at ``path`` in this document.
+
+        Args:
+            path (tuple): key path, mapping keys (str) and list indexes (int), e.g. ``("jobs", 0, "script")``.
+            message (str): what is wrong.
+            at_key (bool): locate the mapping key rather than its value (an unknown key).
+
+        Returns:
+            Problem: at the position :meth:`where` gives, with ``path`` formatted by :func:`format_path`.
+        """
         pos = self.where(path, at_key)
         return Problem(self.file, pos.line, pos.column, format_path(path), message)
 
@@ -146,7 +155,10 @@ _BARE_KEY = re.compile(r"^[^\s.\[\]\"'\\]+$")
 
 
 def quote(text: str) -> str:
-    """``text`` in double quotes, with quotes, backslashes and every unprintable character escaped."""
+    """``text`` (str) in double quotes, with quotes, backslashes and every unprintable character escaped.
+
+    Escapes as Python writes them (``\\x07``, ``\\u2028``, ``\\U0001f600``), so a message stays one line.
+    """
 
     def escape(ch: str) -> str:
         if ch in '"\\':
@@ -160,7 +172,12 @@ def quote(text: str) -> str:
 
 
 def format_path(path: tuple) -> str:
-    """Format a key path like ``jobs[0].receiver.events[1]`` or ``run_tags["a.b"]`` (always one line)."""
+    """Format a key path like ``jobs[0].receiver.events[1]`` or ``run_tags["a.b"]`` (always one line).
+
+    Args:
+        path (tuple): mapping keys (written bare when :data:`_BARE_KEY` matches, else quoted with
+            :func:`quote`) and list indexes (int, written ``[i]``).
+    """
     out = ""
     for part in path:
         if isinstance(part, int):

@@ -133,6 +133,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def write_results(path: Path, entries: list[dict]) -> None:
     """Write the results list to ``path``, each entry marked as ours, atomically.
 
+    Args:
+        path (Path): the ``--results`` file (default ``build/results.json``, set by the CLI).
+        entries (list[dict]): one JSON-ready mapping per job; :data:`RESULTS_MARK` is added first.
+
     Raises:
         OutputError: ``path`` holds something we did not write (checked again: it may have
             appeared while the jobs ran).

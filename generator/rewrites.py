@@ -97,7 +97,16 @@ def _kept_text(kept: tuple[str, ...]) -> str:
 
 
 def in_process_split(value: str) -> list[str]:
-    """How an in-process executor splits ``task_script_args``: at whitespace, quotes kept (``str.split()``)."""
+    """How an in-process executor splits ``task_script_args``: at whitespace, quotes kept (``str.split()``).
+
+    Source: 2.9 ``nvflare/app_common/executors/task_script_runner.py`` (see the module docstring).
+
+    Args:
+        value (str): the ``script_args`` as written into the config.
+
+    Returns:
+        list[str]: the words the script sees in ``sys.argv[1:]``.
+    """
     return value.split()
 
 

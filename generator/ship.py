@@ -142,7 +142,15 @@ def _parse(path: str, mtime_ns: int, size: int) -> tuple[tuple[_Import, ...], st
 
 
 def imports_of(path: Path) -> tuple[tuple[_Import, ...], str | None, int, int]:
-    """Imports of a ``.py`` file, parsed once per file version (path, modification time, size)."""
+    """Imports of a ``.py`` file, parsed once per file version (path, modification time, size).
+
+    Args:
+        path (Path): the file.
+
+    Returns:
+        tuple: the imports in file order, then why the file could not be read or parsed (None:
+        it was), and the line and column of a syntax error (0 when there is none).
+    """
     try:
         st = path.stat()
     except OSError as e:
@@ -209,7 +217,14 @@ class Shipper:
         self._search = tuple(p for p in sys.path if p not in project and Path(p or ".").resolve() != self.real_root)
 
     def display(self, rel: str) -> Path:
-        """A path below ``client_scripts/`` as messages show it."""
+        """A path below ``client_scripts/`` as messages show it.
+
+        Args:
+            rel (str): posix path below ``client_scripts/``.
+
+        Returns:
+            Path: ``rel`` below the folder as the user named it (``display_root``), not resolved.
+        """
         return self.display_root / rel
 
     # -- custom_files -------------------------------------------------------------------------

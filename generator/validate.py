@@ -61,6 +61,13 @@ RECEIVERS_BY_LINE = {"2.7": ("mlflow",)}
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
     """Read the jobs JSON Schema and check that it is itself a valid draft 2020-12 schema.
 
+    Args:
+        path (Path): the schema file; default :data:`SCHEMA_PATH` (``schema/jobs.schema.json`` of
+            this project). Read once per path and process.
+
+    Returns:
+        dict: the schema.
+
     Raises:
         SpecError: the schema file is missing, not JSON, or not a valid schema (located in it).
     """
@@ -326,7 +333,15 @@ def _job_writers(doc: Document, job: Job) -> set[str]:
 
 
 def script_path(doc: Document, job: Job) -> Path:
-    """Where ``job``'s script lives: ``<folder of jobs.yaml>/client_scripts/<script>``."""
+    """Where ``job``'s script lives: ``<folder of jobs.yaml>/client_scripts/<script>``.
+
+    Args:
+        doc (Document): the loaded ``jobs.yaml`` (its ``root`` is the folder holding it, resolved).
+        job (Job): a job whose settings hold ``script``.
+
+    Returns:
+        Path: the path, symlinks not followed (it may not exist: :func:`check_jobs` says so).
+    """
     return doc.root / SCRIPTS_DIR / job.settings["script"]
 
 
@@ -620,6 +635,15 @@ def receiver_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
 
     A receiver whose script imports no tracking writer; a writer made for another receiver type
     (NVFlare converts its points, none is lost, but some keys change: :data:`CROSS_WRITER`).
+
+    Args:
+        doc (Document): the loaded ``jobs.yaml``.
+        jobs (list[Job]): validated jobs (their ``shipment`` set by :func:`check_jobs`: the
+            Python files a job ships are read for writers too).
+
+    Returns:
+        list[Problem]: the warnings, each message starting with ``warning:``; one located in
+        ``defaults`` names the jobs it is about.
     """
     out = []
     owners: list[str] = []  # the name of the job each warning is about, in step with `out`
