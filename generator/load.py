@@ -206,7 +206,7 @@ class _Composer(yaml.composer.Composer):
     set, each item of the top-level ``jobs`` list is handed to ``on_job(node, index)`` as soon as
     it is composed, and what that returns takes the node's place in the tree: the loader builds
     the item's data there and keeps only that, so at most one job's nodes exist at a time
-    (10,000 jobs' nodes at once took about 45 MB). Mixed into ``yaml.SafeLoader`` (pure Python)
+    (10,000 jobs' nodes at once take about 45 MB). Mixed into ``yaml.SafeLoader`` (pure Python)
     or ``yaml.CSafeLoader`` (libyaml's scanner and parser; the composer is still this one).
 
     Attributes:

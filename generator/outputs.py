@@ -5,14 +5,14 @@ writes them so that a file the generator did not write is never overwritten (the
 :mod:`generator.write` follows for job folders):
 
 - ``--results`` (default ``build/results.json``): a JSON list, one object per job, each carrying
-  ``"generator": "nvflare-jobgen"``. An existing file is replaced only if it is such a list (or a
-  results file of an earlier version: a list of objects with every key :data:`RESULT_KEYS`);
+  ``"generator": "nvflare-jobgen"``. An existing file is replaced only if it is such a list (or an
+  unmarked results list: objects that each have every key of :data:`RESULT_KEYS`);
   anything else (``jobs.yaml``, a folder, a symlink, a user's JSON) is refused. Written to a
   temporary file beside it and renamed into place, so a reader never sees half a file.
 - ``--reports`` (default ``build/reports``): ``<job>.png`` per metrics job and a manifest
   ``.jobgen-reports.json`` with the SHA-256 of each PNG written. An existing ``<job>.png`` is
-  replaced only if the manifest lists it with that content, or (written before the manifest
-  existed, or the run was stopped before the manifest was updated) it is a PNG whose text chunks
+  replaced only if the manifest lists it with that content, or (a plot the manifest does not
+  list, e.g. when a run was stopped before it updated the manifest) it is a PNG whose text chunks
   say it is our plot of that job (``Title`` = the job, ``Series``: see :mod:`generator.report`).
   Other files in the folder are left alone; nothing is deleted.
 - neither may be inside the generated jobs folder or the workspaces folder: those hold only what
@@ -35,7 +35,8 @@ from .write import GENERATOR_ID
 
 #: The key every results entry carries, with the value :data:`generator.write.GENERATOR_ID`.
 RESULTS_MARK = "generator"
-#: Keys of a results entry written before :data:`RESULTS_MARK` existed (``JobResult``'s fields then).
+#: Keys that make a results entry without :data:`RESULTS_MARK` ours: the fields every results entry
+#: of nvflare-jobgen has.
 RESULT_KEYS = frozenset(
     {"name", "ok", "rounds", "rounds_started", "wall_seconds", "final_model", "workspace", "log", "problems"}
 )
