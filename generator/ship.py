@@ -92,6 +92,58 @@ class Shipment:
     findings: list = field(default_factory=list)
 
 
+@dataclass
+class _Packing:
+    """A shipment being planned: where each destination comes from, and the running totals.
+
+    Attributes:
+        script (str | None): the job's script (shipped by the render stage, not in ``out.files``).
+        reserved (dict[str, str]): destinations the generator writes itself -> what it writes there.
+        out (Shipment): the shipment so far.
+        origin (dict[str, tuple[str, tuple]]): destination -> (source, key path suffix that brought it).
+        files (int), bytes (int): files and bytes shipped so far, the script included.
+    """
+
+    script: str | None
+    reserved: dict
+    out: Shipment = field(default_factory=Shipment)
+    origin: dict = field(default_factory=dict)
+    files: int = 0
+    bytes: int = 0
+
+    @property
+    def too_big(self) -> bool:
+        """More than :data:`MAX_FILES` files or :data:`MAX_BYTES` bytes."""
+        return self.files > MAX_FILES or self.bytes > MAX_BYTES
+
+    def add(self, dest: str, src: str, who: tuple, why: str) -> bool:
+        """Ship ``src`` as ``app/custom/<dest>``; False if it is not added.
+
+        Not added: ``dest`` is already shipped (an error when from another source), or the
+        generator writes a file there itself (an error). ``why`` names the file in the message.
+        """
+        if dest in self.reserved:
+            self.out.errors.append(
+                (
+                    who,
+                    f"{why} would be copied to app/custom/{dest}, where the generator "
+                    f"writes {self.reserved[dest]}: rename it",
+                )
+            )
+            return False
+        if dest in self.origin:
+            if self.origin[dest][0] != src:
+                other = self.origin[dest][0]
+                self.out.errors.append(
+                    (who, f"{why} and client_scripts/{other} would both be copied to app/custom/{dest}: rename one")
+                )
+            return False
+        self.origin[dest] = (src, who)
+        if dest != self.script:
+            self.out.files[dest] = src
+        return True
+
+
 @dataclass(frozen=True)
 class _Import:
     module: str  # the module named after ``from`` / ``import`` ("" for ``from . import x``)
@@ -377,54 +429,50 @@ class Shipper:
         return self._plans[key]
 
     def _plan(self, script: str | None, custom_files: tuple[str, ...]) -> Shipment:
-        out = Shipment()
-        origin: dict[str, tuple[str, tuple]] = {}  # dest -> (source, who)
-        total_files = total_bytes = 0
+        """The shipment of one (script, custom_files) pair: ``custom_files``, then the script's imports."""
+        packing = _Packing(script, self.reserved)
         queue: list[tuple[str, str, Path]] = []  # (dest, source, the folder its absolute imports start in)
         if script is not None:
-            origin[script] = (script, ("script",))
-            total_files, total_bytes = 1, (self.root / script).stat().st_size
+            packing.origin[script] = (script, ("script",))
+            packing.files, packing.bytes = 1, (self.root / script).stat().st_size
             queue.append((script, script, (self.root / script).parent))
+        queue += self._pack_custom_files(packing, custom_files)
+        if packing.too_big:
+            packing.out.errors.append((("custom_files",), self._too_big("custom_files", packing.files, packing.bytes)))
+            return packing.out
+        if script is None:  # the script itself is refused: only custom_files is checked
+            return packing.out
+        self._pack_imports(packing, queue)
+        self._check_size(packing, bool(custom_files))
+        return packing.out
 
-        def add(dest: str, src: str, who: tuple, why: str) -> bool:
-            if dest in self.reserved:
-                out.errors.append(
-                    (
-                        who,
-                        f"{why} would be copied to app/custom/{dest}, where the generator "
-                        f"writes {self.reserved[dest]}: rename it",
-                    )
-                )
-                return False
-            if dest in origin:
-                if origin[dest][0] != src:
-                    other = origin[dest][0]
-                    out.errors.append(
-                        (who, f"{why} and client_scripts/{other} would both be copied to app/custom/{dest}: rename one")
-                    )
-                return False
-            origin[dest] = (src, who)
-            if dest != script:
-                out.files[dest] = src
-            return True
+    def _pack_custom_files(self, packing: _Packing, custom_files: tuple[str, ...]) -> list[tuple[str, str, Path]]:
+        """Add every file of the ``custom_files`` entries; gives the ``.py`` files, whose imports are followed.
 
+        An entry's bytes count whole, even when some of its files are already shipped.
+        """
+        queue = []
         for k, entry in enumerate(custom_files):
             files, error, size = self._entry_files(entry)
             if error:
-                out.errors.append((("custom_files", k), error))
+                packing.out.errors.append((("custom_files", k), error))
                 continue
-            total_bytes += size
+            packing.bytes += size
             for rel in files:
-                if add(rel, rel, ("custom_files", k), f"client_scripts/{rel} (from custom_files {entry!r})"):
-                    total_files += 1
+                if packing.add(rel, rel, ("custom_files", k), f"client_scripts/{rel} (from custom_files {entry!r})"):
+                    packing.files += 1
                     if rel.endswith(".py"):
                         queue.append((rel, rel, self.root))
-        if total_files > MAX_FILES or total_bytes > MAX_BYTES:
-            out.errors.append((("custom_files",), self._too_big("custom_files", total_files, total_bytes)))
-            return out
-        if script is None:  # the script itself is refused: only custom_files is checked
-            return out
+        return queue
 
+    def _pack_imports(self, packing: _Packing, queue: list[tuple[str, str, Path]]) -> None:
+        """Follow the imports of the queued files, transitively, adding each local module they reach.
+
+        A file that does not parse gets a finding and is not followed; a namespace folder from
+        which nothing was shipped in the end gets its finding (see :meth:`_follow`).
+        """
+        script = packing.script
+        out = packing.out
         # where Python run by hand finds modules: the script's folder (that of its target, for a
         # symlink: sys.path[0] is resolved), then client_scripts/
         script_dir = (self.root / script).parent
@@ -451,25 +499,28 @@ class Shipper:
                 continue
             for found in self._follow(dest, src, root, roots, imports, out, script, namespaces):
                 new_dest, new_src, new_root, module = found
-                if add(new_dest, new_src, ("script",), f"client_scripts/{new_src} (imported as {module!r})"):
-                    total_files += 1
-                    total_bytes += (self.root / new_src).stat().st_size
+                if packing.add(new_dest, new_src, ("script",), f"client_scripts/{new_src} (imported as {module!r})"):
+                    packing.files += 1
+                    packing.bytes += (self.root / new_src).stat().st_size
                     queue.append((new_dest, new_src, new_root))
         for folder, finding in namespaces:
-            if not any(d.startswith(folder + "/") for d in origin):
+            if not any(d.startswith(folder + "/") for d in packing.origin):
                 out.findings.append(finding)
-        if total_files > MAX_FILES or total_bytes > MAX_BYTES:
-            out.errors.append((("script",), self._too_big(script, total_files, total_bytes)))
+
+    def _check_size(self, packing: _Packing, has_custom_files: bool) -> None:
+        """Refuse a shipment over :data:`MAX_FILES` or :data:`MAX_BYTES`; warn over the ``WARN_`` totals."""
+        total_files, total_bytes = packing.files, packing.bytes
+        if packing.too_big:
+            packing.out.errors.append((("script",), self._too_big(packing.script, total_files, total_bytes)))
         elif total_files > WARN_FILES or total_bytes > WARN_BYTES:
-            who = ("custom_files",) if custom_files else ("script",)
-            out.warnings.append(
+            who = ("custom_files",) if has_custom_files else ("script",)
+            packing.out.warnings.append(
                 (
                     who,
                     f"warning: the job ships {total_files:,} files, {total_bytes / 2**20:.1f} MB into app/custom/: "
                     "every job folder holds a copy and NVFlare sends it to every site",
                 )
             )
-        return out
 
     def _follow(self, dest, src, root, roots, imports, out: Shipment, script: str, namespaces: list):
         """Yield (dest, src, root, module) for each local module ``imports`` of one file reach.
