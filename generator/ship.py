@@ -526,37 +526,16 @@ class Shipper:
         """Yield (dest, src, root, module) for each local module ``imports`` of one file reach.
 
         Findings go to ``out.findings``; a namespace folder imported with nothing shipped from it
-        yet goes to ``namespaces`` as (folder below ``app/custom/``, finding), for ``_plan`` to
+        yet goes to ``namespaces`` as (folder below ``app/custom/``, finding), for :meth:`_pack_imports` to
         decide at the end.
         """
-        is_script = dest == script
-        package = dest.split("/")[:-1]  # the package a module (or an __init__.py) is in
         shipped_dests = set(out.files) | {script}
         for imp in imports:
             where = self.display(src)
-            if imp.level:
-                dots = "." * imp.level + imp.module
-                if is_script or imp.level > len(package):
-                    reason = (
-                        "NVFlare runs the script as a file (__main__, in-process with runpy.run_path, in a "
-                        "sub-process as `python custom/<script>`), where relative imports fail"
-                        if is_script
-                        else f"app/custom/{dest} is not inside a package there, so the relative import fails"
-                    )
-                    fix = f"from {imp.module} import ..." if imp.module else f"import {', '.join(imp.names)}"
-                    fix = f"import it by name: `{fix}`"
-                    out.findings.append(
-                        Finding(where, imp.line, imp.column, f"warning: relative import {dots!r}: {reason}; {fix}")
-                    )
-                    continue
-                base = package[: len(package) - (imp.level - 1)]
-                parts = base + (imp.module.split(".") if imp.module else [])
-                search = [root]
-            else:
-                if not _is_identifier_path(imp.module):
-                    continue
-                parts = imp.module.split(".")
-                search = roots
+            target = self._import_target(imp, dest, root, roots, script, where, out)
+            if target is None:
+                continue
+            parts, search = target
             if parts[0] in FL_PACKAGES:
                 continue
             hit = None
@@ -587,15 +566,8 @@ class Shipper:
                         "installed one is imported; rename the local one",
                     )
                 )
-            # ``from package import submodule``: the names may be modules of the package
-            extra = []
-            if kind in ("package", "namespace"):
-                for sub in imp.names:
-                    if sub != "*":
-                        sub_files, sub_kind = self._locate([*parts, sub], found_root)
-                        if sub_kind in ("module", "package", "namespace"):
-                            extra.extend(f for f in sub_files if f not in files)
-            if kind == "namespace" and not extra:  # decided once everything is shipped: see _plan
+            extra = self._imported_submodules(imp, parts, kind, found_root, files)
+            if kind == "namespace" and not extra:  # decided once everything is shipped: see _pack_imports
                 finding = Finding(
                     where,
                     imp.line,
@@ -607,6 +579,48 @@ class Shipper:
                 namespaces.append(("/".join(parts), finding))  # its path below app/custom/ is its import name
             for file_dest, file_src in files + extra:
                 yield file_dest, file_src, found_root, name
+
+    def _import_target(
+        self, imp: _Import, dest: str, root: Path, roots: list[Path], script: str, where: Path, out: Shipment
+    ) -> tuple[list[str], list[Path]] | None:
+        """The module path ``imp`` names (absolute) and the folders to look for it in, in order.
+
+        A relative import resolves against the package of ``dest`` in ``root``; one in the script
+        or climbing above ``app/custom/`` fails under NVFlare: a finding, and None. None too for
+        an absolute name that is not a dotted identifier.
+        """
+        package = dest.split("/")[:-1]  # the package a module (or an __init__.py) is in
+        if not imp.level:
+            return (imp.module.split("."), roots) if _is_identifier_path(imp.module) else None
+        if dest != script and imp.level <= len(package):
+            base = package[: len(package) - (imp.level - 1)]
+            return base + (imp.module.split(".") if imp.module else []), [root]
+        dots = "." * imp.level + imp.module
+        reason = (
+            "NVFlare runs the script as a file (__main__, in-process with runpy.run_path, in a "
+            "sub-process as `python custom/<script>`), where relative imports fail"
+            if dest == script
+            else f"app/custom/{dest} is not inside a package there, so the relative import fails"
+        )
+        fix = f"from {imp.module} import ..." if imp.module else f"import {', '.join(imp.names)}"
+        fix = f"import it by name: `{fix}`"
+        out.findings.append(Finding(where, imp.line, imp.column, f"warning: relative import {dots!r}: {reason}; {fix}"))
+        return None
+
+    def _imported_submodules(self, imp: _Import, parts: list[str], kind: str, found_root: Path, files: list) -> list:
+        """``from package import submodule``: the files of the names of ``imp`` that are modules of the package.
+
+        Returns:
+            list[tuple[str, str]]: (destination, source) pairs not already in ``files``.
+        """
+        extra = []
+        if kind in ("package", "namespace"):
+            for sub in imp.names:
+                if sub != "*":
+                    sub_files, sub_kind = self._locate([*parts, sub], found_root)
+                    if sub_kind in ("module", "package", "namespace"):
+                        extra.extend(f for f in sub_files if f not in files)
+        return extra
 
     def _not_found(self, top: str, imp: _Import, where: Path, shipped_dests, out: Shipment) -> None:
         """Warn when ``top`` is not installed and exists below ``client_scripts/`` where no import finds it."""
