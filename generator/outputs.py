@@ -54,7 +54,11 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def file_above(path: Path) -> Path | None:
-    """The nearest existing parent of ``path`` if it is not a folder (so ``path`` cannot be made), else None."""
+    """The nearest existing parent of ``path`` if it is not a folder (so ``path`` cannot be made), else None.
+
+    Args:
+        path (Path): a file or folder to be made; relative to the working directory if not absolute.
+    """
     for parent in Path(os.path.abspath(path)).parents:
         if parent.exists() or parent.is_symlink():
             return None if parent.is_dir() else parent
@@ -71,7 +75,11 @@ def _placement(path: Path, option: str, managed: dict[str, Path]) -> list[Proble
 
 
 def is_our_results(path: Path) -> bool:
-    """``path`` is a results file that ``simulate`` wrote (see the module docstring)."""
+    """``path`` (Path) is a results file that ``simulate`` wrote (see the module docstring).
+
+    A non-empty JSON list whose entries each carry :data:`RESULTS_MARK` or every key of
+    :data:`RESULT_KEYS`; False when it cannot be read or is not JSON.
+    """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -88,7 +96,10 @@ def check_results(path: Path, managed: dict[str, Path] | None = None) -> list[Pr
 
     Args:
         path (Path): the ``--results`` file.
-        managed (dict[str, Path]): folders it must not be inside, by description.
+        managed (dict[str, Path] | None): folders it must not be inside, by description; None: none.
+
+    Returns:
+        list[Problem]: one problem naming ``path`` (exit code 2 when raised as an ``OutputError``).
     """
     path = Path(path)
     problems = _placement(path, "--results", managed or {})
@@ -187,7 +198,10 @@ def check_reports(folder: Path, jobs: list[str], managed: dict[str, Path] | None
     Args:
         folder (Path): the ``--reports`` folder.
         jobs (list[str]): the jobs that may get a plot (those with a receiver).
-        managed (dict[str, Path]): folders it must not be inside, by description.
+        managed (dict[str, Path] | None): folders it must not be inside, by description; None: none.
+
+    Returns:
+        list[Problem]: one per path that may not be written (the folder, the manifest, a plot).
     """
     folder = Path(folder)
     problems = _placement(folder / "x", "--reports", managed or {})
@@ -217,7 +231,15 @@ def check_reports(folder: Path, jobs: list[str], managed: dict[str, Path] | None
 
 
 def record_report(folder: Path, png: Path) -> None:
-    """Add (or update) ``png``'s SHA-256 in the reports manifest of ``folder``."""
+    """Add (or update) ``png``'s SHA-256 in the reports manifest of ``folder`` (written atomically).
+
+    Args:
+        folder (Path): the ``--reports`` folder (checked by :func:`check_reports`).
+        png (Path): the plot just written into it.
+
+    Raises:
+        OSError: the plot or the manifest cannot be read or written.
+    """
     folder = Path(folder)
     manifest = _reports_manifest(folder) or {"generator": GENERATOR_ID, "files": {}}
     manifest["files"][Path(png).name] = _sha256(png)
