@@ -57,7 +57,7 @@ EXAMPLE_RUNS = {
     "np-metrics-sub-process": ("train_metrics.py", True),
 }
 
-#: Targets (issue 5): generate 1,000 jobs >= 4x faster than FedJob export and <= 1.5x cp -r;
+#: Targets: generate 1,000 jobs >= 4x faster than FedJob export and <= 1.5x cp -r;
 #: per-job cost flat from 100 to 10,000 (max/min of the marginal costs <= 1.5); peak RSS <= 80 MB;
 #: the example's runs <= 0.6x the FedJob way's wall time with identical final models.
 TARGET_VS_FEDJOB = 4.0
@@ -146,9 +146,14 @@ def new_project(folder: Path, jobs_yaml: str) -> Path:
 def bench_generate(counts: list[int], repeat: int, work: Path) -> list[dict]:
     """Part (a): one row per count (see the module docstring).
 
-    The generator, ``cp -r`` and FedJob export run in turns (generate, copy, export, generate,
-    ...) so that all three see the same machine load; the best of each is kept. Small counts get
-    more turns (they are cheap and the noisiest), 10,000 jobs fewer.
+    Args:
+        counts (list[int]): job counts, in increasing order (the marginal cost compares neighbours).
+        repeat (int): turns for counts from 101 to 1,000; smaller counts get two more, larger ones
+            about half (see :func:`_measure_count`).
+        work (Path): folder for the projects; each count's project is deleted after all are measured.
+
+    Returns:
+        list[dict]: one row per count, times in seconds, RSS in MB, per-job costs in ms.
     """
     env = env_with_venv()
     rows = []
@@ -157,51 +162,7 @@ def bench_generate(counts: list[int], repeat: int, work: Path) -> list[dict]:
         project = new_project(work / f"gen-{n}", synthetic_jobs_yaml(n))
         projects.append(project)
         turns = repeat + 2 if n <= 100 else repeat if n <= 1000 else max(1, (repeat + 1) // 2)
-        runs, copies, exports = [], [], []
-        for turn in range(turns):
-            # a new folder each time, nothing deleted until every count is measured (see above)
-            out, copy, fedjob_out = project / f"out-{turn}", project / f"copy-{turn}", project / f"fedjob-{turn}"
-            runs.append(
-                measure(
-                    [sys.executable, "-m", "generator", "generate", "--jobs", "jobs.yaml", "--out", out.name],
-                    project,
-                    env,
-                )
-            )
-            copies.append(measure(["cp", "-r", str(out), str(copy)]))
-            if turn < max(1, turns - 2):
-                fed = measure(
-                    [sys.executable, str(ROOT / "bench" / "fedjob_export.py"), "jobs.yaml", str(fedjob_out)],
-                    project,
-                    env,
-                )
-                exports.append(
-                    {
-                        **json.loads(fed["stdout"].strip().splitlines()[-1]),
-                        "wall_s": fed["wall_s"],
-                        "rss": fed["rss_bytes"],
-                    }
-                )
-        files = sum(1 for p in out.rglob("*") if p.is_file())
-        best_export = min(exports, key=lambda e: e["export_s"])
-        row = {
-            "jobs": n,
-            "files": files,
-            "turns": turns,
-            "generate_s": min(r["wall_s"] for r in runs),
-            "generate_runs_s": [round(r["wall_s"], 4) for r in runs],
-            "generate_user_s": min(r["user_s"] for r in runs),
-            "generate_sys_s": min(r["sys_s"] for r in runs),
-            "cp_sys_s": min(c["sys_s"] for c in copies),
-            "generate_rss_mb": max(r["rss_bytes"] for r in runs) / 2**20,
-            "cp_s": min(c["wall_s"] for c in copies),
-            "cp_runs_s": [round(c["wall_s"], 4) for c in copies],
-            "fedjob_import_s": best_export["import_s"],
-            "fedjob_export_s": best_export["export_s"],
-            "fedjob_export_runs_s": [round(e["export_s"], 4) for e in exports],
-            "fedjob_process_s": min(e["wall_s"] for e in exports),
-            "fedjob_rss_mb": max(e["rss"] for e in exports) / 2**20,
-        }
+        row = _measure_count(project, n, turns, env)
         rows.append(row)
         print(
             f"  {n:>6} jobs: generate {row['generate_s']:.3f} s ({row['generate_rss_mb']:.0f} MB), "
@@ -212,6 +173,68 @@ def bench_generate(counts: list[int], repeat: int, work: Path) -> list[dict]:
         )
     for project in projects:
         shutil.rmtree(project, ignore_errors=True)
+    _add_per_job_costs(rows)
+    return rows
+
+
+def _measure_count(project: Path, n: int, turns: int, env: dict) -> dict:
+    """Generate, copy and export the ``n`` jobs of ``project`` ``turns`` times; the best of each.
+
+    The generator, ``cp -r`` and FedJob export run in turns (generate, copy, export, generate,
+    ...) so that all three see the same machine load; FedJob export runs in every turn but the
+    last two (and at least once). Every turn writes new folders: nothing is deleted until every
+    count is measured (see the module docstring).
+
+    Returns:
+        dict: times in seconds (best of the turns, and each turn's), RSS in MB (the highest).
+    """
+    runs, copies, exports = [], [], []
+    for turn in range(turns):
+        out, copy, fedjob_out = project / f"out-{turn}", project / f"copy-{turn}", project / f"fedjob-{turn}"
+        runs.append(
+            measure(
+                [sys.executable, "-m", "generator", "generate", "--jobs", "jobs.yaml", "--out", out.name],
+                project,
+                env,
+            )
+        )
+        copies.append(measure(["cp", "-r", str(out), str(copy)]))
+        if turn < max(1, turns - 2):
+            fed = measure(
+                [sys.executable, str(ROOT / "bench" / "fedjob_export.py"), "jobs.yaml", str(fedjob_out)],
+                project,
+                env,
+            )
+            exports.append(
+                {
+                    **json.loads(fed["stdout"].strip().splitlines()[-1]),
+                    "wall_s": fed["wall_s"],
+                    "rss": fed["rss_bytes"],
+                }
+            )
+    best_export = min(exports, key=lambda e: e["export_s"])
+    return {
+        "jobs": n,
+        "files": sum(1 for p in out.rglob("*") if p.is_file()),
+        "turns": turns,
+        "generate_s": min(r["wall_s"] for r in runs),
+        "generate_runs_s": [round(r["wall_s"], 4) for r in runs],
+        "generate_user_s": min(r["user_s"] for r in runs),
+        "generate_sys_s": min(r["sys_s"] for r in runs),
+        "cp_sys_s": min(c["sys_s"] for c in copies),
+        "generate_rss_mb": max(r["rss_bytes"] for r in runs) / 2**20,
+        "cp_s": min(c["wall_s"] for c in copies),
+        "cp_runs_s": [round(c["wall_s"], 4) for c in copies],
+        "fedjob_import_s": best_export["import_s"],
+        "fedjob_export_s": best_export["export_s"],
+        "fedjob_export_runs_s": [round(e["export_s"], 4) for e in exports],
+        "fedjob_process_s": min(e["wall_s"] for e in exports),
+        "fedjob_rss_mb": max(e["rss"] for e in exports) / 2**20,
+    }
+
+
+def _add_per_job_costs(rows: list[dict]) -> None:
+    """Add each row's cost per job, the marginal cost since the previous row (ms) and the ratios."""
     previous = None
     for row in rows:
         n = row["jobs"]
@@ -229,7 +252,6 @@ def bench_generate(counts: list[int], repeat: int, work: Path) -> list[dict]:
         row["speedup_vs_fedjob_export"] = row["fedjob_export_s"] / row["generate_s"]
         row["speedup_vs_fedjob_process"] = row["fedjob_process_s"] / row["generate_s"]
         row["ratio_to_cp"] = row["generate_s"] / row["cp_s"]
-    return rows
 
 
 def _metric_points_in_file_store(mlruns: Path) -> int:
@@ -320,26 +342,36 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def targets(gen_rows: list[dict], run_rows: list[dict]) -> list[list[str]]:
-    """The target table: what, measured, goal, PASS/FAIL."""
-    out = [["target", "measured", "goal", "result"]]
+    """The target table: what, measured, goal, PASS/FAIL (a header row, then one row per target measured)."""
+    return [["target", "measured", "goal", "result"], *_generate_targets(gen_rows), *_run_targets(run_rows)]
 
-    def add(what, measured, goal, ok):
-        out.append([what, measured, goal, "PASS" if ok else "FAIL"])
 
+def _target(what: str, measured: str, goal: str, ok: bool) -> list[str]:
+    return [what, measured, goal, "PASS" if ok else "FAIL"]
+
+
+def _generate_targets(gen_rows: list[dict]) -> list[list[str]]:
+    """Part (a)'s targets: 1,000 jobs vs FedJob export and ``cp -r``, flat cost per job, peak RSS."""
+    out = []
     by_n = {r["jobs"]: r for r in gen_rows}
     if 1000 in by_n:
         r = by_n[1000]
-        add(
-            "generate 1,000 jobs vs FedJob export (nvflare imported)",
-            f"{r['speedup_vs_fedjob_export']:.1f}x faster ({r['generate_s']:.2f} s vs {r['fedjob_export_s']:.2f} s)",
-            f">= {TARGET_VS_FEDJOB:g}x",
-            r["speedup_vs_fedjob_export"] >= TARGET_VS_FEDJOB,
+        out.append(
+            _target(
+                "generate 1,000 jobs vs FedJob export (nvflare imported)",
+                f"{r['speedup_vs_fedjob_export']:.1f}x faster "
+                f"({r['generate_s']:.2f} s vs {r['fedjob_export_s']:.2f} s)",
+                f">= {TARGET_VS_FEDJOB:g}x",
+                r["speedup_vs_fedjob_export"] >= TARGET_VS_FEDJOB,
+            )
         )
-        add(
-            "generate 1,000 jobs vs cp -r of the generated tree",
-            f"{r['ratio_to_cp']:.2f}x ({r['generate_s']:.2f} s vs {r['cp_s']:.2f} s)",
-            f"<= {TARGET_VS_CP:g}x",
-            r["ratio_to_cp"] <= TARGET_VS_CP,
+        out.append(
+            _target(
+                "generate 1,000 jobs vs cp -r of the generated tree",
+                f"{r['ratio_to_cp']:.2f}x ({r['generate_s']:.2f} s vs {r['cp_s']:.2f} s)",
+                f"<= {TARGET_VS_CP:g}x",
+                r["ratio_to_cp"] <= TARGET_VS_CP,
+            )
         )
     marginal = [
         r["generate_marginal_ms_per_job"]
@@ -348,39 +380,51 @@ def targets(gen_rows: list[dict], run_rows: list[dict]) -> list[list[str]]:
     ]
     if len(marginal) >= 2:
         spread = max(marginal) / min(marginal)
-        add(
-            "cost per job flat from 100 to 10,000 jobs (ms per added job, 100->1,000 and 1,000->10,000)",
-            f"{min(marginal):.3f}..{max(marginal):.3f} ms (max/min {spread:.2f})",
-            f"max/min <= {TARGET_FLAT:g}",
-            spread <= TARGET_FLAT,
+        out.append(
+            _target(
+                "cost per job flat from 100 to 10,000 jobs (ms per added job, 100->1,000 and 1,000->10,000)",
+                f"{min(marginal):.3f}..{max(marginal):.3f} ms (max/min {spread:.2f})",
+                f"max/min <= {TARGET_FLAT:g}",
+                spread <= TARGET_FLAT,
+            )
         )
     if gen_rows:
         peak = max(r["generate_rss_mb"] for r in gen_rows)
-        add(
-            "peak RSS of the generate process, any count",
-            f"{peak:.1f} MB",
-            f"<= {TARGET_RSS_MB:g} MB",
-            peak <= TARGET_RSS_MB,
-        )
-    if run_rows:
-        worst = max(r["ratio"] for r in run_rows)
-        add(
-            "example's five runs: ours / FedJob way wall time",
-            f"worst {worst:.2f} (" + ", ".join(f"{r['ratio']:.2f}" for r in run_rows) + ")",
-            f"<= {TARGET_RUN_RATIO:g}",
-            worst <= TARGET_RUN_RATIO,
-        )
-        same = sum(r["models_identical"] for r in run_rows)
-        add(
-            "example's five runs: final models bit for bit",
-            f"{same}/{len(run_rows)} identical",
-            "all",
-            same == len(run_rows),
+        out.append(
+            _target(
+                "peak RSS of the generate process, any count",
+                f"{peak:.1f} MB",
+                f"<= {TARGET_RSS_MB:g} MB",
+                peak <= TARGET_RSS_MB,
+            )
         )
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run_targets(run_rows: list[dict]) -> list[list[str]]:
+    """Part (b)'s targets: the example's runs against the FedJob way, and identical final models."""
+    if not run_rows:
+        return []
+    worst = max(r["ratio"] for r in run_rows)
+    same = sum(r["models_identical"] for r in run_rows)
+    return [
+        _target(
+            "example's five runs: ours / FedJob way wall time",
+            f"worst {worst:.2f} (" + ", ".join(f"{r['ratio']:.2f}" for r in run_rows) + ")",
+            f"<= {TARGET_RUN_RATIO:g}",
+            worst <= TARGET_RUN_RATIO,
+        ),
+        _target(
+            "example's five runs: final models bit for bit",
+            f"{same}/{len(run_rows)} identical",
+            "all",
+            same == len(run_rows),
+        ),
+    ]
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line of ``make bench`` (see the module docstring's usage line)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--counts", default="1,100,1000,10000", help="job counts for part (a) (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per count; the best is kept (default: %(default)s)")
@@ -388,7 +432,89 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-runs", action="store_true", help="skip part (b)")
     parser.add_argument("--skip-settings", action="store_true", help="skip part (c)")
     parser.add_argument("--out", default=str(ROOT / "build" / "bench"), help="work folder (default: %(default)s)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _generate_table(gen_rows: list[dict]) -> str:
+    """Part (a)'s table: one line per job count."""
+    rows = [
+        [
+            "jobs",
+            "generate s",
+            "user s",
+            "sys s",
+            "ms/job",
+            "ms/added job",
+            "peak RSS MB",
+            "cp -r s",
+            "sys s",
+            "FedJob export s",
+            "FedJob ms/job",
+            "x faster",
+            "/ cp -r",
+        ]
+    ]
+    for r in gen_rows:
+        marginal = r["generate_marginal_ms_per_job"]
+        rows.append(
+            [
+                f"{r['jobs']:,}",
+                f"{r['generate_s']:.3f}",
+                f"{r['generate_user_s']:.3f}",
+                f"{r['generate_sys_s']:.3f}",
+                f"{r['generate_ms_per_job']:.3f}",
+                "-" if marginal is None else f"{marginal:.3f}",
+                f"{r['generate_rss_mb']:.1f}",
+                f"{r['cp_s']:.3f}",
+                f"{r['cp_sys_s']:.3f}",
+                f"{r['fedjob_export_s']:.3f} (+{r['fedjob_import_s']:.2f} import)",
+                f"{r['fedjob_ms_per_job']:.3f}",
+                f"{r['speedup_vs_fedjob_export']:.1f}",
+                f"{r['ratio_to_cp']:.2f}",
+            ]
+        )
+    return _table(rows)
+
+
+def _runs_table(run_rows: list[dict]) -> str:
+    """Part (b)'s table: one line per run of the example."""
+    rows = [
+        [
+            "run",
+            "ours s",
+            "FedJob way s",
+            "ratio",
+            "models identical",
+            "final model",
+            "metric points ours / FedJob way",
+        ]
+    ]
+    for r in run_rows:
+        points = "; ".join(f"{s}: {sum(v.values())}" for s, v in sorted(r["ours_metric_points"].items())) or "-"
+        rows.append(
+            [
+                r["run"],
+                f"{r['ours_s']:.1f}",
+                f"{r['fedjob_s']:.1f}",
+                f"{r['ratio']:.2f}",
+                "yes" if r["models_identical"] else "NO",
+                json.dumps(r["final_model"]).replace(".0", ""),
+                f"{points} / {r['fedjob_metric_points'] if 'metrics' in r['run'] else '-'}",
+            ]
+        )
+    return _table(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the parts not skipped, print their tables and the targets, write ``results.json``.
+
+    Args:
+        argv (list[str] | None): the command line without the program name; None: ``sys.argv[1:]``.
+
+    Returns:
+        int: 0 (a missed target is a FAIL line in the table, not an exit code).
+    """
+    args = _parser().parse_args(argv)
     work = Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     results = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]}}
@@ -400,44 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         results["load_before_generate"] = load_text()
         gen_rows = bench_generate(counts, args.repeat, work)
         results["load_after_generate"] = load_text()
-        rows = [
-            [
-                "jobs",
-                "generate s",
-                "user s",
-                "sys s",
-                "ms/job",
-                "ms/added job",
-                "peak RSS MB",
-                "cp -r s",
-                "sys s",
-                "FedJob export s",
-                "FedJob ms/job",
-                "x faster",
-                "/ cp -r",
-            ]
-        ]
-        for r in gen_rows:
-            marginal = r["generate_marginal_ms_per_job"]
-            rows.append(
-                [
-                    f"{r['jobs']:,}",
-                    f"{r['generate_s']:.3f}",
-                    f"{r['generate_user_s']:.3f}",
-                    f"{r['generate_sys_s']:.3f}",
-                    f"{r['generate_ms_per_job']:.3f}",
-                    "-" if marginal is None else f"{marginal:.3f}",
-                    f"{r['generate_rss_mb']:.1f}",
-                    f"{r['cp_s']:.3f}",
-                    f"{r['cp_sys_s']:.3f}",
-                    f"{r['fedjob_export_s']:.3f} (+{r['fedjob_import_s']:.2f} import)",
-                    f"{r['fedjob_ms_per_job']:.3f}",
-                    f"{r['speedup_vs_fedjob_export']:.1f}",
-                    f"{r['ratio_to_cp']:.2f}",
-                ]
-            )
         print()
-        print(_table(rows))
+        print(_generate_table(gen_rows))
         print(f"  [{load_text()}]\n", flush=True)
     results["generate"] = gen_rows
 
@@ -447,32 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         results["load_before_runs"] = load_text()
         run_rows = bench_runs(work)
         results["load_after_runs"] = load_text()
-        rows = [
-            [
-                "run",
-                "ours s",
-                "FedJob way s",
-                "ratio",
-                "models identical",
-                "final model",
-                "metric points ours / FedJob way",
-            ]
-        ]
-        for r in run_rows:
-            points = "; ".join(f"{s}: {sum(v.values())}" for s, v in sorted(r["ours_metric_points"].items())) or "-"
-            rows.append(
-                [
-                    r["run"],
-                    f"{r['ours_s']:.1f}",
-                    f"{r['fedjob_s']:.1f}",
-                    f"{r['ratio']:.2f}",
-                    "yes" if r["models_identical"] else "NO",
-                    json.dumps(r["final_model"]).replace(".0", ""),
-                    f"{points} / {r['fedjob_metric_points'] if 'metrics' in r['run'] else '-'}",
-                ]
-            )
         print()
-        print(_table(rows))
+        print(_runs_table(run_rows))
         print()
     results["runs"] = run_rows
 

@@ -119,7 +119,12 @@ def _json_or_none(line: bytes):
 
 
 def read_records(path: Path, needles: tuple[bytes, ...] = ()) -> list[dict]:
-    """Every record of an NVFlare ``log.json`` (``[]`` if it does not exist); see :class:`LogJsonTail`."""
+    """Every record of an NVFlare ``log.json`` (``[]`` if it does not exist); see :class:`LogJsonTail`.
+
+    Args:
+        path (Path): the ``log.json`` file.
+        needles (tuple[bytes, ...]): when given, only lines holding one of these bytes are parsed.
+    """
     return LogJsonTail(path, needles).read(final=True)
 
 
@@ -163,7 +168,11 @@ class RoundTracker:
         return Path(self.workspace) / SERVER_LOG
 
     def feed(self, record: dict) -> int | None:
-        """Take one record; returns the round (1-based) it started, else None."""
+        """Take one record (dict, a ``log.json`` line); returns the round (1-based) it started, else None.
+
+        Records of another logger than :attr:`controller` or another identity than :attr:`server`
+        are ignored.
+        """
         if record.get("fullName") != self.controller or _identity(record) != self.server:
             return None
         self.records += 1
@@ -220,6 +229,9 @@ def nvflare_errors(workspace: Path) -> list[str]:
 
     Reads every ``<workspace>/*/log.json`` (server and sites). Records of other loggers (a
     script's own, ``__main__``, the root logger) and every print (relayed at INFO) are ignored.
+
+    Args:
+        workspace (Path): the simulator workspace (``nvflare simulator -w``).
 
     Returns:
         list[str]: ``"site-1: NVFlare logged 2 errors (see WS/site-1/log.txt): <first>"``, per site.
@@ -333,6 +345,12 @@ def site_exception(site_dir: Path) -> ClientException | None:
     output relays one line per record is found like one logged in a single record. The last one
     is the exception that ended the script: a traceback the script printed or logged for an error
     it handled comes before it.
+
+    Args:
+        site_dir (Path): the site's folder in the simulator workspace (``<workspace>/site-1``).
+
+    Returns:
+        ClientException | None: the exception, or None when no traceback has a frame in ``custom/``.
     """
     lines = _record_lines(read_records(Path(site_dir) / LOG_JSON))
     return next((e for e in reversed(_tracebacks(lines)) if e.where), None)

@@ -15,7 +15,8 @@ problem in a file that differs (edited by hand, stale) is reported at the genera
 line and column of the component. Only classes of the ``nvflare`` package are imported: a
 config naming anything else is reported, never imported (importing runs a module's code).
 
-This module and ``simulate`` are the only ones that import nvflare.
+This is the only module of the generator that imports nvflare: ``simulate`` runs NVFlare in a
+child process (``python -m nvflare.cli simulator``) and imports none of it.
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ from .errors import Problem, SpecError
 
 #: Tags a ``jobs.yaml`` may use: the YAML core types the safe loader resolves by itself.
 SAFE_TAGS = {"tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")}
-_SCALAR_TAGS = {"tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null")}
 
 #: Plain scalars YAML 1.1 (PyYAML) reads as booleans although most people mean a word.
 YAML11_BOOL_WORDS = re.compile(r"^(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
@@ -60,8 +59,6 @@ MAX_ALIAS_VALUES = 10_000
 #: Read with libyaml's scanner and parser when PyYAML has them; the pure-Python reader is used
 #: when not, and always to report a problem in the YAML itself (its messages are the reference).
 LIBYAML = bool(getattr(yaml, "__with_libyaml__", False))
-
-Path_ = tuple  # a key path: a tuple of str (mapping keys) and int (sequence indexes)
 
 
 @dataclass(frozen=True)
@@ -139,7 +136,16 @@ class Document:
             path = path[:-1]
 
     def problem(self, path: tuple, message: str, at_key: bool = False) -> Problem:
-        """A :class:`Problem` located at ``path`` in this document."""
+        """A :class:`Problem` located at ``path`` in this document.
+
+        Args:
+            path (tuple): key path, mapping keys (str) and list indexes (int), e.g. ``("jobs", 0, "script")``.
+            message (str): what is wrong.
+            at_key (bool): locate the mapping key rather than its value (an unknown key).
+
+        Returns:
+            Problem: at the position :meth:`where` gives, with ``path`` formatted by :func:`format_path`.
+        """
         pos = self.where(path, at_key)
         return Problem(self.file, pos.line, pos.column, format_path(path), message)
 
@@ -149,7 +155,10 @@ _BARE_KEY = re.compile(r"^[^\s.\[\]\"'\\]+$")
 
 
 def quote(text: str) -> str:
-    """``text`` in double quotes, with quotes, backslashes and every unprintable character escaped."""
+    """``text`` (str) in double quotes, with quotes, backslashes and every unprintable character escaped.
+
+    Escapes as Python writes them (``\\x07``, ``\\u2028``, ``\\U0001f600``), so a message stays one line.
+    """
 
     def escape(ch: str) -> str:
         if ch in '"\\':
@@ -163,7 +172,12 @@ def quote(text: str) -> str:
 
 
 def format_path(path: tuple) -> str:
-    """Format a key path like ``jobs[0].receiver.events[1]`` or ``run_tags["a.b"]`` (always one line)."""
+    """Format a key path like ``jobs[0].receiver.events[1]`` or ``run_tags["a.b"]`` (always one line).
+
+    Args:
+        path (tuple): mapping keys (written bare when :data:`_BARE_KEY` matches, else quoted with
+            :func:`quote`) and list indexes (int, written ``[i]``).
+    """
     out = ""
     for part in path:
         if isinstance(part, int):
@@ -192,7 +206,7 @@ class _Composer(yaml.composer.Composer):
     set, each item of the top-level ``jobs`` list is handed to ``on_job(node, index)`` as soon as
     it is composed, and what that returns takes the node's place in the tree: the loader builds
     the item's data there and keeps only that, so at most one job's nodes exist at a time
-    (10,000 jobs' nodes at once took about 45 MB). Mixed into ``yaml.SafeLoader`` (pure Python)
+    (10,000 jobs' nodes at once take about 45 MB). Mixed into ``yaml.SafeLoader`` (pure Python)
     or ``yaml.CSafeLoader`` (libyaml's scanner and parser; the composer is still this one).
 
     Attributes:
@@ -584,9 +598,10 @@ def load(path: str | Path) -> Document:
     Raises:
         SpecError: the file cannot be read (missing, a folder, larger than ``MAX_BYTES``, not
             UTF-8), is empty, is not valid YAML (tabs, bad indentation, a control character,
-            several documents, nesting deeper than ``MAX_DEPTH``), is not a mapping, or its
-            aliases expand to more than ``MAX_ALIAS_VALUES`` values. Nothing in the file is
-            ever executed: only the YAML core tags are constructed.
+            several documents, nesting deeper than ``MAX_DEPTH``), or its aliases expand to more
+            than ``MAX_ALIAS_VALUES`` values. Nothing in the file is ever executed: only the YAML
+            core tags are constructed. A file that is not a mapping (a top-level list) loads: the
+            validate stage reports it against the schema.
     """
     file = str(path)
     p = Path(path)

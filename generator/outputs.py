@@ -5,14 +5,14 @@ writes them so that a file the generator did not write is never overwritten (the
 :mod:`generator.write` follows for job folders):
 
 - ``--results`` (default ``build/results.json``): a JSON list, one object per job, each carrying
-  ``"generator": "nvflare-jobgen"``. An existing file is replaced only if it is such a list (or a
-  results file of an earlier version: a list of objects with every key :data:`RESULT_KEYS`);
+  ``"generator": "nvflare-jobgen"``. An existing file is replaced only if it is such a list (or an
+  unmarked results list: objects that each have every key of :data:`RESULT_KEYS`);
   anything else (``jobs.yaml``, a folder, a symlink, a user's JSON) is refused. Written to a
   temporary file beside it and renamed into place, so a reader never sees half a file.
 - ``--reports`` (default ``build/reports``): ``<job>.png`` per metrics job and a manifest
   ``.jobgen-reports.json`` with the SHA-256 of each PNG written. An existing ``<job>.png`` is
-  replaced only if the manifest lists it with that content, or (written before the manifest
-  existed, or the run was stopped before the manifest was updated) it is a PNG whose text chunks
+  replaced only if the manifest lists it with that content, or (a plot the manifest does not
+  list, e.g. when a run was stopped before it updated the manifest) it is a PNG whose text chunks
   say it is our plot of that job (``Title`` = the job, ``Series``: see :mod:`generator.report`).
   Other files in the folder are left alone; nothing is deleted.
 - neither may be inside the generated jobs folder or the workspaces folder: those hold only what
@@ -35,7 +35,8 @@ from .write import GENERATOR_ID
 
 #: The key every results entry carries, with the value :data:`generator.write.GENERATOR_ID`.
 RESULTS_MARK = "generator"
-#: Keys of a results entry written before :data:`RESULTS_MARK` existed (``JobResult``'s fields then).
+#: Keys that make a results entry without :data:`RESULTS_MARK` ours: the fields every results entry
+#: of nvflare-jobgen has.
 RESULT_KEYS = frozenset(
     {"name", "ok", "rounds", "rounds_started", "wall_seconds", "final_model", "workspace", "log", "problems"}
 )
@@ -53,7 +54,11 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def file_above(path: Path) -> Path | None:
-    """The nearest existing parent of ``path`` if it is not a folder (so ``path`` cannot be made), else None."""
+    """The nearest existing parent of ``path`` if it is not a folder (so ``path`` cannot be made), else None.
+
+    Args:
+        path (Path): a file or folder to be made; relative to the working directory if not absolute.
+    """
     for parent in Path(os.path.abspath(path)).parents:
         if parent.exists() or parent.is_symlink():
             return None if parent.is_dir() else parent
@@ -70,7 +75,11 @@ def _placement(path: Path, option: str, managed: dict[str, Path]) -> list[Proble
 
 
 def is_our_results(path: Path) -> bool:
-    """``path`` is a results file that ``simulate`` wrote (see the module docstring)."""
+    """``path`` (Path) is a results file that ``simulate`` wrote (see the module docstring).
+
+    A non-empty JSON list whose entries each carry :data:`RESULTS_MARK` or every key of
+    :data:`RESULT_KEYS`; False when it cannot be read or is not JSON.
+    """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -87,7 +96,10 @@ def check_results(path: Path, managed: dict[str, Path] | None = None) -> list[Pr
 
     Args:
         path (Path): the ``--results`` file.
-        managed (dict[str, Path]): folders it must not be inside, by description.
+        managed (dict[str, Path] | None): folders it must not be inside, by description; None: none.
+
+    Returns:
+        list[Problem]: one problem naming ``path`` (exit code 2 when raised as an ``OutputError``).
     """
     path = Path(path)
     problems = _placement(path, "--results", managed or {})
@@ -132,6 +144,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def write_results(path: Path, entries: list[dict]) -> None:
     """Write the results list to ``path``, each entry marked as ours, atomically.
+
+    Args:
+        path (Path): the ``--results`` file (default ``build/results.json``, set by the CLI).
+        entries (list[dict]): one JSON-ready mapping per job; :data:`RESULTS_MARK` is added first.
 
     Raises:
         OutputError: ``path`` holds something we did not write (checked again: it may have
@@ -182,7 +198,10 @@ def check_reports(folder: Path, jobs: list[str], managed: dict[str, Path] | None
     Args:
         folder (Path): the ``--reports`` folder.
         jobs (list[str]): the jobs that may get a plot (those with a receiver).
-        managed (dict[str, Path]): folders it must not be inside, by description.
+        managed (dict[str, Path] | None): folders it must not be inside, by description; None: none.
+
+    Returns:
+        list[Problem]: one per path that may not be written (the folder, the manifest, a plot).
     """
     folder = Path(folder)
     problems = _placement(folder / "x", "--reports", managed or {})
@@ -212,7 +231,15 @@ def check_reports(folder: Path, jobs: list[str], managed: dict[str, Path] | None
 
 
 def record_report(folder: Path, png: Path) -> None:
-    """Add (or update) ``png``'s SHA-256 in the reports manifest of ``folder``."""
+    """Add (or update) ``png``'s SHA-256 in the reports manifest of ``folder`` (written atomically).
+
+    Args:
+        folder (Path): the ``--reports`` folder (checked by :func:`check_reports`).
+        png (Path): the plot just written into it.
+
+    Raises:
+        OSError: the plot or the manifest cannot be read or written.
+    """
     folder = Path(folder)
     manifest = _reports_manifest(folder) or {"generator": GENERATOR_ID, "files": {}}
     manifest["files"][Path(png).name] = _sha256(png)

@@ -1,11 +1,23 @@
-"""The generate pipeline: load -> validate -> render -> write, one call per stage.
+"""The generate pipeline, one call per stage:
+
+1. load (:func:`generator.load.load`): ``jobs.yaml`` -> a :class:`~generator.load.Document`;
+2. validate, schema half (:func:`generator.validate.check_document`): the document against the
+   JSON Schema -> the problems so far and the job entries that fit;
+3. spec (:func:`generator.spec.effective_jobs`): those entries -> effective jobs
+   (:class:`~generator.spec.Job`), each setting filled in from ``defaults:`` and the schema;
+4. validate, cross-field half (:func:`generator.validate.check_jobs`): the effective jobs (a
+   ``min_clients`` in ``defaults`` against a job's ``num_clients``) -> the jobs, or a
+   :class:`~generator.errors.SpecError` with every problem of 1, 2 and 4;
+5. render (:class:`generator.render.Renderer`): one job -> its files in memory;
+6. write (:func:`generator.write.write_jobs`), or compare (:func:`generator.write.diff_jobs`).
 
 Nothing here imports nvflare: generating 1,000 jobs must not pay NVFlare's import time. Jobs are
 rendered one at a time as they are written, so memory does not grow with the rendered files.
 Python's cyclic garbage collector is paused while the jobs are loaded and checked (see
 :func:`no_cyclic_gc`) and runs over new objects only while they are rendered and written (see
-:func:`collect_only_new`). Measured with 10,000 jobs: peak RSS 66 MB (239 MB before the loader
-built each job as soon as it was composed and kept positions only for messages).
+:func:`collect_only_new`). Measured with 10,000 jobs: peak RSS 66 MB, because the loader builds
+each job as soon as it is composed and keeps positions only for messages (holding the whole file's
+nodes and positions takes 239 MB).
 """
 
 from __future__ import annotations
@@ -20,8 +32,8 @@ from pathlib import Path
 from .errors import Problem, SpecError
 from .load import load
 from .render import Renderer, tracking_uri
-from .spec import Job
-from .validate import SCRIPTS_DIR, receiver_warnings, shipping_warnings, validate
+from .spec import Job, effective_jobs
+from .validate import SCRIPTS_DIR, check_document, check_jobs, receiver_warnings, shipping_warnings
 from .write import diff_jobs, write_jobs
 
 
@@ -92,6 +104,14 @@ def job_info(job: Job) -> dict:
 def select(doc, jobs: list[Job], names: list[str] | None) -> list[Job]:
     """Keep the jobs named by ``--job``.
 
+    Args:
+        doc (Document): the loaded ``jobs.yaml`` (its ``file`` names it in messages).
+        jobs (list[Job]): the validated jobs.
+        names (list[str] | None): the ``--job`` values; None or empty: keep every job.
+
+    Returns:
+        list[Job]: the jobs named, in file order.
+
     Raises:
         SpecError: a name is not a job of ``doc``; printed as ``jobs.yaml: --job 'x': ...`` (no
             line: the mistake is on the command line), with the nearest job name as a suggestion.
@@ -149,7 +169,7 @@ def collect_only_new() -> Iterator[None]:
 
 
 def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = None, check: bool = False) -> Generated:
-    """Validate ``jobs_file`` and render its jobs into ``out`` (or compare with it, ``check``).
+    """Load, validate and build the jobs of ``jobs_file``; render them into ``out`` (or compare, ``check``).
 
     Args:
         jobs_file (str | Path): the ``jobs.yaml`` to read.
@@ -161,22 +181,25 @@ def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = N
         Generated: the jobs, the output folder, warnings and (with ``check``) differences.
 
     Raises:
-        SpecError, TemplateError, OutputError: see each stage; nothing on disk changed.
+        SpecError: ``jobs_file`` cannot be read, does not fit the schema or fails a cross-field
+            check (:func:`check_only` says where each is raised), or ``names`` holds an unknown job.
+        TemplateError: a template failed (:mod:`generator.render`).
+        OutputError: ``out`` cannot be written safely (:mod:`generator.write`).
+        Nothing on disk changed when any of these is raised.
     """
     with no_cyclic_gc():
         doc = load(jobs_file)
-        jobs = select(doc, validate(doc), names)
+        checked = check_document(doc)
+        jobs = effective_jobs(doc.data, checked.schema, only=checked.fitting)
+        jobs = select(doc, check_jobs(checked, jobs), names)
         renderer = Renderer(doc.root / SCRIPTS_DIR)
-        warnings = sorted(doc.warnings + receiver_warnings(doc, jobs)) + shipping_warnings(doc, jobs)
-        result = Generated(jobs=jobs, out=Path(out), warnings=warnings)
+        result = Generated(jobs=jobs, out=Path(out), warnings=_warnings(doc, jobs))
     with collect_only_new():
         if check:
-            rendered = RenderedJobs(renderer, jobs)
-            result.differences = (
-                diff_jobs(Path(out), rendered)
-                if not names
-                else [d for d in diff_jobs(Path(out), rendered) if not d.startswith("unexpected job folder")]
-            )
+            differences = diff_jobs(Path(out), RenderedJobs(renderer, jobs))
+            if names:  # the other job folders in ``out`` are kept, not unexpected
+                differences = [d for d in differences if not d.startswith("unexpected job folder")]
+            result.differences = differences
         else:
             result.removed = write_jobs(
                 Path(out),
@@ -188,15 +211,25 @@ def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = N
 
 
 def check_only(jobs_file: str | Path) -> Generated:
-    """Load and validate ``jobs_file`` (``validate`` command); write nothing.
+    """Load, validate and build the jobs of ``jobs_file`` (``validate`` command); write nothing.
+
+    Args:
+        jobs_file (str | Path): the ``jobs.yaml`` to read.
 
     Returns:
         Generated: the jobs and the warnings (``out`` is unused).
 
     Raises:
-        SpecError: see :func:`generator.validate.validate`.
+        SpecError: see :func:`generator.load.load`, :func:`generator.validate.check_document` and
+            :func:`generator.validate.check_jobs`.
     """
     doc = load(jobs_file)
-    jobs = validate(doc)
-    warnings = sorted(doc.warnings + receiver_warnings(doc, jobs)) + shipping_warnings(doc, jobs)
-    return Generated(jobs=jobs, out=Path(), warnings=warnings)
+    checked = check_document(doc)
+    jobs = effective_jobs(doc.data, checked.schema, only=checked.fitting)
+    jobs = check_jobs(checked, jobs)
+    return Generated(jobs=jobs, out=Path(), warnings=_warnings(doc, jobs))
+
+
+def _warnings(doc, jobs: list[Job]) -> list[Problem]:
+    """Every non-fatal finding: the load stage's, the receivers', then what the jobs ship."""
+    return sorted(doc.warnings + receiver_warnings(doc, jobs)) + shipping_warnings(doc, jobs)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import re
 
+from .errors import Problem
 from .load import Document
 from .spec import Job, shell_words
 
@@ -97,7 +98,16 @@ def _kept_text(kept: tuple[str, ...]) -> str:
 
 
 def in_process_split(value: str) -> list[str]:
-    """How an in-process executor splits ``task_script_args``: at whitespace, quotes kept (``str.split()``)."""
+    """How an in-process executor splits ``task_script_args``: at whitespace, quotes kept (``str.split()``).
+
+    Source: 2.9 ``nvflare/app_common/executors/task_script_runner.py`` (see the module docstring).
+
+    Args:
+        value (str): the ``script_args`` as written into the config.
+
+    Returns:
+        list[str]: the words the script sees in ``sys.argv[1:]``.
+    """
     return value.split()
 
 
@@ -132,7 +142,7 @@ def _receiver_path(job: Job, key: str) -> tuple:
     return job.path_of("receiver")
 
 
-def rewrite_problems(doc: Document, job: Job) -> list:
+def rewrite_problems(doc: Document, job: Job) -> list[Problem]:
     """Problems of ``job``'s config strings that NVFlare would not pass on as written.
 
     Checks ``script_args`` (and ``command`` for a sub-process) for braces other than
@@ -148,6 +158,11 @@ def rewrite_problems(doc: Document, job: Job) -> list:
     Returns:
         list[Problem]: located at the key that set the value (the job's or ``defaults``).
     """
+    return _command_line_problems(doc, job) + _receiver_problems(doc, job)
+
+
+def _command_line_problems(doc: Document, job: Job) -> list[Problem]:
+    """``script_args`` (and a sub-process ``command``): braces, the in-process split, an empty program."""
     s = job.settings
     problems = []
     external = job.execution_mode == "external_process"
@@ -173,7 +188,13 @@ def rewrite_problems(doc: Document, job: Job) -> list:
                     "or run the script as a sub-process (launch_external_process: true)",
                 )
             )
-    receiver = s.get("receiver") or {}
+    return problems
+
+
+def _receiver_problems(doc: Document, job: Job) -> list[Problem]:
+    """Braces in the receiver's strings: ``tracking_uri`` (some variables kept) and :data:`RECEIVER_STRINGS`."""
+    receiver = job.settings.get("receiver") or {}
+    problems = []
     uri = receiver.get("tracking_uri")
     if isinstance(uri, str):
         brace = brace_left(uri, TRACKING_URI_VARIABLES)

@@ -105,6 +105,9 @@ def interrupt_on_signals(signums: tuple = STOP_SIGNALS) -> Iterator[list[int]]:
 
     Yields:
         list[int]: every signal received in the block, in order.
+
+    Raises:
+        Interrupted: in the block, at the first signal of ``signums``.
     """
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():

@@ -92,6 +92,58 @@ class Shipment:
     findings: list = field(default_factory=list)
 
 
+@dataclass
+class _Packing:
+    """A shipment being planned: where each destination comes from, and the running totals.
+
+    Attributes:
+        script (str | None): the job's script (shipped by the render stage, not in ``out.files``).
+        reserved (dict[str, str]): destinations the generator writes itself -> what it writes there.
+        out (Shipment): the shipment so far.
+        origin (dict[str, tuple[str, tuple]]): destination -> (source, key path suffix that brought it).
+        files (int), bytes (int): files and bytes shipped so far, the script included.
+    """
+
+    script: str | None
+    reserved: dict
+    out: Shipment = field(default_factory=Shipment)
+    origin: dict = field(default_factory=dict)
+    files: int = 0
+    bytes: int = 0
+
+    @property
+    def too_big(self) -> bool:
+        """More than :data:`MAX_FILES` files or :data:`MAX_BYTES` bytes."""
+        return self.files > MAX_FILES or self.bytes > MAX_BYTES
+
+    def add(self, dest: str, src: str, who: tuple, why: str) -> bool:
+        """Ship ``src`` as ``app/custom/<dest>``; False if it is not added.
+
+        Not added: ``dest`` is already shipped (an error when from another source), or the
+        generator writes a file there itself (an error). ``why`` names the file in the message.
+        """
+        if dest in self.reserved:
+            self.out.errors.append(
+                (
+                    who,
+                    f"{why} would be copied to app/custom/{dest}, where the generator "
+                    f"writes {self.reserved[dest]}: rename it",
+                )
+            )
+            return False
+        if dest in self.origin:
+            if self.origin[dest][0] != src:
+                other = self.origin[dest][0]
+                self.out.errors.append(
+                    (who, f"{why} and client_scripts/{other} would both be copied to app/custom/{dest}: rename one")
+                )
+            return False
+        self.origin[dest] = (src, who)
+        if dest != self.script:
+            self.out.files[dest] = src
+        return True
+
+
 @dataclass(frozen=True)
 class _Import:
     module: str  # the module named after ``from`` / ``import`` ("" for ``from . import x``)
@@ -142,7 +194,15 @@ def _parse(path: str, mtime_ns: int, size: int) -> tuple[tuple[_Import, ...], st
 
 
 def imports_of(path: Path) -> tuple[tuple[_Import, ...], str | None, int, int]:
-    """Imports of a ``.py`` file, parsed once per file version (path, modification time, size)."""
+    """Imports of a ``.py`` file, parsed once per file version (path, modification time, size).
+
+    Args:
+        path (Path): the file.
+
+    Returns:
+        tuple: the imports in file order, then why the file could not be read or parsed (None:
+        it was), and the line and column of a syntax error (0 when there is none).
+    """
     try:
         st = path.stat()
     except OSError as e:
@@ -209,7 +269,14 @@ class Shipper:
         self._search = tuple(p for p in sys.path if p not in project and Path(p or ".").resolve() != self.real_root)
 
     def display(self, rel: str) -> Path:
-        """A path below ``client_scripts/`` as messages show it."""
+        """A path below ``client_scripts/`` as messages show it.
+
+        Args:
+            rel (str): posix path below ``client_scripts/``.
+
+        Returns:
+            Path: ``rel`` below the folder as the user named it (``display_root``), not resolved.
+        """
         return self.display_root / rel
 
     # -- custom_files -------------------------------------------------------------------------
@@ -362,54 +429,50 @@ class Shipper:
         return self._plans[key]
 
     def _plan(self, script: str | None, custom_files: tuple[str, ...]) -> Shipment:
-        out = Shipment()
-        origin: dict[str, tuple[str, tuple]] = {}  # dest -> (source, who)
-        total_files = total_bytes = 0
+        """The shipment of one (script, custom_files) pair: ``custom_files``, then the script's imports."""
+        packing = _Packing(script, self.reserved)
         queue: list[tuple[str, str, Path]] = []  # (dest, source, the folder its absolute imports start in)
         if script is not None:
-            origin[script] = (script, ("script",))
-            total_files, total_bytes = 1, (self.root / script).stat().st_size
+            packing.origin[script] = (script, ("script",))
+            packing.files, packing.bytes = 1, (self.root / script).stat().st_size
             queue.append((script, script, (self.root / script).parent))
+        queue += self._pack_custom_files(packing, custom_files)
+        if packing.too_big:
+            packing.out.errors.append((("custom_files",), self._too_big("custom_files", packing.files, packing.bytes)))
+            return packing.out
+        if script is None:  # the script itself is refused: only custom_files is checked
+            return packing.out
+        self._pack_imports(packing, queue)
+        self._check_size(packing, bool(custom_files))
+        return packing.out
 
-        def add(dest: str, src: str, who: tuple, why: str) -> bool:
-            if dest in self.reserved:
-                out.errors.append(
-                    (
-                        who,
-                        f"{why} would be copied to app/custom/{dest}, where the generator "
-                        f"writes {self.reserved[dest]}: rename it",
-                    )
-                )
-                return False
-            if dest in origin:
-                if origin[dest][0] != src:
-                    other = origin[dest][0]
-                    out.errors.append(
-                        (who, f"{why} and client_scripts/{other} would both be copied to app/custom/{dest}: rename one")
-                    )
-                return False
-            origin[dest] = (src, who)
-            if dest != script:
-                out.files[dest] = src
-            return True
+    def _pack_custom_files(self, packing: _Packing, custom_files: tuple[str, ...]) -> list[tuple[str, str, Path]]:
+        """Add every file of the ``custom_files`` entries; gives the ``.py`` files, whose imports are followed.
 
+        An entry's bytes count whole, even when some of its files are already shipped.
+        """
+        queue = []
         for k, entry in enumerate(custom_files):
             files, error, size = self._entry_files(entry)
             if error:
-                out.errors.append((("custom_files", k), error))
+                packing.out.errors.append((("custom_files", k), error))
                 continue
-            total_bytes += size
+            packing.bytes += size
             for rel in files:
-                if add(rel, rel, ("custom_files", k), f"client_scripts/{rel} (from custom_files {entry!r})"):
-                    total_files += 1
+                if packing.add(rel, rel, ("custom_files", k), f"client_scripts/{rel} (from custom_files {entry!r})"):
+                    packing.files += 1
                     if rel.endswith(".py"):
                         queue.append((rel, rel, self.root))
-        if total_files > MAX_FILES or total_bytes > MAX_BYTES:
-            out.errors.append((("custom_files",), self._too_big("custom_files", total_files, total_bytes)))
-            return out
-        if script is None:  # the script itself is refused: only custom_files is checked
-            return out
+        return queue
 
+    def _pack_imports(self, packing: _Packing, queue: list[tuple[str, str, Path]]) -> None:
+        """Follow the imports of the queued files, transitively, adding each local module they reach.
+
+        A file that does not parse gets a finding and is not followed; a namespace folder from
+        which nothing was shipped in the end gets its finding (see :meth:`_follow`).
+        """
+        script = packing.script
+        out = packing.out
         # where Python run by hand finds modules: the script's folder (that of its target, for a
         # symlink: sys.path[0] is resolved), then client_scripts/
         script_dir = (self.root / script).parent
@@ -436,61 +499,43 @@ class Shipper:
                 continue
             for found in self._follow(dest, src, root, roots, imports, out, script, namespaces):
                 new_dest, new_src, new_root, module = found
-                if add(new_dest, new_src, ("script",), f"client_scripts/{new_src} (imported as {module!r})"):
-                    total_files += 1
-                    total_bytes += (self.root / new_src).stat().st_size
+                if packing.add(new_dest, new_src, ("script",), f"client_scripts/{new_src} (imported as {module!r})"):
+                    packing.files += 1
+                    packing.bytes += (self.root / new_src).stat().st_size
                     queue.append((new_dest, new_src, new_root))
         for folder, finding in namespaces:
-            if not any(d.startswith(folder + "/") for d in origin):
+            if not any(d.startswith(folder + "/") for d in packing.origin):
                 out.findings.append(finding)
-        if total_files > MAX_FILES or total_bytes > MAX_BYTES:
-            out.errors.append((("script",), self._too_big(script, total_files, total_bytes)))
+
+    def _check_size(self, packing: _Packing, has_custom_files: bool) -> None:
+        """Refuse a shipment over :data:`MAX_FILES` or :data:`MAX_BYTES`; warn over the ``WARN_`` totals."""
+        total_files, total_bytes = packing.files, packing.bytes
+        if packing.too_big:
+            packing.out.errors.append((("script",), self._too_big(packing.script, total_files, total_bytes)))
         elif total_files > WARN_FILES or total_bytes > WARN_BYTES:
-            who = ("custom_files",) if custom_files else ("script",)
-            out.warnings.append(
+            who = ("custom_files",) if has_custom_files else ("script",)
+            packing.out.warnings.append(
                 (
                     who,
                     f"warning: the job ships {total_files:,} files, {total_bytes / 2**20:.1f} MB into app/custom/: "
                     "every job folder holds a copy and NVFlare sends it to every site",
                 )
             )
-        return out
 
     def _follow(self, dest, src, root, roots, imports, out: Shipment, script: str, namespaces: list):
         """Yield (dest, src, root, module) for each local module ``imports`` of one file reach.
 
         Findings go to ``out.findings``; a namespace folder imported with nothing shipped from it
-        yet goes to ``namespaces`` as (folder below ``app/custom/``, finding), for ``_plan`` to
+        yet goes to ``namespaces`` as (folder below ``app/custom/``, finding), for :meth:`_pack_imports` to
         decide at the end.
         """
-        is_script = dest == script
-        package = dest.split("/")[:-1]  # the package a module (or an __init__.py) is in
         shipped_dests = set(out.files) | {script}
         for imp in imports:
             where = self.display(src)
-            if imp.level:
-                dots = "." * imp.level + imp.module
-                if is_script or imp.level > len(package):
-                    reason = (
-                        "NVFlare runs the script as a file (__main__, in-process with runpy.run_path, in a "
-                        "sub-process as `python custom/<script>`), where relative imports fail"
-                        if is_script
-                        else f"app/custom/{dest} is not inside a package there, so the relative import fails"
-                    )
-                    fix = f"from {imp.module} import ..." if imp.module else f"import {', '.join(imp.names)}"
-                    fix = f"import it by name: `{fix}`"
-                    out.findings.append(
-                        Finding(where, imp.line, imp.column, f"warning: relative import {dots!r}: {reason}; {fix}")
-                    )
-                    continue
-                base = package[: len(package) - (imp.level - 1)]
-                parts = base + (imp.module.split(".") if imp.module else [])
-                search = [root]
-            else:
-                if not _is_identifier_path(imp.module):
-                    continue
-                parts = imp.module.split(".")
-                search = roots
+            target = self._import_target(imp, dest, root, roots, script, where, out)
+            if target is None:
+                continue
+            parts, search = target
             if parts[0] in FL_PACKAGES:
                 continue
             hit = None
@@ -521,15 +566,8 @@ class Shipper:
                         "installed one is imported; rename the local one",
                     )
                 )
-            # ``from package import submodule``: the names may be modules of the package
-            extra = []
-            if kind in ("package", "namespace"):
-                for sub in imp.names:
-                    if sub != "*":
-                        sub_files, sub_kind = self._locate([*parts, sub], found_root)
-                        if sub_kind in ("module", "package", "namespace"):
-                            extra.extend(f for f in sub_files if f not in files)
-            if kind == "namespace" and not extra:  # decided once everything is shipped: see _plan
+            extra = self._imported_submodules(imp, parts, kind, found_root, files)
+            if kind == "namespace" and not extra:  # decided once everything is shipped: see _pack_imports
                 finding = Finding(
                     where,
                     imp.line,
@@ -541,6 +579,48 @@ class Shipper:
                 namespaces.append(("/".join(parts), finding))  # its path below app/custom/ is its import name
             for file_dest, file_src in files + extra:
                 yield file_dest, file_src, found_root, name
+
+    def _import_target(
+        self, imp: _Import, dest: str, root: Path, roots: list[Path], script: str, where: Path, out: Shipment
+    ) -> tuple[list[str], list[Path]] | None:
+        """The module path ``imp`` names (absolute) and the folders to look for it in, in order.
+
+        A relative import resolves against the package of ``dest`` in ``root``; one in the script
+        or climbing above ``app/custom/`` fails under NVFlare: a finding, and None. None too for
+        an absolute name that is not a dotted identifier.
+        """
+        package = dest.split("/")[:-1]  # the package a module (or an __init__.py) is in
+        if not imp.level:
+            return (imp.module.split("."), roots) if _is_identifier_path(imp.module) else None
+        if dest != script and imp.level <= len(package):
+            base = package[: len(package) - (imp.level - 1)]
+            return base + (imp.module.split(".") if imp.module else []), [root]
+        dots = "." * imp.level + imp.module
+        reason = (
+            "NVFlare runs the script as a file (__main__, in-process with runpy.run_path, in a "
+            "sub-process as `python custom/<script>`), where relative imports fail"
+            if dest == script
+            else f"app/custom/{dest} is not inside a package there, so the relative import fails"
+        )
+        fix = f"from {imp.module} import ..." if imp.module else f"import {', '.join(imp.names)}"
+        fix = f"import it by name: `{fix}`"
+        out.findings.append(Finding(where, imp.line, imp.column, f"warning: relative import {dots!r}: {reason}; {fix}"))
+        return None
+
+    def _imported_submodules(self, imp: _Import, parts: list[str], kind: str, found_root: Path, files: list) -> list:
+        """``from package import submodule``: the files of the names of ``imp`` that are modules of the package.
+
+        Returns:
+            list[tuple[str, str]]: (destination, source) pairs not already in ``files``.
+        """
+        extra = []
+        if kind in ("package", "namespace"):
+            for sub in imp.names:
+                if sub != "*":
+                    sub_files, sub_kind = self._locate([*parts, sub], found_root)
+                    if sub_kind in ("module", "package", "namespace"):
+                        extra.extend(f for f in sub_files if f not in files)
+        return extra
 
     def _not_found(self, top: str, imp: _Import, where: Path, shipped_dests, out: Shipment) -> None:
         """Warn when ``top`` is not installed and exists below ``client_scripts/`` where no import finds it."""

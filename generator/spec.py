@@ -39,7 +39,15 @@ class Job:
     shipment: object = field(default=None, repr=False)
 
     def path_of(self, key: str) -> tuple:
-        """Key path in ``jobs.yaml`` that set ``key`` (the job entry itself if nothing did)."""
+        """Key path in ``jobs.yaml`` that set ``key`` (the job entry itself if nothing did).
+
+        Args:
+            key (str): a top-level job setting, e.g. ``"min_clients"``.
+
+        Returns:
+            tuple: ``("jobs", index, key)``, ``("defaults", key)`` or, for a schema default,
+            ``("jobs", index)``.
+        """
         if key in self.entry:
             return ("jobs", self.index, key)
         if key in self.defaults:
@@ -87,6 +95,13 @@ def merge(base: dict, over: dict) -> dict:
     ``receiver: {type: tensorboard}`` over a default ``{type: mlflow, ...}``) replaces it: the keys
     of one type mean nothing to another. Neither argument is modified; the result shares no mutable
     object with them.
+
+    Args:
+        base (dict): the lower layer (e.g. the ``defaults:`` section).
+        over (dict): the upper layer (e.g. a job entry).
+
+    Returns:
+        dict: the merged mapping.
     """
     out = _copy(base)
     for key, value in over.items():
@@ -148,7 +163,10 @@ def effective_jobs(data: dict, schema: dict, only: set[int] | None = None) -> li
             fit the schema); None: all.
 
     Returns:
-        list[Job]: in file order; each keeps its index in ``jobs``.
+        list[Job]: in file order; each keeps its index in ``jobs``. A job that sets no
+        ``nvflare_version`` (here or in ``defaults``) gets the installed nvflare's release line
+        (:func:`generator.lines.installed_line`; 2.9 when none or an unsupported one is installed),
+        the one default the schema cannot hold.
     """
     settings_schema = schema["$defs"]["job_settings"]
     defaults = data.get("defaults") or {}

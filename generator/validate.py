@@ -1,16 +1,20 @@
 """Validate stage: check a loaded ``jobs.yaml`` against the JSON Schema, then across fields.
 
-Takes a :class:`~generator.load.Document`; gives the effective jobs (:mod:`generator.spec`) or
-raises :class:`~generator.errors.SpecError` with *every* problem found, each located at the YAML
-key or value it is about. Schema checks use the ``jsonschema`` library (draft 2020-12, the schema
-itself checked first; ``5.0`` is not an integer); the checks below it cover what a schema cannot
-say: duplicate job names, scripts that do not exist under ``client_scripts/`` or resolve outside
-it (through ``..`` or a symlink), receiver paths (``artifact_location``, a ``sqlite:///`` file)
-that are absolute or climb out with ``..``, a ``command`` or ``script_args`` that does not split
-like a shell command line or holds NUL, strings NVFlare would rewrite on their way to the script or
-the receiver (``{name}`` variables, the in-process whitespace split: :mod:`generator.rewrites`),
-``min_clients`` above ``num_clients``, a ``deploy_map`` naming an unknown app or site, and metrics
-that a script streams with no receiver to store them.
+Two halves, with the spec stage between them (:mod:`generator.pipeline` calls all three):
+:func:`check_document` takes a :class:`~generator.load.Document` and checks it against the
+schema; :func:`generator.spec.effective_jobs` builds the jobs that fit; :func:`check_jobs` checks
+those across fields and gives them back, or raises :class:`~generator.errors.SpecError` with
+*every* problem of both halves, each located at the YAML key or value it is about.
+:func:`validate` runs the three in a row. Schema checks use the ``jsonschema`` library (draft
+2020-12, the schema itself checked first; ``5.0`` is not an integer); the cross-field checks
+cover what a schema cannot say: duplicate job names, scripts that do not exist under
+``client_scripts/`` or resolve outside it (through ``..`` or a symlink), receiver paths
+(``artifact_location``, a ``sqlite:///`` file) that are absolute or climb out with ``..``, a
+``command`` or ``script_args`` that does not split like a shell command line or holds NUL, strings
+NVFlare would rewrite on their way to the script or the receiver (``{name}`` variables, the
+in-process whitespace split: :mod:`generator.rewrites`), ``min_clients`` above ``num_clients``, a
+``deploy_map`` naming an unknown app or site, and metrics that a script streams with no receiver
+to store them.
 Problems the load stage found (``Document.problems``) are reported with these, minus the schema
 problems that merely echo them. Warnings (not errors): a receiver whose script streams nothing, and
 a script whose writer is made for another receiver type (:data:`CROSS_WRITER`).
@@ -56,6 +60,13 @@ RECEIVERS_BY_LINE = {"2.7": ("mlflow",)}
 @lru_cache(maxsize=4)
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
     """Read the jobs JSON Schema and check that it is itself a valid draft 2020-12 schema.
+
+    Args:
+        path (Path): the schema file; default :data:`SCHEMA_PATH` (``schema/jobs.schema.json`` of
+            this project). Read once per path and process.
+
+    Returns:
+        dict: the schema.
 
     Raises:
         SpecError: the schema file is missing, not JSON, or not a valid schema (located in it).
@@ -162,6 +173,11 @@ _Validator = jsonschema.validators.extend(
 
 
 def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
+    """Every place ``doc.data`` does not fit ``schema``, one located problem each, in plain words.
+
+    For ``oneOf``/``anyOf`` the best-matching branch speaks (``jsonschema``'s ``best_match``); a
+    value of the wrong type is reported once, as a type problem.
+    """
     validator = _Validator(schema, format_checker=jsonschema.FormatChecker())
     problems = []
     errors = [
@@ -173,39 +189,59 @@ def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
     error_paths = {tuple(e.absolute_path) for e in errors} | {_path_of(p.path) for p in doc.problems}
     for error in errors:
         path = tuple(error.absolute_path)
-        kind = error.validator
-        if path in mistyped and kind != "type":
+        if path in mistyped and error.validator != "type":
             continue
-        if kind in ("additionalProperties", "unevaluatedProperties"):
-            known = _known_keys(schema, error)
-            hint = error.schema.get("x-hint")
-            for key in sorted(set(error.instance) - set(known)):
-                message = f"unknown key {key!r}" + (_suggest(key, known) or (f" ({hint})" if hint else ""))
-                problems.append(doc.problem(path + (key,), message, at_key=True))
+        if error.validator in ("additionalProperties", "unevaluatedProperties"):
+            problems.extend(_unknown_key_problems(doc, schema, error))
             continue
-        if kind == "required":
-            missing = [k for k in error.validator_value if k not in error.instance]
-            message = f"missing required key {missing[0]!r}" if missing else error.message
-        elif kind == "type":
-            message = f"expected {_expected(error.validator_value)}, got {_describe(error.instance)}"
-            message += _yaml_hint(doc, path, error.validator_value)
-        elif kind == "enum":
-            choices = ", ".join(map(str, error.validator_value))
-            message = f"must be one of: {choices} (got {_describe(error.instance)})"
-            message += _suggest(error.instance, error.validator_value) if isinstance(error.instance, str) else ""
-        elif kind == "pattern":
-            message = f"{_describe(error.instance)} is not allowed here: must match {error.validator_value}"
-        elif kind == "uniqueItems":
-            if any(len(p) > len(path) and p[: len(path)] == path for p in error_paths):
-                continue  # an item of the wrong type: its own message says it (yes/no/on read as booleans)
-            message = _duplicate_items(error.instance)
-        else:
-            message = _plain_message(error)
-        hint = error.schema.get("x-hint") if isinstance(error.schema, dict) else None
-        if hint and kind in ("pattern", "enum", "minItems", "required"):
-            message += f" ({hint})"
-        problems.append(doc.problem(path, message))
+        message = _schema_message(doc, error, error_paths)
+        if message is not None:
+            problems.append(doc.problem(path, message))
     return problems
+
+
+def _unknown_key_problems(doc: Document, schema: dict, error) -> list[Problem]:
+    """One problem per key the schema does not know, located at the key, with a did-you-mean."""
+    path = tuple(error.absolute_path)
+    known = _known_keys(schema, error)
+    hint = error.schema.get("x-hint")
+    problems = []
+    for key in sorted(set(error.instance) - set(known)):
+        message = f"unknown key {key!r}" + (_suggest(key, known) or (f" ({hint})" if hint else ""))
+        problems.append(doc.problem(path + (key,), message, at_key=True))
+    return problems
+
+
+def _schema_message(doc: Document, error, error_paths: set[tuple]) -> str | None:
+    """The message for one schema error (not an unknown key), or None when another error says it.
+
+    ``error_paths`` holds the paths of every schema and load problem: a ``uniqueItems`` error over
+    a list with a mistyped item is left to that item's own message.
+    """
+    path = tuple(error.absolute_path)
+    kind = error.validator
+    if kind == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        message = f"missing required key {missing[0]!r}" if missing else error.message
+    elif kind == "type":
+        message = f"expected {_expected(error.validator_value)}, got {_describe(error.instance)}"
+        message += _yaml_hint(doc, path, error.validator_value)
+    elif kind == "enum":
+        choices = ", ".join(map(str, error.validator_value))
+        message = f"must be one of: {choices} (got {_describe(error.instance)})"
+        message += _suggest(error.instance, error.validator_value) if isinstance(error.instance, str) else ""
+    elif kind == "pattern":
+        message = f"{_describe(error.instance)} is not allowed here: must match {error.validator_value}"
+    elif kind == "uniqueItems":
+        if any(len(p) > len(path) and p[: len(path)] == path for p in error_paths):
+            return None  # an item of the wrong type: its own message says it (yes/no/on read as booleans)
+        message = _duplicate_items(error.instance)
+    else:
+        message = _plain_message(error)
+    hint = error.schema.get("x-hint") if isinstance(error.schema, dict) else None
+    if hint and kind in ("pattern", "enum", "minItems", "required"):
+        message += f" ({hint})"
+    return message
 
 
 def _path_of(formatted: str) -> tuple:
@@ -297,7 +333,15 @@ def _job_writers(doc: Document, job: Job) -> set[str]:
 
 
 def script_path(doc: Document, job: Job) -> Path:
-    """Where ``job``'s script lives: ``<folder of jobs.yaml>/client_scripts/<script>``."""
+    """Where ``job``'s script lives: ``<folder of jobs.yaml>/client_scripts/<script>``.
+
+    Args:
+        doc (Document): the loaded ``jobs.yaml`` (its ``root`` is the folder holding it, resolved).
+        job (Job): a job whose settings hold ``script``.
+
+    Returns:
+        Path: the path, symlinks not followed (it may not exist: :func:`check_jobs` says so).
+    """
     return doc.root / SCRIPTS_DIR / job.settings["script"]
 
 
@@ -398,60 +442,91 @@ def _duplicate_names(doc: Document) -> list[Problem]:
 
 
 def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
+    """The cross-field problems of every job; those located in ``defaults`` name the jobs they are about."""
     problems = []
     owners: list[str] = []  # the name of the job each problem is about, in step with `problems`
     shipper = _shipper(doc)
     for job in jobs:
-        owners_before = len(problems)
-        s = job.settings
-        if "script" not in s:
-            problems.append(
-                doc.problem(("jobs", job.index), "missing required key 'script' (set it here or in `defaults`)")
-            )
-        else:
-            problem = _script_problem(doc, job)
-            if problem:
-                problems.append(problem)
-            problems.extend(_ship_problems(doc, job, shipper, script_ok=problem is None))
-            if not problem:
-                problems.extend(_metrics_problems(doc, job, _job_writers(doc, job)))
-        problems.extend(_named_file_problems(doc, job))
-
-        if s["min_clients"] > s["num_clients"]:
-            problems.append(
-                doc.problem(
-                    job.path_of("min_clients"),
-                    f"min_clients ({s['min_clients']}) is larger than num_clients ({s['num_clients']}): "
-                    "the job could never start",
-                )
-            )
-        for key in ("command", "script_args"):
-            if "\0" in s[key]:
-                problems.append(
-                    doc.problem(job.path_of(key), "holds a NUL character (\\0), which no command line can carry")
-                )
-                continue
-            try:
-                shell_words(s[key])
-            except ValueError as e:
-                problems.append(
-                    doc.problem(job.path_of(key), f"cannot split {s[key]!r} like a shell command line: {e}")
-                )
-        if s["expect"].get("metric_points_per_site") and not s.get("receiver"):
-            where = job.path_of("expect")
-            where += ("metric_points_per_site",) if where[-1] == "expect" else ()
-            problems.append(
-                doc.problem(
-                    where,
-                    "metric points can only be counted in a receiver's store, and this job has no `receiver`: "
-                    "add one (e.g. receiver: {type: mlflow}) or leave expect.metric_points_per_site out",
-                )
-            )
-        problems.extend(rewrite_problems(doc, job))
-        problems.extend(_deploy_map_problems(doc, job))
-        problems.extend(_line_problems(doc, job))
-        owners += [job.name] * (len(problems) - owners_before)
+        found = _one_job_problems(doc, job, shipper)
+        problems += found
+        owners += [job.name] * len(found)
     return _naming_jobs(problems, owners)
+
+
+def _one_job_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]:
+    """What a schema cannot check about one effective job, each check a function of its own."""
+    return [
+        *_script_problems(doc, job, shipper),
+        *_named_file_problems(doc, job),
+        *_client_count_problems(doc, job),
+        *_command_line_problems(doc, job),
+        *_expect_problems(doc, job),
+        *rewrite_problems(doc, job),
+        *_deploy_map_problems(doc, job),
+        *_line_problems(doc, job),
+    ]
+
+
+def _script_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]:
+    """The script is set and lies below ``client_scripts/``; what it ships; metrics it streams have a receiver.
+
+    Plans ``job.shipment`` (see :func:`_ship_problems`) whenever the job has a ``script``.
+    """
+    if "script" not in job.settings:
+        return [doc.problem(("jobs", job.index), "missing required key 'script' (set it here or in `defaults`)")]
+    problem = _script_problem(doc, job)
+    problems = [problem] if problem else []
+    problems.extend(_ship_problems(doc, job, shipper, script_ok=problem is None))
+    if not problem:
+        problems.extend(_metrics_problems(doc, job, _job_writers(doc, job)))
+    return problems
+
+
+def _client_count_problems(doc: Document, job: Job) -> list[Problem]:
+    """``min_clients`` must not exceed ``num_clients`` (the server would wait for clients forever)."""
+    s = job.settings
+    if s["min_clients"] <= s["num_clients"]:
+        return []
+    return [
+        doc.problem(
+            job.path_of("min_clients"),
+            f"min_clients ({s['min_clients']}) is larger than num_clients ({s['num_clients']}): "
+            "the job could never start",
+        )
+    ]
+
+
+def _command_line_problems(doc: Document, job: Job) -> list[Problem]:
+    """``command`` and ``script_args`` split like a POSIX shell command line and hold no NUL."""
+    s = job.settings
+    problems = []
+    for key in ("command", "script_args"):
+        if "\0" in s[key]:
+            problems.append(
+                doc.problem(job.path_of(key), "holds a NUL character (\\0), which no command line can carry")
+            )
+            continue
+        try:
+            shell_words(s[key])
+        except ValueError as e:
+            problems.append(doc.problem(job.path_of(key), f"cannot split {s[key]!r} like a shell command line: {e}"))
+    return problems
+
+
+def _expect_problems(doc: Document, job: Job) -> list[Problem]:
+    """``expect.metric_points_per_site`` needs a receiver: points are counted in the receiver's store."""
+    s = job.settings
+    if not s["expect"].get("metric_points_per_site") or s.get("receiver"):
+        return []
+    where = job.path_of("expect")
+    where += ("metric_points_per_site",) if where[-1] == "expect" else ()
+    return [
+        doc.problem(
+            where,
+            "metric points can only be counted in a receiver's store, and this job has no `receiver`: "
+            "add one (e.g. receiver: {type: mlflow}) or leave expect.metric_points_per_site out",
+        )
+    ]
 
 
 def _naming_jobs(problems: list[Problem], owners: list) -> list[Problem]:
@@ -560,6 +635,15 @@ def receiver_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
 
     A receiver whose script imports no tracking writer; a writer made for another receiver type
     (NVFlare converts its points, none is lost, but some keys change: :data:`CROSS_WRITER`).
+
+    Args:
+        doc (Document): the loaded ``jobs.yaml``.
+        jobs (list[Job]): validated jobs (their ``shipment`` set by :func:`check_jobs`: the
+            Python files a job ships are read for writers too).
+
+    Returns:
+        list[Problem]: the warnings, each message starting with ``warning:``; one located in
+        ``defaults`` names the jobs it is about.
     """
     out = []
     owners: list[str] = []  # the name of the job each warning is about, in step with `out`
@@ -621,8 +705,81 @@ def shipping_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
     return out
 
 
+@dataclasses.dataclass
+class Checked:
+    """A document checked against the schema: what the spec stage and :func:`check_jobs` need.
+
+    Attributes:
+        doc (Document): the loaded ``jobs.yaml``.
+        schema (dict): the jobs JSON Schema it was checked against.
+        problems (list[Problem]): the load stage's problems and the schema problems (minus those
+            that echo a load problem): :func:`check_jobs` reports them with the cross-field ones.
+        fitting (set[int]): indexes of the ``jobs`` entries that fit the schema; the spec stage
+            builds only these (``effective_jobs(..., only=fitting)``).
+    """
+
+    doc: Document
+    schema: dict
+    problems: list
+    fitting: set
+
+
+def check_document(doc: Document, schema: dict | None = None) -> Checked:
+    """Check a loaded ``jobs.yaml`` against the JSON Schema (first half of the validate stage).
+
+    Args:
+        doc (Document): from :func:`generator.load.load`.
+        schema (dict | None): the jobs schema; default: ``schema/jobs.schema.json`` (:func:`load_schema`).
+
+    Returns:
+        Checked: the problems found so far and the job entries that fit; raises nothing for a
+        problem inside a job entry, so that :func:`check_jobs` reports it with every other job's.
+
+    Raises:
+        SpecError: a problem outside every job entry (``defaults``, a top-level key, the ``jobs``
+            list itself): every job depends on it, so no cross-field check can be trusted. Holds
+            every problem found so far, sorted by position.
+    """
+    schema = schema or load_schema()
+    schema_problems = _schema_problems(doc, schema)
+    problems = doc.problems + _without_echoes(doc, schema_problems)
+    fitting = _fitting_jobs(doc, doc.problems + schema_problems)
+    if fitting is None:
+        raise SpecError(problems)
+    return Checked(doc=doc, schema=schema, problems=problems, fitting=fitting)
+
+
+def check_jobs(checked: Checked, jobs: list[Job]) -> list[Job]:
+    """Check the effective jobs across fields (second half of the validate stage).
+
+    Duplicate job names, scripts, receiver paths, command lines, ``min_clients``, ``deploy_map``,
+    NVFlare rewrites and the job's NVFlare line (see the module docstring). Plans each job's
+    ``shipment`` on the way.
+
+    Args:
+        checked (Checked): from :func:`check_document`.
+        jobs (list[Job]): the effective jobs of ``checked.fitting``
+            (:func:`generator.spec.effective_jobs`).
+
+    Returns:
+        list[Job]: ``jobs``, each with its ``shipment`` set, when neither ``checked`` nor these
+        checks found a problem.
+
+    Raises:
+        SpecError: with ``checked.problems`` and every cross-field problem, sorted by position.
+    """
+    doc = checked.doc
+    problems = checked.problems + _without_echoes(doc, _duplicate_names(doc) + _job_problems(doc, jobs))
+    if problems:
+        raise SpecError(problems)
+    return jobs
+
+
 def validate(doc: Document, schema: dict | None = None) -> list[Job]:
     """Validate a loaded ``jobs.yaml`` and return its effective jobs.
+
+    The schema check, the spec stage and the cross-field checks in a row, as the pipeline runs
+    them: :func:`check_document`, :func:`generator.spec.effective_jobs`, :func:`check_jobs`.
 
     Args:
         doc (Document): from :func:`generator.load.load`.
@@ -635,17 +792,8 @@ def validate(doc: Document, schema: dict | None = None) -> list[Job]:
         SpecError: with every problem found while loading (``doc.problems``), against the schema
             and across fields, sorted by position.
     """
-    schema = schema or load_schema()
-    schema_problems = _schema_problems(doc, schema)
-    problems = doc.problems + _without_echoes(doc, schema_problems)
-    fitting = _fitting_jobs(doc, doc.problems + schema_problems)
-    if fitting is None:  # cross-field checks need a `defaults` and a `jobs` list that fit the schema
-        raise SpecError(problems)
-    jobs = effective_jobs(doc.data, schema, only=fitting)
-    problems += _without_echoes(doc, _duplicate_names(doc) + _job_problems(doc, jobs))
-    if problems:
-        raise SpecError(problems)
-    return jobs
+    checked = check_document(doc, schema)
+    return check_jobs(checked, effective_jobs(doc.data, checked.schema, only=checked.fitting))
 
 
 #: ``jobs[3]`` at the start of a formatted key path: the problem is in that job's own entry.

@@ -405,7 +405,7 @@ def test_results_are_written_over_our_own_results_only(tmp_path):
     plain = tmp_path / "plain"
     plain.write_text("x")
     assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # as open() makes files, not 0600
-    legacy = tmp_path / "legacy.json"  # written before entries were marked
+    legacy = tmp_path / "legacy.json"  # unmarked entries that have every key of RESULT_KEYS
     entry = dict.fromkeys(["name", "ok", "rounds", "rounds_started", "wall_seconds", "final_model", "workspace"])
     legacy.write_text(json.dumps([{**entry, "log": "", "problems": []}]))
     assert check_results(legacy) == []
