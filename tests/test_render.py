@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import GOLDEN, ROOT, run_cli, snapshot
+from conftest import GOLDEN, ROOT, run_cli, run_main, snapshot
 
 from generator.load import load
 from generator.render import render_job
@@ -262,7 +262,7 @@ def test_a_writer_made_for_another_receiver_is_a_warning_not_an_error(project):
     (project / "jobs.yaml").write_text(
         "jobs:\n  - name: a\n    script: train_metrics_tensorboard.py\n    receiver:\n      type: mlflow\n"
     )
-    result = run_cli(project, "generate")
+    result = run_main(project, "generate")
     assert result.returncode == 0
     assert result.stderr.splitlines() == [
         "jobs.yaml:5:13: jobs[0].receiver.type: warning: the script streams with SummaryWriter "
