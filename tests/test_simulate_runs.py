@@ -24,6 +24,7 @@ import psutil
 import pytest
 from conftest import INITIAL_MODEL, ROOT, run_cli, run_main, snapshot
 
+from generator import simulate
 from generator.safepaths import check_paths, path_problem, run_paths
 from generator.simulate import LOGS_DIR, WORKSPACE_MARKER, job_timeout, log_path, prepare_workspace, timeout_source
 
@@ -132,9 +133,12 @@ def test_a_python_outside_its_prefix_at_an_odd_path_is_refused_before_any_job(tm
 
 def test_default_timeout_follows_rounds_clients_mode_and_receiver():
     base = {"num_rounds": 5, "num_clients": 2, "execution_mode": "in_process", "receiver": None}
-    assert job_timeout(base) == 120 + 5 * (30 + 15 * 2)
-    assert job_timeout({**base, "execution_mode": "external_process"}) == job_timeout(base) + 60
-    assert job_timeout({**base, "receiver": "mlflow"}) == job_timeout(base) + 60
+    assert job_timeout(base) == simulate.TIMEOUT_BASE + 5 * (
+        simulate.TIMEOUT_PER_ROUND + simulate.TIMEOUT_PER_CLIENT_ROUND * 2
+    )
+    sub_process = job_timeout({**base, "execution_mode": "external_process"})
+    assert sub_process == job_timeout(base) + simulate.TIMEOUT_SUB_PROCESS
+    assert job_timeout({**base, "receiver": "mlflow"}) == job_timeout(base) + simulate.TIMEOUT_RECEIVER
     assert job_timeout({**base, "num_rounds": 10}) > job_timeout(base)
     assert job_timeout({**base, "num_clients": 8}) > job_timeout(base)
     assert job_timeout({**base, "timeout": 7.5}) == 7.5  # the job's own key
