@@ -139,6 +139,13 @@ def shipped_jobs() -> list[dict]:
     return yaml.safe_load((ROOT / "jobs.yaml").read_text(encoding="utf-8"))["jobs"]
 
 
+def shipped_defaults() -> dict:
+    """The ``defaults`` of the shipped jobs.yaml, as written."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "jobs.yaml").read_text(encoding="utf-8"))["defaults"]
+
+
 def shipped_job_names() -> list[str]:
     """Names of the shipped jobs, in file order."""
     return [job["name"] for job in shipped_jobs()]
