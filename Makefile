@@ -74,16 +74,20 @@ wandb-view: setup
 lint: setup
 	$(BIN)/python -m generator lint --jobs $(JOBS) --out $(OUT)
 
-## test: set up and run the whole test suite (unit tests and real simulator runs) on NVFlare 2.9 and 2.7
+RUFF_PATHS := generator tests client_scripts templates bench
+
+## test: set up and run the whole test suite (ruff, every test with full hypothesis counts, simulator runs) on NVFlare 2.9 and 2.7
 test: setup setup27
-	$(BIN)/ruff check generator tests client_scripts templates bench
+	$(BIN)/ruff check $(RUFF_PATHS)
+	$(BIN)/ruff format --check $(RUFF_PATHS)
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory test27
 
-## test-fast: ruff + every test that runs no simulator and no slow outside tool (the edit-test loop; NVFlare 2.9 only)
+## test-fast: ruff + every test that is neither `simulator` nor `slow`, hypothesis capped (the edit-test loop; NVFlare 2.9 only)
 test-fast: setup
-	$(BIN)/ruff check generator tests client_scripts templates bench
-	$(BIN)/python -m pytest -m "not simulator and not slow"
+	$(BIN)/ruff check $(RUFF_PATHS)
+	$(BIN)/ruff format --check $(RUFF_PATHS)
+	$(BIN)/python -m pytest -m "not simulator and not slow" --hypothesis-profile=fast
 
 ## test27: the equivalence harness against NVFlare 2.7, in .venv-nvflare27
 test27: setup27

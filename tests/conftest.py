@@ -1,8 +1,17 @@
-"""Shared fixtures: a throw-away project folder, the CLI run as a user runs it, tree snapshots."""
+"""Shared fixtures: a throw-away project folder, the CLI run in-process or as a user runs it, tree snapshots.
+
+Test tiers (markers registered in pyproject.toml): ``simulator`` tests run the real ``nvflare
+simulator``; ``slow`` tests start processes or wait on the clock by design (process trees, stop
+signals, timeouts, W&B's service, the CLI as a separate interpreter). ``make test-fast`` runs
+``-m "not simulator and not slow"`` with the ``fast`` hypothesis profile; ``make test`` runs
+everything with the ``full`` profile (the example counts each property test names).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -11,10 +20,32 @@ from pathlib import Path
 
 import pytest
 
+try:
+    from hypothesis import settings
+except ImportError:  # .venv-nvflare27 runs only the equivalence harness and has no hypothesis
+    settings = None
+
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "cases"
 GOLDEN = ROOT / "tests" / "golden"
 INITIAL_MODEL = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]  # NPModelPersistor's fallback model
+
+
+#: Hypothesis profiles, chosen with ``--hypothesis-profile``: ``full`` (the default, ``make test``) runs each
+#: property test's own example count; ``fast`` (``make test-fast``) caps every count at its ``max_examples``.
+if settings is not None:
+    settings.register_profile("full")
+    settings.register_profile("fast", max_examples=20)
+    settings.load_profile("full")
+
+
+def examples(count: int) -> int:
+    """``count`` hypothesis examples, or the ``fast`` profile's ``max_examples`` if that profile is loaded and smaller.
+
+    Read when a test module is imported, after hypothesis' pytest plugin loaded ``--hypothesis-profile``.
+    """
+    fast = settings.get_profile("fast")
+    return min(count, fast.max_examples) if settings.default is fast else count
 
 
 def pytest_addoption(parser):
@@ -50,6 +81,36 @@ def cli(project, monkeypatch, capsys):
     return run
 
 
+def run_main(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run ``generator.cli.main(ARGS)`` in this process with ``cwd`` as working folder.
+
+    What ``python -m generator ARGS`` does (``generator/__main__.py``: ``sys.exit(main())``) without
+    starting an interpreter: the exit code is ``main``'s return value or, for a usage error, argparse's
+    ``SystemExit`` code; stdout and stderr are captured as text. The result has the shape of
+    :func:`run_cli`'s. An exception ``main`` lets through is not caught: it fails the test, as a
+    traceback would fail a user's run.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main_module().main(list(args))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(["generator", *args], code, out.getvalue(), err.getvalue())
+
+
+def main_module():
+    """``generator.cli``, imported on first use (collecting the tests imports no generator module)."""
+    from generator import cli
+
+    return cli
+
+
 def run_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``python -m generator ARGS`` in ``cwd`` as a user would; output captured as text."""
     return subprocess.run(
@@ -81,6 +142,13 @@ def shipped_jobs() -> list[dict]:
     import yaml
 
     return yaml.safe_load((ROOT / "jobs.yaml").read_text(encoding="utf-8"))["jobs"]
+
+
+def shipped_defaults() -> dict:
+    """The ``defaults`` of the shipped jobs.yaml, as written."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "jobs.yaml").read_text(encoding="utf-8"))["defaults"]
 
 
 def shipped_job_names() -> list[str]:

@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 from generator.judge import (
     FEDAVG_LOGGER,
@@ -513,7 +513,7 @@ def generated(project):
         "  - name: np-full\n    script: train_full.py\n"
         "  - name: np-metrics\n    script: train_metrics.py\n    receiver: {type: mlflow}\n"
     )
-    assert run_cli(project, "generate").returncode == 0
+    assert run_main(project, "generate").returncode == 0
     return project
 
 

@@ -52,6 +52,7 @@ def wandb_runs(tmp_path_factory):
     return folder / "wandb", log1, log2, big
 
 
+@pytest.mark.slow  # wandb_runs starts W&B's own service to write real offline runs
 def test_wandb_reader_gets_every_point_of_every_site(wandb_runs):
     folder, _, _, big = wandb_runs
     series = read_wandb(folder)
@@ -62,6 +63,7 @@ def test_wandb_reader_gets_every_point_of_every_site(wandb_runs):
     assert count_points(series) == {"site-1": {"global_step": 5000, "model_mean": 40}, "site-2": {"a": 3}}
 
 
+@pytest.mark.slow  # wandb_runs starts W&B's own service to write real offline runs
 def test_wandb_reader_agrees_with_wandbs_own_reader(wandb_runs):
     _, log1, _, _ = wandb_runs
     proc = subprocess.run([WANDB, "leet", "inspect", "--json", str(log1)], capture_output=True, text=True, timeout=120)
@@ -79,6 +81,7 @@ def test_wandb_reader_agrees_with_wandbs_own_reader(wandb_runs):
     assert ours == theirs
 
 
+@pytest.mark.slow  # wandb_runs starts W&B's own service to write real offline runs
 def test_a_corrupt_wandb_log_is_an_error_and_a_cut_one_loses_only_its_tail(wandb_runs, tmp_path):
     _, log1, _, _ = wandb_runs
     data = bytearray(log1.read_bytes())

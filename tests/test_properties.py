@@ -6,7 +6,9 @@ JSON file parses strictly and holds each string literally, and (on fewer example
 nvflare) pass ``lint``. Invalid specs (wrong types, unknown keys, bad enums, out-of-range
 numbers, bad names, garbage bytes, ...) must exit 2 with every stderr line located
 (``FILE:LINE:COL: ``), never a traceback, and change nothing on disk. No run may write outside
-its output folder. Runs are in-process (``generator.cli.main``) for speed.
+its output folder. Runs are in-process (``generator.cli.main``) for speed. Each test's example
+count is its own under hypothesis' ``full`` profile (``make test``), capped under ``fast`` (``make
+test-fast``): see ``conftest.examples``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from conftest import ROOT, snapshot
+from conftest import ROOT, examples, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,7 +46,7 @@ CONFIG_TEXT = FREE_TEXT.map(lambda t: t.replace("{", "(").replace("}", ")"))
 #: One in-process script argument: no whitespace, quote or backslash (NVFlare splits at whitespace only).
 IN_PROCESS_WORD = CONFIG_TEXT.map(lambda t: "".join(c for c in t if not c.isspace() and c not in "'\"\\")).filter(bool)
 LOCATED = re.compile(r"^[^:]+:\d+:\d+: ")
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _relative_path():
@@ -215,7 +217,7 @@ def test_valid_specs_render_strict_json_holding_every_string_literally(spec):
         assert run(root, "generate", "--check")[0] == 0  # deterministic: the same input renders the same bytes
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(8), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=valid_spec())
 def test_valid_specs_pass_lint(spec):
     with project() as root:
@@ -311,7 +313,7 @@ def check_refused(root: Path, text: bytes, must_fail: bool = True) -> None:
     assert snapshot(root) == before
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=invalid_spec())
 def test_invalid_specs_exit_2_located_and_change_nothing(case):
     kind, spec = case
@@ -319,7 +321,7 @@ def test_invalid_specs_exit_2_located_and_change_nothing(case):
         check_refused(root, dump(spec).encode("utf-8"))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(data=st.binary(max_size=300))
 def test_garbage_bytes_exit_2_located(data):
     with project() as root:
@@ -343,7 +345,7 @@ def damaged_file(draw) -> bytes:
     return text.encode("utf-8")
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=damaged_file())
 def test_damaged_files_are_refused_located_or_still_valid(data):
     with project() as root:

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import GOLDEN, ROOT, run_cli, snapshot
+from conftest import GOLDEN, ROOT, run_cli, run_main, shipped_defaults, snapshot
 
 from generator.load import load
 from generator.render import render_job
@@ -68,19 +68,25 @@ def test_shipped_jobs_are_the_examples_five_runs_then_the_other_writers(shipped)
 @pytest.mark.parametrize("name", EXAMPLE_JOBS + WRITER_JOBS)
 def test_server_runs_fedavg_over_the_numpy_persistor(shipped, name):
     server = shipped[name]["app/config/config_fed_server.json"]
+    defaults = shipped_defaults()  # every shipped job takes these from jobs.yaml's defaults
     (workflow,) = server["workflows"]
     assert workflow["path"] == FEDAVG
     assert workflow["args"] == {
-        "num_clients": 2,
-        "num_rounds": 5,
+        "num_clients": defaults["num_clients"],
+        "num_rounds": defaults["num_rounds"],
         "persistor_id": "persistor",
-        "task_check_period": 0.05,
+        "task_check_period": defaults["task_check_period"],
     }
     persistor = next(c for c in server["components"] if c["id"] == "persistor")
     assert persistor["path"] == PERSISTOR
-    assert server["server"]["task_request_interval"] == 0.1
+    assert server["server"]["task_request_interval"] == defaults["server"]["task_request_interval"]
     meta = shipped[name]["meta.json"]
-    assert meta == {"name": name, "resource_spec": {}, "min_clients": 2, "deploy_map": {"app": ["@ALL"]}}
+    assert meta == {
+        "name": name,
+        "resource_spec": {},
+        "min_clients": defaults["min_clients"],
+        "deploy_map": {"app": ["@ALL"]},
+    }
 
 
 def executor_args(job):
@@ -262,7 +268,7 @@ def test_a_writer_made_for_another_receiver_is_a_warning_not_an_error(project):
     (project / "jobs.yaml").write_text(
         "jobs:\n  - name: a\n    script: train_metrics_tensorboard.py\n    receiver:\n      type: mlflow\n"
     )
-    result = run_cli(project, "generate")
+    result = run_main(project, "generate")
     assert result.returncode == 0
     assert result.stderr.splitlines() == [
         "jobs.yaml:5:13: jobs[0].receiver.type: warning: the script streams with SummaryWriter "

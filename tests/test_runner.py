@@ -146,6 +146,7 @@ def test_log_capture_exit_code_and_lines(tmp_path):
     assert len(ticks) >= 1  # about every 0.5 s while it ran (1.2 s)
 
 
+@pytest.mark.slow  # waits out a real timeout (seconds) while the tree starts
 def test_timeout_stops_every_process_including_other_sessions(tree, tmp_path):
     script, pids = tree
     outcome, lines = run(script, pids, "root", tmp_path, timeout=8, grace=2)
@@ -172,6 +173,7 @@ def test_a_process_left_behind_by_a_finished_command_is_stopped(tree, tmp_path):
     assert outcome.stopped == 1
 
 
+@pytest.mark.slow  # waits out a real timeout (seconds) while the tree starts
 def test_a_process_ignoring_sigterm_is_killed_after_the_grace(tree, tmp_path):
     script, pids = tree
     started = time.monotonic()
@@ -216,6 +218,7 @@ print(json.dumps({**outcome.__dict__, "received": received}), flush=True)
 """
 
 
+@pytest.mark.slow  # a driver interpreter per signal, stopped from outside
 @pytest.mark.parametrize(
     "signals, role",
     [

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from conftest import INITIAL_MODEL, ROOT, run_cli, snapshot
+from conftest import INITIAL_MODEL, ROOT, run_cli, run_main, snapshot
 
+from generator import simulate
 from generator.safepaths import check_paths, path_problem, run_paths
 from generator.simulate import LOGS_DIR, WORKSPACE_MARKER, job_timeout, log_path, prepare_workspace, timeout_source
 
@@ -132,9 +133,12 @@ def test_a_python_outside_its_prefix_at_an_odd_path_is_refused_before_any_job(tm
 
 def test_default_timeout_follows_rounds_clients_mode_and_receiver():
     base = {"num_rounds": 5, "num_clients": 2, "execution_mode": "in_process", "receiver": None}
-    assert job_timeout(base) == 120 + 5 * (30 + 15 * 2)
-    assert job_timeout({**base, "execution_mode": "external_process"}) == job_timeout(base) + 60
-    assert job_timeout({**base, "receiver": "mlflow"}) == job_timeout(base) + 60
+    assert job_timeout(base) == simulate.TIMEOUT_BASE + 5 * (
+        simulate.TIMEOUT_PER_ROUND + simulate.TIMEOUT_PER_CLIENT_ROUND * 2
+    )
+    sub_process = job_timeout({**base, "execution_mode": "external_process"})
+    assert sub_process == job_timeout(base) + simulate.TIMEOUT_SUB_PROCESS
+    assert job_timeout({**base, "receiver": "mlflow"}) == job_timeout(base) + simulate.TIMEOUT_RECEIVER
     assert job_timeout({**base, "num_rounds": 10}) > job_timeout(base)
     assert job_timeout({**base, "num_clients": 8}) > job_timeout(base)
     assert job_timeout({**base, "timeout": 7.5}) == 7.5  # the job's own key
@@ -146,19 +150,19 @@ def test_default_timeout_follows_rounds_clients_mode_and_receiver():
 
 def test_timeout_key_reaches_the_manifest_and_is_checked(project):
     (project / "jobs.yaml").write_text("jobs:\n  - name: t\n    script: train_full.py\n    timeout: 90\n")
-    assert run_cli(project, "generate").returncode == 0
+    assert run_main(project, "generate").returncode == 0
     manifest = json.loads((project / "build/jobs/.jobgen.json").read_text())
     assert manifest["jobs"]["t"]["timeout"] == 90
 
     (project / "jobs.yaml").write_text("jobs:\n  - name: t\n    script: train_full.py\n    timeout: 0\n")
-    result = run_cli(project, "validate")
+    result = run_main(project, "validate")
     assert result.returncode == 2
     assert re.match(r"jobs\.yaml:4:14: jobs\[0\]\.timeout: ", result.stderr), result.stderr
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "soon", "inf", "nan"])
 def test_a_bad_timeout_option_is_a_usage_error(project, value):
-    result = run_cli(project, "simulate", "--timeout", value)
+    result = run_main(project, "simulate", "--timeout", value)
     assert result.returncode == 2
     assert "--timeout" in result.stderr and "Traceback" not in result.stderr
 
@@ -345,10 +349,10 @@ def test_a_workspace_that_cannot_be_used_is_refused_before_any_job(project, work
     """A bad --workspace is one line naming it, exit 2, before any job starts; nothing changes on disk."""
     (project / "mine").mkdir()
     (project / "mine/notes.txt").write_text("my notes\n")
-    assert run_cli(project, "generate").returncode == 0
+    assert run_main(project, "generate").returncode == 0
     before = snapshot(project)
 
-    result = run_cli(project, "simulate", "--workspace", workspace)
+    result = run_main(project, "simulate", "--workspace", workspace)
 
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
@@ -360,9 +364,9 @@ def test_a_workspace_that_cannot_be_used_is_refused_before_any_job(project, work
 
 @pytest.mark.parametrize("option", ["--out", "--workspace", "--results", "--reports"])
 def test_an_empty_path_option_is_a_usage_error_not_the_default(project, option):
-    assert run_cli(project, "generate").returncode == 0
+    assert run_main(project, "generate").returncode == 0
     before = snapshot(project)
-    result = run_cli(project, "simulate", option, "")
+    result = run_main(project, "simulate", option, "")
     assert result.returncode == 2
     assert f"argument {option}: expected a path, got an empty value" in result.stderr
     assert "Traceback" not in result.stderr and snapshot(project) == before

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import run_main
 
 from generator.errors import SimulationError
-from generator.viewers import pick_job, viewer_command
+from generator.viewers import DEFAULT_PORTS, pick_job, viewer_command
 
 RESULTS = [
     {"name": "full", "receiver": None, "store": None},
@@ -53,7 +53,8 @@ def test_no_results_yet(tmp_path):
 
 def test_viewers_bind_to_localhost():
     ml = viewer_command("mlflow", RESULTS[1]["store"])
-    assert ml[1:] == ["ui", "--backend-store-uri", RESULTS[1]["store"], "--host", "127.0.0.1", "--port", "5000"]
+    port = str(DEFAULT_PORTS["mlflow"])
+    assert ml[1:] == ["ui", "--backend-store-uri", RESULTS[1]["store"], "--host", "127.0.0.1", "--port", port]
     tb = viewer_command("tensorboard", RESULTS[3]["store"], port=7000)
     assert tb[1:] == ["--logdir", RESULTS[3]["store"], "--host", "127.0.0.1", "--port", "7000"]
     assert viewer_command("wandb", RESULTS[4]["store"])[1:] == ["leet", RESULTS[4]["store"]]
@@ -62,6 +63,6 @@ def test_viewers_bind_to_localhost():
 
 
 def test_cli_reports_a_missing_results_file(tmp_path):
-    result = run_cli(tmp_path, "view", "mlflow")
+    result = run_main(tmp_path, "view", "mlflow")
     assert result.returncode == 1
     assert result.stderr.strip() == "build/results.json: no simulation results here: run `make simulate` first"
