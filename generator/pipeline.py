@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Problem, SpecError
-from .load import load
+from .overrides import load_all
 from .render import Renderer, tracking_uri
 from .spec import Job
 from .validate import SCRIPTS_DIR, receiver_warnings, shipping_warnings, validate
@@ -89,6 +89,21 @@ def job_info(job: Job) -> dict:
     return info
 
 
+def _with_matrix(doc, job: Job) -> dict:
+    """:func:`job_info`, plus for a job expanded from a matrix ``matrix``: the matrix job's ``name``
+    as written (``job``) and the combination's ``values`` (matrix key -> value)."""
+    info = job_info(job)
+    combination = getattr(doc, "combinations", {}).get(job.name)
+    if combination:
+        info["matrix"] = {"job": combination[0], "values": combination[1]}
+    return info
+
+
+def _once(problems: list) -> list:
+    """``problems`` without repeats (the jobs of one matrix share their template's lines), in order."""
+    return list(dict.fromkeys(problems))
+
+
 def select(doc, jobs: list[Job], names: list[str] | None) -> list[Job]:
     """Keep the jobs named by ``--job``.
 
@@ -148,14 +163,22 @@ def collect_only_new() -> Iterator[None]:
             gc.disable()
 
 
-def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = None, check: bool = False) -> Generated:
+def generate(
+    jobs_file: str | Path | list,
+    out: str | Path,
+    names: list[str] | None = None,
+    check: bool = False,
+    sets: list[str] | None = None,
+) -> Generated:
     """Validate ``jobs_file`` and render its jobs into ``out`` (or compare with it, ``check``).
 
     Args:
-        jobs_file (str | Path): the ``jobs.yaml`` to read.
+        jobs_file (str | Path | list): the ``jobs.yaml`` to read, or several, merged in order
+            (:func:`generator.overrides.load_all`).
         out (str | Path): output folder; one job folder per job below it.
         names (list[str] | None): only these jobs (others already in ``out`` are kept).
         check (bool): write nothing; report in ``differences`` how ``out`` differs.
+        sets (list[str] | None): ``--set PATH=VALUE`` overrides, applied after the files.
 
     Returns:
         Generated: the jobs, the output folder, warnings and (with ``check``) differences.
@@ -164,10 +187,10 @@ def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = N
         SpecError, TemplateError, OutputError: see each stage; nothing on disk changed.
     """
     with no_cyclic_gc():
-        doc = load(jobs_file)
+        doc = load_all(jobs_file, sets)
         jobs = select(doc, validate(doc), names)
         renderer = Renderer(doc.root / SCRIPTS_DIR)
-        warnings = sorted(doc.warnings + receiver_warnings(doc, jobs)) + shipping_warnings(doc, jobs)
+        warnings = _once(sorted(doc.warnings + receiver_warnings(doc, jobs)) + shipping_warnings(doc, jobs))
         result = Generated(jobs=jobs, out=Path(out), warnings=warnings)
     with collect_only_new():
         if check:
@@ -181,14 +204,15 @@ def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = N
             result.removed = write_jobs(
                 Path(out),
                 ((job.name, renderer.render(job)) for job in jobs),
-                {job.name: job_info(job) for job in jobs},
+                {job.name: _with_matrix(doc, job) for job in jobs},
                 keep_others=bool(names),
             )
     return result
 
 
-def check_only(jobs_file: str | Path) -> Generated:
-    """Load and validate ``jobs_file`` (``validate`` command); write nothing.
+def check_only(jobs_file: str | Path | list, sets: list[str] | None = None) -> Generated:
+    """Load and validate ``jobs_file`` (``validate`` command; several files and ``sets`` as in
+    :func:`generate`); write nothing.
 
     Returns:
         Generated: the jobs and the warnings (``out`` is unused).
@@ -196,7 +220,7 @@ def check_only(jobs_file: str | Path) -> Generated:
     Raises:
         SpecError: see :func:`generator.validate.validate`.
     """
-    doc = load(jobs_file)
+    doc = load_all(jobs_file, sets)
     jobs = validate(doc)
-    warnings = sorted(doc.warnings + receiver_warnings(doc, jobs)) + shipping_warnings(doc, jobs)
+    warnings = _once(sorted(doc.warnings + receiver_warnings(doc, jobs)) + shipping_warnings(doc, jobs))
     return Generated(jobs=jobs, out=Path(), warnings=warnings)
