@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from .errors import Problem, SpecError
-from .load import Document, format_path, load, load_text
+from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document, format_path, load, load_text
 from .matrix import DEFAULT_MAX_JOBS, combination_count, expand, is_matrix_job, setting_problem
 from .spec import TYPED_MAPPINGS, _copy
 
@@ -39,6 +39,12 @@ class SetValue(Document):
     def __init__(self, number: int, path: str, text: str, root: Path):
         super().__init__(f"--set #{number}", root, text=text)
         self.set_path = path
+
+    @property
+    def plain_scalars(self) -> dict:
+        """Empty: a ``--set`` value is read with YAML 1.2's core types (:func:`_core_schema`), so the
+        validate stage's hints about YAML 1.1 readings do not apply to it."""
+        return {}
 
     def problem(self, path: tuple, message: str, at_key: bool = False) -> Problem:
         """A problem in this value: no line and column, the ``--set`` PATH followed by ``path``."""
@@ -115,11 +121,11 @@ class Layered(Document):
         return _PlainScalars(self)
 
     def describe_job(self, index: int) -> str:
-        """``jobs[2]`` (of the file that wrote it), ``lab.yaml jobs[0]``, or ``jobs[0] (combination a=1)``."""
+        """``jobs[2]`` (of the file that wrote it), ``lab.yaml jobs[0]``, or ``jobs[0] with a=1, b=x``."""
         doc, where, _ = self.origin(("jobs", index))
-        merged, combo = self.expanded[index] if index < len(self.expanded) else (index, None)
+        combo = self.expanded[index][1] if index < len(self.expanded) else None
         text = format_path(where) if doc.file == self.file else f"{doc.file} {format_path(where)}"
-        return text + (f" (combination {combo.label})" if combo else "")
+        return text + (f" with {combo.label}" if combo else "")
 
 
 class _PlainScalars:
@@ -215,11 +221,19 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
         rest = path[len("jobs.") :]
         found = max((n for n in names if rest.startswith(n + ".")), key=len, default=None)
         if found is None:
-            guess = rest.split(".")[0] if "." in rest else rest
-            close = difflib.get_close_matches(guess, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (jobs: {', '.join(names)})"
-            what = f"no job named {guess!r}" if "." in rest else "expected jobs.NAME.KEY"
-            return fail(what + hint)
+            if "." not in rest:
+                return fail("expected jobs.NAME.KEY")
+            parts = rest.split(".")
+            guesses = [".".join(parts[:k]) for k in range(1, len(parts))]  # a name may hold dots
+            scored = [
+                (difflib.SequenceMatcher(None, g, n).ratio(), g, n)
+                for g in guesses
+                for n in difflib.get_close_matches(g, names, n=1)
+            ]
+            if scored:
+                _, guess, close = max(scored)
+                return fail(f"no job named {guess!r}; did you mean {close!r}?")
+            return fail(f"no job named {parts[0]!r} (jobs: {', '.join(names)})")
         keys, target = rest[len(found) + 1 :].split("."), ("jobs", names.index(found))
         node = None
     else:
@@ -238,7 +252,9 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
             return [Problem(f"--set #{number}", 0, 0, path, p.message) for p in e.problems]
         if value_doc.problems:
             return [value_doc.problem(_path_back(p.path), p.message) for p in value_doc.problems]
-    value = value_doc.data
+        value = _core_schema(value_doc.data, Document.plain_scalars.fget(value_doc), ())
+    else:
+        value = None
     if target == ("defaults",) and not isinstance(data.get("defaults"), dict):
         data["defaults"] = {}
     node_data = data
@@ -252,6 +268,23 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
     node_data[keys[-1]] = _copy(value)
     _record(merged.sources, at + (keys[-1],), value_doc, ())
     return []
+
+
+def _core_schema(value, plain: dict, path: tuple):
+    """``value`` with its plain scalars read as YAML 1.2's core schema does where YAML 1.1 (PyYAML)
+    differs: ``yes``/``no``/``on``/``off``/``y``/``n`` are strings, ``1e-3`` is a number."""
+    if isinstance(value, dict):
+        return {k: _core_schema(v, plain, path + (k,)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_core_schema(v, plain, path + (i,)) for i, v in enumerate(value)]
+    text = plain.get(path)
+    if text is None:
+        return value
+    if YAML11_BOOL_WORDS.match(text):
+        return text
+    if NUMBER_LIKE.match(text) and "_" not in text:
+        return float(text)
+    return value
 
 
 def _path_back(formatted: str) -> tuple:
@@ -268,17 +301,19 @@ def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
     cap = data.get("max_jobs", DEFAULT_MAX_JOBS)
     if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
         cap = DEFAULT_MAX_JOBS  # the schema reports the bad max_jobs
-    total = sum(combination_count(e["matrix"]) if is_matrix_job(e) else 1 for e in jobs)
+    counts = [combination_count(e["matrix"]) if is_matrix_job(e) else 1 for e in jobs]
+    total = sum(counts)
     if total > cap:
         problems = []
         for i, entry in enumerate(jobs):
-            if is_matrix_job(entry) and combination_count(entry["matrix"]) > 1:
-                count = combination_count(entry["matrix"])
+            if is_matrix_job(entry) and counts[i] > 1:
+                sizes = " x ".join(str(len(v)) for k, v in entry["matrix"].items() if isinstance(v, list))
+                whole = "" if counts[i] == total else f"; the file's jobs come to {total:,}"
                 problems.append(
                     merged.problem(
                         ("jobs", i, "matrix"),
-                        f"expands to up to {count:,} jobs; with the file's other jobs {total:,}, more than "
-                        f"max_jobs ({cap:,}): shorten the lists, or raise max_jobs (a top-level key) if you mean it",
+                        f"expands to up to {counts[i]:,} jobs ({sizes}){whole}, more than max_jobs ({cap:,}): "
+                        "shorten the lists, or raise max_jobs (a top-level key) if you mean it",
                         at_key=True,
                     )
                 )

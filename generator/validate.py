@@ -399,7 +399,7 @@ def _duplicate_names(doc: Document) -> list[Problem]:
                 )
             )
         if len(indexes) > 1:
-            again = ", ".join(doc.describe_job(i) for i in indexes[1:])
+            again = "; ".join(doc.describe_job(i) for i in indexes[1:])
             message = f"duplicate job name {name!r} (used again by {again})"
             problems.append(doc.problem(("jobs", first, "name"), message))
     return problems
