@@ -312,8 +312,6 @@ def expand(entry: dict, schema: dict) -> tuple[list[Combination], list[EntryProb
             problems.append((("name",), f"placeholder {{{key}}} is not a matrix key{hint}", False))
     if problems:
         return [], problems
-    if not isinstance(name, str):
-        name = ""  # the schema reports the missing or mistyped name; the names made here do not matter
     template = {k: v for k, v in entry.items() if k != "matrix"}
     out = []
     for values, sources in combinations(matrix, axes):
@@ -331,7 +329,8 @@ def expand(entry: dict, schema: dict) -> tuple[list[Combination], list[EntryProb
         job = dict(template)
         for key, value in values.items():
             _set(job, tuple(key.split(".")), value)
-        job["name"] = _name(name, values, placeholders)
+        if isinstance(name, str):  # else the schema reports the missing or mistyped name, once
+            job["name"] = _name(name, values, placeholders)
         out.append(
             Combination(
                 job, values, {tuple(k.split(".")): ("matrix",) + sources[k] for k in values} | {("name",): ("name",)}

@@ -138,10 +138,18 @@ class _PlainScalars:
 
 
 def _record(sources: dict, path: tuple, doc: Document, where: tuple) -> None:
-    """Note that ``doc`` at ``where`` wrote ``path``; what it overrode below ``path`` is forgotten."""
-    for key in [k for k in sources if len(k) > len(path) and k[: len(path)] == path]:
-        del sources[key]
+    """Note that ``doc`` at ``where`` wrote ``path``; what it replaced below ``path`` is forgotten.
+
+    ``sources`` also keeps, under the key ``None``, each recorded path's first two keys -> the
+    recorded paths below them, so that forgetting costs one job's or one default's entries, not all.
+    """
+    heads = sources.setdefault(None, {})
+    candidates = heads.get(path[:2], ()) if len(path) >= 2 else [k for k in sources if k is not None]
+    for key in [k for k in candidates if len(k) > len(path) and k[: len(path)] == path]:
+        sources.pop(key, None)
+        heads.get(key[:2], set()).discard(key)
     sources[path] = (doc, where)
+    heads.setdefault(path[:2], set()).add(path)
 
 
 def _merge_into(base: dict, over: dict, path: tuple, doc: Document, where: tuple, sources: dict) -> None:

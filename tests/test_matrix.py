@@ -366,3 +366,33 @@ def test_the_schema_describes_the_new_keys_with_default_and_examples():
         schema["$defs"]["job"]["properties"]["matrix"]["properties"]["exclude"],
     ):
         assert prop["description"] and "default" in prop and prop["examples"]
+
+
+def test_a_problem_in_a_mapping_a_later_file_replaced_is_located_in_that_file(project):
+    _files(
+        project,
+        **{
+            "jobs.yaml": "defaults:\n  receiver: {type: mlflow, experiment_name: base}\n"
+            "jobs:\n  - {name: a, script: train_metrics.py}\n",
+            "lab.yaml": "defaults:\n  receiver: {run_name: lab}\n",  # merged into the mlflow receiver
+            "lab2.yaml": "defaults:\n  receiver:\n    type: wandb\n    run_name: 5\n",  # replaces it
+        },
+    )
+    with pytest.raises(SpecError) as e:
+        check_only([project / "jobs.yaml", project / "lab.yaml", project / "lab2.yaml"])
+    assert [str(p) for p in e.value.problems] == [
+        f"{project / 'lab2.yaml'}:4:15: defaults.receiver.run_name: expected a string, got 5"
+        ' (YAML reads a bare 5 as a number: write "5" in quotes)'
+    ]
+
+
+def test_a_matrix_job_without_a_string_name_is_reported_once(project):
+    _files(
+        project, **{"jobs.yaml": "jobs:\n  - name: 5\n    script: train_full.py\n    matrix: {num_rounds: [1, 2]}\n"}
+    )
+    with pytest.raises(SpecError) as e:
+        check_only(project / "jobs.yaml")
+    assert [str(p) for p in e.value.problems] == [
+        f"{project / 'jobs.yaml'}:2:11: jobs[0].name: expected a string, got 5"
+        ' (YAML reads a bare 5 as a number: write "5" in quotes)'
+    ]
