@@ -263,8 +263,11 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
         value = _core_schema(value_doc.data, Document.plain_scalars.fget(value_doc), ())
     else:
         value = None
-    if target == ("defaults",) and not isinstance(data.get("defaults"), dict):
-        data["defaults"] = {}
+    if target == ("defaults",):
+        if "defaults" not in data:
+            data["defaults"] = {}
+        elif not isinstance(data["defaults"], dict):
+            return []  # the schema reports the file's `defaults`
     node_data = data
     for key in target:
         node_data = node_data[key]
@@ -300,6 +303,12 @@ def _path_back(formatted: str) -> tuple:
     return tuple(int(i) if i else k for k, i in re.findall(r"([^.\[\]]+)|\[(\d+)\]", formatted))
 
 
+def _merged_problem(merged: Layered, path: tuple, message: str, at_key: bool = False) -> Problem:
+    """A problem at key path ``path`` of the merged data before expansion (``jobs`` indexes as merged)."""
+    doc, where = _located(merged.sources, path)
+    return doc.problem(where, message, at_key)
+
+
 def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
     """Expand every job with a ``matrix`` in ``merged.data``, in place; the matrices' problems."""
     data = merged.data
@@ -318,7 +327,8 @@ def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
                 sizes = " x ".join(str(len(v)) for k, v in entry["matrix"].items() if isinstance(v, list))
                 whole = "" if counts[i] == total else f"; the file's jobs come to {total:,}"
                 problems.append(
-                    merged.problem(
+                    _merged_problem(
+                        merged,
                         ("jobs", i, "matrix"),
                         f"expands to up to {counts[i]:,} jobs ({sizes}){whole}, more than max_jobs ({cap:,}): "
                         "shorten the lists, or raise max_jobs (a top-level key) if you mean it",
@@ -334,7 +344,7 @@ def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
             continue
         combos, found = expand(entry, schema)
         for where, message, at_key in found:
-            problems.append(merged.problem(("jobs", i) + where, message, at_key=at_key))
+            problems.append(_merged_problem(merged, ("jobs", i) + where, message, at_key=at_key))
         for combo in combos:
             out.append(combo.entry)
             merged.expanded.append((i, combo))
