@@ -4,6 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= jobs.yaml
+SET    ?=
+# JOBS may name several files (later ones merge over earlier ones); SET holds PATH=VALUE overrides.
+FILES_ARGS = $(foreach f,$(JOBS),--jobs $(f))
+SET_ARGS   = $(foreach s,$(SET),--set $(s))
 OUT    ?= build/jobs
 WS     ?= build/workspaces
 JOB    ?=
@@ -44,15 +48,15 @@ setup27: $(STAMP27)
 
 ## validate: check jobs.yaml against the schema and across fields
 validate: setup
-	$(BIN)/python -m generator validate --jobs $(JOBS)
+	$(BIN)/python -m generator validate $(FILES_ARGS) $(SET_ARGS)
 
 ## generate: render one NVFlare job folder per job into build/jobs/
 generate: setup
-	$(BIN)/python -m generator generate --jobs $(JOBS) --out $(OUT)
+	$(BIN)/python -m generator generate $(FILES_ARGS) --out $(OUT) $(SET_ARGS)
 
 ## check: exit 1 if build/jobs/ differs from what jobs.yaml renders now
 check: setup
-	$(BIN)/python -m generator generate --check --jobs $(JOBS) --out $(OUT)
+	$(BIN)/python -m generator generate --check $(FILES_ARGS) --out $(OUT) $(SET_ARGS)
 
 ## simulate: run every generated job with nvflare simulator and check the results
 simulate: setup
@@ -72,7 +76,7 @@ wandb-view: setup
 
 ## lint: check the generated configs against the installed nvflare
 lint: setup
-	$(BIN)/python -m generator lint --jobs $(JOBS) --out $(OUT)
+	$(BIN)/python -m generator lint $(FILES_ARGS) --out $(OUT) $(SET_ARGS)
 
 RUFF_PATHS := generator tests client_scripts templates bench
 

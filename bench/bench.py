@@ -29,8 +29,13 @@ load average is printed at the start and the end of each part.
 (c) The full in-process run simulated with NVFlare's defaults, then with each speed setting of
     the shipped jobs.yaml added: what each one saves.
 
+(d) A matrix sweep: 10,000 jobs from one ``matrix:`` (10 x 10 x 50 x 2 values) generated, and the
+    same 10,000 jobs written out by hand (one flow mapping each), in turns, best of ``--repeat``:
+    wall and CPU time and peak RSS of each ``generate`` process; the two output trees must be
+    identical file for file (the manifest aside, which records each combination).
+
 Usage: ``python bench/bench.py [--counts 1,100,1000,10000] [--repeat 3] [--skip-generate]
-[--skip-runs] [--skip-settings] [--out build/bench]``.
+[--skip-runs] [--skip-settings] [--skip-matrix] [--out build/bench]``.
 """
 
 from __future__ import annotations
@@ -65,6 +70,15 @@ TARGET_VS_CP = 1.5
 TARGET_FLAT = 1.5
 TARGET_RSS_MB = 80.0
 TARGET_RUN_RATIO = 0.6
+#: Targets (issue 11): 10,000 jobs from one matrix generate in <= 1.2x the time of the same jobs
+#: written by hand, peak RSS <= 80 MB.
+TARGET_MATRIX_RATIO = 1.2
+MATRIX_AXES = {
+    "num_rounds": list(range(1, 11)),
+    "num_clients": list(range(1, 11)),
+    "task_check_period": [round(0.02 * (i + 1), 2) for i in range(50)],
+    "launch_external_process": [False, True],
+}
 
 
 def synthetic_jobs_yaml(n: int) -> str:
@@ -92,6 +106,63 @@ def synthetic_jobs_yaml(n: int) -> str:
         if script == "train_metrics.py":
             lines += ["    receiver:", "      type: mlflow", f"      experiment_name: experiment-{i % 97}"]
     return "\n".join(lines) + "\n"
+
+
+def matrix_jobs_yaml() -> tuple[str, str]:
+    """(one matrix job expanding to 10,000 jobs, the same 10,000 jobs written out by hand)."""
+    import itertools
+
+    head = ["defaults:", "  min_clients: 1", "  server: {task_request_interval: 0.1}", "jobs:"]
+
+    def text(value) -> str:
+        return json.dumps(value)
+
+    name = "m-" + "-".join("{" + k + "}" for k in MATRIX_AXES)
+    matrix = head + [f"  - name: {name}", "    script: train_full.py", "    matrix:"]
+    matrix += [f"      {k}: {text(v)}" for k, v in MATRIX_AXES.items()]
+    hand = list(head)
+    for values in itertools.product(*MATRIX_AXES.values()):
+        job = dict(zip(MATRIX_AXES, values, strict=True))
+        keys = ", ".join(f"{k}: {text(v)}" for k, v in job.items())
+        hand.append(f"  - {{name: m-{'-'.join(text(v) for v in values)}, script: train_full.py, {keys}}}")
+    return "\n".join(matrix) + "\n", "\n".join(hand) + "\n"
+
+
+def bench_matrix(repeat: int, work: Path) -> dict:
+    """Part (d): the matrix file and the hand-written file generated in turns; the best of each."""
+    import hashlib
+
+    def snapshot(folder: Path) -> dict:
+        return {
+            p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in folder.rglob("*")
+            if p.is_file()
+        }
+
+    env = env_with_venv()
+    matrix_text, hand_text = matrix_jobs_yaml()
+    project = new_project(work / "matrix", matrix_text)
+    (project / "hand.yaml").write_text(hand_text, encoding="utf-8")
+    runs: dict = {"matrix": [], "hand": []}
+    for turn in range(max(1, repeat)):
+        for kind, file in (("matrix", "jobs.yaml"), ("hand", "hand.yaml")):
+            out = f"out-{kind}-{turn}"
+            runs[kind].append(
+                measure([sys.executable, "-m", "generator", "generate", "--jobs", file, "--out", out], project, env)
+            )
+    same = {k: v for k, v in snapshot(project / "out-matrix-0").items() if k != ".jobgen.json"} == {
+        k: v for k, v in snapshot(project / "out-hand-0").items() if k != ".jobgen.json"
+    }
+    row = {"jobs": 10_000, "identical_output": same, "turns": max(1, repeat)}
+    for kind, measured in runs.items():
+        row[f"{kind}_s"] = min(r["wall_s"] for r in measured)
+        row[f"{kind}_runs_s"] = [round(r["wall_s"], 3) for r in measured]
+        row[f"{kind}_cpu_s"] = min(r["user_s"] + r["sys_s"] for r in measured)
+        row[f"{kind}_rss_mb"] = max(r["rss_bytes"] for r in measured) / 2**20
+    row["ratio"] = row["matrix_s"] / row["hand_s"]
+    row["cpu_ratio"] = row["matrix_cpu_s"] / row["hand_cpu_s"]
+    shutil.rmtree(project, ignore_errors=True)
+    return row
 
 
 def measure(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> dict:
@@ -341,9 +412,14 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
-def targets(gen_rows: list[dict], run_rows: list[dict]) -> list[list[str]]:
+def targets(gen_rows: list[dict], run_rows: list[dict], matrix_row: dict | None = None) -> list[list[str]]:
     """The target table: what, measured, goal, PASS/FAIL (a header row, then one row per target measured)."""
-    return [["target", "measured", "goal", "result"], *_generate_targets(gen_rows), *_run_targets(run_rows)]
+    return [
+        ["target", "measured", "goal", "result"],
+        *_generate_targets(gen_rows),
+        *_run_targets(run_rows),
+        *_matrix_targets(matrix_row),
+    ]
 
 
 def _target(what: str, measured: str, goal: str, ok: bool) -> list[str]:
@@ -401,6 +477,26 @@ def _generate_targets(gen_rows: list[dict]) -> list[list[str]]:
     return out
 
 
+def _matrix_targets(r: dict | None) -> list[list[str]]:
+    """Part (d)'s targets: 10,000 jobs from one matrix against the same written by hand."""
+    if not r:
+        return []
+    return [
+        _target(
+            "10,000 jobs from one matrix vs the same written by hand (generate wall time)",
+            f"{r['ratio']:.2f}x ({r['matrix_s']:.2f} s vs {r['hand_s']:.2f} s; CPU {r['cpu_ratio']:.2f}x)",
+            f"<= {TARGET_MATRIX_RATIO:g}x, same files",
+            r["ratio"] <= TARGET_MATRIX_RATIO and r["identical_output"],
+        ),
+        _target(
+            "10,000 jobs from one matrix: peak RSS of the generate process",
+            f"{r['matrix_rss_mb']:.1f} MB (by hand {r['hand_rss_mb']:.1f} MB)",
+            f"<= {TARGET_RSS_MB:g} MB",
+            r["matrix_rss_mb"] <= TARGET_RSS_MB,
+        ),
+    ]
+
+
 def _run_targets(run_rows: list[dict]) -> list[list[str]]:
     """Part (b)'s targets: the example's runs against the FedJob way, and identical final models."""
     if not run_rows:
@@ -431,6 +527,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-generate", action="store_true", help="skip part (a)")
     parser.add_argument("--skip-runs", action="store_true", help="skip part (b)")
     parser.add_argument("--skip-settings", action="store_true", help="skip part (c)")
+    parser.add_argument("--skip-matrix", action="store_true", help="skip part (d)")
     parser.add_argument("--out", default=str(ROOT / "build" / "bench"), help="work folder (default: %(default)s)")
     return parser
 
@@ -547,7 +644,18 @@ def main(argv: list[str] | None = None) -> int:
         results["settings"] = bench_settings(work)
         print()
 
-    table = targets(gen_rows, run_rows)
+    matrix_row = None
+    if not args.skip_matrix:
+        print(f"(d) 10,000 jobs from one matrix vs written by hand  [{load_text()}]", flush=True)
+        matrix_row = results["matrix"] = bench_matrix(args.repeat, work)
+        print(
+            f"  matrix {matrix_row['matrix_s']:.2f} s ({matrix_row['matrix_rss_mb']:.1f} MB), by hand "
+            f"{matrix_row['hand_s']:.2f} s ({matrix_row['hand_rss_mb']:.1f} MB), identical output: "
+            f"{matrix_row['identical_output']}  [{load_text()}]\n",
+            flush=True,
+        )
+
+    table = targets(gen_rows, run_rows, matrix_row)
     results["targets"] = [dict(zip(table[0], row, strict=True)) for row in table[1:]]
     print(_table(table))
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

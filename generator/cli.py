@@ -38,15 +38,39 @@ def _path(text: str) -> str:
     return text
 
 
+def _add_jobs_options(p: argparse.ArgumentParser) -> None:
+    """``--jobs FILE`` (repeatable: later files merge over earlier ones) and ``--set PATH=VALUE`` (repeatable)."""
+    p.add_argument(
+        "--jobs",
+        type=_path,
+        action="append",
+        metavar="FILE",
+        help=f"the jobs file; repeat to merge later files over earlier ones (default: {DEFAULT_JOBS})",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override one setting after the files: defaults.KEY=VALUE or jobs.NAME.KEY=VALUE, "
+        "VALUE read as YAML (repeatable)",
+    )
+
+
+def _files(args) -> list[str]:
+    """The ``--jobs`` files, in order."""
+    return args.jobs or [DEFAULT_JOBS]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m generator", description="Generate NVFlare job folders from jobs.yaml.")
     sub = p.add_subparsers(dest="command", required=True)
 
     v = sub.add_parser("validate", help="check jobs.yaml against the schema and across fields")
-    v.add_argument("--jobs", type=_path, default=DEFAULT_JOBS, help="the jobs file (default: %(default)s)")
+    _add_jobs_options(v)
 
     g = sub.add_parser("generate", help="render one NVFlare job folder per job")
-    g.add_argument("--jobs", type=_path, default=DEFAULT_JOBS, help="the jobs file (default: %(default)s)")
+    _add_jobs_options(g)
     g.add_argument("--out", type=_path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     g.add_argument("--job", action="append", metavar="NAME", help="only this job (repeatable)")
     g.add_argument("--check", action="store_true", help="write nothing; exit 1 if the folders on disk differ")
@@ -80,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--port", type=int, help="port (default: 5000 for mlflow, 6006 for tensorboard)")
 
     li = sub.add_parser("lint", help="check generated folders against the installed nvflare")
-    li.add_argument("--jobs", type=_path, default=DEFAULT_JOBS, help="the jobs file (default: %(default)s)")
+    _add_jobs_options(li)
     li.add_argument("--out", type=_path, default=DEFAULT_OUT, help="folder of generated jobs (default: %(default)s)")
     return p
 
@@ -93,36 +117,39 @@ def _print_problems(problems) -> None:
 def _validate(args) -> int:
     from .pipeline import check_only
 
-    result = check_only(args.jobs)
+    result = check_only(_files(args), args.set)
     _print_problems(result.warnings)
-    print(f"{args.jobs}: {len(result.jobs)} job(s) valid: {', '.join(j.name for j in result.jobs)}")
+    print(f"{' '.join(_files(args))}: {len(result.jobs)} job(s) valid: {', '.join(j.name for j in result.jobs)}")
     return 0
 
 
 def _generate(args) -> int:
     from .pipeline import generate
 
-    result = generate(args.jobs, args.out, names=args.job, check=args.check)
+    files = _files(args)
+    result = generate(files, args.out, names=args.job, check=args.check, sets=args.set)
+    shown = " ".join(files)
     _print_problems(result.warnings)
     if args.check:
         for line in result.differences:
             print(line)
         if result.differences:
             fix = "make generate"
-            if (args.jobs, args.out) != (DEFAULT_JOBS, DEFAULT_OUT):
-                fix = f"python -m generator generate --jobs {shlex.quote(args.jobs)} --out {shlex.quote(args.out)}"
+            if (files, args.out, args.set) != ([DEFAULT_JOBS], DEFAULT_OUT, []):
+                options = [("--jobs", f) for f in files] + [("--out", args.out)] + [("--set", s) for s in args.set]
+                fix = "python -m generator generate " + " ".join(f"{o} {shlex.quote(v)}" for o, v in options)
             print(
-                f"{args.out} is out of date with {args.jobs}: run `{fix}` "
+                f"{args.out} is out of date with {shown}: run `{fix}` "
                 "(move a file you edited by hand away first: generate never overwrites it)",
                 file=sys.stderr,
             )
             return 1
-        print(f"{args.out} is up to date with {args.jobs}")
+        print(f"{args.out} is up to date with {shown}")
         return 0
     for job in result.jobs:
         print(f"generated {result.out / job.name}")
     for name in result.removed:
-        print(f"removed {result.out / name} (no longer in {args.jobs})")
+        print(f"removed {result.out / name} (no longer in {shown})")
     return 0
 
 
@@ -152,7 +179,7 @@ def _view(args) -> int:
 def _lint(args) -> int:
     from .lint import lint
 
-    problems = lint(args.jobs, args.out)
+    problems = lint(_files(args), args.out, args.set)
     _print_problems(problems)
     if problems:
         return 2

@@ -32,7 +32,8 @@ import textwrap
 from pathlib import Path
 
 from .errors import Problem
-from .load import Document, format_path, load
+from .load import Document, format_path
+from .overrides import load_all
 from .render import CONFIG_TEMPLATES, DEFAULT_LINE, RECEIVER_FILES, Renderer, shipped_file
 from .spec import Job
 from .validate import SCRIPTS_DIR, validate
@@ -300,12 +301,14 @@ def _stale_problems(out: Path, rendered: dict, jobs_file: str) -> list[Problem]:
     return problems
 
 
-def lint(jobs_file: str | Path, out: str | Path) -> list[Problem]:
+def lint(jobs_file: str | Path | list, out: str | Path, sets: list[str] | None = None) -> list[Problem]:
     """Check the generated job folders in ``out`` against ``jobs_file`` and the installed NVFlare.
 
     Args:
-        jobs_file (str | Path): the ``jobs.yaml`` the folders were generated from.
+        jobs_file (str | Path | list): the ``jobs.yaml`` (or files) the folders were generated from.
         out (str | Path): the output folder of ``generate`` (e.g. ``build/jobs``).
+        sets (list[str] | None): ``--set PATH=VALUE`` overrides (files and overrides merged as in
+            :func:`generator.overrides.load_all`).
 
     Returns:
         list[Problem]: stale or missing generated files, configs that do not parse, component
@@ -320,7 +323,7 @@ def lint(jobs_file: str | Path, out: str | Path) -> list[Problem]:
     Sources: NVFlare 2.9 ``nvflare.fuel.utils.component_builder.ComponentBuilder.build_component``
     (nested components in ``args``, ``class_attributes``) and ``class_utils.instantiate_class``.
     """
-    doc = load(jobs_file)
+    doc = load_all(jobs_file, sets)
     jobs = validate(doc)
     out = Path(out)
     manifest = read_manifest(out)  # raises if out is a symlink, a file or a folder not ours
@@ -329,7 +332,8 @@ def lint(jobs_file: str | Path, out: str | Path) -> list[Problem]:
     renderer = Renderer(doc.root / SCRIPTS_DIR)  # each job with its own line's templates
     rendered = {job.name: renderer.render(job) for job in jobs}
     by_name = {job.name: job for job in jobs}
-    problems = _stale_problems(out, rendered, str(jobs_file))
+    shown = " ".join(map(str, jobs_file)) if isinstance(jobs_file, list) else str(jobs_file)
+    problems = _stale_problems(out, rendered, shown)
     for name in sorted(manifest["jobs"]):
         for rel in CONFIG_TEMPLATES:
             path = out / name / rel

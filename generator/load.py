@@ -87,6 +87,9 @@ class Document:
             ``warning:``: a plain value cut short by a comment one space after it (:data:`CUT_BY_COMMENT`).
         incomplete (set[str]): key paths of mappings that lost a refused key (a merge key, a
             key YAML reads as a boolean, ...): a "missing key" there may be an echo of it.
+        owners (dict[Problem, set[int]]): problem -> indexes of the ``jobs`` entries it is about, for
+            documents whose messages do not name the entry by its index here (merged files, expanded
+            matrices: :class:`generator.overrides.Layered`); empty for a file read as it is.
     """
 
     def __init__(self, file: str, root: Path, data: object = None, text: str = ""):
@@ -97,6 +100,7 @@ class Document:
         self.problems: list = []
         self.warnings: list = []
         self.incomplete: set = set()
+        self.owners: dict = {}
         self._positions: tuple[dict, dict, dict] | None = None
 
     def _index(self) -> tuple[dict, dict, dict]:
@@ -148,6 +152,10 @@ class Document:
         """
         pos = self.where(path, at_key)
         return Problem(self.file, pos.line, pos.column, format_path(path), message)
+
+    def describe_job(self, index: int) -> str:
+        """How messages name the ``jobs`` entry at ``index``: ``jobs[3]``."""
+        return f"jobs[{index}]"
 
 
 #: Keys written bare in a key path; any other key is quoted: ``run_tags["mlflow.note.content"]``.
@@ -611,5 +619,20 @@ def load(path: str | Path) -> Document:
     except yaml.YAMLError as e:
         raise SpecError([_yaml_error(e, text, file)]) from None
     doc = Document(file=file, root=p.resolve().parent, text=text)
+    _build_document(doc)
+    return doc
+
+
+def load_text(doc: Document) -> Document:
+    """Read ``doc.text`` (a YAML value given other than in a file, e.g. ``--set PATH=VALUE``) into
+    ``doc`` with the rules of :func:`load`; the value may be any YAML node, not only a mapping.
+
+    Raises:
+        SpecError: as :func:`load`, located in ``doc.file``.
+    """
+    try:
+        yaml.reader.Reader(doc.text)
+    except yaml.YAMLError as e:
+        raise SpecError([_yaml_error(e, doc.text, doc.file)]) from None
     _build_document(doc)
     return doc

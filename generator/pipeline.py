@@ -1,6 +1,8 @@
 """The generate pipeline, one call per stage:
 
-1. load (:func:`generator.load.load`): ``jobs.yaml`` -> a :class:`~generator.load.Document`;
+1. load (:func:`generator.overrides.load_all`): one or more ``jobs.yaml`` files (:func:`generator.load.load`
+   each), merged in order, ``--set`` overrides applied, ``matrix:`` jobs expanded
+   (:mod:`generator.matrix`) -> one :class:`~generator.load.Document`;
 2. validate, schema half (:func:`generator.validate.check_document`): the document against the
    JSON Schema -> the problems so far and the job entries that fit;
 3. spec (:func:`generator.spec.effective_jobs`): those entries -> effective jobs
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Problem, SpecError
-from .load import load
+from .overrides import load_all
 from .render import Renderer, tracking_uri
 from .spec import Job, effective_jobs
 from .validate import SCRIPTS_DIR, check_document, check_jobs, receiver_warnings, shipping_warnings
@@ -101,6 +103,21 @@ def job_info(job: Job) -> dict:
     return info
 
 
+def _with_matrix(doc, job: Job) -> dict:
+    """:func:`job_info`, plus for a job expanded from a matrix ``matrix``: the matrix job's ``name``
+    as written (``job``) and the combination's ``values`` (matrix key -> value)."""
+    info = job_info(job)
+    combination = getattr(doc, "combinations", {}).get(job.name)
+    if combination:
+        info["matrix"] = {"job": combination[0], "values": combination[1]}
+    return info
+
+
+def _once(problems: list) -> list:
+    """``problems`` without repeats (the jobs of one matrix share their template's lines), in order."""
+    return list(dict.fromkeys(problems))
+
+
 def select(doc, jobs: list[Job], names: list[str] | None) -> list[Job]:
     """Keep the jobs named by ``--job``.
 
@@ -168,14 +185,22 @@ def collect_only_new() -> Iterator[None]:
             gc.disable()
 
 
-def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = None, check: bool = False) -> Generated:
+def generate(
+    jobs_file: str | Path | list,
+    out: str | Path,
+    names: list[str] | None = None,
+    check: bool = False,
+    sets: list[str] | None = None,
+) -> Generated:
     """Load, validate and build the jobs of ``jobs_file``; render them into ``out`` (or compare, ``check``).
 
     Args:
-        jobs_file (str | Path): the ``jobs.yaml`` to read.
+        jobs_file (str | Path | list): the ``jobs.yaml`` to read, or several, merged in order
+            (:func:`generator.overrides.load_all`).
         out (str | Path): output folder; one job folder per job below it.
         names (list[str] | None): only these jobs (others already in ``out`` are kept).
         check (bool): write nothing; report in ``differences`` how ``out`` differs.
+        sets (list[str] | None): ``--set PATH=VALUE`` overrides, applied after the files.
 
     Returns:
         Generated: the jobs, the output folder, warnings and (with ``check``) differences.
@@ -188,7 +213,7 @@ def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = N
         Nothing on disk changed when any of these is raised.
     """
     with no_cyclic_gc():
-        doc = load(jobs_file)
+        doc = load_all(jobs_file, sets)
         checked = check_document(doc)
         jobs = effective_jobs(doc.data, checked.schema, only=checked.fitting)
         jobs = select(doc, check_jobs(checked, jobs), names)
@@ -204,17 +229,18 @@ def generate(jobs_file: str | Path, out: str | Path, names: list[str] | None = N
             result.removed = write_jobs(
                 Path(out),
                 ((job.name, renderer.render(job)) for job in jobs),
-                {job.name: job_info(job) for job in jobs},
+                {job.name: _with_matrix(doc, job) for job in jobs},
                 keep_others=bool(names),
             )
     return result
 
 
-def check_only(jobs_file: str | Path) -> Generated:
+def check_only(jobs_file: str | Path | list, sets: list[str] | None = None) -> Generated:
     """Load, validate and build the jobs of ``jobs_file`` (``validate`` command); write nothing.
 
     Args:
-        jobs_file (str | Path): the ``jobs.yaml`` to read.
+        jobs_file (str | Path | list): the ``jobs.yaml`` to read, or several, merged in order.
+        sets (list[str] | None): ``--set PATH=VALUE`` overrides, applied after the files.
 
     Returns:
         Generated: the jobs and the warnings (``out`` is unused).
@@ -223,7 +249,7 @@ def check_only(jobs_file: str | Path) -> Generated:
         SpecError: see :func:`generator.load.load`, :func:`generator.validate.check_document` and
             :func:`generator.validate.check_jobs`.
     """
-    doc = load(jobs_file)
+    doc = load_all(jobs_file, sets)
     checked = check_document(doc)
     jobs = effective_jobs(doc.data, checked.schema, only=checked.fitting)
     jobs = check_jobs(checked, jobs)
@@ -231,5 +257,5 @@ def check_only(jobs_file: str | Path) -> Generated:
 
 
 def _warnings(doc, jobs: list[Job]) -> list[Problem]:
-    """Every non-fatal finding: the load stage's, the receivers', then what the jobs ship."""
-    return sorted(doc.warnings + receiver_warnings(doc, jobs)) + shipping_warnings(doc, jobs)
+    """Every non-fatal finding, each once: the load stage's, the receivers', then what the jobs ship."""
+    return _once(sorted(doc.warnings + receiver_warnings(doc, jobs)) + shipping_warnings(doc, jobs))

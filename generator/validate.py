@@ -426,18 +426,26 @@ def _ship_problems(doc: Document, job: Job, shipper: Shipper, script_ok: bool) -
 
 
 def _duplicate_names(doc: Document) -> list[Problem]:
-    """A job name used twice, over every entry with a string name (whether or not the rest fits)."""
+    """A job name used twice, over every entry with a string name (whether or not the rest fits):
+    one problem at each use, naming the other (expanded matrix jobs by their combination)."""
     problems = []
-    seen = {}
+    seen: dict = {}
     for index, entry in enumerate(doc.data["jobs"]):
         name = entry.get("name") if isinstance(entry, dict) else None
-        if not isinstance(name, str):
-            continue
-        if name in seen:
+        if isinstance(name, str):
+            seen.setdefault(name, []).append(index)
+    for name, indexes in seen.items():
+        first = indexes[0]
+        for index in indexes[1:]:
             problems.append(
-                doc.problem(("jobs", index, "name"), f"duplicate job name {name!r} (first used by jobs[{seen[name]}])")
+                doc.problem(
+                    ("jobs", index, "name"), f"duplicate job name {name!r} (first used by {doc.describe_job(first)})"
+                )
             )
-        seen.setdefault(name, index)
+        if len(indexes) > 1:
+            again = "; ".join(doc.describe_job(i) for i in indexes[1:])
+            message = f"duplicate job name {name!r} (used again by {again})"
+            problems.append(doc.problem(("jobs", first, "name"), message))
     return problems
 
 
@@ -809,6 +817,9 @@ def _fitting_jobs(doc: Document, problems: list[Problem]) -> set[int] | None:
     """
     bad = set()
     for problem in problems:
+        if problem in doc.owners:  # located where another file or a matrix value wrote it
+            bad |= doc.owners[problem]
+            continue
         match = _JOB_PATH.match(problem.path)
         if not match:
             return None

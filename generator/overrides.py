@@ -1,0 +1,407 @@
+"""Layers stage: merge several ``--jobs`` files and ``--set`` overrides, then expand matrices.
+
+Takes the files (``--jobs``, in order) and the ``--set PATH=VALUE`` overrides; gives one
+:class:`~generator.load.Document` that the validate stage checks as if it were one hand-written file.
+Precedence, as in Helm (``-f`` values files, right-most wins, then ``--set``): first file < later
+files < ``--set`` (in order) < the schema's defaults. ``defaults`` merge key by key (nested mappings
+too, lists replaced, a ``receiver`` of another ``type`` replaced: :func:`generator.spec.merge`);
+``jobs`` merge by ``name`` (same name: keys merged the same way; new name: appended); any other
+top-level key (``max_jobs``) is replaced. Then each job with a ``matrix`` is expanded
+(:mod:`generator.matrix`), in place, and the expanded total is capped (``max_jobs``).
+
+Every problem stays located where its value was written: the merged document keeps, for each key
+path a later file or a ``--set`` wrote, where it came from, and for each expanded job, which
+matrix value set which setting. A problem in a ``--set`` value prints as ``--set #N: PATH: message``.
+With one file, no ``--set`` and no ``matrix``, the loaded document is returned as it is.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+
+from .errors import Problem, SpecError
+from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document, format_path, load, load_text
+from .matrix import DEFAULT_MAX_JOBS, combination_count, expand, is_matrix_job, setting_problem
+from .spec import TYPED_MAPPINGS, _copy
+
+
+class SetValue(Document):
+    """The value of one ``--set PATH=VALUE``, read as YAML; its problems print as ``--set #N: PATH...: message``.
+
+    Args:
+        number (int): N, counted from 1 in command-line order.
+        path (str): PATH as given.
+        text (str): VALUE as given.
+    """
+
+    def __init__(self, number: int, path: str, text: str, root: Path):
+        super().__init__(f"--set #{number}", root, text=text)
+        self.set_path = path
+
+    @property
+    def plain_scalars(self) -> dict:
+        """Empty: a ``--set`` value is read with YAML 1.2's core types (:func:`_core_schema`), so the
+        validate stage's hints about YAML 1.1 readings do not apply to it."""
+        return {}
+
+    def problem(self, path: tuple, message: str, at_key: bool = False) -> Problem:
+        """A problem in this value: no line and column, the ``--set`` PATH followed by ``path``."""
+        rest = format_path(tuple(path))
+        shown = self.set_path + ("" if not rest else rest if rest.startswith("[") else "." + rest)
+        return Problem(self.file, 0, 0, shown, message)
+
+
+def _located(sources: dict, path: tuple) -> tuple[Document, tuple]:
+    """The source document and key path of ``path``: the longest recorded prefix wins."""
+    for n in range(len(path), -1, -1):
+        found = sources.get(path[:n])
+        if found is not None:
+            return found[0], found[1] + path[n:]
+    raise KeyError(path)  # () is always recorded
+
+
+class Layered(Document):
+    """Several files, ``--set`` values and expanded matrices, read as one ``jobs.yaml``.
+
+    Problems are located through :meth:`origin`; each one located inside a job also records the job's
+    index in :attr:`owners`, so the validate stage knows which expanded job it is about.
+
+    Attributes:
+        sources (dict[tuple, tuple[Document, tuple]]): key path in the merged data (before matrix
+            expansion) -> (document, key path there) of what wrote it; ``()`` is the first file.
+        expanded (list[tuple[int, Combination | None]]): per job of :attr:`data`: its index in the
+            merged ``jobs`` list and the combination that made it (None: not from a matrix).
+        owners (dict[Problem, set[int]]): problem -> indexes of the jobs (in :attr:`data`) it was found in.
+        combinations (dict[str, tuple[str, dict]]): expanded job name -> (the matrix job's ``name``
+            as written, the combination's values): what a sweep comparison groups by.
+    """
+
+    def __init__(self, first: Document):
+        super().__init__(first.file, first.root, data=first.data, text=first.text)
+        self.sources: dict = {(): (first, ())}
+        self.expanded: list = []
+        self.owners: dict = {}
+        self.combinations: dict = {}
+
+    def origin(self, path: tuple) -> tuple[Document, tuple, str]:
+        """(document, key path there, note for the message) of key path ``path`` of :attr:`data`."""
+        path = tuple(path)
+        note = ""
+        if len(path) >= 2 and path[0] == "jobs" and isinstance(path[1], int) and path[1] < len(self.expanded):
+            merged, combo = self.expanded[path[1]]
+            rest = path[2:]
+            if combo is not None:
+                for n in range(len(rest), 0, -1):
+                    if rest[:n] in combo.sources:
+                        rest = combo.sources[rest[:n]] + rest[n:]
+                        if rest[0] == "matrix":
+                            note = f" (combination {combo.label})"
+                        break
+            path = ("jobs", merged) + rest
+        doc, where = _located(self.sources, path)
+        return doc, where, note
+
+    def where(self, path: tuple, at_key: bool = False):
+        doc, where, _ = self.origin(path)
+        return doc.where(where, at_key)
+
+    def problem(self, path: tuple, message: str, at_key: bool = False) -> Problem:
+        """A :class:`Problem` located where the value at ``path`` was written (file, line, column)."""
+        doc, where, note = self.origin(path)
+        problem = doc.problem(where, message + note, at_key)
+        if len(path) >= 2 and path[0] == "jobs" and isinstance(path[1], int):
+            self.owners.setdefault(problem, set()).add(path[1])
+        return problem
+
+    @property
+    def plain_scalars(self):
+        """Key path -> source text of an unquoted scalar, looked up in the document that wrote it."""
+        return _PlainScalars(self)
+
+    def describe_job(self, index: int) -> str:
+        """``jobs[2]`` (of the file that wrote it), ``lab.yaml jobs[0]``, or ``jobs[0] with a=1, b=x``."""
+        doc, where, _ = self.origin(("jobs", index))
+        combo = self.expanded[index][1] if index < len(self.expanded) else None
+        text = format_path(where) if doc.file == self.file else f"{doc.file} {format_path(where)}"
+        return text + (f" with {combo.label}" if combo else "")
+
+
+class _PlainScalars:
+    def __init__(self, doc: Layered):
+        self.doc = doc
+
+    def get(self, path, default=None):
+        source, where, _ = self.doc.origin(path)
+        return source.plain_scalars.get(where, default)
+
+
+def _record(sources: dict, path: tuple, doc: Document, where: tuple) -> None:
+    """Note that ``doc`` at ``where`` wrote ``path``; what it replaced below ``path`` is forgotten.
+
+    ``sources`` also keeps, under the key ``None``, each recorded path's first two keys -> the
+    recorded paths below them, so that forgetting costs one job's or one default's entries, not all.
+    """
+    heads = sources.setdefault(None, {})
+    candidates = heads.get(path[:2], ()) if len(path) >= 2 else [k for k in sources if k is not None]
+    for key in [k for k in candidates if len(k) > len(path) and k[: len(path)] == path]:
+        sources.pop(key, None)
+        heads.get(key[:2], set()).discard(key)
+    sources[path] = (doc, where)
+    heads.setdefault(path[:2], set()).add(path)
+
+
+def _merge_into(base: dict, over: dict, path: tuple, doc: Document, where: tuple, sources: dict) -> None:
+    """Merge ``over`` (from ``doc`` at ``where``) into ``base`` in place, as :func:`generator.spec.merge` does."""
+    for key, value in over.items():
+        mergeable = isinstance(value, dict) and isinstance(base.get(key), dict)
+        if mergeable and key in TYPED_MAPPINGS:
+            mergeable = value.get("type", base[key].get("type")) == base[key].get("type")
+        if mergeable:
+            base[key] = dict(base[key])
+            _merge_into(base[key], value, path + (key,), doc, where + (key,), sources)
+        else:
+            base[key] = _copy(value)
+            _record(sources, path + (key,), doc, where + (key,))
+
+
+def _layer_problems(doc: Document, first: bool) -> list[Problem]:
+    """A file that cannot be merged: not a mapping, ``defaults`` not a mapping, ``jobs`` not a list of
+    mappings with a ``name`` (a later file's jobs merge by name)."""
+    data = doc.data
+    if not isinstance(data, dict):
+        return [doc.problem((), "expected a mapping with `defaults:` and/or `jobs:` to merge")]
+    problems = []
+    if "defaults" in data and not isinstance(data["defaults"], dict):
+        problems.append(doc.problem(("defaults",), "expected a mapping of job settings"))
+    jobs = data.get("jobs", [])
+    if not isinstance(jobs, list):
+        return problems + [doc.problem(("jobs",), "expected a list of jobs")]
+    for i, entry in enumerate(jobs):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            problems.append(doc.problem(("jobs", i), "expected a mapping with a `name` (jobs merge by name)"))
+    return problems if not first or problems else []
+
+
+def _merge_layer(merged: Layered, doc: Document) -> None:
+    data = merged.data
+    for key, value in doc.data.items():
+        if key == "jobs":
+            index = {e["name"]: i for i, e in enumerate(data.setdefault("jobs", []))}
+            for n, entry in enumerate(value):
+                i = index.get(entry["name"])
+                if i is None:
+                    data["jobs"].append(_copy(entry))
+                    _record(merged.sources, ("jobs", len(data["jobs"]) - 1), doc, ("jobs", n))
+                else:
+                    data["jobs"][i] = dict(data["jobs"][i])
+                    _merge_into(data["jobs"][i], entry, ("jobs", i), doc, ("jobs", n), merged.sources)
+        elif key == "defaults" and isinstance(data.get("defaults"), dict):
+            data["defaults"] = dict(data["defaults"])
+            _merge_into(data["defaults"], value, ("defaults",), doc, ("defaults",), merged.sources)
+        else:
+            data[key] = _copy(value)
+            _record(merged.sources, (key,), doc, (key,))
+
+
+def _job_names(data: dict) -> list[str]:
+    return [e["name"] for e in data.get("jobs") or [] if isinstance(e, dict) and isinstance(e.get("name"), str)]
+
+
+def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Problem]:
+    """Apply one ``--set PATH=VALUE`` to ``merged.data``; its problems, or []."""
+    path, eq, text = item.partition("=")
+
+    def fail(message: str) -> list[Problem]:
+        return [Problem(f"--set #{number}", 0, 0, path, message)]
+
+    if not eq:
+        return fail("expected PATH=VALUE, e.g. defaults.num_rounds=3 or jobs.NAME.num_rounds=3")
+    data = merged.data
+    if not isinstance(data, dict) or not isinstance(data.get("jobs", []), list):
+        return []  # the schema reports the file's shape; the override has nowhere to go
+    if path.startswith("defaults."):
+        keys, target = path.split(".")[1:], ("defaults",)
+        node = schema["$defs"]["job_settings"]
+    elif path.startswith("jobs."):
+        names = _job_names(data)
+        rest = path[len("jobs.") :]
+        found = max((n for n in names if rest.startswith(n + ".")), key=len, default=None)
+        if found is None:
+            if "." not in rest:
+                return fail("expected jobs.NAME.KEY")
+            parts = rest.split(".")
+            guesses = [".".join(parts[:k]) for k in range(1, len(parts))]  # a name may hold dots
+            scored = [
+                (difflib.SequenceMatcher(None, g, n).ratio(), g, n)
+                for g in guesses
+                for n in difflib.get_close_matches(g, names, n=1)
+            ]
+            if scored:
+                _, guess, close = max(scored)
+                return fail(f"no job named {guess!r}; did you mean {close!r}?")
+            return fail(f"no job named {parts[0]!r} (jobs: {', '.join(names)})")
+        keys, target = rest[len(found) + 1 :].split("."), ("jobs", names.index(found))
+        node = None
+    else:
+        return fail("PATH must start with defaults. or jobs.NAME. (a job by its name)")
+    if not all(keys):
+        return fail("empty key in PATH")
+    if keys != ["matrix"] and keys[0] != "matrix" and keys != ["name"]:
+        problem = setting_problem(schema, keys, node)
+        if problem:
+            return fail(problem)
+    value_doc = SetValue(number, path, text, merged.root)
+    if text.strip():
+        try:
+            value_doc = load_text(value_doc)
+        except SpecError as e:
+            return [Problem(f"--set #{number}", 0, 0, path, p.message) for p in e.problems]
+        if value_doc.problems:
+            return [value_doc.problem(_path_back(p.path), p.message) for p in value_doc.problems]
+        value = _core_schema(value_doc.data, Document.plain_scalars.fget(value_doc), ())
+    else:
+        value = None
+    if target == ("defaults",):
+        if "defaults" not in data:
+            data["defaults"] = {}
+        elif not isinstance(data["defaults"], dict):
+            return []  # the schema reports the file's `defaults`
+    node_data = data
+    for key in target:
+        node_data = node_data[key]
+    at = target
+    for key in keys[:-1]:
+        inner = node_data.get(key)
+        node_data[key] = dict(inner) if isinstance(inner, dict) else {}
+        node_data, at = node_data[key], at + (key,)
+    node_data[keys[-1]] = _copy(value)
+    _record(merged.sources, at + (keys[-1],), value_doc, ())
+    return []
+
+
+def _core_schema(value, plain: dict, path: tuple):
+    """``value`` with its plain scalars read as YAML 1.2's core schema does where YAML 1.1 (PyYAML)
+    differs: ``yes``/``no``/``on``/``off``/``y``/``n`` are strings, ``1e-3`` is a number."""
+    if isinstance(value, dict):
+        return {k: _core_schema(v, plain, path + (k,)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_core_schema(v, plain, path + (i,)) for i, v in enumerate(value)]
+    text = plain.get(path)
+    if text is None:
+        return value
+    if YAML11_BOOL_WORDS.match(text):
+        return text
+    if NUMBER_LIKE.match(text) and "_" not in text:
+        return float(text)
+    return value
+
+
+def _path_back(formatted: str) -> tuple:
+    """Key path of a problem of a ``--set`` value (``a.b[0]``), for its message."""
+    return tuple(int(i) if i else k for k, i in re.findall(r"([^.\[\]]+)|\[(\d+)\]", formatted))
+
+
+def _merged_problem(merged: Layered, path: tuple, message: str, at_key: bool = False) -> Problem:
+    """A problem at key path ``path`` of the merged data before expansion (``jobs`` indexes as merged)."""
+    doc, where = _located(merged.sources, path)
+    return doc.problem(where, message, at_key)
+
+
+def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
+    """Expand every job with a ``matrix`` in ``merged.data``, in place; the matrices' problems."""
+    data = merged.data
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    if not isinstance(jobs, list):
+        return []
+    cap = data.get("max_jobs", DEFAULT_MAX_JOBS)
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        cap = DEFAULT_MAX_JOBS  # the schema reports the bad max_jobs
+    counts = [combination_count(e["matrix"]) if is_matrix_job(e) else 1 for e in jobs]
+    total = sum(counts)
+    if total > cap:
+        problems = []
+        for i, entry in enumerate(jobs):
+            if is_matrix_job(entry) and counts[i] > 1:
+                sizes = " x ".join(str(len(v)) for k, v in entry["matrix"].items() if isinstance(v, list))
+                whole = "" if counts[i] == total else f"; the file's jobs come to {total:,}"
+                problems.append(
+                    _merged_problem(
+                        merged,
+                        ("jobs", i, "matrix"),
+                        f"expands to up to {counts[i]:,} jobs ({sizes}){whole}, more than max_jobs ({cap:,}): "
+                        "shorten the lists, or raise max_jobs (a top-level key) if you mean it",
+                        at_key=True,
+                    )
+                )
+        return problems
+    out, problems = [], []
+    for i, entry in enumerate(jobs):
+        if not is_matrix_job(entry):
+            out.append(entry)
+            merged.expanded.append((i, None))
+            continue
+        combos, found = expand(entry, schema)
+        for where, message, at_key in found:
+            problems.append(_merged_problem(merged, ("jobs", i) + where, message, at_key=at_key))
+        for combo in combos:
+            out.append(combo.entry)
+            merged.expanded.append((i, combo))
+            merged.combinations[combo.entry["name"]] = (entry.get("name"), combo.values)
+    data["jobs"] = out
+    return problems
+
+
+def _without_matrix(data) -> bool:
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    return not isinstance(jobs, list) or not any(is_matrix_job(e) for e in jobs)
+
+
+def load_all(files: str | Path | list, sets: list[str] | None = None, schema: dict | None = None) -> Document:
+    """Load every ``--jobs`` file, merge them, apply ``--set`` and expand matrices.
+
+    Args:
+        files (str | Path | list): the jobs files, first to last (a later one merges over earlier ones).
+        sets (list[str] | None): ``PATH=VALUE`` overrides, applied in order after the files.
+        schema (dict | None): the jobs JSON Schema (which keys are settings); default: the project's.
+
+    Returns:
+        Document: the first file's document when there is one file, no ``--set`` and no matrix;
+        else a :class:`Layered` document.
+
+    Raises:
+        SpecError: a file cannot be read or parsed (named by its own path); YAML traps in any file
+            (duplicate keys, ``!!python`` tags, ...: reported before anything is merged); a later
+            file that cannot be merged (see :func:`_layer_problems`); a bad ``--set``; a bad matrix.
+    """
+    from .validate import load_schema
+
+    files = [files] if isinstance(files, (str, Path)) else list(files)
+    docs = [load(f) for f in files]
+    sets = list(sets or [])
+    if len(docs) == 1 and not sets and _without_matrix(docs[0].data):
+        return docs[0]
+    problems = [p for d in docs for p in d.problems]
+    if problems:
+        raise SpecError(problems)
+    if len(docs) > 1:
+        problems = [p for i, d in enumerate(docs) for p in _layer_problems(d, i == 0)]
+        if problems:
+            raise SpecError(problems)
+    schema = schema or load_schema()
+    merged = Layered(docs[0])
+    merged.data = _copy(docs[0].data)
+    merged.warnings = [w for d in docs for w in d.warnings]
+    for doc in docs[1:]:
+        _merge_layer(merged, doc)
+    for number, item in enumerate(sets, 1):
+        problems += _apply_set(merged, number, item, schema)
+    if problems:
+        raise SpecError(problems)
+    problems = _expand_all(merged, schema)
+    if problems:
+        raise SpecError(problems)
+    if not merged.expanded and isinstance(merged.data, dict) and isinstance(merged.data.get("jobs"), list):
+        merged.expanded = [(i, None) for i in range(len(merged.data["jobs"]))]
+    return merged

@@ -1,0 +1,398 @@
+"""Matrix sweeps, layered ``--jobs`` files and ``--set`` overrides.
+
+Bad command lines are case folders, ``cases/options/NAME/``: the ``*.yaml`` files of a project
+(``jobs.yaml`` and any later ``--jobs`` file), ``args`` (the options, split like a shell) and
+``expected`` (the exact stderr lines). Each must exit 2 from ``validate``, ``generate`` and ``lint``
+alike, print exactly those lines, and leave an earlier ``build/`` and the project untouched. The
+``jobs.yaml`` mistakes of a matrix are ordinary ``cases/invalid`` files (see ``test_cases.py``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CASES, INITIAL_MODEL, ROOT, run_cli, snapshot
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from generator.errors import SpecError
+from generator.matrix import combinations, expand
+from generator.pipeline import check_only, generate
+from generator.validate import load_schema
+
+OPTION_CASES = sorted(p for p in (CASES / "options").iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("case", OPTION_CASES, ids=lambda p: p.name)
+def test_option_case_is_reported_the_same_by_every_command_and_changes_nothing(case, project, cli):
+    for f in case.glob("*.yaml"):
+        shutil.copy(f, project / f.name)
+    assert cli("generate")[0] == 0  # the first file alone is fine: an earlier, good build/
+    before = snapshot(project)
+    expected = (case / "expected").read_text(encoding="utf-8").splitlines()
+    args = shlex.split((case / "args").read_text(encoding="utf-8"))
+    for command in ("validate", "generate", "lint"):
+        code, out, err = cli(command, *args)
+        assert (code, err) == (2, expected), command
+        assert snapshot(project) == before
+
+
+def test_every_option_case_has_its_args_and_expected_lines():
+    assert len(OPTION_CASES) >= 10
+    assert all((c / "args").is_file() and (c / "expected").read_text().strip() for c in OPTION_CASES)
+
+
+def test_github_actions_include_example_gives_githubs_combinations():
+    # The include example of "Running variations of jobs in a workflow" (docs.github.com), with
+    # the combinations that page lists for it, in that order.
+    matrix = {
+        "fruit": ["apple", "pear"],
+        "animal": ["cat", "dog"],
+        "include": [
+            {"color": "green"},
+            {"color": "pink", "animal": "cat"},
+            {"fruit": "apple", "shape": "circle"},
+            {"fruit": "banana"},
+            {"fruit": "banana", "animal": "cat"},
+        ],
+    }
+    got = [values for values, _ in combinations(matrix, {"fruit": ["apple", "pear"], "animal": ["cat", "dog"]})]
+    assert got == [
+        {"fruit": "apple", "animal": "cat", "color": "pink", "shape": "circle"},
+        {"fruit": "apple", "animal": "dog", "color": "green", "shape": "circle"},
+        {"fruit": "pear", "animal": "cat", "color": "pink"},
+        {"fruit": "pear", "animal": "dog", "color": "green"},
+        {"fruit": "banana"},
+        {"fruit": "banana", "animal": "cat"},
+    ]
+
+
+def test_github_actions_exclude_example_drops_partial_matches_and_include_adds_back():
+    axes = {"os": ["macos", "windows"], "version": [12, 14, 16], "environment": ["staging", "production"]}
+    exclude = [{"os": "macos", "version": 12, "environment": "production"}, {"os": "windows", "version": 16}]
+    matrix = dict(axes, exclude=exclude)
+    got = [v for v, _ in combinations(matrix, axes)]
+    assert len(got) == 12 - 1 - 2
+    assert {"os": "windows", "version": 16, "environment": "staging"} not in got
+    matrix["include"] = [{"os": "windows", "version": 16}]  # matches nothing left: a combination of its own
+    assert [v for v, _ in combinations(matrix, axes)][-1] == {"os": "windows", "version": 16}
+
+
+AXIS_KEYS = ["num_rounds", "num_clients", "min_clients", "task_check_period", "server.task_request_interval"]
+
+
+@st.composite
+def matrices(draw):
+    """A random matrix over numeric settings, with excludes and includes of both kinds, and the
+    number of jobs it must give, counted here the slow way (every product combination tested)."""
+    keys = draw(st.lists(st.sampled_from(AXIS_KEYS), min_size=1, max_size=4, unique=True))
+    axes = {k: draw(st.lists(st.integers(1, 9), min_size=1, max_size=4, unique=True)) for k in keys}
+    product = [dict(zip(keys, vs, strict=True)) for vs in itertools.product(*(axes[k] for k in keys))]
+    exclude = draw(
+        st.lists(
+            st.lists(st.sampled_from(keys), min_size=1, unique=True).flatmap(
+                lambda ks: st.fixed_dictionaries({k: st.sampled_from(axes[k]) for k in ks})
+            ),
+            max_size=3,
+        )
+    )
+    kept = [c for c in product if not any(all(c[k] == v for k, v in e.items()) for e in exclude)]
+    others = [k for k in AXIS_KEYS if k not in keys]
+    # New: a product combination with one value no axis has (10 + its index): it fits no combination.
+    new = []
+    for i, key in enumerate(draw(st.lists(st.sampled_from(keys), max_size=2, unique=True))):
+        new.append(dict(draw(st.sampled_from(product)), **{key: 10 + i}))
+    include = list(new)
+    if others and kept:  # extension: an axis value of a kept combination plus a key no axis has
+        base = draw(st.sampled_from(kept))
+        include.insert(draw(st.integers(0, len(include))), {keys[0]: base[keys[0]], others[0]: 5})
+    matrix = dict(axes)
+    if exclude:
+        matrix["exclude"] = exclude
+    if include:
+        matrix["include"] = include
+    return matrix, len(kept) + len(new)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(matrices(), st.booleans())
+def test_random_matrices_expand_to_product_minus_excludes_plus_includes_with_unique_names(case, placeholders):
+    matrix, expected = case
+    name = "sweep-{" + "}-{".join(k for k in matrix if k not in ("include", "exclude")) + "}" if placeholders else "s"
+    entry = {"name": name, "script": "train_full.py", "matrix": matrix}
+    combos, problems = expand(entry, load_schema())
+    assert problems == []
+    assert len(combos) == expected
+    names = [c.entry["name"] for c in combos]
+    assert len(set(names)) == len(names)
+    assert names == [c.entry["name"] for c in expand(entry, load_schema())[0]]  # same file, same names
+    for combo in combos:
+        for key, value in combo.values.items():
+            node = combo.entry
+            for part in key.split("."):
+                node = node[part]
+            assert node == value
+        assert "matrix" not in combo.entry
+
+
+def _files(project: Path, **texts: str) -> None:
+    for name, text in texts.items():
+        (project / name).write_text(text, encoding="utf-8")
+
+
+def test_a_matrix_renders_exactly_the_jobs_written_out_by_hand(project):
+    _files(
+        project,
+        **{
+            "sweep.yaml": """
+defaults: {num_clients: 2}
+jobs:
+  - name: np-{params_transfer_type}-r{num_rounds}
+    script: train_full.py
+    matrix:
+      params_transfer_type: [FULL, DIFF]
+      num_rounds: [1, 2]
+      server.task_request_interval: [0.1]
+      exclude: [{params_transfer_type: DIFF, num_rounds: 2}]
+      include:
+        - {params_transfer_type: DIFF, script: train_diff.py}
+        - {params_transfer_type: FULL, num_rounds: 7, launch_external_process: true}
+""",
+            "hand.yaml": """
+defaults: {num_clients: 2}
+jobs:
+  - {name: np-FULL-r1, script: train_full.py, params_transfer_type: FULL, num_rounds: 1,
+     server: {task_request_interval: 0.1}}
+  - {name: np-FULL-r2, script: train_full.py, params_transfer_type: FULL, num_rounds: 2,
+     server: {task_request_interval: 0.1}}
+  - {name: np-DIFF-r1, script: train_diff.py, params_transfer_type: DIFF, num_rounds: 1,
+     server: {task_request_interval: 0.1}}
+  - {name: np-FULL-r7, script: train_full.py, params_transfer_type: FULL, num_rounds: 7, launch_external_process: true}
+""",
+        },
+    )
+    swept = generate(project / "sweep.yaml", project / "a")
+    hand = generate(project / "hand.yaml", project / "b")
+    assert [j.name for j in swept.jobs] == [j.name for j in hand.jobs]
+    files = {k: v for k, v in snapshot(project / "a").items() if k != ".jobgen.json"}
+    assert files == {k: v for k, v in snapshot(project / "b").items() if k != ".jobgen.json"}
+    manifest = json.loads((project / "a/.jobgen.json").read_text())["jobs"]
+    assert manifest["np-DIFF-r1"]["matrix"] == {
+        "job": "np-{params_transfer_type}-r{num_rounds}",
+        "values": {
+            "params_transfer_type": "DIFF",
+            "num_rounds": 1,
+            "server.task_request_interval": 0.1,
+            "script": "train_diff.py",
+        },
+    }
+    assert "matrix" not in json.loads((project / "b/.jobgen.json").read_text())["jobs"]["np-FULL-r1"]
+
+
+def test_names_without_placeholders_get_the_values_as_a_suffix(project):
+    _files(
+        project,
+        **{
+            "jobs.yaml": """
+jobs:
+  - name: s
+    script: train_full.py
+    matrix:
+      num_rounds: [3, 1]
+      receiver.type: [mlflow]
+      include: [{num_rounds: 9, params_transfer_type: DIFF}]
+"""
+        },
+    )
+    assert [j.name for j in check_only(project / "jobs.yaml").jobs] == ["s-3-mlflow", "s-1-mlflow", "s-9-DIFF"]
+
+
+LAYERS = {
+    "jobs.yaml": """
+defaults:
+  num_rounds: 5
+  server: {task_request_interval: 0.5}
+  receiver: {type: mlflow, experiment_name: base}
+jobs:
+  - {name: a, script: train_full.py}
+  - {name: b, script: train_metrics.py, num_clients: 3}
+""",
+    "lab.yaml": """
+defaults:
+  num_clients: 4
+  server: {task_request_interval: 0.1}
+  receiver: {run_name: lab}
+jobs:
+  - {name: b, min_clients: 2}
+  - {name: c, script: train_diff.py, params_transfer_type: DIFF}
+""",
+}
+
+
+def test_later_files_merge_defaults_key_by_key_and_jobs_by_name(project):
+    _files(project, **LAYERS)
+    jobs = {j.name: j.settings for j in check_only([project / "jobs.yaml", project / "lab.yaml"]).jobs}
+    assert list(jobs) == ["a", "b", "c"]  # same name merged in place, a new name appended
+    assert jobs["a"]["num_clients"] == 4 and jobs["a"]["num_rounds"] == 5
+    assert jobs["a"]["server"] == {"task_request_interval": 0.1}
+    assert jobs["a"]["receiver"]["experiment_name"] == "base" and jobs["a"]["receiver"]["run_name"] == "lab"
+    assert (jobs["b"]["num_clients"], jobs["b"]["min_clients"], jobs["b"]["script"]) == (3, 2, "train_metrics.py")
+    assert jobs["c"]["params_transfer_type"] == "DIFF"
+
+
+def test_set_wins_over_every_file_and_reads_yaml_1_2_core_values(project):
+    _files(project, **LAYERS)
+    sets = [
+        "defaults.num_clients=2",
+        "jobs.b.num_clients=1",
+        "defaults.receiver.experiment_name=no",  # YAML 1.2: a string, not false
+        "defaults.task_check_period=1e-1",  # YAML 1.2: a number, not text
+        "jobs.c.server={task_request_interval: 0.2}",
+        "jobs.b.min_clients=1",
+    ]
+    jobs = {j.name: j.settings for j in check_only([project / "jobs.yaml", project / "lab.yaml"], sets).jobs}
+    assert jobs["a"]["num_clients"] == 2 and jobs["b"]["num_clients"] == 1
+    assert jobs["a"]["receiver"]["experiment_name"] == "no"
+    assert jobs["c"]["task_check_period"] == 0.1
+    assert jobs["c"]["server"] == {"task_request_interval": 0.2}
+
+
+def test_set_reaches_a_matrix_and_a_later_file_may_replace_one_axis(project):
+    _files(
+        project,
+        **{
+            "jobs.yaml": "jobs:\n  - name: s-{num_rounds}-{num_clients}\n    script: train_full.py\n"
+            "    matrix: {num_rounds: [1, 2], num_clients: [1, 2]}\n",
+            "lab.yaml": "jobs:\n  - name: s-{num_rounds}-{num_clients}\n    matrix: {num_clients: [3]}\n",
+        },
+    )
+    names = [j.name for j in check_only([project / "jobs.yaml", project / "lab.yaml"]).jobs]
+    assert names == ["s-1-3", "s-2-3"]
+    sets = ["jobs.s-{num_rounds}-{num_clients}.matrix.num_rounds=[4]"]
+    assert [j.name for j in check_only([project / "jobs.yaml", project / "lab.yaml"], sets).jobs] == ["s-4-3"]
+
+
+def test_a_problem_in_a_later_file_is_located_in_that_file(project):
+    _files(project, **LAYERS)
+    (project / "lab.yaml").write_text("jobs:\n  - name: a\n    num_rounds: 0\n", encoding="utf-8")
+    with pytest.raises(SpecError) as e:
+        check_only([project / "jobs.yaml", project / "lab.yaml"])
+    assert [str(p) for p in e.value.problems] == [
+        f"{project / 'lab.yaml'}:3:17: jobs[0].num_rounds: 0 is less than the minimum of 1"
+    ]
+
+
+def test_one_plain_file_is_read_as_before(project):
+    from generator.load import load
+    from generator.overrides import load_all
+
+    doc = load_all(project / "jobs.yaml")
+    assert type(doc) is type(load(project / "jobs.yaml"))
+
+
+def test_make_generate_passes_each_file_of_jobs_and_each_set():
+    result = subprocess.run(
+        [
+            "make",
+            "-n",
+            "--no-print-directory",
+            "generate",
+            "JOBS=a.yaml lab.yaml",
+            "SET=defaults.num_rounds=2 jobs.a.x=1",
+        ],  # noqa: E501
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "-m generator generate --jobs a.yaml --jobs lab.yaml --out build/jobs "
+        "--set defaults.num_rounds=2 --set jobs.a.x=1" in result.stdout
+    )
+
+
+@pytest.mark.simulator
+def test_a_simulated_2x2_sweep_ends_each_combination_with_its_own_model(project):
+    _files(
+        project,
+        **{
+            "jobs.yaml": """
+defaults:
+  num_clients: 2
+  min_clients: 2
+  task_check_period: 0.05
+  server: {task_request_interval: 0.1}
+jobs:
+  - name: sweep-{script}-r{num_rounds}
+    matrix:
+      script: [train_full.py, train_diff.py]
+      num_rounds: [1, 2]
+      include:
+        - {script: train_diff.py, params_transfer_type: DIFF}
+"""
+        },
+    )
+    assert run_cli(project, "generate").returncode == 0
+    result = run_cli(project, "simulate", timeout=1200)
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    expected = {
+        "sweep-train_full.py-r1": 1,
+        "sweep-train_full.py-r2": 2,
+        "sweep-train_diff.py-r1": 1,
+        "sweep-train_diff.py-r2": 2,
+    }
+    assert sorted(results) == sorted(expected)
+    for name, rounds in expected.items():  # each client adds 1 per round; FedAvg averages
+        model = np.load(project / "build/workspaces" / name / "server/simulate_job/models/server.npy")
+        np.testing.assert_array_equal(model, np.array(INITIAL_MODEL, dtype=np.float32) + rounds)
+        assert results[name]["ok"]
+
+
+def test_the_schema_describes_the_new_keys_with_default_and_examples():
+    schema = load_schema()
+    for prop in (
+        schema["properties"]["max_jobs"],
+        schema["$defs"]["job"]["properties"]["matrix"],
+        schema["$defs"]["job"]["properties"]["matrix"]["properties"]["include"],
+        schema["$defs"]["job"]["properties"]["matrix"]["properties"]["exclude"],
+    ):
+        assert prop["description"] and "default" in prop and prop["examples"]
+
+
+def test_a_problem_in_a_mapping_a_later_file_replaced_is_located_in_that_file(project):
+    _files(
+        project,
+        **{
+            "jobs.yaml": "defaults:\n  receiver: {type: mlflow, experiment_name: base}\n"
+            "jobs:\n  - {name: a, script: train_metrics.py}\n",
+            "lab.yaml": "defaults:\n  receiver: {run_name: lab}\n",  # merged into the mlflow receiver
+            "lab2.yaml": "defaults:\n  receiver:\n    type: wandb\n    run_name: 5\n",  # replaces it
+        },
+    )
+    with pytest.raises(SpecError) as e:
+        check_only([project / "jobs.yaml", project / "lab.yaml", project / "lab2.yaml"])
+    assert [str(p) for p in e.value.problems] == [
+        f"{project / 'lab2.yaml'}:4:15: defaults.receiver.run_name: expected a string, got 5"
+        ' (YAML reads a bare 5 as a number: write "5" in quotes)'
+    ]
+
+
+def test_a_matrix_job_without_a_string_name_is_reported_once(project):
+    _files(
+        project, **{"jobs.yaml": "jobs:\n  - name: 5\n    script: train_full.py\n    matrix: {num_rounds: [1, 2]}\n"}
+    )
+    with pytest.raises(SpecError) as e:
+        check_only(project / "jobs.yaml")
+    assert [str(p) for p in e.value.problems] == [
+        f"{project / 'jobs.yaml'}:2:11: jobs[0].name: expected a string, got 5"
+        ' (YAML reads a bare 5 as a number: write "5" in quotes)'
+    ]
