@@ -169,7 +169,7 @@ def test_a_bad_timeout_option_is_a_usage_error(project, value):
 
 def test_no_job_name_can_be_another_jobs_file_or_ours(tmp_path):
     schema = json.loads((ROOT / "schema/jobs.schema.json").read_text())
-    pattern = re.compile(schema["$defs"]["job"]["properties"]["name"]["pattern"])
+    pattern = re.compile(schema["$defs"]["job"]["else"]["properties"]["name"]["pattern"])
     assert not pattern.match(WORKSPACE_MARKER) and not pattern.match(LOGS_DIR)
     root = tmp_path / "ws"
     names = ["a", "a.log", "a.log.log", "logs", "jobgen-workspaces"]
