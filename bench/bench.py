@@ -28,9 +28,11 @@ load average is printed at the start and the end of each part.
     same machine; the final models (``server.npy``) are compared bit for bit.
 (c) The full in-process run simulated with NVFlare's defaults, then with each speed setting of
     the shipped jobs.yaml added: what each one saves.
+(d) The shipped jobs simulated by ``simulate --parallel 1`` and at the default parallelism, side
+    by side: wall time and whether every metric point was stored (``bench/bench_parallel.py``).
 
 Usage: ``python bench/bench.py [--counts 1,100,1000,10000] [--repeat 3] [--skip-generate]
-[--skip-runs] [--skip-settings] [--out build/bench]``.
+[--skip-runs] [--skip-settings] [--skip-parallel] [--out build/bench]``.
 """
 
 from __future__ import annotations
@@ -250,7 +252,7 @@ def bench_runs(work: Path) -> list[dict]:
     manifest = read_manifest(project / "out")["jobs"]
     rows = []
     for name, (script, sub) in EXAMPLE_RUNS.items():
-        ours = simulate_job(project / "out", project / "ws-ours", name, manifest[name], progress=lambda line: None)
+        ours = simulate_job(project / "out", project / "ws-ours", name, manifest[name])
         ref_ws = project / "ws-fedjob" / name
         shutil.rmtree(ref_ws, ignore_errors=True)
         cmd = [sys.executable, str(ROOT / "bench" / "example_fedjob.py"), "--script", script, "--workdir", str(ref_ws)]
@@ -263,7 +265,7 @@ def bench_runs(work: Path) -> list[dict]:
             "ours_s": ours_s,
             "ours_simulator_s": ours.wall_seconds,
             "ours_ok": ours.ok,
-            "ours_problems": ours.problems,
+            "ours_problems": [p.message for p in ours.problems],
             "fedjob_s": ref["wall_s"],
             "ratio": ours_s / ref["wall_s"],
             "models_identical": bool(np.array_equal(ours_model, ref_model) and ours_model.dtype == ref_model.dtype),
@@ -306,9 +308,7 @@ def bench_settings(work: Path) -> list[dict]:
     manifest = read_manifest(project / "out")["jobs"]
     rows = []
     for i, label in enumerate(SETTINGS_STEPS):
-        result = simulate_job(
-            project / "out", project / "ws", f"step-{i}", manifest[f"step-{i}"], progress=lambda line: None
-        )
+        result = simulate_job(project / "out", project / "ws", f"step-{i}", manifest[f"step-{i}"])
         rows.append({"setting": label, "simulator_s": result.wall_seconds, "ok": result.ok})
         print(f"  {label}: {result.wall_seconds:.1f} s  [{load_text()}]", flush=True)
     return rows
@@ -380,6 +380,23 @@ def targets(gen_rows: list[dict], run_rows: list[dict]) -> list[list[str]]:
     return out
 
 
+def bench_parallel_part(work: Path) -> dict:
+    """Part (d): the shipped jobs at ``--parallel 1`` and at the default, one after the other."""
+    from bench_parallel import TARGET_PARALLEL_RATIO, bench_parallel, summary, summary_table
+
+    from generator.cli import DEFAULT_PARALLEL
+
+    print(f"(d) the shipped jobs, simulate --parallel 1 vs the default {DEFAULT_PARALLEL}  [{load_text()}]", flush=True)
+    rows = bench_parallel(work, [1, DEFAULT_PARALLEL], 1, log=lambda line: print(line, flush=True))
+    print()
+    print(summary_table(rows))
+    print()
+    by_level = {s["parallel"]: s for s in summary(rows)}
+    ratio = by_level[DEFAULT_PARALLEL]["median_wall_s"] / by_level[1]["median_wall_s"]
+    stored = all(r["all_points_stored"] for r in rows)
+    return {"runs": rows, "ratio": ratio, "target_ratio": TARGET_PARALLEL_RATIO, "all_points_stored": stored}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--counts", default="1,100,1000,10000", help="job counts for part (a) (default: %(default)s)")
@@ -387,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-generate", action="store_true", help="skip part (a)")
     parser.add_argument("--skip-runs", action="store_true", help="skip part (b)")
     parser.add_argument("--skip-settings", action="store_true", help="skip part (c)")
+    parser.add_argument("--skip-parallel", action="store_true", help="skip part (d)")
     parser.add_argument("--out", default=str(ROOT / "build" / "bench"), help="work folder (default: %(default)s)")
     args = parser.parse_args(argv)
     work = Path(args.out)
@@ -481,7 +499,28 @@ def main(argv: list[str] | None = None) -> int:
         results["settings"] = bench_settings(work)
         print()
 
+    if not args.skip_parallel:
+        results["parallel"] = bench_parallel_part(work)
+
     table = targets(gen_rows, run_rows)
+    if "parallel" in results:
+        par = results["parallel"]
+        table.append(
+            [
+                "shipped jobs: default --parallel / --parallel 1 wall time",
+                f"{par['ratio']:.2f}",
+                f"<= {par['target_ratio']:g}",
+                "PASS" if par["ratio"] <= par["target_ratio"] else "FAIL",
+            ]
+        )
+        table.append(
+            [
+                "shipped jobs: every metric point stored, both",
+                str(par["all_points_stored"]),
+                "True",
+                "PASS" if par["all_points_stored"] else "FAIL",
+            ]
+        )
     results["targets"] = [dict(zip(table[0], row, strict=True)) for row in table[1:]]
     print(_table(table))
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -10,7 +10,7 @@ stored: ``simulate`` itself fails a job whose receiver's store lacks a point
 its store holds points from every site". The load average before and after each run is
 recorded: other work on the machine slows the runs and makes losses likelier.
 
-Usage: ``python bench/parallel.py [--levels 1,2,3] [--repeat 5] [--out build/bench]``; ``make
+Usage: ``python bench/bench_parallel.py [--levels 1,2,3] [--repeat 5] [--out build/bench]``; ``make
 bench`` runs ``--levels 1,<default>`` once.
 """
 
