@@ -1,22 +1,21 @@
 """Simulate stage: run generated job folders with ``nvflare simulator`` and judge the outcome.
 
-Takes the output folder of ``generate`` (its manifest says each job's clients, rounds and
-receiver); runs ``nvflare simulator -w <workspace>/<job> -n N -t N <out>/<job>`` per job (console log
+Takes the output folder of ``generate`` (its manifest says each job's clients, rounds and receiver);
+runs ``nvflare simulator -w <workspace>/<job> -n N -t N <out>/<job>`` per job (console log
 ``<workspace>/_logs/<job>.log``), up to ``parallel`` jobs at once, tells its caller of each job's
 start, each round and each job's end (:class:`SimulateEvents`; the CLI's
 :class:`generator.reporter.Reporter` prints them: this module prints nothing), and decides success
 from NVFlare's own records, never from console text (a client script can print anything): the FedAvg
-controller's records in the server's
-``log.json`` must show every round started, the model saved after the last one and the workflow
-finished (:mod:`generator.judge`); the simulator must exit 0; NVFlare's loggers must have logged
-no error at any site; the server's model file must be saved during this run; and a job with a
-receiver must have stored metrics from every site (and exactly the counts of
-``expect.metric_points_per_site``), read back from the receiver's own store
-(:mod:`generator.metrics`). A failed job's reason starts with the exception that ended each
-client's script. A job that streams to an MLflow tracking server is not started when the
-server does not answer (:func:`generator.metrics.probe_mlflow_server`). Each metrics job also gets
-a plot of what was stored, ``<reports>/<job>.png`` (:mod:`generator.plot`); the results file and
-the plots never overwrite a file the generator did not write (:mod:`generator.outputs`).
+controller's records in the server's ``log.json`` must show every round started, the model saved
+after the last one and the workflow finished (:mod:`generator.judge`); the simulator must exit 0;
+NVFlare's loggers must have logged no error at any site; the server's model file must be saved
+during this run; and a job with a receiver must have stored metrics from every site (and exactly the
+counts of ``expect.metric_points_per_site``), read back from the receiver's own store
+(:mod:`generator.metrics`). A failed job's reason starts with the exception that ended each client's
+script. A job that streams to an MLflow tracking server is not started when the server does not
+answer (:func:`generator.metrics.probe_mlflow_server`). Each metrics job also gets a plot of what
+was stored, ``<reports>/<job>.png`` (:mod:`generator.plot`); the results file and the plots never
+overwrite a file the generator did not write (:mod:`generator.outputs`).
 
 Every run goes through :mod:`generator.runner`: a per-job timeout (``TIMEOUT``) and SIGINT, SIGTERM
 or SIGHUP (``INTERRUPTED``) stop the simulator and every process it started. Paths NVFlare's
@@ -377,7 +376,7 @@ def simulate_job(
         events.leftovers_stopped(name, outcome.stopped)
     judge_run(result, ws, tracker, outcome.returncode, started_epoch)
     if result.receiver:
-        _check_metrics(result, info, ws, since_ms=int(started_epoch * 1000) - 1000, reports=reports)
+        judge_metrics(result, info, ws, since_ms=int(started_epoch * 1000) - 1000, reports=reports)
     if result.problems:
         result.problems[:0] = [job_problem(name, m) for m in client_exceptions(ws, log)]
     result.ok = not result.problems
@@ -484,8 +483,19 @@ def judge_run(result: JobResult, ws: Path, tracker: RoundTracker, code: int | No
     result.problems += [job_problem(result.name, m) for m in messages]
 
 
-def _check_metrics(result: JobResult, info: dict, ws: Path, since_ms: int, reports: Path | None) -> None:
-    """Read the receiver's store, compare with the expectations, plot what arrived."""
+def judge_metrics(result: JobResult, info: dict, ws: Path, since_ms: int, reports: Path | None) -> None:
+    """Read the receiver's store, compare it with the job's expectations, plot what arrived.
+
+    With :func:`judge_run`, the judging of one run that any runner of a job folder can reuse.
+
+    Args:
+        result (JobResult): the job's result (``receiver`` set); ``store``, ``metric_points``,
+            ``report`` and ``problems`` are filled in.
+        info (dict): the job's manifest entry (``num_clients``, ``expect``, the receiver's store).
+        ws (Path): the job's simulator workspace (the store is found under ``ws/server``).
+        since_ms (int): only points logged at or after this time (ms since the epoch) count.
+        reports (Path | None): where to write ``<job>.png`` (None: no plot).
+    """
     result.store = store_location(info, ws / "server")
     try:
         series = read_store(result.receiver, result.store, since_ms=since_ms)
