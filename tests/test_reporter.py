@@ -145,3 +145,23 @@ def test_parallel_starts_no_job_after_a_stop_signal(monkeypatch):
     timer.join()
     assert state["started"] == ["a", "b"]
     assert [r.name for r in results] == ["a", "b"]
+
+
+def test_only_the_reporter_writes_to_stdout_or_stderr():
+    """No other module of the package calls ``print`` or names ``sys.stdout`` / ``sys.stderr``."""
+    import ast
+    from pathlib import Path
+
+    import generator
+
+    found = []
+    for path in sorted(Path(generator.__file__).parent.glob("*.py")):
+        if path.name == "reporter.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                found.append(f"{path.name}:{node.lineno}: print")
+            if isinstance(node, ast.Attribute) and node.attr in ("stdout", "stderr"):
+                if isinstance(node.value, ast.Name) and node.value.id == "sys":
+                    found.append(f"{path.name}:{node.lineno}: sys.{node.attr}")
+    assert found == []
