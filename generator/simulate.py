@@ -497,24 +497,27 @@ def judge_metrics(result: JobResult, info: dict, ws: Path, since_ms: int, report
         reports (Path | None): where to write ``<job>.png`` (None: no plot).
     """
     result.store = store_location(info, ws / "server")
-    try:
-        series = read_store(result.receiver, result.store, since_ms=since_ms)
-    except SimulationError as e:
-        result.problems += [job_problem(result.name, p.message) for p in e.problems]
-        return
-    result.metric_points = count_points(series)
-    result.problems += [job_problem(result.name, m) for m in _metric_problems(info, result.metric_points)]
-    if reports and any(any(keys.values()) for keys in series.values()):
-        from .plot import plot_metrics
+    with _READERS_LOCK:
+        try:
+            series = read_store(result.receiver, result.store, since_ms=since_ms)
+        except SimulationError as e:
+            result.problems += [job_problem(result.name, p.message) for p in e.problems]
+            return
+        result.metric_points = count_points(series)
+        result.problems += [job_problem(result.name, m) for m in _metric_problems(info, result.metric_points)]
+        if reports and any(any(keys.values()) for keys in series.values()):
+            from .plot import plot_metrics
 
-        path = Path(reports) / f"{result.name}.png"
-        plot_metrics(result.name, series, path)
-        with _REPORTS_LOCK:  # parallel jobs add to one reports manifest
+            path = Path(reports) / f"{result.name}.png"
+            plot_metrics(result.name, series, path)
             record_report(Path(reports), path)
-        result.report = str(path)
+            result.report = str(path)
 
 
-_REPORTS_LOCK = threading.Lock()
+#: Held while a job's store is read back and plotted: two threads of ``simulate --parallel`` that
+#: import MLflow (or matplotlib) at once fail ("partially initialized module 'mlflow.tracking'",
+#: seen here), and every plot is recorded in one reports manifest.
+_READERS_LOCK = threading.Lock()
 
 
 def simulate_all(
