@@ -11,7 +11,7 @@ its store holds points from every site". The load average before and after each 
 recorded: other work on the machine slows the runs and makes losses likelier.
 
 Usage: ``python bench/bench_parallel.py [--levels 1,2,3] [--repeat 5] [--out build/bench]``; ``make
-bench`` runs ``--levels 1,<default>`` once.
+bench`` runs levels 1, the default and 2 once each.
 """
 
 from __future__ import annotations
