@@ -12,6 +12,7 @@ OUT    ?= build/jobs
 WS     ?= build/workspaces
 JOB    ?=
 PORT   ?=
+PARALLEL ?=
 VIEW_ARGS = $(if $(JOB),--job $(JOB)) $(if $(PORT),--port $(PORT))
 
 # NVFlare 2.7 gets its own environment (the equivalence harness checks the 2.7 templates against
@@ -58,9 +59,9 @@ generate: setup
 check: setup
 	$(BIN)/python -m generator generate --check $(FILES_ARGS) --out $(OUT) $(SET_ARGS)
 
-## simulate: run every generated job with nvflare simulator and check the results
+## simulate: run every generated job with nvflare simulator and check the results (PARALLEL=n jobs at once)
 simulate: setup
-	$(BIN)/python -m generator simulate --out $(OUT) --workspace $(WS)
+	$(BIN)/python -m generator simulate --out $(OUT) --workspace $(WS) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 ## mlflow-ui: MLflow UI on a simulated job's SQLite store at http://127.0.0.1:5000 (JOB=name, PORT=n)
 mlflow-ui: setup
@@ -97,7 +98,7 @@ test-fast: setup
 test27: setup27
 	PYTHONPATH=$(CURDIR) $(VENV27)/bin/python -m pytest tests/test_equivalence.py
 
-## bench: generate 1..10,000 jobs vs FedJob export vs cp -r, and the example's runs vs FedJob (not a test)
+## bench: generate 1..10,000 jobs vs FedJob export vs cp -r, the example's runs vs FedJob, --parallel 1 vs the default (not a test)
 bench: setup
 	$(BIN)/python bench/bench.py
 

@@ -28,14 +28,15 @@ load average is printed at the start and the end of each part.
     same machine; the final models (``server.npy``) are compared bit for bit.
 (c) The full in-process run simulated with NVFlare's defaults, then with each speed setting of
     the shipped jobs.yaml added: what each one saves.
-
 (d) A matrix sweep: 10,000 jobs from one ``matrix:`` (10 x 10 x 50 x 2 values) generated, and the
     same 10,000 jobs written out by hand (one flow mapping each), in turns, best of ``--repeat``:
     wall and CPU time and peak RSS of each ``generate`` process; the two output trees must be
     identical file for file (the manifest aside, which records each combination).
+(e) The shipped jobs simulated by ``simulate --parallel 1``, at the default parallelism and at 2,
+    side by side: wall time and whether every metric point was stored (``bench/bench_parallel.py``).
 
 Usage: ``python bench/bench.py [--counts 1,100,1000,10000] [--repeat 3] [--skip-generate]
-[--skip-runs] [--skip-settings] [--skip-matrix] [--out build/bench]``.
+[--skip-runs] [--skip-settings] [--skip-matrix] [--skip-parallel] [--out build/bench]``.
 """
 
 from __future__ import annotations
@@ -343,7 +344,7 @@ def bench_runs(work: Path) -> list[dict]:
     manifest = read_manifest(project / "out")["jobs"]
     rows = []
     for name, (script, sub) in EXAMPLE_RUNS.items():
-        ours = simulate_job(project / "out", project / "ws-ours", name, manifest[name], progress=lambda line: None)
+        ours = simulate_job(project / "out", project / "ws-ours", name, manifest[name])
         ref_ws = project / "ws-fedjob" / name
         shutil.rmtree(ref_ws, ignore_errors=True)
         cmd = [sys.executable, str(ROOT / "bench" / "example_fedjob.py"), "--script", script, "--workdir", str(ref_ws)]
@@ -356,7 +357,7 @@ def bench_runs(work: Path) -> list[dict]:
             "ours_s": ours_s,
             "ours_simulator_s": ours.wall_seconds,
             "ours_ok": ours.ok,
-            "ours_problems": ours.problems,
+            "ours_problems": [p.message for p in ours.problems],
             "fedjob_s": ref["wall_s"],
             "ratio": ours_s / ref["wall_s"],
             "models_identical": bool(np.array_equal(ours_model, ref_model) and ours_model.dtype == ref_model.dtype),
@@ -399,9 +400,7 @@ def bench_settings(work: Path) -> list[dict]:
     manifest = read_manifest(project / "out")["jobs"]
     rows = []
     for i, label in enumerate(SETTINGS_STEPS):
-        result = simulate_job(
-            project / "out", project / "ws", f"step-{i}", manifest[f"step-{i}"], progress=lambda line: None
-        )
+        result = simulate_job(project / "out", project / "ws", f"step-{i}", manifest[f"step-{i}"])
         rows.append({"setting": label, "simulator_s": result.wall_seconds, "ok": result.ok})
         print(f"  {label}: {result.wall_seconds:.1f} s  [{load_text()}]", flush=True)
     return rows
@@ -412,13 +411,16 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
-def targets(gen_rows: list[dict], run_rows: list[dict], matrix_row: dict | None = None) -> list[list[str]]:
+def targets(
+    gen_rows: list[dict], run_rows: list[dict], matrix_row: dict | None = None, parallel: dict | None = None
+) -> list[list[str]]:
     """The target table: what, measured, goal, PASS/FAIL (a header row, then one row per target measured)."""
     return [
         ["target", "measured", "goal", "result"],
         *_generate_targets(gen_rows),
         *_run_targets(run_rows),
         *_matrix_targets(matrix_row),
+        *_parallel_targets(parallel),
     ]
 
 
@@ -477,6 +479,24 @@ def _generate_targets(gen_rows: list[dict]) -> list[list[str]]:
     return out
 
 
+def bench_parallel_part(work: Path) -> dict:
+    """Part (e): the shipped jobs at ``--parallel 1``, at the default and at 2, one after the other."""
+    from bench_parallel import TARGET_PARALLEL_RATIO, bench_parallel, summary, summary_table
+
+    from generator.cli import DEFAULT_PARALLEL
+
+    print(f"(e) the shipped jobs, simulate --parallel 1 vs the default {DEFAULT_PARALLEL}  [{load_text()}]", flush=True)
+    levels = list(dict.fromkeys([1, DEFAULT_PARALLEL, 2]))
+    rows = bench_parallel(work, levels, 1, log=lambda line: print(line, flush=True))
+    print()
+    print(summary_table(rows))
+    print()
+    by_level = {s["parallel"]: s for s in summary(rows)}
+    ratio = by_level[DEFAULT_PARALLEL]["median_wall_s"] / by_level[1]["median_wall_s"]
+    stored = all(r["all_points_stored"] for r in rows if r["parallel"] in (1, DEFAULT_PARALLEL))
+    return {"runs": rows, "ratio": ratio, "target_ratio": TARGET_PARALLEL_RATIO, "all_points_stored": stored}
+
+
 def _matrix_targets(r: dict | None) -> list[list[str]]:
     """Part (d)'s targets: 10,000 jobs from one matrix against the same written by hand."""
     if not r:
@@ -493,6 +513,26 @@ def _matrix_targets(r: dict | None) -> list[list[str]]:
             f"{r['matrix_rss_mb']:.1f} MB (by hand {r['hand_rss_mb']:.1f} MB)",
             f"<= {TARGET_RSS_MB:g} MB",
             r["matrix_rss_mb"] <= TARGET_RSS_MB,
+        ),
+    ]
+
+
+def _parallel_targets(par: dict | None) -> list[list[str]]:
+    """Part (e)'s targets: the default ``--parallel`` against ``--parallel 1``, every metric point stored."""
+    if not par:
+        return []
+    return [
+        _target(
+            "shipped jobs: default --parallel / --parallel 1 wall time",
+            f"{par['ratio']:.2f}",
+            f"<= {par['target_ratio']:g}",
+            par["ratio"] <= par["target_ratio"],
+        ),
+        _target(
+            "shipped jobs: every metric point stored, both",
+            str(par["all_points_stored"]),
+            "True",
+            par["all_points_stored"],
         ),
     ]
 
@@ -528,6 +568,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-runs", action="store_true", help="skip part (b)")
     parser.add_argument("--skip-settings", action="store_true", help="skip part (c)")
     parser.add_argument("--skip-matrix", action="store_true", help="skip part (d)")
+    parser.add_argument("--skip-parallel", action="store_true", help="skip part (e)")
     parser.add_argument("--out", default=str(ROOT / "build" / "bench"), help="work folder (default: %(default)s)")
     return parser
 
@@ -654,8 +695,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{matrix_row['identical_output']}  [{load_text()}]\n",
             flush=True,
         )
+    if not args.skip_parallel:
+        results["parallel"] = bench_parallel_part(work)
 
-    table = targets(gen_rows, run_rows, matrix_row)
+    table = targets(gen_rows, run_rows, matrix_row, results.get("parallel"))
     results["targets"] = [dict(zip(table[0], row, strict=True)) for row in table[1:]]
     print(_table(table))
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

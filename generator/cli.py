@@ -1,7 +1,9 @@
 """Command line: ``python -m generator {validate,generate,simulate,lint,view}``.
 
-Parses options, calls one pipeline function, prints its result, returns the exit code. It is the
-only place errors are printed: one line per problem, ``FILE:LINE:COL: KEY.PATH: message``, to
+Parses options, calls one pipeline function, prints its result through the one
+:class:`generator.reporter.Reporter` it owns, returns the exit code. Nothing else prints: stages
+return results (``simulate`` tells the reporter of its progress as it runs). Problems print one
+line each, ``FILE:LINE:COL: KEY.PATH: message``, to
 stderr, no traceback. Exit codes: 0 ok, 1 a simulated job failed or ``--check`` found
 differences, 2 bad input (``jobs.yaml``, options, output folder), 128 + N when ``simulate`` was
 stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
@@ -11,13 +13,17 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
 from .errors import JobgenError
+from .reporter import Reporter
 
 DEFAULT_JOBS = "jobs.yaml"
 DEFAULT_OUT = "build/jobs"
 DEFAULT_WORKSPACE = "build/workspaces"
+#: ``simulate --parallel``'s default: see the README's "Speed" section for the measurements.
+DEFAULT_PARALLEL = 1
+#: The reporter every command prints through.
+REPORTER = Reporter()
 
 
 def _seconds(text: str) -> float:
@@ -62,6 +68,17 @@ def _files(args) -> list[str]:
     return args.jobs or [DEFAULT_JOBS]
 
 
+def _count(text: str) -> int:
+    """A whole number >= 1 (argparse type: a bad value is a usage error, exit code 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m generator", description="Generate NVFlare job folders from jobs.yaml.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -94,6 +111,14 @@ def _parser() -> argparse.ArgumentParser:
         help="stop a job's run after this long and report it TIMEOUT (default: the job's `timeout`, "
         "else derived from its rounds and clients)",
     )
+    s.add_argument(
+        "--parallel",
+        type=_count,
+        metavar="N",
+        default=DEFAULT_PARALLEL,
+        help="run up to N jobs at once, each in its own workspace and log (default: %(default)s, chosen by "
+        "measurement: see the README's Speed section)",
+    )
 
     w = sub.add_parser("view", help="open a tracker's own viewer on a simulated job's metrics (127.0.0.1)")
     w.add_argument("tracker", choices=["mlflow", "tensorboard", "wandb"], help="whose viewer")
@@ -109,17 +134,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_problems(problems) -> None:
-    for problem in problems:
-        print(problem, file=sys.stderr)
-
-
 def _validate(args) -> int:
     from .pipeline import check_only
 
-    result = check_only(_files(args), args.set)
-    _print_problems(result.warnings)
-    print(f"{' '.join(_files(args))}: {len(result.jobs)} job(s) valid: {', '.join(j.name for j in result.jobs)}")
+    files = _files(args)
+    result = check_only(files, args.set)
+    REPORTER.problems(result.warnings)
+    REPORTER.validated(" ".join(files), [j.name for j in result.jobs])
     return 0
 
 
@@ -129,34 +150,28 @@ def _generate(args) -> int:
     files = _files(args)
     result = generate(files, args.out, names=args.job, check=args.check, sets=args.set)
     shown = " ".join(files)
-    _print_problems(result.warnings)
+    REPORTER.problems(result.warnings)
     if args.check:
-        for line in result.differences:
-            print(line)
         if result.differences:
             fix = "make generate"
             if (files, args.out, args.set) != ([DEFAULT_JOBS], DEFAULT_OUT, []):
                 options = [("--jobs", f) for f in files] + [("--out", args.out)] + [("--set", s) for s in args.set]
                 fix = "python -m generator generate " + " ".join(f"{o} {shlex.quote(v)}" for o, v in options)
-            print(
-                f"{args.out} is out of date with {shown}: run `{fix}` "
-                "(move a file you edited by hand away first: generate never overwrites it)",
-                file=sys.stderr,
-            )
+            REPORTER.out_of_date(args.out, shown, result.differences, fix)
             return 1
-        print(f"{args.out} is up to date with {shown}")
+        REPORTER.up_to_date(args.out, shown)
         return 0
-    for job in result.jobs:
-        print(f"generated {result.out / job.name}")
-    for name in result.removed:
-        print(f"removed {result.out / name} (no longer in {shown})")
+    REPORTER.generated(result.out, [job.name for job in result.jobs], result.removed, shown)
     return 0
 
 
 def _simulate(args) -> int:
     from .simulate import simulate_all
 
-    return 0 if simulate_all(args.out, args.workspace, args.job, args.results, args.reports, args.timeout) else 1
+    results = simulate_all(
+        args.out, args.workspace, args.job, args.results, args.reports, args.timeout, REPORTER, args.parallel
+    )
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _view(args) -> int:
@@ -167,12 +182,11 @@ def _view(args) -> int:
     entry = pick_job(args.results, args.tracker, args.job)
     argv = viewer_command(args.tracker, entry["store"], args.port)
     where = f"http://127.0.0.1:{argv[argv.index('--port') + 1]}" if "--port" in argv else "this terminal"
-    print(f"{entry['name']}: {args.tracker} viewer on {entry['store']} at {where} (Ctrl-C stops it)", flush=True)
-    print(" ".join(argv), flush=True)
+    REPORTER.viewer_started(entry["name"], args.tracker, entry["store"], where, argv)
     try:
         return subprocess.call(argv)
     except OSError as e:
-        print(f"cannot start {argv[0]}: {e}", file=sys.stderr)
+        REPORTER.line(f"cannot start {argv[0]}: {e}", err=True)
         return 2
 
 
@@ -180,10 +194,10 @@ def _lint(args) -> int:
     from .lint import lint
 
     problems = lint(_files(args), args.out, args.set)
-    _print_problems(problems)
+    REPORTER.problems(problems)
     if problems:
         return 2
-    print(f"{args.out}: every component imports and its args fit the installed nvflare")
+    REPORTER.linted(args.out)
     return 0
 
 
@@ -196,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except JobgenError as e:
-        _print_problems(e.problems)
+        REPORTER.problems(e.problems)
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        REPORTER.line("interrupted", err=True)
         return 130

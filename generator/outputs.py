@@ -13,7 +13,7 @@ writes them so that a file the generator did not write is never overwritten (the
   ``.jobgen-reports.json`` with the SHA-256 of each PNG written. An existing ``<job>.png`` is
   replaced only if the manifest lists it with that content, or (a plot the manifest does not
   list, e.g. when a run was stopped before it updated the manifest) it is a PNG whose text chunks
-  say it is our plot of that job (``Title`` = the job, ``Series``: see :mod:`generator.report`).
+  say it is our plot of that job (``Title`` = the job, ``Series``: see :mod:`generator.plot`).
   Other files in the folder are left alone; nothing is deleted.
 - neither may be inside the generated jobs folder or the workspaces folder: those hold only what
   their own manifest or marker lists, and a workspace is cleared before its job runs.

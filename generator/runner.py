@@ -20,6 +20,11 @@ How the processes of a run are found (psutil):
 
 Stopping is SIGTERM to all of them at once, then SIGKILL to whatever still runs after a grace
 period (:data:`TERM_GRACE`); processes started during the grace period are found and stopped too.
+
+Several runs may go on at once, one per thread (``simulate --parallel``): each run's command is a
+session leader, so a child of ours that belongs to another run in progress (its command, or a
+process of its session re-parented to us) is left to that run. The subreaper setting is held
+while any run is in progress.
 """
 
 from __future__ import annotations
@@ -49,6 +54,12 @@ STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, 
 
 # prctl options, <linux/prctl.h>.
 _PR_SET_CHILD_SUBREAPER, _PR_GET_CHILD_SUBREAPER = 36, 37
+
+#: The commands (pids) of the runs in progress in this process, and the lock that guards them,
+#: the subreaper count and starting a command (so no run sees another's command before it is listed).
+_RUNS_LOCK = threading.Lock()
+_LIVE_ROOTS: set[int] = set()
+_SUBREAPER = {"users": 0, "was": 0, "ok": False}
 
 
 @dataclass
@@ -165,25 +176,30 @@ def _installed(handlers: dict) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _subreaper() -> Iterator[bool]:
-    """Make this process a child subreaper for the block (Linux); yields whether it is one."""
+    """Make this process a child subreaper while any run is in the block (Linux); yields whether it is one."""
     if not sys.platform.startswith("linux"):
         yield False
         return
     import ctypes
 
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        was = ctypes.c_int(0)
-        libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(was), 0, 0, 0)
-        ok = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        yield False
-        return
+    with _RUNS_LOCK:
+        if _SUBREAPER["users"] == 0:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                was = ctypes.c_int(0)
+                libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(was), 0, 0, 0)
+                _SUBREAPER.update(was=was.value, ok=libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+            except (OSError, AttributeError):
+                _SUBREAPER.update(was=0, ok=False)
+        _SUBREAPER["users"] += 1
+        ok = _SUBREAPER["ok"]
     try:
         yield ok
     finally:
-        if ok and not was.value:
-            libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        with _RUNS_LOCK:
+            _SUBREAPER["users"] -= 1
+            if _SUBREAPER["users"] == 0 and _SUBREAPER["ok"] and not _SUBREAPER["was"]:
+                ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 def _children_of_self() -> set[int]:
@@ -191,6 +207,14 @@ def _children_of_self() -> set[int]:
         return {p.pid for p in psutil.Process().children()}
     except psutil.Error:
         return set()
+
+
+def _session(proc: psutil.Process) -> int | None:
+    """The session id of ``proc`` (None: it is gone)."""
+    try:
+        return os.getsid(proc.pid)
+    except OSError:
+        return None
 
 
 def _running(proc: psutil.Process) -> bool:
@@ -224,11 +248,15 @@ class ProcessTree:
             pass
 
     def _adopted(self) -> list[psutil.Process]:
-        """Children of ours that belong to the run (re-parented to us, the subreaper)."""
-        try:
-            return [p for p in psutil.Process().children() if p.pid not in self.others]
-        except psutil.Error:
-            return []
+        """Children of ours that belong to the run (re-parented to us, the subreaper), not to another
+        run in progress (its command, or a process of that command's session)."""
+        with _RUNS_LOCK:
+            theirs = _LIVE_ROOTS - {self.root.pid}
+            try:
+                children = psutil.Process().children()
+            except psutil.Error:
+                return []
+        return [p for p in children if p.pid not in self.others and p.pid not in theirs and _session(p) not in theirs]
 
     def refresh(self) -> None:
         """Walk the tree now and remember every process in it; reap adopted processes that ended."""
@@ -347,18 +375,20 @@ def run_process(
     started = time.monotonic()
     timed_out, interrupted = False, None
     with _subreaper(), open(log_path, "w", encoding="utf-8", errors="replace") as log:
-        others = _children_of_self()
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            start_new_session=True,
-        )
+        with _RUNS_LOCK:
+            others = _children_of_self()
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                start_new_session=True,
+            )
+            _LIVE_ROOTS.add(proc.pid)
         tree = ProcessTree(proc, others)
         lines: queue.Queue = queue.Queue()
         reader = threading.Thread(target=_pump, args=(proc.stdout, log, lines), name="run_process-log", daemon=True)
@@ -393,6 +423,8 @@ def run_process(
         finally:
             with deferred_signals() as late:
                 stopped = tree.stop(grace)
+                with _RUNS_LOCK:
+                    _LIVE_ROOTS.discard(proc.pid)
                 reader.join(timeout=5)
                 # A process we could not find may still hold the pipe open; closing the pipe then
                 # would block until the reader's read returns, so the (daemon) reader is left to it.

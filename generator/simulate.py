@@ -1,20 +1,21 @@
 """Simulate stage: run generated job folders with ``nvflare simulator`` and judge the outcome.
 
-Takes the output folder of ``generate`` (its manifest says each job's clients, rounds and
-receiver); runs ``nvflare simulator -w <workspace>/<job> -n N -t N <out>/<job>`` per job (console log
-``<workspace>/_logs/<job>.log``), prints
-one progress line per round, and decides success from NVFlare's own records, never from console
-text (a client script can print anything): the FedAvg controller's records in the server's
-``log.json`` must show every round started, the model saved after the last one and the workflow
-finished (:mod:`generator.judge`); the simulator must exit 0; NVFlare's loggers must have logged
-no error at any site; the server's model file must be saved during this run; and a job with a
-receiver must have stored metrics from every site (and exactly the counts of
-``expect.metric_points_per_site``), read back from the receiver's own store
-(:mod:`generator.metrics`). A failed job's reason starts with the exception that ended each
-client's script. A job that streams to an MLflow tracking server is not started when the
-server does not answer (:func:`generator.metrics.probe_mlflow_server`). Each metrics job also gets
-a plot of what was stored, ``<reports>/<job>.png`` (:mod:`generator.report`); the results file and
-the plots never overwrite a file the generator did not write (:mod:`generator.outputs`).
+Takes the output folder of ``generate`` (its manifest says each job's clients, rounds and receiver);
+runs ``nvflare simulator -w <workspace>/<job> -n N -t N <out>/<job>`` per job (console log
+``<workspace>/_logs/<job>.log``), up to ``parallel`` jobs at once, tells its caller of each job's
+start, each round and each job's end (:class:`SimulateEvents`; the CLI's
+:class:`generator.reporter.Reporter` prints them: this module prints nothing), and decides success
+from NVFlare's own records, never from console text (a client script can print anything): the FedAvg
+controller's records in the server's ``log.json`` must show every round started, the model saved
+after the last one and the workflow finished (:mod:`generator.judge`); the simulator must exit 0;
+NVFlare's loggers must have logged no error at any site; the server's model file must be saved
+during this run; and a job with a receiver must have stored metrics from every site (and exactly the
+counts of ``expect.metric_points_per_site``), read back from the receiver's own store
+(:mod:`generator.metrics`). A failed job's reason starts with the exception that ended each client's
+script. A job that streams to an MLflow tracking server is not started when the server does not
+answer (:func:`generator.metrics.probe_mlflow_server`). Each metrics job also gets a plot of what
+was stored, ``<reports>/<job>.png`` (:mod:`generator.plot`); the results file and the plots never
+overwrite a file the generator did not write (:mod:`generator.outputs`).
 
 Every run goes through :mod:`generator.runner`: a per-job timeout (``TIMEOUT``) and SIGINT, SIGTERM
 or SIGHUP (``INTERRUPTED``) stop the simulator and every process it started. Paths NVFlare's
@@ -28,7 +29,9 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,7 +40,7 @@ from .judge import RoundTracker, client_exceptions, nvflare_errors
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
 from .outputs import check_reports, check_results, file_above, record_report, write_results
-from .runner import Interrupted, deferred_signals, interrupt_on_signals, run_process
+from .runner import Interrupted, RunOutcome, deferred_signals, interrupt_on_signals, run_process
 from .safepaths import check_paths, run_paths
 from .write import read_manifest
 
@@ -78,7 +81,8 @@ class JobResult:
         report (str | None): the PNG plotting the stored metrics, if any point was stored.
         workspace (str), log (str): the simulator workspace and the console log
             (``<workspace folder>/_logs/<job>.log``).
-        problems (list[str]): why the job failed (empty when ``ok``).
+        problems (list[Problem]): why the job failed (empty when ``ok``), each printed
+            ``<job>: <message>`` (see :func:`job_problem`).
     """
 
     name: str
@@ -293,14 +297,44 @@ def tracking_server_problem(info: dict, server_dir: Path, timeout: float = PROBE
     )
 
 
+class SimulateEvents:
+    """What ``simulate`` tells its caller while it runs; every method here does nothing.
+
+    The CLI passes a :class:`generator.reporter.Reporter`, which prints each event as one line (or a
+    block) under a lock, so jobs run in parallel threads never interleave mid-line. Methods may be
+    called from worker threads (``simulate --parallel``).
+    """
+
+    def job_started(self, name: str, info: dict, timeout: float) -> None:
+        """A job is about to run: ``info`` is its manifest entry, ``timeout`` its limit in seconds."""
+
+    def round_started(self, name: str, number: int, rounds: int, seconds: float) -> None:
+        """The server of job ``name`` started round ``number`` (1-based) of ``rounds``, ``seconds`` into the run."""
+
+    def leftovers_stopped(self, name: str, count: int) -> None:
+        """The simulator of job ``name`` exited but left ``count`` processes running; they were stopped."""
+
+    def job_finished(self, result: JobResult) -> None:
+        """A job ended (any status): its result, problems, store and plot are known."""
+
+    def all_finished(self, results: list[JobResult]) -> None:
+        """Every job ran (or the run was stopped): ``results`` in file order, before results.json is written."""
+
+
+def job_problem(name: str, message: str) -> Problem:
+    """A problem of simulated job ``name``, printed ``<name>: <message>``; ``message`` names the files it concerns."""
+    return Problem(name, 0, 0, "", message)
+
+
 def simulate_job(
     out: Path,
     workspace_root: Path,
     name: str,
     info: dict,
-    progress=print,
+    events: SimulateEvents | None = None,
     reports: Path | None = None,
     timeout: float | None = None,
+    stop: list[int] | None = None,
 ) -> JobResult:
     """Run one generated job in the simulator and check what it produced.
 
@@ -310,78 +344,106 @@ def simulate_job(
     Args:
         out (Path): the generated jobs folder. workspace_root (Path): where workspaces go.
         name (str): the job. info (dict): its manifest entry (see ``pipeline.job_info``).
-        progress (callable): called with one line per started round.
+        events (SimulateEvents | None): told of each started round (None: nobody).
         reports (Path | None): where to write ``<job>.png`` for a metrics job (None: no plot).
         timeout (float | None): seconds, overriding the job's (see :func:`job_timeout`).
+        stop (list[int] | None): stop signals received by the main thread; when it is not empty the
+            run is stopped as if that signal had arrived here (how a worker thread of
+            ``simulate --parallel`` learns of Ctrl-C).
 
     Returns:
-        JobResult: ``ok`` False with ``problems`` when any check failed.
+        JobResult: ``ok`` False with ``problems`` (:class:`Problem`) when any check failed.
 
     Raises:
         JobgenError: the workspace path cannot be passed to NVFlare (see :mod:`generator.safepaths`).
     """
+    events = events or SimulateEvents()
     result = JobResult(name=name, rounds=info["num_rounds"], receiver=info.get("receiver"))
-    line = info.get("nvflare_version")
-    if line and line != installed_line():
-        result.problems.append(
-            f"written for NVFlare {line} (nvflare_version) but this environment's nvflare is the "
-            f"{installed_line()} line: simulate it with NVFlare {line}, or generate it for {installed_line()}"
-        )
-        return result
-    probe_started = time.monotonic()
-    unreachable = tracking_server_problem(info, Path(workspace_root) / name / "server")
-    if unreachable:  # before the workspace is made: the job never starts
-        result.problems.append(unreachable)
-        result.wall_seconds = round(time.monotonic() - probe_started, 2)
+    if _refused(result, info, workspace_root):
         return result
     ws = prepare_workspace(workspace_root, name)
     log = log_path(workspace_root, name)
     result.workspace, result.log = str(ws), str(log)
     result.timeout = job_timeout(info, timeout)
-    n = str(info["num_clients"])
-    started, started_epoch = time.monotonic(), time.time()
+    started_epoch = time.time()
     tracker = RoundTracker(ws, result.rounds)
+    outcome = _run_simulator(out, ws, log, result, info, tracker, events, stop)
+    result.wall_seconds = outcome.seconds
+    if outcome.interrupted or outcome.timed_out:
+        _stopped(result, info, outcome, tracker, ws, log, timeout)
+        return result
+    if outcome.stopped:  # not a failed check: the run's own outputs are judged below
+        events.leftovers_stopped(name, outcome.stopped)
+    judge_run(result, ws, tracker, outcome.returncode, started_epoch)
+    if result.receiver:
+        judge_metrics(result, info, ws, since_ms=int(started_epoch * 1000) - 1000, reports=reports)
+    if result.problems:
+        result.problems[:0] = [job_problem(name, m) for m in client_exceptions(ws, log)]
+    result.ok = not result.problems
+    result.status = OK if result.ok else FAILED
+    return result
+
+
+def _refused(result: JobResult, info: dict, workspace_root: Path) -> bool:
+    """Whether the job cannot start here (another NVFlare line, or its MLflow server does not answer);
+    records why in ``result``."""
+    line = info.get("nvflare_version")
+    if line and line != installed_line():
+        result.problems.append(
+            job_problem(
+                result.name,
+                f"written for NVFlare {line} (nvflare_version) but this environment's nvflare is the "
+                f"{installed_line()} line: simulate it with NVFlare {line}, or generate it for {installed_line()}",
+            )
+        )
+        return True
+    probe_started = time.monotonic()
+    unreachable = tracking_server_problem(info, Path(workspace_root) / result.name / "server")
+    if unreachable:  # before the workspace is made: the job never starts
+        result.problems.append(job_problem(result.name, unreachable))
+        result.wall_seconds = round(time.monotonic() - probe_started, 2)
+        return True
+    return False
+
+
+def _run_simulator(out, ws: Path, log: Path, result: JobResult, info: dict, tracker, events, stop) -> RunOutcome:
+    """Run ``nvflare simulator`` on the job folder, telling ``events`` of each round the server starts."""
+    name, n = result.name, str(info["num_clients"])
+    started = time.monotonic()
 
     def on_tick() -> None:
+        if stop:
+            raise Interrupted(stop[0])
         for number in tracker.poll():
-            progress(f"  {name}: round {number} of {result.rounds} ({time.monotonic() - started:.1f} s)")
+            events.round_started(name, number, result.rounds, time.monotonic() - started)
 
     with run_paths(ws) as paths:
         cmd = nvflare_command(paths.python)
         cmd += ["simulator", "-w", paths.workspace, "-n", n, "-t", n, str(Path(out).resolve() / name)]
-        outcome = run_process(
+        return run_process(
             cmd, cwd=paths.cwd, env=_run_env(paths.bin_dir), log_path=log, timeout=result.timeout, on_tick=on_tick
         )
-    result.wall_seconds = outcome.seconds
-    if outcome.interrupted or outcome.timed_out:
-        tracker.poll()
-        result.rounds_started = tracker.rounds_started
-        if outcome.interrupted:
-            result.status = INTERRUPTED
-            result.problems.append(
-                f"interrupted by {outcome.interrupted} after {outcome.seconds:.1f} s: stopped the simulator "
-                f"and every process it started ({outcome.stopped}); log: {log}"
-            )
-            return result
-        result.status = TIMEOUT
-        result.problems.append(
-            f"timed out after {result.timeout:g} s ({timeout_source(info, timeout)}): stopped the simulator and "
-            f"every process it started "
-            f"({outcome.stopped}); log: {log}"
-        )
-        result.problems[:0] = client_exceptions(ws, log)  # a client that failed may be why the run hung
-        return result
 
-    if outcome.stopped:  # not a failed check: the run's own outputs are judged below
-        progress(f"  {name}: stopped {outcome.stopped} process(es) the simulator left running")
-    judge_run(result, ws, tracker, outcome.returncode, started_epoch)
-    if result.receiver:
-        _check_metrics(result, info, ws, since_ms=int(started_epoch * 1000) - 1000, reports=reports)
-    if result.problems:
-        result.problems[:0] = client_exceptions(ws, log)
-    result.ok = not result.problems
-    result.status = OK if result.ok else FAILED
-    return result
+
+def _stopped(result: JobResult, info: dict, outcome: RunOutcome, tracker, ws: Path, log: Path, timeout) -> None:
+    """Record a run stopped by a signal (``INTERRUPTED``) or by its timeout (``TIMEOUT``) in ``result``."""
+    tracker.poll()
+    result.rounds_started = tracker.rounds_started
+    if outcome.interrupted:
+        result.status = INTERRUPTED
+        message = (
+            f"interrupted by {outcome.interrupted} after {outcome.seconds:.1f} s: stopped the simulator "
+            f"and every process it started ({outcome.stopped}); log: {log}"
+        )
+        result.problems.append(job_problem(result.name, message))
+        return
+    result.status = TIMEOUT
+    message = (
+        f"timed out after {result.timeout:g} s ({timeout_source(info, timeout)}): stopped the simulator and "
+        f"every process it started ({outcome.stopped}); log: {log}"
+    )
+    # a client that failed may be why the run hung
+    result.problems[:0] = [job_problem(result.name, m) for m in [*client_exceptions(ws, log), message]]
 
 
 def judge_run(result: JobResult, ws: Path, tracker: RoundTracker, code: int | None, started_epoch: float) -> None:
@@ -397,9 +459,10 @@ def judge_run(result: JobResult, ws: Path, tracker: RoundTracker, code: int | No
     """
     tracker.poll()
     result.rounds_started = tracker.rounds_started
+    messages = []
     if code not in (0, None):
-        result.problems.append(f"nvflare simulator exited with code {code}")
-    result.problems += tracker.problems()
+        messages.append(f"nvflare simulator exited with code {code}")
+    messages += tracker.problems()
     model = ws / FINAL_MODEL
     if model.is_file() and model.stat().st_mtime >= started_epoch - 1:
         import numpy as np
@@ -413,74 +476,48 @@ def judge_run(result: JobResult, ws: Path, tracker: RoundTracker, code: int | No
         saved = (
             f"after round {result.model_round} of {result.rounds}" if result.model_round else "before any round ended"
         )
-        result.problems.append(f"the model saved at {model} is not final: it was saved {saved}")
+        messages.append(f"the model saved at {model} is not final: it was saved {saved}")
     elif result.final_model is None:
-        result.problems.append(f"no final model saved at {model}")
-    result.problems += nvflare_errors(ws)
+        messages.append(f"no final model saved at {model}")
+    messages += nvflare_errors(ws)
+    result.problems += [job_problem(result.name, m) for m in messages]
 
 
-def _check_metrics(result: JobResult, info: dict, ws: Path, since_ms: int, reports: Path | None) -> None:
-    """Read the receiver's store, compare with the expectations, plot what arrived."""
+def judge_metrics(result: JobResult, info: dict, ws: Path, since_ms: int, reports: Path | None) -> None:
+    """Read the receiver's store, compare it with the job's expectations, plot what arrived.
+
+    With :func:`judge_run`, the judging of one run that any runner of a job folder can reuse.
+
+    Args:
+        result (JobResult): the job's result (``receiver`` set); ``store``, ``metric_points``,
+            ``report`` and ``problems`` are filled in.
+        info (dict): the job's manifest entry (``num_clients``, ``expect``, the receiver's store).
+        ws (Path): the job's simulator workspace (the store is found under ``ws/server``).
+        since_ms (int): only points logged at or after this time (ms since the epoch) count.
+        reports (Path | None): where to write ``<job>.png`` (None: no plot).
+    """
     result.store = store_location(info, ws / "server")
-    try:
-        series = read_store(result.receiver, result.store, since_ms=since_ms)
-    except SimulationError as e:
-        result.problems += [p.message for p in e.problems]
-        return
-    result.metric_points = count_points(series)
-    result.problems += _metric_problems(info, result.metric_points)
-    if reports and any(any(keys.values()) for keys in series.values()):
-        from .report import plot_metrics
+    with _READERS_LOCK:
+        try:
+            series = read_store(result.receiver, result.store, since_ms=since_ms)
+        except SimulationError as e:
+            result.problems += [job_problem(result.name, p.message) for p in e.problems]
+            return
+        result.metric_points = count_points(series)
+        result.problems += [job_problem(result.name, m) for m in _metric_problems(info, result.metric_points)]
+        if reports and any(any(keys.values()) for keys in series.values()):
+            from .plot import plot_metrics
 
-        path = Path(reports) / f"{result.name}.png"
-        plot_metrics(result.name, series, path)
-        record_report(Path(reports), path)
-        result.report = str(path)
-
-
-def _model_text(model) -> str:
-    if model is None:
-        return "-"
-    return "[" + ", ".join("[" + " ".join(f"{v:g}" for v in row) + "]" for row in model) + "]"
+            path = Path(reports) / f"{result.name}.png"
+            plot_metrics(result.name, series, path)
+            record_report(Path(reports), path)
+            result.report = str(path)
 
 
-def model_cell(result: JobResult) -> str:
-    """The table's "final model" cell: the final model, or a saved model marked as not final."""
-    if result.final_model is not None:
-        return _model_text(result.final_model)
-    if result.last_model is not None:
-        after = f"after round {result.model_round} of {result.rounds}" if result.model_round else "no round saved"
-        return f"not final ({after}): {_model_text(result.last_model)}"
-    return "-"
-
-
-def _points_text(points: dict) -> str:
-    if not points:
-        return "-"
-    return "; ".join(
-        f"{site}: " + (", ".join(f"{k}={v}" for k, v in sorted(keys.items())) or "no points")
-        for site, keys in sorted(points.items())
-    )
-
-
-def print_table(results: list[JobResult], stream=sys.stdout) -> None:
-    """One row per job: status (ok, FAILED, TIMEOUT, INTERRUPTED), rounds, wall time (s), final
-    model, metric points per site."""
-    rows = [("job", "status", "rounds", "wall s", "final model", "metric points per site")]
-    for r in results:
-        rows.append(
-            (
-                r.name,
-                r.status,
-                f"{r.rounds_started}/{r.rounds}",
-                f"{r.wall_seconds:.1f}",
-                model_cell(r),
-                _points_text(r.metric_points),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), file=stream)
+#: Held while a job's store is read back and plotted: two threads of ``simulate --parallel`` that
+#: import MLflow (or matplotlib) at once fail ("partially initialized module 'mlflow.tracking'",
+#: seen here), and every plot is recorded in one reports manifest.
+_READERS_LOCK = threading.Lock()
 
 
 def simulate_all(
@@ -490,21 +527,27 @@ def simulate_all(
     results_path: str | Path | None = None,
     reports: str | Path | None = None,
     timeout: float | None = None,
-) -> bool:
-    """Simulate every generated job (or those in ``names``), print a table and write results.
+    events: SimulateEvents | None = None,
+    parallel: int = 1,
+) -> list[JobResult]:
+    """Simulate every generated job (or those in ``names``), tell ``events``, write results.
 
-    SIGINT, SIGTERM and SIGHUP stop the running job and every process it started; the job is
-    recorded ``INTERRUPTED``, the table and the results of the jobs run so far (and of that one)
-    are still written, and :class:`RunInterrupted` is raised (exit code 128 + the signal's number).
+    SIGINT, SIGTERM and SIGHUP stop every running job and every process it started; each is
+    recorded ``INTERRUPTED`` (jobs not started yet are not run), ``events.all_finished`` and the
+    results of the jobs run so far are still written, and :class:`RunInterrupted` is raised (exit
+    code 128 + the signal's number).
 
     Args:
         out: the generated jobs folder. workspace: the workspaces folder.
         names: only these jobs. results_path: where to write ``results.json`` (None: nowhere).
         reports: where to write one PNG per metrics job (None: no plots).
         timeout: seconds per job, overriding each job's (see :func:`job_timeout`).
+        events (SimulateEvents | None): told of each job's start, rounds and end, and of the results.
+        parallel (int): how many simulator runs may go on at once (>= 1), each in its own workspace
+            and log; results stay in the order of the manifest (``jobs.yaml``).
 
     Returns:
-        bool: True when every job passed its checks.
+        list[JobResult]: one per job, in file order; every ``ok``: every job passed its checks.
 
     Raises:
         OptionError: ``out`` is not a folder or holds no jobs, or a requested job is not there.
@@ -515,7 +558,29 @@ def simulate_all(
             (see :mod:`generator.safepaths`); raised before any job runs.
         RunInterrupted: a stop signal arrived.
     """
+    events = events or SimulateEvents()
     out = Path(out)
+    manifest, selected = _selected_jobs(out, names)
+    _check_outputs(out, Path(workspace), manifest, selected, results_path, reports)
+    run = _run_parallel if parallel > 1 else _run_serial
+    with interrupt_on_signals() as received:
+        results = run(out, Path(workspace), manifest, selected, reports, timeout, events, received, parallel)
+        with deferred_signals():
+            events.all_finished(results)
+            if results_path:
+                write_results(Path(results_path), [result_record(r) for r in results])
+    if received:
+        raise RunInterrupted(signal.Signals(received[0]).name, results_path, len(results))
+    return results
+
+
+def result_record(result: JobResult) -> dict:
+    """``result`` as one entry of ``results.json``: its fields, each problem as its message."""
+    return {**asdict(result), "problems": [p.message for p in result.problems]}
+
+
+def _selected_jobs(out: Path, names: list[str] | None) -> tuple[dict, list[str]]:
+    """The manifest's jobs and the names to run, in file order (``--out`` and ``--job`` checked)."""
     if not out.is_dir():
         why = "is a file, not a folder of generated jobs" if out.exists() else "no such folder"
         raise OptionError([Problem(str(out), 0, 0, "", f"--out: {why}: run `make generate` first")])
@@ -525,62 +590,75 @@ def simulate_all(
     unknown = [n for n in names or [] if n not in manifest]
     if unknown:
         raise OptionError([Problem(str(out), 0, 0, "", f"--job {n!r}: {_no_such_job(n, manifest)}") for n in unknown])
-    selected = list(dict.fromkeys(names or manifest))
-    managed = {"the generated jobs folder": out, "the workspaces folder": Path(workspace)}
+    return manifest, list(dict.fromkeys(names or manifest))
+
+
+def _check_outputs(out: Path, workspace: Path, manifest: dict, selected: list[str], results_path, reports) -> None:
+    """Refuse, before any job runs, a results file, plot, or workspace folder we may not write."""
+    managed = {"the generated jobs folder": out, "the workspaces folder": workspace}
     problems = check_results(Path(results_path), managed) if results_path else []
     if reports:
         problems += check_reports(Path(reports), [n for n in selected if manifest[n].get("receiver")], managed)
-    problems += check_workspace(Path(workspace), out)
+    problems += check_workspace(workspace, out)
     if problems:
         raise OutputError(problems)
     problems = check_paths(workspace)
     if problems:
         raise JobgenError(problems)
+
+
+def _run_serial(out, workspace, manifest, selected, reports, timeout, events, received, _parallel) -> list[JobResult]:
+    """Run the jobs one after the other in this (the main) thread, until a stop signal."""
     results: list[JobResult] = []
-    with interrupt_on_signals() as received:
-        try:
-            for name in selected:
-                _simulate_one(out, workspace, name, manifest[name], reports, timeout, results)
-                if received:
-                    break
-        except Interrupted:
-            pass  # between two jobs: the results so far are written all the same
-        with deferred_signals():
-            print()
-            print_table(results)
-            if results_path:
-                write_results(Path(results_path), [asdict(r) for r in results])
-    if received:
-        raise RunInterrupted(signal.Signals(received[0]).name, results_path, len(results))
-    return all(r.ok for r in results)
-
-
-def _simulate_one(out: Path, workspace, name: str, info: dict, reports, timeout, results: list) -> None:
-    """Simulate one job of :func:`simulate_all`, print its outcome, append its result to ``results``."""
-    print(
-        f"{name}: simulating {info['num_clients']} clients, {info['num_rounds']} rounds "
-        f"(timeout {job_timeout(info, timeout):g} s)",
-        flush=True,
-    )
     try:
-        progress = lambda line: print(line, flush=True)  # noqa: E731
-        result = simulate_job(out, Path(workspace), name, info, progress=progress, reports=reports, timeout=timeout)
+        for name in selected:
+            results.append(_simulate_one(out, workspace, name, manifest[name], reports, timeout, events))
+            if received:
+                break
+    except Interrupted:
+        pass  # between two jobs: the results so far are written all the same
+    return results
+
+
+def _run_parallel(out, workspace, manifest, selected, reports, timeout, events, received, parallel) -> list[JobResult]:
+    """Run up to ``parallel`` jobs at once in worker threads; on a stop signal stop them all.
+
+    The main thread only waits (and receives the signal, :func:`interrupt_on_signals`); each worker
+    sees the signal in ``received`` at its next tick and stops its run. Jobs not started by then
+    are not run. Returns the results in file order.
+    """
+    done: dict[str, JobResult] = {}
+
+    def work(name: str) -> None:
+        if not received:
+            done[name] = _simulate_one(out, workspace, name, manifest[name], reports, timeout, events, received)
+
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="simulate") as pool:
+        futures = []
+        try:
+            futures += [pool.submit(work, name) for name in selected]
+            while wait(futures, timeout=0.5).not_done:
+                pass
+        except Interrupted:
+            with deferred_signals():
+                wait(futures)
+        for future in futures:
+            future.result()  # a worker's error (e.g. a path NVFlare cannot be given) is raised here
+    return [done[name] for name in selected if name in done]
+
+
+def _simulate_one(out: Path, workspace, name: str, info: dict, reports, timeout, events, stop=None) -> JobResult:
+    """Simulate one job of :func:`simulate_all`, telling ``events`` when it starts and ends."""
+    events.job_started(name, info, job_timeout(info, timeout))
+    try:
+        result = simulate_job(out, Path(workspace), name, info, events, reports=reports, timeout=timeout, stop=stop)
     except Interrupted as e:  # outside the simulator run itself: preparing it, or reading its metrics back
         result = JobResult(name=name, rounds=info["num_rounds"], receiver=info.get("receiver"), status=INTERRUPTED)
-        result.problems.append(f"interrupted by {e.name}")
+        result.problems.append(job_problem(name, f"interrupted by {e.name}"))
         result.log = str(log_path(workspace, name))
-    results.append(result)
     with deferred_signals():
-        print(
-            f"{name}: {result.status} in {result.wall_seconds:.1f} s; log: {result.log or 'none (not started)'}",
-            flush=True,
-        )
-        for problem in result.problems:
-            print(f"{name}: {problem}", file=sys.stderr, flush=True)
-        if result.store:
-            print(f"{name}: metrics store ({result.receiver}): {result.store}", flush=True)
-        if result.report:
-            print(f"{name}: metrics plot: {result.report}", flush=True)
+        events.job_finished(result)
+    return result
 
 
 class RunInterrupted(JobgenError):

@@ -35,6 +35,7 @@ import fedjob_reference as ref  # noqa: E402
 from generator.lines import installed_line  # noqa: E402
 from generator.pipeline import generate, job_info  # noqa: E402
 from generator.render import DEFAULT_TRACKING_URI  # noqa: E402
+from generator.reporter import Reporter  # noqa: E402
 from generator.simulate import FINAL_MODEL, simulate_job  # noqa: E402
 
 LINE = installed_line()
@@ -349,7 +350,9 @@ def simulated(tmp_path_factory):
         # NVFlare's export: no tracking_uri (2.9: SQLite in the result folder; 2.7: a file store)
         theirs_info = {**info, "tracking_uri": None}
         for side, folder, side_info in (("ours", "ours", info), ("theirs", "theirs", theirs_info)):
-            runs[job.name, side] = simulate_job(project / folder, project / f"ws-{side}", job.name, side_info, print)
+            runs[job.name, side] = simulate_job(
+                project / folder, project / f"ws-{side}", job.name, side_info, Reporter()
+            )
     return project, {job.name: job for job in result.jobs}, runs
 
 

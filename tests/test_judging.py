@@ -240,7 +240,8 @@ def test_a_failed_jobs_model_is_shown_as_not_final(tmp_path):
 
     import numpy as np
 
-    from generator.simulate import JobResult, judge_run, model_cell
+    from generator.reporter import model_cell
+    from generator.simulate import JobResult, judge_run
 
     ws = workspace(tmp_path, server="server-aborted.log.json")
     (ws / "server/simulate_job/models").mkdir(parents=True)
@@ -250,7 +251,7 @@ def test_a_failed_jobs_model_is_shown_as_not_final(tmp_path):
     assert result.final_model is None
     assert result.last_model == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
     assert model_cell(result) == "not final (after round 1 of 2): [[1 2 3], [4 5 6], [7 8 9]]"
-    assert result.problems[:3] == [
+    assert [p.message for p in result.problems[:3]] == [
         "nvflare simulator exited with code 2",
         f"FedAvg did not finish round 2 (no 'Finished FedAvg.' in {ws}/server/log.json)",
         f"the model saved at {ws}/server/simulate_job/models/server.npy is not final: it was saved after round 1 of 2",
@@ -444,7 +445,7 @@ def test_results_path_kinds_that_are_refused(tmp_path):
 
 
 def plot(path: Path, job: str) -> None:
-    from generator.report import plot_metrics
+    from generator.plot import plot_metrics
 
     plot_metrics(job, {"site-1": {"loss": [(0, 1.0), (1, 0.5)]}}, path)
 

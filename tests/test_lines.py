@@ -151,9 +151,9 @@ def test_simulate_refuses_a_folder_written_for_another_line(tmp_path):
 
     other = "2.7" if lines.installed_line() == "2.9" else "2.9"
     info = {"nvflare_version": other, "num_clients": 1, "num_rounds": 1}
-    result = simulate_job(tmp_path / "out", tmp_path / "ws", "a", info, progress=lambda line: None)
+    result = simulate_job(tmp_path / "out", tmp_path / "ws", "a", info)
     assert not result.ok
-    assert result.problems == [
+    assert [p.message for p in result.problems] == [
         f"written for NVFlare {other} (nvflare_version) but this environment's nvflare is the "
         f"{lines.installed_line()} line: simulate it with NVFlare {other}, or generate it for {lines.installed_line()}"
     ]

@@ -19,7 +19,7 @@ from conftest import ROOT
 
 from generator.errors import SimulationError
 from generator.metrics import count_points, read_tensorboard, read_wandb, read_wandb_run
-from generator.report import plot_metrics
+from generator.plot import plot_metrics
 
 WANDB = str(Path(sys.executable).parent / "wandb")
 

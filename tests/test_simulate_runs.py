@@ -370,3 +370,82 @@ def test_an_empty_path_option_is_a_usage_error_not_the_default(project, option):
     assert result.returncode == 2
     assert f"argument {option}: expected a path, got an empty value" in result.stderr
     assert "Traceback" not in result.stderr and snapshot(project) == before
+
+
+@pytest.mark.simulator
+def test_parallel_2_runs_two_jobs_at_once_and_keeps_the_file_order(project):
+    (project / "jobs.yaml").write_text(
+        ONE_ROUND.replace("num_rounds: 1", "num_rounds: 2")
+        + "  - name: slow\n    script: train_full.py\n    launch_external_process: true\n"
+        + "  - name: fast\n    script: train_diff.py\n"
+    )
+    assert run_cli(project, "generate").returncode == 0
+
+    result = run_cli(project, "simulate", "--parallel", "2", timeout=900)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    # both started before either finished: they ran at once
+    assert lines.index("fast: simulating 2 clients, 2 rounds (timeout 240 s)") < min(
+        i for i, line in enumerate(lines) if re.match(r"(slow|fast): ok in ", line)
+    )
+    for name in ("slow", "fast"):  # every progress line names its job, whole
+        assert [line for line in lines if line.startswith(f"  {name}: round ")] == [
+            line for line in lines if re.fullmatch(rf"  {name}: round [12] of 2 \(\d+\.\d s\)", line)
+        ]
+    table = lines[lines.index("") + 1 :]
+    assert [row.split()[:3] for row in table[1:]] == [["slow", "ok", "2/2"], ["fast", "ok", "2/2"]]
+    results = json.loads((project / "build/results.json").read_text())
+    two_rounds = (np.array(INITIAL_MODEL, dtype=np.float32) + 2).tolist()
+    assert [(r["name"], r["status"], r["final_model"]) for r in results] == [
+        ("slow", "ok", two_rounds),
+        ("fast", "ok", two_rounds),
+    ]
+    for name in ("slow", "fast"):
+        assert results[name == "fast"]["log"] == f"build/workspaces/_logs/{name}.log"
+        model = np.load(project / "build/workspaces" / name / "server/simulate_job/models/server.npy")
+        assert model.tolist() == two_rounds
+    assert run_processes(project / "build") == []
+
+
+@pytest.mark.simulator
+def test_ctrl_c_with_parallel_2_stops_both_running_jobs_and_starts_no_other(project):
+    pids = hang_project(project)
+    hang = f"    script: train_hang.py\n    launch_external_process: true\n    script_args: --pid_dir {pids}\n"
+    (project / "jobs.yaml").write_text(
+        ONE_ROUND
+        + f"  - name: stuck-a\n{hang}  - name: stuck-b\n{hang}"
+        + "  - name: never\n    script: train_full.py\n"
+    )
+    assert run_cli(project, "generate").returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "generator", "simulate", "--parallel", "2"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while len(list(pids.iterdir())) < 4 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # until both sites' trainers of both jobs run round 1
+        assert len(list(pids.iterdir())) == 4
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+
+    assert proc.returncode == 130, out + err
+    results = json.loads((project / "build/results.json").read_text())
+    assert [(r["name"], r["status"]) for r in results] == [("stuck-a", "INTERRUPTED"), ("stuck-b", "INTERRUPTED")]
+    assert all(r["problems"][0].startswith("interrupted by SIGINT after ") for r in results)
+    assert [row.split()[:2] for row in out.splitlines()[-2:]] == [
+        ["stuck-a", "INTERRUPTED"],
+        ["stuck-b", "INTERRUPTED"],
+    ]
+    assert "simulate: interrupted by SIGINT; the results of 2 job(s) are in build/results.json" in err
+    assert "Traceback" not in err
+    assert all(gone(int(p.name)) for p in pids.iterdir())
+    assert run_processes(project / "build") == []
+    assert not (project / "build/workspaces/never").exists()

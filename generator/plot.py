@@ -1,4 +1,4 @@
-"""Report stage: one PNG per metrics job, each streamed metric per site against its step.
+"""Plot stage: one PNG per metrics job, each streamed metric per site against its step.
 
 Takes the points a receiver stored (:data:`generator.metrics.Series`); gives
 ``<reports>/<job>.png``: one panel per metric key, one line per site, x = step, y = value. Drawn

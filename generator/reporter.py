@@ -1,0 +1,180 @@
+"""Reporter: the one place that turns results, progress and problems into text.
+
+The stages return results (``pipeline.generate``'s, ``lint``'s problems, ``simulate``'s
+:class:`generator.simulate.JobResult` list) or, for a long run, tell their caller what happens
+(:class:`generator.simulate.SimulateEvents`). The CLI owns one :class:`Reporter` and hands it to
+them; the Reporter writes one line per fact to its stdout and one line per problem to its
+stderr. Each write of a line or of a block of lines holds one lock, so jobs simulated in parallel
+threads never interleave mid-line or split a job's closing block, and every progress line starts
+with its job's name. A second runner (a POC run, say) that emits the same events prints the same
+way.
+
+This module imports nothing from the simulate stage, so ``validate`` and ``generate`` load no
+simulator code through it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterable
+from typing import TextIO
+
+
+class Reporter:
+    """Prints what the generator's commands produce.
+
+    Args:
+        stdout (TextIO | None): where facts, progress and tables go (None: ``sys.stdout`` at the
+            time of each write, so a redirected or captured stdout is followed).
+        stderr (TextIO | None): where problems and warnings go (None: ``sys.stderr`` likewise).
+    """
+
+    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None):
+        self._stdout, self._stderr = stdout, stderr
+        self._lock = threading.Lock()
+
+    # -- plain output ---------------------------------------------------------------------------
+
+    def lines(self, lines: Iterable[str], err: bool = False) -> None:
+        """Write ``lines`` (each without its newline) as one block, to stderr when ``err``; flushed."""
+        stream = (self._stderr or sys.stderr) if err else (self._stdout or sys.stdout)
+        text = "".join(f"{line}\n" for line in lines)
+        with self._lock:
+            stream.write(text)
+            stream.flush()
+
+    def line(self, text: str = "", err: bool = False) -> None:
+        """Write one line (to stderr when ``err``)."""
+        self.lines([text], err)
+
+    def problems(self, problems: Iterable) -> None:
+        """One line per problem (a :class:`generator.errors.Problem`, printed by its ``str``) to stderr."""
+        self.lines([str(p) for p in problems], err=True)
+
+    # -- validate, generate, lint, view ---------------------------------------------------------
+
+    def validated(self, jobs_file: str, names: list[str]) -> None:
+        """``validate`` found ``jobs_file`` valid, holding the jobs ``names``."""
+        self.line(f"{jobs_file}: {len(names)} job(s) valid: {', '.join(names)}")
+
+    def generated(self, out, names: list[str], removed: list[str], jobs_file: str) -> None:
+        """``generate`` wrote ``out/<name>`` for each of ``names`` and removed the folders ``removed``."""
+        self.lines(
+            [f"generated {out / name}" for name in names]
+            + [f"removed {out / name} (no longer in {jobs_file})" for name in removed]
+        )
+
+    def out_of_date(self, out: str, jobs_file: str, differences: list[str], fix: str) -> None:
+        """``generate --check`` found ``differences`` (one line each); ``fix`` is the command that updates ``out``."""
+        self.lines(differences)
+        self.line(
+            f"{out} is out of date with {jobs_file}: run `{fix}` "
+            "(move a file you edited by hand away first: generate never overwrites it)",
+            err=True,
+        )
+
+    def up_to_date(self, out: str, jobs_file: str) -> None:
+        """``generate --check`` found ``out`` to be what ``jobs_file`` renders."""
+        self.line(f"{out} is up to date with {jobs_file}")
+
+    def linted(self, out: str) -> None:
+        """``lint`` found no problem in ``out``."""
+        self.line(f"{out}: every component imports and its args fit the installed nvflare")
+
+    def viewer_started(self, job: str, tracker: str, store: str, where: str, argv: list[str]) -> None:
+        """``view`` starts ``argv``: ``tracker``'s viewer on job ``job``'s ``store``, reachable at ``where``."""
+        self.lines([f"{job}: {tracker} viewer on {store} at {where} (Ctrl-C stops it)", " ".join(argv)])
+
+    # -- simulate (the events of generator.simulate.SimulateEvents) ------------------------------
+
+    def job_started(self, name: str, info: dict, timeout: float) -> None:
+        """``<job>: simulating N clients, R rounds (timeout T s)``."""
+        self.line(
+            f"{name}: simulating {info['num_clients']} clients, {info['num_rounds']} rounds (timeout {timeout:g} s)"
+        )
+
+    def round_started(self, name: str, number: int, rounds: int, seconds: float) -> None:
+        """``  <job>: round N of R (S s)``; ``seconds`` since the simulator started."""
+        self.line(f"  {name}: round {number} of {rounds} ({seconds:.1f} s)")
+
+    def leftovers_stopped(self, name: str, count: int) -> None:
+        """``  <job>: stopped N process(es) the simulator left running``."""
+        self.line(f"  {name}: stopped {count} process(es) the simulator left running")
+
+    def job_finished(self, result) -> None:
+        """A job's closing block: status, wall time and log; then its problems (stderr); its store and plot.
+
+        Args:
+            result (generator.simulate.JobResult): the job's result.
+        """
+        name = result.name
+        with self._lock:  # one block: a parallel job's lines cannot come between these
+            out, err = self._stdout or sys.stdout, self._stderr or sys.stderr
+            log = result.log or "none (not started)"
+            out.write(f"{name}: {result.status} in {result.wall_seconds:.1f} s; log: {log}\n")
+            out.flush()
+            for problem in result.problems:
+                err.write(f"{problem}\n")  # a Problem of the job: "<job>: <message>"
+            err.flush()
+            if result.store:
+                out.write(f"{name}: metrics store ({result.receiver}): {result.store}\n")
+            if result.report:
+                out.write(f"{name}: metrics plot: {result.report}\n")
+            out.flush()
+
+    def all_finished(self, results: list) -> None:
+        """An empty line, then :func:`table` of ``results`` (file order)."""
+        self.lines(["", *table(results)])
+
+
+def _model_text(model) -> str:
+    if model is None:
+        return "-"
+    return "[" + ", ".join("[" + " ".join(f"{v:g}" for v in row) + "]" for row in model) + "]"
+
+
+def model_cell(result) -> str:
+    """The table's "final model" cell of a :class:`generator.simulate.JobResult`: the final model,
+    or a saved model marked as not final, or ``-``."""
+    if result.final_model is not None:
+        return _model_text(result.final_model)
+    if result.last_model is not None:
+        after = f"after round {result.model_round} of {result.rounds}" if result.model_round else "no round saved"
+        return f"not final ({after}): {_model_text(result.last_model)}"
+    return "-"
+
+
+def _points_text(points: dict) -> str:
+    if not points:
+        return "-"
+    return "; ".join(
+        f"{site}: " + (", ".join(f"{k}={v}" for k, v in sorted(keys.items())) or "no points")
+        for site, keys in sorted(points.items())
+    )
+
+
+def table(results: list) -> list[str]:
+    """The results table, one row per job in the order given: job, status (ok, FAILED, TIMEOUT,
+    INTERRUPTED), rounds started/rounds, wall time (s), final model, metric points per site.
+
+    Args:
+        results (list[generator.simulate.JobResult]): the jobs' results.
+
+    Returns:
+        list[str]: the header and one line per job, columns padded to their widest cell.
+    """
+    rows = [("job", "status", "rounds", "wall s", "final model", "metric points per site")]
+    for r in results:
+        rows.append(
+            (
+                r.name,
+                r.status,
+                f"{r.rounds_started}/{r.rounds}",
+                f"{r.wall_seconds:.1f}",
+                model_cell(r),
+                _points_text(r.metric_points),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]

@@ -1,0 +1,167 @@
+"""The reporter (what every command prints) and simulate's parallel scheduling, without NVFlare runs.
+
+The reporter gets the events ``simulate`` emits and prints today's lines; lines written from many
+threads at once come out whole. ``simulate --parallel``'s scheduler (``_run_parallel``) is run
+with a stand-in for one job's simulation: it keeps at most N jobs running, returns results in
+file order, and starts no job once a stop signal was received.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pytest
+
+from generator import simulate
+from generator.reporter import Reporter, table
+from generator.simulate import JobResult, job_problem
+
+
+def streams() -> tuple[Reporter, io.StringIO, io.StringIO]:
+    out, err = io.StringIO(), io.StringIO()
+    return Reporter(out, err), out, err
+
+
+def test_simulate_events_print_the_progress_lines():
+    reporter, out, err = streams()
+    reporter.job_started("np-a", {"num_clients": 2, "num_rounds": 5}, 420.0)
+    reporter.round_started("np-a", 3, 5, 12.345)
+    reporter.leftovers_stopped("np-a", 2)
+    assert out.getvalue().splitlines() == [
+        "np-a: simulating 2 clients, 5 rounds (timeout 420 s)",
+        "  np-a: round 3 of 5 (12.3 s)",
+        "  np-a: stopped 2 process(es) the simulator left running",
+    ]
+    assert err.getvalue() == ""
+
+
+def test_a_finished_job_prints_status_problems_store_and_plot():
+    reporter, out, err = streams()
+    result = JobResult(name="np-m", status="FAILED", wall_seconds=31.04, log="ws/_logs/np-m.log", receiver="mlflow")
+    result.problems = [job_problem("np-m", "site-1 stored 3 'loss' points, expected 4"), job_problem("np-m", "x\ny")]
+    result.store, result.report = "sqlite:///ws/np-m/server/simulate_job/mlflow.db", "build/reports/np-m.png"
+    reporter.job_finished(result)
+    assert out.getvalue().splitlines() == [
+        "np-m: FAILED in 31.0 s; log: ws/_logs/np-m.log",
+        "np-m: metrics store (mlflow): sqlite:///ws/np-m/server/simulate_job/mlflow.db",
+        "np-m: metrics plot: build/reports/np-m.png",
+    ]
+    # one line per problem, whatever the message holds
+    assert err.getvalue().splitlines() == ["np-m: site-1 stored 3 'loss' points, expected 4", "np-m: x\\x0ay"]
+
+
+def test_a_job_that_never_started_says_so():
+    reporter, out, _ = streams()
+    reporter.job_finished(JobResult(name="j", status="FAILED"))
+    assert out.getvalue() == "j: FAILED in 0.0 s; log: none (not started)\n"
+
+
+def test_the_table_keeps_the_order_given_and_pads_columns():
+    done = JobResult(name="long-job-name", ok=True, status="ok", rounds=2, rounds_started=2, wall_seconds=9.96)
+    done.final_model = [[2.0, 3.0], [4.5, 5.0]]
+    done.metric_points = {"site-2": {"loss": 2}, "site-1": {"loss": 2, "acc": 2}}
+    cut = JobResult(name="b", status="INTERRUPTED", rounds=5, rounds_started=1, wall_seconds=3.0)
+    cut.last_model, cut.model_round = [[1.0]], 1
+    reporter, out, _ = streams()
+    reporter.all_finished([done, cut])
+    assert out.getvalue().splitlines() == [
+        "",
+        "job            status       rounds  wall s  final model" + " " * 28 + "metric points per site",
+        "long-job-name  ok           2/2     10.0    [[2 3], [4.5 5]]"
+        + " " * 23
+        + "site-1: acc=2, loss=2; site-2: loss=2",
+        "b              INTERRUPTED  1/5     3.0     not final (after round 1 of 5): [[1]]  -",
+    ]
+    assert table([]) == ["job  status  rounds  wall s  final model  metric points per site"]
+
+
+def test_lines_from_many_threads_come_out_whole():
+    reporter, out, _ = streams()
+    long = "x" * 5000
+
+    def job(i: int) -> None:
+        for n in range(50):
+            reporter.round_started(f"job-{i}-{long}", n, 50, 0.0)
+            reporter.job_finished(JobResult(name=f"job-{i}", status="ok", log=long))
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 8 * 50 * 2
+    expected = {f"  job-{i}-{long}: round {n} of 50 (0.0 s)" for i in range(8) for n in range(50)}
+    expected |= {f"job-{i}: ok in 0.0 s; log: {long}" for i in range(8)}
+    assert set(lines) == expected
+
+
+def test_the_reporter_follows_a_replaced_stdout(capsys):
+    Reporter().validated("jobs.yaml", ["a", "b"])
+    Reporter().line("oops", err=True)
+    assert capsys.readouterr() == ("jobs.yaml: 2 job(s) valid: a, b\n", "oops\n")
+
+
+def fake_jobs(monkeypatch, seconds: dict[str, float]) -> dict:
+    """Replace one job's simulation with a sleep; record how many ran at once."""
+    state = {"running": 0, "most": 0, "started": []}
+    lock = threading.Lock()
+
+    def fake_one(out, workspace, name, info, reports, timeout, events, stop=None):
+        with lock:
+            state["running"] += 1
+            state["most"] = max(state["most"], state["running"])
+            state["started"].append(name)
+        time.sleep(seconds[name])
+        with lock:
+            state["running"] -= 1
+        return JobResult(name=name, ok=True, status="ok")
+
+    monkeypatch.setattr(simulate, "_simulate_one", fake_one)
+    return state
+
+
+@pytest.mark.parametrize("parallel", [2, 3])
+def test_parallel_runs_at_most_n_jobs_and_keeps_file_order(monkeypatch, parallel):
+    seconds = {"a": 0.6, "b": 0.1, "c": 0.3, "d": 0.1, "e": 0.2}
+    state = fake_jobs(monkeypatch, seconds)
+    manifest = {name: {} for name in seconds}
+    results = simulate._run_parallel("out", "ws", manifest, list(seconds), None, None, None, [], parallel)
+    assert [r.name for r in results] == list(seconds)
+    assert state["most"] == parallel
+
+
+def test_parallel_starts_no_job_after_a_stop_signal(monkeypatch):
+    seconds = {"a": 0.3, "b": 0.3, "c": 0.3, "d": 0.3}
+    state = fake_jobs(monkeypatch, seconds)
+    received: list[int] = []
+    timer = threading.Timer(0.1, lambda: received.append(2))  # as interrupt_on_signals records SIGINT
+    timer.start()
+    results = simulate._run_parallel(
+        "out", "ws", {n: {} for n in seconds}, list(seconds), None, None, None, received, 2
+    )
+    timer.join()
+    assert state["started"] == ["a", "b"]
+    assert [r.name for r in results] == ["a", "b"]
+
+
+def test_only_the_reporter_writes_to_stdout_or_stderr():
+    """No other module of the package calls ``print`` or names ``sys.stdout`` / ``sys.stderr``."""
+    import ast
+    from pathlib import Path
+
+    import generator
+
+    found = []
+    for path in sorted(Path(generator.__file__).parent.glob("*.py")):
+        if path.name == "reporter.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                found.append(f"{path.name}:{node.lineno}: print")
+            if isinstance(node, ast.Attribute) and node.attr in ("stdout", "stderr"):
+                if isinstance(node.value, ast.Name) and node.value.id == "sys":
+                    found.append(f"{path.name}:{node.lineno}: sys.{node.attr}")
+    assert found == []
