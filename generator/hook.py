@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import sys
 
+from .reporter import Reporter
+
 #: Modules the validate path needs beside the standard library (pyproject ``dependencies``).
 VALIDATE_NEEDS = ("yaml", "jsonschema", "jinja2")
 
@@ -42,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     missing = missing_module()
     if missing:
-        print(
+        Reporter().line(
             f"jobgen-validate: {sys.executable} cannot import {missing!r}: run pre-commit with the project's "
             "environment first on PATH (e.g. `. .venv/bin/activate`), or install nvflare-jobgen's "
             "dependencies into this python (pip install pyyaml jsonschema jinja2)",
-            file=sys.stderr,
+            err=True,
         )
         return 2
     from .cli import main as cli_main
