@@ -31,9 +31,9 @@ import tempfile
 from pathlib import Path
 
 from .errors import OutputError, Problem
-from .write import GENERATOR_ID
+from .layout import GENERATOR_ID
 
-#: The key every results entry carries, with the value :data:`generator.write.GENERATOR_ID`.
+#: The key every results entry carries, with the value :data:`generator.layout.GENERATOR_ID`.
 RESULTS_MARK = "generator"
 #: Keys of a results entry written before :data:`RESULTS_MARK` existed (``JobResult``'s fields then).
 RESULT_KEYS = frozenset(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Problem, SpecError
+from .layout import ManifestEntry
 from .load import load
 from .render import Renderer, tracking_uri
 from .spec import Job
@@ -68,25 +69,26 @@ class RenderedJobs(Mapping):
         return len(self._jobs)
 
 
-def job_info(job: Job) -> dict:
-    """Facts about a generated job that ``simulate`` needs, stored in the output manifest
-    (``timeout`` only when the job sets one)."""
+def job_info(job: Job) -> ManifestEntry:
+    """Facts about a generated job that ``simulate`` needs, stored in the output manifest.
+
+    Returns:
+        ManifestEntry: ``timeout`` None when the job sets none (then absent from the JSON).
+    """
     s = job.settings
     receiver = s.get("receiver")
-    info = {
-        "nvflare_version": job.line,
-        "num_clients": s["num_clients"],
-        "num_rounds": s["num_rounds"],
-        "execution_mode": job.execution_mode,
-        "script": s["script"],
-        "receiver": receiver["type"] if receiver else None,
-        "tracking_uri": tracking_uri(job),
-        "tb_folder": receiver.get("tb_folder") if receiver else None,
-        "expect": s["expect"],
-    }
-    if "timeout" in s:  # only when set: the manifests of jobs without one stay as they were
-        info["timeout"] = s["timeout"]
-    return info
+    return ManifestEntry(
+        nvflare_version=job.line,
+        num_clients=s["num_clients"],
+        num_rounds=s["num_rounds"],
+        execution_mode=job.execution_mode,
+        script=s["script"],
+        receiver=receiver["type"] if receiver else None,
+        tracking_uri=tracking_uri(job),
+        tb_folder=receiver.get("tb_folder") if receiver else None,
+        expect=s["expect"],
+        timeout=s.get("timeout"),
+    )
 
 
 def select(doc, jobs: list[Job], names: list[str] | None) -> list[Job]:

@@ -34,25 +34,16 @@ from pathlib import Path
 
 from .errors import JobgenError, OptionError, OutputError, Problem, SimulationError
 from .judge import RoundTracker, client_exceptions, nvflare_errors
+from .layout import FINAL_MODEL, LOGS_DIR, SERVER_SITE, WORKSPACE_MARKER, ManifestEntry, site_names
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
 from .outputs import check_reports, check_results, file_above, record_report, write_results
 from .runner import Interrupted, deferred_signals, interrupt_on_signals, run_process
 from .safepaths import check_paths, run_paths
-from .write import read_manifest
+from .write import read_entries
 
-WORKSPACE_MARKER = ".jobgen-workspaces"
-#: The console logs' folder in the workspaces folder: ``<workspace>/_logs/<job>.log``. Neither it nor
-#: the marker can be a job's workspace: a job name starts with a letter or a digit (the schema's
-#: ``name`` pattern), so no job's files collide with another job's or with ours.
-LOGS_DIR = "_logs"
 #: Statuses of a job (``JobResult.status``).
 OK, FAILED, TIMEOUT, INTERRUPTED = "ok", "FAILED", "TIMEOUT", "INTERRUPTED"
-
-#: Where the simulator puts the server's result (NVFlare simulator layout).
-SERVER_RESULT = Path("server") / "simulate_job"
-#: NPModelPersistor defaults: ``model_dir="models"``, ``model_name="server.npy"``.
-FINAL_MODEL = SERVER_RESULT / "models" / "server.npy"
 
 
 @dataclass
@@ -121,7 +112,7 @@ def nvflare_command(python: str | None = None) -> list[str]:
 TIMEOUT_BASE, TIMEOUT_PER_ROUND, TIMEOUT_PER_CLIENT_ROUND, TIMEOUT_SUB_PROCESS, TIMEOUT_RECEIVER = 120, 30, 15, 60, 60
 
 
-def job_timeout(info: dict, override: float | None = None) -> float:
+def job_timeout(info: ManifestEntry, override: float | None = None) -> float:
     """Seconds a job's simulator run may take before it is stopped and reported TIMEOUT.
 
     ``override`` (``simulate --timeout``) wins, then the job's own ``timeout`` key (``jobs.yaml``),
@@ -140,7 +131,7 @@ def job_timeout(info: dict, override: float | None = None) -> float:
     longer per round needs its own ``timeout``.
 
     Args:
-        info (dict): the job's manifest entry (``num_rounds``, ``num_clients``,
+        info (ManifestEntry): the job's manifest entry (``num_rounds``, ``num_clients``,
             ``execution_mode``, ``receiver``, optionally ``timeout``).
         override (float | None): seconds from the command line.
 
@@ -149,12 +140,12 @@ def job_timeout(info: dict, override: float | None = None) -> float:
     """
     if override:
         return float(override)
-    if info.get("timeout"):
-        return float(info["timeout"])
-    seconds = TIMEOUT_BASE + info["num_rounds"] * (TIMEOUT_PER_ROUND + TIMEOUT_PER_CLIENT_ROUND * info["num_clients"])
-    if info.get("execution_mode") == "external_process":
+    if info.timeout:
+        return float(info.timeout)
+    seconds = TIMEOUT_BASE + info.num_rounds * (TIMEOUT_PER_ROUND + TIMEOUT_PER_CLIENT_ROUND * info.num_clients)
+    if info.execution_mode == "external_process":
         seconds += TIMEOUT_SUB_PROCESS
-    if info.get("receiver"):
+    if info.receiver:
         seconds += TIMEOUT_RECEIVER
     return float(seconds)
 
@@ -196,11 +187,11 @@ def check_workspace(root: Path, out: Path | None = None) -> list[Problem]:
     return []
 
 
-def timeout_source(info: dict, override: float | None = None) -> str:
+def timeout_source(info: ManifestEntry, override: float | None = None) -> str:
     """Where :func:`job_timeout`'s value for this job comes from, in words (for the TIMEOUT reason)."""
     if override:
         return "simulate --timeout"
-    if info.get("timeout"):
+    if info.timeout:
         return "the job's `timeout` key in jobs.yaml"
     return "the default from the job's rounds, clients, mode and receiver; set `timeout` in jobs.yaml for more"
 
@@ -242,13 +233,13 @@ def _run_env(bin_dir: str) -> dict[str, str]:
     return env
 
 
-def _metric_problems(info: dict, counts: dict) -> list[str]:
+def _metric_problems(info: ManifestEntry, counts: dict) -> list[str]:
     problems = []
-    sites = [f"site-{i}" for i in range(1, info["num_clients"] + 1)]
+    sites = site_names(info.num_clients)
     for site in sites:
         if not counts.get(site):
             problems.append(f"no metric from {site} arrived in the receiver's store")
-    for key, expected in info["expect"].get("metric_points_per_site", {}).items():
+    for key, expected in info.expect.get("metric_points_per_site", {}).items():
         for site in sites:
             got = counts.get(site, {}).get(key, 0)
             if got != expected:
@@ -267,7 +258,7 @@ def _without_password(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def tracking_server_problem(info: dict, server_dir: Path, timeout: float = PROBE_SECONDS) -> str | None:
+def tracking_server_problem(info: ManifestEntry, server_dir: Path, timeout: float = PROBE_SECONDS) -> str | None:
     """Why a job's MLflow tracking server cannot be used, checked before the job starts.
 
     Only an ``http(s)://`` ``tracking_uri`` of an ``mlflow`` receiver is checked (a SQLite store
@@ -275,13 +266,13 @@ def tracking_server_problem(info: dict, server_dir: Path, timeout: float = PROBE
     minutes, silently; this answers within ``timeout`` + 1 seconds.
 
     Args:
-        info (dict): the job's manifest entry. server_dir (Path): ``<workspace>/server``.
+        info (ManifestEntry): the job's manifest entry. server_dir (Path): ``<workspace>/server``.
         timeout (float): seconds per connect and answer.
 
     Returns:
         str | None: the reason, naming the URI; None when the server answered as MLflow does.
     """
-    if info.get("receiver") != "mlflow" or not info.get("tracking_uri"):
+    if info.receiver != "mlflow" or not info.tracking_uri:
         return None
     uri = store_location(info, server_dir)
     why = probe_mlflow_server(uri, timeout)
@@ -297,7 +288,7 @@ def simulate_job(
     out: Path,
     workspace_root: Path,
     name: str,
-    info: dict,
+    info: ManifestEntry,
     progress=print,
     reports: Path | None = None,
     timeout: float | None = None,
@@ -309,7 +300,7 @@ def simulate_job(
 
     Args:
         out (Path): the generated jobs folder. workspace_root (Path): where workspaces go.
-        name (str): the job. info (dict): its manifest entry (see ``pipeline.job_info``).
+        name (str): the job. info (ManifestEntry): its manifest entry (see ``pipeline.job_info``).
         progress (callable): called with one line per started round.
         reports (Path | None): where to write ``<job>.png`` for a metrics job (None: no plot).
         timeout (float | None): seconds, overriding the job's (see :func:`job_timeout`).
@@ -320,8 +311,8 @@ def simulate_job(
     Raises:
         JobgenError: the workspace path cannot be passed to NVFlare (see :mod:`generator.safepaths`).
     """
-    result = JobResult(name=name, rounds=info["num_rounds"], receiver=info.get("receiver"))
-    line = info.get("nvflare_version")
+    result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver)
+    line = info.nvflare_version
     if line and line != installed_line():
         result.problems.append(
             f"written for NVFlare {line} (nvflare_version) but this environment's nvflare is the "
@@ -329,7 +320,7 @@ def simulate_job(
         )
         return result
     probe_started = time.monotonic()
-    unreachable = tracking_server_problem(info, Path(workspace_root) / name / "server")
+    unreachable = tracking_server_problem(info, Path(workspace_root) / name / SERVER_SITE)
     if unreachable:  # before the workspace is made: the job never starts
         result.problems.append(unreachable)
         result.wall_seconds = round(time.monotonic() - probe_started, 2)
@@ -338,7 +329,7 @@ def simulate_job(
     log = log_path(workspace_root, name)
     result.workspace, result.log = str(ws), str(log)
     result.timeout = job_timeout(info, timeout)
-    n = str(info["num_clients"])
+    n = str(info.num_clients)
     started, started_epoch = time.monotonic(), time.time()
     tracker = RoundTracker(ws, result.rounds)
 
@@ -419,9 +410,9 @@ def judge_run(result: JobResult, ws: Path, tracker: RoundTracker, code: int | No
     result.problems += nvflare_errors(ws)
 
 
-def _check_metrics(result: JobResult, info: dict, ws: Path, since_ms: int, reports: Path | None) -> None:
+def _check_metrics(result: JobResult, info: ManifestEntry, ws: Path, since_ms: int, reports: Path | None) -> None:
     """Read the receiver's store, compare with the expectations, plot what arrived."""
-    result.store = store_location(info, ws / "server")
+    result.store = store_location(info, ws / SERVER_SITE)
     try:
         series = read_store(result.receiver, result.store, since_ms=since_ms)
     except SimulationError as e:
@@ -519,7 +510,7 @@ def simulate_all(
     if not out.is_dir():
         why = "is a file, not a folder of generated jobs" if out.exists() else "no such folder"
         raise OptionError([Problem(str(out), 0, 0, "", f"--out: {why}: run `make generate` first")])
-    manifest = read_manifest(out)["jobs"]
+    manifest = read_entries(out)
     if not manifest:
         raise OptionError([Problem(str(out), 0, 0, "", "--out: no generated jobs here: run `make generate` first")])
     unknown = [n for n in names or [] if n not in manifest]
@@ -529,7 +520,7 @@ def simulate_all(
     managed = {"the generated jobs folder": out, "the workspaces folder": Path(workspace)}
     problems = check_results(Path(results_path), managed) if results_path else []
     if reports:
-        problems += check_reports(Path(reports), [n for n in selected if manifest[n].get("receiver")], managed)
+        problems += check_reports(Path(reports), [n for n in selected if manifest[n].receiver], managed)
     problems += check_workspace(Path(workspace), out)
     if problems:
         raise OutputError(problems)
@@ -555,10 +546,10 @@ def simulate_all(
     return all(r.ok for r in results)
 
 
-def _simulate_one(out: Path, workspace, name: str, info: dict, reports, timeout, results: list) -> None:
+def _simulate_one(out: Path, workspace, name: str, info: ManifestEntry, reports, timeout, results: list) -> None:
     """Simulate one job of :func:`simulate_all`, print its outcome, append its result to ``results``."""
     print(
-        f"{name}: simulating {info['num_clients']} clients, {info['num_rounds']} rounds "
+        f"{name}: simulating {info.num_clients} clients, {info.num_rounds} rounds "
         f"(timeout {job_timeout(info, timeout):g} s)",
         flush=True,
     )
@@ -566,7 +557,7 @@ def _simulate_one(out: Path, workspace, name: str, info: dict, reports, timeout,
         progress = lambda line: print(line, flush=True)  # noqa: E731
         result = simulate_job(out, Path(workspace), name, info, progress=progress, reports=reports, timeout=timeout)
     except Interrupted as e:  # outside the simulator run itself: preparing it, or reading its metrics back
-        result = JobResult(name=name, rounds=info["num_rounds"], receiver=info.get("receiver"), status=INTERRUPTED)
+        result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver, status=INTERRUPTED)
         result.problems.append(f"interrupted by {e.name}")
         result.log = str(log_path(workspace, name))
     results.append(result)

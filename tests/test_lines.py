@@ -14,9 +14,10 @@ import pytest
 from conftest import ROOT, example_jobs_yaml
 
 from generator import lines
+from generator.components import receivers_of
 from generator.load import load
 from generator.render import Renderer
-from generator.validate import RECEIVERS_BY_LINE, _line_problems, validate
+from generator.validate import _line_problems, validate
 
 IN_PROCESS_27 = "nvflare.app_common.executors.in_process_client_api_executor.InProcessClientAPIExecutor"
 LAUNCHER_27 = "nvflare.app_common.executors.client_api_launcher_executor.ClientAPILauncherExecutor"
@@ -143,15 +144,16 @@ def test_27_refuses_a_receiver_it_has_no_template_for(tmp_path, receiver_type):
     (problem,) = _line_problems(doc, job)
     assert (problem.line, problem.column, problem.path) == (6, 13, "jobs[0].receiver.type")
     assert f"receiver type {receiver_type!r} is not available for nvflare_version 2.7" in problem.message
-    assert RECEIVERS_BY_LINE["2.7"] == ("mlflow",)
+    assert receivers_of("2.7") == ("mlflow",)
 
 
 def test_simulate_refuses_a_folder_written_for_another_line(tmp_path):
     """A 2.7 folder does not load on 2.9 (and back): say so instead of running a doomed simulation."""
+    from generator.layout import ManifestEntry
     from generator.simulate import simulate_job
 
     other = "2.7" if lines.installed_line() == "2.9" else "2.9"
-    info = {"nvflare_version": other, "num_clients": 1, "num_rounds": 1}
+    info = ManifestEntry(nvflare_version=other, num_clients=1, num_rounds=1, execution_mode="in_process", script="x.py")
     result = simulate_job(tmp_path / "out", tmp_path / "ws", "a", info, progress=lambda line: None)
     assert not result.ok
     assert result.problems == [
