@@ -243,3 +243,22 @@ def test_a_job_for_the_other_nvflare_line_is_linted_with_its_own_templates(proje
     assert code == 2
     assert err and all(LOCATED.match(line) for line in err)
     assert not any("changed: not what" in line for line in err)  # the folder is fresh for its own line
+
+
+def test_lint_reads_which_key_feeds_an_argument_from_the_component_table():
+    keys = components.keys_by_class()
+    mlflow_key, mlflow_args = keys["nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver"]
+    assert mlflow_key == ("receiver",)
+    assert mlflow_args == {
+        "tracking_uri": ("receiver", "tracking_uri"),
+        "kw_args": ("receiver",),  # a mapping of receiver keys: their common prefix
+        "artifact_location": ("receiver", "artifact_location"),
+        "events": ("receiver", "events"),
+        "buffer_flush_time": ("receiver", "buffer_flush_time"),
+    }
+    executor_key, executor_args = keys["nvflare.app_common.executors.client_api_executor.ClientAPIExecutor"]
+    assert executor_key == ()  # every job has one: reported at the job entry
+    assert executor_args["execution_mode"] == ("launch_external_process",)
+    assert executor_args["command"] == ("command",)
+    assert executor_args["task_script_path"] == ("script",)
+    assert "server_expected_format" not in executor_args  # a constant: no key behind it
