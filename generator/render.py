@@ -27,7 +27,7 @@ import jinja2
 
 from .components import DEFAULT_WORKFLOW, LINES, Component, Derived, Key
 from .errors import Problem, TemplateError
-from .layout import CONFIG_FILES, CUSTOM_PREFIX, DEFAULT_TRACKING_URI, custom_file, template_of
+from .layout import CONFIG_FILES, CUSTOM, CUSTOM_PREFIX, DEFAULT_TRACKING_URI, custom_file, template_of
 from .lines import FALLBACK_LINE
 from .spec import Job, shell_words
 
@@ -227,7 +227,7 @@ def template_context(job: Job) -> dict:
 
 def shipped_file(line: str, name: str) -> Path:
     """A server component the generator ships for NVFlare ``line``: ``templates/nvflare-<line>/custom/<name>``."""
-    return TEMPLATES_DIR / f"nvflare-{line}" / "custom" / name
+    return TEMPLATES_DIR / f"nvflare-{line}" / CUSTOM / name
 
 
 class Renderer:
