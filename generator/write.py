@@ -108,11 +108,19 @@ def read_entries(out: Path) -> dict[str, ManifestEntry]:
     Raises:
         OutputError: as :func:`read_manifest`, or an entry lacks a field simulate needs.
     """
-    jobs = read_manifest(out)["jobs"]
-    try:
-        return {name: ManifestEntry.from_json(entry) for name, entry in jobs.items()}
-    except (KeyError, TypeError) as e:
-        raise _fail(Path(out) / MANIFEST, f"a job entry lacks {e}: run `make generate` again") from None
+    return _entries(Path(out), read_manifest(out)["jobs"])
+
+
+def _entries(out: Path, jobs: dict) -> dict[str, ManifestEntry]:
+    """The ``jobs`` of ``out``'s manifest as entries. Raises OutputError: an entry is not one."""
+    entries = {}
+    for name, entry in jobs.items():
+        try:
+            entries[name] = ManifestEntry.from_json(entry)
+        except (KeyError, TypeError) as e:
+            why = f"lacks {e}" if isinstance(e, KeyError) else "is not a JSON object"
+            raise _fail(out / MANIFEST, f"the entry of job {name!r} {why}: run `make generate` again") from None
+    return entries
 
 
 def _not_ours(out: Path, manifest: dict) -> list[Problem]:
@@ -341,7 +349,7 @@ def write_jobs(
 
 
 def _swap_in(out: Path, rendered: dict, info: dict, manifest: dict | None, keep_others: bool) -> None:
-    jobs_info = {name: ManifestEntry.from_json(e) for name, e in manifest["jobs"].items()} if keep_others else {}
+    jobs_info = _entries(out, manifest["jobs"]) if keep_others else {}
     jobs_info.update(info)
     hashes = {}
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_TMP}-", dir=out.parent))

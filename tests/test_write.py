@@ -322,3 +322,16 @@ def test_rendered_configs_are_not_parsed_again_but_a_shipped_json_file_is(tmp_pa
     assert problem.file.endswith("a/app/custom/settings.json")
     assert problem.message.startswith("generated invalid JSON: ")
     assert (tmp_path / "out" / "a" / META_JSON).read_bytes() == b"not json"  # the previous output stays
+
+
+def test_a_manifest_entry_without_a_field_simulate_needs_is_refused_not_a_traceback(project, built, cli):
+    manifest = json.loads((built / ".jobgen.json").read_text(encoding="utf-8"))
+    del manifest["jobs"]["np-diff-in-process"]["script"]
+    (built / ".jobgen.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    err = refused(cli, project, "--job", "np-full-in-process")
+    assert err == [
+        "build/jobs/.jobgen.json: the entry of job 'np-diff-in-process' lacks 'script': run `make generate` again"
+    ]
+    with pytest.raises(OutputError) as raised:
+        write.read_entries(built)
+    assert [p.message for p in raised.value.problems] == [err[0].split(": ", 1)[1]]
