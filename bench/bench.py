@@ -336,12 +336,12 @@ def bench_runs(work: Path) -> list[dict]:
     import numpy as np
 
     from generator.simulate import FINAL_MODEL, simulate_job
-    from generator.write import read_manifest
+    from generator.write import read_entries
 
     env = env_with_venv()
     project = new_project(work / "example", (ROOT / "jobs.yaml").read_text(encoding="utf-8"))
     gen = measure([sys.executable, "-m", "generator", "generate", "--jobs", "jobs.yaml", "--out", "out"], project, env)
-    manifest = read_manifest(project / "out")["jobs"]
+    manifest = read_entries(project / "out")
     rows = []
     for name, (script, sub) in EXAMPLE_RUNS.items():
         ours = simulate_job(project / "out", project / "ws-ours", name, manifest[name])
@@ -388,7 +388,7 @@ SETTINGS_STEPS = {
 def bench_settings(work: Path) -> list[dict]:
     """Part (c): does each speed setting really cut the simulation's wall time? One row per step."""
     from generator.simulate import simulate_job
-    from generator.write import read_manifest
+    from generator.write import read_entries
 
     env = env_with_venv()
     text = "jobs:\n" + "".join(
@@ -397,7 +397,7 @@ def bench_settings(work: Path) -> list[dict]:
     )
     project = new_project(work / "settings", text)
     measure([sys.executable, "-m", "generator", "generate", "--jobs", "jobs.yaml", "--out", "out"], project, env)
-    manifest = read_manifest(project / "out")["jobs"]
+    manifest = read_entries(project / "out")
     rows = []
     for i, label in enumerate(SETTINGS_STEPS):
         result = simulate_job(project / "out", project / "ws", f"step-{i}", manifest[f"step-{i}"])

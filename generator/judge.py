@@ -34,13 +34,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: The logger of the generated workflow (``templates/nvflare-*/config_fed_server.json.j2``).
-FEDAVG_LOGGER = "nvflare.app_common.workflows.fedavg.FedAvg"
+from .components import FEDAVG
+from .layout import CUSTOM, SERVER_SITE, SIMULATE_JOB, SITE_GLOB, site_number
+
+#: The logger of the generated workflow: its class path (NVFlare names a component's logger so).
+FEDAVG_LOGGER = FEDAVG.path
 #: The simulator's server identity (``simulator_deployer.py``: ``"name": "simulator_server"``).
 SIMULATOR_SERVER = "simulator_server"
 #: NVFlare's structured log of a site, relative to the workspace (``log_config.json``).
 LOG_JSON = "log.json"
-SERVER_LOG = Path("server") / LOG_JSON
+SERVER_LOG = Path(SERVER_SITE) / LOG_JSON
 
 #: FedAvg's messages (``nvflare/app_common/workflows/fedavg.py``, ``run``; the same on 2.7):
 #: ``center_message(f"Round {n} started.")`` (a bordered, centred line), ``"Finished FedAvg."``,
@@ -259,7 +262,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _FRAME = re.compile(r'^\s+File "(?P<file>[^"]+)", line (?P<line>\d+)')
 _EXCEPTION = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<message>.*))?$")
 #: Where a site's job app puts the client's files in the simulator workspace.
-_APP_CUSTOM = re.compile(r"[/\\](?P<site>[^/\\]+)[/\\]simulate_job[/\\]app_[^/\\]+[/\\](?P<rel>custom[/\\].+)$")
+_APP_CUSTOM = re.compile(rf"[/\\](?P<site>[^/\\]+)[/\\]{SIMULATE_JOB}[/\\]app_[^/\\]+[/\\](?P<rel>{CUSTOM}[/\\].+)$")
 
 
 @dataclass(frozen=True)
@@ -370,7 +373,7 @@ def client_exceptions(workspace: Path, console_log: Path | None = None) -> list[
         (custom/train_x.py:5)"]``; empty when no client raised in its own code.
     """
     by_site: dict[str, ClientException] = {}
-    sites = sorted((p for p in Path(workspace).glob("site-*") if p.is_dir()), key=lambda p: _site_key(p.name))
+    sites = sorted((p for p in Path(workspace).glob(SITE_GLOB) if p.is_dir()), key=lambda p: _site_key(p.name))
     for site_dir in sites:
         found = site_exception(site_dir)
         if found:
@@ -389,5 +392,5 @@ def client_exceptions(workspace: Path, console_log: Path | None = None) -> list[
 
 
 def _site_key(name: str) -> tuple:
-    match = re.fullmatch(r"site-(\d+)", name)
-    return (0, int(match.group(1)), "") if match else (1, 0, name)
+    number = site_number(name)
+    return (0, number, "") if number is not None else (1, 0, name)

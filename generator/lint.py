@@ -15,8 +15,10 @@ problem in a file that differs (edited by hand, stale) is reported at the genera
 line and column of the component. Only classes of the ``nvflare`` package are imported: a
 config naming anything else is reported, never imported (importing runs a module's code).
 
-This is the only module of the generator that imports nvflare: ``simulate`` runs NVFlare in a
-child process (``python -m nvflare.cli simulator``) and imports none of it.
+Which ``jobs.yaml`` key feeds which component argument is read from the component table
+(:mod:`generator.components`), the same rows render builds the ``args`` from. This is the only
+module of the generator that imports nvflare: ``simulate`` runs NVFlare in a child process
+(``python -m nvflare.cli simulator``) and imports none of it.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ import json.scanner
 import textwrap
 from pathlib import Path
 
+from .components import keys_by_class, shipped_modules
 from .errors import Problem
+from .layout import CLIENT_CONFIG, META_JSON, SERVER_CONFIG
 from .load import Document, format_path
 from .overrides import load_all
-from .render import CONFIG_TEMPLATES, DEFAULT_LINE, RECEIVER_FILES, Renderer, shipped_file
+from .render import CONFIG_TEMPLATES, DEFAULT_LINE, Renderer, shipped_file
 from .spec import Job
 from .validate import SCRIPTS_DIR, validate
 from .write import differences, read_manifest
@@ -44,33 +48,9 @@ NVFLARE_PREFIX = "nvflare."
 
 #: Config file -> top-level lists that hold components.
 COMPONENT_LISTS = {
-    "meta.json": (),
-    "app/config/config_fed_server.json": ("workflows", "components", "task_data_filters", "task_result_filters"),
-    "app/config/config_fed_client.json": ("executors", "components", "task_data_filters", "task_result_filters"),
-}
-
-#: Component class -> the ``jobs.yaml`` setting that puts it in a job (else: the job entry).
-CLASS_KEYS = {
-    "nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver": ("receiver",),
-    "nvflare.app_common.widgets.convert_to_fed_event.ConvertToFedEvent": ("receiver",),
-}
-
-#: Component argument -> the ``jobs.yaml`` setting its value comes from (see the templates).
-ARG_KEYS = {
-    "num_rounds": ("num_rounds",),
-    "num_clients": ("num_clients",),
-    "execution_mode": ("launch_external_process",),
-    "task_script_path": ("script",),
-    "task_script_args": ("script_args",),
-    "command": ("command",),
-    "params_transfer_type": ("params_transfer_type",),
-    "params_exchange_format": ("framework",),
-    "tracking_uri": ("receiver", "tracking_uri"),
-    "kw_args": ("receiver",),
-    "artifact_location": ("receiver", "artifact_location"),
-    "buffer_flush_time": ("receiver", "buffer_flush_time"),
-    "events": ("receiver", "events"),
-    "events_to_convert": ("receiver", "events"),
+    META_JSON: (),
+    SERVER_CONFIG: ("workflows", "components", "task_data_filters", "task_result_filters"),
+    CLIENT_CONFIG: ("executors", "components", "task_data_filters", "task_result_filters"),
 }
 
 
@@ -232,7 +212,8 @@ class _ConfigLinter:
         for name, value in args.items():  # nested components are built first (ComponentBuilder)
             if isinstance(value, dict) and "path" in value and value.get("config_type", "component") == "component":
                 self.component(value, f"{where}.args.{name}")
-        key = CLASS_KEYS.get(class_path)
+        key, arg_keys = keys_by_class().get(class_path, (None, {}))
+        key = key or None  # a component every job has: reported at the job entry
         cls = self.import_class(comp, where, class_path, key)
         if cls is None:
             return
@@ -241,7 +222,7 @@ class _ConfigLinter:
         error, unknown, accepted = check_args(cls, args)
         if error:
             close = difflib.get_close_matches(unknown[0], accepted, n=1) if unknown else []
-            arg_key = ARG_KEYS.get(close[0] if close else unknown[0]) if unknown else None
+            arg_key = (arg_keys.get(unknown[0]) or (arg_keys.get(close[0]) if close else None)) if unknown else None
             hint = f"; did you mean {close[0]!r}?" if close else f" (it accepts: {', '.join(accepted)})"
             self.report(comp, where, f"{class_path}: {error}{hint}", arg_key or key)
 
@@ -274,12 +255,9 @@ class _ConfigLinter:
 
 
 def shipped_module_file(module_name: str) -> Path | None:
-    """The file of a server component the generator itself ships (``render.RECEIVER_FILES``), if any."""
-    for names in RECEIVER_FILES.values():
-        for name in names:
-            if Path(name).stem == module_name:
-                return shipped_file(DEFAULT_LINE, name)
-    return None
+    """The file of a server component the generator itself ships (a receiver row's ``custom_files``), if any."""
+    shipped = shipped_modules().get(module_name)
+    return shipped_file(DEFAULT_LINE, shipped[1]) if shipped else None
 
 
 def _stale_problems(out: Path, rendered: dict, jobs_file: str) -> list[Problem]:

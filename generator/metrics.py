@@ -30,14 +30,13 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from .errors import SimulationError
+from .layout import MLFLOW_DB, SERVER_SITE, SIMULATE_JOB, SITE_PATTERN, TB_FOLDER_DEFAULT, WANDB_DIR, ManifestEntry
 
-SITE_PREFIX = re.compile(r"^(site-\d+)-")
+#: A run name that starts with a client site's name (``site-1-<job id>-...``); group 1: the site.
+SITE_PREFIX = re.compile(rf"^({SITE_PATTERN})-")
 
 #: ``{site: {metric key: [(step, value), ...]}}``, each list sorted by step.
 Series = dict[str, dict[str, list[tuple[int, float]]]]
-
-#: Receiver types whose store this module can read.
-RECEIVER_TYPES = ("mlflow", "tensorboard", "wandb")
 
 
 def _site(run_name: str | None) -> str:
@@ -68,9 +67,9 @@ def mlflow_store_uri(result_dir: Path, tracking_uri: str | None) -> str:
     """
     result_dir = Path(result_dir).resolve()
     if not tracking_uri:
-        return f"sqlite:///{sqlite_path(result_dir / 'mlflow.db')}"
+        return f"sqlite:///{sqlite_path(result_dir / MLFLOW_DB)}"
     escape = sqlite_path if tracking_uri.startswith("sqlite:///") else str
-    for var, value in (("{WORKSPACE}", result_dir.parent), ("{JOB_ID}", result_dir.name), ("{SITE_NAME}", "server")):
+    for var, value in (("{WORKSPACE}", result_dir.parent), ("{JOB_ID}", result_dir.name), ("{SITE_NAME}", SERVER_SITE)):
         tracking_uri = tracking_uri.replace(var, escape(value))
     return tracking_uri
 
@@ -365,24 +364,24 @@ def read_wandb(wandb_dir: Path) -> Series:
     return _sorted(series)
 
 
-def store_location(info: dict, server_dir: Path) -> str | None:
+def store_location(info: ManifestEntry, server_dir: Path) -> str | None:
     """Where a simulated job's receiver stored its points.
 
     Args:
-        info (dict): the job's manifest entry (``receiver``, ``tracking_uri``, ``tb_folder``).
+        info (ManifestEntry): the job's manifest entry (``receiver``, ``tracking_uri``, ``tb_folder``).
         server_dir (Path): the simulator's server folder, ``<workspace>/server``.
 
     Returns:
         str | None: an MLflow tracking URI, or a folder path; None for a job without receiver.
     """
-    receiver = info.get("receiver")
-    result_dir = Path(server_dir) / "simulate_job"
+    receiver = info.receiver
+    result_dir = Path(server_dir) / SIMULATE_JOB
     if receiver == "mlflow":
-        return mlflow_store_uri(result_dir, info.get("tracking_uri"))
+        return mlflow_store_uri(result_dir, info.tracking_uri)
     if receiver == "tensorboard":
-        return str((result_dir / (info.get("tb_folder") or "tb_events")).resolve())
+        return str((result_dir / (info.tb_folder or TB_FOLDER_DEFAULT)).resolve())
     if receiver == "wandb":
-        return str((Path(server_dir) / "wandb").resolve())  # wandb's default: ./wandb of the server
+        return str((Path(server_dir) / WANDB_DIR).resolve())  # wandb's default: ./wandb of the server
     return None
 
 

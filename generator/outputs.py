@@ -31,9 +31,9 @@ import tempfile
 from pathlib import Path
 
 from .errors import OutputError, Problem
-from .write import GENERATOR_ID
+from .layout import GENERATOR_ID
 
-#: The key every results entry carries, with the value :data:`generator.write.GENERATOR_ID`.
+#: The key every results entry carries, with the value :data:`generator.layout.GENERATOR_ID`.
 RESULTS_MARK = "generator"
 #: Keys that make a results entry without :data:`RESULTS_MARK` ours: the fields every results entry
 #: of nvflare-jobgen has.

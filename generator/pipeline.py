@@ -28,10 +28,11 @@ import difflib
 import gc
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import Problem, SpecError
+from .layout import ManifestEntry
 from .overrides import load_all
 from .render import Renderer, tracking_uri
 from .spec import Job, effective_jobs
@@ -82,35 +83,35 @@ class RenderedJobs(Mapping):
         return len(self._jobs)
 
 
-def job_info(job: Job) -> dict:
-    """Facts about a generated job that ``simulate`` needs, stored in the output manifest
-    (``timeout`` only when the job sets one)."""
+def job_info(job: Job) -> ManifestEntry:
+    """Facts about a generated job that ``simulate`` needs, stored in the output manifest.
+
+    Returns:
+        ManifestEntry: ``timeout`` None when the job sets none (then absent from the JSON).
+    """
     s = job.settings
     receiver = s.get("receiver")
-    info = {
-        "nvflare_version": job.line,
-        "num_clients": s["num_clients"],
-        "num_rounds": s["num_rounds"],
-        "execution_mode": job.execution_mode,
-        "script": s["script"],
-        "receiver": receiver["type"] if receiver else None,
-        "tracking_uri": tracking_uri(job),
-        "tb_folder": receiver.get("tb_folder") if receiver else None,
-        "expect": s["expect"],
-    }
-    if "timeout" in s:  # only when set: the manifests of jobs without one stay as they were
-        info["timeout"] = s["timeout"]
-    return info
+    return ManifestEntry(
+        nvflare_version=job.line,
+        num_clients=s["num_clients"],
+        num_rounds=s["num_rounds"],
+        execution_mode=job.execution_mode,
+        script=s["script"],
+        receiver=receiver["type"] if receiver else None,
+        tracking_uri=tracking_uri(job),
+        tb_folder=receiver.get("tb_folder") if receiver else None,
+        expect=s["expect"],
+        timeout=s.get("timeout"),
+    )
 
 
-def _with_matrix(doc, job: Job) -> dict:
+def _with_matrix(doc, job: Job) -> ManifestEntry:
     """:func:`job_info`, plus for a job expanded from a matrix ``matrix``: the matrix job's ``name``
     as written (``job``) and the combination's ``values`` (matrix key -> value)."""
-    info = job_info(job)
     combination = getattr(doc, "combinations", {}).get(job.name)
-    if combination:
-        info["matrix"] = {"job": combination[0], "values": combination[1]}
-    return info
+    if not combination:
+        return job_info(job)
+    return replace(job_info(job), matrix={"job": combination[0], "values": combination[1]})
 
 
 def _once(problems: list) -> list:

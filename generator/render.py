@@ -4,49 +4,40 @@ Takes :class:`~generator.spec.Job` objects; gives ``{relative path: bytes}`` per
 from the Jinja2 templates of the job's NVFlare line, ``templates/nvflare-<line>/``, with
 ``templates/shared/`` searched second (partials and templates both lines agree on). One environment
 per line, made once: ``StrictUndefined``, templates compiled once and never re-checked on disk,
-every value written through the ``json`` filter. Each rendered config is parsed with
-``json.loads`` and re-serialised, so a template bug can never produce invalid JSON on disk.
-Client scripts, the files each job ships with its script (``Job.shipment``: its local modules and
-``custom_files``, see :mod:`generator.ship`) and the server components a receiver needs
-(``RECEIVER_FILES``) are copied byte for byte into ``app/custom/`` (each file read once per
-:class:`Renderer`). Nothing here imports nvflare.
+every value written through the ``json`` filter. What each component renders to and which
+settings feed its ``args`` is :mod:`generator.components`' table: render builds every ``args``
+dict from it (optional arguments decided here, not in template expressions) and the templates
+only place them. Each rendered config is parsed with ``json.loads`` and re-serialised, so a
+template bug can never produce invalid JSON on disk. Client scripts, the files each job ships with
+its script (``Job.shipment``: its local modules and ``custom_files``, see :mod:`generator.ship`)
+and the server components a receiver's row lists (``custom_files``) are copied byte for byte into
+``app/custom/`` (each file read once per :class:`Renderer`). File names come from
+:mod:`generator.layout`. Nothing here imports nvflare.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import jinja2
 
+from .components import DEFAULT_WORKFLOW, LINES, Component, Derived, Key
 from .errors import Problem, TemplateError
+from .layout import CONFIG_FILES, CUSTOM, CUSTOM_PREFIX, DEFAULT_TRACKING_URI, custom_file, template_of
 from .lines import FALLBACK_LINE
 from .spec import Job, shell_words
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-SHARED_DIR = TEMPLATES_DIR / "shared"
 
 #: The NVFlare release line used when none is given (see :mod:`generator.lines`).
 DEFAULT_LINE = FALLBACK_LINE
 
-#: Server components the templates ship as Python files, per receiver ``type``: copied from
-#: ``templates/nvflare-<line>/custom/`` into the job's ``app/custom/`` (the server app imports them).
-RECEIVER_FILES = {"wandb": ["jobgen_wandb_receiver.py"]}
-
-#: Output file -> template, inside one job folder.
-CONFIG_TEMPLATES = {
-    "meta.json": "meta.json.j2",
-    "app/config/config_fed_server.json": "config_fed_server.json.j2",
-    "app/config/config_fed_client.json": "config_fed_client.json.j2",
-}
-
-#: MLflowReceiver ``tracking_uri`` when the job gives none, per line. NVFlare 2.9 itself falls
-#: back to SQLite ``mlflow.db`` in the job's result folder (None: write no tracking_uri). NVFlare
-#: 2.7 falls back to a ``file://`` store, which MLflow 3 refuses, so 2.7 jobs name the same SQLite
-#: file explicitly; ``{WORKSPACE}`` and ``{JOB_ID}`` are NVFlare system variables it fills in.
-DEFAULT_TRACKING_URI = {"2.7": "sqlite:///{WORKSPACE}/{JOB_ID}/mlflow.db", "2.9": None}
+#: Output file -> template, inside one job folder (each file's name plus ``.j2``).
+CONFIG_TEMPLATES = {name: template_of(name) for name in CONFIG_FILES}
 
 
 def _refuse_constant(name: str):
@@ -54,9 +45,17 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _no_undefined(value):
+    """``JSONEncoder`` hook for what JSON cannot hold: an undefined template value raises UndefinedError
+    (StrictUndefined raises only when printed, and a macro argument is not printed)."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 #: One encoder for every value the templates write (``json.dumps`` with options makes a new one
 #: per call): compact, non-ASCII kept as is.
-_VALUE_ENCODER = json.JSONEncoder(ensure_ascii=False)
+_VALUE_ENCODER = json.JSONEncoder(ensure_ascii=False, default=_no_undefined)
 
 #: How every config file is written: indented by 2, non-ASCII kept as is, a newline at the end.
 _FILE_ENCODER = json.JSONEncoder(ensure_ascii=False, indent=2)
@@ -67,25 +66,39 @@ def to_json(value) -> str:
     return _VALUE_ENCODER.encode(value)
 
 
+class RaisedError(Exception):
+    """Raised by the templates' ``raise_error(message)``: a case the templates do not render."""
+
+
+def raise_error(message: str):
+    """The templates' explicit failure (a Jinja global): ``{{ raise_error("...") }}``.
+
+    Raises:
+        RaisedError: always; render turns it into a TemplateError naming the template and line.
+    """
+    raise RaisedError(message)
+
+
 @cache
 def make_env(line: str = DEFAULT_LINE) -> jinja2.Environment:
     """The Jinja2 environment of one NVFlare line (made once per line and process).
 
     Strict undefined, no autoescape, keep trailing newline; templates are looked up in
     ``templates/nvflare-<line>/`` then ``templates/shared/``, compiled on first use and never
-    re-checked on disk (``auto_reload=False``).
+    re-checked on disk (``auto_reload=False``). Filters: ``json``; globals: ``raise_error``.
 
     Args:
         line (str): NVFlare release line, e.g. ``"2.9"``.
     """
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([TEMPLATES_DIR / f"nvflare-{line}", SHARED_DIR]),
+        loader=jinja2.FileSystemLoader([TEMPLATES_DIR / f"nvflare-{line}", TEMPLATES_DIR / "shared"]),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
         auto_reload=False,
     )
     env.filters["json"] = to_json
+    env.globals["raise_error"] = raise_error
     return env
 
 
@@ -94,7 +107,8 @@ def tracking_uri(job: Job) -> str | None:
 
     Returns:
         str | None: a URI that may hold NVFlare system variables (``{WORKSPACE}``, ``{JOB_ID}``);
-        None when the job has no receiver or NVFlare's own default applies (2.9).
+        None when the job has no receiver or NVFlare's own default applies (2.9; see
+        :data:`generator.layout.DEFAULT_TRACKING_URI`).
     """
     receiver = job.settings.get("receiver")
     if not receiver:
@@ -102,8 +116,8 @@ def tracking_uri(job: Job) -> str | None:
     return receiver.get("tracking_uri") or DEFAULT_TRACKING_URI[job.line]
 
 
-def template_context(job: Job) -> dict:
-    """Values the templates see: the job, its settings ``s`` and a few derived facts.
+def derived_values(job: Job) -> dict:
+    """Values computed from a job for :class:`~generator.components.Derived` arguments and the templates.
 
     ``command_argv`` follows ScriptRunner: ``command`` split like a shell, then
     ``custom/<script>``, then ``script_args``; ``command_line`` is the same as one shell-quoted
@@ -111,27 +125,109 @@ def template_context(job: Job) -> dict:
     names (``fed.`` prefix removed) that an in-process client must turn into federated events for
     the server's receiver to see them (NVFlare 2.7 and 2.9 in-process metrics are lost without it;
     sub-process metrics arrive as federated events already). ``tracking_uri``: see
-    :func:`tracking_uri`.
+    :func:`tracking_uri`. ``execution_mode``: :attr:`generator.spec.Job.execution_mode`.
     """
     s = job.settings
     receiver = s.get("receiver")
     convert = []
     if receiver and job.execution_mode == "in_process":
         convert = [e.removeprefix("fed.") for e in receiver["events"] if e.startswith("fed.")]
-    argv = [*shell_words(s["command"]), f"custom/{s['script']}", *shell_words(s["script_args"])]
+    argv = [*shell_words(s["command"]), f"{CUSTOM_PREFIX}{s['script']}", *shell_words(s["script_args"])]
     return {
-        "job": job,
-        "s": s,
         "command_argv": argv,
         "command_line": shlex.join(argv),
         "convert_events": convert,
         "tracking_uri": tracking_uri(job),
+        "execution_mode": job.execution_mode,
+    }
+
+
+_MISSING = object()
+
+
+def _setting(settings: dict, path: tuple[str, ...]):
+    value = settings
+    for part in path:
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def build_args(args: dict, settings: dict, derived: dict) -> dict:
+    """A component's ``args``, built from its row's sources (see :mod:`generator.components`).
+
+    Args:
+        args (dict): argument name -> source (``Key``, ``Derived``, nested dict, constant).
+        settings (dict): the job's effective settings. derived (dict): :func:`derived_values`.
+
+    Returns:
+        dict: in the row's order; an optional key the job does not set, and a derived None, left out.
+
+    Raises:
+        KeyError: a required key is missing from ``settings`` (validate fills every default).
+    """
+    built = {}
+    for name, source in args.items():
+        if isinstance(source, Key):
+            value = _setting(settings, source.path)
+            if value is _MISSING:
+                if source.optional:
+                    continue
+                raise KeyError(".".join(source.path))
+        elif isinstance(source, Derived):
+            value = derived[source.name]
+            if value is None:
+                continue
+        elif isinstance(source, dict):
+            value = build_args(source, settings, derived)
+        else:
+            value = source
+        built[name] = value
+    return built
+
+
+@dataclass(frozen=True)
+class Built:
+    """One component as the templates place it: its partial, class path and built ``args``."""
+
+    partial: str
+    path: str
+    args: dict
+
+
+def _built(row: Component, settings: dict, derived: dict) -> Built:
+    return Built(row.partial, row.path, build_args(row.args, settings, derived))
+
+
+def template_context(job: Job) -> dict:
+    """Values the templates see: the job, its settings ``s``, the derived values and each component.
+
+    Components (:class:`Built`, from the job's line in :data:`generator.components.LINES`):
+    ``workflow``, ``persistor``, ``executor``; ``receiver`` (None when the job has none, or when
+    the line has no row for its type: the server template then calls ``raise_error``);
+    ``event_to_fed`` (None unless in-process events need converting).
+    """
+    s = job.settings
+    table = LINES[job.line]
+    derived = derived_values(job)
+    receiver = s.get("receiver")
+    receiver_row = table.receivers.get(receiver["type"]) if receiver else None
+    return {
+        "job": job,
+        "s": s,
+        **derived,
+        "workflow": _built(table.workflows[DEFAULT_WORKFLOW], s, derived),
+        "persistor": _built(table.persistor, s, derived),
+        "receiver": _built(receiver_row, s, derived) if receiver_row else None,
+        "executor": _built(table.executors[job.execution_mode], s, derived),
+        "event_to_fed": _built(table.event_to_fed, s, derived) if derived["convert_events"] else None,
     }
 
 
 def shipped_file(line: str, name: str) -> Path:
     """A server component the generator ships for NVFlare ``line``: ``templates/nvflare-<line>/custom/<name>``."""
-    return TEMPLATES_DIR / f"nvflare-{line}" / "custom" / name
+    return TEMPLATES_DIR / f"nvflare-{line}" / CUSTOM / name
 
 
 class Renderer:
@@ -153,7 +249,22 @@ class Renderer:
         return data
 
     def render(self, job: Job) -> dict[str, bytes]:
-        """Render one job folder; see :func:`render_job`."""
+        """Render one job folder with the templates of its NVFlare line (``make_env(job.line)``).
+
+        Args:
+            job (Job): a validated effective job.
+
+        Returns:
+            dict[str, bytes]: relative path inside the job folder -> file content; every config
+            file is parsed JSON, re-serialised (so no later stage needs to parse it again).
+
+        Raises:
+            TemplateError: a template is missing, fails to render (an undefined value, a
+                ``raise_error``), or renders invalid JSON; the message names the template (the
+                partial, when the error is raised in one) and line. A shipped server component
+                that cannot be read.
+            OSError: a client script or shipped file cannot be read.
+        """
         env = make_env(job.line)
         context = template_context(job)
         files = {}
@@ -175,59 +286,56 @@ class Renderer:
                     ]
                 ) from None
             files[out_name] = (_FILE_ENCODER.encode(data) + "\n").encode("utf-8")
-        files[f"app/custom/{job.settings['script']}"] = self.script(job.settings["script"])
+        files[custom_file(job.settings["script"])] = self.script(job.settings["script"])
         for dest, source in job.shipment.files.items() if job.shipment else ():  # local modules, custom_files
-            files[f"app/custom/{dest}"] = self.script(source)
+            files[custom_file(dest)] = self.script(source)
         receiver = job.settings.get("receiver")
-        for name in RECEIVER_FILES.get(receiver["type"], []) if receiver else []:
+        row = LINES[job.line].receivers.get(receiver["type"]) if receiver else None
+        for name in row.custom_files if row else ():
             path = shipped_file(job.line, name)
             try:
-                files[f"app/custom/{name}"] = path.read_bytes()
+                files[custom_file(name)] = path.read_bytes()
             except OSError as e:
                 raise TemplateError([Problem(str(path), 0, 0, "", f"cannot read a server component: {e}")]) from None
         return files
-
-
-def render_job(job: Job, scripts_dir: Path) -> dict[str, bytes]:
-    """Render one job folder with the templates of its NVFlare line (``make_env(job.line)``).
-
-    Args:
-        job (Job): a validated effective job.
-        scripts_dir (Path): the ``client_scripts/`` folder the job's script is read from.
-
-    Returns:
-        dict[str, bytes]: relative path inside the job folder -> file content.
-
-    Raises:
-        TemplateError: a template is missing, fails to render, or renders invalid JSON; the
-            message names the template and line.
-    """
-    return Renderer(scripts_dir).render(job)
 
 
 def _template_file(env: jinja2.Environment, name: str) -> str:
     """``templates/<folder>/<name>``: where the loader found a template (for messages)."""
     for folder in env.loader.searchpath:
         if (Path(folder) / name).is_file():
-            return (Path(folder) / name).relative_to(TEMPLATES_DIR.parent).as_posix()
+            return _relative(Path(folder) / name)
     return f"templates/{name}"
+
+
+def _relative(path: Path) -> str:
+    """A template file as messages name it: relative to the project (``templates/...``) when inside it."""
+    try:
+        return path.relative_to(TEMPLATES_DIR.parent).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _raised_at(error: BaseException) -> tuple[str, int] | None:
+    """The template file (as messages name it) and line where ``error`` was raised: the innermost
+    template frame of its traceback, so an error inside a partial names the partial."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename.endswith(".j2")]
+    if not frames:
+        return None
+    return _relative(Path(frames[-1].filename)), frames[-1].lineno or 0
 
 
 def _render(env: jinja2.Environment, name: str, context: dict) -> str:
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as e:
-        raise TemplateError(
-            [Problem(_template_file(env, e.name or name), e.lineno or 0, 1, "", e.message or str(e))]
-        ) from None
+        where = _relative(Path(e.filename)) if e.filename else _template_file(env, e.name or name)
+        raise TemplateError([Problem(where, e.lineno or 0, 1, "", e.message or str(e))]) from None
     except jinja2.TemplateNotFound as e:
         raise TemplateError([Problem(_template_file(env, name), 0, 0, "", f"template not found: {e.name}")]) from None
-    except jinja2.UndefinedError as e:
-        import traceback
-
-        line = next(
-            (f.lineno for f in reversed(traceback.extract_tb(e.__traceback__)) if f.filename.endswith(".j2")), 0
-        )
-        raise TemplateError(
-            [Problem(_template_file(env, name), line, 1, "", f"undefined value: {e.message}")]
-        ) from None
+    except (jinja2.UndefinedError, RaisedError) as e:
+        where, line = _raised_at(e) or (_template_file(env, name), 0)
+        message = f"undefined value: {e.message}" if isinstance(e, jinja2.UndefinedError) else str(e)
+        raise TemplateError([Problem(where, line, 1, "", message)]) from None

@@ -36,6 +36,8 @@ from functools import lru_cache
 from importlib.machinery import PathFinder
 from pathlib import Path, PurePosixPath
 
+from .layout import custom_file
+
 #: A job's shipped files above these totals (the script, its modules and ``custom_files``) get a
 #: warning: every job folder holds its own copy and NVFlare sends the app to every site.
 WARN_FILES, WARN_BYTES = 1_000, 20 * 2**20
@@ -126,7 +128,7 @@ class _Packing:
             self.out.errors.append(
                 (
                     who,
-                    f"{why} would be copied to app/custom/{dest}, where the generator "
+                    f"{why} would be copied to {custom_file(dest)}, where the generator "
                     f"writes {self.reserved[dest]}: rename it",
                 )
             )
@@ -135,7 +137,7 @@ class _Packing:
             if self.origin[dest][0] != src:
                 other = self.origin[dest][0]
                 self.out.errors.append(
-                    (who, f"{why} and client_scripts/{other} would both be copied to app/custom/{dest}: rename one")
+                    (who, f"{why} and client_scripts/{other} would both be copied to {custom_file(dest)}: rename one")
                 )
             return False
         self.origin[dest] = (src, who)
@@ -600,7 +602,7 @@ class Shipper:
             "NVFlare runs the script as a file (__main__, in-process with runpy.run_path, in a "
             "sub-process as `python custom/<script>`), where relative imports fail"
             if dest == script
-            else f"app/custom/{dest} is not inside a package there, so the relative import fails"
+            else f"{custom_file(dest)} is not inside a package there, so the relative import fails"
         )
         fix = f"from {imp.module} import ..." if imp.module else f"import {', '.join(imp.names)}"
         fix = f"import it by name: `{fix}`"

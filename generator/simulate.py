@@ -37,25 +37,16 @@ from pathlib import Path
 
 from .errors import JobgenError, OptionError, OutputError, Problem, SimulationError
 from .judge import RoundTracker, client_exceptions, nvflare_errors
+from .layout import FINAL_MODEL, LOGS_DIR, SERVER_SITE, WORKSPACE_MARKER, ManifestEntry, site_names
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
 from .outputs import check_reports, check_results, file_above, record_report, write_results
 from .runner import Interrupted, RunOutcome, deferred_signals, interrupt_on_signals, run_process
 from .safepaths import check_paths, run_paths
-from .write import read_manifest
+from .write import read_entries
 
-WORKSPACE_MARKER = ".jobgen-workspaces"
-#: The console logs' folder in the workspaces folder: ``<workspace>/_logs/<job>.log``. Neither it nor
-#: the marker can be a job's workspace: a job name starts with a letter or a digit (the schema's
-#: ``name`` pattern), so no job's files collide with another job's or with ours.
-LOGS_DIR = "_logs"
 #: Statuses of a job (``JobResult.status``).
 OK, FAILED, TIMEOUT, INTERRUPTED = "ok", "FAILED", "TIMEOUT", "INTERRUPTED"
-
-#: Where the simulator puts the server's result (NVFlare simulator layout).
-SERVER_RESULT = Path("server") / "simulate_job"
-#: NPModelPersistor defaults: ``model_dir="models"``, ``model_name="server.npy"``.
-FINAL_MODEL = SERVER_RESULT / "models" / "server.npy"
 
 
 @dataclass
@@ -125,7 +116,7 @@ def nvflare_command(python: str | None = None) -> list[str]:
 TIMEOUT_BASE, TIMEOUT_PER_ROUND, TIMEOUT_PER_CLIENT_ROUND, TIMEOUT_SUB_PROCESS, TIMEOUT_RECEIVER = 120, 30, 15, 60, 60
 
 
-def job_timeout(info: dict, override: float | None = None) -> float:
+def job_timeout(info: ManifestEntry, override: float | None = None) -> float:
     """Seconds a job's simulator run may take before it is stopped and reported TIMEOUT.
 
     ``override`` (``simulate --timeout``) wins, then the job's own ``timeout`` key (``jobs.yaml``),
@@ -144,7 +135,7 @@ def job_timeout(info: dict, override: float | None = None) -> float:
     longer per round needs its own ``timeout``.
 
     Args:
-        info (dict): the job's manifest entry (``num_rounds``, ``num_clients``,
+        info (ManifestEntry): the job's manifest entry (``num_rounds``, ``num_clients``,
             ``execution_mode``, ``receiver``, optionally ``timeout``).
         override (float | None): seconds from the command line.
 
@@ -153,12 +144,12 @@ def job_timeout(info: dict, override: float | None = None) -> float:
     """
     if override:
         return float(override)
-    if info.get("timeout"):
-        return float(info["timeout"])
-    seconds = TIMEOUT_BASE + info["num_rounds"] * (TIMEOUT_PER_ROUND + TIMEOUT_PER_CLIENT_ROUND * info["num_clients"])
-    if info.get("execution_mode") == "external_process":
+    if info.timeout:
+        return float(info.timeout)
+    seconds = TIMEOUT_BASE + info.num_rounds * (TIMEOUT_PER_ROUND + TIMEOUT_PER_CLIENT_ROUND * info.num_clients)
+    if info.execution_mode == "external_process":
         seconds += TIMEOUT_SUB_PROCESS
-    if info.get("receiver"):
+    if info.receiver:
         seconds += TIMEOUT_RECEIVER
     return float(seconds)
 
@@ -200,11 +191,11 @@ def check_workspace(root: Path, out: Path | None = None) -> list[Problem]:
     return []
 
 
-def timeout_source(info: dict, override: float | None = None) -> str:
+def timeout_source(info: ManifestEntry, override: float | None = None) -> str:
     """Where :func:`job_timeout`'s value for this job comes from, in words (for the TIMEOUT reason)."""
     if override:
         return "simulate --timeout"
-    if info.get("timeout"):
+    if info.timeout:
         return "the job's `timeout` key in jobs.yaml"
     return "the default from the job's rounds, clients, mode and receiver; set `timeout` in jobs.yaml for more"
 
@@ -246,13 +237,13 @@ def _run_env(bin_dir: str) -> dict[str, str]:
     return env
 
 
-def _metric_problems(info: dict, counts: dict) -> list[str]:
+def _metric_problems(info: ManifestEntry, counts: dict) -> list[str]:
     problems = []
-    sites = [f"site-{i}" for i in range(1, info["num_clients"] + 1)]
+    sites = site_names(info.num_clients)
     for site in sites:
         if not counts.get(site):
             problems.append(f"no metric from {site} arrived in the receiver's store")
-    for key, expected in info["expect"].get("metric_points_per_site", {}).items():
+    for key, expected in info.expect.get("metric_points_per_site", {}).items():
         for site in sites:
             got = counts.get(site, {}).get(key, 0)
             if got != expected:
@@ -271,7 +262,7 @@ def _without_password(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def tracking_server_problem(info: dict, server_dir: Path, timeout: float = PROBE_SECONDS) -> str | None:
+def tracking_server_problem(info: ManifestEntry, server_dir: Path, timeout: float = PROBE_SECONDS) -> str | None:
     """Why a job's MLflow tracking server cannot be used, checked before the job starts.
 
     Only an ``http(s)://`` ``tracking_uri`` of an ``mlflow`` receiver is checked (a SQLite store
@@ -279,13 +270,13 @@ def tracking_server_problem(info: dict, server_dir: Path, timeout: float = PROBE
     minutes, silently; this answers within ``timeout`` + 1 seconds.
 
     Args:
-        info (dict): the job's manifest entry. server_dir (Path): ``<workspace>/server``.
+        info (ManifestEntry): the job's manifest entry. server_dir (Path): ``<workspace>/server``.
         timeout (float): seconds per connect and answer.
 
     Returns:
         str | None: the reason, naming the URI; None when the server answered as MLflow does.
     """
-    if info.get("receiver") != "mlflow" or not info.get("tracking_uri"):
+    if info.receiver != "mlflow" or not info.tracking_uri:
         return None
     uri = store_location(info, server_dir)
     why = probe_mlflow_server(uri, timeout)
@@ -305,7 +296,7 @@ class SimulateEvents:
     called from worker threads (``simulate --parallel``).
     """
 
-    def job_started(self, name: str, info: dict, timeout: float) -> None:
+    def job_started(self, name: str, info: ManifestEntry, timeout: float) -> None:
         """A job is about to run: ``info`` is its manifest entry, ``timeout`` its limit in seconds."""
 
     def round_started(self, name: str, number: int, rounds: int, seconds: float) -> None:
@@ -330,7 +321,7 @@ def simulate_job(
     out: Path,
     workspace_root: Path,
     name: str,
-    info: dict,
+    info: ManifestEntry,
     events: SimulateEvents | None = None,
     reports: Path | None = None,
     timeout: float | None = None,
@@ -343,7 +334,7 @@ def simulate_job(
 
     Args:
         out (Path): the generated jobs folder. workspace_root (Path): where workspaces go.
-        name (str): the job. info (dict): its manifest entry (see ``pipeline.job_info``).
+        name (str): the job. info (ManifestEntry): its manifest entry (see ``pipeline.job_info``).
         events (SimulateEvents | None): told of each started round (None: nobody).
         reports (Path | None): where to write ``<job>.png`` for a metrics job (None: no plot).
         timeout (float | None): seconds, overriding the job's (see :func:`job_timeout`).
@@ -358,7 +349,7 @@ def simulate_job(
         JobgenError: the workspace path cannot be passed to NVFlare (see :mod:`generator.safepaths`).
     """
     events = events or SimulateEvents()
-    result = JobResult(name=name, rounds=info["num_rounds"], receiver=info.get("receiver"))
+    result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver)
     if _refused(result, info, workspace_root):
         return result
     ws = prepare_workspace(workspace_root, name)
@@ -384,10 +375,10 @@ def simulate_job(
     return result
 
 
-def _refused(result: JobResult, info: dict, workspace_root: Path) -> bool:
+def _refused(result: JobResult, info: ManifestEntry, workspace_root: Path) -> bool:
     """Whether the job cannot start here (another NVFlare line, or its MLflow server does not answer);
     records why in ``result``."""
-    line = info.get("nvflare_version")
+    line = info.nvflare_version
     if line and line != installed_line():
         result.problems.append(
             job_problem(
@@ -398,7 +389,7 @@ def _refused(result: JobResult, info: dict, workspace_root: Path) -> bool:
         )
         return True
     probe_started = time.monotonic()
-    unreachable = tracking_server_problem(info, Path(workspace_root) / result.name / "server")
+    unreachable = tracking_server_problem(info, Path(workspace_root) / result.name / SERVER_SITE)
     if unreachable:  # before the workspace is made: the job never starts
         result.problems.append(job_problem(result.name, unreachable))
         result.wall_seconds = round(time.monotonic() - probe_started, 2)
@@ -406,9 +397,11 @@ def _refused(result: JobResult, info: dict, workspace_root: Path) -> bool:
     return False
 
 
-def _run_simulator(out, ws: Path, log: Path, result: JobResult, info: dict, tracker, events, stop) -> RunOutcome:
+def _run_simulator(
+    out, ws: Path, log: Path, result: JobResult, info: ManifestEntry, tracker, events, stop
+) -> RunOutcome:
     """Run ``nvflare simulator`` on the job folder, telling ``events`` of each round the server starts."""
-    name, n = result.name, str(info["num_clients"])
+    name, n = result.name, str(info.num_clients)
     started = time.monotonic()
 
     def on_tick() -> None:
@@ -425,7 +418,9 @@ def _run_simulator(out, ws: Path, log: Path, result: JobResult, info: dict, trac
         )
 
 
-def _stopped(result: JobResult, info: dict, outcome: RunOutcome, tracker, ws: Path, log: Path, timeout) -> None:
+def _stopped(
+    result: JobResult, info: ManifestEntry, outcome: RunOutcome, tracker, ws: Path, log: Path, timeout
+) -> None:
     """Record a run stopped by a signal (``INTERRUPTED``) or by its timeout (``TIMEOUT``) in ``result``."""
     tracker.poll()
     result.rounds_started = tracker.rounds_started
@@ -483,7 +478,7 @@ def judge_run(result: JobResult, ws: Path, tracker: RoundTracker, code: int | No
     result.problems += [job_problem(result.name, m) for m in messages]
 
 
-def judge_metrics(result: JobResult, info: dict, ws: Path, since_ms: int, reports: Path | None) -> None:
+def judge_metrics(result: JobResult, info: ManifestEntry, ws: Path, since_ms: int, reports: Path | None) -> None:
     """Read the receiver's store, compare it with the job's expectations, plot what arrived.
 
     With :func:`judge_run`, the judging of one run that any runner of a job folder can reuse.
@@ -491,12 +486,12 @@ def judge_metrics(result: JobResult, info: dict, ws: Path, since_ms: int, report
     Args:
         result (JobResult): the job's result (``receiver`` set); ``store``, ``metric_points``,
             ``report`` and ``problems`` are filled in.
-        info (dict): the job's manifest entry (``num_clients``, ``expect``, the receiver's store).
+        info (ManifestEntry): the job's manifest entry (``num_clients``, ``expect``, the receiver's store).
         ws (Path): the job's simulator workspace (the store is found under ``ws/server``).
         since_ms (int): only points logged at or after this time (ms since the epoch) count.
         reports (Path | None): where to write ``<job>.png`` (None: no plot).
     """
-    result.store = store_location(info, ws / "server")
+    result.store = store_location(info, ws / SERVER_SITE)
     with _READERS_LOCK:
         try:
             series = read_store(result.receiver, result.store, since_ms=since_ms)
@@ -584,7 +579,7 @@ def _selected_jobs(out: Path, names: list[str] | None) -> tuple[dict, list[str]]
     if not out.is_dir():
         why = "is a file, not a folder of generated jobs" if out.exists() else "no such folder"
         raise OptionError([Problem(str(out), 0, 0, "", f"--out: {why}: run `make generate` first")])
-    manifest = read_manifest(out)["jobs"]
+    manifest = read_entries(out)
     if not manifest:
         raise OptionError([Problem(str(out), 0, 0, "", "--out: no generated jobs here: run `make generate` first")])
     unknown = [n for n in names or [] if n not in manifest]
@@ -598,7 +593,7 @@ def _check_outputs(out: Path, workspace: Path, manifest: dict, selected: list[st
     managed = {"the generated jobs folder": out, "the workspaces folder": workspace}
     problems = check_results(Path(results_path), managed) if results_path else []
     if reports:
-        problems += check_reports(Path(reports), [n for n in selected if manifest[n].get("receiver")], managed)
+        problems += check_reports(Path(reports), [n for n in selected if manifest[n].receiver], managed)
     problems += check_workspace(workspace, out)
     if problems:
         raise OutputError(problems)
@@ -647,13 +642,15 @@ def _run_parallel(out, workspace, manifest, selected, reports, timeout, events, 
     return [done[name] for name in selected if name in done]
 
 
-def _simulate_one(out: Path, workspace, name: str, info: dict, reports, timeout, events, stop=None) -> JobResult:
+def _simulate_one(
+    out: Path, workspace, name: str, info: ManifestEntry, reports, timeout, events, stop=None
+) -> JobResult:
     """Simulate one job of :func:`simulate_all`, telling ``events`` when it starts and ends."""
     events.job_started(name, info, job_timeout(info, timeout))
     try:
         result = simulate_job(out, Path(workspace), name, info, events, reports=reports, timeout=timeout, stop=stop)
     except Interrupted as e:  # outside the simulator run itself: preparing it, or reading its metrics back
-        result = JobResult(name=name, rounds=info["num_rounds"], receiver=info.get("receiver"), status=INTERRUPTED)
+        result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver, status=INTERRUPTED)
         result.problems.append(job_problem(name, f"interrupted by {e.name}"))
         result.log = str(log_path(workspace, name))
     with deferred_signals():

@@ -35,9 +35,10 @@ from pathlib import Path
 import jsonschema
 from jsonschema.exceptions import best_match
 
+from .components import receivers_of, reserved_custom_files
 from .errors import Problem, SpecError
+from .layout import APP_NAME, SERVER_SITE, site_name, site_names
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
-from .render import RECEIVER_FILES
 from .rewrites import rewrite_problems
 from .ship import Shipper
 from .spec import Job, effective_jobs, shell_words
@@ -46,15 +47,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = PROJECT_ROOT / "schema" / "jobs.schema.json"
 SCRIPTS_DIR = "client_scripts"
 
-#: The single app the generator puts in a job folder (``app/``).
-APP_NAME = "app"
-
 #: Client API tracking writers (``nvflare.client.tracking``) -> the receiver ``type`` that stores
 #: their events. Source: NVFlare's Client API docs, "Experiment tracking".
 WRITERS = {"MLflowWriter": "mlflow", "SummaryWriter": "tensorboard", "WandBWriter": "wandb"}
-
-#: Receiver ``type``s each NVFlare line has templates for (2.7: MLflow only, for now).
-RECEIVERS_BY_LINE = {"2.7": ("mlflow",)}
 
 
 @lru_cache(maxsize=4)
@@ -413,8 +408,7 @@ def _named_file_problems(doc: Document, job: Job) -> list[Problem]:
 
 def _shipper(doc: Document) -> Shipper:
     """A :class:`~generator.ship.Shipper` for the project of ``doc`` (one per validation run)."""
-    reserved = {name: f"the {kind} receiver" for kind, names in RECEIVER_FILES.items() for name in names}
-    return Shipper(doc.root / SCRIPTS_DIR, Path(doc.file).parent / SCRIPTS_DIR, reserved)
+    return Shipper(doc.root / SCRIPTS_DIR, Path(doc.file).parent / SCRIPTS_DIR, reserved_custom_files())
 
 
 def _ship_problems(doc: Document, job: Job, shipper: Shipper, script_ok: bool) -> list[Problem]:
@@ -561,10 +555,10 @@ def _naming_jobs(problems: list[Problem], owners: list) -> list[Problem]:
 
 
 def _line_problems(doc: Document, job: Job) -> list[Problem]:
-    """Settings the job's NVFlare line has no template for (a receiver type missing on 2.7)."""
+    """Settings the job's NVFlare line has no row for in :data:`generator.components.LINES` (a receiver type)."""
     receiver = job.settings.get("receiver")
-    supported = RECEIVERS_BY_LINE.get(job.line)
-    if not receiver or supported is None or receiver["type"] in supported:
+    supported = receivers_of(job.line)
+    if not receiver or receiver["type"] in supported:
         return []
     return [
         doc.problem(
@@ -579,7 +573,7 @@ def _deploy_map_problems(doc: Document, job: Job) -> list[Problem]:
     s = job.settings
     dpath = job.path_of("deploy_map")
     problems = []
-    sites = {"server"} | {f"site-{i}" for i in range(1, s["num_clients"] + 1)}
+    sites = {SERVER_SITE, *site_names(s["num_clients"])}
     covered = set()
     for app, targets in s["deploy_map"].items():
         if app != APP_NAME:
@@ -596,7 +590,8 @@ def _deploy_map_problems(doc: Document, job: Job) -> list[Problem]:
                 problems.append(
                     doc.problem(
                         dpath + (app, i),
-                        f"unknown site {site!r}: this job has server and site-1 .. site-{s['num_clients']}",
+                        f"unknown site {site!r}: this job has {SERVER_SITE} and "
+                        f"{site_name(1)} .. {site_name(s['num_clients'])}",
                     )
                 )
             covered.add(site)

@@ -9,7 +9,7 @@ changed since it was written is never deleted or overwritten: the run is refused
 
 Atomicity: the whole new tree is written to ``.<out>.tmp-*`` beside the target (its manifest
 first, so a leftover is recognisably ours), checked (every JSON file parses, every script an
-executor names is there) and swapped in with two renames (``out`` -> ``.<out>.old-*``, temp ->
+the job runs is there) and swapped in with two renames (``out`` -> ``.<out>.old-*``, temp ->
 ``out``); the old copy is then renamed ``.<out>.del-*`` and deleted, manifest last. A run killed
 at any point leaves either the previous output or the new one; the next run (:func:`recover`)
 puts a previous output that was moved aside back in place and deletes the leftovers, only those
@@ -30,10 +30,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .errors import OutputError, Problem
-
-MANIFEST = ".jobgen.json"
-GENERATOR_ID = "nvflare-jobgen"
-CLIENT_CONFIG = "app/config/config_fed_client.json"
+from .layout import CONFIG_FILES, GENERATOR_ID, MANIFEST, ManifestEntry, custom_file
 
 #: Kinds of leftovers a run may leave beside ``out`` if killed: ``.<out>.<kind>-<suffix>``.
 _TMP, _OLD, _DEL = "tmp", "old", "del"
@@ -103,6 +100,27 @@ def read_manifest(out: Path) -> dict:
             "the folder: move those away first",
         )
     return manifest
+
+
+def read_entries(out: Path) -> dict[str, ManifestEntry]:
+    """The jobs of an output folder's manifest, in ``jobs.yaml`` order: name -> :class:`ManifestEntry`.
+
+    Raises:
+        OutputError: as :func:`read_manifest`, or an entry lacks a field simulate needs.
+    """
+    return _entries(Path(out), read_manifest(out)["jobs"])
+
+
+def _entries(out: Path, jobs: dict) -> dict[str, ManifestEntry]:
+    """The ``jobs`` of ``out``'s manifest as entries. Raises OutputError: an entry is not one."""
+    entries = {}
+    for name, entry in jobs.items():
+        try:
+            entries[name] = ManifestEntry.from_json(entry)
+        except (KeyError, TypeError) as e:
+            why = f"lacks {e}" if isinstance(e, KeyError) else "is not a JSON object"
+            raise _fail(out / MANIFEST, f"the entry of job {name!r} {why}: run `make generate` again") from None
+    return entries
 
 
 def _not_ours(out: Path, manifest: dict) -> list[Problem]:
@@ -219,42 +237,26 @@ def _locked(folder: Path):
         os.close(fd)
 
 
-def _executor_scripts(client_config: dict) -> list[str]:
-    """Scripts the executors of a ``config_fed_client.json`` name, relative to ``app/custom/``.
+def _check_job(where: Path, files: dict[str, bytes], entry: ManifestEntry, rendered: bool) -> None:
+    """A job's JSON files parse and its script is in ``app/custom/``.
 
-    NVFlare 2.9: ``task_script_path`` (in-process) or the ``custom/<script>`` word of ``command``;
-    NVFlare 2.7: ``task_script_path``, or the ``custom/<script>`` word of the SubprocessLauncher's
-    ``script`` component.
-    """
-    words = []
-    for ex in client_config.get("executors", []):
-        args = ex["executor"]["args"]
-        if args.get("task_script_path"):
-            words.append("custom/" + args["task_script_path"])
-        words.extend(args.get("command", []))
-    for component in client_config.get("components", []):
-        script = component.get("args", {}).get("script")
-        if component["path"].endswith(".SubprocessLauncher") and isinstance(script, str):
-            words.extend(script.split())
-    return [w.removeprefix("custom/") for w in words if w.startswith("custom/")]
-
-
-def _check_job(where: Path, files: dict[str, bytes]) -> None:
-    """Every JSON file of a rendered job parses; every script an executor names is in ``app/custom/``.
+    Args:
+        where (Path): the job folder, for messages. files (dict): relative path -> bytes.
+        entry (ManifestEntry): the job's manifest entry (its ``script``).
+        rendered (bool): ``files`` come from render, which parsed every config it made: only the
+            other JSON files (shipped ones) are parsed here.
 
     Raises:
         OutputError: naming the job folder (or file) at ``where``.
     """
     for rel, data in files.items():
-        if rel.endswith(".json"):
+        if rel.endswith(".json") and not (rendered and rel in CONFIG_FILES):
             try:
-                parsed = json.loads(data)
+                json.loads(data)
             except ValueError as e:
                 raise _fail(where / rel, f"generated invalid JSON: {e}") from None
-            if rel == CLIENT_CONFIG:
-                for script in _executor_scripts(parsed):
-                    if f"app/custom/{script}" not in files:
-                        raise _fail(where, f"executor names script {script!r} but app/custom/ does not hold it")
+    if custom_file(entry.script) not in files:
+        raise _fail(where, f"executor names script {entry.script!r} but app/custom/ does not hold it")
 
 
 def _read_tree(job_dir: Path) -> dict[str, bytes]:
@@ -279,9 +281,10 @@ def _write_job(job_dir: str, files: dict[str, bytes]) -> None:
             os.close(fd)
 
 
-def _write_manifest(folder: Path, jobs: dict, files: dict) -> None:
+def _write_manifest(folder: Path, jobs: dict[str, ManifestEntry], files: dict) -> None:
     # jobs keep jobs.yaml order: simulate runs them in that order
-    manifest = {"generator": GENERATOR_ID, "jobs": jobs, "files": dict(sorted(files.items()))}
+    entries = {name: entry.to_json() for name, entry in jobs.items()}
+    manifest = {"generator": GENERATOR_ID, "jobs": entries, "files": dict(sorted(files.items()))}
     part = folder / (MANIFEST + ".part")
     with open(part, "w", encoding="utf-8") as f:  # json.dump writes piece by piece: no 10 MB string
         json.dump(manifest, f, indent=2, sort_keys=False)
@@ -296,18 +299,18 @@ def _tree_hashes(folder: Path) -> dict[str, str]:
 def write_jobs(
     out: Path,
     rendered: dict[str, dict[str, bytes]] | Iterable[tuple[str, dict[str, bytes]]],
-    info: dict[str, dict],
+    info: dict[str, ManifestEntry],
     keep_others: bool = False,
 ) -> list[str]:
     """Replace the output folder with freshly rendered job folders, atomically.
 
     Args:
         out (Path): the output folder, e.g. ``build/jobs``; created with its parents if missing.
-        rendered: job name -> {relative path -> bytes}, from :func:`generator.render.render_job`,
+        rendered: job name -> {relative path -> bytes}, from :meth:`generator.render.Renderer.render`,
             as a dict or as an iterable of ``(name, files)`` pairs; an iterable is consumed one
             job at a time, so a large run never holds every rendered job in memory.
-        info (dict): job name -> facts ``simulate`` needs (clients, rounds, receiver, expectations);
-            stored in the manifest.
+        info (dict[str, ManifestEntry]): job name -> facts ``simulate`` needs (clients, rounds,
+            receiver, expectations); stored in the manifest.
         keep_others (bool): keep job folders of an earlier run that are not in ``rendered``
             (``generate --job NAME``); otherwise the output holds exactly ``rendered``.
 
@@ -346,14 +349,14 @@ def write_jobs(
 
 
 def _swap_in(out: Path, rendered: dict, info: dict, manifest: dict | None, keep_others: bool) -> None:
-    jobs_info = dict(manifest["jobs"]) if keep_others else {}
+    jobs_info = _entries(out, manifest["jobs"]) if keep_others else {}
     jobs_info.update(info)
     hashes = {}
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_TMP}-", dir=out.parent))
     try:
         _write_manifest(tmp, jobs_info, {})  # first: a leftover of a killed run is recognisably ours
         for name, files in rendered.items() if isinstance(rendered, dict) else rendered:
-            _check_job(tmp / name, files)  # in memory, before anything of the job is written
+            _check_job(tmp / name, files, jobs_info[name], rendered=True)  # in memory, before it is written
             _write_job(os.path.join(tmp, name), files)
             hashes[name] = {rel: sha256(data) for rel, data in sorted(files.items())}
         if keep_others:
@@ -361,7 +364,7 @@ def _swap_in(out: Path, rendered: dict, info: dict, manifest: dict | None, keep_
                 if name not in hashes and (out / name).is_dir():
                     shutil.copytree(out / name, tmp / name, symlinks=True)
                     hashes[name] = manifest.get("files", {}).get(name) or _tree_hashes(tmp / name)
-                    _check_job(tmp / name, _read_tree(tmp / name))
+                    _check_job(tmp / name, _read_tree(tmp / name), jobs_info[name], rendered=False)
         _write_manifest(tmp, jobs_info, hashes)
         os.chmod(tmp, 0o755)
         old = None

@@ -19,6 +19,7 @@ Runs on whichever NVFlare the interpreter has: ``make test`` runs it with the pr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -32,9 +33,9 @@ pytest.importorskip("nvflare", reason="the equivalence harness compares against 
 
 import fedjob_reference as ref  # noqa: E402
 
+from generator.layout import DEFAULT_TRACKING_URI  # noqa: E402
 from generator.lines import installed_line  # noqa: E402
 from generator.pipeline import generate, job_info  # noqa: E402
-from generator.render import DEFAULT_TRACKING_URI  # noqa: E402
 from generator.reporter import Reporter  # noqa: E402
 from generator.simulate import FINAL_MODEL, simulate_job  # noqa: E402
 
@@ -348,7 +349,7 @@ def simulated(tmp_path_factory):
     for job in result.jobs:
         info = job_info(job)
         # NVFlare's export: no tracking_uri (2.9: SQLite in the result folder; 2.7: a file store)
-        theirs_info = {**info, "tracking_uri": None}
+        theirs_info = dataclasses.replace(info, tracking_uri=None)
         for side, folder, side_info in (("ours", "ours", info), ("theirs", "theirs", theirs_info)):
             runs[job.name, side] = simulate_job(
                 project / folder, project / f"ws-{side}", job.name, side_info, Reporter()

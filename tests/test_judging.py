@@ -40,6 +40,7 @@ from generator.judge import (
     nvflare_errors,
     read_records,
 )
+from generator.layout import ManifestEntry
 from generator.outputs import (
     REPORTS_MANIFEST,
     check_reports,
@@ -306,13 +307,20 @@ def http_server():
         server.server_close()
 
 
+def _entry(**fields) -> ManifestEntry:
+    """A manifest entry of a small in-process job, with ``fields`` set."""
+    return ManifestEntry(
+        nvflare_version="2.9", num_clients=2, num_rounds=1, execution_mode="in_process", script="x.py", **fields
+    )
+
+
 def test_a_tracking_server_that_is_not_there(tmp_path):
     from generator.metrics import probe_mlflow_server
     from generator.simulate import tracking_server_problem
 
     uri = f"http://127.0.0.1:{closed_port()}"
     assert probe_mlflow_server(uri) == "Connection refused"
-    info = {"receiver": "mlflow", "tracking_uri": uri}
+    info = _entry(receiver="mlflow", tracking_uri=uri)
     assert tracking_server_problem(info, tmp_path) == (
         f"the MLflow tracking server {uri} (receiver.tracking_uri) cannot be used: Connection refused; "
         "the job was not started (start the server, or fix tracking_uri)"
@@ -372,9 +380,9 @@ def test_an_https_uri_to_a_plain_http_server(http_server):
 def test_stores_without_a_server_are_not_probed(tmp_path):
     from generator.simulate import tracking_server_problem
 
-    assert tracking_server_problem({"receiver": "mlflow", "tracking_uri": None}, tmp_path) is None
-    assert tracking_server_problem({"receiver": "mlflow", "tracking_uri": "sqlite:///x/mlflow.db"}, tmp_path) is None
-    assert tracking_server_problem({"receiver": "tensorboard"}, tmp_path) is None
+    assert tracking_server_problem(_entry(receiver="mlflow", tracking_uri=None), tmp_path) is None
+    assert tracking_server_problem(_entry(receiver="mlflow", tracking_uri="sqlite:///x/mlflow.db"), tmp_path) is None
+    assert tracking_server_problem(_entry(receiver="tensorboard"), tmp_path) is None
 
 
 def test_the_read_back_is_bounded_and_fails_cleanly(monkeypatch):
@@ -688,6 +696,6 @@ def test_a_dead_tracking_server_fails_its_job_quickly_and_the_next_job_runs(proj
 def test_a_tracking_server_problem_never_shows_its_password():
     from generator.simulate import tracking_server_problem
 
-    info = {"receiver": "mlflow", "tracking_uri": f"http://me:s3cret@127.0.0.1:{closed_port()}/mlflow"}
+    info = _entry(receiver="mlflow", tracking_uri=f"http://me:s3cret@127.0.0.1:{closed_port()}/mlflow")
     why = tracking_server_problem(info, Path("unused"), timeout=1)
     assert why.startswith("the MLflow tracking server http://me:***@127.0.0.1:") and "s3cret" not in why

@@ -147,10 +147,11 @@ def test_27_refuses_a_receiver_it_has_no_template_for(tmp_path, receiver_type):
 
 def test_simulate_refuses_a_folder_written_for_another_line(tmp_path):
     """A 2.7 folder does not load on 2.9 (and back): say so instead of running a doomed simulation."""
+    from generator.layout import ManifestEntry
     from generator.simulate import simulate_job
 
     other = "2.7" if lines.installed_line() == "2.9" else "2.9"
-    info = {"nvflare_version": other, "num_clients": 1, "num_rounds": 1}
+    info = ManifestEntry(nvflare_version=other, num_clients=1, num_rounds=1, execution_mode="in_process", script="x.py")
     result = simulate_job(tmp_path / "out", tmp_path / "ws", "a", info)
     assert not result.ok
     assert [p.message for p in result.problems] == [

@@ -6,16 +6,16 @@ a subprocess checks that ``generate`` itself never imports nvflare.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT, shipped_jobs, snapshot
 
-from generator import render
+from generator import components, render
 from generator.cli import main
 from generator.lint import check_args
 
@@ -153,17 +153,19 @@ def test_an_invalid_jobs_file_is_reported_like_generate_does(generated, capsys):
     assert (code, err) == (2, ["jobs.yaml:4:5: jobs[0].num_round: unknown key 'num_round'; did you mean 'num_rounds'?"])
 
 
-def test_a_template_bug_is_reported_at_the_jobs_yaml_key(project, tmp_path, monkeypatch, capsys, request):
-    """When the files on disk are what jobs.yaml renders, a problem points at the key behind it."""
-    templates = tmp_path / "templates"
-    shutil.copytree(render.TEMPLATES_DIR, templates)
-    server = templates / "nvflare-2.9" / "config_fed_server.json.j2"
-    server.write_text(server.read_text().replace('"num_rounds": s.num_rounds', '"num_round": s.num_rounds'))
-    receivers = templates / "nvflare-2.9" / "_receivers.j2"
-    receivers.write_text(receivers.read_text().replace("kw_args=", "kwargs="))
-    monkeypatch.setattr(render, "TEMPLATES_DIR", templates)
-    render.make_env.cache_clear()  # environments are made once per line and process
-    request.addfinalizer(render.make_env.cache_clear)
+def test_a_template_bug_is_reported_at_the_jobs_yaml_key(project, monkeypatch, capsys):
+    """When the files on disk are what jobs.yaml renders, a problem points at the key behind it.
+
+    The bug is a wrong argument name in two rows of the component table (what render builds each
+    component's ``args`` from): the FedAvg workflow's and the MLflow receiver's.
+    """
+
+    def renamed(row, old, new):
+        return dataclasses.replace(row, args={new if k == old else k: v for k, v in row.args.items()})
+
+    table = components.LINES["2.9"]
+    monkeypatch.setitem(table.workflows, "fedavg", renamed(table.workflows["fedavg"], "num_rounds", "num_round"))
+    monkeypatch.setitem(table.receivers, "mlflow", renamed(table.receivers["mlflow"], "kw_args", "kwargs"))
     monkeypatch.chdir(project)
     assert main(["generate"]) == 0
     capsys.readouterr()
@@ -241,3 +243,22 @@ def test_a_job_for_the_other_nvflare_line_is_linted_with_its_own_templates(proje
     assert code == 2
     assert err and all(LOCATED.match(line) for line in err)
     assert not any("changed: not what" in line for line in err)  # the folder is fresh for its own line
+
+
+def test_lint_reads_which_key_feeds_an_argument_from_the_component_table():
+    keys = components.keys_by_class()
+    mlflow_key, mlflow_args = keys["nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver"]
+    assert mlflow_key == ("receiver",)
+    assert mlflow_args == {
+        "tracking_uri": ("receiver", "tracking_uri"),
+        "kw_args": ("receiver",),  # a mapping of receiver keys: their common prefix
+        "artifact_location": ("receiver", "artifact_location"),
+        "events": ("receiver", "events"),
+        "buffer_flush_time": ("receiver", "buffer_flush_time"),
+    }
+    executor_key, executor_args = keys["nvflare.app_common.executors.client_api_executor.ClientAPIExecutor"]
+    assert executor_key == ()  # every job has one: reported at the job entry
+    assert executor_args["execution_mode"] == ("launch_external_process",)
+    assert executor_args["command"] == ("command",)
+    assert executor_args["task_script_path"] == ("script",)
+    assert "server_expected_format" not in executor_args  # a constant: no key behind it

@@ -14,9 +14,14 @@ from pathlib import Path
 import pytest
 from conftest import GOLDEN, ROOT, run_cli, run_main, shipped_defaults, snapshot
 
+from generator import components, render
+from generator.components import Derived, Key
+from generator.errors import TemplateError
+from generator.layout import ManifestEntry
 from generator.load import load
-from generator.render import render_job
+from generator.render import Renderer
 from generator.validate import validate
+from generator.write import read_entries
 
 EXECUTOR = "nvflare.app_common.executors.client_api_executor.ClientAPIExecutor"
 FEDAVG = "nvflare.app_common.workflows.fedavg.FedAvg"
@@ -47,7 +52,7 @@ def render_text(yaml_text: str, tmp_path: Path) -> dict[str, dict[str, bytes]]:
     if not (tmp_path / "client_scripts").exists():
         shutil.copytree(ROOT / "client_scripts", tmp_path / "client_scripts")
     doc = load(tmp_path / "jobs.yaml")
-    return {job.name: render_job(job, tmp_path / "client_scripts") for job in validate(doc)}
+    return {job.name: Renderer(tmp_path / "client_scripts").render(job) for job in validate(doc)}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +60,7 @@ def shipped() -> dict[str, dict[str, dict]]:
     doc = load(ROOT / "jobs.yaml")
     out = {}
     for job in validate(doc):
-        files = render_job(job, ROOT / "client_scripts")
+        files = Renderer(ROOT / "client_scripts").render(job)
         out[job.name] = {k: json.loads(v) for k, v in files.items() if k.endswith(".json")}
         out[job.name]["scripts"] = sorted(k for k in files if k.startswith("app/custom/"))
     return out
@@ -275,3 +280,83 @@ def test_a_writer_made_for_another_receiver_is_a_warning_not_an_error(project):
         "(made for `type: tensorboard`) into a mlflow receiver: NVFlare converts every metric point "
         "(add_scalars(main, {k: v}) is stored as k)"
     ]
+
+
+def test_a_receiver_the_line_has_no_row_for_fails_through_raise_error(tmp_path):
+    """Validate refuses it first; should a job reach render anyway, the template stops with a located error."""
+    (tmp_path / "jobs.yaml").write_text('jobs:\n  - name: a\n    script: train_full.py\n    nvflare_version: "2.7"\n')
+    shutil.copytree(ROOT / "client_scripts", tmp_path / "client_scripts")
+    (job,) = validate(load(tmp_path / "jobs.yaml"))
+    job.settings["receiver"] = {"type": "tensorboard", "tb_folder": "tb", "events": ["fed.analytix_log_stats"]}
+    with pytest.raises(TemplateError) as raised:
+        Renderer(tmp_path / "client_scripts").render(job)
+    (problem,) = raised.value.problems
+    assert (problem.file, problem.line) == ("templates/shared/config_fed_server.json.j2", 15)
+    assert problem.message == "receiver type tensorboard has no row for NVFlare 2.7 in generator/components.py"
+
+
+def test_an_error_inside_a_partial_names_the_partial(tmp_path, monkeypatch, request):
+    templates = tmp_path / "templates"
+    shutil.copytree(render.TEMPLATES_DIR, templates)
+    partial = templates / "nvflare-2.9" / "_receiver_tensorboard.j2"
+    partial.write_text(partial.read_text().replace("receiver.args", "receiver.no_such_value.args"))
+    monkeypatch.setattr(render, "TEMPLATES_DIR", templates)
+    render.make_env.cache_clear()  # environments are made once per line and process
+    request.addfinalizer(render.make_env.cache_clear)
+    with pytest.raises(TemplateError) as raised:
+        render_text(
+            "jobs:\n  - name: b\n    script: train_metrics_tensorboard.py\n    receiver: {type: tensorboard}\n",
+            tmp_path,
+        )
+    (problem,) = raised.value.problems
+    assert (problem.file, problem.line) == ("templates/nvflare-2.9/_receiver_tensorboard.j2", 3)
+    assert problem.message == "undefined value: 'generator.render.Built object' has no attribute 'no_such_value'"
+
+
+def test_every_row_of_the_component_table_renders_from_keys_the_schema_has():
+    schema = json.loads((ROOT / "schema" / "jobs.schema.json").read_text(encoding="utf-8"))["$defs"]
+    settings = set(schema["job_settings"]["properties"]) | set(schema["job"]["properties"])
+    receiver_keys = {k for name, d in schema.items() if name.startswith("receiver_") for k in d["properties"]}
+
+    def key_paths(args):
+        for source in args.values():
+            if isinstance(source, dict):
+                yield from key_paths(source)
+            elif isinstance(source, (Key, Derived)):
+                yield source.path if isinstance(source, Key) else source.key
+
+    for line, table in components.LINES.items():
+        env = render.make_env(line)
+        rows = [*table.workflows.values(), table.persistor, *table.receivers.values(), *table.executors.values()]
+        for row in [*rows, table.event_to_fed]:
+            env.get_template(row.partial)  # raises TemplateNotFound when the partial is missing
+            for name in row.custom_files:
+                assert render.shipped_file(line, name).is_file(), (line, name)
+            for path in key_paths(row.args):
+                assert path[0] in settings, (line, row.path, path)
+                if path[0] == "receiver" and len(path) > 1:
+                    assert path[1] in receiver_keys, (line, row.path, path)
+
+
+def test_the_manifest_entry_keeps_the_manifest_format(tmp_path):
+    rendered_yaml = (
+        "jobs:\n  - name: a\n    script: train_metrics_tensorboard.py\n    receiver: {type: tensorboard}\n"
+        "  - name: b\n    script: train_full.py\n    timeout: 90\n"
+    )
+    (tmp_path / "jobs.yaml").write_text(rendered_yaml, encoding="utf-8")
+    shutil.copytree(ROOT / "client_scripts", tmp_path / "client_scripts")
+    assert run_cli(tmp_path, "generate").returncode == 0
+    on_disk = json.loads((tmp_path / "build" / "jobs" / ".jobgen.json").read_text(encoding="utf-8"))["jobs"]
+    fields = ["nvflare_version", "num_clients", "num_rounds", "execution_mode", "script", "receiver"]
+    fields += ["tracking_uri", "tb_folder", "expect"]
+    assert list(on_disk["a"]) == fields  # no timeout key when the job sets none
+    assert list(on_disk["b"]) == [*fields, "timeout"]
+    assert (on_disk["a"]["receiver"], on_disk["a"]["tb_folder"], on_disk["b"]["timeout"]) == (
+        "tensorboard",
+        "tb_events",
+        90,
+    )
+    entries = read_entries(tmp_path / "build" / "jobs")
+    assert entries["b"].timeout == 90 and entries["a"].timeout is None
+    assert {name: entry.to_json() for name, entry in entries.items()} == on_disk
+    assert ManifestEntry.from_json(entries["a"].to_json()) == entries["a"]

@@ -20,7 +20,7 @@ from conftest import ROOT
 
 from generator.errors import SpecError
 from generator.load import load
-from generator.render import render_job
+from generator.render import Renderer
 from generator.spec import effective_jobs
 from generator.validate import load_schema, validate
 
@@ -80,7 +80,7 @@ def _job(tmp_path, script_args: str, external: bool):
 def _nvflare_argv(tmp_path, doc, external: bool) -> list[str]:
     """The script's arguments (argv[1:]) as NVFlare builds them from the rendered client config."""
     (job,) = effective_jobs(doc.data, load_schema())
-    files = render_job(job, tmp_path / "client_scripts")
+    files = Renderer(tmp_path / "client_scripts").render(job)
     config = json.loads(files["app/config/config_fed_client.json"])
     all_vars = copy.deepcopy(config)
     all_vars.update(CLIENT_VARS)
@@ -145,7 +145,7 @@ def test_receiver_strings_reach_the_receiver_exactly(tmp_path):
     spec = {"jobs": [{"name": "j", "script": "m.py", "receiver": receiver}]}
     (tmp_path / "jobs.yaml").write_text(json.dumps(spec), encoding="utf-8")
     (job,) = validate(load(tmp_path / "jobs.yaml"))
-    config = json.loads(render_job(job, tmp_path / "client_scripts")["app/config/config_fed_server.json"])
+    config = json.loads(Renderer(tmp_path / "client_scripts").render(job)["app/config/config_fed_server.json"])
     all_vars = copy.deepcopy(config)
     all_vars.update({"JOB_ID": "simulate_job", "SITE_NAME": "server", "WORKSPACE": "/ws dir"})
     resolve_var_refs(JsonScanner(config), all_vars)
@@ -160,7 +160,7 @@ def test_kept_variables_in_command_are_filled_in(tmp_path):
     doc = _job(tmp_path, "--lr 0.1", True)
     doc.data["jobs"][0]["command"] = "python3 -u -X pycache_prefix=/tmp/pyc-{SITE_NAME}-{JOB_ID}"
     (job,) = validate(doc)
-    config = json.loads(render_job(job, tmp_path / "client_scripts")["app/config/config_fed_client.json"])
+    config = json.loads(Renderer(tmp_path / "client_scripts").render(job)["app/config/config_fed_client.json"])
     all_vars = copy.deepcopy(config)
     all_vars.update(CLIENT_VARS)
     resolve_var_refs(JsonScanner(config), all_vars)

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import pytest
 from conftest import INITIAL_MODEL, ROOT, run_cli, run_main, snapshot
 
 from generator import simulate
+from generator.layout import ManifestEntry
 from generator.safepaths import check_paths, path_problem, run_paths
 from generator.simulate import LOGS_DIR, WORKSPACE_MARKER, job_timeout, log_path, prepare_workspace, timeout_source
 
@@ -132,20 +134,22 @@ def test_a_python_outside_its_prefix_at_an_odd_path_is_refused_before_any_job(tm
 
 
 def test_default_timeout_follows_rounds_clients_mode_and_receiver():
-    base = {"num_rounds": 5, "num_clients": 2, "execution_mode": "in_process", "receiver": None}
+    base = ManifestEntry(
+        nvflare_version="2.9", num_rounds=5, num_clients=2, execution_mode="in_process", script="train_full.py"
+    )
     assert job_timeout(base) == simulate.TIMEOUT_BASE + 5 * (
         simulate.TIMEOUT_PER_ROUND + simulate.TIMEOUT_PER_CLIENT_ROUND * 2
     )
-    sub_process = job_timeout({**base, "execution_mode": "external_process"})
+    sub_process = job_timeout(replace(base, execution_mode="external_process"))
     assert sub_process == job_timeout(base) + simulate.TIMEOUT_SUB_PROCESS
-    assert job_timeout({**base, "receiver": "mlflow"}) == job_timeout(base) + simulate.TIMEOUT_RECEIVER
-    assert job_timeout({**base, "num_rounds": 10}) > job_timeout(base)
-    assert job_timeout({**base, "num_clients": 8}) > job_timeout(base)
-    assert job_timeout({**base, "timeout": 7.5}) == 7.5  # the job's own key
+    assert job_timeout(replace(base, receiver="mlflow")) == job_timeout(base) + simulate.TIMEOUT_RECEIVER
+    assert job_timeout(replace(base, num_rounds=10)) > job_timeout(base)
+    assert job_timeout(replace(base, num_clients=8)) > job_timeout(base)
+    assert job_timeout(replace(base, timeout=7.5)) == 7.5  # the job's own key
     assert timeout_source(base).startswith("the default from the job's rounds")
-    assert timeout_source({**base, "timeout": 7.5}) == "the job's `timeout` key in jobs.yaml"
-    assert timeout_source({**base, "timeout": 7.5}, override=3) == "simulate --timeout"
-    assert job_timeout({**base, "timeout": 7.5}, override=3) == 3  # simulate --timeout wins
+    assert timeout_source(replace(base, timeout=7.5)) == "the job's `timeout` key in jobs.yaml"
+    assert timeout_source(replace(base, timeout=7.5), override=3) == "simulate --timeout"
+    assert job_timeout(replace(base, timeout=7.5), override=3) == 3  # simulate --timeout wins
 
 
 def test_timeout_key_reaches_the_manifest_and_is_checked(project):

@@ -18,6 +18,8 @@ import pytest
 from conftest import ROOT, snapshot
 
 from generator import write
+from generator.errors import OutputError
+from generator.layout import META_JSON, ManifestEntry, custom_file
 
 
 @pytest.fixture
@@ -201,7 +203,7 @@ def test_an_error_midway_leaves_the_previous_output_exactly(project, built, cli,
 
     calls = []
 
-    def broken_check(where, files):  # the check of the third job fails: two are written already
+    def broken_check(where, files, entry, rendered):  # the check of the third job fails: two are written already
         calls.append(where)
         if len(calls) == 3:
             raise write._fail(where, "simulated failure of the final check")
@@ -290,3 +292,46 @@ def test_check_of_another_jobs_file_advises_the_command_for_that_file(project, c
         "build/lab is out of date with lab jobs.yaml: run `python -m generator generate --jobs 'lab jobs.yaml' "
         "--out build/lab` (move a file you edited by hand away first: generate never overwrites it)"
     ]
+
+
+# --- the checks before a job is written ----------------------------------------------------------
+
+
+def _entry(script: str) -> ManifestEntry:
+    return ManifestEntry(nvflare_version="2.9", num_clients=1, num_rounds=1, execution_mode="in_process", script=script)
+
+
+def test_a_job_without_the_script_its_entry_names_is_refused(tmp_path):
+    files = {META_JSON: b"{}\n", custom_file("other.py"): b""}
+    with pytest.raises(OutputError) as raised:
+        write.write_jobs(tmp_path / "out", {"a": files}, {"a": _entry("train.py")})
+    (problem,) = raised.value.problems
+    assert problem.message == "executor names script 'train.py' but app/custom/ does not hold it"
+    assert not (tmp_path / "out").exists()
+
+
+def test_rendered_configs_are_not_parsed_again_but_a_shipped_json_file_is(tmp_path):
+    script = custom_file("train.py")
+    # render parsed every config it made: write trusts them (this one is not JSON, to prove it)
+    write.write_jobs(tmp_path / "out", {"a": {META_JSON: b"not json", script: b""}}, {"a": _entry("train.py")})
+    assert (tmp_path / "out" / "a" / META_JSON).read_bytes() == b"not json"
+    shipped = {META_JSON: b"{}", script: b"", custom_file("settings.json"): b"{broken"}
+    with pytest.raises(OutputError) as raised:
+        write.write_jobs(tmp_path / "out", {"a": shipped}, {"a": _entry("train.py")})
+    (problem,) = raised.value.problems
+    assert problem.file.endswith("a/app/custom/settings.json")
+    assert problem.message.startswith("generated invalid JSON: ")
+    assert (tmp_path / "out" / "a" / META_JSON).read_bytes() == b"not json"  # the previous output stays
+
+
+def test_a_manifest_entry_without_a_field_simulate_needs_is_refused_not_a_traceback(project, built, cli):
+    manifest = json.loads((built / ".jobgen.json").read_text(encoding="utf-8"))
+    del manifest["jobs"]["np-diff-in-process"]["script"]
+    (built / ".jobgen.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    err = refused(cli, project, "--job", "np-full-in-process")
+    assert err == [
+        "build/jobs/.jobgen.json: the entry of job 'np-diff-in-process' lacks 'script': run `make generate` again"
+    ]
+    with pytest.raises(OutputError) as raised:
+        write.read_entries(built)
+    assert [p.message for p in raised.value.problems] == [err[0].split(": ", 1)[1]]

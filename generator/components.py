@@ -1,0 +1,317 @@
+"""What each component of a job folder renders to, per NVFlare line, and which ``jobs.yaml`` keys feed it.
+
+One row (:class:`Component`) per workflow, persistor, receiver ``type``, executor mode and widget:
+the template partial that writes it, the NVFlare class path, the files it ships into
+``app/custom/`` and its ``args``, each argument given by where its value comes from:
+
+- :class:`Key`: a ``jobs.yaml`` setting of the job (a key path into its effective settings);
+  ``optional`` ones are left out of ``args`` when the job does not set them;
+- :class:`Derived`: a value :mod:`generator.render` computes from the job (``command_argv``,
+  ``tracking_uri``, ...), naming the ``jobs.yaml`` key it comes from; None leaves it out;
+- a nested ``dict``: an argument that is itself a mapping of such sources;
+- anything else: a constant, written as it is.
+
+Render builds each component's ``args`` from its row (the templates only place them), validate
+reads which receivers a line has and which ``app/custom/`` names are taken, write which script the
+job must ship, and lint maps a component's arguments back to the ``jobs.yaml`` keys behind them.
+Class paths and defaults: NVFlare 2.9 and 2.7 FedJob API exports (``ScriptRunner``, ``FedAvgJob``)
+and the classes' own files (``nvflare/app_common/...``, ``nvflare/app_opt/tracking/...``).
+Nothing here imports nvflare.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .lines import SUPPORTED_LINES
+
+
+@dataclass(frozen=True)
+class Key:
+    """An argument whose value is the job's ``jobs.yaml`` setting at ``path`` (e.g. ``("receiver", "events")``).
+
+    ``optional``: left out of ``args`` when the job does not set it (the class's own default applies).
+    """
+
+    path: tuple[str, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Derived:
+    """An argument computed by render (a name of :func:`generator.render.derived_values`) from ``key``.
+
+    A value of None leaves the argument out of ``args`` (the class's own default applies).
+    """
+
+    name: str
+    key: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One component of a job folder's configs.
+
+    Attributes:
+        partial (str): the template (below ``templates/nvflare-<line>/`` or ``templates/shared/``)
+            that writes it; partials start with ``_`` and are never written out.
+        path (str): the class path written into the config (an NVFlare class, or a module the
+            generator ships in ``custom_files``).
+        args (dict): argument name -> source (:class:`Key`, :class:`Derived`, nested dict, constant).
+        key (tuple[str, ...]): the ``jobs.yaml`` setting that puts the component in the job
+            (empty: every job has it).
+        custom_files (tuple[str, ...]): files copied from ``templates/nvflare-<line>/custom/`` into
+            the job's ``app/custom/`` (the server app imports them).
+        classes (tuple[str, ...]): further NVFlare classes the partial writes with constant args.
+    """
+
+    partial: str
+    path: str
+    args: dict = field(default_factory=dict)
+    key: tuple[str, ...] = ()
+    custom_files: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LineComponents:
+    """The components one NVFlare line renders: a row per workflow, receiver ``type`` and executor mode."""
+
+    workflows: dict
+    persistor: Component
+    receivers: dict
+    executors: dict
+    event_to_fed: Component
+
+
+FEDAVG = Component(
+    partial="_fedavg.j2",
+    path="nvflare.app_common.workflows.fedavg.FedAvg",
+    args={
+        "num_clients": Key(("num_clients",)),
+        "num_rounds": Key(("num_rounds",)),
+        "persistor_id": "persistor",
+        "task_check_period": Key(("task_check_period",), optional=True),
+    },
+)
+
+NP_PERSISTOR = Component(partial="_np_persistor.j2", path="nvflare.app_common.np.np_model_persistor.NPModelPersistor")
+
+MLFLOW_RECEIVER = Component(
+    partial="_receiver_mlflow.j2",
+    path="nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver",
+    args={
+        "tracking_uri": Derived("tracking_uri", ("receiver", "tracking_uri")),
+        "kw_args": {
+            "experiment_name": Key(("receiver", "experiment_name")),
+            "run_name": Key(("receiver", "run_name")),
+            "experiment_tags": Key(("receiver", "experiment_tags")),
+            "run_tags": Key(("receiver", "run_tags")),
+        },
+        "artifact_location": Key(("receiver", "artifact_location")),
+        "events": Key(("receiver", "events")),
+        "buffer_flush_time": Key(("receiver", "buffer_flush_time"), optional=True),
+    },
+    key=("receiver",),
+)
+
+TB_RECEIVER = Component(
+    partial="_receiver_tensorboard.j2",
+    path="nvflare.app_opt.tracking.tb.tb_receiver.TBAnalyticsReceiver",
+    args={"tb_folder": Key(("receiver", "tb_folder")), "events": Key(("receiver", "events"))},
+    key=("receiver",),
+)
+
+#: NVFlare's WandBReceiver drops every point that arrives after a higher step, and on 2.9 points
+#: arrive out of order: ``jobgen_wandb_receiver.py`` (shipped into app/custom/) keeps them all.
+WANDB_RECEIVER = Component(
+    partial="_receiver_wandb.j2",
+    path="jobgen_wandb_receiver.OrderedWandBReceiver",
+    args={
+        "wandb_args": {
+            "project": Key(("receiver", "project")),
+            "name": Key(("receiver", "run_name")),
+            "job_type": Key(("receiver", "job_type")),
+            "tags": Key(("receiver", "tags")),
+            "notes": Key(("receiver", "notes")),
+            "config": Key(("receiver", "config")),
+        },
+        "mode": Key(("receiver", "mode")),
+        "events": Key(("receiver", "events")),
+        "process_timeout": Key(("receiver", "process_timeout")),
+    },
+    key=("receiver",),
+    custom_files=("jobgen_wandb_receiver.py",),
+)
+
+#: In-process clients fire metrics as local events; the server's receiver sees only federated ones.
+CONVERT_TO_FED_EVENT = Component(
+    partial="_convert_to_fed_event.j2",
+    path="nvflare.app_common.widgets.convert_to_fed_event.ConvertToFedEvent",
+    args={"events_to_convert": Derived("convert_events", ("receiver", "events")), "fed_event_prefix": "fed."},
+    key=("receiver",),
+)
+
+#: Arguments every Client API executor of both lines ends with.
+_EXCHANGE = {
+    "params_exchange_format": Key(("framework",)),
+    "server_expected_format": "numpy",
+    "params_transfer_type": Key(("params_transfer_type",)),
+}
+_IN_PROCESS_SCRIPT = {"task_script_path": Key(("script",)), "task_script_args": Key(("script_args",))}
+_MODE = {"execution_mode": Derived("execution_mode", ("launch_external_process",))}
+
+#: NVFlare 2.9: one ClientAPIExecutor, the script in-process or as a sub-process it launches.
+EXECUTORS_29 = {
+    "in_process": Component(
+        partial="config_fed_client.json.j2",
+        path="nvflare.app_common.executors.client_api_executor.ClientAPIExecutor",
+        args={**_MODE, **_IN_PROCESS_SCRIPT, **_EXCHANGE},
+    ),
+    "external_process": Component(
+        partial="config_fed_client.json.j2",
+        path="nvflare.app_common.executors.client_api_executor.ClientAPIExecutor",
+        args={
+            **_MODE,
+            "command": Derived("command_argv", ("command",)),
+            "launch_once": True,
+            "launch_timeout": 300.0,
+            "shutdown_timeout": 0.0,
+            **_EXCHANGE,
+        },
+    ),
+}
+
+#: NVFlare 2.7, as its FedJob API exports a ScriptRunner: an InProcessClientAPIExecutor, or a
+#: ClientAPILauncherExecutor whose SubprocessLauncher starts the script (``script`` is
+#: ``command_line``) and whose metrics pipe a MetricRelay fires as federated events.
+EXECUTORS_27 = {
+    "in_process": Component(
+        partial="config_fed_client.json.j2",
+        path="nvflare.app_common.executors.in_process_client_api_executor.InProcessClientAPIExecutor",
+        args={**_IN_PROCESS_SCRIPT, **_EXCHANGE},
+    ),
+    "external_process": Component(
+        partial="config_fed_client.json.j2",
+        path="nvflare.app_common.executors.client_api_launcher_executor.ClientAPILauncherExecutor",
+        args={"pipe_id": "pipe", "launcher_id": "launcher", **_EXCHANGE},
+        classes=(
+            "nvflare.fuel.utils.pipe.cell_pipe.CellPipe",
+            "nvflare.app_common.launchers.subprocess_launcher.SubprocessLauncher",
+            "nvflare.app_common.widgets.metric_relay.MetricRelay",
+            "nvflare.app_common.widgets.external_configurator.ExternalConfigurator",
+        ),
+    ),
+}
+
+#: Per NVFlare line: what each workflow, receiver ``type`` and executor mode renders to.
+LINES = {
+    "2.7": LineComponents(
+        workflows={"fedavg": FEDAVG},
+        persistor=NP_PERSISTOR,
+        receivers={"mlflow": MLFLOW_RECEIVER},
+        executors=EXECUTORS_27,
+        event_to_fed=CONVERT_TO_FED_EVENT,
+    ),
+    "2.9": LineComponents(
+        workflows={"fedavg": FEDAVG},
+        persistor=NP_PERSISTOR,
+        receivers={"mlflow": MLFLOW_RECEIVER, "tensorboard": TB_RECEIVER, "wandb": WANDB_RECEIVER},
+        executors=EXECUTORS_29,
+        event_to_fed=CONVERT_TO_FED_EVENT,
+    ),
+}
+assert set(LINES) == set(SUPPORTED_LINES), "every supported NVFlare line needs a row in LINES"
+
+#: The workflow every job runs (``jobs.yaml`` has no key to choose another yet).
+DEFAULT_WORKFLOW = "fedavg"
+
+
+def receivers_of(line: str) -> tuple[str, ...]:
+    """The receiver ``type``s NVFlare ``line`` has a row for, in table order."""
+    return tuple(LINES[line].receivers)
+
+
+def custom_files_of(receiver_type: str) -> dict[str, str]:
+    """Files a receiver ``type`` ships into ``app/custom/`` on any line -> what writes them (for messages)."""
+    return {
+        name: f"the {receiver_type} receiver"
+        for line in LINES.values()
+        for kind, row in line.receivers.items()
+        if kind == receiver_type
+        for name in row.custom_files
+    }
+
+
+def reserved_custom_files() -> dict[str, str]:
+    """Every ``app/custom/`` name a receiver ships on some line -> ``"the <type> receiver"``."""
+    reserved = {}
+    for line in LINES.values():
+        for kind in line.receivers:
+            reserved.update(custom_files_of(kind))
+    return reserved
+
+
+def all_components() -> list[Component]:
+    """Every row of every line (a row shared by lines appears once)."""
+    rows: list[Component] = []
+    for line in LINES.values():
+        for row in [
+            *line.workflows.values(),
+            line.persistor,
+            *line.receivers.values(),
+            *line.executors.values(),
+            line.event_to_fed,
+        ]:
+            if row not in rows:
+                rows.append(row)
+    return rows
+
+
+def arg_keys(args: dict) -> dict[str, tuple[str, ...] | None]:
+    """Argument name -> the ``jobs.yaml`` key path its value comes from (None: a constant).
+
+    A nested mapping maps to the longest key path all its sources share (``kw_args`` ->
+    ``("receiver",)``).
+    """
+    keys = {}
+    for name, source in args.items():
+        if isinstance(source, Key):
+            keys[name] = source.path
+        elif isinstance(source, Derived):
+            keys[name] = source.key
+        elif isinstance(source, dict):
+            paths = [p for p in arg_keys(source).values() if p]
+            keys[name] = _common_prefix(paths) if paths else None
+        else:
+            keys[name] = None
+    return keys
+
+
+def _common_prefix(paths: list[tuple[str, ...]]) -> tuple[str, ...]:
+    prefix = paths[0]
+    for path in paths[1:]:
+        n = 0
+        while n < min(len(prefix), len(path)) and prefix[n] == path[n]:
+            n += 1
+        prefix = prefix[:n]
+    return prefix
+
+
+def keys_by_class() -> dict[str, tuple[tuple[str, ...], dict]]:
+    """Class path -> (the ``jobs.yaml`` key that puts it in a job, its argument -> key map), for lint."""
+    found: dict[str, tuple[tuple[str, ...], dict]] = {}
+    for row in all_components():
+        key, args = found.get(row.path, (row.key, {}))
+        found[row.path] = (key, {**args, **{k: v for k, v in arg_keys(row.args).items() if v}})
+    return found
+
+
+def shipped_modules() -> dict[str, tuple[str, str]]:
+    """Module name -> (receiver type, file name) of every server component the generator ships."""
+    return {
+        name.removesuffix(".py"): (kind, name)
+        for line in LINES.values()
+        for kind, row in line.receivers.items()
+        for name in row.custom_files
+    }

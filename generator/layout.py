@@ -1,0 +1,204 @@
+"""The job-folder contract: every name of what ``generate`` writes and ``simulate`` reads back.
+
+One job folder (NVFlare's job layout, the names of ``nvflare/job_config/fed_job_config.py``:
+``META_JSON``, ``CONFIG``, ``CUSTOM``, ``FED_SERVER_JSON``, ``FED_CLIENT_JSON``)::
+
+    <out>/.jobgen.json                       the output manifest (:class:`ManifestEntry` per job)
+    <out>/<job>/meta.json                    name, min_clients, deploy_map
+    <out>/<job>/app/config/config_fed_server.json
+    <out>/<job>/app/config/config_fed_client.json
+    <out>/<job>/app/custom/...               the client script, its shipped files, server components
+
+The simulator's workspace of one job (``nvflare simulator -w <workspace>/<job>``, NVFlare's
+``SimulatorRunner``): ``server/simulate_job/`` holds the server's result (the persistor's model
+``models/server.npy``, MLflow's default ``mlflow.db``, TensorBoard's default ``tb_events/``),
+``site-1/`` .. ``site-N/`` the clients; the workspaces folder holds our marker file and the
+console logs in ``_logs/``. Sites are named ``site-1`` .. ``site-N``, the names the simulator
+gives ``-n N`` clients.
+
+Every other module takes these names from here. Nothing here imports nvflare.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+# --- one job folder (nvflare/job_config/fed_job_config.py) -------------------------------------------
+
+#: The job's metadata file (``fed_job_config.META_JSON``).
+META_JSON = "meta.json"
+#: The single app the generator puts in a job folder; also its key in ``deploy_map``.
+APP_NAME = "app"
+#: An app's config folder and custom-code folder (``fed_job_config.CONFIG``, ``CUSTOM``).
+CONFIG = "config"
+CUSTOM = "custom"
+#: Their paths inside a job folder.
+CONFIG_DIR = f"{APP_NAME}/{CONFIG}"
+CUSTOM_DIR = f"{APP_NAME}/{CUSTOM}"
+#: The server's and the clients' config files of the app (``fed_job_config.FED_SERVER_JSON``, ``FED_CLIENT_JSON``).
+FED_SERVER_JSON = "config_fed_server.json"
+FED_CLIENT_JSON = "config_fed_client.json"
+#: Their paths inside a job folder.
+SERVER_CONFIG = f"{CONFIG_DIR}/{FED_SERVER_JSON}"
+CLIENT_CONFIG = f"{CONFIG_DIR}/{FED_CLIENT_JSON}"
+#: How a sub-process command names a file of the app's custom folder: ``custom/<file>`` (NVFlare
+#: starts it in the app folder).
+CUSTOM_PREFIX = f"{CUSTOM}/"
+
+
+def custom_file(name: str) -> str:
+    """The path inside a job folder of ``name``, a file below ``app/custom/`` (NVFlare's import folder)."""
+    return f"{CUSTOM_DIR}/{name}"
+
+
+def template_of(out_name: str) -> str:
+    """The Jinja template that renders the job-folder file ``out_name``: its file name plus ``.j2``."""
+    return PurePosixPath(out_name).name + ".j2"
+
+
+#: The files rendered from templates, in the order they are rendered.
+CONFIG_FILES = (META_JSON, SERVER_CONFIG, CLIENT_CONFIG)
+
+# --- the output folder ----------------------------------------------------------------------------
+
+#: The output manifest: the jobs the generator wrote, their facts and the SHA-256 of each file.
+MANIFEST = ".jobgen.json"
+#: The ``generator`` value of our manifests and results files (what marks a file as ours).
+GENERATOR_ID = "nvflare-jobgen"
+
+# --- sites ------------------------------------------------------------------------------------------
+
+#: The server's site name (``deploy_map`` target, workspace folder).
+SERVER_SITE = "server"
+#: A client site name is ``site-<i>``, i from 1 (the simulator's names for ``-n N`` clients).
+SITE_PREFIX = "site-"
+#: A client site name as a regular expression (no group), e.g. inside a longer run name.
+SITE_PATTERN = re.escape(SITE_PREFIX) + r"\d+"
+#: Client site folders of a simulator workspace, as a glob pattern.
+SITE_GLOB = SITE_PREFIX + "*"
+
+
+def site_name(i: int) -> str:
+    """The name of client ``i`` (1-based): ``site-<i>``."""
+    return f"{SITE_PREFIX}{i}"
+
+
+def site_names(num_clients: int) -> list[str]:
+    """The client sites of a job with ``num_clients`` clients: ``site-1`` .. ``site-<num_clients>``."""
+    return [site_name(i) for i in range(1, num_clients + 1)]
+
+
+def site_number(name: str) -> int | None:
+    """The number of a client site name (``"site-12"`` -> 12); None for any other name."""
+    return int(name.removeprefix(SITE_PREFIX)) if re.fullmatch(SITE_PATTERN, name) else None
+
+
+# --- the simulator's result layout -------------------------------------------------------------------
+
+#: The simulator's run folder of one site, ``<workspace>/<site>/simulate_job`` (NVFlare simulator layout).
+SIMULATE_JOB = "simulate_job"
+#: Where the simulator puts the server's result, inside one job's workspace.
+SERVER_RESULT = f"{SERVER_SITE}/{SIMULATE_JOB}"
+#: The model file the persistor writes: NPModelPersistor's defaults ``model_dir="models"``,
+#: ``model_name="server.npy"`` (``nvflare/app_common/np/np_model_persistor.py``), below the result folder.
+FINAL_MODEL = f"{SERVER_RESULT}/models/server.npy"
+#: MLflowReceiver's SQLite file in the job's result folder (NVFlare 2.9's default store).
+MLFLOW_DB = "mlflow.db"
+#: TBAnalyticsReceiver's default ``tb_folder`` (``nvflare/app_opt/tracking/tb/tb_receiver.py``).
+TB_FOLDER_DEFAULT = "tb_events"
+#: W&B's default run folder, ``./wandb`` of the server's process (the server's workspace folder).
+WANDB_DIR = "wandb"
+#: MLflowReceiver ``tracking_uri`` when the job gives none, per line. NVFlare 2.9 itself falls
+#: back to SQLite ``mlflow.db`` in the job's result folder (None: write no tracking_uri). NVFlare
+#: 2.7 falls back to a ``file://`` store, which MLflow 3 refuses, so 2.7 jobs name the same SQLite
+#: file explicitly; ``{WORKSPACE}`` and ``{JOB_ID}`` are NVFlare system variables it fills in.
+DEFAULT_TRACKING_URI = {"2.7": f"sqlite:///{{WORKSPACE}}/{{JOB_ID}}/{MLFLOW_DB}", "2.9": None}
+
+# --- the workspaces folder ------------------------------------------------------------------------------
+
+#: The marker file of a workspaces folder ``simulate`` made (each job's workspace in it is cleared).
+WORKSPACE_MARKER = ".jobgen-workspaces"
+#: The console logs' folder in the workspaces folder: ``<workspace>/_logs/<job>.log``. Neither it nor
+#: the marker can be a job's workspace: a job name starts with a letter or a digit (the schema's
+#: ``name`` pattern), so no job's files collide with another job's or with ours.
+LOGS_DIR = "_logs"
+
+
+# --- the manifest entry ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """Facts about one generated job that ``simulate`` needs, stored in the output manifest.
+
+    The JSON form (:meth:`to_json`) keeps the field order below; ``timeout`` is written only when
+    the job sets one.
+
+    Attributes:
+        nvflare_version (str): the job's NVFlare line, e.g. ``"2.9"``.
+        num_clients (int), num_rounds (int): the job's clients (``site-1`` ..) and FedAvg rounds.
+        execution_mode (str): ``in_process`` or ``external_process``.
+        script (str): the client script, relative to ``app/custom/``.
+        receiver (str | None): the receiver ``type`` (mlflow, tensorboard, wandb), or None.
+        tracking_uri (str | None): the MLflow store the receiver writes to (None: NVFlare's default).
+        tb_folder (str | None): the TensorBoard receiver's folder, if set.
+        expect (dict): the job's ``expect`` key (e.g. ``metric_points_per_site``).
+        timeout (float | None): the job's ``timeout`` in seconds, if set.
+        matrix (dict | None): for a job expanded from a ``matrix:``, ``{"job": the matrix job's
+            name as written, "values": {matrix key: value}}``; written only then.
+    """
+
+    nvflare_version: str
+    num_clients: int
+    num_rounds: int
+    execution_mode: str
+    script: str
+    receiver: str | None = None
+    tracking_uri: str | None = None
+    tb_folder: str | None = None
+    expect: dict = field(default_factory=dict)
+    timeout: float | None = None
+    matrix: dict | None = None
+
+    def to_json(self) -> dict:
+        """The entry as stored in ``.jobgen.json`` (``timeout`` and ``matrix`` only when set)."""
+        data = {
+            "nvflare_version": self.nvflare_version,
+            "num_clients": self.num_clients,
+            "num_rounds": self.num_rounds,
+            "execution_mode": self.execution_mode,
+            "script": self.script,
+            "receiver": self.receiver,
+            "tracking_uri": self.tracking_uri,
+            "tb_folder": self.tb_folder,
+            "expect": self.expect,
+        }
+        if self.timeout is not None:
+            data["timeout"] = self.timeout
+        if self.matrix is not None:
+            data["matrix"] = self.matrix
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> ManifestEntry:
+        """An entry read from ``.jobgen.json``.
+
+        Raises:
+            KeyError: a required field (version, clients, rounds, mode, script) is missing.
+            TypeError: ``data`` is not a mapping.
+        """
+        return cls(
+            nvflare_version=data["nvflare_version"],
+            num_clients=data["num_clients"],
+            num_rounds=data["num_rounds"],
+            execution_mode=data["execution_mode"],
+            script=data["script"],
+            receiver=data.get("receiver"),
+            tracking_uri=data.get("tracking_uri"),
+            tb_folder=data.get("tb_folder"),
+            expect=data.get("expect") or {},
+            timeout=data.get("timeout"),
+            matrix=data.get("matrix"),
+        )
