@@ -37,7 +37,7 @@ from jsonschema.exceptions import best_match
 
 from .components import receivers_of, reserved_custom_files
 from .errors import Problem, SpecError
-from .layout import APP_NAME, SERVER_SITE, site_name, site_names
+from .layout import APP_NAME, MLFLOW_DB, SERVER_SITE, site_name, site_names
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
 from .rewrites import rewrite_problems
 from .ship import Shipper
@@ -400,7 +400,7 @@ def _named_file_problems(doc: Document, job: Job) -> list[Problem]:
                 doc.problem(
                     rpath + ("tracking_uri",),
                     f"the SQLite file of {uri!r} {why}: "
-                    "leave tracking_uri out to store mlflow.db in the job's result folder",
+                    f"leave tracking_uri out to store {MLFLOW_DB} in the job's result folder",
                 )
             )
     return problems
