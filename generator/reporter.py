@@ -20,6 +20,8 @@ import threading
 from collections.abc import Iterable
 from typing import TextIO
 
+from .layout import ManifestEntry
+
 
 class Reporter:
     """Prints what the generator's commands produce.
@@ -88,11 +90,9 @@ class Reporter:
 
     # -- simulate (the events of generator.simulate.SimulateEvents) ------------------------------
 
-    def job_started(self, name: str, info: dict, timeout: float) -> None:
+    def job_started(self, name: str, info: ManifestEntry, timeout: float) -> None:
         """``<job>: simulating N clients, R rounds (timeout T s)``."""
-        self.line(
-            f"{name}: simulating {info['num_clients']} clients, {info['num_rounds']} rounds (timeout {timeout:g} s)"
-        )
+        self.line(f"{name}: simulating {info.num_clients} clients, {info.num_rounds} rounds (timeout {timeout:g} s)")
 
     def round_started(self, name: str, number: int, rounds: int, seconds: float) -> None:
         """``  <job>: round N of R (S s)``; ``seconds`` since the simulator started."""

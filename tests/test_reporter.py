@@ -15,6 +15,7 @@ import time
 import pytest
 
 from generator import simulate
+from generator.layout import ManifestEntry
 from generator.reporter import Reporter, table
 from generator.simulate import JobResult, job_problem
 
@@ -26,7 +27,11 @@ def streams() -> tuple[Reporter, io.StringIO, io.StringIO]:
 
 def test_simulate_events_print_the_progress_lines():
     reporter, out, err = streams()
-    reporter.job_started("np-a", {"num_clients": 2, "num_rounds": 5}, 420.0)
+    reporter.job_started(
+        "np-a",
+        ManifestEntry(nvflare_version="2.9", num_clients=2, num_rounds=5, execution_mode="in_process", script="t.py"),
+        420.0,
+    )
     reporter.round_started("np-a", 3, 5, 12.345)
     reporter.leftovers_stopped("np-a", 2)
     assert out.getvalue().splitlines() == [
