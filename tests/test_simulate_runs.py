@@ -288,23 +288,7 @@ def test_a_stop_signal_stops_every_process_and_records_the_job_interrupted(proje
         + "  - name: never\n    script: train_full.py\n"
     )
     assert run_cli(project, "generate").returncode == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "generator", "simulate"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        deadline = time.monotonic() + 600
-        while len(list(pids.iterdir())) < 2 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)  # until both sites' trainers run round 1 of the job 'stuck'
-        assert len(list(pids.iterdir())) == 2
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    proc, out, err = _simulate_and_signal(project, pids, 2, sig)  # both sites of 'stuck' in round 1
 
     assert proc.returncode == 128 + sig, out + err
     results = json.loads((project / "build/results.json").read_text())
@@ -422,23 +406,7 @@ def test_ctrl_c_with_parallel_2_stops_both_running_jobs_and_starts_no_other(proj
         + "  - name: never\n    script: train_full.py\n"
     )
     assert run_cli(project, "generate").returncode == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "generator", "simulate", "--parallel", "2"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        deadline = time.monotonic() + 600
-        while len(list(pids.iterdir())) < 4 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)  # until both sites' trainers of both jobs run round 1
-        assert len(list(pids.iterdir())) == 4
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    proc, out, err = _simulate_and_signal(project, pids, 4, signal.SIGINT, "--parallel", "2")  # both jobs' sites
 
     assert proc.returncode == 130, out + err
     results = json.loads((project / "build/results.json").read_text())
@@ -453,3 +421,27 @@ def test_ctrl_c_with_parallel_2_stops_both_running_jobs_and_starts_no_other(proj
     assert all(gone(int(p.name)) for p in pids.iterdir())
     assert run_processes(project / "build") == []
     assert not (project / "build/workspaces/never").exists()
+
+
+def _simulate_and_signal(project: Path, pids: Path, trainers: int, sig: int, *args: str):
+    """Run ``simulate ARGS`` in ``project`` as a user would, send ``sig`` once ``trainers`` client
+    scripts wrote their pid file into ``pids`` (each waits there in round 1); gives (process, stdout,
+    stderr) after it ended (killed in any case)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "generator", "simulate", *args],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while len(list(pids.iterdir())) < trainers and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(list(pids.iterdir())) == trainers
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return proc, out, err
