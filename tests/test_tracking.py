@@ -1,0 +1,200 @@
+"""The project MLflow store (``generator/tracking.py``): copy, replace on rerun, ownership, and one simulated run."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+
+import pytest
+
+from generator.errors import OutputError
+from generator.layout import ManifestEntry
+from generator.tracking import (
+    EXPERIMENT,
+    JOB_TAG,
+    MATRIX_PREFIX,
+    SITE_TAG,
+    ProjectStoreFiller,
+    check_store,
+    copy_job,
+    count_points,
+    project_store,
+    store_uri,
+)
+
+
+def fabricate(path, sites=("site-1", "site-2"), keys=("loss", "acc"), steps=5, tag="x"):
+    """A job's own MLflow store as NVFlare's MLflowReceiver leaves it: one run per site."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store_uri(path))
+    experiment = client.create_experiment("nvflare-fedavg-np-experiment")
+    for i, site in enumerate(sites):
+        run = client.create_run(experiment, run_name=f"{site}-nvflare-fedavg-np", tags={"mine": tag})
+        client.log_param(run.info.run_id, "lr", str(0.1 * (i + 1)))
+        points = [Metric(k, float(s * (i + 1)), 1_700_000_000_000 + s, s) for k in keys for s in range(steps)]
+        client.log_batch(run.info.run_id, metrics=points, synchronous=True)
+        client.set_terminated(run.info.run_id)
+    return store_uri(path)
+
+
+def history(store, run_name):
+    """``{key: [(step, timestamp, value)]}`` of one run in a store, read with sqlite3."""
+    with sqlite3.connect(store) as db:
+        rows = db.execute(
+            "SELECT m.key, m.step, m.timestamp, m.value FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid "
+            "WHERE r.name = ? ORDER BY m.key, m.step",
+            (run_name,),
+        ).fetchall()
+    out = {}
+    for key, step, ts, value in rows:
+        out.setdefault(key, []).append((step, ts, value))
+    return out
+
+
+def run_tags(store, run_name):
+    with sqlite3.connect(store) as db:
+        return dict(
+            db.execute(
+                "SELECT t.key, t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid WHERE r.name = ?", (run_name,)
+            ).fetchall()
+        )
+
+
+def test_a_job_is_copied_run_by_run_with_every_point(tmp_path):
+    source = fabricate(tmp_path / "job.db")
+    project = tmp_path / "build" / "mlflow.db"
+    matrix = {"job": "sweep-{num_rounds}", "values": {"num_rounds": 2, "receiver.type": "mlflow"}}
+    copied = copy_job(project, "sweep-2", source, matrix)
+    assert copied == {"sweep-2/site-1-nvflare-fedavg-np": 10, "sweep-2/site-2-nvflare-fedavg-np": 10}
+    assert count_points(project) == {"sweep-2": copied}
+    for site in ("site-1", "site-2"):
+        name = f"{site}-nvflare-fedavg-np"
+        assert history(project, f"sweep-2/{name}") == history(tmp_path / "job.db", name)
+        tags = run_tags(project, f"sweep-2/{name}")
+        assert tags[JOB_TAG] == "sweep-2" and tags[SITE_TAG] == site and tags["mine"] == "x"
+        assert tags[MATRIX_PREFIX + "num_rounds"] == "2" and tags[MATRIX_PREFIX + "receiver.type"] == "mlflow"
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store_uri(project))
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name(EXPERIMENT).experiment_id], filter_string="tags.`jobgen.site` = 'site-2'"
+    )
+    assert run.data.params == {"lr": "0.2", "jobgen.matrix.num_rounds": "2", "jobgen.matrix.receiver.type": "mlflow"}
+    assert run.info.status == "FINISHED"
+
+
+def test_a_job_simulated_again_replaces_its_runs_and_keeps_the_others(tmp_path):
+    project = tmp_path / "mlflow.db"
+    copy_job(project, "a", fabricate(tmp_path / "a1.db", steps=5))
+    copy_job(project, "b", fabricate(tmp_path / "b.db", sites=("site-1",), steps=3))
+    copy_job(project, "a", fabricate(tmp_path / "a2.db", sites=("site-1",), steps=4, tag="second"))
+    assert count_points(project) == {
+        "a": {"a/site-1-nvflare-fedavg-np": 8},
+        "b": {"b/site-1-nvflare-fedavg-np": 6},
+    }
+    with sqlite3.connect(project) as db:  # deleted for good, not only marked deleted
+        assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (2,)
+        assert db.execute("SELECT COUNT(*) FROM metrics").fetchone() == (14,)
+    assert run_tags(project, "a/site-1-nvflare-fedavg-np")["mine"] == "second"
+
+
+def test_runs_older_than_the_job_are_not_copied(tmp_path):
+    source = fabricate(tmp_path / "job.db")
+    assert copy_job(tmp_path / "mlflow.db", "a", source, since_ms=2**62) == {}
+    assert count_points(tmp_path / "mlflow.db") == {}
+
+
+@pytest.mark.parametrize("kind", ["user-db", "text", "folder", "symlink"])
+def test_a_store_nvflare_jobgen_did_not_make_is_never_written(tmp_path, kind):
+    source = fabricate(tmp_path / "job.db")
+    project = tmp_path / "mlflow.db"
+    if kind == "user-db":
+        fabricate(project)  # a user's own MLflow store
+    elif kind == "text":
+        project.write_text("notes\n")
+    elif kind == "folder":
+        project.mkdir()
+    else:
+        project.symlink_to(tmp_path / "job.db")
+    before = project.read_bytes() if project.is_file() else None
+    problems = check_store(project)
+    assert len(problems) == 1 and problems[0].file == str(project)
+    expected = {
+        "user-db": "holds something nvflare-jobgen did not write",
+        "text": "holds something nvflare-jobgen did not write",
+        "folder": "is a folder, not a file",
+        "symlink": "is a symbolic link",
+    }[kind]
+    assert expected in problems[0].message
+    with pytest.raises(OutputError, match=expected):
+        copy_job(project, "a", source)
+    if before is not None:
+        assert project.read_bytes() == before
+    assert project.is_symlink() == (kind == "symlink")
+
+
+def test_our_store_passes_the_check(tmp_path):
+    project = tmp_path / "mlflow.db"
+    copy_job(project, "a", fabricate(tmp_path / "job.db"))
+    assert check_store(project) == []
+
+
+def test_parallel_copies_lose_nothing(tmp_path):
+    project = tmp_path / "mlflow.db"
+    sources = {f"job-{i}": fabricate(tmp_path / f"job-{i}.db", steps=20 + i) for i in range(4)}
+    copy_job(project, "warm", sources["job-0"])  # MLflow imported before the threads start
+    threads = [threading.Thread(target=copy_job, args=(project, name, uri)) for name, uri in sources.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    counts = count_points(project)
+    for name in sources:
+        expected = {f"{name}/{r}": n for r, n in count_points(tmp_path / f"{name}.db")[""].items()}
+        assert counts[name] == expected
+
+
+def test_only_sqlite_mlflow_jobs_fill_a_project_store(tmp_path):
+    def entry(receiver, uri=None):
+        return ManifestEntry("2.9", 2, 1, "in_process", "t.py", receiver=receiver, tracking_uri=uri)
+
+    results = tmp_path / "build" / "results.json"
+    assert project_store(results, [entry("mlflow")]) == tmp_path / "build" / "mlflow.db"
+    assert project_store(results, [entry("mlflow", "sqlite:///x.db")]) == tmp_path / "build" / "mlflow.db"
+    assert project_store(results, [entry("mlflow", "http://127.0.0.1:5000"), entry("tensorboard")]) is None
+    assert project_store(None, [entry("mlflow")]) is None
+
+
+class Recorder:
+    def __init__(self):
+        self.seen = []
+
+    def job_started(self, name, info, timeout):
+        self.seen.append(("started", name))
+
+    def job_finished(self, result):
+        self.seen.append(("finished", result.name, list(result.problems)))
+
+    def all_finished(self, results):
+        self.seen.append(("all", len(results)))
+
+
+def test_the_filler_copies_a_finished_job_then_tells_the_reporter(tmp_path):
+    from generator.simulate import JobResult
+
+    source = fabricate(tmp_path / "job.db")
+    info = ManifestEntry("2.9", 2, 1, "in_process", "t.py", receiver="mlflow", matrix={"job": "m", "values": {"k": 1}})
+    recorder = Recorder()
+    filler = ProjectStoreFiller(recorder, tmp_path / "mlflow.db", {"a": info})
+    filler.job_started("a", info, 60)
+    # the fabricated points are older than the job's start, but the runs are not: they start now
+    filler.job_finished(JobResult(name="a", ok=True, status="ok", receiver="mlflow", store=source))
+    filler.all_finished([])
+    assert recorder.seen == [("started", "a"), ("finished", "a", []), ("all", 0)]
+    assert sum(count_points(tmp_path / "mlflow.db")["a"].values()) == 20
+    assert (
+        json.loads(json.dumps(run_tags(tmp_path / "mlflow.db", "a/site-1-nvflare-fedavg-np")))["jobgen.matrix.k"] == "1"
+    )
