@@ -198,3 +198,79 @@ def test_the_filler_copies_a_finished_job_then_tells_the_reporter(tmp_path):
     assert (
         json.loads(json.dumps(run_tags(tmp_path / "mlflow.db", "a/site-1-nvflare-fedavg-np")))["jobgen.matrix.k"] == "1"
     )
+
+
+# --- view: what `make mlflow-ui` / `make tensorboard` open without JOB ---------------------------------
+
+
+def write_results(tmp_path, entries):
+    path = tmp_path / "build" / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(entries))
+    return path
+
+
+ENTRIES = [
+    {"name": "ml-a", "receiver": "mlflow", "store": "sqlite:////ws/ml-a/server/simulate_job/mlflow.db"},
+    {"name": "tb-a", "receiver": "tensorboard", "store": "/ws/tb-a/server/simulate_job/tb_events"},
+    {"name": "full", "receiver": None, "store": None},
+    {"name": "tb-b.2", "receiver": "tensorboard", "store": "/ws/tb-b.2/server/simulate_job/tb_events"},
+]
+
+
+def test_mlflow_without_a_job_opens_the_project_store_once_it_is_ours(tmp_path):
+    from generator.viewers import pick_view, viewer_command
+
+    results = write_results(tmp_path, ENTRIES)
+    assert pick_view(results, "mlflow") == ("ml-a", ENTRIES[0]["store"])  # no project store yet
+    (tmp_path / "build" / "mlflow.db").write_text("a user's file\n")
+    assert pick_view(results, "mlflow") == ("ml-a", ENTRIES[0]["store"])
+    (tmp_path / "build" / "mlflow.db").unlink()
+    copy_job(tmp_path / "build" / "mlflow.db", "ml-a", fabricate(tmp_path / "job.db"))
+    label, store = pick_view(results, "mlflow")
+    assert (label, store) == ("every MLflow job of the run", store_uri(tmp_path / "build" / "mlflow.db"))
+    assert viewer_command("mlflow", store)[1:4] == ["ui", "--backend-store-uri", store]
+    assert pick_view(results, "mlflow", "ml-a") == ("ml-a", ENTRIES[0]["store"])
+
+
+def test_tensorboard_without_a_job_opens_every_job_with_logdir_spec(tmp_path):
+    from generator.viewers import pick_view, viewer_command
+
+    results = write_results(tmp_path, ENTRIES)
+    label, dirs = pick_view(results, "tensorboard")
+    assert label == "2 TensorBoard job(s)"
+    argv = viewer_command("tensorboard", dirs, port=7000)
+    spec = f"tb-a:{ENTRIES[1]['store']},tb-b.2:{ENTRIES[3]['store']}"
+    assert argv[1:] == ["--logdir_spec", spec, "--host", "127.0.0.1", "--port", "7000"]
+    assert pick_view(results, "tensorboard", "tb-b.2") == ("tb-b.2", ENTRIES[3]["store"])
+    assert viewer_command("tensorboard", ENTRIES[3]["store"])[1:3] == ["--logdir", ENTRIES[3]["store"]]
+
+
+def test_tensorboard_logdir_spec_agrees_with_tensorboards_own_parser():
+    from tensorboard.backend.event_processing.data_ingester import _parse_event_files_spec
+
+    from generator.viewers import logdir_spec
+
+    dirs = {"np-tb.1_a": "/ws/np-tb.1_a/tb", "x": "/ws/x:colon/tb"}
+    assert _parse_event_files_spec(logdir_spec(dirs)) == {folder: name for name, folder in dirs.items()}
+
+
+@pytest.mark.parametrize(
+    ("dirs", "named"),
+    [
+        ({"a:b": "/ws/a"}, "job name 'a:b'"),
+        ({"a,b": "/ws/a"}, "job name 'a,b'"),
+        ({"/a": "/ws/a"}, "job name '/a'"),
+        ({"a": "/ws/a,b/tb"}, "folder '/ws/a,b/tb'"),
+    ],
+)
+def test_logdir_spec_refuses_what_tensorboard_would_split(dirs, named):
+    from generator.errors import SimulationError
+    from generator.viewers import logdir_spec
+
+    with pytest.raises(SimulationError) as raised:
+        logdir_spec(dirs)
+    assert raised.value.problems[0].message == (
+        f"TensorBoard's --logdir_spec cannot hold {named} (a comma, or a colon in a name): "
+        "open one job with JOB=name (view tensorboard --job NAME)"
+    )
