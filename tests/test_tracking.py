@@ -274,3 +274,46 @@ def test_logdir_spec_refuses_what_tensorboard_would_split(dirs, named):
         f"TensorBoard's --logdir_spec cannot hold {named} (a comma, or a colon in a name): "
         "open one job with JOB=name (view tensorboard --job NAME)"
     )
+
+
+# --- simulator ----------------------------------------------------------------------------------------
+
+TWO_MLFLOW_JOBS = """\
+defaults:
+  task_check_period: 0.05
+  server: {task_request_interval: 0.1}
+jobs:
+  - name: ml-r{num_rounds}
+    script: train_metrics.py
+    script_args: --epoch_seconds 0.05
+    receiver: {type: mlflow}
+    matrix:
+      num_rounds: [1, 2]
+"""
+
+
+@pytest.mark.simulator
+def test_two_mlflow_jobs_simulated_in_parallel_all_land_in_the_project_store(project):
+    from conftest import run_cli
+
+    from generator.viewers import pick_view
+
+    (project / "jobs.yaml").write_text(TWO_MLFLOW_JOBS)
+    assert run_cli(project, "generate").returncode == 0
+    result = run_cli(project, "simulate", "--parallel", "2", timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    results = json.loads((project / "build/results.json").read_text())
+    assert [r["name"] for r in results] == ["ml-r1", "ml-r2"]
+    counts = count_points(project / "build/mlflow.db")
+    assert sorted(counts) == ["ml-r1", "ml-r2"]
+    for entry, rounds in zip(results, (1, 2), strict=True):
+        own = count_points(entry["store"].removeprefix("sqlite:///"))[""]
+        assert len(own) == 2  # one run per site
+        assert counts[entry["name"]] == {f"{entry['name']}/{run}": n for run, n in own.items()}
+        assert sum(own.values()) == 2 * rounds * 375  # every point of both sites
+        for run in own:
+            tags = run_tags(project / "build/mlflow.db", f"{entry['name']}/{run}")
+            assert tags[JOB_TAG] == entry["name"] and tags[MATRIX_PREFIX + "num_rounds"] == str(rounds)
+            assert tags[SITE_TAG] in ("site-1", "site-2")
+    assert pick_view(project / "build/results.json", "mlflow")[0] == "every MLflow job of the run"
