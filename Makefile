@@ -63,11 +63,11 @@ check: setup
 simulate: setup
 	$(BIN)/python -m generator simulate --out $(OUT) --workspace $(WS) $(if $(PARALLEL),--parallel $(PARALLEL))
 
-## mlflow-ui: MLflow UI on a simulated job's SQLite store at http://127.0.0.1:5000 (JOB=name, PORT=n)
+## mlflow-ui: MLflow UI on every simulated MLflow job (build/mlflow.db), or JOB=name's own store, at http://127.0.0.1:5000 (PORT=n)
 mlflow-ui: setup
 	$(BIN)/python -m generator view mlflow $(VIEW_ARGS)
 
-## tensorboard: TensorBoard on a simulated job's event files at http://127.0.0.1:6006 (JOB=name, PORT=n)
+## tensorboard: TensorBoard on every simulated TensorBoard job, or JOB=name's, at http://127.0.0.1:6006 (PORT=n)
 tensorboard: setup
 	$(BIN)/python -m generator view tensorboard $(VIEW_ARGS)
 

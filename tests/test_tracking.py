@@ -317,3 +317,19 @@ def test_two_mlflow_jobs_simulated_in_parallel_all_land_in_the_project_store(pro
             assert tags[JOB_TAG] == entry["name"] and tags[MATRIX_PREFIX + "num_rounds"] == str(rounds)
             assert tags[SITE_TAG] in ("site-1", "site-2")
     assert pick_view(project / "build/results.json", "mlflow")[0] == "every MLflow job of the run"
+
+
+def test_simulate_refuses_a_users_mlflow_db_beside_the_results_before_any_job(project):
+    from conftest import run_main, snapshot
+
+    (project / "jobs.yaml").write_text(TWO_MLFLOW_JOBS)
+    assert run_main(project, "generate").returncode == 0
+    (project / "build/mlflow.db").write_text("my own notes\n")
+    before = snapshot(project)
+    result = run_main(project, "simulate")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "build/mlflow.db: holds something nvflare-jobgen did not write (no MLflow experiment tagged "
+        "jobgen.generator=nvflare-jobgen); refusing to overwrite it: move it away or choose another --results"
+    ]
+    assert snapshot(project) == before
