@@ -38,6 +38,7 @@ from urllib.parse import unquote
 
 from .errors import OutputError, Problem, SimulationError
 from .layout import GENERATOR_ID, SITE_PATTERN
+from .metrics import sqlite_path
 
 #: The project store's file name, beside the results file (``build/mlflow.db`` by default).
 STORE_NAME = "mlflow.db"
@@ -63,8 +64,15 @@ def store_path(results_path: str | Path) -> Path:
 
 
 def store_uri(path: str | Path) -> str:
-    """The ``sqlite:///`` tracking URI of a store file (absolute)."""
-    return "sqlite:///" + os.path.abspath(path)
+    """The ``sqlite:///`` tracking URI of a store file (absolute; ``%``, ``?``, ``#`` escaped as
+    :func:`generator.metrics.sqlite_path` does)."""
+    return "sqlite:///" + sqlite_path(os.path.abspath(path))
+
+
+def _read_only(path: str | Path):
+    """A read-only ``sqlite3`` connection to ``path`` (a ``file:`` URI, every special character
+    percent-encoded by ``Path.as_uri``), closed on leaving the ``with`` block."""
+    return contextlib.closing(sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True))
 
 
 def is_our_store(path: str | Path) -> bool:
@@ -77,7 +85,7 @@ def is_our_store(path: str | Path) -> bool:
     if path.is_symlink() or not path.is_file():
         return False
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as db:
+        with _read_only(path) as db:
             row = db.execute("SELECT value FROM experiment_tags WHERE key = ?", (MARK_TAG,)).fetchone()
     except sqlite3.Error:
         return False
@@ -283,7 +291,7 @@ def count_points(path: str | Path) -> dict[str, dict[str, int]]:
         "WHERE r.lifecycle_stage = 'active' GROUP BY r.run_uuid"
     )
     counts: dict[str, dict[str, int]] = {}
-    with contextlib.closing(sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)) as db:
+    with _read_only(path) as db:
         for job, run, points in db.execute(query, (JOB_TAG,)):
             counts.setdefault(job, {})[run] = points
     return counts

@@ -333,3 +333,14 @@ def test_simulate_refuses_a_users_mlflow_db_beside_the_results_before_any_job(pr
         "jobgen.generator=nvflare-jobgen); refusing to overwrite it: move it away or choose another --results"
     ]
     assert snapshot(project) == before
+
+
+def test_a_results_folder_with_url_characters_holds_the_store(tmp_path):
+    odd = tmp_path / "a?b%20c#d"
+    odd.mkdir()
+    source = fabricate(odd / "job.db", steps=2)
+    copy_job(odd / "mlflow.db", "a", source)
+    assert sum(count_points(odd / "mlflow.db")["a"].values()) == 8
+    assert sorted(p.name for p in odd.iterdir()) == ["job.db", "mlflow.db"]
+    copy_job(odd / "mlflow.db", "b", source)  # the marker is read back through the odd path
+    assert check_store(odd / "mlflow.db") == []
