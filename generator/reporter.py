@@ -15,6 +15,7 @@ simulator code through it.
 
 from __future__ import annotations
 
+import shlex
 import sys
 import threading
 from collections.abc import Iterable
@@ -86,7 +87,7 @@ class Reporter:
 
     def viewer_started(self, job: str, tracker: str, store: str, where: str, argv: list[str]) -> None:
         """``view`` starts ``argv``: ``tracker``'s viewer on job ``job``'s ``store``, reachable at ``where``."""
-        self.lines([f"{job}: {tracker} viewer on {store} at {where} (Ctrl-C stops it)", " ".join(argv)])
+        self.lines([f"{job}: {tracker} viewer on {store} at {where} (Ctrl-C stops it)", shlex.join(argv)])
 
     # -- simulate (the events of generator.simulate.SimulateEvents) ------------------------------
 

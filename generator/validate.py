@@ -35,7 +35,7 @@ from pathlib import Path
 import jsonschema
 from jsonschema.exceptions import best_match
 
-from .components import receivers_of, reserved_custom_files
+from .components import receivers_of, reserved_custom_files, writer_types
 from .errors import Problem, SpecError
 from .layout import APP_NAME, MLFLOW_DB, SERVER_SITE, site_name, site_names
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
@@ -49,7 +49,7 @@ SCRIPTS_DIR = "client_scripts"
 
 #: Client API tracking writers (``nvflare.client.tracking``) -> the receiver ``type`` that stores
 #: their events. Source: NVFlare's Client API docs, "Experiment tracking".
-WRITERS = {"MLflowWriter": "mlflow", "SummaryWriter": "tensorboard", "WandBWriter": "wandb"}
+WRITERS = writer_types()
 
 
 @lru_cache(maxsize=4)
