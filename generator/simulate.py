@@ -227,13 +227,21 @@ def log_path(root: Path, name: str) -> Path:
     return Path(root) / LOGS_DIR / f"{name}.log"
 
 
-def _run_env(bin_dir: str) -> dict[str, str]:
+def _run_env(bin_dir: str, ws: Path) -> dict[str, str]:
+    """The simulator's environment: this one, with ``bin_dir`` first on ``PATH`` and W&B's files in ``ws``.
+
+    Args:
+        bin_dir (str): the folder of the Python that runs the simulator (a sub-process client is
+            started as ``python3 ...``: that must be this environment's Python).
+        ws (Path): the job's workspace: W&B's runs land in its server folder (``WANDB_DIR`` is
+            dropped), and its cache (``WANDB_CACHE_DIR``: its debug logs, ``~/.cache/wandb`` by
+            default) goes to ``ws/_wandb_cache`` unless set, so a run writes nothing to ``$HOME``.
+    """
     env = dict(os.environ)
-    # A sub-process client is started as `python3 ...`: make that this environment's Python.
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    # W&B runs must land in the server's folder of this workspace, where the check reads them.
     env.pop("WANDB_DIR", None)
+    env.setdefault("WANDB_CACHE_DIR", str(Path(ws) / "_wandb_cache"))
     return env
 
 
@@ -414,7 +422,7 @@ def _run_simulator(
         cmd = nvflare_command(paths.python)
         cmd += ["simulator", "-w", paths.workspace, "-n", n, "-t", n, str(Path(out).resolve() / name)]
         return run_process(
-            cmd, cwd=paths.cwd, env=_run_env(paths.bin_dir), log_path=log, timeout=result.timeout, on_tick=on_tick
+            cmd, cwd=paths.cwd, env=_run_env(paths.bin_dir, ws), log_path=log, timeout=result.timeout, on_tick=on_tick
         )
 
 
