@@ -54,7 +54,9 @@ class Sweep:
 
     Attributes:
         name (str): the matrix job's ``name`` as written (may hold ``{key}`` placeholders).
-        keys (list[str]): the matrix keys, in the order of the first row's values then any others.
+        keys (list[str]): the table's matrix-value columns: every key of the rows' ``values`` (first
+            row's order, then any others) except those holding a mapping or a list (an ``include``
+            entry's ``expect``, say), which stay in each row's ``values`` and in ``results.json``.
         rows (list[SweepRow]): one per simulated combination, in file order.
         metric_keys (list[str]): every metric key any row stored, sorted.
         compare (str | None): the metric plotted across combinations (the job's ``compare`` key,
@@ -179,6 +181,7 @@ def compare(results: list, manifest: dict) -> list[Sweep]:
             rows.append(
                 SweepRow(name, dict(matrix["values"]), r.status, r.wall_seconds, model_mean(r.final_model), metrics)
             )
+        keys = [k for k in keys if not any(isinstance(r.values.get(k), dict | list) for r in rows)]
         ordered = sorted(metric_keys)
         sweep = Sweep(job, keys, rows, ordered, chosen or (ordered[0] if ordered else None))
         if sweep.compare:

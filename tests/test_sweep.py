@@ -218,3 +218,12 @@ def test_simulated_sweep_prints_and_stores_the_comparison(project):
     listed = json.loads((project / "build/reports" / REPORTS_MANIFEST).read_text())["files"]
     assert sorted(listed) == ["tb-r1.png", "tb-r2.png", "tb-r{num_rounds}-sweep.png"]
     assert Path(project / "build/reports/tb-r1.png").is_file()
+
+
+def test_values_holding_a_mapping_or_list_get_no_column():
+    results, manifest = fabricated()
+    manifest["np-1"].matrix["values"]["expect"] = {"metric_points_per_site": {"loss": 2}}
+    manifest["np-2"].matrix["values"]["tags"] = ["a"]
+    [sweep] = compare(results, manifest)
+    assert sweep.keys == ["num_rounds"]
+    assert sweep.rows[0].values["expect"] == {"metric_points_per_site": {"loss": 2}}
