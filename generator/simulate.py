@@ -14,8 +14,10 @@ counts of ``expect.metric_points_per_site``), read back from the receiver's own 
 (:mod:`generator.metrics`). A failed job's reason starts with the exception that ended each client's
 script. A job that streams to an MLflow tracking server is not started when the server does not
 answer (:func:`generator.metrics.probe_mlflow_server`). Each metrics job also gets a plot of what
-was stored, ``<reports>/<job>.png`` (:mod:`generator.plot`); the results file and the plots never
-overwrite a file the generator did not write (:mod:`generator.outputs`).
+was stored, ``<reports>/<job>.png`` (:mod:`generator.plot`). The jobs expanded from one matrix job
+are compared after the run (:mod:`generator.sweep`: ``SimulateEvents.sweeps_compared``, and
+``<reports>/<matrix job>-sweep.png``). The results file and the plots never overwrite a file the
+generator did not write (:mod:`generator.outputs`).
 
 Every run goes through :mod:`generator.runner`: a per-job timeout (``TIMEOUT``) and SIGINT, SIGTERM
 or SIGHUP (``INTERRUPTED``) stop the simulator and every process it started. Paths NVFlare's
