@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_main
+from conftest import ROOT, run_main
 
 from generator.layout import ManifestEntry
 from generator.outputs import REPORTS_MANIFEST, check_reports
@@ -227,3 +227,23 @@ def test_values_holding_a_mapping_or_list_get_no_column():
     [sweep] = compare(results, manifest)
     assert sweep.keys == ["num_rounds"]
     assert sweep.rows[0].values["expect"] == {"metric_points_per_site": {"loss": 2}}
+
+
+GRID = "np-{params_transfer_type}-external-{launch_external_process}-r{num_rounds}"
+METRICS = "np-metrics-{receiver.type}-r{num_rounds}"
+
+
+def test_the_example_sweep_generates_two_sweeps_of_8_and_4_jobs(project):
+    from generator.write import read_entries
+
+    (project / "sweep.yaml").write_text((ROOT / "examples/sweep.yaml").read_text())
+    generated = run_main(project, "generate", "--jobs", "sweep.yaml", "--out", "build/sweep/jobs")
+    assert generated.returncode == 0, generated.stderr
+    manifest = read_entries(project / "build/sweep/jobs")
+    found = groups(list(manifest), manifest)
+    assert {job: len(members) for job, members in found.items()} == {GRID: 8, METRICS: 4}
+    assert {n: manifest[n].script for n in found[GRID] if "DIFF" in n} == dict.fromkeys(
+        found[GRID][4:], "train_diff.py"
+    )
+    assert plot_names(list(manifest), manifest) == [f"{METRICS}-sweep"]
+    assert {manifest[n].matrix.get("compare") for n in found[METRICS]} == {"model_mean"}
