@@ -128,6 +128,14 @@ class Reporter:
         """An empty line, then :func:`table` of ``results`` (file order)."""
         self.lines(["", *table(results)])
 
+    def sweeps_compared(self, sweeps: list) -> None:
+        """After the main table: per :class:`generator.sweep.Sweep` an empty line and its table
+        (:func:`generator.sweep.table`: matrix values, status, wall time, model mean, last metrics)."""
+        from .sweep import table as sweep_table
+
+        for sweep in sweeps:
+            self.lines(["", *sweep_table(sweep)])
+
 
 def _model_text(model) -> str:
     if model is None:

@@ -463,6 +463,7 @@ def _one_job_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem
         *_client_count_problems(doc, job),
         *_command_line_problems(doc, job),
         *_expect_problems(doc, job),
+        *_compare_problems(doc, job),
         *rewrite_problems(doc, job),
         *_deploy_map_problems(doc, job),
         *_line_problems(doc, job),
@@ -527,6 +528,19 @@ def _expect_problems(doc: Document, job: Job) -> list[Problem]:
             where,
             "metric points can only be counted in a receiver's store, and this job has no `receiver`: "
             "add one (e.g. receiver: {type: mlflow}) or leave expect.metric_points_per_site out",
+        )
+    ]
+
+
+def _compare_problems(doc: Document, job: Job) -> list[Problem]:
+    """``compare`` names the metric a sweep plot overlays across a matrix's jobs: only a job with ``matrix``."""
+    if "compare" not in job.entry or job.name in getattr(doc, "combinations", {}):
+        return []
+    return [
+        doc.problem(
+            ("jobs", job.index, "compare"),
+            "`compare` picks the metric plotted across the jobs of a `matrix`, and this job has no `matrix`: "
+            "add one or leave `compare` out",
         )
     ]
 
