@@ -13,7 +13,7 @@ WS     ?= build/workspaces
 JOB    ?=
 PORT   ?=
 PARALLEL ?=
-VIEW_ARGS = $(if $(JOB),--job $(JOB)) $(if $(PORT),--port $(PORT))
+VIEW_ARGS = $(if $(JOB),--job $(JOB)) $(if $(PORT),--port $(PORT)) $(if $(RESULTS),--results $(RESULTS))
 
 # NVFlare 2.7 gets its own environment (the equivalence harness checks the 2.7 templates against
 # NVFlare 2.7 itself). The project pins nvflare>=2.9, so the generator's own dependencies are
@@ -24,7 +24,7 @@ NVFLARE27   := 2.7.3
 DEPS27      := "nvflare==$(NVFLARE27)" "mlflow>=3.0,<4" "numpy>=1.24,<3" "pyyaml>=6.0,<7" \
                "jinja2>=3.1,<4" "jsonschema>=4.18,<5" "pytest>=8"
 
-.PHONY: run setup setup27 validate generate check simulate lint test test-fast test27 bench clean mlflow-ui tensorboard wandb-view
+.PHONY: run setup setup27 validate generate check simulate sweep lint test test-fast test27 bench clean mlflow-ui tensorboard wandb-view
 
 ## run: set up, generate and simulate every job of jobs.yaml (the quick start)
 run: generate simulate
@@ -62,6 +62,19 @@ check: setup
 ## simulate: run every generated job with nvflare simulator and check the results (PARALLEL=n jobs at once)
 simulate: setup
 	$(BIN)/python -m generator simulate --out $(OUT) --workspace $(WS) $(if $(PARALLEL),--parallel $(PARALLEL))
+
+# The example sweep gets a folder of its own, so it never touches build/jobs or the main results.
+# Its scripts are looked up beside the jobs file, so the file and client_scripts/ are copied there.
+SWEEP := build/sweep
+
+## sweep: generate examples/sweep.yaml into build/sweep/jobs and simulate it (its own workspaces, results, reports)
+sweep: setup
+	rm -rf $(SWEEP)/src && mkdir -p $(SWEEP)/src
+	cp examples/sweep.yaml $(SWEEP)/src/sweep.yaml
+	cp -R client_scripts $(SWEEP)/src/client_scripts
+	$(BIN)/python -m generator generate --jobs $(SWEEP)/src/sweep.yaml --out $(SWEEP)/jobs
+	$(BIN)/python -m generator simulate --out $(SWEEP)/jobs --workspace $(SWEEP)/workspaces \
+		--results $(SWEEP)/results.json --reports $(SWEEP)/reports $(if $(PARALLEL),--parallel $(PARALLEL))
 
 ## mlflow-ui: MLflow UI on every simulated MLflow job (build/mlflow.db), or JOB=name's own store, at http://127.0.0.1:5000 (PORT=n)
 mlflow-ui: setup

@@ -63,6 +63,26 @@ def _add_jobs_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _port(text: str) -> int:
+    """A TCP port, 1 to 65535 (argparse type: a bad value is a usage error, exit code 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
+    return value
+
+
+def _generate_command(files: list[str], out: str, sets: list[str]) -> str:
+    """The command that regenerates ``out`` from ``files`` and ``sets``: ``make generate`` for the
+    defaults, else the ``python -m generator generate`` line with every option, shell-quoted."""
+    if (files, out, sets) == ([DEFAULT_JOBS], DEFAULT_OUT, []):
+        return "make generate"
+    options = [("--jobs", f) for f in files] + [("--out", out)] + [("--set", s) for s in sets]
+    return "python -m generator generate " + " ".join(f"{o} {shlex.quote(v)}" for o, v in options)
+
+
 def _files(args) -> list[str]:
     """The ``--jobs`` files, in order."""
     return args.jobs or [DEFAULT_JOBS]
@@ -131,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--results", type=_path, default="build/results.json", help="simulation results (default: %(default)s)"
     )
-    w.add_argument("--port", type=int, help="port (default: 5000 for mlflow, 6006 for tensorboard)")
+    w.add_argument("--port", type=_port, help="port (default: 5000 for mlflow, 6006 for tensorboard)")
 
     li = sub.add_parser("lint", help="check generated folders against the installed nvflare")
     _add_jobs_options(li)
@@ -158,10 +178,7 @@ def _generate(args) -> int:
     REPORTER.problems(result.warnings)
     if args.check:
         if result.differences:
-            fix = "make generate"
-            if (files, args.out, args.set) != ([DEFAULT_JOBS], DEFAULT_OUT, []):
-                options = [("--jobs", f) for f in files] + [("--out", args.out)] + [("--set", s) for s in args.set]
-                fix = "python -m generator generate " + " ".join(f"{o} {shlex.quote(v)}" for o, v in options)
+            fix = _generate_command(files, args.out, args.set)
             REPORTER.out_of_date(args.out, shown, result.differences, fix)
             return 1
         REPORTER.up_to_date(args.out, shown)
@@ -199,7 +216,7 @@ def _view(args) -> int:
 def _lint(args) -> int:
     from .lint import lint
 
-    problems = lint(_files(args), args.out, args.set)
+    problems = lint(_files(args), args.out, args.set, fix=_generate_command(_files(args), args.out, args.set))
     REPORTER.problems(problems)
     if problems:
         return 2

@@ -63,6 +63,9 @@ class Component:
         custom_files (tuple[str, ...]): files copied from ``templates/nvflare-<line>/custom/`` into
             the job's ``app/custom/`` (the server app imports them).
         classes (tuple[str, ...]): further NVFlare classes the partial writes with constant args.
+        writers (tuple[str, ...]): for a receiver: the Client API writer classes
+            (``nvflare.client.tracking``) whose points it stores; validate warns when a script
+            imports one and the job has no receiver of this type.
     """
 
     partial: str
@@ -71,6 +74,7 @@ class Component:
     key: tuple[str, ...] = ()
     custom_files: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
+    writers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ MLFLOW_RECEIVER = Component(
         "buffer_flush_time": Key(("receiver", "buffer_flush_time"), optional=True),
     },
     key=("receiver",),
+    writers=("MLflowWriter",),
 )
 
 TB_RECEIVER = Component(
@@ -120,6 +125,7 @@ TB_RECEIVER = Component(
     path="nvflare.app_opt.tracking.tb.tb_receiver.TBAnalyticsReceiver",
     args={"tb_folder": Key(("receiver", "tb_folder")), "events": Key(("receiver", "events"))},
     key=("receiver",),
+    writers=("SummaryWriter",),
 )
 
 #: NVFlare's WandBReceiver drops every point that arrives after a higher step, and on 2.9 points
@@ -141,6 +147,7 @@ WANDB_RECEIVER = Component(
         "process_timeout": Key(("receiver", "process_timeout")),
     },
     key=("receiver",),
+    writers=("WandBWriter",),
     custom_files=("jobgen_wandb_receiver.py",),
 )
 
@@ -230,6 +237,12 @@ DEFAULT_WORKFLOW = "fedavg"
 def receivers_of(line: str) -> tuple[str, ...]:
     """The receiver ``type``s NVFlare ``line`` has a row for, in table order."""
     return tuple(LINES[line].receivers)
+
+
+def writer_types() -> dict[str, str]:
+    """Every Client API writer class a receiver row stores -> that receiver's ``type``, over all lines
+    (``{"MLflowWriter": "mlflow", "SummaryWriter": "tensorboard", "WandBWriter": "wandb"}``)."""
+    return {writer: kind for line in LINES.values() for kind, row in line.receivers.items() for writer in row.writers}
 
 
 def custom_files_of(receiver_type: str) -> dict[str, str]:

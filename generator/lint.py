@@ -260,26 +260,26 @@ def shipped_module_file(module_name: str) -> Path | None:
     return shipped_file(DEFAULT_LINE, shipped[1]) if shipped else None
 
 
-def _stale_problems(out: Path, rendered: dict, jobs_file: str) -> list[Problem]:
-    hint = f"not what {jobs_file} generates now: run `make generate` (move a file you edited by hand away first)"
+def _stale_problems(out: Path, rendered: dict, jobs_file: str, fix: str) -> list[Problem]:
+    hint = f"not what {jobs_file} generates now: run `{fix}` (move a file you edited by hand away first)"
     problems = []
     missing_jobs = set()
     for kind, path in differences(out, rendered):
         job = path.relative_to(out).parts[0]
         if kind == "unexpected job folder":
-            problems.append(Problem(str(path), 0, 0, "", f"job {job!r} is not in {jobs_file}: run `make generate`"))
+            problems.append(Problem(str(path), 0, 0, "", f"job {job!r} is not in {jobs_file}: run `{fix}`"))
         elif kind == "missing" and not (out / job).is_dir():
             if job not in missing_jobs:
                 missing_jobs.add(job)
-                problems.append(
-                    Problem(str(out / job), 0, 0, "", f"job {job!r} is not generated yet: run `make generate`")
-                )
+                problems.append(Problem(str(out / job), 0, 0, "", f"job {job!r} is not generated yet: run `{fix}`"))
         else:
             problems.append(Problem(str(path), 0, 0, "", f"{kind}: {hint}"))
     return problems
 
 
-def lint(jobs_file: str | Path | list, out: str | Path, sets: list[str] | None = None) -> list[Problem]:
+def lint(
+    jobs_file: str | Path | list, out: str | Path, sets: list[str] | None = None, fix: str = "make generate"
+) -> list[Problem]:
     """Check the generated job folders in ``out`` against ``jobs_file`` and the installed NVFlare.
 
     Args:
@@ -287,6 +287,8 @@ def lint(jobs_file: str | Path | list, out: str | Path, sets: list[str] | None =
         out (str | Path): the output folder of ``generate`` (e.g. ``build/jobs``).
         sets (list[str] | None): ``--set PATH=VALUE`` overrides (files and overrides merged as in
             :func:`generator.overrides.load_all`).
+        fix (str): the command that regenerates ``out`` from these files, named in the problems
+            about stale or missing folders (the CLI passes the ``generate`` command of its options).
 
     Returns:
         list[Problem]: stale or missing generated files, configs that do not parse, component
@@ -306,12 +308,12 @@ def lint(jobs_file: str | Path | list, out: str | Path, sets: list[str] | None =
     out = Path(out)
     manifest = read_manifest(out)  # raises if out is a symlink, a file or a folder not ours
     if not manifest["jobs"]:
-        return [Problem(str(out), 0, 0, "", "no generated jobs here: run `make generate` first")]
+        return [Problem(str(out), 0, 0, "", f"no generated jobs here: run `{fix}` first")]
     renderer = Renderer(doc.root / SCRIPTS_DIR)  # each job with its own line's templates
     rendered = {job.name: renderer.render(job) for job in jobs}
     by_name = {job.name: job for job in jobs}
     shown = " ".join(map(str, jobs_file)) if isinstance(jobs_file, list) else str(jobs_file)
-    problems = _stale_problems(out, rendered, shown)
+    problems = _stale_problems(out, rendered, shown, fix)
     for name in sorted(manifest["jobs"]):
         for rel in CONFIG_TEMPLATES:
             path = out / name / rel

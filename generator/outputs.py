@@ -9,7 +9,8 @@ writes them so that a file the generator did not write is never overwritten (the
   unmarked results list: objects that each have every key of :data:`RESULT_KEYS`);
   anything else (``jobs.yaml``, a folder, a symlink, a user's JSON) is refused. Written to a
   temporary file beside it and renamed into place, so a reader never sees half a file.
-- ``--reports`` (default ``build/reports``): ``<job>.png`` per metrics job and a manifest
+- ``--reports`` (default ``build/reports``): ``<job>.png`` per metrics job, ``<matrix job>-sweep.png``
+  per sweep that stored metrics (:mod:`generator.sweep`; checked as a plot named ``<matrix job>-sweep``) and a manifest
   ``.jobgen-reports.json`` with the SHA-256 of each PNG written. An existing ``<job>.png`` is
   replaced only if the manifest lists it with that content, or (a plot the manifest does not
   list, e.g. when a run was stopped before it updated the manifest) it is a PNG whose text chunks

@@ -107,11 +107,15 @@ def job_info(job: Job) -> ManifestEntry:
 
 def _with_matrix(doc, job: Job) -> ManifestEntry:
     """:func:`job_info`, plus for a job expanded from a matrix ``matrix``: the matrix job's ``name``
-    as written (``job``) and the combination's ``values`` (matrix key -> value)."""
+    as written (``job``), the combination's ``values`` (matrix key -> value) and, when the job sets
+    it, ``compare`` (the metric :mod:`generator.sweep` plots across the combinations)."""
     combination = getattr(doc, "combinations", {}).get(job.name)
     if not combination:
         return job_info(job)
-    return replace(job_info(job), matrix={"job": combination[0], "values": combination[1]})
+    matrix = {"job": combination[0], "values": combination[1]}
+    if job.entry.get("compare"):
+        matrix["compare"] = job.entry["compare"]
+    return replace(job_info(job), matrix=matrix)
 
 
 def _once(problems: list) -> list:

@@ -15,6 +15,7 @@ simulator code through it.
 
 from __future__ import annotations
 
+import shlex
 import sys
 import threading
 from collections.abc import Iterable
@@ -86,7 +87,7 @@ class Reporter:
 
     def viewer_started(self, job: str, tracker: str, store: str, where: str, argv: list[str]) -> None:
         """``view`` starts ``argv``: ``tracker``'s viewer on job ``job``'s ``store``, reachable at ``where``."""
-        self.lines([f"{job}: {tracker} viewer on {store} at {where} (Ctrl-C stops it)", " ".join(argv)])
+        self.lines([f"{job}: {tracker} viewer on {store} at {where} (Ctrl-C stops it)", shlex.join(argv)])
 
     # -- simulate (the events of generator.simulate.SimulateEvents) ------------------------------
 
@@ -126,6 +127,14 @@ class Reporter:
     def all_finished(self, results: list) -> None:
         """An empty line, then :func:`table` of ``results`` (file order)."""
         self.lines(["", *table(results)])
+
+    def sweeps_compared(self, sweeps: list) -> None:
+        """After the main table: per :class:`generator.sweep.Sweep` an empty line and its table
+        (:func:`generator.sweep.table`: matrix values, status, wall time, model mean, last metrics)."""
+        from .sweep import table as sweep_table
+
+        for sweep in sweeps:
+            self.lines(["", *sweep_table(sweep)])
 
 
 def _model_text(model) -> str:

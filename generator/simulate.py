@@ -14,8 +14,10 @@ counts of ``expect.metric_points_per_site``), read back from the receiver's own 
 (:mod:`generator.metrics`). A failed job's reason starts with the exception that ended each client's
 script. A job that streams to an MLflow tracking server is not started when the server does not
 answer (:func:`generator.metrics.probe_mlflow_server`). Each metrics job also gets a plot of what
-was stored, ``<reports>/<job>.png`` (:mod:`generator.plot`); the results file and the plots never
-overwrite a file the generator did not write (:mod:`generator.outputs`).
+was stored, ``<reports>/<job>.png`` (:mod:`generator.plot`). The jobs expanded from one matrix job
+are compared after the run (:mod:`generator.sweep`: ``SimulateEvents.sweeps_compared``, and
+``<reports>/<matrix job>-sweep.png``). The results file and the plots never overwrite a file the
+generator did not write (:mod:`generator.outputs`).
 
 Every run goes through :mod:`generator.runner`: a per-job timeout (``TIMEOUT``) and SIGINT, SIGTERM
 or SIGHUP (``INTERRUPTED``) stop the simulator and every process it started. Paths NVFlare's
@@ -43,6 +45,7 @@ from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_stor
 from .outputs import check_reports, check_results, file_above, record_report, write_results
 from .runner import Interrupted, RunOutcome, deferred_signals, interrupt_on_signals, run_process
 from .safepaths import check_paths, run_paths
+from .sweep import compare, last_values, model_mean, plot_names, plot_sweep
 from .tracking import ProjectStoreFiller, check_store, project_store
 from .write import read_entries
 
@@ -75,6 +78,12 @@ class JobResult:
             (``<workspace folder>/_logs/<job>.log``).
         problems (list[Problem]): why the job failed (empty when ``ok``), each printed
             ``<job>: <message>`` (see :func:`job_problem`).
+        matrix (dict | None): for a job expanded from a matrix, its manifest entry's ``matrix``
+            (``job``, ``values``, ``compare`` if set; :mod:`generator.sweep`).
+        model_mean (float | None): the mean of ``final_model``'s entries (None: no final model).
+        metric_last (dict): metric key -> its last value (highest step) averaged over sites.
+        series (dict): the points read from the store, ``{site: {key: [(step, value)]}}``; kept in
+            memory for the sweep plot, not written to ``results.json``.
     """
 
     name: str
@@ -94,6 +103,10 @@ class JobResult:
     log: str = ""
     problems: list = field(default_factory=list)
     timeout: float | None = None
+    matrix: dict | None = None
+    model_mean: float | None = None
+    metric_last: dict = field(default_factory=dict)
+    series: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def nvflare_command(python: str | None = None) -> list[str]:
@@ -228,13 +241,21 @@ def log_path(root: Path, name: str) -> Path:
     return Path(root) / LOGS_DIR / f"{name}.log"
 
 
-def _run_env(bin_dir: str) -> dict[str, str]:
+def _run_env(bin_dir: str, ws: Path) -> dict[str, str]:
+    """The simulator's environment: this one, with ``bin_dir`` first on ``PATH`` and W&B's files in ``ws``.
+
+    Args:
+        bin_dir (str): the folder of the Python that runs the simulator (a sub-process client is
+            started as ``python3 ...``: that must be this environment's Python).
+        ws (Path): the job's workspace: W&B's runs land in its server folder (``WANDB_DIR`` is
+            dropped), and its cache (``WANDB_CACHE_DIR``: its debug logs, ``~/.cache/wandb`` by
+            default) goes to ``ws/_wandb_cache`` unless set, so a run writes nothing to ``$HOME``.
+    """
     env = dict(os.environ)
-    # A sub-process client is started as `python3 ...`: make that this environment's Python.
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    # W&B runs must land in the server's folder of this workspace, where the check reads them.
     env.pop("WANDB_DIR", None)
+    env.setdefault("WANDB_CACHE_DIR", str(Path(ws) / "_wandb_cache"))
     return env
 
 
@@ -299,6 +320,9 @@ class SimulateEvents:
 
     def job_started(self, name: str, info: ManifestEntry, timeout: float) -> None:
         """A job is about to run: ``info`` is its manifest entry, ``timeout`` its limit in seconds."""
+
+    def sweeps_compared(self, sweeps: list) -> None:
+        """After ``all_finished``: the :class:`generator.sweep.Sweep` of each matrix job (may be empty)."""
 
     def round_started(self, name: str, number: int, rounds: int, seconds: float) -> None:
         """The server of job ``name`` started round ``number`` (1-based) of ``rounds``, ``seconds`` into the run."""
@@ -415,7 +439,7 @@ def _run_simulator(
         cmd = nvflare_command(paths.python)
         cmd += ["simulator", "-w", paths.workspace, "-n", n, "-t", n, str(Path(out).resolve() / name)]
         return run_process(
-            cmd, cwd=paths.cwd, env=_run_env(paths.bin_dir), log_path=log, timeout=result.timeout, on_tick=on_tick
+            cmd, cwd=paths.cwd, env=_run_env(paths.bin_dir, ws), log_path=log, timeout=result.timeout, on_tick=on_tick
         )
 
 
@@ -466,6 +490,7 @@ def judge_run(result: JobResult, ws: Path, tracker: RoundTracker, code: int | No
         params = np.load(model).tolist()
         if tracker.model_is_final:
             result.final_model, result.model_round = params, tracker.saved_round
+            result.model_mean = model_mean(params)
         else:
             result.last_model, result.model_round = params, tracker.saved_round
     if result.last_model is not None:
@@ -500,6 +525,7 @@ def judge_metrics(result: JobResult, info: ManifestEntry, ws: Path, since_ms: in
             result.problems += [job_problem(result.name, p.message) for p in e.problems]
             return
         result.metric_points = count_points(series)
+        result.series, result.metric_last = series, last_values(series)
         result.problems += [job_problem(result.name, m) for m in _metric_problems(info, result.metric_points)]
         if reports and any(any(keys.values()) for keys in series.values()):
             from .plot import plot_metrics
@@ -566,6 +592,7 @@ def simulate_all(
         results = run(out, Path(workspace), manifest, selected, reports, timeout, events, received, parallel)
         with deferred_signals():
             events.all_finished(results)
+            events.sweeps_compared(compare_sweeps(results, manifest, reports))
             if results_path:
                 write_results(Path(results_path), [result_record(r) for r in results])
     if received:
@@ -574,8 +601,24 @@ def simulate_all(
 
 
 def result_record(result: JobResult) -> dict:
-    """``result`` as one entry of ``results.json``: its fields, each problem as its message."""
-    return {**asdict(result), "problems": [p.message for p in result.problems]}
+    """``result`` as one entry of ``results.json``: its fields (``series`` left out), each problem as its message."""
+    record = {**asdict(result), "problems": [p.message for p in result.problems]}
+    record.pop("series")
+    return record
+
+
+def compare_sweeps(results: list[JobResult], manifest: dict, reports) -> list:
+    """The sweeps among ``results`` (:func:`generator.sweep.compare`), each plotted into ``reports``
+    as ``<matrix job>-sweep.png`` when its jobs stored a metric (None: no plots)."""
+    sweeps = compare(results, manifest)
+    for sweep in sweeps:
+        if reports and sweep.curves:
+            with _READERS_LOCK:
+                path = Path(reports) / f"{sweep.plot_name}.png"
+                plot_sweep(sweep, path)
+                record_report(Path(reports), path)
+                sweep.report = str(path)
+    return sweeps
 
 
 def _selected_jobs(out: Path, names: list[str] | None) -> tuple[dict, list[str]]:
@@ -597,7 +640,8 @@ def _check_outputs(out: Path, workspace: Path, manifest: dict, selected: list[st
     managed = {"the generated jobs folder": out, "the workspaces folder": workspace}
     problems = check_results(Path(results_path), managed) if results_path else []
     if reports:
-        problems += check_reports(Path(reports), [n for n in selected if manifest[n].receiver], managed)
+        plots = [n for n in selected if manifest[n].receiver] + plot_names(selected, manifest)
+        problems += check_reports(Path(reports), plots, managed)
     store = project_store(results_path, [manifest[n] for n in selected])
     problems += check_store(store) if store else []
     problems += check_workspace(workspace, out)
@@ -659,6 +703,7 @@ def _simulate_one(
         result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver, status=INTERRUPTED)
         result.problems.append(job_problem(name, f"interrupted by {e.name}"))
         result.log = str(log_path(workspace, name))
+    result.matrix = info.matrix
     with deferred_signals():
         events.job_finished(result)
     return result

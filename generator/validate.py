@@ -35,7 +35,7 @@ from pathlib import Path
 import jsonschema
 from jsonschema.exceptions import best_match
 
-from .components import receivers_of, reserved_custom_files
+from .components import receivers_of, reserved_custom_files, writer_types
 from .errors import Problem, SpecError
 from .layout import APP_NAME, MLFLOW_DB, SERVER_SITE, site_name, site_names
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
@@ -49,7 +49,7 @@ SCRIPTS_DIR = "client_scripts"
 
 #: Client API tracking writers (``nvflare.client.tracking``) -> the receiver ``type`` that stores
 #: their events. Source: NVFlare's Client API docs, "Experiment tracking".
-WRITERS = {"MLflowWriter": "mlflow", "SummaryWriter": "tensorboard", "WandBWriter": "wandb"}
+WRITERS = writer_types()
 
 
 @lru_cache(maxsize=4)
@@ -463,6 +463,7 @@ def _one_job_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem
         *_client_count_problems(doc, job),
         *_command_line_problems(doc, job),
         *_expect_problems(doc, job),
+        *_compare_problems(doc, job),
         *rewrite_problems(doc, job),
         *_deploy_map_problems(doc, job),
         *_line_problems(doc, job),
@@ -527,6 +528,19 @@ def _expect_problems(doc: Document, job: Job) -> list[Problem]:
             where,
             "metric points can only be counted in a receiver's store, and this job has no `receiver`: "
             "add one (e.g. receiver: {type: mlflow}) or leave expect.metric_points_per_site out",
+        )
+    ]
+
+
+def _compare_problems(doc: Document, job: Job) -> list[Problem]:
+    """``compare`` names the metric a sweep plot overlays across a matrix's jobs: only a job with ``matrix``."""
+    if "compare" not in job.entry or job.name in getattr(doc, "combinations", {}):
+        return []
+    return [
+        doc.problem(
+            ("jobs", job.index, "compare"),
+            "`compare` picks the metric plotted across the jobs of a `matrix`, and this job has no `matrix`: "
+            "add one or leave `compare` out",
         )
     ]
 

@@ -262,3 +262,15 @@ def test_lint_reads_which_key_feeds_an_argument_from_the_component_table():
     assert executor_args["command"] == ("command",)
     assert executor_args["task_script_path"] == ("script",)
     assert "server_expected_format" not in executor_args  # a constant: no key behind it
+
+
+def test_for_other_files_lint_names_the_generate_command_of_those_files(project, monkeypatch, capsys):
+    monkeypatch.chdir(project)
+    (project / "lab.yaml").write_text("jobs:\n  - name: np-full-in-process\n    num_rounds: 2\n")
+    args = ["--jobs", "jobs.yaml", "--jobs", "lab.yaml", "--out", "build/lab", "--set", "defaults.num_clients=3"]
+    assert main(["generate", "--jobs", "jobs.yaml", "--out", "build/lab"]) == 0
+    capsys.readouterr()
+    assert main(["lint", *args]) == 2
+    err = capsys.readouterr().err.splitlines()
+    fix = "python -m generator generate --jobs jobs.yaml --jobs lab.yaml --out build/lab --set defaults.num_clients=3"
+    assert err and all(f"run `{fix}`" in line for line in err), err

@@ -66,3 +66,26 @@ def test_cli_reports_a_missing_results_file(tmp_path):
     result = run_main(tmp_path, "view", "mlflow")
     assert result.returncode == 1
     assert result.stderr.strip() == "build/results.json: no simulation results here: run `make simulate` first"
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "99999", "-1", "http"])
+def test_a_port_outside_1_to_65535_is_a_usage_error(results, port, capsys):
+    with pytest.raises(SystemExit) as stop:
+        from generator.cli import main
+
+        main(["view", "tensorboard", "--results", str(results), "--port", port])
+    assert stop.value.code == 2
+    assert "expected a port number from 1 to 65535" in capsys.readouterr().err
+
+
+def test_the_printed_viewer_command_can_be_pasted_into_a_shell():
+    import shlex
+
+    from generator.reporter import Reporter
+
+    lines = []
+    reporter = Reporter()
+    reporter.lines = lambda text, err=False: lines.extend(text)
+    argv = ["tensorboard", "--logdir", "/tmp/trial dir/ws/tb", "--port", "6006"]
+    reporter.viewer_started("tb", "tensorboard", "/tmp/trial dir/ws/tb", "http://127.0.0.1:6006", argv)
+    assert shlex.split(lines[1]) == argv
