@@ -13,7 +13,7 @@ WS     ?= build/workspaces
 JOB    ?=
 PORT   ?=
 PARALLEL ?=
-VIEW_ARGS = $(if $(JOB),--job $(JOB)) $(if $(PORT),--port $(PORT))
+VIEW_ARGS = $(if $(JOB),--job $(JOB)) $(if $(PORT),--port $(PORT)) $(if $(RESULTS),--results $(RESULTS))
 
 # NVFlare 2.7 gets its own environment (the equivalence harness checks the 2.7 templates against
 # NVFlare 2.7 itself). The project pins nvflare>=2.9, so the generator's own dependencies are
@@ -76,11 +76,11 @@ sweep: setup
 	$(BIN)/python -m generator simulate --out $(SWEEP)/jobs --workspace $(SWEEP)/workspaces \
 		--results $(SWEEP)/results.json --reports $(SWEEP)/reports $(if $(PARALLEL),--parallel $(PARALLEL))
 
-## mlflow-ui: MLflow UI on a simulated job's SQLite store at http://127.0.0.1:5000 (JOB=name, PORT=n)
+## mlflow-ui: MLflow UI on every simulated MLflow job (build/mlflow.db), or JOB=name's own store, at http://127.0.0.1:5000 (PORT=n)
 mlflow-ui: setup
 	$(BIN)/python -m generator view mlflow $(VIEW_ARGS)
 
-## tensorboard: TensorBoard on a simulated job's event files at http://127.0.0.1:6006 (JOB=name, PORT=n)
+## tensorboard: TensorBoard on every simulated TensorBoard job, or JOB=name's, at http://127.0.0.1:6006 (PORT=n)
 tensorboard: setup
 	$(BIN)/python -m generator view tensorboard $(VIEW_ARGS)
 

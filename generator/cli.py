@@ -142,7 +142,12 @@ def _parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("view", help="open a tracker's own viewer on a simulated job's metrics (127.0.0.1)")
     w.add_argument("tracker", choices=["mlflow", "tensorboard", "wandb"], help="whose viewer")
-    w.add_argument("--job", metavar="NAME", help="the job (default: the first simulated job using that tracker)")
+    w.add_argument(
+        "--job",
+        metavar="NAME",
+        help="one job (default: mlflow: the project store of every MLflow job; tensorboard: every "
+        "TensorBoard job; wandb: the first W&B job)",
+    )
     w.add_argument(
         "--results", type=_path, default="build/results.json", help="simulation results (default: %(default)s)"
     )
@@ -194,12 +199,13 @@ def _simulate(args) -> int:
 def _view(args) -> int:
     import subprocess
 
-    from .viewers import pick_job, viewer_command
+    from .viewers import logdir_spec, pick_view, viewer_command
 
-    entry = pick_job(args.results, args.tracker, args.job)
-    argv = viewer_command(args.tracker, entry["store"], args.port)
+    label, store = pick_view(args.results, args.tracker, args.job)
+    argv = viewer_command(args.tracker, store, args.port)
     where = f"http://127.0.0.1:{argv[argv.index('--port') + 1]}" if "--port" in argv else "this terminal"
-    REPORTER.viewer_started(entry["name"], args.tracker, entry["store"], where, argv)
+    shown = logdir_spec(store) if isinstance(store, dict) else store
+    REPORTER.viewer_started(label, args.tracker, shown, where, argv)
     try:
         return subprocess.call(argv)
     except OSError as e:

@@ -46,6 +46,7 @@ from .outputs import check_reports, check_results, file_above, record_report, wr
 from .runner import Interrupted, RunOutcome, deferred_signals, interrupt_on_signals, run_process
 from .safepaths import check_paths, run_paths
 from .sweep import compare, last_values, model_mean, plot_names, plot_sweep
+from .tracking import ProjectStoreFiller, check_store, project_store
 from .write import read_entries
 
 #: Statuses of a job (``JobResult.status``).
@@ -583,6 +584,9 @@ def simulate_all(
     out = Path(out)
     manifest, selected = _selected_jobs(out, names)
     _check_outputs(out, Path(workspace), manifest, selected, results_path, reports)
+    store = project_store(results_path, [manifest[n] for n in selected])
+    if store:
+        events = ProjectStoreFiller(events, store, manifest, _READERS_LOCK)
     run = _run_parallel if parallel > 1 else _run_serial
     with interrupt_on_signals() as received:
         results = run(out, Path(workspace), manifest, selected, reports, timeout, events, received, parallel)
@@ -638,6 +642,8 @@ def _check_outputs(out: Path, workspace: Path, manifest: dict, selected: list[st
     if reports:
         plots = [n for n in selected if manifest[n].receiver] + plot_names(selected, manifest)
         problems += check_reports(Path(reports), plots, managed)
+    store = project_store(results_path, [manifest[n] for n in selected])
+    problems += check_store(store) if store else []
     problems += check_workspace(workspace, out)
     if problems:
         raise OutputError(problems)

@@ -7,7 +7,10 @@ command line of that tracker's viewer on the job's store, bound to 127.0.0.1:
 - ``tensorboard``: ``tensorboard --logdir <tb folder> --host 127.0.0.1 --port 6006``
 - ``wandb``: ``wandb leet <wandb folder>`` (W&B's terminal viewer for local runs; no server)
 
-Without a job, the first job of the results that used that tracker is taken.
+Without a job (:func:`pick_view`): MLflow opens the project store beside the results file, which
+``simulate`` fills with every MLflow job (:mod:`generator.tracking`; without it, the first MLflow
+job); TensorBoard opens every TensorBoard job of the results at once, ``--logdir_spec
+job1:dir1,job2:dir2`` (:func:`logdir_spec`); W&B takes the first W&B job.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 from pathlib import Path
 
 from .errors import Problem, SimulationError
+from .tracking import is_our_store, store_path, store_uri
 
 DEFAULT_PORTS = {"mlflow": 5000, "tensorboard": 6006}
 HOST = "127.0.0.1"
@@ -56,11 +60,66 @@ def pick_job(results_path: Path, tracker: str, job: str | None = None) -> dict:
     return candidates[0]
 
 
-def viewer_command(tracker: str, store: str, port: int | None = None) -> list[str]:
-    """The command line that opens ``tracker``'s viewer on ``store``, bound to 127.0.0.1.
+def pick_view(results_path: Path, tracker: str, job: str | None = None) -> tuple[str, str | dict[str, str]]:
+    """What ``view`` opens: a label for the report and the store (or, TensorBoard without a job, the
+    folders by job name, for :func:`logdir_spec`).
+
+    With ``job``: that job's store (:func:`pick_job`). Without: for ``mlflow`` the project store
+    (:func:`generator.tracking.store_path` of ``results_path``) when it exists and is ours, else
+    the first MLflow job; for ``tensorboard`` every TensorBoard job with a store, in results order;
+    for ``wandb`` the first W&B job.
 
     Raises:
-        SimulationError: an MLflow store that is not a local SQLite file (open its own server instead).
+        SimulationError: see :func:`pick_job`.
+    """
+    if job or tracker == "wandb":
+        entry = pick_job(results_path, tracker, job)
+        return entry["name"], entry["store"]
+    first = pick_job(results_path, tracker)  # the results exist and hold a job of this tracker
+    if tracker == "mlflow":
+        project = store_path(results_path)
+        if is_our_store(project):
+            return "every MLflow job of the run", store_uri(project)
+        return first["name"], first["store"]
+    results = json.loads(Path(results_path).read_text(encoding="utf-8"))
+    dirs = {r["name"]: r["store"] for r in results if r.get("receiver") == tracker and r.get("store")}
+    return f"{len(dirs)} TensorBoard job(s)", dirs
+
+
+def logdir_spec(dirs: dict[str, str]) -> str:
+    """TensorBoard's ``--logdir_spec`` value ``name1:dir1,name2:dir2`` for event folders by run name.
+
+    TensorBoard splits the value at every comma, then each part at its first colon, and reads a
+    part that starts with ``/`` (or looks like ``scheme://``) as a bare path
+    (``tensorboard/backend/event_processing/data_ingester.py``, ``_parse_event_files_spec``). So a
+    name may not hold ``,`` or ``:`` nor start with ``/``, and a folder may not hold ``,``: those
+    are refused (job names of ``jobs.yaml`` never hold them; a workspace path may).
+
+    Raises:
+        SimulationError: a name or folder TensorBoard would split wrongly, naming it.
+    """
+    bad = [f"job name {n!r}" for n in dirs if not n or "," in n or ":" in n or n.startswith("/")]
+    bad += [f"folder {d!r}" for d in dirs.values() if "," in d]
+    if bad:
+        raise SimulationError(
+            f"TensorBoard's --logdir_spec cannot hold {', '.join(bad)} (a comma, or a colon in a name): "
+            "open one job with JOB=name (view tensorboard --job NAME)"
+        )
+    return ",".join(f"{name}:{folder}" for name, folder in dirs.items())
+
+
+def viewer_command(tracker: str, store: str | dict[str, str], port: int | None = None) -> list[str]:
+    """The command line that opens ``tracker``'s viewer on ``store``, bound to 127.0.0.1.
+
+    Args:
+        tracker (str): ``mlflow``, ``tensorboard`` or ``wandb``.
+        store (str | dict[str, str]): the store; for ``tensorboard`` also event folders by job name,
+            opened together with ``--logdir_spec`` (:func:`logdir_spec`).
+        port (int | None): the viewer's port (None: :data:`DEFAULT_PORTS`).
+
+    Raises:
+        SimulationError: an MLflow store that is not a local SQLite file (open its own server
+            instead), or folders :func:`logdir_spec` refuses.
     """
     if tracker == "mlflow":
         if not store.startswith("sqlite:///"):
@@ -69,7 +128,8 @@ def viewer_command(tracker: str, store: str, port: int | None = None) -> list[st
         return [_tool("mlflow"), "ui", "--backend-store-uri", store, "--host", HOST, "--port", str(port)]
     if tracker == "tensorboard":
         port = port or DEFAULT_PORTS["tensorboard"]
-        return [_tool("tensorboard"), "--logdir", store, "--host", HOST, "--port", str(port)]
+        where = ["--logdir_spec", logdir_spec(store)] if isinstance(store, dict) else ["--logdir", store]
+        return [_tool("tensorboard"), *where, "--host", HOST, "--port", str(port)]
     if tracker == "wandb":
         return [_tool("wandb"), "leet", store]
     raise SimulationError(f"unknown tracker {tracker!r}")
