@@ -63,6 +63,7 @@ def run_tags(store, run_name):
         )
 
 
+@pytest.mark.slow  # builds several MLflow SQLite stores (each runs MLflow's schema migrations)
 def test_a_job_is_copied_run_by_run_with_every_point(tmp_path):
     source = fabricate(tmp_path / "job.db")
     project = tmp_path / "build" / "mlflow.db"
@@ -86,6 +87,7 @@ def test_a_job_is_copied_run_by_run_with_every_point(tmp_path):
     assert run.info.status == "FINISHED"
 
 
+@pytest.mark.slow  # builds several MLflow SQLite stores (each runs MLflow's schema migrations)
 def test_a_job_simulated_again_replaces_its_runs_and_keeps_the_others(tmp_path):
     project = tmp_path / "mlflow.db"
     copy_job(project, "a", fabricate(tmp_path / "a1.db", steps=5))
@@ -101,6 +103,7 @@ def test_a_job_simulated_again_replaces_its_runs_and_keeps_the_others(tmp_path):
     assert run_tags(project, "a/site-1-nvflare-fedavg-np")["mine"] == "second"
 
 
+@pytest.mark.slow  # builds several MLflow SQLite stores (each runs MLflow's schema migrations)
 def test_runs_older_than_the_job_are_not_copied(tmp_path):
     source = fabricate(tmp_path / "job.db")
     assert copy_job(tmp_path / "mlflow.db", "a", source, since_ms=2**62) == {}
@@ -142,6 +145,7 @@ def test_our_store_passes_the_check(tmp_path):
     assert check_store(project) == []
 
 
+@pytest.mark.slow  # builds several MLflow SQLite stores (each runs MLflow's schema migrations)
 def test_parallel_copies_lose_nothing(tmp_path):
     project = tmp_path / "mlflow.db"
     sources = {f"job-{i}": fabricate(tmp_path / f"job-{i}.db", steps=20 + i) for i in range(4)}
@@ -182,6 +186,7 @@ class Recorder:
         self.seen.append(("all", len(results)))
 
 
+@pytest.mark.slow  # builds several MLflow SQLite stores (each runs MLflow's schema migrations)
 def test_the_filler_copies_a_finished_job_then_tells_the_reporter(tmp_path):
     from generator.simulate import JobResult
 
@@ -335,6 +340,7 @@ def test_simulate_refuses_a_users_mlflow_db_beside_the_results_before_any_job(pr
     assert snapshot(project) == before
 
 
+@pytest.mark.slow  # builds several MLflow SQLite stores (each runs MLflow's schema migrations)
 def test_a_results_folder_with_url_characters_holds_the_store(tmp_path):
     odd = tmp_path / "a?b%20c#d"
     odd.mkdir()
