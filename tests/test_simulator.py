@@ -173,8 +173,8 @@ def test_simulate_prints_a_table_and_round_progress(shipped_run):
 
 def test_lost_metrics_fail_the_job(project):
     """NVFlare 2.9's own FedJob export has no ConvertToFedEvent: in-process metrics never arrive."""
-    assert run_cli(project, "generate", "--job", "np-metrics-in-process").returncode == 0
-    config = project / "build/jobs/np-metrics-in-process/app/config/config_fed_client.json"
+    small_metrics_project(project, "train_metrics.py", "mlflow", mode=False)
+    config = project / "build/jobs/small/app/config/config_fed_client.json"
     data = json.loads(config.read_text())
     data["components"] = []
     config.write_text(json.dumps(data))
@@ -183,7 +183,7 @@ def test_lost_metrics_fail_the_job(project):
 
     assert result.returncode == 1
     assert "no metric from site-1 arrived" in result.stderr
-    assert "site-2 stored 0 'global_step' points, expected 1875" in result.stderr
+    assert "site-2 stored 0 'global_step' points, expected 750" in result.stderr
 
 
 def test_a_crashing_client_fails_the_job(project):
