@@ -110,6 +110,7 @@ def test_runs_older_than_the_job_are_not_copied(tmp_path):
     assert count_points(tmp_path / "mlflow.db") == {}
 
 
+@pytest.mark.slow  # builds MLflow SQLite stores (each runs MLflow's schema migrations)
 @pytest.mark.parametrize("kind", ["user-db", "text", "folder", "symlink"])
 def test_a_store_nvflare_jobgen_did_not_make_is_never_written(tmp_path, kind):
     source = fabricate(tmp_path / "job.db")
@@ -139,6 +140,7 @@ def test_a_store_nvflare_jobgen_did_not_make_is_never_written(tmp_path, kind):
     assert project.is_symlink() == (kind == "symlink")
 
 
+@pytest.mark.slow  # builds MLflow SQLite stores (each runs MLflow's schema migrations)
 def test_our_store_passes_the_check(tmp_path):
     project = tmp_path / "mlflow.db"
     copy_job(project, "a", fabricate(tmp_path / "job.db"))
@@ -223,6 +225,7 @@ ENTRIES = [
 ]
 
 
+@pytest.mark.slow  # builds MLflow SQLite stores (each runs MLflow's schema migrations)
 def test_mlflow_without_a_job_opens_the_project_store_once_it_is_ours(tmp_path):
     from generator.viewers import pick_view, viewer_command
 
