@@ -63,15 +63,26 @@ def _add_jobs_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _port(text: str) -> int:
-    """A TCP port, 1 to 65535 (argparse type: a bad value is a usage error, exit code 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
-    return value
+def _whole_number(low: int, high: int | None, expected: str):
+    """An argparse type: a whole number from ``low`` to ``high`` (None: no upper bound); anything
+    else is a usage error (exit code 2) saying ``expected <expected>, got '<text>'``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+#: A TCP port, 1 to 65535.
+_port = _whole_number(1, 65535, "a port number from 1 to 65535")
+#: A count of jobs run at once, >= 1.
+_count = _whole_number(1, None, "a whole number >= 1")
 
 
 def _generate_command(files: list[str], out: str, sets: list[str]) -> str:
@@ -86,17 +97,6 @@ def _generate_command(files: list[str], out: str, sets: list[str]) -> str:
 def _files(args) -> list[str]:
     """The ``--jobs`` files, in order."""
     return args.jobs or [DEFAULT_JOBS]
-
-
-def _count(text: str) -> int:
-    """A whole number >= 1 (argparse type: a bad value is a usage error, exit code 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
