@@ -86,6 +86,8 @@ class LineComponents:
     receivers: dict
     executors: dict
     event_to_fed: Component
+    delivery_server: Component
+    delivery_client: Component
 
 
 FEDAVG = Component(
@@ -159,6 +161,36 @@ CONVERT_TO_FED_EVENT = Component(
     key=("receiver",),
 )
 
+#: NVFlare sends each metric point as an unacknowledged federated event, and under CPU load the run
+#: ends before late points arrive (they are lost without a log line). ``jobgen_metrics_delivery.py``
+#: (shipped into app/custom/) holds each side's end of run until the server has every point its
+#: clients sent, through NVFlare's CHECK_END_RUN_READINESS handshake. Both lines, every receiver.
+METRICS_DELIVERY_FILE = "jobgen_metrics_delivery.py"
+DELIVERY_SERVER = Component(
+    partial="_metrics_delivery.j2",
+    path="jobgen_metrics_delivery.MetricsDeliveryServer",
+    args={"events": Key(("receiver", "events"))},
+    key=("receiver",),
+    custom_files=(METRICS_DELIVERY_FILE,),
+)
+DELIVERY_CLIENT = Component(
+    partial="_metrics_delivery.j2",
+    path="jobgen_metrics_delivery.MetricsDeliveryClient",
+    args={"events": Key(("receiver", "events"))},
+    key=("receiver",),
+    custom_files=(METRICS_DELIVERY_FILE,),
+)
+
+#: NVFlare application config variables (top-level keys of config_fed_server.json /
+#: config_fed_client.json, read through ``ConfigService``) a job with a receiver sets, in seconds.
+#: ``end_run_readiness_timeout`` (NVFlare default 5): the longest a site waits for its components
+#: (the metrics delivery above) before ending its run. ``task_check_timeout`` (client, NVFlare
+#: default 5): how long a client waits for the server to confirm a task before sending its result;
+#: behind thousands of metric events the answer can take longer, and NVFlare logs an ERROR
+#: ("programming error: received TIMEOUT from server") although the result is then sent.
+RECEIVER_SERVER_VARS = {"end_run_readiness_timeout": 300.0}
+RECEIVER_CLIENT_VARS = {"end_run_readiness_timeout": 300.0, "task_check_timeout": 60.0}
+
 #: Arguments every Client API executor of both lines ends with.
 _EXCHANGE = {
     "params_exchange_format": Key(("framework",)),
@@ -219,6 +251,8 @@ LINES = {
         receivers={"mlflow": MLFLOW_RECEIVER},
         executors=EXECUTORS_27,
         event_to_fed=CONVERT_TO_FED_EVENT,
+        delivery_server=DELIVERY_SERVER,
+        delivery_client=DELIVERY_CLIENT,
     ),
     "2.9": LineComponents(
         workflows={"fedavg": FEDAVG},
@@ -226,6 +260,8 @@ LINES = {
         receivers={"mlflow": MLFLOW_RECEIVER, "tensorboard": TB_RECEIVER, "wandb": WANDB_RECEIVER},
         executors=EXECUTORS_29,
         event_to_fed=CONVERT_TO_FED_EVENT,
+        delivery_server=DELIVERY_SERVER,
+        delivery_client=DELIVERY_CLIENT,
     ),
 }
 assert set(LINES) == set(SUPPORTED_LINES), "every supported NVFlare line needs a row in LINES"
@@ -257,11 +293,14 @@ def custom_files_of(receiver_type: str) -> dict[str, str]:
 
 
 def reserved_custom_files() -> dict[str, str]:
-    """Every ``app/custom/`` name a receiver ships on some line -> ``"the <type> receiver"``."""
+    """Every ``app/custom/`` name the generator ships on some line -> what writes it
+    (``"the <type> receiver"``, ``"the metrics delivery components"``)."""
     reserved = {}
     for line in LINES.values():
         for kind in line.receivers:
             reserved.update(custom_files_of(kind))
+        for row in (line.delivery_server, line.delivery_client):
+            reserved.update({name: "the metrics delivery components" for name in row.custom_files})
     return reserved
 
 
@@ -275,6 +314,8 @@ def all_components() -> list[Component]:
             *line.receivers.values(),
             *line.executors.values(),
             line.event_to_fed,
+            line.delivery_server,
+            line.delivery_client,
         ]:
             if row not in rows:
                 rows.append(row)
@@ -320,11 +361,6 @@ def keys_by_class() -> dict[str, tuple[tuple[str, ...], dict]]:
     return found
 
 
-def shipped_modules() -> dict[str, tuple[str, str]]:
-    """Module name -> (receiver type, file name) of every server component the generator ships."""
-    return {
-        name.removesuffix(".py"): (kind, name)
-        for line in LINES.values()
-        for kind, row in line.receivers.items()
-        for name in row.custom_files
-    }
+def shipped_modules() -> dict[str, str]:
+    """Module name -> file name of every component the generator ships into ``app/custom/``."""
+    return {name.removesuffix(".py"): name for row in all_components() for name in row.custom_files}

@@ -238,7 +238,7 @@ class _ConfigLinter:
             )
             return None
         try:
-            if shipped:  # our own server component (templates/nvflare-<line>/custom/), copied verbatim into app/custom/
+            if shipped:  # our own component (templates/<line or shared>/custom/), copied verbatim into app/custom/
                 spec = importlib.util.spec_from_file_location(module_name, shipped)
                 module = importlib.util.module_from_spec(spec)
                 spec.loader.exec_module(module)
@@ -255,9 +255,9 @@ class _ConfigLinter:
 
 
 def shipped_module_file(module_name: str) -> Path | None:
-    """The file of a server component the generator itself ships (a receiver row's ``custom_files``), if any."""
+    """The file of a component the generator itself ships (a row's ``custom_files``), if any."""
     shipped = shipped_modules().get(module_name)
-    return shipped_file(DEFAULT_LINE, shipped[1]) if shipped else None
+    return shipped_file(DEFAULT_LINE, shipped) if shipped else None
 
 
 def _stale_problems(out: Path, rendered: dict, jobs_file: str, fix: str) -> list[Problem]:

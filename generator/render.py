@@ -25,7 +25,7 @@ from pathlib import Path
 
 import jinja2
 
-from .components import DEFAULT_WORKFLOW, LINES, Component, Derived, Key
+from .components import DEFAULT_WORKFLOW, LINES, RECEIVER_CLIENT_VARS, RECEIVER_SERVER_VARS, Component, Derived, Key
 from .errors import Problem, TemplateError
 from .layout import CONFIG_FILES, CUSTOM, CUSTOM_PREFIX, DEFAULT_TRACKING_URI, custom_file, template_of
 from .lines import FALLBACK_LINE
@@ -206,7 +206,9 @@ def template_context(job: Job) -> dict:
     Components (:class:`Built`, from the job's line in :data:`generator.components.LINES`):
     ``workflow``, ``persistor``, ``executor``; ``receiver`` (None when the job has none, or when
     the line has no row for its type: the server template then calls ``raise_error``);
-    ``event_to_fed`` (None unless in-process events need converting).
+    ``event_to_fed`` (None unless in-process events need converting); ``delivery_server`` and
+    ``delivery_client`` (None without a receiver). ``server_vars`` / ``client_vars``: the NVFlare
+    application config variables each config sets at its top level (empty without a receiver).
     """
     s = job.settings
     table = LINES[job.line]
@@ -222,12 +224,18 @@ def template_context(job: Job) -> dict:
         "receiver": _built(receiver_row, s, derived) if receiver_row else None,
         "executor": _built(table.executors[job.execution_mode], s, derived),
         "event_to_fed": _built(table.event_to_fed, s, derived) if derived["convert_events"] else None,
+        "delivery_server": _built(table.delivery_server, s, derived) if receiver else None,
+        "delivery_client": _built(table.delivery_client, s, derived) if receiver else None,
+        "server_vars": RECEIVER_SERVER_VARS if receiver else {},
+        "client_vars": RECEIVER_CLIENT_VARS if receiver else {},
     }
 
 
 def shipped_file(line: str, name: str) -> Path:
-    """A server component the generator ships for NVFlare ``line``: ``templates/nvflare-<line>/custom/<name>``."""
-    return TEMPLATES_DIR / f"nvflare-{line}" / CUSTOM / name
+    """A component the generator ships for NVFlare ``line``: ``templates/nvflare-<line>/custom/<name>``,
+    else ``templates/shared/custom/<name>`` (searched in the templates' order)."""
+    own = TEMPLATES_DIR / f"nvflare-{line}" / CUSTOM / name
+    return own if own.is_file() else TEMPLATES_DIR / "shared" / CUSTOM / name
 
 
 class Renderer:
@@ -290,8 +298,10 @@ class Renderer:
         for dest, source in job.shipment.files.items() if job.shipment else ():  # local modules, custom_files
             files[custom_file(dest)] = self.script(source)
         receiver = job.settings.get("receiver")
-        row = LINES[job.line].receivers.get(receiver["type"]) if receiver else None
-        for name in row.custom_files if row else ():
+        table = LINES[job.line]
+        row = table.receivers.get(receiver["type"]) if receiver else None
+        shipped = [*row.custom_files, *table.delivery_server.custom_files] if row else []
+        for name in dict.fromkeys(shipped):
             path = shipped_file(job.line, name)
             try:
                 files[custom_file(name)] = path.read_bytes()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +42,24 @@ from generator.simulate import FINAL_MODEL, simulate_job  # noqa: E402
 
 LINE = installed_line()
 
+# The metrics delivery components the generator ships (templates/shared/custom/) are read like
+# NVFlare's own classes: their constructor defaults fill in the effective arguments.
+sys.path.insert(0, str(ROOT / "templates" / "shared" / "custom"))
+
 CONVERT = "nvflare.app_common.widgets.convert_to_fed_event.ConvertToFedEvent"
 MLFLOW = "nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver"
 OURS_WANDB = "jobgen_wandb_receiver.OrderedWandBReceiver"
 NVFLARE_WANDB = "nvflare.app_opt.tracking.wandb.wandb_receiver.WandBReceiver"
 WANDB_FILE = "jobgen_wandb_receiver.py"
+DELIVERY_FILE = "jobgen_metrics_delivery.py"
+DELIVERY = {
+    "server": "jobgen_metrics_delivery.MetricsDeliveryServer",
+    "client": "jobgen_metrics_delivery.MetricsDeliveryClient",
+}
+DELIVERY_VARS = {
+    "server": {"end_run_readiness_timeout": 300.0},
+    "client": {"end_run_readiness_timeout": 300.0, "task_check_timeout": 60.0},
+}
 LAUNCHER_EXECUTOR = "nvflare.app_common.executors.client_api_launcher_executor.ClientAPILauncherExecutor"
 
 #: Every way a generated folder deliberately differs from NVFlare's FedJob export, and why.
@@ -66,6 +80,12 @@ DELIBERATE = {
     "app/custom/: NVFlare's WandBReceiver with its constructor unchanged, writing each site's points in step "
     "order at the end of the job (NVFlare 2.9's drops every point that arrives after a higher step, and points "
     "arrive out of order: 70-90% were lost).",
+    "metrics_delivery": "a job with a receiver gets jobgen_metrics_delivery.MetricsDeliveryServer on the "
+    "server and MetricsDeliveryClient on each client (shipped in app/custom/), and the app config variables "
+    "end_run_readiness_timeout (both, 300 s) and task_check_timeout (clients, 60 s): NVFlare sends each metric "
+    "point as an unacknowledged event and, under CPU load, ends the run before late points arrive (5 of 6 "
+    "parallel jobs lost 15-47% of a site's points); the two hold each side's end of run until the server has "
+    "every point its clients sent.",
     "max_resends_27": "on NVFlare 2.7, FedJob exports ClientAPILauncherExecutor `max_resends: null` "
     "(its exporter reads the base class's attribute, not the value ScriptRunner passed), which means "
     "unbounded resends and a warning at start; ours keeps the constructor's default, 3.",
@@ -120,6 +140,20 @@ def apply_deliberate(ours: dict, theirs: dict, settings: dict) -> set[str]:
         assert mine["args"]["buffer_flush_time"] == receiver["buffer_flush_time"]
         mine["args"]["buffer_flush_time"] = 1
         applied.add("buffer_flush_time")
+
+    if receiver:
+        for side in ("server", "client"):
+            (delivery,) = [c for c in ours[side]["components"] if c["path"] == DELIVERY[side]]
+            assert delivery["args"]["events"] == receiver["events"]
+            ours[side]["components"].remove(delivery)
+            for name, value in DELIVERY_VARS[side].items():
+                assert ours[side].pop(name) == value and name not in theirs[side]
+        assert ours["custom"].pop(DELIVERY_FILE) and DELIVERY_FILE not in theirs["custom"]
+        ours["files"].remove(f"app/custom/{DELIVERY_FILE}")
+        applied.add("metrics_delivery")
+    else:
+        paths = [c["path"] for side in ("server", "client") for c in ours[side]["components"]]
+        assert not set(paths) & set(DELIVERY.values())
 
     if receiver and receiver["type"] == "wandb":
         assert ours["custom"].pop(WANDB_FILE) and WANDB_FILE not in theirs["custom"]
@@ -274,6 +308,7 @@ def test_every_deliberate_difference_is_exercised(grid_run):
         "task_request_interval",
         "buffer_flush_time",
         "convert_to_fed_event",
+        "metrics_delivery",
     }
     if LINE == "2.7":
         expected |= {"tracking_uri_27", "max_resends_27"}

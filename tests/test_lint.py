@@ -104,7 +104,7 @@ def test_missing_required_arg_and_broken_json_are_reported(generated, capsys):
     assert code == 2
     assert (
         "build/jobs/np-full-sub-process/meta.json:2:18: not valid JSON: Expecting value" in err
-        and "build/jobs/np-metrics-in-process/app/config/config_fed_client.json:22:5: components[0]: "
+        and "build/jobs/np-metrics-in-process/app/config/config_fed_client.json:24:5: components[0]: "
         "nvflare.app_common.widgets.convert_to_fed_event.ConvertToFedEvent: missing a required argument: "
         "'events_to_convert' (it accepts: events_to_convert, fed_event_prefix)"
         in err
@@ -176,10 +176,10 @@ def test_a_template_bug_is_reported_at_the_jobs_yaml_key(project, monkeypatch, c
     assert [line for line in err if "np-metrics-in-process" in line] == [
         "jobs.yaml:11:15: defaults.num_rounds: nvflare.app_common.workflows.fedavg.FedAvg: got an unexpected keyword "
         "argument 'num_round'; did you mean 'num_rounds'? "
-        "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:7:5, workflows[0])",
+        "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:8:5, workflows[0])",
         "jobs.yaml:38:7: jobs[2].receiver: nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver: "
         "got an unexpected keyword argument 'kwargs'; did you mean 'kw_args'? "
-        "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:24:5, components[1])",
+        "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:25:5, components[1])",
     ]
 
 

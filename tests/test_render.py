@@ -30,6 +30,8 @@ MLFLOW = "nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver"
 CONVERT = "nvflare.app_common.widgets.convert_to_fed_event.ConvertToFedEvent"
 TB = "nvflare.app_opt.tracking.tb.tb_receiver.TBAnalyticsReceiver"
 WANDB = "jobgen_wandb_receiver.OrderedWandBReceiver"  # NVFlare's WandBReceiver, keeping out-of-order points
+DELIVERY = "metrics_delivery"  # the id of the metrics delivery component, server and client
+DELIVERY_FILE = "jobgen_metrics_delivery.py"
 
 EXAMPLE_JOBS = [
     "np-full-in-process",
@@ -136,7 +138,7 @@ def test_metrics_jobs_have_an_mlflow_receiver_without_tracking_uri(shipped):
 @pytest.mark.parametrize("name", METRICS_JOBS)
 def test_only_in_process_metrics_convert_local_events(shipped, name):
     """In-process metrics need ConvertToFedEvent on 2.9 (else none arrives); sub-process ones must not get it."""
-    components = shipped[name]["app/config/config_fed_client.json"]["components"]
+    components = [c for c in shipped[name]["app/config/config_fed_client.json"]["components"] if c["id"] != DELIVERY]
     if name.endswith("in-process"):
         assert components == [
             {
@@ -148,6 +150,52 @@ def test_only_in_process_metrics_convert_local_events(shipped, name):
     else:
         assert components == []
     assert shipped["np-full-in-process"]["app/config/config_fed_client.json"]["components"] == []
+
+
+@pytest.mark.parametrize("line", ["2.9", "2.7"])
+def test_every_receiver_job_holds_its_end_of_run_until_its_metrics_arrive(tmp_path, line):
+    """Both sides of the metrics delivery handshake, the same events as the receiver, NVFlare's app config
+    variables at the top of each config, the module shipped byte for byte; nothing without a receiver."""
+    from generator.render import TEMPLATES_DIR
+
+    text = (
+        f'defaults: {{nvflare_version: "{line}"}}\njobs:\n'
+        "  - name: plain\n    script: train_full.py\n"
+        "  - name: in\n    script: train_metrics.py\n    receiver: {type: mlflow, events: [fed.custom_stats]}\n"
+        "  - name: sub\n    script: train_metrics.py\n    launch_external_process: true\n"
+        "    receiver: {type: mlflow}\n"
+    )
+    files = render_text(text, tmp_path)
+    source = (TEMPLATES_DIR / "shared/custom" / DELIVERY_FILE).read_bytes()
+    for name, events in (("in", ["fed.custom_stats"]), ("sub", ["fed.analytix_log_stats"])):
+        server = json.loads(files[name]["app/config/config_fed_server.json"])
+        client = json.loads(files[name]["app/config/config_fed_client.json"])
+        for config, cls in ((server, "MetricsDeliveryServer"), (client, "MetricsDeliveryClient")):
+            (delivery,) = [c for c in config["components"] if c["id"] == DELIVERY]
+            assert delivery == {"id": DELIVERY, "path": f"jobgen_metrics_delivery.{cls}", "args": {"events": events}}
+        assert list(server)[:2] == ["format_version", "end_run_readiness_timeout"]
+        assert server["end_run_readiness_timeout"] == components.RECEIVER_SERVER_VARS["end_run_readiness_timeout"]
+        assert {k: client[k] for k in components.RECEIVER_CLIENT_VARS} == components.RECEIVER_CLIENT_VARS
+        assert files[name][f"app/custom/{DELIVERY_FILE}"] == source
+    plain = {k: json.loads(v) for k, v in files["plain"].items() if k.endswith(".json") and "config" in k}
+    assert not any(c["id"] == DELIVERY for config in plain.values() for c in config["components"])
+    assert not any("end_run_readiness_timeout" in config for config in plain.values())
+    assert f"app/custom/{DELIVERY_FILE}" not in files["plain"]
+
+
+def test_a_shipped_file_cannot_take_the_metrics_delivery_modules_name(tmp_path):
+    (tmp_path / "client_scripts").mkdir()
+    (tmp_path / "client_scripts" / "train.py").write_text("")
+    (tmp_path / "client_scripts" / DELIVERY_FILE).write_text("print('mine')\n")
+    jobs = f"jobs:\n  - name: a\n    script: train.py\n    custom_files: [{DELIVERY_FILE}]\n"
+    (tmp_path / "jobs.yaml").write_text(jobs)
+    result = run_main(tmp_path, "generate")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"jobs.yaml:4:20: jobs[0].custom_files[0]: client_scripts/{DELIVERY_FILE} (from custom_files "
+        f"'{DELIVERY_FILE}') would be copied to app/custom/{DELIVERY_FILE}, where the generator writes the "
+        "metrics delivery components: rename it"
+    ]
 
 
 def receiver_of(job) -> dict:
@@ -163,7 +211,7 @@ def test_tensorboard_jobs_have_a_tb_receiver(shipped, name):
         "path": TB,
         "args": {"tb_folder": "tb_events", "events": ["fed.analytix_log_stats"]},
     }
-    assert shipped[name]["scripts"] == ["app/custom/train_metrics_tensorboard.py"]
+    assert shipped[name]["scripts"] == [f"app/custom/{DELIVERY_FILE}", "app/custom/train_metrics_tensorboard.py"]
 
 
 @pytest.mark.parametrize("name", ["np-wandb-in-process", "np-wandb-sub-process"])
@@ -175,7 +223,11 @@ def test_wandb_jobs_have_an_offline_wandb_receiver_shipped_in_custom(shipped, na
     assert args["process_timeout"] == 60
     assert args["wandb_args"]["project"] == "nvflare-fedavg-np-experiment"
     assert args["wandb_args"]["job_type"] == "train"  # NVFlare's WandBReceiver requires project, group, job_type
-    assert shipped[name]["scripts"] == ["app/custom/jobgen_wandb_receiver.py", "app/custom/train_metrics_wandb.py"]
+    assert shipped[name]["scripts"] == [
+        f"app/custom/{DELIVERY_FILE}",
+        "app/custom/jobgen_wandb_receiver.py",
+        "app/custom/train_metrics_wandb.py",
+    ]
 
 
 def test_the_shipped_wandb_receiver_is_the_template_file_and_subclasses_nvflares(tmp_path):
@@ -291,7 +343,7 @@ def test_a_receiver_the_line_has_no_row_for_fails_through_raise_error(tmp_path):
     with pytest.raises(TemplateError) as raised:
         Renderer(tmp_path / "client_scripts").render(job)
     (problem,) = raised.value.problems
-    assert (problem.file, problem.line) == ("templates/shared/config_fed_server.json.j2", 15)
+    assert (problem.file, problem.line) == ("templates/shared/config_fed_server.json.j2", 17)
     assert problem.message == "receiver type tensorboard has no row for NVFlare 2.7 in generator/components.py"
 
 

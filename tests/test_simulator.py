@@ -255,3 +255,59 @@ def test_nvflares_own_wandb_receiver_loses_out_of_order_points_and_the_job_fails
     assert "small  FAILED  2/2" in result.stdout
     assert "'global_step' points, expected 750" in result.stderr
     assert "Received out-of-order step" in (project / "build/workspaces/_logs/small.log").read_text()
+
+
+#: A server component that takes 10 ms over every federated metric point it is handed (in the
+#: server's FedEventRunner poster thread): a server slow to take points in, as under CPU load.
+SLOW_SERVER = (
+    "import time\n\n"
+    "from nvflare.apis.fl_component import FLComponent\n\n\n"
+    "class SlowToTakePointsIn(FLComponent):\n"
+    "    def handle_event(self, event_type, fl_ctx):\n"
+    "        if event_type == 'fed.analytix_log_stats':\n"
+    "            time.sleep(0.01)\n"
+)
+
+
+def slow_server_project(project: Path, delivery: bool) -> None:
+    """The small in-process MLflow job (2 sites x 750 points) with a server 10 ms per point slow: the
+    last points reach the receiver about 10 s after the last round's results. ``delivery=False``
+    removes the generated metrics delivery handshake (components and app config variables)."""
+    small_metrics_project(project, "train_metrics.py", "mlflow", mode=False)
+    app = project / "build/jobs/small/app"
+    (app / "custom/slow_server.py").write_text(SLOW_SERVER)
+    for side in ("server", "client"):
+        path = app / f"config/config_fed_{side}.json"
+        data = json.loads(path.read_text())
+        if side == "server":
+            data["components"].append({"id": "slow", "path": "slow_server.SlowToTakePointsIn", "args": {}})
+        if not delivery:
+            data["components"] = [c for c in data["components"] if c["id"] != "metrics_delivery"]
+            data.pop("end_run_readiness_timeout")
+            data.pop("task_check_timeout", None)
+        path.write_text(json.dumps(data))
+
+
+def test_without_the_delivery_handshake_a_slow_server_loses_the_last_points(project):
+    """NVFlare's own behaviour, the reason the handshake exists: the run ends with points still queued."""
+    slow_server_project(project, delivery=False)
+
+    result = run_cli(project, "simulate", timeout=600)
+
+    assert result.returncode == 1
+    assert "small  FAILED  2/2" in result.stdout
+    assert "'global_step' points, expected 750" in result.stderr
+
+
+def test_the_delivery_handshake_keeps_every_point_of_a_slow_server(project):
+    slow_server_project(project, delivery=True)
+
+    result = run_cli(project, "simulate", timeout=600)
+
+    assert result.returncode == 0, result.stderr
+    assert "site-1: global_step=750; site-2: global_step=750" in result.stdout
+    log = (project / "build/workspaces/small/server/log.txt").read_text()
+    assert "waiting for metric points" in log  # the handshake did hold the server's end of run
+    for site in ("site-1", "site-2"):
+        site_log = (project / f"build/workspaces/small/{site}/log.txt").read_text()
+        assert "the server has all 750 metric points of this site" in site_log
