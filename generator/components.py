@@ -86,8 +86,8 @@ class LineComponents:
     receivers: dict
     executors: dict
     event_to_fed: Component
-    delivery_server: Component
-    delivery_client: Component
+    delivery_server: Component | None
+    delivery_client: Component | None
 
 
 FEDAVG = Component(
@@ -164,7 +164,9 @@ CONVERT_TO_FED_EVENT = Component(
 #: NVFlare sends each metric point as an unacknowledged federated event, and under CPU load the run
 #: ends before late points arrive (they are lost without a log line). ``jobgen_metrics_delivery.py``
 #: (shipped into app/custom/) holds each side's end of run until the server has every point its
-#: clients sent, through NVFlare's CHECK_END_RUN_READINESS handshake. Both lines, every receiver.
+#: clients sent, through NVFlare's CHECK_END_RUN_READINESS handshake. NVFlare 2.9, every receiver.
+#: Not on 2.7: its server drops, uncounted, every federated event older than the last one kept
+#: from its site (``FedEventRunner._receive``), so a 2.7 site's count could never be met.
 METRICS_DELIVERY_FILE = "jobgen_metrics_delivery.py"
 DELIVERY_SERVER = Component(
     partial="_metrics_delivery.j2",
@@ -251,8 +253,8 @@ LINES = {
         receivers={"mlflow": MLFLOW_RECEIVER},
         executors=EXECUTORS_27,
         event_to_fed=CONVERT_TO_FED_EVENT,
-        delivery_server=DELIVERY_SERVER,
-        delivery_client=DELIVERY_CLIENT,
+        delivery_server=None,
+        delivery_client=None,
     ),
     "2.9": LineComponents(
         workflows={"fedavg": FEDAVG},
@@ -299,7 +301,7 @@ def reserved_custom_files() -> dict[str, str]:
     for line in LINES.values():
         for kind in line.receivers:
             reserved.update(custom_files_of(kind))
-        for row in (line.delivery_server, line.delivery_client):
+        for row in (line.delivery_server, line.delivery_client) if line.delivery_server else ():
             reserved.update({name: "the metrics delivery components" for name in row.custom_files})
     return reserved
 
@@ -317,7 +319,7 @@ def all_components() -> list[Component]:
             line.delivery_server,
             line.delivery_client,
         ]:
-            if row not in rows:
+            if row is not None and row not in rows:
                 rows.append(row)
     return rows
 

@@ -207,14 +207,16 @@ def template_context(job: Job) -> dict:
     ``workflow``, ``persistor``, ``executor``; ``receiver`` (None when the job has none, or when
     the line has no row for its type: the server template then calls ``raise_error``);
     ``event_to_fed`` (None unless in-process events need converting); ``delivery_server`` and
-    ``delivery_client`` (None without a receiver). ``server_vars`` / ``client_vars``: the NVFlare
-    application config variables each config sets at its top level (empty without a receiver).
+    ``delivery_client`` (None without a receiver, and on a line without them). ``server_vars`` /
+    ``client_vars``: the NVFlare application config variables each config sets at its top level
+    (empty without them).
     """
     s = job.settings
     table = LINES[job.line]
     derived = derived_values(job)
     receiver = s.get("receiver")
     receiver_row = table.receivers.get(receiver["type"]) if receiver else None
+    delivery = bool(receiver) and table.delivery_server is not None
     return {
         "job": job,
         "s": s,
@@ -224,10 +226,10 @@ def template_context(job: Job) -> dict:
         "receiver": _built(receiver_row, s, derived) if receiver_row else None,
         "executor": _built(table.executors[job.execution_mode], s, derived),
         "event_to_fed": _built(table.event_to_fed, s, derived) if derived["convert_events"] else None,
-        "delivery_server": _built(table.delivery_server, s, derived) if receiver else None,
-        "delivery_client": _built(table.delivery_client, s, derived) if receiver else None,
-        "server_vars": RECEIVER_SERVER_VARS if receiver else {},
-        "client_vars": RECEIVER_CLIENT_VARS if receiver else {},
+        "delivery_server": _built(table.delivery_server, s, derived) if delivery else None,
+        "delivery_client": _built(table.delivery_client, s, derived) if delivery else None,
+        "server_vars": RECEIVER_SERVER_VARS if delivery else {},
+        "client_vars": RECEIVER_CLIENT_VARS if delivery else {},
     }
 
 
@@ -300,7 +302,8 @@ class Renderer:
         receiver = job.settings.get("receiver")
         table = LINES[job.line]
         row = table.receivers.get(receiver["type"]) if receiver else None
-        shipped = [*row.custom_files, *table.delivery_server.custom_files] if row else []
+        delivery = table.delivery_server.custom_files if table.delivery_server else ()
+        shipped = [*row.custom_files, *delivery] if row else []
         for name in dict.fromkeys(shipped):
             path = shipped_file(job.line, name)
             try:

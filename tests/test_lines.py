@@ -86,7 +86,7 @@ def test_27_in_process_uses_the_in_process_executor(tmp_path):
         },
     }
     assert components(jobs["np-diff-in-process"]) == {}
-    assert list(components(jobs["np-metrics-in-process"])) == ["event_to_fed", "metrics_delivery"]
+    assert list(components(jobs["np-metrics-in-process"])) == ["event_to_fed"]
 
 
 def test_27_sub_process_launches_the_script_over_cell_pipes(tmp_path):

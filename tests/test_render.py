@@ -152,12 +152,7 @@ def test_only_in_process_metrics_convert_local_events(shipped, name):
     assert shipped["np-full-in-process"]["app/config/config_fed_client.json"]["components"] == []
 
 
-@pytest.mark.parametrize("line", ["2.9", "2.7"])
-def test_every_receiver_job_holds_its_end_of_run_until_its_metrics_arrive(tmp_path, line):
-    """Both sides of the metrics delivery handshake, the same events as the receiver, NVFlare's app config
-    variables at the top of each config, the module shipped byte for byte; nothing without a receiver."""
-    from generator.render import TEMPLATES_DIR
-
+def delivery_jobs(line: str, tmp_path: Path) -> dict[str, dict[str, bytes]]:
     text = (
         f'defaults: {{nvflare_version: "{line}"}}\njobs:\n'
         "  - name: plain\n    script: train_full.py\n"
@@ -165,7 +160,22 @@ def test_every_receiver_job_holds_its_end_of_run_until_its_metrics_arrive(tmp_pa
         "  - name: sub\n    script: train_metrics.py\n    launch_external_process: true\n"
         "    receiver: {type: mlflow}\n"
     )
-    files = render_text(text, tmp_path)
+    return render_text(text, tmp_path)
+
+
+def assert_no_delivery(files: dict[str, bytes]) -> None:
+    configs = [json.loads(v) for k, v in files.items() if k.startswith("app/config/")]
+    assert not any(c["id"] == DELIVERY for config in configs for c in config["components"])
+    assert not any("end_run_readiness_timeout" in config for config in configs)
+    assert f"app/custom/{DELIVERY_FILE}" not in files
+
+
+def test_every_29_receiver_job_holds_its_end_of_run_until_its_metrics_arrive(tmp_path):
+    """Both sides of the metrics delivery handshake, the same events as the receiver, NVFlare's app config
+    variables at the top of each config, the module shipped byte for byte; nothing without a receiver."""
+    from generator.render import TEMPLATES_DIR
+
+    files = delivery_jobs("2.9", tmp_path)
     source = (TEMPLATES_DIR / "shared/custom" / DELIVERY_FILE).read_bytes()
     for name, events in (("in", ["fed.custom_stats"]), ("sub", ["fed.analytix_log_stats"])):
         server = json.loads(files[name]["app/config/config_fed_server.json"])
@@ -177,10 +187,13 @@ def test_every_receiver_job_holds_its_end_of_run_until_its_metrics_arrive(tmp_pa
         assert server["end_run_readiness_timeout"] == components.RECEIVER_SERVER_VARS["end_run_readiness_timeout"]
         assert {k: client[k] for k in components.RECEIVER_CLIENT_VARS} == components.RECEIVER_CLIENT_VARS
         assert files[name][f"app/custom/{DELIVERY_FILE}"] == source
-    plain = {k: json.loads(v) for k, v in files["plain"].items() if k.endswith(".json") and "config" in k}
-    assert not any(c["id"] == DELIVERY for config in plain.values() for c in config["components"])
-    assert not any("end_run_readiness_timeout" in config for config in plain.values())
-    assert f"app/custom/{DELIVERY_FILE}" not in files["plain"]
+    assert_no_delivery(files["plain"])
+
+
+def test_27_jobs_have_no_delivery_handshake(tmp_path):
+    """NVFlare 2.7's server drops late events uncounted (FedEventRunner._receive): no count could be met."""
+    for job in delivery_jobs("2.7", tmp_path).values():
+        assert_no_delivery(job)
 
 
 def test_a_shipped_file_cannot_take_the_metrics_delivery_modules_name(tmp_path):
