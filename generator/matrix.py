@@ -302,7 +302,8 @@ def expand(entry: dict, schema: dict) -> tuple[list[Combination], list[EntryProb
         problems += _entry_problems(matrix, axes, schema)
     name = entry.get("name")
     placeholders = PLACEHOLDER.findall(name) if isinstance(name, str) else []
-    known = set(axes)
+    # Every key written in the matrix counts, even one whose values are wrong: its own problem says so.
+    known = {k for k in matrix if k not in RESERVED} if isinstance(matrix, dict) else set()
     for item in matrix.get("include") or [] if isinstance(matrix, dict) else []:
         known.update(item if isinstance(item, dict) else ())
     for key in dict.fromkeys(placeholders):
