@@ -173,6 +173,8 @@ def _shape_problems(matrix, schema: dict) -> tuple[list[EntryProblem], dict]:
     problems: list[EntryProblem] = []
     if not isinstance(matrix, dict):
         return [(("matrix",), "expected a mapping from settings to lists of values", False)], {}
+    if not matrix:
+        return [(("matrix",), "has no keys: give at least one setting and its list of values", False)], {}
     axes = {}
     for key, values in matrix.items():
         if key in RESERVED:
