@@ -485,15 +485,42 @@ def _script_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]
     return problems
 
 
+def _written_at(doc: Document, path: tuple) -> tuple[str, int, int]:
+    """(file, line, column) where the value at key path ``path`` of ``doc.data`` was written.
+
+    For a merged document (:class:`generator.overrides.Layered`) that is the file, ``--set`` (line 0)
+    or matrix value that wrote it; for one file, ``doc.file`` itself.
+    """
+    origin = getattr(doc, "origin", None)
+    source, where = (doc, path) if origin is None else origin(path)[:2]
+    located = source.problem(where, "")  # a Document of one file or ``--set``: no side effects
+    return located.file, located.line, located.column
+
+
+def _elsewhere(doc: Document, path: tuple, than: tuple) -> str:
+    """``, set in lab.yaml:3:18`` when the value at ``path`` was written in another file (or ``--set``)
+    than the value at ``than``, where a problem about both is located; else ``""``."""
+    file, line, column = _written_at(doc, path)
+    if file == _written_at(doc, than)[0]:
+        return ""
+    return f", set in {file}:{line}:{column}" if line else f", set by {file}"
+
+
 def _client_count_problems(doc: Document, job: Job) -> list[Problem]:
-    """``min_clients`` must not exceed ``num_clients`` (the server would wait for clients forever)."""
+    """``min_clients`` must not exceed ``num_clients`` (the server would wait for clients forever).
+
+    Located at ``min_clients``; when ``num_clients`` was written in another file (a later ``--jobs``
+    file or a ``--set``), the message says where.
+    """
     s = job.settings
     if s["min_clients"] <= s["num_clients"]:
         return []
+    at, other = job.path_of("min_clients"), job.path_of("num_clients")
+    written = _elsewhere(doc, other, at) if other[-1] == "num_clients" else ""
     return [
         doc.problem(
-            job.path_of("min_clients"),
-            f"min_clients ({s['min_clients']}) is larger than num_clients ({s['num_clients']}): "
+            at,
+            f"min_clients ({s['min_clients']}) is larger than num_clients ({s['num_clients']}{written}): "
             "the job could never start",
         )
     ]
