@@ -420,27 +420,45 @@ def _ship_problems(doc: Document, job: Job, shipper: Shipper, script_ok: bool) -
 
 
 def _duplicate_names(doc: Document) -> list[Problem]:
-    """A job name used twice, over every entry with a string name (whether or not the rest fits):
-    one problem at each use, naming the other (expanded matrix jobs by their combination)."""
-    problems = []
+    """A job name used twice, over every entry with a string name (whether or not the rest fits).
+
+    One problem per place a name was written (a hand-written ``name``, or a matrix job's ``name``,
+    which stands for all its combinations), naming the duplicate names made there and the other
+    uses of each: the first place says where each name is used again, every other place where it
+    was first used (expanded matrix jobs by their combination).
+    """
     seen: dict = {}
     for index, entry in enumerate(doc.data["jobs"]):
         name = entry.get("name") if isinstance(entry, dict) else None
         if isinstance(name, str):
             seen.setdefault(name, []).append(index)
+    places: dict = {}  # (file, line, column) -> duplicate name -> indexes of its jobs written there
     for name, indexes in seen.items():
-        first = indexes[0]
-        for index in indexes[1:]:
-            problems.append(
-                doc.problem(
-                    ("jobs", index, "name"), f"duplicate job name {name!r} (first used by {doc.describe_job(first)})"
-                )
-            )
         if len(indexes) > 1:
-            again = "; ".join(doc.describe_job(i) for i in indexes[1:])
-            message = f"duplicate job name {name!r} (used again by {again})"
-            problems.append(doc.problem(("jobs", first, "name"), message))
+            for index in indexes:
+                places.setdefault(_written_at(doc, ("jobs", index, "name")), {}).setdefault(name, []).append(index)
+    problems = []
+    for names in places.values():
+        phrases = []
+        for name, here in names.items():
+            uses = seen[name]
+            if here[0] == uses[0]:
+                again = "; ".join(doc.describe_job(i) for i in uses[1:])
+                label = _combination_label(doc, uses[0])
+                phrases.append(f"{name!r} ({f'with {label}; ' if label else ''}used again by {again})")
+            else:
+                phrases.append(f"{name!r} (first used by {doc.describe_job(uses[0])})")
+        listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+        message = f"duplicate job name{'s' if len(phrases) > 1 else ''} {listed}"
+        problems.append(doc.problem(("jobs", min(i for here in names.values() for i in here), "name"), message))
     return problems
+
+
+def _combination_label(doc: Document, index: int) -> str:
+    """``num_rounds=1, params_transfer_type=FULL``: the combination job ``index`` was expanded from, or ``""``."""
+    expanded = getattr(doc, "expanded", ())
+    combo = expanded[index][1] if index < len(expanded) else None
+    return combo.label if combo is not None else ""
 
 
 def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
