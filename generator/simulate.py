@@ -451,9 +451,9 @@ def _stopped(
     result.rounds_started = tracker.rounds_started
     if outcome.interrupted:
         result.status = INTERRUPTED
-        message = (
+        message = (  # the job's closing line names the log
             f"interrupted by {outcome.interrupted} after {outcome.seconds:.1f} s: stopped the simulator "
-            f"and every process it started ({outcome.stopped}); log: {log}"
+            f"and every process it started ({outcome.stopped})"
         )
         result.problems.append(job_problem(result.name, message))
         return
