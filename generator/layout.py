@@ -128,6 +128,9 @@ LOGS_DIR = "_logs"
 #: run's ``TMPDIR``, made before and removed after it (not inside ``<workspace>/<job>``: NVFlare's
 #: simulator deletes and re-creates that folder when it starts).
 TMP_DIR = "_tmp"
+#: matplotlib's config and cache folder (``MPLCONFIGDIR``: its font list) in the workspaces folder,
+#: kept between runs, so that drawing the plots writes nothing to ``$HOME``.
+MPL_DIR = "_mpl"
 
 
 # --- the manifest entry ----------------------------------------------------------------------------------

@@ -42,10 +42,11 @@ from pathlib import Path
 
 from .errors import JobgenError, OptionError, OutputError, Problem, SimulationError
 from .judge import RoundTracker, client_exceptions, nvflare_errors
-from .layout import FINAL_MODEL, LOGS_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry, site_names
+from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry, site_names
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
 from .outputs import check_reports, check_results, file_above, record_report, write_results
+from .plot import matplotlib_dir
 from .runner import Interrupted, RunOutcome, deferred_signals, interrupt_on_signals, run_process
 from .safepaths import LINK_PREFIX, check_paths, link_parent, remove_links, run_paths
 from .sweep import compare, last_values, model_mean, plot_names, plot_sweep
@@ -642,7 +643,7 @@ def simulate_all(
     if store:
         events = ProjectStoreFiller(events, store, manifest, _READERS_LOCK)
     run = _run_parallel if parallel > 1 else _run_serial
-    with interrupt_on_signals() as received:
+    with interrupt_on_signals() as received, matplotlib_dir(Path(workspace) / MPL_DIR):
         results = run(out, Path(workspace), manifest, selected, reports, timeout, events, received, parallel)
         with deferred_signals():
             events.all_finished(results)

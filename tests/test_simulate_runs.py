@@ -27,7 +27,7 @@ import pytest
 from conftest import INITIAL_MODEL, ROOT, run_cli, run_main, snapshot
 
 from generator import simulate
-from generator.layout import TMP_DIR, ManifestEntry
+from generator.layout import MPL_DIR, TMP_DIR, ManifestEntry
 from generator.safepaths import check_paths, path_problem, run_paths
 from generator.simulate import LOGS_DIR, WORKSPACE_MARKER, job_timeout, log_path, prepare_workspace, timeout_source
 
@@ -465,10 +465,14 @@ def test_a_runs_tmpdir_is_a_short_link_into_the_workspace_and_is_removed_after_i
 
 
 @pytest.mark.simulator
-def test_a_wandb_run_leaves_nothing_in_tmpdir(project, monkeypatch):
-    tmp = project / "tmp"
+def test_a_wandb_run_and_its_plot_leave_nothing_in_tmpdir_or_home(project, monkeypatch):
+    tmp, home = project / "tmp", project / "home"
     tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp))  # generate and simulate (and whatever they start) inherit it
+    home.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))  # generate and simulate (and whatever they start) inherit these
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
     (project / "jobs.yaml").write_text(
         ONE_ROUND
         + "  - name: w\n    script: train_metrics_wandb.py\n    script_args: --epoch_seconds 0.05\n"
@@ -482,6 +486,9 @@ def test_a_wandb_run_leaves_nothing_in_tmpdir(project, monkeypatch):
     assert [r["status"] for r in json.loads((project / "build/results.json").read_text())] == ["ok"]
     assert list(tmp.iterdir()) == []  # W&B's wandb-media folders went with the run's own TMPDIR
     assert not (project / "build/workspaces" / TMP_DIR).exists()
+    assert (project / "build/reports/w.png").is_file()
+    assert list(home.iterdir()) == []  # matplotlib's font list is in the workspaces folder instead
+    assert any((project / "build/workspaces" / MPL_DIR).glob("fontlist*.json"))
 
 
 def test_the_simulator_env_keeps_wandb_cache_in_the_workspace_unless_set(tmp_path, monkeypatch):
