@@ -124,6 +124,13 @@ WORKSPACE_MARKER = ".jobgen-workspaces"
 #: the marker can be a job's workspace: a job name starts with a letter or a digit (the schema's
 #: ``name`` pattern), so no job's files collide with another job's or with ours.
 LOGS_DIR = "_logs"
+#: The temporary files' folder of each run in the workspaces folder: ``<workspace>/_tmp/<job>`` is the
+#: run's ``TMPDIR``, made before and removed after it (not inside ``<workspace>/<job>``: NVFlare's
+#: simulator deletes and re-creates that folder when it starts).
+TMP_DIR = "_tmp"
+#: matplotlib's config and cache folder (``MPLCONFIGDIR``: its font list) in the workspaces folder,
+#: kept between runs, so that drawing the plots writes nothing to ``$HOME``.
+MPL_DIR = "_mpl"
 
 
 # --- the manifest entry ----------------------------------------------------------------------------------

@@ -55,6 +55,8 @@ class Combination:
         values (dict): matrix key -> value, in matrix order (axes first, then keys ``include`` added).
         sources (dict[tuple, tuple]): setting path inside ``entry`` (``("receiver", "type")``) -> key
             path inside the template entry of the value written there (``("matrix", "receiver.type", 1)``).
+            A mapping the template does not have (``("receiver",)`` for ``receiver.type``) is sourced at
+            the first matrix value written into it, so a finding about the whole mapping points there.
     """
 
     entry: dict
@@ -168,11 +170,23 @@ def _set(entry: dict, keys: tuple, value) -> None:
     node[keys[-1]] = value
 
 
+def _get(entry: dict, keys: tuple):
+    """The value at ``keys`` inside ``entry``, or None if a key on the way is missing."""
+    node = entry
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
 def _shape_problems(matrix, schema: dict) -> tuple[list[EntryProblem], dict]:
     """Problems of ``matrix``'s own shape, and its good axes (key -> list of values)."""
     problems: list[EntryProblem] = []
     if not isinstance(matrix, dict):
         return [(("matrix",), "expected a mapping from settings to lists of values", False)], {}
+    if not matrix:
+        return [(("matrix",), "has no keys: give at least one setting and its list of values", False)], {}
     axes = {}
     for key, values in matrix.items():
         if key in RESERVED:
@@ -302,7 +316,8 @@ def expand(entry: dict, schema: dict) -> tuple[list[Combination], list[EntryProb
         problems += _entry_problems(matrix, axes, schema)
     name = entry.get("name")
     placeholders = PLACEHOLDER.findall(name) if isinstance(name, str) else []
-    known = set(axes)
+    # Every key written in the matrix counts, even one whose values are wrong: its own problem says so.
+    known = {k for k in matrix if k not in RESERVED} if isinstance(matrix, dict) else set()
     for item in matrix.get("include") or [] if isinstance(matrix, dict) else []:
         known.update(item if isinstance(item, dict) else ())
     for key in dict.fromkeys(placeholders):
@@ -327,13 +342,15 @@ def expand(entry: dict, schema: dict) -> tuple[list[Combination], list[EntryProb
             )
             continue
         job = dict(template)
+        written = {}
         for key, value in values.items():
-            _set(job, tuple(key.split(".")), value)
+            keys = tuple(key.split("."))
+            _set(job, keys, value)
+            written[keys] = ("matrix",) + sources[key]
+            for n in range(1, len(keys)):  # a mapping the template lacks: made by (the first of) its values
+                if not isinstance(_get(template, keys[:n]), dict):
+                    written.setdefault(keys[:n], written[keys])
         if isinstance(name, str):  # else the schema reports the missing or mistyped name, once
             job["name"] = _name(name, values, placeholders)
-        out.append(
-            Combination(
-                job, values, {tuple(k.split(".")): ("matrix",) + sources[k] for k in values} | {("name",): ("name",)}
-            )
-        )
+        out.append(Combination(job, values, written | {("name",): ("name",)}))
     return ([], problems) if problems else (out, [])

@@ -9,12 +9,37 @@ key and site (JSON), so a reader can check the picture without looking at it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 #: Inches per panel (height) and of the figure (width); dots per inch.
 PANEL_HEIGHT, WIDTH, DPI = 2.6, 8.0, 100
 LINE_STYLES = ["-", "--", ":", "-."]
+
+
+@contextlib.contextmanager
+def matplotlib_dir(folder: Path) -> Iterator[None]:
+    """``MPLCONFIGDIR`` set to ``folder`` for the block (and the processes started in it), unless set already.
+
+    matplotlib reads ``MPLCONFIGDIR`` once per process, when it is first imported, for its config
+    folder and the cache of its font list (``matplotlib.get_configdir``/``get_cachedir``; without
+    it ``~/.config/matplotlib`` and ``~/.cache/matplotlib``, made on first use); the folder is
+    created by matplotlib when it is needed. Wrap everything that may import matplotlib first.
+
+    Args:
+        folder (Path): the folder to use (made absolute).
+    """
+    if "MPLCONFIGDIR" in os.environ:
+        yield
+        return
+    os.environ["MPLCONFIGDIR"] = str(Path(folder).absolute())
+    try:
+        yield
+    finally:
+        os.environ.pop("MPLCONFIGDIR", None)
 
 
 def plot_metrics(job: str, series: dict, path: Path) -> dict[str, dict[str, tuple[list, list]]]:

@@ -112,8 +112,17 @@ def _python_parts(python: str, prefix: str) -> tuple[str, str] | None:
     return str(root), str(exe.relative_to(root))
 
 
-def _link_parent() -> str | None:
-    """The first candidate folder for the links whose path (and real path) is safe and writable."""
+def link_parent(shortest: bool = False) -> str | None:
+    """A folder of :data:`LINK_PARENTS` whose path (and real path) is safe and writable, or None.
+
+    Args:
+        shortest (bool): the one with the shortest path (for a link that ends up in a Unix socket's
+            path, which may hold at most 107 bytes); default: the first in :data:`LINK_PARENTS` order.
+
+    Returns:
+        str | None: where a folder of links may be made (``tempfile.mkdtemp(prefix=LINK_PREFIX, dir=...)``).
+    """
+    usable = []
     for candidate in LINK_PARENTS:
         folder = candidate or tempfile.gettempdir()
         if (
@@ -122,8 +131,10 @@ def _link_parent() -> str | None:
             and path_problem(folder) is None
             and path_problem(os.path.realpath(folder)) is None
         ):
-            return folder
-    return None
+            if not shortest:
+                return folder
+            usable.append(folder)
+    return min(usable, key=len, default=None)
 
 
 def check_paths(workspace_root: str | Path, python: str | None = None, prefix: str | None = None) -> list[Problem]:
@@ -142,7 +153,7 @@ def check_paths(workspace_root: str | Path, python: str | None = None, prefix: s
     root = os.path.abspath(workspace_root)
     problems = []
     needs_links = path_problem(root) is not None or path_problem(python) is not None
-    if needs_links and _link_parent() is None:
+    if needs_links and link_parent() is None:
         why = path_problem(root) or path_problem(python)
         candidates = ", ".join(c or "$TMPDIR" for c in LINK_PARENTS)
         problems.append(
@@ -172,8 +183,15 @@ def check_paths(workspace_root: str | Path, python: str | None = None, prefix: s
     return problems
 
 
-def _remove_links(folder: str) -> None:
-    """Remove the link folder: its links (never what they point to), then the folder."""
+def remove_links(folder: str) -> None:
+    """Remove a folder of links: its links (never what they point to), then the folder.
+
+    Args:
+        folder (str): a folder holding only symbolic links.
+
+    Raises:
+        OSError: the folder holds something that is not a link, or cannot be removed.
+    """
     for entry in os.scandir(folder):
         if entry.is_symlink():
             os.unlink(entry.path)
@@ -210,7 +228,7 @@ def run_paths(workspace: str | Path, python: str | None = None, prefix: str | No
     if not bad_ws and not bad_py:
         yield RunPaths(workspace=workspace, python=python, bin_dir=os.path.dirname(python))
         return
-    links = tempfile.mkdtemp(prefix=LINK_PREFIX, dir=_link_parent())
+    links = tempfile.mkdtemp(prefix=LINK_PREFIX, dir=link_parent())
     try:
         paths = RunPaths(workspace=workspace, python=python, bin_dir=os.path.dirname(python), cwd=links, links=links)
         if bad_ws:
@@ -224,4 +242,4 @@ def run_paths(workspace: str | Path, python: str | None = None, prefix: str | No
         yield paths
     finally:
         with deferred_signals():  # a stop signal now must not leave the links behind
-            _remove_links(links)
+            remove_links(links)

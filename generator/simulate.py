@@ -26,25 +26,29 @@ simulator cannot carry (a space, a quote, ...) reach it through links (:mod:`gen
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import JobgenError, OptionError, OutputError, Problem, SimulationError
 from .judge import RoundTracker, client_exceptions, nvflare_errors
-from .layout import FINAL_MODEL, LOGS_DIR, SERVER_SITE, WORKSPACE_MARKER, ManifestEntry, site_names
+from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry, site_names
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
 from .outputs import check_reports, check_results, file_above, record_report, write_results
+from .plot import matplotlib_dir
 from .runner import Interrupted, RunOutcome, deferred_signals, interrupt_on_signals, run_process
-from .safepaths import check_paths, run_paths
+from .safepaths import LINK_PREFIX, check_paths, link_parent, remove_links, run_paths
 from .sweep import compare, last_values, model_mean, plot_names, plot_sweep
 from .tracking import ProjectStoreFiller, check_store, project_store
 from .write import read_entries
@@ -241,7 +245,7 @@ def log_path(root: Path, name: str) -> Path:
     return Path(root) / LOGS_DIR / f"{name}.log"
 
 
-def _run_env(bin_dir: str, ws: Path) -> dict[str, str]:
+def _run_env(bin_dir: str, ws: Path, tmp: str | None = None) -> dict[str, str]:
     """The simulator's environment: this one, with ``bin_dir`` first on ``PATH`` and W&B's files in ``ws``.
 
     Args:
@@ -250,13 +254,59 @@ def _run_env(bin_dir: str, ws: Path) -> dict[str, str]:
         ws (Path): the job's workspace: W&B's runs land in its server folder (``WANDB_DIR`` is
             dropped), and its cache (``WANDB_CACHE_DIR``: its debug logs, ``~/.cache/wandb`` by
             default) goes to ``ws/_wandb_cache`` unless set, so a run writes nothing to ``$HOME``.
+        tmp (str | None): the run's temporary folder (:func:`run_tmp`), set as ``TMPDIR``, ``TEMP``
+            and ``TMP`` (Python's ``tempfile.gettempdir`` reads them in that order): what the run's
+            processes leave there (W&B's module-level ``TemporaryDirectory("wandb-media")``, never
+            cleaned up in a process NVFlare ends) goes with the folder. None: unchanged.
     """
     env = dict(os.environ)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.pop("WANDB_DIR", None)
     env.setdefault("WANDB_CACHE_DIR", str(Path(ws) / "_wandb_cache"))
+    if tmp is not None:
+        env["TMPDIR"] = env["TEMP"] = env["TMP"] = tmp
     return env
+
+
+@contextlib.contextmanager
+def run_tmp(root: Path, name: str) -> Iterator[str]:
+    """The ``TMPDIR`` of one run: a fresh, empty ``<root>/_tmp/<name>`` (:data:`generator.layout.TMP_DIR`),
+    reached through a short link; removed with everything in it when the block ends (``<root>/_tmp``
+    too, once no other run uses it, and the link's folder).
+
+    The run's processes make Unix sockets in ``TMPDIR`` (``multiprocessing``'s managers:
+    ``pymp-*/listener-*``; W&B's service), and a socket's path may hold at most 107 bytes
+    (``sun_path``), far less than a workspace path may be: a run with a 92-character workspace path
+    failed with ``OSError: AF_UNIX path too long``. So the folder is reached as ``<links>/t``, a
+    link in a fresh ``jobgen-run-*`` folder in the shortest of :mod:`generator.safepaths`' link
+    parents (``$TMPDIR`` of this process, ``/tmp``, ...); Python's ``tempfile`` and Go's
+    ``os.TempDir`` use the path as given, without resolving the link. When no such folder can be
+    made, the real path is used.
+
+    Args:
+        root (Path): the workspaces folder. name (str): the job.
+
+    Yields:
+        str: the path to set as the run's ``TMPDIR``.
+    """
+    folder = Path(root).absolute() / TMP_DIR / name
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    parent = link_parent(shortest=True)
+    links = tempfile.mkdtemp(prefix=LINK_PREFIX, dir=parent) if parent else None
+    try:
+        if links:
+            os.symlink(folder, os.path.join(links, "t"))
+        yield os.path.join(links, "t") if links else str(folder)
+    finally:
+        with deferred_signals():  # a stop signal now must not leave the folders behind
+            if links:
+                remove_links(links)
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):  # another job's run still uses it
+                folder.parent.rmdir()
 
 
 def _metric_problems(info: ManifestEntry, counts: dict) -> list[str]:
@@ -435,11 +485,16 @@ def _run_simulator(
         for number in tracker.poll():
             events.round_started(name, number, result.rounds, time.monotonic() - started)
 
-    with run_paths(ws) as paths:
+    with run_paths(ws) as paths, run_tmp(ws.parent, name) as tmp:
         cmd = nvflare_command(paths.python)
         cmd += ["simulator", "-w", paths.workspace, "-n", n, "-t", n, str(Path(out).resolve() / name)]
         return run_process(
-            cmd, cwd=paths.cwd, env=_run_env(paths.bin_dir, ws), log_path=log, timeout=result.timeout, on_tick=on_tick
+            cmd,
+            cwd=paths.cwd,
+            env=_run_env(paths.bin_dir, ws, tmp),
+            log_path=log,
+            timeout=result.timeout,
+            on_tick=on_tick,
         )
 
 
@@ -451,9 +506,9 @@ def _stopped(
     result.rounds_started = tracker.rounds_started
     if outcome.interrupted:
         result.status = INTERRUPTED
-        message = (
+        message = (  # the job's closing line names the log
             f"interrupted by {outcome.interrupted} after {outcome.seconds:.1f} s: stopped the simulator "
-            f"and every process it started ({outcome.stopped}); log: {log}"
+            f"and every process it started ({outcome.stopped})"
         )
         result.problems.append(job_problem(result.name, message))
         return
@@ -588,7 +643,7 @@ def simulate_all(
     if store:
         events = ProjectStoreFiller(events, store, manifest, _READERS_LOCK)
     run = _run_parallel if parallel > 1 else _run_serial
-    with interrupt_on_signals() as received:
+    with interrupt_on_signals() as received, matplotlib_dir(Path(workspace) / MPL_DIR):
         results = run(out, Path(workspace), manifest, selected, reports, timeout, events, received, parallel)
         with deferred_signals():
             events.all_finished(results)

@@ -420,27 +420,45 @@ def _ship_problems(doc: Document, job: Job, shipper: Shipper, script_ok: bool) -
 
 
 def _duplicate_names(doc: Document) -> list[Problem]:
-    """A job name used twice, over every entry with a string name (whether or not the rest fits):
-    one problem at each use, naming the other (expanded matrix jobs by their combination)."""
-    problems = []
+    """A job name used twice, over every entry with a string name (whether or not the rest fits).
+
+    One problem per place a name was written (a hand-written ``name``, or a matrix job's ``name``,
+    which stands for all its combinations), naming the duplicate names made there and the other
+    uses of each: the first place says where each name is used again, every other place where it
+    was first used (expanded matrix jobs by their combination).
+    """
     seen: dict = {}
     for index, entry in enumerate(doc.data["jobs"]):
         name = entry.get("name") if isinstance(entry, dict) else None
         if isinstance(name, str):
             seen.setdefault(name, []).append(index)
+    places: dict = {}  # (file, line, column) -> duplicate name -> indexes of its jobs written there
     for name, indexes in seen.items():
-        first = indexes[0]
-        for index in indexes[1:]:
-            problems.append(
-                doc.problem(
-                    ("jobs", index, "name"), f"duplicate job name {name!r} (first used by {doc.describe_job(first)})"
-                )
-            )
         if len(indexes) > 1:
-            again = "; ".join(doc.describe_job(i) for i in indexes[1:])
-            message = f"duplicate job name {name!r} (used again by {again})"
-            problems.append(doc.problem(("jobs", first, "name"), message))
+            for index in indexes:
+                places.setdefault(_written_at(doc, ("jobs", index, "name")), {}).setdefault(name, []).append(index)
+    problems = []
+    for names in places.values():
+        phrases = []
+        for name, here in names.items():
+            uses = seen[name]
+            if here[0] == uses[0]:
+                again = "; ".join(doc.describe_job(i) for i in uses[1:])
+                label = _combination_label(doc, uses[0])
+                phrases.append(f"{name!r} ({f'with {label}; ' if label else ''}used again by {again})")
+            else:
+                phrases.append(f"{name!r} (first used by {doc.describe_job(uses[0])})")
+        listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+        message = f"duplicate job name{'s' if len(phrases) > 1 else ''} {listed}"
+        problems.append(doc.problem(("jobs", min(i for here in names.values() for i in here), "name"), message))
     return problems
+
+
+def _combination_label(doc: Document, index: int) -> str:
+    """``num_rounds=1, params_transfer_type=FULL``: the combination job ``index`` was expanded from, or ``""``."""
+    expanded = getattr(doc, "expanded", ())
+    combo = expanded[index][1] if index < len(expanded) else None
+    return combo.label if combo is not None else ""
 
 
 def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
@@ -485,15 +503,42 @@ def _script_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]
     return problems
 
 
+def _written_at(doc: Document, path: tuple) -> tuple[str, int, int]:
+    """(file, line, column) where the value at key path ``path`` of ``doc.data`` was written.
+
+    For a merged document (:class:`generator.overrides.Layered`) that is the file, ``--set`` (line 0)
+    or matrix value that wrote it; for one file, ``doc.file`` itself.
+    """
+    origin = getattr(doc, "origin", None)
+    source, where = (doc, path) if origin is None else origin(path)[:2]
+    located = source.problem(where, "")  # a Document of one file or ``--set``: no side effects
+    return located.file, located.line, located.column
+
+
+def _elsewhere(doc: Document, path: tuple, than: tuple) -> str:
+    """``, set in lab.yaml:3:18`` when the value at ``path`` was written in another file (or ``--set``)
+    than the value at ``than``, where a problem about both is located; else ``""``."""
+    file, line, column = _written_at(doc, path)
+    if file == _written_at(doc, than)[0]:
+        return ""
+    return f", set in {file}:{line}:{column}" if line else f", set by {file}"
+
+
 def _client_count_problems(doc: Document, job: Job) -> list[Problem]:
-    """``min_clients`` must not exceed ``num_clients`` (the server would wait for clients forever)."""
+    """``min_clients`` must not exceed ``num_clients`` (the server would wait for clients forever).
+
+    Located at ``min_clients``; when ``num_clients`` was written in another file (a later ``--jobs``
+    file or a ``--set``), the message says where.
+    """
     s = job.settings
     if s["min_clients"] <= s["num_clients"]:
         return []
+    at, other = job.path_of("min_clients"), job.path_of("num_clients")
+    written = _elsewhere(doc, other, at) if other[-1] == "num_clients" else ""
     return [
         doc.problem(
-            job.path_of("min_clients"),
-            f"min_clients ({s['min_clients']}) is larger than num_clients ({s['num_clients']}): "
+            at,
+            f"min_clients ({s['min_clients']}) is larger than num_clients ({s['num_clients']}{written}): "
             "the job could never start",
         )
     ]

@@ -359,13 +359,17 @@ jobs:
 
 def test_the_schema_describes_the_new_keys_with_default_and_examples():
     schema = load_schema()
+    matrix = schema["$defs"]["job"]["properties"]["matrix"]
     for prop in (
         schema["properties"]["max_jobs"],
-        schema["$defs"]["job"]["properties"]["matrix"],
-        schema["$defs"]["job"]["properties"]["matrix"]["properties"]["include"],
-        schema["$defs"]["job"]["properties"]["matrix"]["properties"]["exclude"],
+        matrix,
+        matrix["properties"]["include"],
+        matrix["properties"]["exclude"],
     ):
-        assert prop["description"] and "default" in prop and prop["examples"]
+        assert prop["description"] and prop["examples"]
+        # A job without `matrix` is one job; `matrix: {}` is refused, so the matrix has no default to show.
+        assert ("default" in prop) is (prop is not matrix)
+    assert matrix["minProperties"] == 1
 
 
 def test_a_problem_in_a_mapping_a_later_file_replaced_is_located_in_that_file(project):

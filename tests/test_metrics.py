@@ -19,7 +19,7 @@ from conftest import ROOT
 
 from generator.errors import SimulationError
 from generator.metrics import count_points, read_tensorboard, read_wandb, read_wandb_run
-from generator.plot import plot_metrics
+from generator.plot import matplotlib_dir, plot_metrics
 
 WANDB = str(Path(sys.executable).parent / "wandb")
 
@@ -153,6 +153,36 @@ def test_plot_draws_every_point_per_site_and_key_into_a_valid_png(tmp_path):
 def test_plot_refuses_an_empty_series(tmp_path):
     with pytest.raises(ValueError, match="no metric point"):
         plot_metrics("job", {"site-1": {}}, tmp_path / "x.png")
+
+
+def test_matplotlib_dir_sets_mplconfigdir_for_the_block_only_unless_the_user_set_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    with matplotlib_dir(tmp_path / "ws" / "_mpl"):
+        assert os.environ["MPLCONFIGDIR"] == str(tmp_path / "ws" / "_mpl")
+    assert "MPLCONFIGDIR" not in os.environ
+    monkeypatch.setenv("MPLCONFIGDIR", "/mine")
+    with matplotlib_dir(tmp_path / "ws" / "_mpl"):
+        assert os.environ["MPLCONFIGDIR"] == "/mine"
+    assert os.environ["MPLCONFIGDIR"] == "/mine"
+
+
+@pytest.mark.slow  # a fresh interpreter: matplotlib reads MPLCONFIGDIR once, at its first import
+def test_a_plot_writes_nothing_to_home(tmp_path):
+    home, ws = tmp_path / "home", tmp_path / "ws"
+    home.mkdir()
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from generator.plot import matplotlib_dir, plot_metrics\n"
+        "with matplotlib_dir(Path(sys.argv[1]) / '_mpl'):\n"
+        "    plot_metrics('job', {'site-1': {'loss': [(0, 1.0), (1, 0.5)]}}, Path(sys.argv[1]) / 'job.png')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    env |= {"HOME": str(home), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code, str(ws)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (ws / "job.png").is_file()
+    assert list(home.iterdir()) == []  # no ~/.config/matplotlib, no ~/.cache/matplotlib
+    assert [p.name for p in (ws / "_mpl").iterdir() if p.name.startswith("fontlist")]  # the font list is here
 
 
 def test_generate_imports_no_tracker_and_no_nvflare(tmp_path):

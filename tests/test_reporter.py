@@ -11,12 +11,14 @@ from __future__ import annotations
 import io
 import threading
 import time
+import types
 
 import pytest
 
 from generator import simulate
 from generator.layout import ManifestEntry
 from generator.reporter import Reporter, table
+from generator.runner import RunOutcome
 from generator.simulate import JobResult, job_problem
 
 
@@ -61,6 +63,21 @@ def test_a_job_that_never_started_says_so():
     reporter, out, _ = streams()
     reporter.job_finished(JobResult(name="j", status="FAILED"))
     assert out.getvalue() == "j: FAILED in 0.0 s; log: none (not started)\n"
+
+
+def test_an_interrupted_job_prints_its_log_once(tmp_path):
+    reporter, out, err = streams()
+    log = tmp_path / "_logs" / "stuck.log"
+    result = JobResult(name="stuck", rounds=1, status="ok", wall_seconds=3.0, log=str(log))
+    tracker = types.SimpleNamespace(poll=lambda: None, rounds_started=1)
+    info = ManifestEntry(nvflare_version="2.9", num_clients=2, num_rounds=1, execution_mode="in_process", script="t.py")
+    outcome = RunOutcome(returncode=-15, interrupted="SIGTERM", seconds=2.5, stopped=3)
+    simulate._stopped(result, info, outcome, tracker, tmp_path / "stuck", log, None)
+    reporter.job_finished(result)
+    assert out.getvalue().splitlines() == [f"stuck: INTERRUPTED in 3.0 s; log: {log}"]
+    assert err.getvalue().splitlines() == [
+        "stuck: interrupted by SIGTERM after 2.5 s: stopped the simulator and every process it started (3)"
+    ]
 
 
 def test_the_table_keeps_the_order_given_and_pads_columns():

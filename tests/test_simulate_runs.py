@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +27,7 @@ import pytest
 from conftest import INITIAL_MODEL, ROOT, run_cli, run_main, snapshot
 
 from generator import simulate
-from generator.layout import ManifestEntry
+from generator.layout import MPL_DIR, TMP_DIR, ManifestEntry
 from generator.safepaths import check_paths, path_problem, run_paths
 from generator.simulate import LOGS_DIR, WORKSPACE_MARKER, job_timeout, log_path, prepare_workspace, timeout_source
 
@@ -174,7 +175,7 @@ def test_a_bad_timeout_option_is_a_usage_error(project, value):
 def test_no_job_name_can_be_another_jobs_file_or_ours(tmp_path):
     schema = json.loads((ROOT / "schema/jobs.schema.json").read_text())
     pattern = re.compile(schema["$defs"]["job"]["else"]["properties"]["name"]["pattern"])
-    assert not pattern.match(WORKSPACE_MARKER) and not pattern.match(LOGS_DIR)
+    assert not pattern.match(WORKSPACE_MARKER) and not pattern.match(LOGS_DIR) and not pattern.match(TMP_DIR)
     root = tmp_path / "ws"
     names = ["a", "a.log", "a.log.log", "logs", "jobgen-workspaces"]
     assert all(pattern.match(n) for n in names)
@@ -446,6 +447,48 @@ def _simulate_and_signal(project: Path, pids: Path, trainers: int, sig: int, *ar
     finally:
         proc.kill()
     return proc, out, err
+
+
+def test_a_runs_tmpdir_is_a_short_link_into_the_workspace_and_is_removed_after_it(tmp_path, monkeypatch):
+    root = tmp_path / ("deep-" * 12) / "workspaces"
+    root.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / ("deep-" * 12)))  # a long $TMPDIR: /tmp is taken
+    with simulate.run_tmp(root, "job") as tmp:
+        assert os.path.realpath(tmp) == str((root / TMP_DIR / "job").resolve())
+        assert len(tmp) < 40  # room for multiprocessing's pymp-*/listener-* sockets (107 bytes at most)
+        (Path(tmp) / "tmpx1wandb-media").mkdir()  # what W&B leaves behind
+        (Path(tmp) / "tmpx1wandb-media" / "f").write_text("x")
+        env = simulate._run_env("/venv/bin", root / "job", tmp)
+        assert env["TMPDIR"] == env["TEMP"] == env["TMP"] == tmp
+    assert not os.path.lexists(tmp) and not os.path.exists(os.path.dirname(tmp))
+    assert sorted(p.name for p in root.iterdir()) == []
+
+
+@pytest.mark.simulator
+def test_a_wandb_run_and_its_plot_leave_nothing_in_tmpdir_or_home(project, monkeypatch):
+    tmp, home = project / "tmp", project / "home"
+    tmp.mkdir()
+    home.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))  # generate and simulate (and whatever they start) inherit these
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    (project / "jobs.yaml").write_text(
+        ONE_ROUND
+        + "  - name: w\n    script: train_metrics_wandb.py\n    script_args: --epoch_seconds 0.05\n"
+        + "    receiver: {type: wandb}\n    expect: {metric_points_per_site: {global_step: 375}}\n"
+    )
+    assert run_cli(project, "generate").returncode == 0
+
+    result = run_cli(project, "simulate", timeout=900)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [r["status"] for r in json.loads((project / "build/results.json").read_text())] == ["ok"]
+    assert list(tmp.iterdir()) == []  # W&B's wandb-media folders went with the run's own TMPDIR
+    assert not (project / "build/workspaces" / TMP_DIR).exists()
+    assert (project / "build/reports/w.png").is_file()
+    assert list(home.iterdir()) == []  # matplotlib's font list is in the workspaces folder instead
+    assert any((project / "build/workspaces" / MPL_DIR).glob("fontlist*.json"))
 
 
 def test_the_simulator_env_keeps_wandb_cache_in_the_workspace_unless_set(tmp_path, monkeypatch):
