@@ -12,6 +12,7 @@ stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 
 from .errors import JobgenError
@@ -228,7 +229,13 @@ COMMANDS = {"validate": _validate, "generate": _generate, "simulate": _simulate,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (see the module docstring)."""
+    """Run the CLI; returns the exit code (see the module docstring).
+
+    MLflow 3 sends usage telemetry from every process that uses it (``mlflow.telemetry``; it also
+    writes ``~/.config/mlflow/telemetry.json``): off for this process and everything it starts
+    (simulator, POC, ``mlflow ui``), unless the user set ``MLFLOW_DISABLE_TELEMETRY`` themselves.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

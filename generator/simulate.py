@@ -262,6 +262,7 @@ def _run_env(bin_dir: str, ws: Path, tmp: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow 3's usage telemetry (see cli.main)
     env.pop("WANDB_DIR", None)
     env.setdefault("WANDB_CACHE_DIR", str(Path(ws) / "_wandb_cache"))
     if tmp is not None:

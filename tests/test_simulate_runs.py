@@ -500,3 +500,18 @@ def test_the_simulator_env_keeps_wandb_cache_in_the_workspace_unless_set(tmp_pat
     assert env["PATH"].split(os.pathsep)[0] == "/venv/bin"
     monkeypatch.setenv("WANDB_CACHE_DIR", "/mine")
     assert simulate._run_env("/venv/bin", tmp_path / "ws")["WANDB_CACHE_DIR"] == "/mine"
+
+
+def test_mlflow_telemetry_is_off_for_every_run_unless_the_user_chose(monkeypatch, tmp_path):
+    """MLflow 3 sends usage telemetry (and writes ~/.config/mlflow/telemetry.json) from every process."""
+    from generator.cli import main
+
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    assert simulate._run_env("/venv/bin", tmp_path / "ws")["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    monkeypatch.chdir(tmp_path)
+    main(["validate", "--jobs", "missing.yaml"])  # any command: the CLI sets it for itself and its children
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")
+    main(["validate", "--jobs", "missing.yaml"])
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"
+    assert simulate._run_env("/venv/bin", tmp_path / "ws")["MLFLOW_DISABLE_TELEMETRY"] == "false"
