@@ -311,3 +311,46 @@ def test_the_delivery_handshake_keeps_every_point_of_a_slow_server(project):
     for site in ("site-1", "site-2"):
         site_log = (project / f"build/workspaces/small/{site}/log.txt").read_text()
         assert "the server has all 750 metric points of this site" in site_log
+
+
+#: A server component that loses the 100th federated event the server receives (acknowledged, never
+#: queued), as a failed fire-and-forget stream does: no log line, no error.
+LOSSY_SERVER = (
+    "from nvflare.apis.fl_component import FLComponent\n"
+    "from nvflare.apis.shareable import ReturnCode, make_reply\n\n\n"
+    "class LosesOnePoint(FLComponent):\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.received = 0\n"
+    "        self.wrapped = False\n\n"
+    "    def handle_event(self, event_type, fl_ctx):\n"
+    "        if event_type != 'fed.analytix_log_stats' or self.wrapped:\n"
+    "            return\n"
+    "        table = fl_ctx.get_engine().run_manager.aux_runner.topic_table\n"
+    "        receive = table['fed.event']\n\n"
+    "        def lossy(topic, request, fl_ctx):\n"
+    "            self.received += 1\n"
+    "            if self.received == 100:\n"
+    "                return make_reply(ReturnCode.OK)\n"
+    "            return receive(topic=topic, request=request, fl_ctx=fl_ctx)\n\n"
+    "        table['fed.event'] = lossy\n"
+    "        self.wrapped = True\n"
+)
+
+
+def test_a_point_lost_on_the_way_is_sent_again_and_stored_once(project):
+    small_metrics_project(project, "train_metrics.py", "mlflow", mode=True)
+    app = project / "build/jobs/small/app"
+    (app / "custom/lossy_server.py").write_text(LOSSY_SERVER)
+    path = app / "config/config_fed_server.json"
+    data = json.loads(path.read_text())
+    data["components"].append({"id": "lossy", "path": "lossy_server.LosesOnePoint", "args": {}})
+    path.write_text(json.dumps(data))
+
+    result = run_cli(project, "simulate", timeout=600)
+
+    assert result.returncode == 0, result.stderr
+    assert "site-1: global_step=750; site-2: global_step=750" in result.stdout  # 750 exactly: none twice
+    logs = [(project / f"build/workspaces/small/{site}/log.txt").read_text() for site in ("site-1", "site-2")]
+    resent = [line for log in logs for line in log.splitlines() if "metric points again" in line]
+    assert len(resent) == 1 and "sent 1 metric points again that the server lacked; it acknowledged 1" in resent[0]

@@ -15,11 +15,18 @@ lost 15-47% of a site's points; with these components, none lost any.
 How: NVFlare's own end-of-run handshake (``EventType.CHECK_END_RUN_READINESS``: a component that
 sets ``FLContextKey.NOT_READY_TO_END_RUN`` keeps its site from ending) and one aux request:
 
-- :class:`MetricsDeliveryClient` counts the federated metric events its site fires. At the end of
-  the run it asks the server how many of them the server has posted to its receivers, and keeps
-  its site from ending until that is all of them;
+- :class:`MetricsDeliveryClient` counts the federated metric events its site fires and keeps them.
+  At the end of the run it asks the server how many of them the server has posted to its
+  receivers, and keeps its site from ending until that is all of them;
 - :class:`MetricsDeliveryServer` counts the events it posts, per site, answers the question, and
   keeps the server from ending while a site that sent points has not had them all.
+
+A point can also be lost on the way, not only late: one of 1,875 was, in one of 9 runs of the
+shipped jobs under load (a fire-and-forget stream that fails is logged at DEBUG only). So when
+no new point has reached the server for ``resend_after`` seconds, the client asks which of its
+event IDs the server has not posted and sends those again, each as an aux request the server's
+``FedEventRunner`` acknowledges (topic ``fed.event``, the event unchanged). That runner drops an
+event whose ID it already received from the site, so a point is never stored twice.
 
 Each side gives up after ``stall_timeout`` seconds in which no point arrives (the missing points
 are then reported lost, as before); the app config variable ``end_run_readiness_timeout``
@@ -27,6 +34,7 @@ are then reported lost, as before); the app config variable ``end_run_readiness_
 travel NVFlare's way and the receivers are NVFlare's.
 """
 
+import collections
 import threading
 import time
 
@@ -38,10 +46,16 @@ from nvflare.apis.shareable import Shareable, make_reply
 
 #: The aux topic a client asks the server on.
 TOPIC = "jobgen.metrics_delivery"
+#: The topic NVFlare's FedEventRunner receives federated events on (``nvflare.widgets.fed_event``).
+FED_EVENT_TOPIC = "fed.event"
+#: Events a client keeps for sending again; beyond it the oldest are dropped (about 1 KB each).
+MAX_KEPT = 100_000
 #: Default federated metric event (NVFlare's ``ConvertToFedEvent`` prefix + ``analytix_log_stats``).
 FED_ANALYTIC_EVENT = "fed.analytix_log_stats"
 _SENT = "sent"
 _POSTED = "posted"
+_IDS = "event_ids"
+_MISSING = "missing"
 
 
 def _event_direction(fl_ctx: FLContext):
@@ -62,31 +76,40 @@ class _Progress:
         self.count = None
         self.since = None
 
-    def stalled(self, count: int) -> bool:
+    def quiet_for(self, count: int) -> float:
+        """Seconds since ``count`` last grew (0 when it grows now)."""
         now = time.monotonic()
         if self.count is None or count > self.count:
             self.count, self.since = count, now
-            return False
-        return now - self.since > self.stall_timeout
+        return now - self.since
+
+    def stalled(self, count: int) -> bool:
+        return self.quiet_for(count) > self.stall_timeout
 
 
 class MetricsDeliveryClient(FLComponent):
-    def __init__(self, events=None, ask_timeout=5.0, stall_timeout=30.0):
-        """Count this site's federated metric events; at the end of the run, wait until the server has them.
+    def __init__(self, events=None, ask_timeout=5.0, resend_after=5.0, stall_timeout=30.0):
+        """Count and keep this site's federated metric events; at the end of the run, wait until the
+        server has them, sending again those it still lacks after ``resend_after`` seconds.
 
         Args:
             events (list[str]): the federated event types the server's receiver stores
                 (default ``["fed.analytix_log_stats"]``).
-            ask_timeout (float): seconds one question to the server may take.
+            ask_timeout (float): seconds one question (or one event sent again) may take.
+            resend_after (float): seconds without a new point reaching the server after which the
+                points it lacks are sent again.
             stall_timeout (float): seconds without a new point reaching the server after which
                 this site stops waiting.
         """
         super().__init__()
         self.events = list(events or [FED_ANALYTIC_EVENT])
         self.ask_timeout = ask_timeout
+        self.resend_after = resend_after
         self.sent = 0
+        self._kept = collections.deque(maxlen=MAX_KEPT)  # the events, as sent (NVFlare set their IDs)
         self._lock = threading.Lock()
         self._progress = _Progress(stall_timeout)
+        self._resent_at = None
         self._posted = 0
 
     def handle_event(self, event_type: str, fl_ctx: FLContext):
@@ -94,33 +117,60 @@ class MetricsDeliveryClient(FLComponent):
             if _event_direction(fl_ctx) == "out":
                 with self._lock:
                     self.sent += 1
+                    self._kept.append(fl_ctx.get_prop(FLContextKey.EVENT_DATA))
         elif event_type == EventType.CHECK_END_RUN_READINESS:
             if not self._delivered(fl_ctx):
                 fl_ctx.set_prop(FLContextKey.NOT_READY_TO_END_RUN, value=True, private=True, sticky=False)
 
-    def _ask(self, sent: int, fl_ctx: FLContext):
-        """How many of this site's points the server has posted (it also learns ``sent``); None: no answer."""
+    def _ask(self, sent: int, fl_ctx: FLContext, ids=None):
+        """The server's answer (``posted``: how many of this site's points it has posted; with ``ids``,
+        also ``missing``: those of them it has not) and it learns ``sent``; None: no answer."""
         request = Shareable()
         request[_SENT] = sent
+        if ids is not None:
+            request[_IDS] = ids
         replies = fl_ctx.get_engine().send_aux_request(
             targets=None, topic=TOPIC, request=request, timeout=self.ask_timeout, fl_ctx=fl_ctx
         )
         for reply in (replies or {}).values():
             if isinstance(reply, Shareable) and reply.get_return_code() == ReturnCode.OK and _POSTED in reply:
-                return reply[_POSTED]
+                return reply
         return None
+
+    def _resend_missing(self, sent: int, fl_ctx: FLContext) -> None:
+        """Send again, acknowledged, each kept event whose ID the server has not posted."""
+        with self._lock:
+            kept = {data.get_header(FedEventHeader.EVENT_ID): data for data in self._kept}
+        kept.pop(None, None)
+        answer = self._ask(sent, fl_ctx, ids=list(kept))
+        missing = [kept[i] for i in (answer.get(_MISSING) or []) if i in kept] if answer else []
+        engine = fl_ctx.get_engine()
+        acked = 0
+        for data in missing:
+            replies = engine.send_aux_request(
+                targets=None, topic=FED_EVENT_TOPIC, request=data, timeout=self.ask_timeout, fl_ctx=fl_ctx
+            )
+            acked += any(isinstance(r, Shareable) and r.get_return_code() == ReturnCode.OK for r in replies.values())
+        self.log_info(
+            fl_ctx, f"sent {len(missing)} metric points again that the server lacked; it acknowledged {acked}"
+        )
 
     def _delivered(self, fl_ctx: FLContext) -> bool:
         with self._lock:
             sent = self.sent
         if sent == 0:
             return True
-        posted = self._ask(sent, fl_ctx)
-        if posted is not None:
-            self._posted = posted
+        answer = self._ask(sent, fl_ctx)
+        if answer is not None:
+            self._posted = answer[_POSTED]
         if self._posted >= sent:
             self.log_info(fl_ctx, f"the server has all {sent} metric points of this site")
             return True
+        now = time.monotonic()
+        last_resend = self._resent_at if self._resent_at is not None else float("-inf")
+        if self._progress.quiet_for(self._posted) > self.resend_after and now - last_resend > self.resend_after:
+            self._resend_missing(sent, fl_ctx)
+            self._resent_at = time.monotonic()
         if self._progress.stalled(self._posted):
             self.log_warning(
                 fl_ctx,
@@ -144,6 +194,7 @@ class MetricsDeliveryServer(FLComponent):
         super().__init__()
         self.events = list(events or [FED_ANALYTIC_EVENT])
         self.posted = {}  # site -> points posted to the receivers
+        self.posted_ids = {}  # site -> IDs of the events posted
         self.sent = {}  # site -> points the site says it sent
         self._lock = threading.Lock()
         self._progress = _Progress(stall_timeout)
@@ -153,9 +204,11 @@ class MetricsDeliveryServer(FLComponent):
             fl_ctx.get_engine().register_aux_message_handler(topic=TOPIC, message_handle_func=self._answer)
         elif event_type in self.events:
             if _event_direction(fl_ctx) == "in":
-                site = fl_ctx.get_prop(FLContextKey.EVENT_DATA).get_peer_prop(ReservedKey.IDENTITY_NAME, None)
+                data = fl_ctx.get_prop(FLContextKey.EVENT_DATA)
+                site = data.get_peer_prop(ReservedKey.IDENTITY_NAME, None)
                 with self._lock:
                     self.posted[site] = self.posted.get(site, 0) + 1
+                    self.posted_ids.setdefault(site, set()).add(data.get_header(FedEventHeader.EVENT_ID))
         elif event_type == EventType.CHECK_END_RUN_READINESS:
             if not self._all_delivered(fl_ctx):
                 fl_ctx.set_prop(FLContextKey.NOT_READY_TO_END_RUN, value=True, private=True, sticky=False)
@@ -166,6 +219,10 @@ class MetricsDeliveryServer(FLComponent):
         with self._lock:
             self.sent[site] = request.get(_SENT, 0)
             reply[_POSTED] = self.posted.get(site, 0)
+            ids = request.get(_IDS)
+            if ids is not None:
+                posted = self.posted_ids.get(site, set())
+                reply[_MISSING] = [i for i in ids if i not in posted]
         return reply
 
     def _all_delivered(self, fl_ctx: FLContext) -> bool:
