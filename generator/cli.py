@@ -22,7 +22,7 @@ DEFAULT_JOBS = "jobs.yaml"
 DEFAULT_OUT = "build/jobs"
 DEFAULT_WORKSPACE = "build/workspaces"
 #: ``simulate --parallel``'s default: see the README's "Speed" section for the measurements.
-DEFAULT_PARALLEL = 1
+DEFAULT_PARALLEL = 3
 #: The reporter every command prints through.
 REPORTER = Reporter()
 
