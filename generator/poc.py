@@ -560,8 +560,11 @@ def _refused(name: str, info: ManifestEntry) -> JobResult | None:
     return None
 
 
-def _submit(session, out: Path, name: str, info: ManifestEntry, timeout, events, system: System) -> _Run | JobResult:
-    """Submit one job folder; a :class:`_Run`, or a FAILED result when it was refused."""
+def _submit(
+    session, out: Path, name: str, info: ManifestEntry, timeout, events, system: System, staging: Path
+) -> _Run | JobResult:
+    """Submit a copy of one job folder (made in ``staging``); a :class:`_Run`, or a FAILED result when
+    it was refused."""
     refused = _refused(name, info)
     if refused:
         events.job_finished(refused)
@@ -569,13 +572,19 @@ def _submit(session, out: Path, name: str, info: ManifestEntry, timeout, events,
     result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver, matrix=info.matrix)
     result.timeout = job_timeout(info, timeout)
     started = time.monotonic()
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            job_id = session.submit_job(str((out / name).resolve()))
-    except Exception as e:
-        result.problems.append(job_problem(name, f"the server refused the job folder {out / name}: {e}"))
-        events.job_finished(result)
-        return result
+    # NVFlare's upload signs the folder in place (file_transfer.push_folder: sign_folders writes
+    # .__nvfl_sig.json and .__nvfl_submitter.crt into every folder): a copy is submitted, so the
+    # generated folder stays as generate wrote it.
+    with tempfile.TemporaryDirectory(prefix=".submit-", dir=staging) as tmp:
+        copy = Path(tmp) / name
+        shutil.copytree(out / name, copy, symlinks=True)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                job_id = session.submit_job(str(copy.resolve()))
+        except Exception as e:
+            result.problems.append(job_problem(name, f"the server refused the job folder {out / name}: {e}"))
+            events.job_finished(result)
+            return result
     run = _Run(name, info, result, job_id, started, started + result.timeout)
     if system.sites_dir is not None:
         run.tracker = _LiveTracker(
@@ -637,7 +646,7 @@ def run_jobs(
             while pending or running:
                 while pending and len(running) < parallel:
                     name = pending.pop(0)
-                    submitted = _submit(session, out, name, manifest[name], timeout, events, system)
+                    submitted = _submit(session, out, name, manifest[name], timeout, events, system, downloads)
                     if isinstance(submitted, JobResult):
                         results[name] = submitted
                     else:
