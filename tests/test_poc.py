@@ -368,3 +368,70 @@ def test_submit_aborts_a_job_at_its_timeout(running_poc):
     assert record["status"] == "TIMEOUT"
     assert "slow: timed out after 4 s: NVFlare aborted job " in result.stderr
     assert (project / "build/timeout/slow/server/log.txt").is_file()
+
+
+@pocs
+def test_every_shipped_job_reaches_the_server_with_its_configs_unchanged(running_poc, tmp_path):
+    """Each shipped job folder goes through the submission path poc and submit take (a copy,
+    ``Session.submit_job``: NVFlare signs and zips it, the server stores it); the stored job, as
+    downloaded, has the same configs: dotted keys (``mlflow.note.content``) stay flat."""
+    from generator.poc import open_session
+
+    _, _, system, _ = running_poc
+    project = tmp_path / "shipped"
+    project.mkdir()
+    shutil.copy(ROOT / "jobs.yaml", project / "jobs.yaml")
+    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
+    assert run_main(project, "generate").returncode == 0
+    jobs = sorted(p.name for p in (project / "build/jobs").iterdir() if p.is_dir())
+    session = open_session(system)
+    try:
+        for name in jobs:
+            copy = tmp_path / "staging" / name
+            shutil.copytree(project / "build/jobs" / name, copy)
+            job_id = session.submit_job(str(copy))
+            session.abort_job(job_id)
+            stored = Path(session.download_job_result(job_id, str(tmp_path / "downloads" / name))) / "job" / name
+            for config in ("app/config/config_fed_server.json", "app/config/config_fed_client.json"):
+                ours = json.loads((project / "build/jobs" / name / config).read_text())
+                assert json.loads((stored / config).read_text()) == ours, (name, config)
+            meta = json.loads((stored / "meta.json").read_text())
+            ours = json.loads((project / "build/jobs" / name / "meta.json").read_text())
+            assert {key: meta[key] for key in ours} == ours, name
+    finally:
+        session.close()
+    assert "np-metrics-in-process" in jobs and len(jobs) == 9
+
+
+@pocs
+def test_a_stop_signal_aborts_the_job_and_stops_the_poc_system(tmp_path):
+    import signal
+
+    project, home = make_project(tmp_path / "project"), tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    with ProcessWatch(project) as watch:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "generator", "poc", "--job", "slow"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("slow: submitted as job "):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    stdout = "".join(seen) + out
+
+    assert proc.returncode == 130, stdout + err
+    assert "slow: interrupted by SIGINT: NVFlare aborted job " in err
+    assert "poc: stopped the POC system" in stdout
+    (record,) = json.loads((project / "build/poc-results.json").read_text())
+    assert record["status"] == "INTERRUPTED"
+    assert watch.left() == []
+    assert list(home.iterdir()) == []
