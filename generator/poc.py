@@ -564,11 +564,7 @@ def _submit(
     session, out: Path, name: str, info: ManifestEntry, timeout, events, system: System, staging: Path
 ) -> _Run | JobResult:
     """Submit a copy of one job folder (made in ``staging``); a :class:`_Run`, or a FAILED result when
-    it was refused."""
-    refused = _refused(name, info)
-    if refused:
-        events.job_finished(refused)
-        return refused
+    the server refused it."""
     result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver, matrix=info.matrix)
     result.timeout = job_timeout(info, timeout)
     started = time.monotonic()
@@ -639,7 +635,14 @@ def run_jobs(
         list[JobResult]: in the order of ``selected``.
     """
     results: dict[str, JobResult] = {}
-    pending, running = list(selected), []
+    for name in selected:
+        refused = _refused(name, manifest[name])
+        if refused:
+            results[name] = refused
+            events.job_finished(refused)
+    pending, running = [n for n in selected if n not in results], []
+    if not pending:
+        return [results[n] for n in selected]
     session = open_session(system)
     try:
         try:
@@ -739,11 +742,19 @@ def poc_all(
     _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
-    num_clients = max(manifest[n].num_clients for n in selected)
+    runnable = [n for n in selected if _refused(n, manifest[n]) is None]
+    if not runnable:  # nothing to start a system for
+        with interrupt_on_signals() as received:
+            return _conclude(
+                run_jobs(None, out, manifest, selected, downloads, timeout, events), results_path, events, received
+            )
+    num_clients = max(manifest[n].num_clients for n in runnable)
     results: list[JobResult] = []
+    prepared = False
     with interrupt_on_signals() as received, open(root / POC_LOG, "w", encoding="utf-8") as log:
         try:
             system, port = prepare_poc(root, num_clients, log)
+            prepared = True
             events.system_step(f"prepared a POC system of {num_clients} client(s) in {root / 'poc'}")
             seconds = start_poc(root, system, port, num_clients, log)
             events.system_step(f"started server (127.0.0.1:{port}) and {num_clients} client(s) in {seconds:.1f} s")
@@ -751,13 +762,19 @@ def poc_all(
         except Interrupted:
             pass  # preparing or starting the system: no job ran
         finally:
-            with deferred_signals() as late:
-                code, left = stop_poc(root, log)
-                received += [s for s in late if s not in received]
-            step = "stopped the POC system" if code == 0 else f"`nvflare poc stop` exited with code {code}"
-            extra = f"; stopped {left} process(es) it left running" if left else ""
-            events.system_step(f"{step}{extra}; log: {root / POC_LOG}")
+            if prepared:
+                _stop(root, log, events, received)
         return _conclude(results, results_path, events, received)
+
+
+def _stop(root: Path, log, events, received: list[int]) -> None:
+    """Stop the POC system in ``root`` (signals held meanwhile, recorded in ``received``); tell ``events``."""
+    with deferred_signals() as late:
+        code, left = stop_poc(root, log)
+        received += [s for s in late if s not in received]
+    step = "stopped the POC system" if code == 0 else f"`nvflare poc stop` exited with code {code}"
+    extra = f"; stopped {left} process(es) it left running" if left else ""
+    events.system_step(f"{step}{extra}; log: {root / POC_LOG}")
 
 
 def submit_all(

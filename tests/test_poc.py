@@ -216,6 +216,28 @@ def test_submit_refuses_a_job_that_is_not_generated(tmp_path):
     assert result.stderr == "build/jobs: --job 'ful-sub': no generated job of that name; did you mean 'full-sub'?\n"
 
 
+def test_a_job_for_another_nvflare_line_is_refused_and_no_system_is_started(tmp_path):
+    project = tmp_path / "p"
+    project.mkdir()
+    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
+    (project / "jobs.yaml").write_text(
+        'defaults: {nvflare_version: "2.7"}\njobs:\n  - name: old\n    script: train_full.py\n'
+    )
+    assert run_main(project, "generate").returncode == 0
+
+    result = run_main(project, "poc")
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        "old: written for NVFlare 2.7 (nvflare_version) but this environment's nvflare is the 2.9 line: it is "
+        "not submitted to a system of another line; generate it for 2.9\n"
+    )
+    assert "poc:" not in result.stdout
+    assert not (project / "build/poc-workspace/poc").exists()
+    (record,) = json.loads((project / "build/poc-results.json").read_text())
+    assert record["status"] == "FAILED"
+
+
 # --- on a POC system ---------------------------------------------------------------------------------
 
 
