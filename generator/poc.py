@@ -45,7 +45,7 @@ from pathlib import Path
 
 import psutil
 
-from .errors import JobgenError, OutputError, Problem, SimulationError
+from .errors import OptionError, OutputError, Problem, SimulationError
 from .judge import RoundTracker, client_exceptions
 from .layout import (
     DOWNLOAD_LOGS,
@@ -148,20 +148,20 @@ def admin_kit(path: str | Path, username: str | None = None) -> System:
             provisioner names each admin's folder after the user).
 
     Raises:
-        OptionError-like JobgenError (exit 2): no ``startup/fed_admin.json`` there, or it is not JSON.
+        OptionError: no ``startup/fed_admin.json`` there, or it cannot be read as JSON (exit code 2).
     """
     kit = Path(path)
     if kit.name == "startup" and (kit / "fed_admin.json").is_file():
         kit = kit.parent
     config = kit / "startup" / "fed_admin.json"
     if not config.is_file():
-        raise JobgenError(
+        raise OptionError(
             [Problem(str(path), 0, 0, "", "--startup-kit: no startup/fed_admin.json here: give an admin's startup kit")]
         )
     try:
         admin = json.loads(config.read_text(encoding="utf-8")).get("admin", {})
     except (OSError, ValueError, AttributeError) as e:
-        raise JobgenError([Problem(str(config), 0, 0, "", f"--startup-kit: cannot read it: {e}")]) from None
+        raise OptionError([Problem(str(config), 0, 0, "", f"--startup-kit: cannot read it: {e}")]) from None
     return System(kit.resolve(), username or kit.resolve().name, str(admin.get("project_name", "")))
 
 
@@ -503,7 +503,7 @@ def _judge(system: System, run: _Run, job_dir: Path) -> None:
     tracker = RoundTracker(job_dir, info.num_rounds, server=system.server_identity)
     # Every file in the download is this job's: no model or metric point predates the run.
     judge_run(result, job_dir, tracker, None, 0.0)
-    if run.status != COMPLETED:
+    if run.status and run.status != COMPLETED:  # empty: contact was lost, recorded when it was
         result.problems.append(job_problem(run.name, f"NVFlare ended job {run.job_id} with status {run.status}"))
     if result.receiver:
         judge_metrics(result, info, job_dir, since_ms=0, reports=None)
@@ -592,8 +592,14 @@ def _submit(
 
 def _poll(session, run: _Run, events) -> bool:
     """Look at a running job once; True when it ended (or its abort has had its grace period)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        meta = session.get_job_meta(run.job_id) or {}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            meta = session.get_job_meta(run.job_id) or {}
+    except Exception as e:  # the server went away or refuses: the job is judged from what can be fetched
+        run.result.problems.append(
+            job_problem(run.name, f"lost contact with the server while job {run.job_id} ran: {type(e).__name__}: {e}")
+        )
+        return True
     run.status = str(meta.get("status", ""))
     if run.tracker is not None:
         for number in run.tracker.poll():

@@ -243,13 +243,13 @@ def test_a_job_for_another_nvflare_line_is_refused_and_no_system_is_started(tmp_
 
 @pytest.fixture(scope="module")
 def poc_run(tmp_path_factory):
-    """``poc`` of three jobs (``slow`` left out) in one POC system, watched for its processes."""
+    """``poc`` of three jobs (``slow`` left out), two at a time, in one POC system, watched for its processes."""
     base = tmp_path_factory.mktemp("poc")
     project, home = make_project(base / "project"), base / "home"
     home.mkdir()
     generated = snapshot(project / "build/jobs")
     with ProcessWatch(project) as watch:
-        result = cli(project, home, "poc", "--job", "full-sub", "--job", "metrics", "--job", "crash")
+        result = cli(project, home, "poc", "--job", "full-sub", "--job", "metrics", "--job", "crash", "--parallel", "2")
     results = {r["name"]: r for r in json.loads((project / "build/poc-results.json").read_text())}
     return project, home, result, results, watch, generated
 
