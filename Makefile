@@ -67,12 +67,13 @@ simulate: setup
 
 ## poc: run every generated job on a POC system (server and clients on 127.0.0.1) started for them, then stop it (PARALLEL=n jobs at once)
 poc: setup
-	$(BIN)/python -m generator poc --out $(OUT) $(if $(JOB),--job $(JOB)) $(if $(PARALLEL),--parallel $(PARALLEL))
+	$(BIN)/python -m generator poc --out $(OUT) $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 ## submit: run every generated job on a running NVFlare system through an admin startup kit (KIT=dir, USER_NAME=admin)
 submit: setup
+	@test -n "$(KIT)" || { echo "make submit needs KIT=<an admin's startup kit folder>" >&2; exit 2; }
 	$(BIN)/python -m generator submit --out $(OUT) --startup-kit $(KIT) $(if $(USER_NAME),--username $(USER_NAME)) \
-		$(if $(JOB),--job $(JOB)) $(if $(PARALLEL),--parallel $(PARALLEL))
+		$(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 # The example sweep gets a folder of its own, so it never touches build/jobs or the main results.
 # Its scripts are looked up beside the jobs file, so the file and client_scripts/ are copied there.
