@@ -1,7 +1,8 @@
 """``poc`` and ``submit``: generated folders run on a real NVFlare system (POC over 127.0.0.1), judged as simulate.
 
 The ``simulator`` tests start real POC systems: one ``poc`` run of three small jobs (a FULL job in a
-sub-process, an in-process MLflow job whose tags have dotted keys, a client script that raises),
+sub-process, an in-process MLflow job whose tags have dotted keys, a client script that raises, a
+sub-process script whose import fails),
 and one POC system started here that ``submit`` reaches through its admin startup kit (a job that
 passes, a job aborted at its timeout). Each checks, by PID, that no process of the system is left,
 and that nothing was written to ``HOME`` (pointed at a temp folder). The other tests need no NVFlare run.
@@ -65,6 +66,9 @@ jobs:
   - name: crash
     script: train_crash.py
     num_rounds: 3
+  - name: badimport
+    script: train_badimport.py
+    launch_external_process: true
   - name: slow
     script: train_slow.py
     num_rounds: 10
@@ -77,6 +81,7 @@ def make_project(folder: Path) -> Path:
     shutil.copytree(ROOT / "client_scripts", folder / "client_scripts")
     (folder / "client_scripts/train_crash.py").write_text(CRASH_SCRIPT)
     (folder / "client_scripts/train_slow.py").write_text(SLOW_SCRIPT)
+    (folder / "client_scripts/train_badimport.py").write_text("import not_a_module_anywhere\n")
     (folder / "jobs.yaml").write_text(JOBS_YAML)
     assert run_main(folder, "generate").returncode == 0
     return folder
@@ -243,13 +248,14 @@ def test_a_job_for_another_nvflare_line_is_refused_and_no_system_is_started(tmp_
 
 @pytest.fixture(scope="module")
 def poc_run(tmp_path_factory):
-    """``poc`` of three jobs (``slow`` left out), two at a time, in one POC system, watched for its processes."""
+    """``poc`` of four jobs (``slow`` left out), two at a time, in one POC system, watched for its processes."""
     base = tmp_path_factory.mktemp("poc")
     project, home = make_project(base / "project"), base / "home"
     home.mkdir()
     generated = snapshot(project / "build/jobs")
     with ProcessWatch(project) as watch:
-        result = cli(project, home, "poc", "--job", "full-sub", "--job", "metrics", "--job", "crash", "--parallel", "2")
+        jobs = ("--job", "full-sub", "--job", "metrics", "--job", "crash", "--job", "badimport")
+        result = cli(project, home, "poc", *jobs, "--parallel", "2")
     results = {r["name"]: r for r in json.loads((project / "build/poc-results.json").read_text())}
     return project, home, result, results, watch, generated
 
@@ -262,11 +268,19 @@ def test_poc_runs_each_job_and_reports_the_failed_one(poc_run):
     _, _, result, results, _, _ = poc_run
     assert result.returncode == 1, result.stdout + result.stderr
     statuses = [(name, record["status"]) for name, record in results.items()]
-    assert statuses == [("full-sub", "ok"), ("metrics", "ok"), ("crash", "FAILED")]
+    assert statuses == [("full-sub", "ok"), ("metrics", "ok"), ("crash", "FAILED"), ("badimport", "FAILED")]
     assert "poc: stopped the POC system" in result.stdout
     assert "crash: site-1, site-2: RuntimeError: boom in round 1 (custom/train_crash.py:7)" in result.stderr
     assert "crash: NVFlare ended job " in result.stderr and "FINISHED:EXECUTION_EXCEPTION" in result.stderr
     assert "(see build/poc/crash/site-1/log.txt)" in result.stderr
+    # a sub-process script whose import fails (the simulator exits 0 for that)
+    assert (
+        "badimport: site-1, site-2: ModuleNotFoundError: No module named 'not_a_module_anywhere' "
+        "(custom/train_badimport.py:1)"
+    ) in result.stderr
+    assert "badimport: no final model saved at build/poc/badimport/server/simulate_job/models/server.npy" in (
+        result.stderr
+    )
 
 
 @pocs
