@@ -92,6 +92,8 @@ ABORT_GRACE = 30
 #: Seconds the processes of a stopped POC system get to exit by themselves (its ``sub_start.sh``
 #: loops look for ``shutdown.fl`` every 5 s) before they are sent SIGTERM, then SIGKILL.
 LEFTOVER_GRACE = 12
+#: How messages name the ``--downloads`` folder.
+DOWNLOADS = "the downloads folder"
 #: The console log of the ``nvflare poc`` commands, in the POC workspace folder.
 POC_LOG = "poc.log"
 
@@ -700,8 +702,19 @@ def run_jobs(
 
 
 def _prepare_outputs(downloads: Path, results_path: Path | None, managed: dict) -> None:
-    """Refuse, before anything runs, a downloads folder or results file we may not write; make the folder."""
+    """Refuse, before anything runs, a downloads folder or results file we may not write; make the folder.
+
+    ``managed`` names the folders (``{what: path}``) the downloads folder must not overlap; the
+    results file must not be inside any of them.
+    """
     problems = check_downloads(downloads) + (check_results(results_path, managed) if results_path else [])
+    here = Path(os.path.abspath(downloads))
+    for what, folder in managed.items():
+        there = Path(os.path.abspath(folder))
+        if what != DOWNLOADS and (here == there or there in here.parents or here in there.parents):
+            problems.append(
+                Problem(str(downloads), 0, 0, "", f"--downloads: overlaps {what} {folder}: choose a folder beside it")
+            )
     if problems:
         raise OutputError(problems)
     downloads.mkdir(parents=True, exist_ok=True)
@@ -754,7 +767,7 @@ def poc_all(
     problems = check_poc_workspace(root)
     if problems:
         raise OutputError(problems)
-    managed = {"the generated jobs folder": out, "the POC workspace": root, "the downloads folder": downloads}
+    managed = {"the generated jobs folder": out, "the POC workspace": root, DOWNLOADS: downloads}
     _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
@@ -814,7 +827,7 @@ def submit_all(
     managed = {
         "the generated jobs folder": out,
         "the startup kit": system.startup_kit,
-        "the downloads folder": downloads,
+        DOWNLOADS: downloads,
     }
     _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
     results: list[JobResult] = []

@@ -200,6 +200,19 @@ def test_poc_refuses_a_workspace_of_someone_elses_files_before_anything_starts(t
     assert not (project / "build/poc").exists()
 
 
+def test_poc_refuses_downloads_inside_the_generated_jobs(tmp_path):
+    project = make_project(tmp_path / "p")
+    generated = snapshot(project / "build/jobs")
+
+    result = run_main(project, "poc", "--downloads", "build/jobs/results")
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "build/jobs/results: --downloads: overlaps the generated jobs folder build/jobs: choose a folder beside it\n"
+    )
+    assert snapshot(project / "build/jobs") == generated
+
+
 def test_submit_needs_an_admin_startup_kit(tmp_path):
     project = make_project(tmp_path / "p")
 
