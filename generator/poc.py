@@ -39,6 +39,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,7 @@ COMPLETED = "FINISHED:COMPLETED"
 #: Seconds between two polls of a running job's status (and of the POC server's log for progress).
 POLL_SECONDS = 1.0
 #: Seconds to wait for the system to have every client connected after ``nvflare poc start``.
-READY_SECONDS = 120
+READY_SECONDS = 180
 #: Seconds ``nvflare poc start`` and ``nvflare poc stop`` may take each before they are stopped.
 START_SECONDS, STOP_SECONDS = 180, 90
 #: Seconds an aborted job may take to end before its result is fetched anyway.
@@ -333,7 +334,8 @@ def start_poc(root: Path, system: System, port: int, num_clients: int, log) -> f
     started = time.monotonic()
     if _port_taken(port):
         raise SimulationError(f"port {port} on 127.0.0.1 is already in use: the POC server cannot listen there")
-    code = _nvflare(["poc", "start", "--timeout", str(READY_SECONDS)], root, log, START_SECONDS)
+    # --no-wait: readiness is checked here (wait_for_clients), each check bounded in time
+    code = _nvflare(["poc", "start", "--no-wait"], root, log, START_SECONDS)
     if code != 0:
         raise SimulationError(f"`nvflare poc start` failed (exit code {code}); log: {log.name}")
     wait_for_clients(system, num_clients, READY_SECONDS)
@@ -383,6 +385,16 @@ def stop_poc(root: Path, log) -> tuple[int, int]:
 # --- the admin API ----------------------------------------------------------------------------------
 
 
+def _quiet_admin_client() -> None:
+    """Drop the console lines of NVFlare's admin client ("Connecting to FLARE ...",
+    ``nvflare/fuel/hci/client/api.py``: ``AdminAPI._print_hci`` -> ``_print_hci_message``) in this
+    process: only the CLI prints, and the readiness check runs in a thread, where redirecting
+    ``sys.stdout`` would hide the CLI's own lines."""
+    from nvflare.fuel.hci.client import api
+
+    api._print_hci_message = lambda message: None
+
+
 def open_session(system: System, timeout: float = 30.0):
     """A logged-in admin session (``flare_api.new_secure_session``); NVFlare's console chatter is dropped.
 
@@ -391,13 +403,44 @@ def open_session(system: System, timeout: float = 30.0):
     """
     from nvflare.fuel.flare_api.flare_api import new_secure_session
 
+    _quiet_admin_client()
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            return new_secure_session(system.username, str(system.startup_kit), timeout=timeout)
+        return new_secure_session(system.username, str(system.startup_kit), timeout=timeout)
     except Exception as e:  # NVFlare raises its own types (NoConnection, AuthenticationError, ...) and plain ones
         raise SimulationError(
             f"cannot log in to the NVFlare server of {system.startup_kit} as {system.username}: {type(e).__name__}: {e}"
         ) from None
+
+
+#: Seconds one readiness check (log in, ask for the system's clients) may take before it is abandoned.
+CHECK_SECONDS = 20
+
+
+def _connected_clients(system: System) -> set[str]:
+    """The clients the server lists now (empty when it cannot be asked within :data:`CHECK_SECONDS`).
+
+    The check runs in a daemon thread that is abandoned if it does not end in time: under heavy load
+    a login to a server that is still starting was seen to hang for minutes (``nvflare poc start``'s
+    own readiness wait hung so, with both clients registered).
+    """
+    seen: set[str] = set()
+
+    def ask() -> None:
+        session = None
+        try:
+            session = open_session(system, timeout=10.0)
+            seen.update(c.name for c in session.get_system_info().client_info)
+        except Exception:  # the server is still starting
+            pass
+        finally:
+            if session is not None:
+                with contextlib.suppress(Exception):
+                    session.close()
+
+    thread = threading.Thread(target=ask, name="poc-readiness", daemon=True)
+    thread.start()
+    thread.join(CHECK_SECONDS)
+    return set(seen) if not thread.is_alive() else set()
 
 
 def wait_for_clients(system: System, num_clients: int, timeout: float) -> list[str]:
@@ -408,19 +451,8 @@ def wait_for_clients(system: System, num_clients: int, timeout: float) -> list[s
     """
     end = time.monotonic() + timeout
     wanted = set(site_names(num_clients))
-    seen: set[str] = set()
     while True:
-        session = None
-        try:
-            session = open_session(system, timeout=min(10.0, max(1.0, end - time.monotonic())))
-            with contextlib.redirect_stdout(io.StringIO()):
-                seen = {c.name for c in session.get_system_info().client_info}
-        except (SimulationError, Exception):  # the server is still starting
-            pass
-        finally:
-            if session is not None:
-                with contextlib.suppress(Exception):
-                    session.close()
+        seen = _connected_clients(system)
         if wanted <= seen:
             return sorted(seen)
         if time.monotonic() > end:

@@ -484,3 +484,50 @@ def test_a_stop_signal_aborts_the_job_and_stops_the_poc_system(tmp_path):
     assert record["status"] == "INTERRUPTED"
     assert watch.left() == []
     assert list(home.iterdir()) == []
+
+
+@pocs
+def test_a_client_killed_mid_job_fails_the_job(running_poc):
+    """site-1's job process (``worker_process``) is killed (SIGKILL, by PID) once the job has run for 6 s."""
+    import psutil
+
+    project, home, system, _ = running_poc
+    root = str(system.startup_kit.parent)
+    killed: list[int] = []
+
+    def kill_site_1_worker() -> None:
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not killed:
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                cmdline = " ".join(proc.info.get("cmdline") or [])
+                if "worker_process" in cmdline and f"{root}/site-1" in cmdline:
+                    time.sleep(6)
+                    proc.kill()
+                    killed.append(proc.pid)
+                    return
+            time.sleep(0.3)
+
+    killer = threading.Thread(target=kill_site_1_worker, daemon=True)
+    killer.start()
+    result = cli(
+        project,
+        home,
+        "submit",
+        "--startup-kit",
+        str(system.startup_kit),
+        "--job",
+        "slow",
+        "--downloads",
+        "build/killed",
+        "--results",
+        "build/killed.json",
+    )
+    killer.join()
+
+    assert killed, "site-1's job process never started"
+    assert result.returncode == 1, result.stdout + result.stderr
+    (record,) = json.loads((project / "build/killed.json").read_text())
+    assert record["status"] == "FAILED"
+    assert "slow: NVFlare ended job " in result.stderr and "FINISHED:EXECUTION_EXCEPTION" in result.stderr
+    assert "of 10 rounds started" in result.stderr
+    assert record["final_model"] is None
