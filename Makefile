@@ -13,6 +13,8 @@ WS     ?= build/workspaces
 JOB    ?=
 PORT   ?=
 PARALLEL ?=
+KIT    ?=
+USER_NAME ?=
 VIEW_ARGS = $(if $(JOB),--job $(JOB)) $(if $(PORT),--port $(PORT)) $(if $(RESULTS),--results $(RESULTS))
 
 # NVFlare 2.7 gets its own environment (the equivalence harness checks the 2.7 templates against
@@ -24,7 +26,7 @@ NVFLARE27   := 2.7.3
 DEPS27      := "nvflare==$(NVFLARE27)" "mlflow>=3.0,<4" "numpy>=1.24,<3" "pyyaml>=6.0,<7" \
                "jinja2>=3.1,<4" "jsonschema>=4.18,<5" "pytest>=8"
 
-.PHONY: run setup setup27 validate generate check simulate sweep lint test test-fast test27 bench clean mlflow-ui tensorboard wandb-view
+.PHONY: run setup setup27 validate generate check simulate poc submit sweep lint test test-fast test27 bench clean mlflow-ui tensorboard wandb-view
 
 ## run: set up, generate and simulate every job of jobs.yaml (the quick start)
 run: generate simulate
@@ -62,6 +64,16 @@ check: setup
 ## simulate: run every generated job with nvflare simulator and check the results (PARALLEL=n jobs at once)
 simulate: setup
 	$(BIN)/python -m generator simulate --out $(OUT) --workspace $(WS) $(if $(PARALLEL),--parallel $(PARALLEL))
+
+## poc: run every generated job on a POC system (server and clients on 127.0.0.1) started for them, then stop it (PARALLEL=n jobs at once)
+poc: setup
+	$(BIN)/python -m generator poc --out $(OUT) $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
+
+## submit: run every generated job on a running NVFlare system through an admin startup kit (KIT=dir, USER_NAME=admin)
+submit: setup
+	@test -n "$(KIT)" || { echo "make submit needs KIT=<an admin's startup kit folder>" >&2; exit 2; }
+	$(BIN)/python -m generator submit --out $(OUT) --startup-kit $(KIT) $(if $(USER_NAME),--username $(USER_NAME)) \
+		$(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 # The example sweep gets a folder of its own, so it never touches build/jobs or the main results.
 # Its scripts are looked up beside the jobs file, so the file and client_scripts/ are copied there.

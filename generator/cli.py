@@ -1,12 +1,12 @@
-"""Command line: ``python -m generator {validate,generate,simulate,lint,view}``.
+"""Command line: ``python -m generator {validate,generate,simulate,poc,submit,lint,view}``.
 
 Parses options, calls one pipeline function, prints its result through the one
 :class:`generator.reporter.Reporter` it owns, returns the exit code. Nothing else prints: stages
 return results (``simulate`` tells the reporter of its progress as it runs). Problems print one
 line each, ``FILE:LINE:COL: KEY.PATH: message``, to
 stderr, no traceback. Exit codes: 0 ok, 1 a simulated job failed or ``--check`` found
-differences, 2 bad input (``jobs.yaml``, options, output folder), 128 + N when ``simulate`` was
-stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
+differences, 2 bad input (``jobs.yaml``, options, output folder), 128 + N when ``simulate``,
+``poc`` or ``submit`` was stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .reporter import Reporter
 DEFAULT_JOBS = "jobs.yaml"
 DEFAULT_OUT = "build/jobs"
 DEFAULT_WORKSPACE = "build/workspaces"
+DEFAULT_POC_WORKSPACE = "build/poc-workspace"
 #: ``simulate --parallel``'s default: see the README's "Speed" section for the measurements.
 DEFAULT_PARALLEL = 3
 #: The reporter every command prints through.
@@ -141,6 +142,46 @@ def _parser() -> argparse.ArgumentParser:
         "measurement: see the README's Speed section)",
     )
 
+    for name, help_text in (
+        ("poc", "run generated job folders on a POC system started for them (127.0.0.1), then stop it"),
+        ("submit", "run generated job folders on a running NVFlare system through an admin startup kit"),
+    ):
+        r = sub.add_parser(name, help=help_text)
+        r.add_argument("--out", type=_path, default=DEFAULT_OUT, help="folder of generated jobs (default: %(default)s)")
+        r.add_argument("--job", action="append", metavar="NAME", help="only this job (repeatable)")
+        if name == "poc":
+            r.add_argument(
+                "--workspace",
+                type=_path,
+                default=DEFAULT_POC_WORKSPACE,
+                help="the POC system's folder, HOME of its commands, cleared first (default: %(default)s)",
+            )
+        else:
+            r.add_argument("--startup-kit", type=_path, required=True, metavar="DIR", help="an admin's startup kit")
+            r.add_argument("--username", help="the admin user (default: the startup kit folder's name)")
+        r.add_argument(
+            "--downloads",
+            type=_path,
+            default=f"build/{name}",
+            help="where each job's result is downloaded, DIR/<job>/ (default: %(default)s)",
+        )
+        r.add_argument(
+            "--results",
+            type=_path,
+            default=f"build/{name}-results.json",
+            help="where to write the results (default: %(default)s)",
+        )
+        r.add_argument(
+            "--timeout",
+            type=_seconds,
+            metavar="SECONDS",
+            help="abort a job after this long and report it TIMEOUT (default: the job's `timeout`, else derived "
+            "from its rounds and clients, as simulate)",
+        )
+        r.add_argument(
+            "--parallel", type=_count, metavar="N", default=1, help="submit up to N jobs at once (default: 1)"
+        )
+
     w = sub.add_parser("view", help="open a tracker's own viewer on a simulated job's metrics (127.0.0.1)")
     w.add_argument("tracker", choices=["mlflow", "tensorboard", "wandb"], help="whose viewer")
     w.add_argument(
@@ -197,6 +238,32 @@ def _simulate(args) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _poc(args) -> int:
+    from .poc import poc_all
+
+    results = poc_all(
+        args.out, args.workspace, args.job, args.results, args.downloads, args.timeout, REPORTER, args.parallel
+    )
+    return 0 if results and all(r.ok for r in results) else 1
+
+
+def _submit(args) -> int:
+    from .poc import submit_all
+
+    results = submit_all(
+        args.out,
+        args.startup_kit,
+        args.username,
+        args.job,
+        args.results,
+        args.downloads,
+        args.timeout,
+        REPORTER,
+        args.parallel,
+    )
+    return 0 if results and all(r.ok for r in results) else 1
+
+
 def _view(args) -> int:
     import subprocess
 
@@ -225,7 +292,15 @@ def _lint(args) -> int:
     return 0
 
 
-COMMANDS = {"validate": _validate, "generate": _generate, "simulate": _simulate, "lint": _lint, "view": _view}
+COMMANDS = {
+    "validate": _validate,
+    "generate": _generate,
+    "simulate": _simulate,
+    "poc": _poc,
+    "submit": _submit,
+    "lint": _lint,
+    "view": _view,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .components import FEDAVG
-from .layout import CUSTOM, SERVER_SITE, SIMULATE_JOB, SITE_GLOB, site_number
+from .layout import CUSTOM, SERVER_SITE, SITE_GLOB, site_number
 
 #: The logger of the generated workflow: its class path (NVFlare names a component's logger so).
 FEDAVG_LOGGER = FEDAVG.path
@@ -261,8 +261,9 @@ _LINE_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - (?:\S+ - )?[A-
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _FRAME = re.compile(r'^\s+File "(?P<file>[^"]+)", line (?P<line>\d+)')
 _EXCEPTION = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<message>.*))?$")
-#: Where a site's job app puts the client's files in the simulator workspace.
-_APP_CUSTOM = re.compile(rf"[/\\](?P<site>[^/\\]+)[/\\]{SIMULATE_JOB}[/\\]app_[^/\\]+[/\\](?P<rel>{CUSTOM}[/\\].+)$")
+#: Where a site's job app puts the client's files: ``<site>/<run folder>/app_<site>/custom/...``, the
+#: run folder being ``simulate_job`` in the simulator's workspace and the job id on a real system.
+_APP_CUSTOM = re.compile(r"[/\\](?P<site>[^/\\]+)[/\\][^/\\]+[/\\]app_[^/\\]+[/\\]" + rf"(?P<rel>{CUSTOM}[/\\].+)$")
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,42 @@ WANDB_DIR = "wandb"
 #: file explicitly; ``{WORKSPACE}`` and ``{JOB_ID}`` are NVFlare system variables it fills in.
 DEFAULT_TRACKING_URI = {"2.7": f"sqlite:///{{WORKSPACE}}/{{JOB_ID}}/{MLFLOW_DB}", "2.9": None}
 
+# --- a downloaded job result (POC, production) -------------------------------------------------------
+
+#: ``Session.download_job_result(job_id, destination)`` (``nvflare/fuel/flare_api/flare_api.py``)
+#: gives ``<destination>/<job id>/`` holding ``meta.json`` (the job's meta: status, deploy detail),
+#: ``job/<job folder>/`` (the folder as the server stored it after submission) and ``workspace/``
+#: (the server's run folder of the job: ``log.json``, ``log.txt``, ``error_log.txt``, the
+#: persistor's ``models/server.npy``, MLflow's ``mlflow.db``, ``tb_events/``, ``app_server/``).
+#: Clients' run folders are not part of it; a POC client keeps its own in ``<site>/<job id>/``.
+DOWNLOAD_WORKSPACE = "workspace"
+DOWNLOAD_JOB = "job"
+DOWNLOAD_META = "meta.json"
+#: The run logs of a site's job folder that are kept (the server's and, on POC, each client's).
+DOWNLOAD_LOGS = ("log.json", "log.txt", "error_log.txt")
+#: Where the submitted folder, as the server stored it, goes in ``<downloads>/<job>/``.
+SUBMITTED_JOB = "submitted"
+#: How ``poc`` and ``submit`` lay a downloaded result out in ``<downloads>/<job>/``, as the
+#: simulator's workspace of the job, so that one judge reads both (:mod:`generator.judge`):
+#: (in the download, in ``<downloads>/<job>/``). The server's run logs sit where the simulator's
+#: server logs do, the rest of its run folder where the simulator puts the server's result.
+DOWNLOAD_MAP = (
+    *((f"{DOWNLOAD_WORKSPACE}/{name}", f"{SERVER_SITE}/{name}") for name in DOWNLOAD_LOGS),
+    (DOWNLOAD_WORKSPACE, SERVER_RESULT),
+    (DOWNLOAD_JOB, SUBMITTED_JOB),
+    (DOWNLOAD_META, DOWNLOAD_META),
+)
+#: A POC client's run logs (``<POC workspace>/<project>/prod_00/<site>/<job id>/``, each of
+#: :data:`DOWNLOAD_LOGS`) go to ``<downloads>/<job>/<site>/``, where the simulator keeps a site's.
+#: The POC system ``poc`` prepares: its project (the server's identity in its records), its
+#: project admin (the admin startup kit's folder and user name), as NVFlare's ``dummy_project.yml``.
+POC_PROJECT = "example_project"
+POC_ADMIN = "admin@nvidia.com"
+#: Marker files of the POC workspace folder and of the downloads folder (both cleared per run).
+POC_WORKSPACE_MARKER = ".jobgen-poc-workspace"
+POC_RESULTS_MARKER = ".jobgen-downloads"
+
+
 # --- the workspaces folder ------------------------------------------------------------------------------
 
 #: The marker file of a workspaces folder ``simulate`` made (each job's workspace in it is cleared).

@@ -124,6 +124,19 @@ class Reporter:
                 out.write(f"{name}: metrics plot: {result.report}\n")
             out.flush()
 
+    # -- poc, submit (the events of generator.poc.PocEvents) -------------------------------------
+
+    def system_step(self, text: str) -> None:
+        """``poc: <text>``: a step of the POC system's life (prepared, started, stopped)."""
+        self.line(f"poc: {text}")
+
+    def job_submitted(self, name: str, info: ManifestEntry, timeout: float, job_id: str) -> None:
+        """``<job>: submitted as job <id>: N clients, R rounds (timeout T s)``."""
+        self.line(
+            f"{name}: submitted as job {job_id}: {info.num_clients} clients, {info.num_rounds} rounds "
+            f"(timeout {timeout:g} s)"
+        )
+
     def all_finished(self, results: list) -> None:
         """An empty line, then :func:`table` of ``results`` (file order)."""
         self.lines(["", *table(results)])

@@ -1,0 +1,869 @@
+"""POC and submit stages: run generated job folders on a real NVFlare system and judge them as ``simulate`` does.
+
+Takes the output folder of ``generate`` and gives one :class:`generator.simulate.JobResult` per job,
+judged from NVFlare's own records exactly as a simulated run is (:func:`generator.simulate.judge_run`,
+:func:`generator.simulate.judge_metrics`).
+
+- ``poc`` (:func:`poc_all`) prepares NVFlare's POC system on this machine (``nvflare poc prepare``
+  from a ``project.yml`` written here: server ``server``, clients ``site-1`` .. ``site-N`` with N
+  the largest ``num_clients`` of the selected jobs, one free loopback port), with ``HOME`` and
+  ``NVFLARE_POC_WORKSPACE`` inside the ``--workspace`` folder so nothing is written to the user's
+  home; starts the server and the clients (``nvflare poc start``: no admin console is started,
+  ``poc_commands._start_poc``), waits until every client is connected (``Session.get_system_info``),
+  runs the jobs, and always stops the system (``nvflare poc stop``) and every process left under
+  its workspace: after success, a failed job, a timeout, a stop signal or an error.
+- ``submit`` (:func:`submit_all`) does the same against a system that already runs, through an
+  admin startup kit (production, or someone's POC); it never starts or stops anything.
+
+Each job goes through NVFlare's Python admin API (``nvflare.fuel.flare_api.flare_api``):
+``Session.submit_job`` (the folder as generated: this path keeps every config key as written, a
+dotted key such as ``mlflow.note.content`` included), the job's status polled with
+``get_job_meta`` until it ends or its timeout (:func:`generator.simulate.job_timeout`) passes
+(then ``abort_job``: ``TIMEOUT``), ``download_job_result`` into ``<downloads>/<job>/`` laid out
+as a simulator workspace (:data:`generator.layout.DOWNLOAD_MAP`), the clients' run logs added
+from the POC workspace when the system is local. Up to ``parallel`` jobs run at once (NVFlare's
+server schedules several when resources allow). Progress goes to the caller's events (the CLI's
+:class:`generator.reporter.Reporter`); this module prints nothing.
+
+Imports nvflare (lazily); the generate path never imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from .errors import OptionError, OutputError, Problem, SimulationError
+from .judge import RoundTracker, client_exceptions
+from .layout import (
+    DOWNLOAD_LOGS,
+    DOWNLOAD_MAP,
+    POC_ADMIN,
+    POC_PROJECT,
+    POC_RESULTS_MARKER,
+    POC_WORKSPACE_MARKER,
+    SERVER_SITE,
+    WANDB_DIR,
+    ManifestEntry,
+    site_names,
+)
+from .lines import installed_line
+from .outputs import check_results, file_above, write_results
+from .runner import Interrupted, deferred_signals, interrupt_on_signals
+from .safepaths import path_problem
+from .simulate import (
+    FAILED,
+    INTERRUPTED,
+    OK,
+    TIMEOUT,
+    JobResult,
+    RunInterrupted,
+    _selected_jobs,
+    job_problem,
+    job_timeout,
+    judge_metrics,
+    judge_run,
+    nvflare_command,
+    result_record,
+)
+
+#: NVFlare's job status once the job ended normally (``nvflare/apis/job_def.py``, ``RunStatus.FINISHED_COMPLETED``).
+COMPLETED = "FINISHED:COMPLETED"
+#: Seconds between two polls of a running job's status (and of the POC server's log for progress).
+POLL_SECONDS = 1.0
+#: Seconds to wait for the system to have every client connected after ``nvflare poc start``.
+READY_SECONDS = 180
+#: Seconds ``nvflare poc start`` and ``nvflare poc stop`` may take each before they are stopped.
+START_SECONDS, STOP_SECONDS = 180, 90
+#: Seconds an aborted job may take to end before its result is fetched anyway.
+ABORT_GRACE = 30
+#: Seconds the processes of a stopped POC system get to exit by themselves (its ``sub_start.sh``
+#: loops look for ``shutdown.fl`` every 5 s) before they are sent SIGTERM, then SIGKILL.
+LEFTOVER_GRACE = 12
+#: How messages name the ``--downloads`` folder.
+DOWNLOADS = "the downloads folder"
+#: The console log of the ``nvflare poc`` commands, in the POC workspace folder.
+POC_LOG = "poc.log"
+
+
+class PocEvents:
+    """What ``poc`` and ``submit`` tell their caller while they run; every method here does nothing.
+
+    The events of :class:`generator.simulate.SimulateEvents` (``round_started``, ``job_finished``,
+    ``all_finished``) plus the system's steps and each job's submission. The CLI passes a
+    :class:`generator.reporter.Reporter`.
+    """
+
+    def system_step(self, text: str) -> None:
+        """A step of the system's life (prepared, started, stopped), in words."""
+
+    def job_submitted(self, name: str, info: ManifestEntry, timeout: float, job_id: str) -> None:
+        """Job ``name`` was accepted by the server as ``job_id``; ``timeout`` is its limit in seconds."""
+
+    def round_started(self, name: str, number: int, rounds: int, seconds: float) -> None:
+        """The server of job ``name`` started round ``number`` of ``rounds``, ``seconds`` after submission."""
+
+    def job_finished(self, result: JobResult) -> None:
+        """A job ended (any status), judged."""
+
+    def all_finished(self, results: list[JobResult]) -> None:
+        """Every job ended (or the run was stopped): ``results`` in file order."""
+
+
+@dataclass(frozen=True)
+class System:
+    """A running NVFlare system, reached through an admin startup kit.
+
+    Attributes:
+        startup_kit (Path): the admin's folder that holds ``startup/fed_admin.json``.
+        username (str): the admin user (the certificate's name, e.g. ``admin@nvidia.com``).
+        server_identity (str): the server's name in its records' ``fl_ctx`` (``identity=...``): the
+            project name (``fed_admin.json`` ``admin.project_name``; NVFlare's provisioner names the
+            server's root cell after the project).
+        sites_dir (Path | None): on a local POC system, the folder holding each client's folder
+            (``<poc>/<project>/prod_00``), from which the clients' run logs are copied; else None.
+    """
+
+    startup_kit: Path
+    username: str
+    server_identity: str
+    sites_dir: Path | None = None
+
+
+def admin_kit(path: str | Path, username: str | None = None) -> System:
+    """The :class:`System` an admin startup kit reaches (``submit --startup-kit``).
+
+    Args:
+        path (str | Path): the admin's kit folder (holding ``startup/``), or its ``startup/`` folder.
+        username (str | None): the admin user; default: the kit folder's name (NVFlare's
+            provisioner names each admin's folder after the user).
+
+    Raises:
+        OptionError: no ``startup/fed_admin.json`` there, or it cannot be read as JSON (exit code 2).
+    """
+    kit = Path(path)
+    if kit.name == "startup" and (kit / "fed_admin.json").is_file():
+        kit = kit.parent
+    config = kit / "startup" / "fed_admin.json"
+    if not config.is_file():
+        raise OptionError(
+            [Problem(str(path), 0, 0, "", "--startup-kit: no startup/fed_admin.json here: give an admin's startup kit")]
+        )
+    try:
+        admin = json.loads(config.read_text(encoding="utf-8")).get("admin", {})
+    except (OSError, ValueError, AttributeError) as e:
+        raise OptionError([Problem(str(config), 0, 0, "", f"--startup-kit: cannot read it: {e}")]) from None
+    return System(kit.resolve(), username or kit.resolve().name, str(admin.get("project_name", "")))
+
+
+# --- the POC system ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def project_yaml(num_clients: int, port: int) -> str:
+    """The ``project.yml`` of the POC system: NVFlare's ``dummy_project.yml`` with ``num_clients``
+    clients ``site-1`` .. ``site-N``, the project admin only, and ``port`` (FL and admin service).
+
+    Args:
+        num_clients (int): clients. port (int): the server's port (``fed_learn_port``; NVFlare 2.9
+            serves the admin API on the same port).
+    """
+    clients = "".join(f"- name: {site}\n  org: nvidia\n  type: client\n" for site in site_names(num_clients))
+    return (
+        "api_version: 3\n"
+        f"name: {POC_PROJECT}\n"
+        "description: POC system of nvflare-jobgen\n"
+        "participants:\n"
+        f"- name: {SERVER_SITE}\n  org: nvidia\n  type: server\n  default_host: localhost\n  fed_learn_port: {port}\n"
+        f"- name: {POC_ADMIN}\n  org: nvidia\n  role: project_admin\n  type: admin\n"
+        f"{clients}"
+        "builders:\n"
+        "- path: nvflare.lighter.impl.workspace.WorkspaceBuilder\n"
+        "  args:\n    template_file: [master_template.yml, aws_template.yml, azure_template.yml]\n"
+        "- path: nvflare.lighter.impl.static_file.StaticFileBuilder\n  args:\n    config_folder: config\n"
+        "- path: nvflare.lighter.impl.cert.CertBuilder\n"
+        "- path: nvflare.lighter.impl.signature.SignatureBuilder\n"
+    )
+
+
+def check_poc_workspace(root: Path) -> list[Problem]:
+    """Why ``root`` cannot be the POC workspace folder (empty: it can); checked before anything runs.
+
+    It must be a folder (or not exist yet), not a symbolic link, hold our marker
+    :data:`generator.layout.POC_WORKSPACE_MARKER` when it holds anything (it is cleared), and have
+    a path that NVFlare's POC commands keep whole (they split a command at spaces,
+    ``poc_commands.async_process``; see :func:`generator.safepaths.path_problem`).
+    """
+    root = Path(root)
+
+    def problem(message: str) -> list[Problem]:
+        return [Problem(str(root), 0, 0, "", f"--workspace: {message}")]
+
+    if root.is_symlink():
+        return problem("is a symbolic link: give the folder itself")
+    if root.exists() and not root.is_dir():
+        return problem("is a file, not a folder: choose another --workspace")
+    blocker = file_above(root)
+    if blocker:
+        return problem(f"{blocker} is a file, not a folder")
+    if root.is_dir() and any(root.iterdir()) and not (root / POC_WORKSPACE_MARKER).is_file():
+        return problem(
+            f"holds files the generator did not write (no {POC_WORKSPACE_MARKER}); refusing to clear it: "
+            "choose another --workspace"
+        )
+    why = path_problem(os.path.abspath(root))
+    return problem(why.replace("NVFlare's simulator", "NVFlare's POC commands")) if why else []
+
+
+def check_downloads(root: Path, option: str = "--downloads") -> list[Problem]:
+    """Why ``root`` cannot hold the downloaded results (``<root>/<job>/``, replaced per run): a file,
+    a link, or a folder with files but without our marker :data:`generator.layout.POC_RESULTS_MARKER`."""
+    root = Path(root)
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        return [Problem(str(root), 0, 0, "", f"{option}: is not a folder: choose another {option}")]
+    if root.is_dir() and any(root.iterdir()) and not (root / POC_RESULTS_MARKER).is_file():
+        return [
+            Problem(str(root), 0, 0, "", f"{option}: holds files the generator did not write (no {POC_RESULTS_MARKER})")
+        ]
+    return []
+
+
+def _poc_env(root: Path) -> dict[str, str]:
+    """The environment of the ``nvflare poc`` commands: ``HOME`` and the POC workspace inside ``root``."""
+    env = dict(os.environ)
+    env["HOME"] = str(root / "home")
+    env["NVFLARE_POC_WORKSPACE"] = str(root / "poc")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.pop("WANDB_DIR", None)
+    env.setdefault("WANDB_CACHE_DIR", str(root / "wandb-cache"))
+    return env
+
+
+def _nvflare(args: list[str], root: Path, log, timeout: float) -> int:
+    """Run ``nvflare <args>`` in ``root`` with :func:`_poc_env`, output appended to ``log``; its exit code.
+
+    Raises:
+        SimulationError: it did not end within ``timeout`` seconds (it is killed).
+    """
+    log.write(f"$ nvflare {' '.join(args)}\n")
+    log.flush()
+    try:
+        return subprocess.run(
+            nvflare_command() + args,
+            cwd=root,
+            env=_poc_env(root),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            start_new_session=True,
+        ).returncode
+    except subprocess.TimeoutExpired:
+        raise SimulationError(f"`nvflare {' '.join(args)}` did not end within {timeout:g} s; log: {log.name}") from None
+
+
+def _loopback_only(prod: Path, port: int) -> None:
+    """Make the POC server listen on 127.0.0.1 only: its service target ``server:<port>`` makes it
+    listen on every address; a loopback host makes it listen there (``fed_server.FederatedServer.deploy``)."""
+    path = prod / SERVER_SITE / "startup" / "fed_server.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for server in config.get("servers", []):
+        server.setdefault("service", {})["target"] = f"127.0.0.1:{port}"
+    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
+def prepare_poc(root: Path, num_clients: int, log) -> tuple[System, int]:
+    """Provision a fresh POC system of ``num_clients`` clients in ``root/poc`` (``root`` cleared first).
+
+    Returns:
+        tuple[System, int]: the system (its project admin's kit) and the server's port.
+
+    Raises:
+        SimulationError: ``nvflare poc prepare`` failed (its log named).
+    """
+    for child in root.iterdir():
+        if child.name == POC_LOG:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    (root / POC_WORKSPACE_MARKER).write_text("POC workspace made by nvflare-jobgen\n")
+    (root / "home").mkdir()
+    port = free_port()
+    (root / "project.yml").write_text(project_yaml(num_clients, port), encoding="utf-8")
+    code = _nvflare(["poc", "prepare", "-i", str(root / "project.yml"), "--force"], root, log, 120)
+    prod = root / "poc" / POC_PROJECT / "prod_00"
+    if code != 0 or not (prod / POC_ADMIN / "startup").is_dir():
+        raise SimulationError(f"`nvflare poc prepare` failed (exit code {code}); log: {log.name}")
+    _loopback_only(prod, port)
+    return System(prod / POC_ADMIN, POC_ADMIN, POC_PROJECT, prod), port
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_poc(root: Path, system: System, port: int, num_clients: int, log) -> float:
+    """Start the POC server and clients and wait until every client is connected; seconds it took.
+
+    Raises:
+        SimulationError: the port is taken, ``nvflare poc start`` failed, or the clients did not
+            all connect within :data:`READY_SECONDS` (the log named).
+    """
+    started = time.monotonic()
+    if _port_taken(port):
+        raise SimulationError(f"port {port} on 127.0.0.1 is already in use: the POC server cannot listen there")
+    # --no-wait: readiness is checked here (wait_for_clients), each check bounded in time
+    code = _nvflare(["poc", "start", "--no-wait"], root, log, START_SECONDS)
+    if code != 0:
+        raise SimulationError(f"`nvflare poc start` failed (exit code {code}); log: {log.name}")
+    wait_for_clients(system, num_clients, READY_SECONDS)
+    return time.monotonic() - started
+
+
+def _our_processes(root: Path) -> list[psutil.Process]:
+    """Every process whose command line names a path in ``root`` or whose working directory is in it."""
+    root_text = os.path.abspath(root)
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        if proc.pid == os.getpid():
+            continue
+        cmdline, cwd = proc.info.get("cmdline") or [], proc.info.get("cwd") or ""
+        if cwd == root_text or cwd.startswith(root_text + os.sep) or any(root_text in arg for arg in cmdline):
+            with contextlib.suppress(psutil.Error):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+    return found
+
+
+def stop_poc(root: Path, log) -> tuple[int, int]:
+    """Stop the POC system (``nvflare poc stop``), then every process still running under ``root``.
+
+    Returns:
+        tuple[int, int]: ``nvflare poc stop``'s exit code (-1: it did not end in time) and how many
+        processes were still running :data:`LEFTOVER_GRACE` seconds after it and were stopped here
+        (SIGTERM, then SIGKILL after 3 s).
+    """
+    try:
+        code = _nvflare(["poc", "stop"], root, log, STOP_SECONDS)
+    except SimulationError:
+        code = -1
+    end = time.monotonic() + LEFTOVER_GRACE
+    while _our_processes(root) and time.monotonic() < end:
+        time.sleep(0.5)
+    left = _our_processes(root)
+    procs = left
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)
+        _, procs = psutil.wait_procs(procs, timeout=3)
+    return code, len(left)
+
+
+# --- the admin API ----------------------------------------------------------------------------------
+
+
+def _quiet_admin_client() -> None:
+    """Drop the console lines of NVFlare's admin client ("Connecting to FLARE ...",
+    ``nvflare/fuel/hci/client/api.py``: ``AdminAPI._print_hci`` -> ``_print_hci_message``) in this
+    process: only the CLI prints, and the readiness check runs in a thread, where redirecting
+    ``sys.stdout`` would hide the CLI's own lines."""
+    from nvflare.fuel.hci.client import api
+
+    api._print_hci_message = lambda message: None
+
+
+def open_session(system: System, timeout: float = 30.0):
+    """A logged-in admin session (``flare_api.new_secure_session``); NVFlare's console chatter is dropped.
+
+    Raises:
+        SimulationError: the server cannot be reached or refuses the login (NVFlare's reason named).
+    """
+    from nvflare.fuel.flare_api.flare_api import new_secure_session
+
+    _quiet_admin_client()
+    try:
+        return new_secure_session(system.username, str(system.startup_kit), timeout=timeout)
+    except Exception as e:  # NVFlare raises its own types (NoConnection, AuthenticationError, ...) and plain ones
+        raise SimulationError(
+            f"cannot log in to the NVFlare server of {system.startup_kit} as {system.username}: {type(e).__name__}: {e}"
+        ) from None
+
+
+#: Seconds one readiness check (log in, ask for the system's clients) may take before it is abandoned.
+CHECK_SECONDS = 20
+
+
+def _connected_clients(system: System) -> set[str]:
+    """The clients the server lists now (empty when it cannot be asked within :data:`CHECK_SECONDS`).
+
+    The check runs in a daemon thread that is abandoned if it does not end in time: under heavy load
+    a login to a server that is still starting was seen to hang for minutes (``nvflare poc start``'s
+    own readiness wait hung so, with both clients registered).
+    """
+    seen: set[str] = set()
+
+    def ask() -> None:
+        session = None
+        try:
+            session = open_session(system, timeout=10.0)
+            seen.update(c.name for c in session.get_system_info().client_info)
+        except Exception:  # the server is still starting
+            pass
+        finally:
+            if session is not None:
+                with contextlib.suppress(Exception):
+                    session.close()
+
+    thread = threading.Thread(target=ask, name="poc-readiness", daemon=True)
+    thread.start()
+    thread.join(CHECK_SECONDS)
+    return set(seen) if not thread.is_alive() else set()
+
+
+def wait_for_clients(system: System, num_clients: int, timeout: float) -> list[str]:
+    """Wait until the server lists ``site-1`` .. ``site-<num_clients>`` as connected; their names.
+
+    Raises:
+        SimulationError: not all of them within ``timeout`` seconds (the ones seen are named).
+    """
+    end = time.monotonic() + timeout
+    wanted = set(site_names(num_clients))
+    while True:
+        seen = _connected_clients(system)
+        if wanted <= seen:
+            return sorted(seen)
+        if time.monotonic() > end:
+            have = ", ".join(sorted(seen)) or "none"
+            raise SimulationError(
+                f"the NVFlare system of {system.startup_kit} did not have {', '.join(sorted(wanted))} connected "
+                f"within {timeout:g} s (connected: {have})"
+            )
+        time.sleep(POLL_SECONDS)
+
+
+# --- one job ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """A submitted job while it runs."""
+
+    name: str
+    info: ManifestEntry
+    result: JobResult
+    job_id: str
+    started: float
+    deadline: float
+    tracker: RoundTracker | None = None
+    status: str = ""
+    aborted_at: float | None = None
+    problems: list = field(default_factory=list)
+
+
+class _LiveTracker(RoundTracker):
+    """A :class:`RoundTracker` on a log file given by path (a POC server's run log of one job)."""
+
+    def __init__(self, log: Path, num_rounds: int, server: str):
+        super().__init__(log.parent, num_rounds, server=server)
+        self._log = log
+
+    @property
+    def log_path(self) -> Path:
+        return self._log
+
+
+def arrange_download(downloaded: Path, job_dir: Path) -> None:
+    """Lay a downloaded job result out in ``job_dir`` as a simulator workspace
+    (:data:`generator.layout.DOWNLOAD_MAP`); ``job_dir`` is replaced.
+
+    Args:
+        downloaded (Path): ``<destination>/<job id>`` from ``Session.download_job_result``.
+        job_dir (Path): ``<downloads>/<job>``.
+    """
+    if job_dir.exists():
+        shutil.rmtree(job_dir)
+    for source, target in DOWNLOAD_MAP:  # the logs first, then the rest of the run folder
+        if (downloaded / source).exists():
+            (job_dir / target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(downloaded / source), str(job_dir / target))
+
+
+def _copy_site_logs(system: System, session, run: _Run, job_dir: Path) -> None:
+    """Put each client's run logs in ``job_dir/<site>/``: from the local POC workspace
+    (``<sites_dir>/<site>/<job id>/``), else what ``Session.get_job_logs`` can give (NVFlare keeps
+    client logs on the server only when the system streams them)."""
+    for site in site_names(run.info.num_clients):
+        target = job_dir / site
+        if system.sites_dir is not None:
+            source = system.sites_dir / site / run.job_id
+            for name in DOWNLOAD_LOGS:
+                if (source / name).is_file():
+                    target.mkdir(exist_ok=True)
+                    shutil.copy2(source / name, target / name)
+            continue
+        for name in ("log.json", "log.txt"):
+            with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
+                text = session.get_job_logs(run.job_id, target=site, log_file_name=name).get("logs", {}).get(site)
+                if isinstance(text, str) and text:
+                    target.mkdir(exist_ok=True)
+                    (target / name).write_text(text, encoding="utf-8")
+
+
+def _judge(system: System, run: _Run, job_dir: Path) -> None:
+    """Judge a downloaded run as ``simulate`` judges a simulated one (``judge_run``, ``judge_metrics``)."""
+    result, info = run.result, run.info
+    tracker = RoundTracker(job_dir, info.num_rounds, server=system.server_identity)
+    # Every file in the download is this job's: no model or metric point predates the run.
+    judge_run(result, job_dir, tracker, None, 0.0)
+    if run.status and run.status != COMPLETED:  # empty: contact was lost, recorded when it was
+        result.problems.append(job_problem(run.name, f"NVFlare ended job {run.job_id} with status {run.status}"))
+    if result.receiver:
+        judge_metrics(result, info, job_dir, since_ms=0, reports=None)
+    stray = system.sites_dir / SERVER_SITE / WANDB_DIR if system.sites_dir is not None else None
+    if result.receiver == "wandb" and result.problems and stray is not None and stray.is_dir():
+        result.problems.append(
+            job_problem(
+                run.name,
+                f"W&B wrote its offline runs to the POC server's own folder {stray}, outside the job's result "
+                "(W&B's default ./wandb of the server process): they are not part of the download",
+            )
+        )
+    if result.problems:
+        result.problems[:0] = [job_problem(run.name, m) for m in client_exceptions(job_dir)]
+
+
+def _finish(system: System, session, run: _Run, downloads: Path) -> JobResult:
+    """Download, lay out and judge a job that ended (or was aborted)."""
+    result = run.result
+    result.wall_seconds = round(time.monotonic() - run.started, 2)
+    job_dir = downloads / run.name
+    result.workspace = str(job_dir)
+    result.log = str(job_dir / SERVER_SITE / "log.txt")
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=downloads) as tmp:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                location = session.download_job_result(run.job_id, destination=tmp)
+        except Exception as e:
+            result.problems.append(job_problem(run.name, f"cannot download the result of job {run.job_id}: {e}"))
+            location = None
+        if location:
+            arrange_download(Path(location), job_dir)
+    _copy_site_logs(system, session, run, job_dir)
+    if result.status == TIMEOUT:
+        tracker = RoundTracker(job_dir, run.info.num_rounds, server=system.server_identity)
+        tracker.poll()
+        result.rounds_started = tracker.rounds_started
+        result.problems[:0] = [job_problem(run.name, m) for m in client_exceptions(job_dir)]
+        result.problems += run.problems
+        return result
+    if location:
+        _judge(system, run, job_dir)
+    result.ok = not result.problems
+    result.status = OK if result.ok else FAILED
+    return result
+
+
+def _refused(name: str, info: ManifestEntry) -> JobResult | None:
+    """A FAILED result when the job was written for another NVFlare line than this environment's
+    (whose admin API, and POC system, it would be submitted through); else None."""
+    line = info.nvflare_version
+    if line and line != installed_line():
+        result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver)
+        result.problems.append(
+            job_problem(
+                name,
+                f"written for NVFlare {line} (nvflare_version) but this environment's nvflare is the "
+                f"{installed_line()} line: it is not submitted to a system of another line; generate it for "
+                f"{installed_line()}",
+            )
+        )
+        return result
+    return None
+
+
+def _submit(
+    session, out: Path, name: str, info: ManifestEntry, timeout, events, system: System, staging: Path
+) -> _Run | JobResult:
+    """Submit a copy of one job folder (made in ``staging``); a :class:`_Run`, or a FAILED result when
+    the server refused it."""
+    result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver, matrix=info.matrix)
+    result.timeout = job_timeout(info, timeout)
+    started = time.monotonic()
+    # NVFlare's upload signs the folder in place (file_transfer.push_folder: sign_folders writes
+    # .__nvfl_sig.json and .__nvfl_submitter.crt into every folder): a copy is submitted, so the
+    # generated folder stays as generate wrote it.
+    with tempfile.TemporaryDirectory(prefix=".submit-", dir=staging) as tmp:
+        copy = Path(tmp) / name
+        shutil.copytree(out / name, copy, symlinks=True)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                job_id = session.submit_job(str(copy.resolve()))
+        except Exception as e:
+            result.problems.append(job_problem(name, f"the server refused the job folder {out / name}: {e}"))
+            events.job_finished(result)
+            return result
+    run = _Run(name, info, result, job_id, started, started + result.timeout)
+    if system.sites_dir is not None:
+        run.tracker = _LiveTracker(
+            system.sites_dir / SERVER_SITE / job_id / "log.json", info.num_rounds, system.server_identity
+        )
+    events.job_submitted(name, info, result.timeout, job_id)
+    return run
+
+
+def _poll(session, run: _Run, events) -> bool:
+    """Look at a running job once; True when it ended (or its abort has had its grace period)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            meta = session.get_job_meta(run.job_id) or {}
+    except Exception as e:  # the server went away or refuses: the job is judged from what can be fetched
+        run.result.problems.append(
+            job_problem(run.name, f"lost contact with the server while job {run.job_id} ran: {type(e).__name__}: {e}")
+        )
+        return True
+    run.status = str(meta.get("status", ""))
+    if run.tracker is not None:
+        for number in run.tracker.poll():
+            events.round_started(run.name, number, run.info.num_rounds, time.monotonic() - run.started)
+    now = time.monotonic()
+    if run.status.startswith("FINISHED"):
+        return True
+    if run.aborted_at is None and now >= run.deadline:
+        run.aborted_at = now
+        run.result.status = TIMEOUT
+        with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
+            session.abort_job(run.job_id)
+        run.problems.append(
+            job_problem(
+                run.name,
+                f"timed out after {run.result.timeout:g} s: NVFlare aborted job {run.job_id} (abort_job)",
+            )
+        )
+    return run.aborted_at is not None and now - run.aborted_at > ABORT_GRACE
+
+
+def run_jobs(
+    system: System,
+    out: Path,
+    manifest: dict,
+    selected: list[str],
+    downloads: Path,
+    timeout: float | None,
+    events,
+    parallel: int = 1,
+) -> list[JobResult]:
+    """Submit, wait for, download and judge each job on ``system``, up to ``parallel`` at once.
+
+    A stop signal (:class:`generator.runner.Interrupted`, inside the caller's
+    :func:`generator.runner.interrupt_on_signals`) aborts every running job (each recorded
+    ``INTERRUPTED``) and submits no more; the results so far are returned.
+
+    Returns:
+        list[JobResult]: in the order of ``selected``.
+    """
+    results: dict[str, JobResult] = {}
+    for name in selected:
+        refused = _refused(name, manifest[name])
+        if refused:
+            results[name] = refused
+            events.job_finished(refused)
+    pending, running = [n for n in selected if n not in results], []
+    if not pending:
+        return [results[n] for n in selected]
+    session = open_session(system)
+    try:
+        try:
+            while pending or running:
+                while pending and len(running) < parallel:
+                    name = pending.pop(0)
+                    submitted = _submit(session, out, name, manifest[name], timeout, events, system, downloads)
+                    if isinstance(submitted, JobResult):
+                        results[name] = submitted
+                    else:
+                        running.append(submitted)
+                for run in list(running):
+                    if _poll(session, run, events):
+                        running.remove(run)
+                        with deferred_signals():
+                            results[run.name] = _finish(system, session, run, downloads)
+                            events.job_finished(results[run.name])
+                if running:
+                    time.sleep(POLL_SECONDS)
+        except Interrupted as e:  # the caller's interrupt_on_signals recorded the signal
+            with deferred_signals():
+                for run in running:
+                    with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
+                        session.abort_job(run.job_id)
+                    run.result.status = INTERRUPTED
+                    run.result.wall_seconds = round(time.monotonic() - run.started, 2)
+                    run.result.problems.append(
+                        job_problem(run.name, f"interrupted by {e.name}: NVFlare aborted job {run.job_id}")
+                    )
+                    results[run.name] = run.result
+                    events.job_finished(run.result)
+    finally:
+        with contextlib.suppress(Exception):
+            session.close()
+    return [results[n] for n in selected if n in results]
+
+
+# --- the commands ---------------------------------------------------------------------------------------
+
+
+def _prepare_outputs(downloads: Path, results_path: Path | None, managed: dict) -> None:
+    """Refuse, before anything runs, a downloads folder or results file we may not write; make the folder.
+
+    ``managed`` names the folders (``{what: path}``) the downloads folder must not overlap; the
+    results file must not be inside any of them.
+    """
+    problems = check_downloads(downloads) + (check_results(results_path, managed) if results_path else [])
+    here = Path(os.path.abspath(downloads))
+    for what, folder in managed.items():
+        there = Path(os.path.abspath(folder))
+        if what != DOWNLOADS and (here == there or there in here.parents or here in there.parents):
+            problems.append(
+                Problem(str(downloads), 0, 0, "", f"--downloads: overlaps {what} {folder}: choose a folder beside it")
+            )
+    if problems:
+        raise OutputError(problems)
+    downloads.mkdir(parents=True, exist_ok=True)
+    (downloads / POC_RESULTS_MARKER).write_text("job results downloaded by nvflare-jobgen\n")
+
+
+def _conclude(results: list[JobResult], results_path, events, received: list[int]) -> list[JobResult]:
+    with deferred_signals():
+        events.all_finished(results)
+        if results_path:
+            write_results(Path(results_path), [result_record(r) for r in results])
+    if received:
+        raise RunInterrupted(signal.Signals(received[0]).name, results_path, len(results))
+    return results
+
+
+def poc_all(
+    out: str | Path,
+    workspace: str | Path,
+    names: list[str] | None = None,
+    results_path: str | Path | None = None,
+    downloads: str | Path = "build/poc",
+    timeout: float | None = None,
+    events=None,
+    parallel: int = 1,
+) -> list[JobResult]:
+    """Run every generated job (or those in ``names``) on a POC system started for them, then stop it.
+
+    Args:
+        out: the generated jobs folder. workspace: the POC workspace folder (``HOME``, the POC
+            system, the console log ``poc.log`` of the ``nvflare poc`` commands); cleared first.
+        names: only these jobs. results_path: ``poc-results.json`` (None: not written).
+        downloads: where each job's result goes, ``<downloads>/<job>/``.
+        timeout: seconds per job, overriding each job's (:func:`generator.simulate.job_timeout`).
+        events (PocEvents | None): told of the system's steps and each job's progress.
+        parallel (int): jobs submitted at once (>= 1).
+
+    Returns:
+        list[JobResult]: one per job run, in file order.
+
+    Raises:
+        OptionError, OutputError: bad ``--out``/``--job``, or a folder or file we may not write
+            (before anything starts).
+        SimulationError: the POC system could not be prepared or started (it is stopped).
+        RunInterrupted: a stop signal arrived (running jobs aborted, the system stopped).
+    """
+    events = events or PocEvents()
+    out, root, downloads = Path(out), Path(workspace), Path(downloads)
+    manifest, selected = _selected_jobs(out, names)
+    problems = check_poc_workspace(root)
+    if problems:
+        raise OutputError(problems)
+    managed = {"the generated jobs folder": out, "the POC workspace": root, DOWNLOADS: downloads}
+    _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
+    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
+    runnable = [n for n in selected if _refused(n, manifest[n]) is None]
+    if not runnable:  # nothing to start a system for
+        with interrupt_on_signals() as received:
+            return _conclude(
+                run_jobs(None, out, manifest, selected, downloads, timeout, events), results_path, events, received
+            )
+    num_clients = max(manifest[n].num_clients for n in runnable)
+    results: list[JobResult] = []
+    prepared = False
+    with interrupt_on_signals() as received, open(root / POC_LOG, "w", encoding="utf-8") as log:
+        try:
+            system, port = prepare_poc(root, num_clients, log)
+            prepared = True
+            events.system_step(f"prepared a POC system of {num_clients} client(s) in {root / 'poc'}")
+            seconds = start_poc(root, system, port, num_clients, log)
+            events.system_step(f"started server (127.0.0.1:{port}) and {num_clients} client(s) in {seconds:.1f} s")
+            results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel)
+        except Interrupted:
+            pass  # preparing or starting the system: no job ran
+        finally:
+            if prepared:
+                _stop(root, log, events, received)
+        return _conclude(results, results_path, events, received)
+
+
+def _stop(root: Path, log, events, received: list[int]) -> None:
+    """Stop the POC system in ``root`` (signals held meanwhile, recorded in ``received``); tell ``events``."""
+    with deferred_signals() as late:
+        code, left = stop_poc(root, log)
+        received += [s for s in late if s not in received]
+    step = "stopped the POC system" if code == 0 else f"`nvflare poc stop` exited with code {code}"
+    extra = f"; stopped {left} process(es) it left running" if left else ""
+    events.system_step(f"{step}{extra}; log: {root / POC_LOG}")
+
+
+def submit_all(
+    out: str | Path,
+    startup_kit: str | Path,
+    username: str | None = None,
+    names: list[str] | None = None,
+    results_path: str | Path | None = None,
+    downloads: str | Path = "build/submit",
+    timeout: float | None = None,
+    events=None,
+    parallel: int = 1,
+) -> list[JobResult]:
+    """Run every generated job (or those in ``names``) on a running system reached through an admin
+    startup kit; nothing is started or stopped. Arguments, returns and errors as :func:`poc_all`
+    (``startup_kit``, ``username``: see :func:`admin_kit`)."""
+    events = events or PocEvents()
+    out, downloads = Path(out), Path(downloads)
+    manifest, selected = _selected_jobs(out, names)
+    system = admin_kit(startup_kit, username)
+    managed = {
+        "the generated jobs folder": out,
+        "the startup kit": system.startup_kit,
+        DOWNLOADS: downloads,
+    }
+    _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
+    results: list[JobResult] = []
+    with interrupt_on_signals() as received:
+        with contextlib.suppress(Interrupted):  # between two polls: the results so far are returned
+            results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel)
+        return _conclude(results, results_path, events, received)

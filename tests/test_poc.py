@@ -1,0 +1,533 @@
+"""``poc`` and ``submit``: generated folders run on a real NVFlare system (POC over 127.0.0.1), judged as simulate.
+
+The ``simulator`` tests start real POC systems: one ``poc`` run of three small jobs (a FULL job in a
+sub-process, an in-process MLflow job whose tags have dotted keys, a client script that raises, a
+sub-process script whose import fails),
+and one POC system started here that ``submit`` reaches through its admin startup kit (a job that
+passes, a job aborted at its timeout). Each checks, by PID, that no process of the system is left,
+and that nothing was written to ``HOME`` (pointed at a temp folder). The other tests need no NVFlare run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import INITIAL_MODEL, ROOT, run_main, snapshot
+
+from generator.layout import DOWNLOAD_MAP, POC_WORKSPACE_MARKER
+
+CRASH_SCRIPT = (
+    "import nvflare.client as flare\n\n"
+    "flare.init()\n"
+    "while flare.is_running():\n"
+    "    received = flare.receive()\n"
+    "    if received.current_round == 1:\n"
+    "        raise RuntimeError('boom in round 1')\n"
+    "    flare.send(flare.FLModel(params={'numpy_key': received.params['numpy_key'] + 1}, params_type='FULL'))\n"
+)
+
+SLOW_SCRIPT = (
+    "import time\n\n"
+    "import nvflare.client as flare\n\n"
+    "flare.init()\n"
+    "while flare.is_running():\n"
+    "    received = flare.receive()\n"
+    "    time.sleep(3)\n"
+    "    flare.send(flare.FLModel(params={'numpy_key': received.params['numpy_key'] + 1}, params_type='FULL'))\n"
+)
+
+JOBS_YAML = """\
+defaults:
+  num_rounds: 2
+  server: {task_request_interval: 0.1}
+jobs:
+  - name: full-sub
+    script: train_full.py
+    launch_external_process: true
+  - name: metrics
+    script: train_metrics.py
+    script_args: --epoch_seconds 0
+    receiver:
+      type: mlflow
+      experiment_name: poc-experiment
+      experiment_tags: {mlflow.note.content: "## POC experiment"}
+      run_tags: {mlflow.note.content: "run note"}
+    expect: {metric_points_per_site: {global_step: 750}}
+  - name: crash
+    script: train_crash.py
+    num_rounds: 3
+  - name: badimport
+    script: train_badimport.py
+    launch_external_process: true
+  - name: slow
+    script: train_slow.py
+    num_rounds: 10
+"""
+
+
+def make_project(folder: Path) -> Path:
+    """A project with :data:`JOBS_YAML`, the shipped client scripts, the crashing and the slow one, generated."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "client_scripts", folder / "client_scripts")
+    (folder / "client_scripts/train_crash.py").write_text(CRASH_SCRIPT)
+    (folder / "client_scripts/train_slow.py").write_text(SLOW_SCRIPT)
+    (folder / "client_scripts/train_badimport.py").write_text("import not_a_module_anywhere\n")
+    (folder / "jobs.yaml").write_text(JOBS_YAML)
+    assert run_main(folder, "generate").returncode == 0
+    return folder
+
+
+def cli(cwd: Path, home: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``python -m generator ARGS`` in ``cwd`` with ``HOME`` at ``home``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.run(
+        [sys.executable, "-m", "generator", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+class ProcessWatch:
+    """Every process whose command line or working folder is in ``root``, seen while the block runs,
+    remembered by PID and start time (a reused PID is not mistaken for it)."""
+
+    def __init__(self, root: Path):
+        self.root = str(root.resolve())
+        self.seen: dict[tuple[int, float], str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _scan(self) -> None:
+        import psutil
+
+        for proc in psutil.process_iter(["pid", "cmdline", "cwd", "create_time"]):
+            cmdline, cwd = proc.info.get("cmdline") or [], proc.info.get("cwd") or ""
+            if proc.pid != os.getpid() and (cwd.startswith(self.root) or any(self.root in a for a in cmdline)):
+                self.seen[(proc.pid, proc.info["create_time"])] = " ".join(cmdline)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._scan()
+            time.sleep(0.3)
+
+    def __enter__(self) -> ProcessWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def left(self) -> list[str]:
+        """The remembered processes that still run (zombies aside)."""
+        import psutil
+
+        alive = []
+        for (pid, started), cmdline in self.seen.items():
+            try:
+                proc = psutil.Process(pid)
+                if proc.create_time() == started and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(f"{pid} {cmdline}")
+            except psutil.Error:
+                pass
+        return alive
+
+
+# --- without NVFlare --------------------------------------------------------------------------------
+
+
+def test_project_yaml_has_the_server_the_admin_and_sites_on_one_port():
+    from generator.poc import project_yaml
+
+    project = yaml.safe_load(project_yaml(3, 40123))
+    participants = {p["name"]: p for p in project["participants"]}
+    assert list(participants) == ["server", "admin@nvidia.com", "site-1", "site-2", "site-3"]
+    assert participants["server"]["fed_learn_port"] == 40123
+    assert participants["admin@nvidia.com"]["role"] == "project_admin"
+    assert [p["type"] for p in project["participants"]].count("client") == 3
+
+
+def test_a_download_is_laid_out_as_a_simulator_workspace(tmp_path):
+    from generator.poc import arrange_download
+
+    download = tmp_path / "dl" / "1234"
+    for rel in ("workspace/log.json", "workspace/log.txt", "workspace/models/server.npy", "job/x/meta.json"):
+        (download / rel).parent.mkdir(parents=True, exist_ok=True)
+        (download / rel).write_text(rel)
+    (download / "meta.json").write_text("{}")
+    job = tmp_path / "poc" / "x"
+    (job / "stale").mkdir(parents=True)
+
+    arrange_download(download, job)
+
+    assert snapshot(job).keys() == {
+        "meta.json",
+        "server",
+        "server/log.json",
+        "server/log.txt",
+        "server/simulate_job",
+        "server/simulate_job/models",
+        "server/simulate_job/models/server.npy",
+        "submitted",
+        "submitted/x",
+        "submitted/x/meta.json",
+    }
+    assert (job / "server/log.json").read_text() == "workspace/log.json"
+    assert ("workspace", "server/simulate_job") in DOWNLOAD_MAP
+
+
+def test_poc_refuses_a_workspace_of_someone_elses_files_before_anything_starts(tmp_path):
+    project = make_project(tmp_path / "p")
+    (project / "mine").mkdir()
+    (project / "mine/notes.txt").write_text("keep")
+
+    result = run_main(project, "poc", "--workspace", "mine")
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"mine: --workspace: holds files the generator did not write (no {POC_WORKSPACE_MARKER}); refusing to "
+        "clear it: choose another --workspace\n"
+    )
+    assert (project / "mine/notes.txt").read_text() == "keep"
+    assert not (project / "build/poc").exists()
+
+
+def test_poc_refuses_downloads_inside_the_generated_jobs(tmp_path):
+    project = make_project(tmp_path / "p")
+    generated = snapshot(project / "build/jobs")
+
+    result = run_main(project, "poc", "--downloads", "build/jobs/results")
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "build/jobs/results: --downloads: overlaps the generated jobs folder build/jobs: choose a folder beside it\n"
+    )
+    assert snapshot(project / "build/jobs") == generated
+
+
+def test_submit_needs_an_admin_startup_kit(tmp_path):
+    project = make_project(tmp_path / "p")
+
+    result = run_main(project, "submit", "--startup-kit", "nowhere")
+
+    assert result.returncode == 2
+    assert result.stderr == "nowhere: --startup-kit: no startup/fed_admin.json here: give an admin's startup kit\n"
+
+
+def test_submit_refuses_a_job_that_is_not_generated(tmp_path):
+    project = make_project(tmp_path / "p")
+    kit = tmp_path / "kit"
+    (kit / "startup").mkdir(parents=True)
+    (kit / "startup/fed_admin.json").write_text('{"admin": {"project_name": "p"}}')
+
+    result = run_main(project, "submit", "--startup-kit", str(kit), "--job", "ful-sub")
+
+    assert result.returncode == 2
+    assert result.stderr == "build/jobs: --job 'ful-sub': no generated job of that name; did you mean 'full-sub'?\n"
+
+
+def test_a_job_for_another_nvflare_line_is_refused_and_no_system_is_started(tmp_path):
+    project = tmp_path / "p"
+    project.mkdir()
+    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
+    (project / "jobs.yaml").write_text(
+        'defaults: {nvflare_version: "2.7"}\njobs:\n  - name: old\n    script: train_full.py\n'
+    )
+    assert run_main(project, "generate").returncode == 0
+
+    result = run_main(project, "poc")
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        "old: written for NVFlare 2.7 (nvflare_version) but this environment's nvflare is the 2.9 line: it is "
+        "not submitted to a system of another line; generate it for 2.9\n"
+    )
+    assert "poc:" not in result.stdout
+    assert not (project / "build/poc-workspace/poc").exists()
+    (record,) = json.loads((project / "build/poc-results.json").read_text())
+    assert record["status"] == "FAILED"
+
+
+# --- on a POC system ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def poc_run(tmp_path_factory):
+    """``poc`` of four jobs (``slow`` left out), two at a time, in one POC system, watched for its processes."""
+    base = tmp_path_factory.mktemp("poc")
+    project, home = make_project(base / "project"), base / "home"
+    home.mkdir()
+    generated = snapshot(project / "build/jobs")
+    with ProcessWatch(project) as watch:
+        jobs = ("--job", "full-sub", "--job", "metrics", "--job", "crash", "--job", "badimport")
+        result = cli(project, home, "poc", *jobs, "--parallel", "2")
+    results = {r["name"]: r for r in json.loads((project / "build/poc-results.json").read_text())}
+    return project, home, result, results, watch, generated
+
+
+pocs = pytest.mark.simulator
+
+
+@pocs
+def test_poc_runs_each_job_and_reports_the_failed_one(poc_run):
+    _, _, result, results, _, _ = poc_run
+    assert result.returncode == 1, result.stdout + result.stderr
+    statuses = [(name, record["status"]) for name, record in results.items()]
+    assert statuses == [("full-sub", "ok"), ("metrics", "ok"), ("crash", "FAILED"), ("badimport", "FAILED")]
+    assert "poc: stopped the POC system" in result.stdout
+    assert "crash: site-1, site-2: RuntimeError: boom in round 1 (custom/train_crash.py:7)" in result.stderr
+    assert "crash: NVFlare ended job " in result.stderr and "FINISHED:EXECUTION_EXCEPTION" in result.stderr
+    assert "(see build/poc/crash/site-1/log.txt)" in result.stderr
+    # a sub-process script whose import fails (the simulator exits 0 for that)
+    assert (
+        "badimport: site-1, site-2: ModuleNotFoundError: No module named 'not_a_module_anywhere' "
+        "(custom/train_badimport.py:1)"
+    ) in result.stderr
+    assert "badimport: no final model saved at build/poc/badimport/server/simulate_job/models/server.npy" in (
+        result.stderr
+    )
+
+
+@pocs
+def test_poc_final_models_are_read_from_the_download(poc_run):
+    project, _, _, results, _, _ = poc_run
+    for name, delta in (("full-sub", 2), ("metrics", 6)):
+        model = np.load(project / "build/poc" / name / "server/simulate_job/models/server.npy")
+        expected = np.array(INITIAL_MODEL, dtype=np.float32) + delta
+        np.testing.assert_array_equal(model, expected)
+        assert results[name]["final_model"] == expected.tolist()
+        assert results[name]["rounds_started"] == 2
+
+
+@pocs
+def test_poc_stores_every_metric_point_and_the_dotted_tags(poc_run):
+    """Read straight from the downloaded mlflow.db: 750 points per site, tags with dotted keys kept."""
+    from mlflow.tracking import MlflowClient
+
+    project, _, _, results, _, _ = poc_run
+    db = project / "build/poc/metrics/server/simulate_job/mlflow.db"
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "poc-experiment"]
+    assert experiment.tags["mlflow.note.content"] == "## POC experiment"
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name.split("-")[0] + "-" + r.info.run_name.split("-")[1] for r in runs) == [
+        "site-1",
+        "site-2",
+    ]
+    for run in runs:
+        assert run.data.tags["mlflow.note.content"] == "run note"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "global_step")]
+        assert sorted(steps) == list(range(750))
+    assert results["metrics"]["metric_points"] == {"site-1": {"global_step": 750}, "site-2": {"global_step": 750}}
+
+
+@pocs
+def test_poc_submission_keeps_every_config_key_and_the_generated_folders(poc_run):
+    project, _, _, _, _, generated = poc_run
+    for name in ("full-sub", "metrics", "crash"):
+        for config in ("config_fed_server.json", "config_fed_client.json"):
+            ours = json.loads((project / "build/jobs" / name / "app/config" / config).read_text())
+            deployed = project / "build/poc" / name / "server/simulate_job/app_server/config" / config
+            assert json.loads(deployed.read_text()) == ours, (name, config)
+    assert snapshot(project / "build/jobs") == generated
+
+
+@pocs
+def test_poc_leaves_no_process_and_writes_nothing_to_home(poc_run):
+    project, home, _, _, watch, _ = poc_run
+    assert len(watch.seen) >= 3  # the server, two clients (and their jobs)
+    assert watch.left() == []
+    assert list(home.iterdir()) == []
+    assert (project / "build/poc-workspace/home/.nvflare").is_dir()
+
+
+@pytest.fixture(scope="module")
+def running_poc(tmp_path_factory):
+    """A POC system started here (as someone's running system), stopped after the module's tests."""
+    from generator.poc import prepare_poc, start_poc, stop_poc
+
+    base = tmp_path_factory.mktemp("submit")
+    project, home, root = make_project(base / "project"), base / "home", base / "poc-ws"
+    home.mkdir()
+    root.mkdir()
+    with ProcessWatch(root) as watch, open(base / "poc.log", "w") as log:
+        try:
+            system, port = prepare_poc(root, 2, log)
+            start_poc(root, system, port, 2, log)
+            yield project, home, system, watch
+        finally:
+            stop_poc(root, log)
+    assert watch.left() == []
+
+
+@pocs
+def test_submit_runs_a_job_on_a_running_system_and_leaves_it_running(running_poc):
+    import psutil
+
+    from generator.poc import wait_for_clients
+
+    project, home, system, watch = running_poc
+    result = cli(project, home, "submit", "--startup-kit", str(system.startup_kit), "--job", "full-sub")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    (record,) = json.loads((project / "build/submit-results.json").read_text())
+    assert record["final_model"] == (np.array(INITIAL_MODEL) + 2).tolist()
+    assert "poc:" not in result.stdout  # nothing was started or stopped
+    assert wait_for_clients(system, 2, 30) == ["site-1", "site-2"]
+    listening = set()
+    for pid, _ in watch.seen:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="inet")
+        except psutil.Error:
+            continue
+        listening |= {c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN}
+    assert listening == {"127.0.0.1"}
+    assert list(home.iterdir()) == []
+
+
+@pocs
+def test_submit_aborts_a_job_at_its_timeout(running_poc):
+    project, home, system, _ = running_poc
+    result = cli(
+        project,
+        home,
+        "submit",
+        "--startup-kit",
+        str(system.startup_kit),
+        "--job",
+        "slow",
+        "--timeout",
+        "4",
+        "--downloads",
+        "build/timeout",
+        "--results",
+        "build/timeout.json",
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    (record,) = json.loads((project / "build/timeout.json").read_text())
+    assert record["status"] == "TIMEOUT"
+    assert "slow: timed out after 4 s: NVFlare aborted job " in result.stderr
+    assert (project / "build/timeout/slow/server/log.txt").is_file()
+
+
+@pocs
+def test_every_shipped_job_reaches_the_server_with_its_configs_unchanged(running_poc, tmp_path):
+    """Each shipped job folder goes through the submission path poc and submit take (a copy,
+    ``Session.submit_job``: NVFlare signs and zips it, the server stores it); the stored job, as
+    downloaded, has the same configs: dotted keys (``mlflow.note.content``) stay flat."""
+    from generator.poc import open_session
+
+    _, _, system, _ = running_poc
+    project = tmp_path / "shipped"
+    project.mkdir()
+    shutil.copy(ROOT / "jobs.yaml", project / "jobs.yaml")
+    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
+    assert run_main(project, "generate").returncode == 0
+    jobs = sorted(p.name for p in (project / "build/jobs").iterdir() if p.is_dir())
+    session = open_session(system)
+    try:
+        for name in jobs:
+            copy = tmp_path / "staging" / name
+            shutil.copytree(project / "build/jobs" / name, copy)
+            job_id = session.submit_job(str(copy))
+            session.abort_job(job_id)
+            stored = Path(session.download_job_result(job_id, str(tmp_path / "downloads" / name))) / "job" / name
+            for config in ("app/config/config_fed_server.json", "app/config/config_fed_client.json"):
+                ours = json.loads((project / "build/jobs" / name / config).read_text())
+                assert json.loads((stored / config).read_text()) == ours, (name, config)
+            meta = json.loads((stored / "meta.json").read_text())
+            ours = json.loads((project / "build/jobs" / name / "meta.json").read_text())
+            assert {key: meta[key] for key in ours} == ours, name
+    finally:
+        session.close()
+    assert "np-metrics-in-process" in jobs and len(jobs) == 9
+
+
+@pocs
+def test_a_stop_signal_aborts_the_job_and_stops_the_poc_system(tmp_path):
+    import signal
+
+    project, home = make_project(tmp_path / "project"), tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    with ProcessWatch(project) as watch:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "generator", "poc", "--job", "slow"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("slow: submitted as job "):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    stdout = "".join(seen) + out
+
+    assert proc.returncode == 130, stdout + err
+    assert "slow: interrupted by SIGINT: NVFlare aborted job " in err
+    assert "poc: stopped the POC system" in stdout
+    (record,) = json.loads((project / "build/poc-results.json").read_text())
+    assert record["status"] == "INTERRUPTED"
+    assert watch.left() == []
+    assert list(home.iterdir()) == []
+
+
+@pocs
+def test_a_client_killed_mid_job_fails_the_job(running_poc):
+    """site-1's job process (``worker_process``) is killed (SIGKILL, by PID) once the job has run for 6 s."""
+    import psutil
+
+    project, home, system, _ = running_poc
+    root = str(system.startup_kit.parent)
+    killed: list[int] = []
+
+    def kill_site_1_worker() -> None:
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not killed:
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                cmdline = " ".join(proc.info.get("cmdline") or [])
+                if "worker_process" in cmdline and f"{root}/site-1" in cmdline:
+                    time.sleep(6)
+                    proc.kill()
+                    killed.append(proc.pid)
+                    return
+            time.sleep(0.3)
+
+    killer = threading.Thread(target=kill_site_1_worker, daemon=True)
+    killer.start()
+    result = cli(
+        project,
+        home,
+        "submit",
+        "--startup-kit",
+        str(system.startup_kit),
+        "--job",
+        "slow",
+        "--downloads",
+        "build/killed",
+        "--results",
+        "build/killed.json",
+    )
+    killer.join()
+
+    assert killed, "site-1's job process never started"
+    assert result.returncode == 1, result.stdout + result.stderr
+    (record,) = json.loads((project / "build/killed.json").read_text())
+    assert record["status"] == "FAILED"
+    assert "slow: NVFlare ended job " in result.stderr and "FINISHED:EXECUTION_EXCEPTION" in result.stderr
+    assert "of 10 rounds started" in result.stderr
+    assert record["final_model"] is None
