@@ -416,7 +416,9 @@ def test_metrics_arrive_where_fedjob_loses_them(simulated, name):
     """Count the MLflow points each side stored, per site.
 
     NVFlare 2.9: ours stores every point (375 per round per site); FedJob's export stores none for
-    an in-process script (no ConvertToFedEvent) and all of them for a sub-process one.
+    an in-process script (no ConvertToFedEvent) and, for a sub-process one, points from every site:
+    all of them on an idle machine, fewer under CPU load (it has no metrics delivery handshake, and
+    the run ends before late points arrive).
     NVFlare 2.7: FedJob's export stores none (MLflow 3 refuses its file:// store); ours stores
     points from every site, but not all: NVFlare 2.7's server FedEventRunner keeps a site's event
     only if its timestamp is newer than the last one it kept from that site, and events arrive out
@@ -434,7 +436,7 @@ def test_metrics_arrive_where_fedjob_loses_them(simulated, name):
         if in_process:
             assert all(theirs.get(site, {}).get("global_step", 0) == 0 for site in sites), theirs
         else:
-            assert theirs == ours
+            assert all(0 < theirs.get(site, {}).get("global_step", 0) <= expected for site in sites), theirs
     else:
         for site in sites:
             assert 0 < ours.get(site, {}).get("global_step", 0) <= expected, ours
