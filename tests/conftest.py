@@ -52,6 +52,25 @@ def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/ from jobs.yaml")
 
 
+#: Module-scoped fixtures that run simulations or a POC system (minutes each). ``make test`` runs
+#: pytest-xdist with ``--dist loadgroup``: the tests using one of them share one worker, so each is
+#: built once; every other test goes to whichever worker is free.
+SHARED_RUNS = {"grid_run", "shipped_run", "simulated", "wandb_runs", "received"}
+#: Modules whose tests all run on one worker (one NVFlare system at a time: POC's ports and processes).
+ONE_WORKER_MODULES = {"test_poc"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Put the tests of a shared run (:data:`SHARED_RUNS`, :data:`ONE_WORKER_MODULES`) in one xdist group."""
+    for item in items:
+        module = item.module.__name__
+        shared = sorted(SHARED_RUNS & set(getattr(item, "fixturenames", ())))
+        if module in ONE_WORKER_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))
+        elif shared:
+            item.add_marker(pytest.mark.xdist_group(f"{module}:{shared[0]}"))
+
+
 @pytest.fixture
 def update_golden(request) -> bool:
     return request.config.getoption("--update-golden")

@@ -290,7 +290,8 @@ def test_a_stop_signal_stops_every_process_and_records_the_job_interrupted(proje
         + "  - name: never\n    script: train_full.py\n"
     )
     assert run_cli(project, "generate").returncode == 0
-    proc, out, err = _simulate_and_signal(project, pids, 2, sig)  # both sites of 'stuck' in round 1
+    # one job at a time (the default runs 3 at once): 'never' must not have started
+    proc, out, err = _simulate_and_signal(project, pids, 2, sig, "--parallel", "1")  # 'stuck' in round 1
 
     assert proc.returncode == 128 + sig, out + err
     results = json.loads((project / "build/results.json").read_text())
