@@ -486,17 +486,28 @@ def _script_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]
 
 
 def _client_count_problems(doc: Document, job: Job) -> list[Problem]:
-    """``min_clients`` must not exceed ``num_clients`` (the server would wait for clients forever)."""
+    """``min_clients`` must not exceed ``num_clients`` (the server would wait for clients forever);
+    ``workflow: cyclic`` needs 2 clients (NVFlare's CyclicController ``start_controller`` stops the
+    run with "Not enough client sites." otherwise; its CyclicRecipe asks ``min_clients >= 2``)."""
     s = job.settings
-    if s["min_clients"] <= s["num_clients"]:
-        return []
-    return [
-        doc.problem(
-            job.path_of("min_clients"),
-            f"min_clients ({s['min_clients']}) is larger than num_clients ({s['num_clients']}): "
-            "the job could never start",
+    problems = []
+    if s["min_clients"] > s["num_clients"]:
+        problems.append(
+            doc.problem(
+                job.path_of("min_clients"),
+                f"min_clients ({s['min_clients']}) is larger than num_clients ({s['num_clients']}): "
+                "the job could never start",
+            )
         )
-    ]
+    if s.get("workflow") == "cyclic" and s["num_clients"] < 2:
+        problems.append(
+            doc.problem(
+                job.path_of("workflow"),
+                f"workflow cyclic relays the model from client to client and needs num_clients of 2 or more "
+                f"(got {s['num_clients']}): NVFlare's CyclicController stops with 'Not enough client sites.'",
+            )
+        )
+    return problems
 
 
 def _command_line_problems(doc: Document, job: Job) -> list[Problem]:
