@@ -114,7 +114,7 @@ SHAREABLE_GENERATOR_ID = "shareable_generator"
 #: and saving the model after each round (``persist_every_n_rounds`` 1), with a
 #: FullModelShareableGenerator that turns each site's result into the model the next site gets
 #: (a DIFF is added to the current model). The recipe's other arguments are the class defaults
-#: (``task_assignment_timeout`` 10, ``task_name`` "train", ``memory_gc_rounds`` 1;
+#: (``task_assignment_timeout`` 10 unless the job sets it, ``task_name`` "train", ``memory_gc_rounds`` 1;
 #: ``nvflare/app_common/workflows/cyclic_ctl.py``). The controller needs 2 or more clients.
 CYCLIC = Component(
     partial="_cyclic.j2",
@@ -124,6 +124,7 @@ CYCLIC = Component(
         "persistor_id": "persistor",
         "shareable_generator_id": SHAREABLE_GENERATOR_ID,
         "task_check_period": Key(("task_check_period",), optional=True),
+        "task_assignment_timeout": Key(("task_assignment_timeout",), optional=True),
     },
     key=("workflow",),
     components={

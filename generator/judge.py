@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .components import CYCLIC, DEFAULT_WORKFLOW, FEDAVG
-from .layout import CUSTOM, SERVER_SITE, SIMULATE_JOB, SITE_GLOB, site_number
+from .layout import CUSTOM, SERVER_SITE, SIMULATE_JOB, SITE_GLOB, site_names, site_number
 
 #: The logger of the generated workflow: its class path (NVFlare names a component's logger so).
 FEDAVG_LOGGER = FEDAVG.path
@@ -77,6 +77,8 @@ class WorkflowRecords:
         name (str): the workflow's name in messages (``FedAvg``, ``CyclicController``).
         controller (str): the workflow's class path (its logger's ``fullName``).
         round_started, model_saved, finished (tuple[str, re.Pattern]): the records of each event.
+        site_trained (tuple[str, re.Pattern] | None): for a workflow that must hear from every
+            client each round, the record of one client's result (group 1: the site); None: not checked.
     """
 
     name: str
@@ -84,11 +86,13 @@ class WorkflowRecords:
     round_started: tuple
     model_saved: tuple
     finished: tuple
+    site_trained: tuple | None = None
 
     @property
     def loggers(self) -> tuple[str, ...]:
         """Every logger whose records are read."""
-        return tuple(dict.fromkeys([self.controller, *(r[0] for r in self.events)]))
+        found = [self.controller, *(r[0] for r in self.events)]
+        return tuple(dict.fromkeys(found + ([self.site_trained[0]] if self.site_trained else [])))
 
     @property
     def events(self) -> tuple:
@@ -104,7 +108,11 @@ _SAVED = re.compile(r"^\s*" + re.escape(MODEL_SAVED) + r"\s*$")
 #: the same on 2.7) logs its rounds and its end at DEBUG only; at INFO it logs ``"Start/End persist
 #: model on server."`` after each round (``persist_every_n_rounds`` 1). Its round starts when the
 #: task scheduler logs ``"scheduled task train"`` (one relay task per round, ``control_flow``), and
-#: it has ended when the server runner logs ``"Workflow: controller finalizing ..."``.
+#: it has ended when the server runner logs ``"Workflow: controller finalizing ..."``. Its relay
+#: gives each site ``task_assignment_timeout`` seconds (10) to ask for the task and then offers it
+#: to the next site too (``nvflare/apis/impl/seq_relay_manager.py``, logged at DEBUG only), so a
+#: site that asked late is skipped for that round; the server runner's ``"got result from client
+#: site-N for task: name=train"`` says which sites trained in each round.
 WORKFLOW_RECORDS = {
     "fedavg": WorkflowRecords(
         name="FedAvg",
@@ -119,6 +127,7 @@ WORKFLOW_RECORDS = {
         round_started=(WF_COMM_SERVER, re.compile(r"^scheduled task train$")),
         model_saved=(CYCLIC.path, _SAVED),
         finished=(SERVER_RUNNER, re.compile(rf"^Workflow: {WORKFLOW_ID} finalizing \.\.\.$")),
+        site_trained=(SERVER_RUNNER, re.compile(r"^got result from client (\S+) for task: name=train\b")),
     ),
 }
 
@@ -216,22 +225,28 @@ class RoundTracker:
         workspace (Path): the simulator workspace (``-w``); the log is ``server/log.json`` in it.
         num_rounds (int): ``num_rounds`` of the job.
         workflow (str): the job's ``workflow`` (a key of :data:`WORKFLOW_RECORDS`).
+        num_clients (int): the job's clients; for a workflow that must hear from every client each
+            round (``site_trained``), a round with fewer is a problem (0: not checked).
         server (str): the server's identity in ``fl_ctx``.
         rounds_started (int): rounds the workflow started (FedAvg's ``Round N started.``, N from 0).
         saved_round (int): the round (1-based) after which the server last persisted the model;
             0 when no round's model was saved.
         finished (bool): the workflow logged its end (FedAvg's ``Finished FedAvg.``).
         records (int): records of the workflow seen (0: the server never ran it).
+        trained (dict): round (1-based) -> the sites whose result the server got in it, in order
+            (only for a workflow with ``site_trained``).
     """
 
     workspace: Path
     num_rounds: int
     workflow: str = DEFAULT_WORKFLOW
+    num_clients: int = 0
     server: str = SIMULATOR_SERVER
     rounds_started: int = 0
     saved_round: int = 0
     finished: bool = False
     records: int = 0
+    trained: dict = field(default_factory=dict)
     _tail: LogJsonTail | None = field(default=None, repr=False)
 
     @property
@@ -257,6 +272,12 @@ class RoundTracker:
         if logger != spec.controller and _workflow_id(record) != WORKFLOW_ID:
             return None
         message = str(record.get("message", ""))
+        if spec.site_trained and logger == spec.site_trained[0]:
+            site = spec.site_trained[1].search(message)
+            if site:
+                self.records += 1
+                self.trained.setdefault(self.rounds_started, []).append(site.group(1))
+                return None
         matched = [(l_, p.search(message)) for l_, p in spec.events]
         if logger != spec.controller and not any(m for l_, m in matched if l_ == logger):
             return None
@@ -293,11 +314,32 @@ class RoundTracker:
             return [f"the {name} workflow never ran on the server (no record of it in {self.log_path})"]
         if self.rounds_started != self.num_rounds:
             return [f"{self.rounds_started} of {self.num_rounds} rounds started"]
+        skipped = self.skipped_sites()
+        if skipped:
+            return [
+                f"round {n}: {', '.join(sites)} did not train (the server got no result from "
+                f"{'it' if len(sites) == 1 else 'them'}; {name} offers the task to the next site when one "
+                f"does not ask for it within task_assignment_timeout)"
+                for n, sites in skipped.items()
+            ]
         if not self.finished:
             if self.workflow == DEFAULT_WORKFLOW:
                 return [f"FedAvg did not finish round {self.num_rounds} (no 'Finished FedAvg.' in {self.log_path})"]
             return [f"{name} did not finish round {self.num_rounds} (its workflow never ended in {self.log_path})"]
         return []
+
+    def skipped_sites(self) -> dict[int, list[str]]:
+        """Round (1-based) -> the sites ``site-1..site-<num_clients>`` the server got no result from in
+        it, for a workflow with ``site_trained`` and a known :attr:`num_clients` (else ``{}``)."""
+        if not self.spec.site_trained or not self.num_clients:
+            return {}
+        sites = site_names(self.num_clients)
+        skipped = {}
+        for n in range(1, self.rounds_started + 1):
+            missing = [s for s in sites if s not in self.trained.get(n, [])]
+            if missing:
+                skipped[n] = missing
+        return skipped
 
 
 def _workflow_id(record: dict) -> str:

@@ -499,6 +499,14 @@ def _client_count_problems(doc: Document, job: Job) -> list[Problem]:
                 "the job could never start",
             )
         )
+    if "task_assignment_timeout" in s and s.get("workflow") != "cyclic":
+        problems.append(
+            doc.problem(
+                job.path_of("task_assignment_timeout"),
+                "task_assignment_timeout is an argument of NVFlare's CyclicController (workflow: cyclic); "
+                f"this job's workflow is {s.get('workflow', 'fedavg')}, which has none: leave it out",
+            )
+        )
     if s.get("workflow") == "cyclic" and s["num_clients"] < 2:
         problems.append(
             doc.problem(

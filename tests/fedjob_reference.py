@@ -117,7 +117,7 @@ def _add_cyclic(job, s: dict, persistor_id: str) -> None:
     job.to_server(
         CyclicController(
             num_rounds=s["num_rounds"],
-            task_assignment_timeout=10,
+            task_assignment_timeout=s.get("task_assignment_timeout", 10),
             persistor_id=persistor_id,
             shareable_generator_id="shareable_generator",
             task_name="train",

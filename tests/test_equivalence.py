@@ -215,6 +215,7 @@ def grid() -> dict[str, dict]:
         "num_clients": 3,
         "min_clients": 3,
         "task_check_period": 0.05,
+        "task_assignment_timeout": 0,
         "receiver": {"type": "mlflow"},
     }
     # a script in a sub-folder importing a sibling module: both ship it as app/custom/mock_helper.py
@@ -388,7 +389,12 @@ SIMULATED = {
     # app/custom/ (not the script's folder) is on sys.path
     "sim-helper-in": ({"script": "helper_pkg/train_with_helper.py", "num_rounds": 2}, 1, None),
     # cyclic: each site adds 1 in turn, so a round adds num_clients
-    "sim-cyclic-full-in": ({"workflow": "cyclic", "script": "train_full.py", "num_rounds": 2}, 2, None),
+    # (task_assignment_timeout 60: a site slow to ask for its first task on a loaded machine is not skipped)
+    "sim-cyclic-full-in": (
+        {"workflow": "cyclic", "script": "train_full.py", "num_rounds": 2, "task_assignment_timeout": 60},
+        2,
+        None,
+    ),
     "sim-cyclic-diff-sub": (
         {
             "workflow": "cyclic",
@@ -398,6 +404,7 @@ SIMULATED = {
             "num_rounds": 2,
             "num_clients": 3,
             "min_clients": 3,
+            "task_assignment_timeout": 60,
         },
         3,
         None,

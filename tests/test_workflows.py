@@ -47,7 +47,7 @@ def test_cyclic_renders_the_controller_and_its_shareable_generator(tmp_path, lin
     text = (
         f'defaults: {{nvflare_version: "{line}"}}\n'
         "jobs:\n  - {name: c, script: train_diff.py, params_transfer_type: DIFF, workflow: cyclic,"
-        " num_rounds: 4, num_clients: 3, task_check_period: 0.05}\n"
+        " num_rounds: 4, num_clients: 3, task_check_period: 0.05, task_assignment_timeout: 60}\n"
     )
     (job,) = _jobs(tmp_path, text)
     server = _server_config(tmp_path, job)
@@ -60,6 +60,7 @@ def test_cyclic_renders_the_controller_and_its_shareable_generator(tmp_path, lin
                 "persistor_id": "persistor",
                 "shareable_generator_id": "shareable_generator",
                 "task_check_period": 0.05,
+                "task_assignment_timeout": 60,
             },
         }
     ]
@@ -69,7 +70,7 @@ def test_cyclic_renders_the_controller_and_its_shareable_generator(tmp_path, lin
     ]
 
 
-def test_the_shipped_cyclic_job_takes_the_shared_defaults():
+def test_the_shipped_cyclic_job_takes_the_shared_defaults_and_a_patient_relay():
     (job,) = [j for j in validate(load(ROOT / "jobs.yaml")) if j.name == "np-cyclic"]
     server = json.loads(Renderer(ROOT / "client_scripts").render(job)["app/config/config_fed_server.json"])
     defaults = shipped_defaults()
@@ -79,6 +80,7 @@ def test_the_shipped_cyclic_job_takes_the_shared_defaults():
         "persistor_id": "persistor",
         "shareable_generator_id": "shareable_generator",
         "task_check_period": defaults["task_check_period"],
+        "task_assignment_timeout": 60,
     }
     assert [c["path"] for c in server["components"]] == [PERSISTOR, GENERATOR]
     assert (job.settings["num_clients"], job.settings["params_transfer_type"]) == (2, "FULL")
@@ -160,6 +162,28 @@ def test_cyclic_records_of_other_sites_and_workflows_are_ignored(tmp_path):
     assert (tracker.records, tracker.rounds_started, tracker.finished) == (0, 0, False)
 
 
+def _result(site: str) -> dict:
+    ctx = f"[identity=simulator_server, run=simulate_job, wf=controller, peer={site}, peer_run=simulate_job]"
+    return _record(RUNNER, f"got result from client {site} for task: name=train, id=1f0c", ctx)
+
+
+def test_a_cyclic_round_a_site_skipped_fails_the_run(tmp_path):
+    """The relay offers the task to the next site when one asks late: that round misses its update."""
+    first, second = _cyclic_round(), _cyclic_round()
+    records = [first[0], _result("site-1"), _result("site-2"), *first[1:]]
+    records += [second[0], _result("site-2"), *second[1:], _record(RUNNER, "Workflow: controller finalizing ...")]
+    tracker = RoundTracker(_write_log(tmp_path, records), num_rounds=2, workflow="cyclic", num_clients=2)
+    tracker.poll()
+    assert tracker.trained == {1: ["site-1", "site-2"], 2: ["site-2"]}
+    assert tracker.problems() == [
+        "round 2: site-1 did not train (the server got no result from it; CyclicController offers the task "
+        "to the next site when one does not ask for it within task_assignment_timeout)"
+    ]
+    unchecked = RoundTracker(tmp_path, num_rounds=2, workflow="cyclic")  # num_clients unknown: not checked
+    unchecked.poll()
+    assert unchecked.problems() == []
+
+
 def test_a_cyclic_run_that_ended_early_is_not_final(tmp_path):
     finished = _record(RUNNER, "Workflow: controller finalizing ...")
     ws = _write_log(tmp_path, _cyclic_round() + [finished])
@@ -180,6 +204,8 @@ SIMULATED = {
     "cyclic-full": {"script": "train_full.py", "params_transfer_type": "FULL"},
     "cyclic-diff": {"script": "train_diff.py", "params_transfer_type": "DIFF"},
 }
+#: A site slow to ask for its first task on a loaded machine is not skipped (NVFlare's default is 10 s).
+PATIENT = "  task_assignment_timeout: 60\n"
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +213,7 @@ def cyclic_run(tmp_path_factory):
     """Generate and simulate two cyclic jobs (2 rounds, 2 sites), as a user does."""
     project = tmp_path_factory.mktemp("cyclic")
     text = "defaults:\n  workflow: cyclic\n  num_rounds: 2\n  num_clients: 2\n  server: {task_request_interval: 0.1}\n"
+    text += PATIENT
     text += "jobs:\n" + "".join(f"  - {json.dumps({'name': n, **o})}\n" for n, o in SIMULATED.items())
     (project / "jobs.yaml").write_text(text, encoding="utf-8")
     shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
