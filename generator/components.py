@@ -66,6 +66,8 @@ class Component:
         writers (tuple[str, ...]): for a receiver: the Client API writer classes
             (``nvflare.client.tracking``) whose points it stores; validate warns when a script
             imports one and the job has no receiver of this type.
+        components (dict): for a workflow: the further server components it finds by id
+            (id -> :class:`Component`), written after the persistor in ``config_fed_server.json``.
     """
 
     partial: str
@@ -75,6 +77,7 @@ class Component:
     custom_files: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
     writers: tuple[str, ...] = ()
+    components: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,38 @@ FEDAVG = Component(
         "num_rounds": Key(("num_rounds",)),
         "persistor_id": "persistor",
         "task_check_period": Key(("task_check_period",), optional=True),
+    },
+)
+
+#: The id the cyclic controller finds its shareable generator by (CyclicController's default
+#: ``shareable_generator_id``, and the id NVFlare's CyclicRecipe gives it).
+SHAREABLE_GENERATOR_ID = "shareable_generator"
+
+#: Cyclic weight transfer as NVFlare's CyclicRecipe exports it on 2.7 and 2.9
+#: (``nvflare/recipe/cyclic.py``): a CyclicController over the persistor, relaying the ``train``
+#: task through every client in a fixed order (``order`` FIXED: site-1, site-2, ...) each round
+#: and saving the model after each round (``persist_every_n_rounds`` 1), with a
+#: FullModelShareableGenerator that turns each site's result into the model the next site gets
+#: (a DIFF is added to the current model). The recipe's other arguments are the class defaults
+#: (``task_assignment_timeout`` 10 unless the job sets it, ``task_name`` "train", ``memory_gc_rounds`` 1;
+#: ``nvflare/app_common/workflows/cyclic_ctl.py``). The controller needs 2 or more clients.
+CYCLIC = Component(
+    partial="_cyclic.j2",
+    path="nvflare.app_common.workflows.cyclic_ctl.CyclicController",
+    args={
+        "num_rounds": Key(("num_rounds",)),
+        "persistor_id": "persistor",
+        "shareable_generator_id": SHAREABLE_GENERATOR_ID,
+        "task_check_period": Key(("task_check_period",), optional=True),
+        "task_assignment_timeout": Key(("task_assignment_timeout",), optional=True),
+    },
+    key=("workflow",),
+    components={
+        SHAREABLE_GENERATOR_ID: Component(
+            partial="_cyclic.j2",
+            path="nvflare.app_common.shareablegenerators.full_model_shareable_generator.FullModelShareableGenerator",
+            key=("workflow",),
+        )
     },
 )
 
@@ -248,7 +283,7 @@ EXECUTORS_27 = {
 #: Per NVFlare line: what each workflow, receiver ``type`` and executor mode renders to.
 LINES = {
     "2.7": LineComponents(
-        workflows={"fedavg": FEDAVG},
+        workflows={"fedavg": FEDAVG, "cyclic": CYCLIC},
         persistor=NP_PERSISTOR,
         receivers={"mlflow": MLFLOW_RECEIVER},
         executors=EXECUTORS_27,
@@ -257,7 +292,7 @@ LINES = {
         delivery_client=None,
     ),
     "2.9": LineComponents(
-        workflows={"fedavg": FEDAVG},
+        workflows={"fedavg": FEDAVG, "cyclic": CYCLIC},
         persistor=NP_PERSISTOR,
         receivers={"mlflow": MLFLOW_RECEIVER, "tensorboard": TB_RECEIVER, "wandb": WANDB_RECEIVER},
         executors=EXECUTORS_29,
@@ -268,7 +303,7 @@ LINES = {
 }
 assert set(LINES) == set(SUPPORTED_LINES), "every supported NVFlare line needs a row in LINES"
 
-#: The workflow every job runs (``jobs.yaml`` has no key to choose another yet).
+#: The workflow of a job that does not set ``workflow`` (the schema's default).
 DEFAULT_WORKFLOW = "fedavg"
 
 
@@ -312,6 +347,7 @@ def all_components() -> list[Component]:
     for line in LINES.values():
         for row in [
             *line.workflows.values(),
+            *(part for workflow in line.workflows.values() for part in workflow.components.values()),
             line.persistor,
             *line.receivers.values(),
             *line.executors.values(),

@@ -2,13 +2,13 @@
 
 Takes a simulator workspace (``nvflare simulator -w WS``); gives what NVFlare itself recorded:
 
-- rounds, completion and model saves: the records of the FedAvg controller in the server's
+- rounds, completion and model saves: the records of the job's workflow in the server's
   structured log, ``WS/server/log.json`` (one JSON object per line, written by NVFlare's
   ``JsonFormatter``, handler ``jsonFileHandler`` of ``nvflare/fuel/utils/log_config.json``, on
-  NVFlare 2.9 and 2.7 alike). A record counts only if its logger is the controller's class
-  (``fullName`` ``nvflare.app_common.workflows.fedavg.FedAvg``, the ``controller`` path of the
-  generated ``config_fed_server.json``) and its ``fl_ctx`` names the server (``identity=
-  simulator_server``, ``nvflare/private/fed/app/deployer/simulator_deployer.py``). A client
+  NVFlare 2.9 and 2.7 alike), as :data:`WORKFLOW_RECORDS` lists them per ``workflow``. A record
+  counts only if its logger is one of NVFlare's classes named there (``fullName``, e.g. the
+  ``controller`` path of the generated ``config_fed_server.json``) and its ``fl_ctx`` names the
+  server (``identity=simulator_server``, ``nvflare/private/fed/app/deployer/simulator_deployer.py``). A client
   script runs in a site's process (in-process: the site's worker; sub-process: a child of it), and
   its prints and log records go to the console and to ``WS/site-N/log.*``; nothing it prints
   reaches the server's log file. :class:`RoundTracker` reads the file as it grows, for progress
@@ -34,8 +34,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .components import FEDAVG
-from .layout import CUSTOM, SERVER_SITE, SITE_GLOB, site_number
+from .components import CYCLIC, DEFAULT_WORKFLOW, FEDAVG
+from .layout import CUSTOM, SERVER_SITE, SITE_GLOB, site_names, site_number
 
 #: The logger of the generated workflow: its class path (NVFlare names a component's logger so).
 FEDAVG_LOGGER = FEDAVG.path
@@ -52,6 +52,84 @@ ROUND_STARTED = re.compile(r"^\s*Round (\d+) started\.\s*$", re.MULTILINE)
 FINISHED = re.compile(r"^\s*Finished FedAvg\.\s*$", re.MULTILINE)
 MODEL_SAVED = "End persist model on server."
 _IDENTITY = re.compile(r"\bidentity=([^,\]]+)")
+_WORKFLOW_ID = re.compile(r"\bwf=([^,\]]+)")
+
+#: The id of the generated workflow (``config_fed_server.json`` ``workflows[0].id``); NVFlare puts
+#: it in the ``fl_ctx`` of the records logged while the workflow runs (``wf=controller``).
+WORKFLOW_ID = "controller"
+#: NVFlare's server-side task scheduler (``nvflare/apis/impl/wf_comm_server.py``): logs
+#: ``"scheduled task <name>"`` when a workflow schedules a task (2.7 and 2.9).
+WF_COMM_SERVER = "nvflare.apis.impl.wf_comm_server.WFCommServer"
+#: NVFlare's server runner (``nvflare/private/fed/server/server_runner.py``): logs
+#: ``"Workflow: <id> finalizing ..."`` when a workflow's control flow has returned (2.7 and 2.9).
+SERVER_RUNNER = "nvflare.private.fed.server.server_runner.ServerRunner"
+
+
+@dataclass(frozen=True)
+class WorkflowRecords:
+    """Which server records of one workflow say a round started, the model was saved, the workflow ended.
+
+    Each is ``(logger fullName, compiled pattern)``; a ``round_started`` pattern with a group
+    gives the round (from 0), one without counts rounds in order. Records of ``WF_COMM_SERVER``
+    and ``SERVER_RUNNER`` count only when logged for the generated workflow (``wf=controller``).
+
+    Attributes:
+        name (str): the workflow's name in messages (``FedAvg``, ``CyclicController``).
+        controller (str): the workflow's class path (its logger's ``fullName``).
+        round_started, model_saved, finished (tuple[str, re.Pattern]): the records of each event.
+        site_trained (tuple[str, re.Pattern] | None): for a workflow that must hear from every
+            client each round, the record of one client's result (group 1: the site); None: not checked.
+    """
+
+    name: str
+    controller: str
+    round_started: tuple
+    model_saved: tuple
+    finished: tuple
+    site_trained: tuple | None = None
+
+    @property
+    def loggers(self) -> tuple[str, ...]:
+        """Every logger whose records are read."""
+        found = [self.controller, *(r[0] for r in self.events)]
+        return tuple(dict.fromkeys(found + ([self.site_trained[0]] if self.site_trained else [])))
+
+    @property
+    def events(self) -> tuple:
+        """``(round_started, model_saved, finished)``."""
+        return (self.round_started, self.model_saved, self.finished)
+
+
+_SAVED = re.compile(r"^\s*" + re.escape(MODEL_SAVED) + r"\s*$")
+
+#: Per ``workflow``: NVFlare's own records of its rounds, model saves and end (INFO; the root
+#: logger's level in ``log_config.json``, so DEBUG records never reach ``log.json``).
+#: FedAvg logs all three itself. CyclicController (``nvflare/app_common/workflows/cyclic_ctl.py``,
+#: the same on 2.7) logs its rounds and its end at DEBUG only; at INFO it logs ``"Start/End persist
+#: model on server."`` after each round (``persist_every_n_rounds`` 1). Its round starts when the
+#: task scheduler logs ``"scheduled task train"`` (one relay task per round, ``control_flow``), and
+#: it has ended when the server runner logs ``"Workflow: controller finalizing ..."``. Its relay
+#: gives each site ``task_assignment_timeout`` seconds (10) to ask for the task and then offers it
+#: to the next site too (``nvflare/apis/impl/seq_relay_manager.py``, logged at DEBUG only), so a
+#: site that asked late is skipped for that round; the server runner's ``"got result from client
+#: site-N for task: name=train"`` says which sites trained in each round.
+WORKFLOW_RECORDS = {
+    "fedavg": WorkflowRecords(
+        name="FedAvg",
+        controller=FEDAVG.path,
+        round_started=(FEDAVG.path, ROUND_STARTED),
+        model_saved=(FEDAVG.path, _SAVED),
+        finished=(FEDAVG.path, FINISHED),
+    ),
+    "cyclic": WorkflowRecords(
+        name="CyclicController",
+        controller=CYCLIC.path,
+        round_started=(WF_COMM_SERVER, re.compile(r"^scheduled task train$")),
+        model_saved=(CYCLIC.path, _SAVED),
+        finished=(SERVER_RUNNER, re.compile(rf"^Workflow: {WORKFLOW_ID} finalizing \.\.\.$")),
+        site_trained=(SERVER_RUNNER, re.compile(r"^got result from client (\S+) for task: name=train\b")),
+    ),
+}
 
 #: Error levels of Python's logging that count as an error of the run.
 ERROR_LEVELS = ("ERROR", "CRITICAL")
@@ -138,31 +216,37 @@ def _identity(record: dict) -> str:
 
 @dataclass
 class RoundTracker:
-    """Rounds, completion and model saves of a FedAvg run, from the server's ``log.json``.
+    """Rounds, completion and model saves of a run, from the server's ``log.json``.
 
     Call :meth:`poll` as often as wanted (e.g. on each tick of the process runner, about every
     0.5 s); it reads only what was appended since the last call.
 
     Attributes:
         workspace (Path): the simulator workspace (``-w``); the log is ``server/log.json`` in it.
-        num_rounds (int): FedAvg ``num_rounds`` of the job.
-        controller (str): the logger name (``fullName``) of the workflow's records.
+        num_rounds (int): ``num_rounds`` of the job.
+        workflow (str): the job's ``workflow`` (a key of :data:`WORKFLOW_RECORDS`).
+        num_clients (int): the job's clients; for a workflow that must hear from every client each
+            round (``site_trained``), a round with fewer is a problem (0: not checked).
         server (str): the server's identity in ``fl_ctx``.
-        rounds_started (int): rounds FedAvg started (its ``Round N started.``, N from 0).
+        rounds_started (int): rounds the workflow started (FedAvg's ``Round N started.``, N from 0).
         saved_round (int): the round (1-based) after which the server last persisted the model;
             0 when no round's model was saved.
-        finished (bool): FedAvg logged ``Finished FedAvg.``.
-        records (int): records of the controller seen (0: the server never ran the workflow).
+        finished (bool): the workflow logged its end (FedAvg's ``Finished FedAvg.``).
+        records (int): records of the workflow seen (0: the server never ran it).
+        trained (dict): round (1-based) -> the sites whose result the server got in it, in order
+            (only for a workflow with ``site_trained``).
     """
 
     workspace: Path
     num_rounds: int
-    controller: str = FEDAVG_LOGGER
+    workflow: str = DEFAULT_WORKFLOW
+    num_clients: int = 0
     server: str = SIMULATOR_SERVER
     rounds_started: int = 0
     saved_round: int = 0
     finished: bool = False
     records: int = 0
+    trained: dict = field(default_factory=dict)
     _tail: LogJsonTail | None = field(default=None, repr=False)
 
     @property
@@ -170,49 +254,97 @@ class RoundTracker:
         """The server's ``log.json``."""
         return Path(self.workspace) / SERVER_LOG
 
+    @property
+    def spec(self) -> WorkflowRecords:
+        """The records of :attr:`workflow` (:data:`WORKFLOW_RECORDS`)."""
+        return WORKFLOW_RECORDS[self.workflow]
+
     def feed(self, record: dict) -> int | None:
         """Take one record (dict, a ``log.json`` line); returns the round (1-based) it started, else None.
 
-        Records of another logger than :attr:`controller` or another identity than :attr:`server`
-        are ignored.
+        Records of another logger than the workflow's (:attr:`spec`), another identity than
+        :attr:`server`, or (for NVFlare's task scheduler and server runner) another workflow are
+        ignored.
         """
-        if record.get("fullName") != self.controller or _identity(record) != self.server:
+        spec, logger = self.spec, record.get("fullName")
+        if logger not in spec.loggers or _identity(record) != self.server:
+            return None
+        if logger != spec.controller and _workflow_id(record) != WORKFLOW_ID:
+            return None
+        message = str(record.get("message", ""))
+        if spec.site_trained and logger == spec.site_trained[0]:
+            site = spec.site_trained[1].search(message)
+            if site:
+                self.records += 1
+                self.trained.setdefault(self.rounds_started, []).append(site.group(1))
+                return None
+        matched = [(l_, p.search(message)) for l_, p in spec.events]
+        if logger != spec.controller and not any(m for l_, m in matched if l_ == logger):
             return None
         self.records += 1
-        message = str(record.get("message", ""))
-        match = ROUND_STARTED.search(message)
-        if match:
-            self.rounds_started = max(self.rounds_started, int(match.group(1)) + 1)
-            return int(match.group(1)) + 1
-        if message.strip() == MODEL_SAVED:
+        (started_by, started), (saved_by, saved), (finished_by, finished) = matched
+        if started and started_by == logger:
+            number = int(started.group(1)) + 1 if started.groups() else self.rounds_started + 1
+            self.rounds_started = max(self.rounds_started, number)
+            return number
+        if saved and saved_by == logger:
             self.saved_round = self.rounds_started
-        elif FINISHED.search(message):
+        elif finished and finished_by == logger:
             self.finished = True
         return None
 
     def poll(self) -> list[int]:
         """Read the new records; returns the rounds (1-based) started since the last poll."""
         if self._tail is None:
-            self._tail = LogJsonTail(self.log_path, (json.dumps(self.controller).encode(),))
+            self._tail = LogJsonTail(self.log_path, tuple(json.dumps(name).encode() for name in self.spec.loggers))
         started = [self.feed(record) for record in self._tail.read()]
         return [n for n in started if n is not None]
 
     @property
     def model_is_final(self) -> bool:
-        """FedAvg finished every round and saved the model after the last one."""
+        """The workflow finished every round and saved the model after the last one."""
         return self.finished and self.saved_round == self.num_rounds == self.rounds_started
 
     def problems(self) -> list[str]:
         """Why the records say the run did not complete (empty when it did)."""
+        name = self.spec.name
         if not self.log_path.is_file():
             return [f"NVFlare's server log {self.log_path} was not written: the server did not start"]
         if not self.records:
-            return [f"the FedAvg workflow never ran on the server (no record of it in {self.log_path})"]
+            return [f"the {name} workflow never ran on the server (no record of it in {self.log_path})"]
         if self.rounds_started != self.num_rounds:
             return [f"{self.rounds_started} of {self.num_rounds} rounds started"]
+        skipped = self.skipped_sites()
+        if skipped:
+            return [
+                f"round {n}: {', '.join(sites)} did not train (the server got no result from "
+                f"{'it' if len(sites) == 1 else 'them'}; {name} offers the task to the next site when one "
+                f"does not ask for it within task_assignment_timeout)"
+                for n, sites in skipped.items()
+            ]
         if not self.finished:
-            return [f"FedAvg did not finish round {self.num_rounds} (no 'Finished FedAvg.' in {self.log_path})"]
+            if self.workflow == DEFAULT_WORKFLOW:
+                return [f"FedAvg did not finish round {self.num_rounds} (no 'Finished FedAvg.' in {self.log_path})"]
+            return [f"{name} did not finish round {self.num_rounds} (its workflow never ended in {self.log_path})"]
         return []
+
+    def skipped_sites(self) -> dict[int, list[str]]:
+        """Round (1-based) -> the sites ``site-1..site-<num_clients>`` the server got no result from in
+        it, for a workflow with ``site_trained`` and a known :attr:`num_clients` (else ``{}``)."""
+        if not self.spec.site_trained or not self.num_clients:
+            return {}
+        sites = site_names(self.num_clients)
+        skipped = {}
+        for n in range(1, self.rounds_started + 1):
+            missing = [s for s in sites if s not in self.trained.get(n, [])]
+            if missing:
+                skipped[n] = missing
+        return skipped
+
+
+def _workflow_id(record: dict) -> str:
+    match = _WORKFLOW_ID.search(str(record.get("fl_ctx") or ""))
+    return match.group(1) if match else ""
 
 
 def _first_line(message: str) -> str:

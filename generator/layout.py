@@ -191,6 +191,8 @@ class ManifestEntry:
         timeout (float | None): the job's ``timeout`` in seconds, if set.
         matrix (dict | None): for a job expanded from a ``matrix:``, ``{"job": the matrix job's
             name as written, "values": {matrix key: value}}``; written only then.
+        workflow (str): the job's ``workflow`` (``fedavg``, ``cyclic``); written only when it is
+            not ``fedavg`` (an entry without it reads as ``fedavg``).
     """
 
     nvflare_version: str
@@ -204,9 +206,10 @@ class ManifestEntry:
     expect: dict = field(default_factory=dict)
     timeout: float | None = None
     matrix: dict | None = None
+    workflow: str = "fedavg"
 
     def to_json(self) -> dict:
-        """The entry as stored in ``.jobgen.json`` (``timeout`` and ``matrix`` only when set)."""
+        """The entry as stored in ``.jobgen.json`` (``timeout``, ``matrix`` and ``workflow`` only when set)."""
         data = {
             "nvflare_version": self.nvflare_version,
             "num_clients": self.num_clients,
@@ -222,6 +225,8 @@ class ManifestEntry:
             data["timeout"] = self.timeout
         if self.matrix is not None:
             data["matrix"] = self.matrix
+        if self.workflow != "fedavg":
+            data["workflow"] = self.workflow
         return data
 
     @classmethod
@@ -244,4 +249,5 @@ class ManifestEntry:
             expect=data.get("expect") or {},
             timeout=data.get("timeout"),
             matrix=data.get("matrix"),
+            workflow=data.get("workflow", "fedavg"),
         )

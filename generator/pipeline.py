@@ -102,6 +102,7 @@ def job_info(job: Job) -> ManifestEntry:
         tb_folder=receiver.get("tb_folder") if receiver else None,
         expect=s["expect"],
         timeout=s.get("timeout"),
+        workflow=s.get("workflow", "fedavg"),
     )
 
 

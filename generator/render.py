@@ -204,8 +204,10 @@ def template_context(job: Job) -> dict:
     """Values the templates see: the job, its settings ``s``, the derived values and each component.
 
     Components (:class:`Built`, from the job's line in :data:`generator.components.LINES`):
-    ``workflow``, ``persistor``, ``executor``; ``receiver`` (None when the job has none, or when
-    the line has no row for its type: the server template then calls ``raise_error``);
+    ``workflow`` (the job's ``workflow`` row), ``workflow_components`` (``(id, Built)`` pairs: the
+    further server components that workflow finds by id), ``persistor``, ``executor``; ``receiver``
+    (None when the job has none, or when the line has no row for its type: the server template
+    then calls ``raise_error``);
     ``event_to_fed`` (None unless in-process events need converting); ``delivery_server`` and
     ``delivery_client`` (None without a receiver, and on a line without them). ``server_vars`` /
     ``client_vars``: the NVFlare application config variables each config sets at its top level
@@ -214,6 +216,7 @@ def template_context(job: Job) -> dict:
     s = job.settings
     table = LINES[job.line]
     derived = derived_values(job)
+    workflow = table.workflows[s.get("workflow", DEFAULT_WORKFLOW)]
     receiver = s.get("receiver")
     receiver_row = table.receivers.get(receiver["type"]) if receiver else None
     delivery = bool(receiver) and table.delivery_server is not None
@@ -221,7 +224,8 @@ def template_context(job: Job) -> dict:
         "job": job,
         "s": s,
         **derived,
-        "workflow": _built(table.workflows[DEFAULT_WORKFLOW], s, derived),
+        "workflow": _built(workflow, s, derived),
+        "workflow_components": [(id_, _built(row, s, derived)) for id_, row in workflow.components.items()],
         "persistor": _built(table.persistor, s, derived),
         "receiver": _built(receiver_row, s, derived) if receiver_row else None,
         "executor": _built(table.executors[job.execution_mode], s, derived),

@@ -525,23 +525,42 @@ def _elsewhere(doc: Document, path: tuple, than: tuple) -> str:
 
 
 def _client_count_problems(doc: Document, job: Job) -> list[Problem]:
-    """``min_clients`` must not exceed ``num_clients`` (the server would wait for clients forever).
+    """``min_clients`` must not exceed ``num_clients`` (the server would wait for clients forever);
+    ``workflow: cyclic`` needs 2 clients (NVFlare's CyclicController ``start_controller`` stops the
+    run with "Not enough client sites." otherwise; its CyclicRecipe asks ``min_clients >= 2``).
 
-    Located at ``min_clients``; when ``num_clients`` was written in another file (a later ``--jobs``
-    file or a ``--set``), the message says where.
+    The ``min_clients`` problem is located at ``min_clients``; when ``num_clients`` was written in
+    another file (a later ``--jobs`` file or a ``--set``), the message says where.
     """
     s = job.settings
-    if s["min_clients"] <= s["num_clients"]:
-        return []
-    at, other = job.path_of("min_clients"), job.path_of("num_clients")
-    written = _elsewhere(doc, other, at) if other[-1] == "num_clients" else ""
-    return [
-        doc.problem(
-            at,
-            f"min_clients ({s['min_clients']}) is larger than num_clients ({s['num_clients']}{written}): "
-            "the job could never start",
+    problems = []
+    if s["min_clients"] > s["num_clients"]:
+        at, other = job.path_of("min_clients"), job.path_of("num_clients")
+        written = _elsewhere(doc, other, at) if other[-1] == "num_clients" else ""
+        problems.append(
+            doc.problem(
+                at,
+                f"min_clients ({s['min_clients']}) is larger than num_clients ({s['num_clients']}{written}): "
+                "the job could never start",
+            )
         )
-    ]
+    if "task_assignment_timeout" in s and s.get("workflow") != "cyclic":
+        problems.append(
+            doc.problem(
+                job.path_of("task_assignment_timeout"),
+                "task_assignment_timeout is an argument of NVFlare's CyclicController (workflow: cyclic); "
+                f"this job's workflow is {s.get('workflow', 'fedavg')}, which has none: leave it out",
+            )
+        )
+    if s.get("workflow") == "cyclic" and s["num_clients"] < 2:
+        problems.append(
+            doc.problem(
+                job.path_of("workflow"),
+                f"workflow cyclic relays the model from client to client and needs num_clients of 2 or more "
+                f"(got {s['num_clients']}): NVFlare's CyclicController stops with 'Not enough client sites.'",
+            )
+        )
+    return problems
 
 
 def _command_line_problems(doc: Document, job: Job) -> list[Problem]:

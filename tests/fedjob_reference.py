@@ -2,8 +2,10 @@
 
 :func:`build_fedjob` turns a job's effective settings into what a user of NVFlare's FedJob API
 writes (FedJob + NPModelPersistor + FedAvg + optional MLflowReceiver + ScriptRunner, the pieces of
-NVFlare's "Client API with numpy" example); :func:`canonical_job` reads any job folder into a form
-where two folders compare equal exactly when NVFlare would build the same components from them.
+NVFlare's "Client API with numpy" example; for ``workflow: cyclic`` the CyclicController and
+FullModelShareableGenerator NVFlare's CyclicRecipe puts in place of FedAvg); :func:`canonical_job`
+reads any job folder into a form where two folders compare equal exactly when NVFlare would build
+the same components from them.
 Works with NVFlare 2.7 and 2.9 (whichever is installed); imports nvflare, so only tests and the
 benchmark use it, never the generator.
 """
@@ -23,7 +25,10 @@ def build_fedjob(name: str, settings: dict):
     """A FedJob for ``settings`` (an effective job of ``jobs.yaml``), built as NVFlare's example does.
 
     Everything the FedJob API can express is passed on: ``min_clients``; FedAvg ``num_clients``,
-    ``num_rounds``, ``persistor_id`` and ``task_check_period``; the MLflowReceiver's arguments
+    ``num_rounds``, ``persistor_id`` and ``task_check_period`` (``workflow: cyclic``: the
+    CyclicController and shareable generator with the arguments NVFlare's CyclicRecipe gives them,
+    ``nvflare/recipe/cyclic.py``, on 2.7 and 2.9 alike, ``task_check_period`` from the job when it
+    sets one); the MLflowReceiver's arguments
     (``tracking_uri`` only when the job gives one); ScriptRunner's ``script``, ``script_args``,
     ``launch_external_process``, ``command``, ``framework`` and ``params_transfer_type``. The
     script path is relative to the current folder (run it from ``client_scripts/``), as in the
@@ -40,10 +45,13 @@ def build_fedjob(name: str, settings: dict):
     s = settings
     job = FedJob(name=name, min_clients=s["min_clients"])
     persistor_id = job.to_server(NPModelPersistor(), "persistor")
-    fedavg = {"num_clients": s["num_clients"], "num_rounds": s["num_rounds"], "persistor_id": persistor_id}
-    if "task_check_period" in s:
-        fedavg["task_check_period"] = s["task_check_period"]
-    job.to_server(FedAvg(**fedavg))
+    if s.get("workflow") == "cyclic":
+        _add_cyclic(job, s, persistor_id)
+    else:
+        fedavg = {"num_clients": s["num_clients"], "num_rounds": s["num_rounds"], "persistor_id": persistor_id}
+        if "task_check_period" in s:
+            fedavg["task_check_period"] = s["task_check_period"]
+        job.to_server(FedAvg(**fedavg))
     receiver = s.get("receiver")
     if receiver and receiver["type"] == "tensorboard":
         from nvflare.app_opt.tracking.tb.tb_receiver import TBAnalyticsReceiver
@@ -98,6 +106,26 @@ def build_fedjob(name: str, settings: dict):
         )
     )
     return job
+
+
+def _add_cyclic(job, s: dict, persistor_id: str) -> None:
+    """The server side of NVFlare's CyclicRecipe (``nvflare/recipe/cyclic.py``, 2.7 and 2.9): a
+    CyclicController and the FullModelShareableGenerator it names, over ``persistor_id``."""
+    from nvflare.app_common.shareablegenerators import FullModelShareableGenerator
+    from nvflare.app_common.workflows.cyclic_ctl import CyclicController
+
+    job.to_server(
+        CyclicController(
+            num_rounds=s["num_rounds"],
+            task_assignment_timeout=s.get("task_assignment_timeout", 10),
+            persistor_id=persistor_id,
+            shareable_generator_id="shareable_generator",
+            task_name="train",
+            task_check_period=s.get("task_check_period", 0.5),
+            memory_gc_rounds=1,
+        )
+    )
+    job.to_server(FullModelShareableGenerator(), id="shareable_generator")
 
 
 @cache

@@ -3,7 +3,8 @@
 For every job of the shipped ``jobs.yaml`` and for a grid of options (script x in-process /
 sub-process x FULL / DIFF x metrics on / off x rounds x clients, plus a few odd values), the job is
 rendered by the generator for the installed NVFlare line and built with NVFlare's FedJob +
-ScriptRunner + FedAvg + NPModelPersistor (+ MLflowReceiver) API (``fedjob_reference.py``), exported,
+ScriptRunner + FedAvg (or CyclicController + FullModelShareableGenerator, as NVFlare's CyclicRecipe
+builds them) + NPModelPersistor (+ MLflowReceiver) API (``fedjob_reference.py``), exported,
 and both folders are compared semantically: the same component classes with the same effective
 constructor arguments (``__init__`` defaults filled in, ids and order ignored), the same meta.json,
 the same scripts. The only differences allowed are the deliberate ones in :data:`DELIBERATE`; each
@@ -198,6 +199,25 @@ def grid() -> dict[str, dict]:
                     if kind == "metrics":
                         options["receiver"] = {"type": "mlflow"}
                     cases[name] = options
+    # the cyclic workflow (NVFlare's CyclicRecipe components), each executor mode and transfer type
+    for sub in (False, True):
+        for transfer, script in (("FULL", "train_full.py"), ("DIFF", "train_diff.py")):
+            cases[f"cyclic-{'sub' if sub else 'in'}-{transfer.lower()}-r3-c2"] = {
+                "workflow": "cyclic",
+                "script": script,
+                "launch_external_process": sub,
+                "params_transfer_type": transfer,
+                "num_rounds": 3,
+            }
+    cases["cyclic-metrics-c3-check"] = {
+        "workflow": "cyclic",
+        "script": "train_metrics.py",
+        "num_clients": 3,
+        "min_clients": 3,
+        "task_check_period": 0.05,
+        "task_assignment_timeout": 0,
+        "receiver": {"type": "mlflow"},
+    }
     # a script in a sub-folder importing a sibling module: both ship it as app/custom/mock_helper.py
     for sub in (False, True):
         cases[f"helper-{'sub' if sub else 'in'}"] = {
@@ -335,8 +355,9 @@ def test_canonical_form_sees_a_changed_argument(grid_run):
 #: name -> (jobs.yaml options, model delta per round, metric points per site per round or None).
 #: Chosen to cover each executor path once (in-process DIFF, in-process with ConvertToFedEvent,
 #: sub-process FULL with metrics: on 2.7 the launcher, both pipes and MetricRelay, and a script
-#: importing a sibling module in-process) in ~3 min of simulation per line; the rest of the grid is
-#: compared semantically only.
+#: importing a sibling module in-process) and the cyclic workflow (in-process FULL, sub-process
+#: DIFF over 3 sites) in ~4 min of simulation per line; the rest of the grid is compared
+#: semantically only.
 SIMULATED = {
     "sim-diff-in": (
         {
@@ -367,6 +388,27 @@ SIMULATED = {
     # a script in a sub-folder whose +1 is in its sibling module: in-process, the mode where only
     # app/custom/ (not the script's folder) is on sys.path
     "sim-helper-in": ({"script": "helper_pkg/train_with_helper.py", "num_rounds": 2}, 1, None),
+    # cyclic: each site adds 1 in turn, so a round adds num_clients
+    # (task_assignment_timeout 60: a site slow to ask for its first task on a loaded machine is not skipped)
+    "sim-cyclic-full-in": (
+        {"workflow": "cyclic", "script": "train_full.py", "num_rounds": 2, "task_assignment_timeout": 60},
+        2,
+        None,
+    ),
+    "sim-cyclic-diff-sub": (
+        {
+            "workflow": "cyclic",
+            "script": "train_diff.py",
+            "params_transfer_type": "DIFF",
+            "launch_external_process": True,
+            "num_rounds": 2,
+            "num_clients": 3,
+            "min_clients": 3,
+            "task_assignment_timeout": 60,
+        },
+        3,
+        None,
+    ),
 }
 
 

@@ -172,7 +172,8 @@ def test_a_template_bug_is_reported_at_the_jobs_yaml_key(project, monkeypatch, c
     code, err, _ = lint(capsys)
     assert code == 2
     mlflow_jobs = [j for j in shipped_jobs() if (j.get("receiver") or {}).get("type") == "mlflow"]
-    assert len(err) == len(shipped_jobs()) + len(mlflow_jobs)  # every job's FedAvg, every MLflowReceiver
+    fedavg_jobs = [j for j in shipped_jobs() if j.get("workflow", "fedavg") == "fedavg"]
+    assert len(err) == len(fedavg_jobs) + len(mlflow_jobs)  # every job's FedAvg, every MLflowReceiver
     assert [line for line in err if "np-metrics-in-process" in line] == [
         "jobs.yaml:11:15: defaults.num_rounds: nvflare.app_common.workflows.fedavg.FedAvg: got an unexpected keyword "
         "argument 'num_round'; did you mean 'num_rounds'? "

@@ -47,6 +47,7 @@ WRITER_JOBS = [
     "np-wandb-sub-process",
 ]
 METRICS_JOBS = ["np-metrics-in-process", "np-metrics-sub-process"] + WRITER_JOBS
+WORKFLOW_JOBS = ["np-cyclic"]  # the other workflows (tests/test_workflows.py)
 
 
 def render_text(yaml_text: str, tmp_path: Path) -> dict[str, dict[str, bytes]]:
@@ -69,7 +70,7 @@ def shipped() -> dict[str, dict[str, dict]]:
 
 
 def test_shipped_jobs_are_the_examples_five_runs_then_the_other_writers(shipped):
-    assert list(shipped) == EXAMPLE_JOBS + WRITER_JOBS
+    assert list(shipped) == EXAMPLE_JOBS + WRITER_JOBS + WORKFLOW_JOBS
 
 
 @pytest.mark.parametrize("name", EXAMPLE_JOBS + WRITER_JOBS)

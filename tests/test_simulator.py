@@ -1,12 +1,13 @@
 """End to end: generated folders run in the real ``nvflare simulator`` and give the right results.
 
 The shipped jobs (2 clients, 5 rounds) must end with the server's model equal to the initial
-``[[1,2,3],[4,5,6],[7,8,9]]`` + 5 (FULL, DIFF: +1 per round) or + 15 (metrics: +1 per epoch, 3
-epochs), and every metrics job (MLflow, TensorBoard, W&B; in-process and sub-process) must have
-stored 1,875 ``global_step`` points per site at steps 0..1874, read straight from each tracker's
-store here (MlflowClient, tensorboard's EventAccumulator, wandb's own ``wandb leet inspect``), not
-through the generator's reader. Each metrics job gets a PNG of what was stored. Failures must be
-reported as failures even when the simulator exits 0.
+``[[1,2,3],[4,5,6],[7,8,9]]`` + 5 (FULL, DIFF: +1 per round), + 15 (metrics: +1 per epoch, 3
+epochs) or + 10 (cyclic: +1 per site per round), and every metrics job (MLflow, TensorBoard, W&B;
+in-process and sub-process) must have stored 1,875 ``global_step`` points per site at steps
+0..1874, read straight from each tracker's store here (MlflowClient, tensorboard's
+EventAccumulator, wandb's own ``wandb leet inspect``), not through the generator's reader. Each
+metrics job gets a PNG of what was stored. Failures must be reported as failures even when the
+simulator exits 0.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ EXPECTED_DELTA = {
     "np-tensorboard-sub-process": 15,
     "np-wandb-in-process": 15,
     "np-wandb-sub-process": 15,
+    "np-cyclic": 10,  # cyclic: each of the 2 sites adds 1 in turn, 5 rounds
 }
 METRICS_JOBS = [n for n in EXPECTED_DELTA if "metrics" in n or "tensorboard" in n or "wandb" in n]
 #: Steps of the per-epoch points (model_mean, model_max): the last batch of each of the 15 epochs.

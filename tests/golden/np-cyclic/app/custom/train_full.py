@@ -1,0 +1,35 @@
+"""Mock training client that sends its whole model back (params_type FULL).
+
+Each round it receives an FLModel whose params hold "numpy_key" (a 3x3 float32 array), adds 1
+("training") and sends the trained array back. It loops on ``flare.is_running()``, so the same file
+works in-process and when ClientAPIExecutor launches it once as a sub-process for the whole job.
+"""
+
+import nvflare.client as flare
+
+
+def train(weights):
+    """Mock one round of training: return ``weights + 1`` (same shape and dtype)."""
+    return weights + 1
+
+
+def main():
+    flare.init()
+    print(f"system info: {flare.system_info()}")
+    while flare.is_running():
+        received = flare.receive()
+        weights = received.params["numpy_key"]
+        trained = train(weights)
+        print(f"round {received.current_round}: sending FULL params")
+        flare.send(
+            flare.FLModel(
+                params={"numpy_key": trained},
+                params_type="FULL",
+                metrics={"accuracy": 100},
+                current_round=received.current_round,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
