@@ -66,6 +66,28 @@ def file_above(path: Path) -> Path | None:
     return None
 
 
+def folder_problems(root: Path, option: str) -> list[Problem]:
+    """Why ``root`` (the folder of ``option``, e.g. ``--workspace``) cannot be used as a folder: a
+    symbolic link, a file, or a path below a file; empty when it is a folder or can be made one.
+
+    Returns:
+        list[Problem]: at most one, naming ``root`` (printed by the CLI, exit code 2).
+    """
+    root = Path(root)
+
+    def problem(message: str) -> list[Problem]:
+        return [Problem(str(root), 0, 0, "", f"{option}: {message}")]
+
+    if root.is_symlink():
+        return problem("is a symbolic link: give the folder itself")
+    if root.exists() and not root.is_dir():
+        return problem(f"is a file, not a folder: choose another {option}")
+    blocker = file_above(root)
+    if blocker:
+        return problem(f"{blocker} is a file, not a folder")
+    return []
+
+
 def _placement(path: Path, option: str, managed: dict[str, Path]) -> list[Problem]:
     """``path`` must not be inside a folder simulate manages, nor under a file."""
     for what, folder in managed.items():

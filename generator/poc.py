@@ -61,7 +61,7 @@ from .layout import (
     site_names,
 )
 from .lines import installed_line
-from .outputs import check_results, file_above, write_results
+from .outputs import check_results, folder_problems, write_results
 from .runner import Interrupted, deferred_signals, interrupt_on_signals
 from .safepaths import path_problem
 from .simulate import (
@@ -218,13 +218,9 @@ def check_poc_workspace(root: Path) -> list[Problem]:
     def problem(message: str) -> list[Problem]:
         return [Problem(str(root), 0, 0, "", f"--workspace: {message}")]
 
-    if root.is_symlink():
-        return problem("is a symbolic link: give the folder itself")
-    if root.exists() and not root.is_dir():
-        return problem("is a file, not a folder: choose another --workspace")
-    blocker = file_above(root)
-    if blocker:
-        return problem(f"{blocker} is a file, not a folder")
+    unusable = folder_problems(root, "--workspace")
+    if unusable:
+        return unusable
     if root.is_dir() and any(root.iterdir()) and not (root / POC_WORKSPACE_MARKER).is_file():
         return problem(
             f"holds files the generator did not write (no {POC_WORKSPACE_MARKER}); refusing to clear it: "

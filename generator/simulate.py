@@ -45,7 +45,7 @@ from .judge import RoundTracker, client_exceptions, nvflare_errors
 from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry, site_names
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
-from .outputs import check_reports, check_results, file_above, record_report, write_results
+from .outputs import check_reports, check_results, folder_problems, record_report, write_results
 from .plot import matplotlib_dir
 from .runner import Interrupted, RunOutcome, deferred_signals, interrupt_on_signals, run_process
 from .safepaths import LINK_PREFIX, check_paths, link_parent, remove_links, run_paths
@@ -190,13 +190,9 @@ def check_workspace(root: Path, out: Path | None = None) -> list[Problem]:
     def problem(message: str) -> list[Problem]:
         return [Problem(str(root), 0, 0, "", f"--workspace: {message}")]
 
-    if root.is_symlink():
-        return problem("is a symbolic link: give the folder itself")
-    if root.exists() and not root.is_dir():
-        return problem("is a file, not a folder: choose another --workspace")
-    blocker = file_above(root)
-    if blocker:
-        return problem(f"{blocker} is a file, not a folder")
+    unusable = folder_problems(root, "--workspace")
+    if unusable:
+        return unusable
     if out is not None:
         here, there = Path(os.path.abspath(root)), Path(os.path.abspath(out))
         if here == there or there in here.parents or here in there.parents:
