@@ -38,6 +38,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -226,8 +227,54 @@ def check_poc_workspace(root: Path) -> list[Problem]:
             f"holds files the generator did not write (no {POC_WORKSPACE_MARKER}); refusing to clear it: "
             "choose another --workspace"
         )
-    why = path_problem(os.path.abspath(root))
-    return problem(why.replace("NVFlare's simulator", "NVFlare's POC commands")) if why else []
+    absolute = os.path.abspath(root)
+    why = path_problem(absolute)
+    if why:
+        return [
+            Problem(
+                absolute,
+                0,
+                0,
+                "",
+                f"--workspace: {_for_poc(why)}: give --workspace a folder whose path has none "
+                "(e.g. `python -m generator poc --workspace /tmp/jobgen-poc --downloads /tmp/jobgen-poc-results`)",
+            )
+        ]
+    return []
+
+
+def _for_poc(why: str) -> str:
+    """A :func:`generator.safepaths.path_problem` reason, said of NVFlare's POC commands."""
+    return why.replace("NVFlare's simulator", "NVFlare's POC system").replace(
+        "when it starts a client worker "
+        "(simulator_runner.py, do_one_task: shlex.split of a command joined with spaces)",
+        "when it starts its server and clients (their start scripts and poc_commands.async_process split commands "
+        "at spaces)",
+    )
+
+
+def check_poc_python() -> list[Problem]:
+    """Why NVFlare's POC system cannot be started with this Python environment (empty: it can).
+
+    The POC start scripts run the server and the clients with this interpreter's path
+    (``sys.executable``, inside ``sys.prefix``); a path they split (a space, ...) makes every job
+    fail with ``FINISHED:FAILED_TO_RUN`` and only a ``FileNotFoundError`` in the server's log.
+    """
+    for path in (sys.prefix, sys.executable):
+        why = path_problem(os.path.abspath(path))
+        if why:
+            return [
+                Problem(
+                    os.path.abspath(path),
+                    0,
+                    0,
+                    "",
+                    f"this Python environment's path {_for_poc(why)}: make a Python environment at a path without "
+                    "it (e.g. `python3 -m venv /tmp/jobgen-venv && /tmp/jobgen-venv/bin/pip install -e .`) and run "
+                    "poc with that Python; `simulate` works from here",
+                )
+            ]
+    return []
 
 
 def check_downloads(root: Path, option: str = "--downloads") -> list[Problem]:
@@ -749,13 +796,13 @@ def _prepare_outputs(downloads: Path, results_path: Path | None, managed: dict) 
     (downloads / POC_RESULTS_MARKER).write_text("job results downloaded by nvflare-jobgen\n")
 
 
-def _conclude(results: list[JobResult], results_path, events, received: list[int]) -> list[JobResult]:
+def _conclude(results: list[JobResult], results_path, events, received: list[int], command: str) -> list[JobResult]:
     with deferred_signals():
         events.all_finished(results)
         if results_path:
             write_results(Path(results_path), [result_record(r) for r in results])
     if received:
-        raise RunInterrupted(signal.Signals(received[0]).name, results_path, len(results))
+        raise RunInterrupted(signal.Signals(received[0]).name, results_path, len(results), command)
     return results
 
 
@@ -792,7 +839,7 @@ def poc_all(
     events = events or PocEvents()
     out, root, downloads = Path(out), Path(workspace), Path(downloads)
     manifest, selected = _selected_jobs(out, names)
-    problems = check_poc_workspace(root)
+    problems = check_poc_python() + check_poc_workspace(root)
     if problems:
         raise OutputError(problems)
     managed = {"the generated jobs folder": out, "the POC workspace": root, DOWNLOADS: downloads}
@@ -803,7 +850,11 @@ def poc_all(
     if not runnable:  # nothing to start a system for
         with interrupt_on_signals() as received:
             return _conclude(
-                run_jobs(None, out, manifest, selected, downloads, timeout, events), results_path, events, received
+                run_jobs(None, out, manifest, selected, downloads, timeout, events),
+                results_path,
+                events,
+                received,
+                "poc",
             )
     num_clients = max(manifest[n].num_clients for n in runnable)
     results: list[JobResult] = []
@@ -821,7 +872,7 @@ def poc_all(
         finally:
             if prepared:
                 _stop(root, log, events, received)
-        return _conclude(results, results_path, events, received)
+        return _conclude(results, results_path, events, received, "poc")
 
 
 def _stop(root: Path, log, events, received: list[int]) -> None:
@@ -862,4 +913,4 @@ def submit_all(
     with interrupt_on_signals() as received:
         with contextlib.suppress(Interrupted):  # between two polls: the results so far are returned
             results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel)
-        return _conclude(results, results_path, events, received)
+        return _conclude(results, results_path, events, received, "submit")

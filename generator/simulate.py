@@ -762,16 +762,18 @@ def _simulate_one(
 
 
 class RunInterrupted(JobgenError):
-    """``simulate`` was stopped by a signal; its exit code is 128 + the signal's number (shell convention).
+    """``simulate`` (or ``poc``, ``submit``) was stopped by a signal; its exit code is 128 + the
+    signal's number (shell convention).
 
     Args:
         signal_name (str): e.g. ``"SIGTERM"``. results_path: where the results were written (or None).
         jobs (int): how many jobs are in the results (the interrupted one included).
+        command (str): the command that was stopped, as the message names it.
     """
 
-    def __init__(self, signal_name: str, results_path, jobs: int):
+    def __init__(self, signal_name: str, results_path, jobs: int, command: str = "simulate"):
         where = f"; the results of {jobs} job(s) are in {results_path}" if results_path else ""
-        super().__init__([Problem("simulate", 0, 0, "", f"interrupted by {signal_name}{where}")])
+        super().__init__([Problem(command, 0, 0, "", f"interrupted by {signal_name}{where}")])
         self.exit_code = 128 + signal.Signals[signal_name].value
 
 

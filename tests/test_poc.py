@@ -200,6 +200,31 @@ def test_poc_refuses_a_workspace_of_someone_elses_files_before_anything_starts(t
     assert not (project / "build/poc").exists()
 
 
+def test_poc_refuses_a_workspace_path_with_a_space_naming_it_and_the_fix(tmp_path):
+    """NVFlare's POC start scripts split their commands at spaces: refused before anything runs."""
+    project = make_project(tmp_path / "my project")
+
+    result = run_main(project, "poc")
+
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"{project / 'build/poc-workspace'}: --workspace: contains ' ', which NVFlare's POC system ")
+    assert "give --workspace a folder whose path has none" in line
+    assert not (project / "build/poc-workspace").exists() and not (project / "build/poc").exists()
+
+
+def test_poc_refuses_a_python_environment_at_a_path_with_a_space(monkeypatch):
+    from generator import poc
+
+    monkeypatch.setattr(poc.sys, "prefix", "/opt/my envs/jobgen")
+    (problem,) = poc.check_poc_python()
+    assert problem.file == "/opt/my envs/jobgen"
+    assert problem.message.startswith("this Python environment's path contains ' ', which NVFlare's POC system ")
+    monkeypatch.setattr(poc.sys, "prefix", "/opt/envs/jobgen")
+    monkeypatch.setattr(poc.sys, "executable", "/opt/envs/jobgen/bin/python")
+    assert poc.check_poc_python() == []
+
+
 def test_poc_refuses_downloads_inside_the_generated_jobs(tmp_path):
     project = make_project(tmp_path / "p")
     generated = snapshot(project / "build/jobs")
