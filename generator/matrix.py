@@ -222,8 +222,10 @@ def _describe(value) -> str:
 
 
 def _entry_problems(matrix: dict, axes: dict, schema: dict) -> list[EntryProblem]:
-    """Unknown keys in ``include`` (not a setting) and ``exclude`` (not an axis) entries."""
+    """Unknown keys in ``include`` (not a setting) and ``exclude`` (not a key written in the matrix:
+    a key whose values are wrong has its own problem, and is not reported again here)."""
     problems: list[EntryProblem] = []
+    written = [key for key in matrix if key not in RESERVED and key not in NOT_AXES]
     for kind in RESERVED:
         entries = matrix.get(kind)
         if not isinstance(entries, list):
@@ -233,9 +235,9 @@ def _entry_problems(matrix: dict, axes: dict, schema: dict) -> list[EntryProblem
                 continue
             for key in item:
                 where = ("matrix", kind, n, key)
-                if kind == "exclude" and key not in axes:
-                    close = difflib.get_close_matches(key, list(axes), n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else f" (its keys: {', '.join(axes)})"
+                if kind == "exclude" and key not in written:
+                    close = difflib.get_close_matches(key, written, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else f" (its keys: {', '.join(written)})"
                     problems.append((where, f"{key!r} is not a key of this matrix{hint}", True))
                 elif kind == "include" and key not in axes:
                     if key in NOT_AXES:
