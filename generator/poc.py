@@ -839,7 +839,7 @@ def poc_all(
     events = events or PocEvents()
     out, root, downloads = Path(out), Path(workspace), Path(downloads)
     manifest, selected = _selected_jobs(out, names)
-    problems = check_poc_python() + check_poc_workspace(root)
+    problems = check_poc_workspace(root)
     if problems:
         raise OutputError(problems)
     managed = {"the generated jobs folder": out, "the POC workspace": root, DOWNLOADS: downloads}
@@ -856,6 +856,9 @@ def poc_all(
                 received,
                 "poc",
             )
+    blocked = check_poc_python()  # only once a system is to be started: other refusals come first
+    if blocked:
+        raise OutputError(blocked)
     num_clients = max(manifest[n].num_clients for n in runnable)
     results: list[JobResult] = []
     prepared = False
