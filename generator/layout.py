@@ -108,7 +108,8 @@ FINAL_MODEL = f"{SERVER_RESULT}/models/server.npy"
 MLFLOW_DB = "mlflow.db"
 #: TBAnalyticsReceiver's default ``tb_folder`` (``nvflare/app_opt/tracking/tb/tb_receiver.py``).
 TB_FOLDER_DEFAULT = "tb_events"
-#: W&B's default run folder, ``./wandb`` of the server's process (the server's workspace folder).
+#: W&B's run folder in the job's result folder: the shipped ``OrderedWandBReceiver`` passes
+#: ``dir=<run dir>`` to ``wandb.init`` (W&B's default would be ``./wandb`` of the server process).
 WANDB_DIR = "wandb"
 #: MLflowReceiver ``tracking_uri`` when the job gives none, per line. NVFlare 2.9 itself falls
 #: back to SQLite ``mlflow.db`` in the job's result folder (None: write no tracking_uri). NVFlare

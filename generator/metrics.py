@@ -381,7 +381,7 @@ def store_location(info: ManifestEntry, server_dir: Path) -> str | None:
     if receiver == "tensorboard":
         return str((result_dir / (info.tb_folder or TB_FOLDER_DEFAULT)).resolve())
     if receiver == "wandb":
-        return str((Path(server_dir) / WANDB_DIR).resolve())  # wandb's default: ./wandb of the server
+        return str((result_dir / WANDB_DIR).resolve())  # OrderedWandBReceiver: <run dir>/wandb
     return None
 
 

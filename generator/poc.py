@@ -57,7 +57,6 @@ from .layout import (
     POC_RESULTS_MARKER,
     POC_WORKSPACE_MARKER,
     SERVER_SITE,
-    WANDB_DIR,
     ManifestEntry,
     site_names,
 )
@@ -585,15 +584,6 @@ def _judge(system: System, run: _Run, job_dir: Path) -> None:
         result.problems.append(job_problem(run.name, f"NVFlare ended job {run.job_id} with status {run.status}"))
     if result.receiver:
         judge_metrics(result, info, job_dir, since_ms=0, reports=None)
-    stray = system.sites_dir / SERVER_SITE / WANDB_DIR if system.sites_dir is not None else None
-    if result.receiver == "wandb" and result.problems and stray is not None and stray.is_dir():
-        result.problems.append(
-            job_problem(
-                run.name,
-                f"W&B wrote its offline runs to the POC server's own folder {stray}, outside the job's result "
-                "(W&B's default ./wandb of the server process): they are not part of the download",
-            )
-        )
     if result.problems:
         result.problems[:0] = [job_problem(run.name, m) for m in client_exceptions(job_dir)]
 

@@ -247,9 +247,10 @@ def _run_env(bin_dir: str, ws: Path, tmp: str | None = None) -> dict[str, str]:
     Args:
         bin_dir (str): the folder of the Python that runs the simulator (a sub-process client is
             started as ``python3 ...``: that must be this environment's Python).
-        ws (Path): the job's workspace: W&B's runs land in its server folder (``WANDB_DIR`` is
-            dropped), and its cache (``WANDB_CACHE_DIR``: its debug logs, ``~/.cache/wandb`` by
-            default) goes to ``ws/_wandb_cache`` unless set, so a run writes nothing to ``$HOME``.
+        ws (Path): the job's workspace: W&B's runs land in the server's job folder (the shipped
+            receiver passes ``dir``; ``WANDB_DIR`` is dropped), and its cache (``WANDB_CACHE_DIR``:
+            its debug logs, ``~/.cache/wandb`` by default) goes to ``ws/_wandb_cache`` unless set,
+            so a run writes nothing to ``$HOME``.
         tmp (str | None): the run's temporary folder (:func:`run_tmp`), set as ``TMPDIR``, ``TEMP``
             and ``TMP`` (Python's ``tempfile.gettempdir`` reads them in that order): what the run's
             processes leave there (W&B's module-level ``TemporaryDirectory("wandb-media")``, never

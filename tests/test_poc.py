@@ -1,7 +1,7 @@
 """``poc`` and ``submit``: generated folders run on a real NVFlare system (POC over 127.0.0.1), judged as simulate.
 
-The ``simulator`` tests start real POC systems: one ``poc`` run of three small jobs (a FULL job in a
-sub-process, an in-process MLflow job whose tags have dotted keys, a client script that raises, a
+The ``simulator`` tests start real POC systems: one ``poc`` run of five small jobs (a FULL job in a
+sub-process, an in-process MLflow job whose tags have dotted keys, a sub-process W&B job, a client script that raises, a
 sub-process script whose import fails),
 and one POC system started here that ``submit`` reaches through its admin startup kit (a job that
 passes, a job aborted at its timeout). Each checks, by PID, that no process of the system is left,
@@ -63,6 +63,12 @@ jobs:
       experiment_tags: {mlflow.note.content: "## POC experiment"}
       run_tags: {mlflow.note.content: "run note"}
     expect: {metric_points_per_site: {global_step: 750}}
+  - name: wandb-sub
+    script: train_metrics_wandb.py
+    script_args: --epoch_seconds 0
+    launch_external_process: true
+    receiver: {type: wandb}
+    expect: {metric_points_per_site: {global_step: 750, model_mean: 6}}
   - name: crash
     script: train_crash.py
     num_rounds: 3
@@ -286,13 +292,13 @@ def test_a_job_for_another_nvflare_line_is_refused_and_no_system_is_started(tmp_
 
 @pytest.fixture(scope="module")
 def poc_run(tmp_path_factory):
-    """``poc`` of four jobs (``slow`` left out), two at a time, in one POC system, watched for its processes."""
+    """``poc`` of five jobs (``slow`` left out), two at a time, in one POC system, watched for its processes."""
     base = tmp_path_factory.mktemp("poc")
     project, home = make_project(base / "project"), base / "home"
     home.mkdir()
     generated = snapshot(project / "build/jobs")
     with ProcessWatch(project) as watch:
-        jobs = ("--job", "full-sub", "--job", "metrics", "--job", "crash", "--job", "badimport")
+        jobs = ("--job", "full-sub", "--job", "metrics", "--job", "wandb-sub", "--job", "crash", "--job", "badimport")
         result = cli(project, home, "poc", *jobs, "--parallel", "2")
     results = {r["name"]: r for r in json.loads((project / "build/poc-results.json").read_text())}
     return project, home, result, results, watch, generated
@@ -306,7 +312,13 @@ def test_poc_runs_each_job_and_reports_the_failed_one(poc_run):
     _, _, result, results, _, _ = poc_run
     assert result.returncode == 1, result.stdout + result.stderr
     statuses = [(name, record["status"]) for name, record in results.items()]
-    assert statuses == [("full-sub", "ok"), ("metrics", "ok"), ("crash", "FAILED"), ("badimport", "FAILED")]
+    assert statuses == [
+        ("full-sub", "ok"),
+        ("metrics", "ok"),
+        ("wandb-sub", "ok"),
+        ("crash", "FAILED"),
+        ("badimport", "FAILED"),
+    ]
     assert "poc: stopped the POC system" in result.stdout
     assert "crash: site-1, site-2: RuntimeError: boom in round 1 (custom/train_crash.py:7)" in result.stderr
     assert "crash: NVFlare ended job " in result.stderr and "FINISHED:EXECUTION_EXCEPTION" in result.stderr
@@ -324,7 +336,7 @@ def test_poc_runs_each_job_and_reports_the_failed_one(poc_run):
 @pocs
 def test_poc_final_models_are_read_from_the_download(poc_run):
     project, _, _, results, _, _ = poc_run
-    for name, delta in (("full-sub", 2), ("metrics", 6)):
+    for name, delta in (("full-sub", 2), ("metrics", 6), ("wandb-sub", 6)):
         model = np.load(project / "build/poc" / name / "server/simulate_job/models/server.npy")
         expected = np.array(INITIAL_MODEL, dtype=np.float32) + delta
         np.testing.assert_array_equal(model, expected)
@@ -352,6 +364,18 @@ def test_poc_stores_every_metric_point_and_the_dotted_tags(poc_run):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "global_step")]
         assert sorted(steps) == list(range(750))
     assert results["metrics"]["metric_points"] == {"site-1": {"global_step": 750}, "site-2": {"global_step": 750}}
+
+
+@pocs
+def test_poc_keeps_wandb_runs_in_the_jobs_own_result(poc_run):
+    """W&B's offline runs come back in the download (under the job's run folder), one per site, every
+    point; nothing lands in the POC server's own folder (W&B's default ./wandb of the server process)."""
+    project, _, _, results, _, _ = poc_run
+    runs = sorted((project / "build/poc/wandb-sub/server/simulate_job/wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 2
+    per_site = {"global_step": 750, "model_max": 6, "model_mean": 6}
+    assert results["wandb-sub"]["metric_points"] == {"site-1": per_site, "site-2": per_site}
+    assert not (project / "build/poc-workspace/poc/example_project/prod_00/server/wandb").exists()
 
 
 @pocs

@@ -497,7 +497,7 @@ def test_the_simulator_env_keeps_wandb_cache_in_the_workspace_unless_set(tmp_pat
     monkeypatch.setenv("WANDB_DIR", "/elsewhere")
     env = simulate._run_env("/venv/bin", tmp_path / "ws")
     assert env["WANDB_CACHE_DIR"] == str(tmp_path / "ws" / "_wandb_cache")  # not ~/.cache/wandb
-    assert "WANDB_DIR" not in env  # runs land in the server's folder of the workspace
+    assert "WANDB_DIR" not in env  # runs land in the job's run folder (the receiver's dir=)
     assert env["PATH"].split(os.pathsep)[0] == "/venv/bin"
     monkeypatch.setenv("WANDB_CACHE_DIR", "/mine")
     assert simulate._run_env("/venv/bin", tmp_path / "ws")["WANDB_CACHE_DIR"] == "/mine"

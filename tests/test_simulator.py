@@ -125,7 +125,7 @@ def wandb_history(run_dir: Path) -> tuple[str, list[dict]]:
 @pytest.mark.parametrize("name", ["np-wandb-in-process", "np-wandb-sub-process"])
 def test_every_metric_point_is_in_wandb_offline(shipped_run, name):
     project, _, results = shipped_run
-    runs = sorted((project / "build/workspaces" / name / "server/wandb").glob("offline-run-*"))
+    runs = sorted((project / "build/workspaces" / name / "server/simulate_job/wandb").glob("offline-run-*"))
     by_site = {}
     for run_dir in runs:
         run_name, rows = wandb_history(run_dir)
