@@ -192,6 +192,15 @@ def _merge_layer(merged: Layered, doc: Document) -> None:
             for n, entry in enumerate(value):
                 i = index.get(entry["name"])
                 if i is None:
+                    close = difflib.get_close_matches(entry["name"], list(index), n=1, cutoff=0.85)
+                    if close:  # a later file's job meant to merge into an earlier one, mistyped
+                        merged.warnings.append(
+                            doc.problem(
+                                ("jobs", n, "name"),
+                                f"warning: no earlier file has a job {entry['name']!r}, so this is a new job; "
+                                f"did you mean {close[0]!r} (jobs merge by name)?",
+                            )
+                        )
                     data["jobs"].append(_copy(entry))
                     _record(merged.sources, ("jobs", len(data["jobs"]) - 1), doc, ("jobs", n))
                 else:

@@ -400,3 +400,21 @@ def test_a_matrix_job_without_a_string_name_is_reported_once(project):
         f"{project / 'jobs.yaml'}:2:11: jobs[0].name: expected a string, got 5"
         ' (YAML reads a bare 5 as a number: write "5" in quotes)'
     ]
+
+
+def test_a_later_files_job_whose_name_is_a_near_miss_is_added_with_a_located_warning(project, cli):
+    (project / "jobs.yaml").write_text("jobs:\n  - name: np-full-in-process\n    script: train_full.py\n")
+    (project / "lab.yaml").write_text(
+        "jobs:\n"
+        "  - name: np-ful-in-process\n"  # meant to merge into np-full-in-process
+        "    script: train_full.py\n"
+        "  - name: np-full-r10\n"  # a new job on purpose: not close enough to warn
+        "    script: train_full.py\n"
+    )
+    code, out, err = cli("validate", "--jobs", "jobs.yaml", "--jobs", "lab.yaml")
+    assert code == 0
+    assert err == [
+        "lab.yaml:2:11: jobs[0].name: warning: no earlier file has a job 'np-ful-in-process', so this is a new "
+        "job; did you mean 'np-full-in-process' (jobs merge by name)?"
+    ]
+    assert "np-full-in-process, np-ful-in-process, np-full-r10" in out[-1]
