@@ -732,17 +732,24 @@ def run_jobs(
             while pending or running:
                 while pending and len(running) < parallel:
                     name = pending.pop(0)
-                    submitted = _submit(session, out, name, manifest[name], timeout, events, system, downloads)
-                    if isinstance(submitted, JobResult):
-                        results[name] = submitted
-                    else:
-                        running.append(submitted)
+                    # A job the server accepted is always in `running` when a stop signal acts, so it
+                    # is aborted; a signal held here acts right after.
+                    with deferred_signals() as held:
+                        submitted = _submit(session, out, name, manifest[name], timeout, events, system, downloads)
+                        if isinstance(submitted, JobResult):
+                            results[name] = submitted
+                        else:
+                            running.append(submitted)
+                    if held:
+                        raise Interrupted(held[0])
                 for run in list(running):
                     if _poll(session, run, events):
                         running.remove(run)
-                        with deferred_signals():
+                        with deferred_signals() as held:
                             results[run.name] = _finish(system, session, run, downloads)
                             events.job_finished(results[run.name])
+                        if held:
+                            raise Interrupted(held[0])
                 if running:
                     time.sleep(POLL_SECONDS)
         except Interrupted as e:  # the caller's interrupt_on_signals recorded the signal
