@@ -108,6 +108,7 @@ class ProcessWatch:
     def __init__(self, root: Path):
         self.root = str(root.resolve())
         self.seen: dict[tuple[int, float], str] = {}
+        self._lock = threading.Lock()  # the watching thread adds to `seen` while a test reads it
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -117,7 +118,8 @@ class ProcessWatch:
         for proc in psutil.process_iter(["pid", "cmdline", "cwd", "create_time"]):
             cmdline, cwd = proc.info.get("cmdline") or [], proc.info.get("cwd") or ""
             if proc.pid != os.getpid() and (cwd.startswith(self.root) or any(self.root in a for a in cmdline)):
-                self.seen[(proc.pid, proc.info["create_time"])] = " ".join(cmdline)
+                with self._lock:
+                    self.seen[(proc.pid, proc.info["create_time"])] = " ".join(cmdline)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -132,12 +134,17 @@ class ProcessWatch:
         self._stop.set()
         self._thread.join()
 
+    def processes(self) -> dict[tuple[int, float], str]:
+        """A copy of what was seen so far: ``{(pid, start time): command line}``."""
+        with self._lock:
+            return dict(self.seen)
+
     def left(self) -> list[str]:
         """The remembered processes that still run (zombies aside)."""
         import psutil
 
         alive = []
-        for (pid, started), cmdline in self.seen.items():
+        for (pid, started), cmdline in self.processes().items():
             try:
                 proc = psutil.Process(pid)
                 if proc.create_time() == started and proc.status() != psutil.STATUS_ZOMBIE:
@@ -392,7 +399,7 @@ def test_poc_submission_keeps_every_config_key_and_the_generated_folders(poc_run
 @pocs
 def test_poc_leaves_no_process_and_writes_nothing_to_home(poc_run):
     project, home, _, _, watch, _ = poc_run
-    assert len(watch.seen) >= 3  # the server, two clients (and their jobs)
+    assert len(watch.processes()) >= 3  # the server, two clients (and their jobs)
     assert watch.left() == []
     assert list(home.iterdir()) == []
     assert (project / "build/poc-workspace/home/.nvflare").is_dir()
@@ -432,7 +439,7 @@ def test_submit_runs_a_job_on_a_running_system_and_leaves_it_running(running_poc
     assert "poc:" not in result.stdout  # nothing was started or stopped
     assert wait_for_clients(system, 2, 30) == ["site-1", "site-2"]
     listening = set()
-    for pid, _ in watch.seen:
+    for pid, _ in watch.processes():
         try:
             conns = psutil.Process(pid).net_connections(kind="inet")
         except psutil.Error:
@@ -454,7 +461,7 @@ def test_submit_aborts_a_job_at_its_timeout(running_poc):
         "--job",
         "slow",
         "--timeout",
-        "4",
+        "12",  # the job needs 30 s or more (10 rounds of 3 s); 12 s lets a loaded server start it
         "--downloads",
         "build/timeout",
         "--results",
@@ -464,7 +471,7 @@ def test_submit_aborts_a_job_at_its_timeout(running_poc):
     assert result.returncode == 1, result.stdout + result.stderr
     (record,) = json.loads((project / "build/timeout.json").read_text())
     assert record["status"] == "TIMEOUT"
-    assert "slow: timed out after 4 s: NVFlare aborted job " in result.stderr
+    assert "slow: timed out after 12 s: NVFlare aborted job " in result.stderr
     assert (project / "build/timeout/slow/server/log.txt").is_file()
 
 
