@@ -186,3 +186,37 @@ def test_write_refuses_a_multi_app_job_without_an_apps_script(tmp_path):
     (problem,) = caught.value.problems
     assert problem.message == "executor names script 'train_full.py' but app_beta/custom/ does not hold it"
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_lint_checks_every_app_of_a_multi_app_job(tmp_path):
+    from generator.lint import config_files, lint
+    from generator.pipeline import generate
+
+    _jobs(tmp_path, PER_SITE)
+    generate([tmp_path / "jobs.yaml"], tmp_path / "out")
+    assert list(config_files(tmp_path / "out/ps")) == [
+        "meta.json",
+        "app_alpha/config/config_fed_client.json",
+        "app_beta/config/config_fed_client.json",
+        "app_delta/config/config_fed_client.json",
+        "app_server/config/config_fed_server.json",
+    ]
+    assert lint(tmp_path / "jobs.yaml", tmp_path / "out") == []
+    config = tmp_path / "out/ps/app_beta/config/config_fed_client.json"
+    data = json.loads(config.read_text())
+    data["executors"][0]["executor"]["args"]["task_script_arg"] = "x"
+    config.write_text(json.dumps(data, indent=2))
+    messages = [p.message for p in lint(tmp_path / "jobs.yaml", tmp_path / "out")]
+    assert any("unexpected keyword argument 'task_script_arg'" in m for m in messages), messages
+
+
+def test_poc_refuses_a_job_with_named_clients_and_says_why():
+    from generator.poc import _refused
+
+    entry = ManifestEntry("2.9", 2, 1, "in_process", "train_full.py", clients=["alpha", "beta"])
+    result = _refused("named", entry)
+    assert result is not None and not result.ok
+    assert [p.message for p in result.problems] == [
+        "names its clients (alpha, beta) but the POC system poc prepares has site-1 .. site-N: "
+        "it is not submitted; run it with simulate, or leave `clients` out"
+    ]
