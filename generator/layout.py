@@ -9,12 +9,17 @@ One job folder (NVFlare's job layout, the names of ``nvflare/job_config/fed_job_
     <out>/<job>/app/config/config_fed_client.json
     <out>/<job>/app/custom/...               the client script, its shipped files, server components
 
+A job whose sites run different client settings (``sites:``) has, instead of ``app/``, the apps
+NVFlare's FedJob export gives one: ``app_server/`` (config_fed_server.json, server components) and
+``app_<site>/`` per distinct client configuration (config_fed_client.json, script, shipped files),
+named by meta.json's ``deploy_map``.
+
 The simulator's workspace of one job (``nvflare simulator -w <workspace>/<job>``, NVFlare's
 ``SimulatorRunner``): ``server/simulate_job/`` holds the server's result (the persistor's model
 ``models/server.npy``, MLflow's default ``mlflow.db``, TensorBoard's default ``tb_events/``),
 ``site-1/`` .. ``site-N/`` the clients; the workspaces folder holds our marker file and the
 console logs in ``_logs/``. Sites are named ``site-1`` .. ``site-N``, the names the simulator
-gives ``-n N`` clients.
+gives ``-n N`` clients, unless the job names its ``clients`` (``-c``).
 
 Every other module takes these names from here. Nothing here imports nvflare.
 """
