@@ -227,6 +227,8 @@ class RoundTracker:
         workflow (str): the job's ``workflow`` (a key of :data:`WORKFLOW_RECORDS`).
         num_clients (int): the job's clients; for a workflow that must hear from every client each
             round (``site_trained``), a round with fewer is a problem (0: not checked).
+        sites (list[str] | None): the clients' names when the job names them (``clients``); None:
+            ``site-1`` .. ``site-<num_clients>``.
         server (str): the server's identity in ``fl_ctx``.
         rounds_started (int): rounds the workflow started (FedAvg's ``Round N started.``, N from 0).
         saved_round (int): the round (1-based) after which the server last persisted the model;
@@ -241,6 +243,7 @@ class RoundTracker:
     num_rounds: int
     workflow: str = DEFAULT_WORKFLOW
     num_clients: int = 0
+    sites: list | None = None
     server: str = SIMULATOR_SERVER
     rounds_started: int = 0
     saved_round: int = 0
@@ -333,7 +336,7 @@ class RoundTracker:
         it, for a workflow with ``site_trained`` and a known :attr:`num_clients` (else ``{}``)."""
         if not self.spec.site_trained or not self.num_clients:
             return {}
-        sites = site_names(self.num_clients)
+        sites = self.sites or site_names(self.num_clients)
         skipped = {}
         for n in range(1, self.rounds_started + 1):
             missing = [s for s in sites if s not in self.trained.get(n, [])]
@@ -492,11 +495,12 @@ def site_exception(site_dir: Path) -> ClientException | None:
     return next((e for e in reversed(_tracebacks(lines)) if e.where), None)
 
 
-def client_exceptions(workspace: Path, console_log: Path | None = None) -> list[str]:
+def client_exceptions(workspace: Path, console_log: Path | None = None, sites: list | None = None) -> list[str]:
     """The exception that ended each client's script (a user file in its frames), one line per distinct one.
 
     Args:
-        workspace (Path): the simulator workspace; sites are its ``site-*`` folders.
+        workspace (Path): the simulator workspace; sites are its ``site-*`` folders, or those named
+            in ``sites`` (a job's ``clients``).
         console_log (Path | None): the simulator's console log, read for sites whose log.json holds
             no such exception (an in-process script that fails at import: the trainer thread dies
             and Python prints its traceback to the worker's stderr only).
@@ -506,7 +510,8 @@ def client_exceptions(workspace: Path, console_log: Path | None = None) -> list[
         (custom/train_x.py:5)"]``; empty when no client raised in its own code.
     """
     by_site: dict[str, ClientException] = {}
-    sites = sorted((p for p in Path(workspace).glob(SITE_GLOB) if p.is_dir()), key=lambda p: _site_key(p.name))
+    found = (Path(workspace) / s for s in sites) if sites else Path(workspace).glob(SITE_GLOB)
+    sites = sorted((p for p in found if p.is_dir()), key=lambda p: _site_key(p.name))
     for site_dir in sites:
         found = site_exception(site_dir)
         if found:

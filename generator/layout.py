@@ -9,12 +9,17 @@ One job folder (NVFlare's job layout, the names of ``nvflare/job_config/fed_job_
     <out>/<job>/app/config/config_fed_client.json
     <out>/<job>/app/custom/...               the client script, its shipped files, server components
 
+A job whose sites run different client settings (``sites:``) has, instead of ``app/``, the apps
+NVFlare's FedJob export gives one: ``app_server/`` (config_fed_server.json, server components) and
+``app_<site>/`` per distinct client configuration (config_fed_client.json, script, shipped files),
+named by meta.json's ``deploy_map``.
+
 The simulator's workspace of one job (``nvflare simulator -w <workspace>/<job>``, NVFlare's
 ``SimulatorRunner``): ``server/simulate_job/`` holds the server's result (the persistor's model
 ``models/server.npy``, MLflow's default ``mlflow.db``, TensorBoard's default ``tb_events/``),
 ``site-1/`` .. ``site-N/`` the clients; the workspaces folder holds our marker file and the
 console logs in ``_logs/``. Sites are named ``site-1`` .. ``site-N``, the names the simulator
-gives ``-n N`` clients.
+gives ``-n N`` clients, unless the job names its ``clients`` (``-c``).
 
 Every other module takes these names from here. Nothing here imports nvflare.
 """
@@ -53,6 +58,28 @@ def custom_file(name: str) -> str:
     return f"{CUSTOM_DIR}/{name}"
 
 
+#: The server's app of a multi-app job (a job whose sites differ) and the prefix of its client
+#: apps' names: ``app_server``, ``app_<site>``, the folder names NVFlare's FedJob export gives
+#: the apps it deploys to one site each (``FedJob.to(obj, target)``, ``nvflare/job_config/api.py``).
+APP_PREFIX = "app_"
+SERVER_APP = f"{APP_PREFIX}server"
+
+
+def client_app_name(site: str) -> str:
+    """The client app named after the first site that runs it: ``app_<site>``."""
+    return f"{APP_PREFIX}{site}"
+
+
+def app_file(app: str, rel: str) -> str:
+    """The path inside a job folder of ``rel`` (e.g. ``config/config_fed_client.json``) in app ``app``."""
+    return f"{app}/{rel}"
+
+
+def app_custom_file(app: str, name: str) -> str:
+    """The path inside a job folder of ``name``, a file below ``<app>/custom/``."""
+    return f"{app}/{CUSTOM}/{name}"
+
+
 def template_of(out_name: str) -> str:
     """The Jinja template that renders the job-folder file ``out_name``: its file name plus ``.j2``."""
     return PurePosixPath(out_name).name + ".j2"
@@ -88,6 +115,11 @@ def site_name(i: int) -> str:
 def site_names(num_clients: int) -> list[str]:
     """The client sites of a job with ``num_clients`` clients: ``site-1`` .. ``site-<num_clients>``."""
     return [site_name(i) for i in range(1, num_clients + 1)]
+
+
+#: A client name NVFlare accepts (``nvflare/apis/utils/format_check.py``, type ``client``:
+#: ``^[A-Za-z0-9-_]+$``), here also starting with a letter or digit and at most 64 characters.
+CLIENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 
 def site_number(name: str) -> int | None:
@@ -194,6 +226,11 @@ class ManifestEntry:
             name as written, "values": {matrix key: value}}``; written only then.
         workflow (str): the job's ``workflow`` (``fedavg``, ``cyclic``); written only when it is
             not ``fedavg`` (an entry without it reads as ``fedavg``).
+        clients (list[str] | None): the job's ``clients`` names (passed to the simulator with
+            ``-c``); written only when the job sets them (None: ``site-1`` .. ``site-<num_clients>``).
+        apps (dict | None): a multi-app job's client apps, app folder -> ``{"sites": [names],
+            "script": the script below <app>/custom/}``; written only for such a job (None: one
+            app, ``app``, deployed to every site).
     """
 
     nvflare_version: str
@@ -208,9 +245,22 @@ class ManifestEntry:
     timeout: float | None = None
     matrix: dict | None = None
     workflow: str = "fedavg"
+    clients: list | None = None
+    apps: dict | None = None
+
+    @property
+    def sites(self) -> list[str]:
+        """The job's client names: its ``clients``, else ``site-1`` .. ``site-<num_clients>``."""
+        return list(self.clients) if self.clients else site_names(self.num_clients)
+
+    def scripts(self) -> dict[str, str]:
+        """Each client script of the job, as its path inside the job folder -> its name below ``custom/``."""
+        if not self.apps:
+            return {custom_file(self.script): self.script}
+        return {app_custom_file(app, facts["script"]): facts["script"] for app, facts in self.apps.items()}
 
     def to_json(self) -> dict:
-        """The entry as stored in ``.jobgen.json`` (``timeout``, ``matrix`` and ``workflow`` only when set)."""
+        """The entry as stored in ``.jobgen.json`` (the optional fields only when set)."""
         data = {
             "nvflare_version": self.nvflare_version,
             "num_clients": self.num_clients,
@@ -228,6 +278,10 @@ class ManifestEntry:
             data["matrix"] = self.matrix
         if self.workflow != "fedavg":
             data["workflow"] = self.workflow
+        if self.clients:
+            data["clients"] = list(self.clients)
+        if self.apps:
+            data["apps"] = self.apps
         return data
 
     @classmethod
@@ -251,4 +305,6 @@ class ManifestEntry:
             timeout=data.get("timeout"),
             matrix=data.get("matrix"),
             workflow=data.get("workflow", "fedavg"),
+            clients=data.get("clients"),
+            apps=data.get("apps"),
         )

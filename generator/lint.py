@@ -35,10 +35,10 @@ from pathlib import Path
 
 from .components import keys_by_class, shipped_modules
 from .errors import Problem
-from .layout import CLIENT_CONFIG, META_JSON, SERVER_CONFIG
+from .layout import CLIENT_CONFIG, CONFIG, FED_CLIENT_JSON, FED_SERVER_JSON, META_JSON, SERVER_CONFIG
 from .load import Document, format_path
 from .overrides import load_all
-from .render import CONFIG_TEMPLATES, DEFAULT_LINE, Renderer, shipped_file
+from .render import DEFAULT_LINE, Renderer, shipped_file
 from .spec import Job
 from .validate import SCRIPTS_DIR, validate
 from .write import differences, read_manifest
@@ -52,6 +52,18 @@ COMPONENT_LISTS = {
     SERVER_CONFIG: ("workflows", "components", "task_data_filters", "task_result_filters"),
     CLIENT_CONFIG: ("executors", "components", "task_data_filters", "task_result_filters"),
 }
+
+
+def config_files(job_dir: Path) -> dict[str, tuple[str, ...]]:
+    """The config files of a job folder (relative path -> the lists holding components): ``meta.json``
+    and every app's ``<app>/config/config_fed_server.json`` / ``config_fed_client.json`` (one app,
+    ``app``, or a multi-app job's ``app_server`` and ``app_<site>`` folders)."""
+    kinds = {FED_SERVER_JSON: COMPONENT_LISTS[SERVER_CONFIG], FED_CLIENT_JSON: COMPONENT_LISTS[CLIENT_CONFIG]}
+    found = {META_JSON: COMPONENT_LISTS[META_JSON]}
+    for path in sorted(job_dir.glob(f"*/{CONFIG}/*.json")):
+        if path.name in kinds:
+            found[path.relative_to(job_dir).as_posix()] = kinds[path.name]
+    return found
 
 
 class _PositionDecoder(json.JSONDecoder):
@@ -315,11 +327,11 @@ def lint(
     shown = " ".join(map(str, jobs_file)) if isinstance(jobs_file, list) else str(jobs_file)
     problems = _stale_problems(out, rendered, shown, fix)
     for name in sorted(manifest["jobs"]):
-        for rel in CONFIG_TEMPLATES:
+        for rel, lists in config_files(out / name).items():
             path = out / name / rel
             if not path.is_file():
                 continue  # reported as missing above
             fresh = name in rendered and rendered[name].get(rel) == path.read_bytes()
             linter = _ConfigLinter(path, doc, by_name[name] if fresh else None)
-            problems.extend(linter.run(COMPONENT_LISTS[rel]))
+            problems.extend(linter.run(lists))
     return sorted(problems)

@@ -103,6 +103,8 @@ def job_info(job: Job) -> ManifestEntry:
         expect=s["expect"],
         timeout=s.get("timeout"),
         workflow=s.get("workflow", "fedavg"),
+        clients=list(s["clients"]) if s.get("clients") else None,
+        apps={app.name: {"sites": list(app.sites), "script": app.job.settings["script"]} for app in job.apps} or None,
     )
 
 

@@ -621,7 +621,18 @@ def _finish(system: System, session, run: _Run, downloads: Path) -> JobResult:
 
 def _refused(name: str, info: ManifestEntry) -> JobResult | None:
     """A FAILED result when the job was written for another NVFlare line than this environment's
-    (whose admin API, and POC system, it would be submitted through); else None."""
+    (whose admin API, and POC system, it would be submitted through), or when the job names its clients
+    (``clients``: the POC system has ``site-1`` .. ``site-N``); else None."""
+    if info.clients:
+        result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver)
+        result.problems.append(
+            job_problem(
+                name,
+                f"names its clients ({', '.join(info.clients)}) but the POC system poc prepares has "
+                f"site-1 .. site-N: it is not submitted; run it with simulate, or leave `clients` out",
+            )
+        )
+        return result
     line = info.nvflare_version
     if line and line != installed_line():
         result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver)

@@ -27,7 +27,24 @@ import jinja2
 
 from .components import DEFAULT_WORKFLOW, LINES, RECEIVER_CLIENT_VARS, RECEIVER_SERVER_VARS, Component, Derived, Key
 from .errors import Problem, TemplateError
-from .layout import CONFIG_FILES, CUSTOM, CUSTOM_PREFIX, DEFAULT_TRACKING_URI, custom_file, template_of
+from .layout import (
+    CLIENT_CONFIG,
+    CONFIG,
+    CONFIG_FILES,
+    CUSTOM,
+    CUSTOM_PREFIX,
+    DEFAULT_TRACKING_URI,
+    FED_CLIENT_JSON,
+    FED_SERVER_JSON,
+    META_JSON,
+    SERVER_APP,
+    SERVER_CONFIG,
+    SERVER_SITE,
+    app_custom_file,
+    app_file,
+    custom_file,
+    template_of,
+)
 from .lines import FALLBACK_LINE
 from .spec import Job, shell_words
 
@@ -211,7 +228,8 @@ def template_context(job: Job) -> dict:
     ``event_to_fed`` (None unless in-process events need converting); ``delivery_server`` and
     ``delivery_client`` (None without a receiver, and on a line without them). ``server_vars`` /
     ``client_vars``: the NVFlare application config variables each config sets at its top level
-    (empty without them).
+    (empty without them). ``deploy_map``: meta.json's (the job's ``deploy_map``; :func:`deploy_map`
+    for a multi-app job).
     """
     s = job.settings
     table = LINES[job.line]
@@ -234,7 +252,17 @@ def template_context(job: Job) -> dict:
         "delivery_client": _built(table.delivery_client, s, derived) if delivery else None,
         "server_vars": RECEIVER_SERVER_VARS if delivery else {},
         "client_vars": RECEIVER_CLIENT_VARS if delivery else {},
+        "deploy_map": deploy_map(job),
     }
+
+
+def deploy_map(job: Job) -> dict:
+    """meta.json's ``deploy_map``: the job's own, or for a multi-app job (``job.apps``) ``app_server``
+    to the server and each client app to its sites, as NVFlare's FedJob writes it for apps sent to
+    single sites (``FedJob.to(obj, target)``, ``nvflare/job_config/api.py``)."""
+    if not job.apps:
+        return job.settings["deploy_map"]
+    return {SERVER_APP: [SERVER_SITE], **{app.name: list(app.sites) for app in job.apps}}
 
 
 def shipped_file(line: str, name: str) -> Path:
@@ -280,41 +308,84 @@ class Renderer:
             OSError: a client script or shipped file cannot be read.
         """
         env = make_env(job.line)
+        if job.apps:
+            return self._render_apps(env, job)
         context = template_context(job)
         files = {}
         for out_name, template_name in CONFIG_TEMPLATES.items():
-            text = _render(env, template_name, context)
-            try:
-                data = json.loads(text, parse_constant=_refuse_constant)
-            except ValueError as e:  # json.JSONDecodeError is a ValueError
-                where = f"(rendered line {e.lineno}, column {e.colno}): {e.msg}" if hasattr(e, "msg") else str(e)
-                raise TemplateError(
-                    [
-                        Problem(
-                            _template_file(env, template_name),
-                            0,
-                            0,
-                            "",
-                            f"rendered invalid JSON for job {job.name!r} {where}",
-                        )
-                    ]
-                ) from None
-            files[out_name] = (_FILE_ENCODER.encode(data) + "\n").encode("utf-8")
-        files[custom_file(job.settings["script"])] = self.script(job.settings["script"])
-        for dest, source in job.shipment.files.items() if job.shipment else ():  # local modules, custom_files
-            files[custom_file(dest)] = self.script(source)
+            files[out_name] = _config(env, template_name, context, job)
+        self._add_scripts(files, job, custom_file)
         receiver = job.settings.get("receiver")
         table = LINES[job.line]
         row = table.receivers.get(receiver["type"]) if receiver else None
         delivery = table.delivery_server.custom_files if table.delivery_server else ()
         shipped = [*row.custom_files, *delivery] if row else []
-        for name in dict.fromkeys(shipped):
-            path = shipped_file(job.line, name)
+        self._add_shipped(files, job.line, shipped, custom_file)
+        return files
+
+    def _add_scripts(self, files: dict, job: Job, place) -> None:
+        """The job's script and what it ships with it (local modules, custom_files), each at ``place(name)``."""
+        files[place(job.settings["script"])] = self.script(job.settings["script"])
+        for dest, source in job.shipment.files.items() if job.shipment else ():
+            files[place(dest)] = self.script(source)
+
+    @staticmethod
+    def _add_shipped(files: dict, line: str, names, place) -> None:
+        """Components the generator ships (:func:`shipped_file`), each at ``place(name)``. Raises TemplateError."""
+        for name in dict.fromkeys(names):
+            path = shipped_file(line, name)
             try:
-                files[custom_file(name)] = path.read_bytes()
+                files[place(name)] = path.read_bytes()
             except OSError as e:
                 raise TemplateError([Problem(str(path), 0, 0, "", f"cannot read a server component: {e}")]) from None
+
+    def _render_apps(self, env: jinja2.Environment, job: Job) -> dict[str, bytes]:
+        """A multi-app job folder, laid out as NVFlare's FedJob exports one: ``meta.json``,
+        ``app_server/`` (the server config and the server components the receiver ships) and one
+        ``app_<site>/`` per client app (its client config, script, shipped files and the client
+        components the receiver ships)."""
+        context = template_context(job)
+        files = {META_JSON: _config(env, CONFIG_TEMPLATES[META_JSON], context, job)}
+        files[app_file(SERVER_APP, f"{CONFIG}/{FED_SERVER_JSON}")] = _config(
+            env, CONFIG_TEMPLATES[SERVER_CONFIG], context, job
+        )
+        receiver = job.settings.get("receiver")
+        table = LINES[job.line]
+        row = table.receivers.get(receiver["type"]) if receiver else None
+        server_files = [*row.custom_files, *table.delivery_server.custom_files] if row and table.delivery_server else []
+        server_files = server_files or (list(row.custom_files) if row else [])
+        client_files = table.delivery_client.custom_files if row and table.delivery_client else ()
+        self._add_shipped(files, job.line, server_files, lambda name: app_custom_file(SERVER_APP, name))
+        for app in job.apps:
+            context = template_context(app.job)
+            files[app_file(app.name, f"{CONFIG}/{FED_CLIENT_JSON}")] = _config(
+                env, CONFIG_TEMPLATES[CLIENT_CONFIG], context, app.job
+            )
+            place = lambda name, app=app.name: app_custom_file(app, name)  # noqa: E731
+            self._add_scripts(files, app.job, place)
+            self._add_shipped(files, job.line, client_files, place)
         return files
+
+
+def _config(env: jinja2.Environment, template_name: str, context: dict, job: Job) -> bytes:
+    """One config file rendered, parsed and re-serialised (indent 2, newline at the end).
+
+    Raises:
+        TemplateError: the template fails, or renders invalid JSON (naming the template and job).
+    """
+    text = _render(env, template_name, context)
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as e:  # json.JSONDecodeError is a ValueError
+        where = f"(rendered line {e.lineno}, column {e.colno}): {e.msg}" if hasattr(e, "msg") else str(e)
+        raise TemplateError(
+            [
+                Problem(
+                    _template_file(env, template_name), 0, 0, "", f"rendered invalid JSON for job {job.name!r} {where}"
+                )
+            ]
+        ) from None
+    return (_FILE_ENCODER.encode(data) + "\n").encode("utf-8")
 
 
 def _template_file(env: jinja2.Environment, name: str) -> str:

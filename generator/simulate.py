@@ -42,7 +42,7 @@ from pathlib import Path
 
 from .errors import JobgenError, OptionError, OutputError, Problem, SimulationError
 from .judge import RoundTracker, client_exceptions, nvflare_errors
-from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry, site_names
+from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
 from .outputs import check_reports, check_results, folder_problems, record_report, write_results
@@ -307,9 +307,21 @@ def run_tmp(root: Path, name: str) -> Iterator[str]:
                 folder.parent.rmdir()
 
 
+def _by_site(counts: dict, sites: list[str]) -> dict:
+    """``counts`` keyed by site: a key that is a run name starting ``<site>-`` (MLflow's and W&B's run
+    names for a site, when the site is not named ``site-N``) counts for that site."""
+    longest_first = sorted(sites, key=len, reverse=True)
+    out = {}
+    for key, value in counts.items():
+        site = key if key in sites else next((s for s in longest_first if key.startswith(f"{s}-")), key)
+        out[site] = value
+    return out
+
+
 def _metric_problems(info: ManifestEntry, counts: dict) -> list[str]:
     problems = []
-    sites = site_names(info.num_clients)
+    sites = info.sites
+    counts = _by_site(counts, sites)
     for site in sites:
         if not counts.get(site):
             problems.append(f"no metric from {site} arrived in the receiver's store")
@@ -430,7 +442,7 @@ def simulate_job(
     result.workspace, result.log = str(ws), str(log)
     result.timeout = job_timeout(info, timeout)
     started_epoch = time.time()
-    tracker = RoundTracker(ws, result.rounds, info.workflow, info.num_clients)
+    tracker = RoundTracker(ws, result.rounds, info.workflow, info.num_clients, sites=info.clients)
     outcome = _run_simulator(out, ws, log, result, info, tracker, events, stop)
     result.wall_seconds = outcome.seconds
     if outcome.interrupted or outcome.timed_out:
@@ -442,7 +454,7 @@ def simulate_job(
     if result.receiver:
         judge_metrics(result, info, ws, since_ms=int(started_epoch * 1000) - 1000, reports=reports)
     if result.problems:
-        result.problems[:0] = [job_problem(name, m) for m in client_exceptions(ws, log)]
+        result.problems[:0] = [job_problem(name, m) for m in client_exceptions(ws, log, info.clients)]
     result.ok = not result.problems
     result.status = OK if result.ok else FAILED
     return result
@@ -485,7 +497,9 @@ def _run_simulator(
 
     with run_paths(ws) as paths, run_tmp(ws.parent, name) as tmp:
         cmd = nvflare_command(paths.python)
-        cmd += ["simulator", "-w", paths.workspace, "-n", n, "-t", n, str(Path(out).resolve() / name)]
+        cmd += ["simulator", "-w", paths.workspace, "-n", n, "-t", n]
+        cmd += ["-c", ",".join(info.clients)] if info.clients else []  # the job's client names
+        cmd.append(str(Path(out).resolve() / name))
         return run_process(
             cmd,
             cwd=paths.cwd,
@@ -516,7 +530,7 @@ def _stopped(
         f"every process it started ({outcome.stopped}); log: {log}"
     )
     # a client that failed may be why the run hung
-    result.problems[:0] = [job_problem(result.name, m) for m in [*client_exceptions(ws, log), message]]
+    result.problems[:0] = [job_problem(result.name, m) for m in [*client_exceptions(ws, log, info.clients), message]]
 
 
 def judge_run(result: JobResult, ws: Path, tracker: RoundTracker, code: int | None, started_epoch: float) -> None:

@@ -13,7 +13,13 @@ import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from .layout import client_app_name, site_names
 from .lines import installed_line
+
+#: The settings a ``sites:`` entry may set for one site: those of its client app alone
+#: (``config_fed_client.json``'s executor, ClientAPIExecutor / ScriptRunner arguments, and the
+#: app's ``custom/`` folder). Every other setting is the job's, for the server or every site.
+SITE_KEYS = ("script", "script_args", "launch_external_process", "command", "custom_files")
 
 
 @dataclass
@@ -29,6 +35,10 @@ class Job:
         shipment (generator.ship.Shipment | None): what the job copies into ``app/custom/`` besides
             its script (its local modules and ``custom_files``) and the findings about its imports;
             set by the validate stage. None: the script alone.
+        site (str | None): for the job of one client app (:class:`ClientApp`): the site whose
+            ``sites`` entry its settings include (:meth:`path_of` then locates those keys there).
+        apps (list[ClientApp]): a multi-app job's client apps (see :func:`client_apps`); empty
+            when every site runs the same client app (one app, ``app``, as without ``sites``).
     """
 
     name: str
@@ -37,6 +47,8 @@ class Job:
     entry: dict = field(default_factory=dict, repr=False)
     defaults: dict = field(default_factory=dict, repr=False)
     shipment: object = field(default=None, repr=False)
+    site: str | None = None
+    apps: list = field(default_factory=list, repr=False)
 
     def path_of(self, key: str) -> tuple:
         """Key path in ``jobs.yaml`` that set ``key`` (the job entry itself if nothing did).
@@ -46,8 +58,13 @@ class Job:
 
         Returns:
             tuple: ``("jobs", index, key)``, ``("defaults", key)`` or, for a schema default,
-            ``("jobs", index)``.
+            ``("jobs", index)``; for a client app's job, ``("jobs", index, "sites", site, key)`` (or
+            under ``defaults``) when its site's entry sets ``key``.
         """
+        if self.site is not None:
+            for where, layer in ((("jobs", self.index), self.entry), (("defaults",), self.defaults)):
+                if key in ((layer.get("sites") or {}).get(self.site) or {}):
+                    return (*where, "sites", self.site, key)
         if key in self.entry:
             return ("jobs", self.index, key)
         if key in self.defaults:
@@ -63,6 +80,54 @@ class Job:
     def execution_mode(self) -> str:
         """ClientAPIExecutor ``execution_mode``: ``in_process`` or ``external_process``."""
         return "external_process" if self.settings["launch_external_process"] else "in_process"
+
+
+@dataclass
+class ClientApp:
+    """One client app of a multi-app job: an app folder and the sites it is deployed to.
+
+    Attributes:
+        name (str): the app folder, ``app_<first site>`` (:func:`generator.layout.client_app_name`).
+        sites (list[str]): the sites that run it, in ``clients`` order; sites whose settings are
+            the same share one app.
+        job (Job): the job with this app's settings (the job's, with its first site's ``sites``
+            entry merged over them; ``job.site`` names that site).
+    """
+
+    name: str
+    sites: list
+    job: Job
+
+
+def client_names(settings: dict) -> list[str]:
+    """A job's client names: its ``clients``, else ``site-1`` .. ``site-<num_clients>`` (the simulator's ``-n``)."""
+    return list(settings.get("clients") or site_names(settings["num_clients"]))
+
+
+def client_apps(job: Job) -> list[ClientApp]:
+    """The client apps of ``job``: one per distinct client configuration (:data:`SITE_KEYS`).
+
+    Each client's settings are the job's with its ``sites`` entry merged over them; clients with
+    equal values of every :data:`SITE_KEYS` key share an app, named after the first of them.
+
+    Returns:
+        list[ClientApp]: in ``clients`` order of each app's first site; empty when every client
+        has the same configuration (the job keeps its single app, ``app``).
+    """
+    sites = job.settings.get("sites") or {}
+    if not sites:
+        return []
+    groups: dict[str, ClientApp] = {}
+    for name in client_names(job.settings):
+        own = sites.get(name) or {}
+        settings = merge(job.settings, {k: v for k, v in own.items() if k in SITE_KEYS})
+        key = repr([settings.get(k) for k in SITE_KEYS])
+        if key in groups:
+            groups[key].sites.append(name)
+            continue
+        app_job = Job(job.name, job.index, settings, job.entry, job.defaults, site=name if own else None)
+        groups[key] = ClientApp(client_app_name(name), [name], app_job)
+    return list(groups.values()) if len(groups) > 1 else []
 
 
 #: Settings whose keys depend on their ``type``: merged only into a mapping of the same type.
@@ -166,7 +231,8 @@ def effective_jobs(data: dict, schema: dict, only: set[int] | None = None) -> li
         list[Job]: in file order; each keeps its index in ``jobs``. A job that sets no
         ``nvflare_version`` (here or in ``defaults``) gets the installed nvflare's release line
         (:func:`generator.lines.installed_line`; 2.9 when none or an unsupported one is installed),
-        the one default the schema cannot hold.
+        the one default the schema cannot hold. A job with ``clients`` and no ``num_clients``
+        written gets ``num_clients`` = the number of its clients. ``Job.apps``: :func:`client_apps`.
     """
     settings_schema = schema["$defs"]["job_settings"]
     defaults = data.get("defaults") or {}
@@ -177,5 +243,9 @@ def effective_jobs(data: dict, schema: dict, only: set[int] | None = None) -> li
             continue
         settings = fill_defaults(settings_schema, merge(defaults, entry), schema)
         settings.setdefault("nvflare_version", line)
-        jobs.append(Job(name=entry["name"], index=i, settings=settings, entry=entry, defaults=defaults))
+        if settings.get("clients") and "num_clients" not in entry and "num_clients" not in defaults:
+            settings["num_clients"] = len(settings["clients"])
+        job = Job(name=entry["name"], index=i, settings=settings, entry=entry, defaults=defaults)
+        job.apps = client_apps(job)
+        jobs.append(job)
     return jobs

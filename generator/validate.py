@@ -37,11 +37,11 @@ from jsonschema.exceptions import best_match
 
 from .components import receivers_of, reserved_custom_files, writer_types
 from .errors import Problem, SpecError
-from .layout import APP_NAME, MLFLOW_DB, SERVER_SITE, site_name, site_names
+from .layout import APP_NAME, MLFLOW_DB, SERVER_SITE
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
 from .rewrites import rewrite_problems
 from .ship import Shipper
-from .spec import Job, effective_jobs, shell_words
+from .spec import Job, client_names, effective_jobs, shell_words
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = PROJECT_ROOT / "schema" / "jobs.schema.json"
@@ -201,8 +201,14 @@ def _unknown_key_problems(doc: Document, schema: dict, error) -> list[Problem]:
     known = _known_keys(schema, error)
     hint = error.schema.get("x-hint")
     problems = []
+    job_keys = schema["$defs"]["job_settings"]["properties"] if error.schema.get("x-per-site") else {}
     for key in sorted(set(error.instance) - set(known)):
         message = f"unknown key {key!r}" + (_suggest(key, known) or (f" ({hint})" if hint else ""))
+        if key in job_keys:
+            message = (
+                f"{key} cannot differ per site: a site sets only {error.schema['x-per-site']} "
+                f"(its client app); set {key} for the whole job"
+            )
         problems.append(doc.problem(path + (key,), message, at_key=True))
     return problems
 
@@ -477,6 +483,8 @@ def _one_job_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem
     """What a schema cannot check about one effective job, each check a function of its own."""
     return [
         *_script_problems(doc, job, shipper),
+        *_clients_problems(doc, job),
+        *_sites_problems(doc, job, shipper),
         *_named_file_problems(doc, job),
         *_client_count_problems(doc, job),
         *_command_line_problems(doc, job),
@@ -486,6 +494,77 @@ def _one_job_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem
         *_deploy_map_problems(doc, job),
         *_line_problems(doc, job),
     ]
+
+
+def _clients_problems(doc: Document, job: Job) -> list[Problem]:
+    """``clients`` names each client once, and a written ``num_clients`` equals their number."""
+    s = job.settings
+    clients = s.get("clients")
+    if not clients:
+        return []
+    problems = []
+    where = job.path_of("clients")
+    first: dict[str, int] = {}
+    for i, name in enumerate(clients):
+        if name in first:
+            problems.append(
+                doc.problem(
+                    (*where, i),
+                    f"duplicate client name {name!r} (also {where[-1]}[{first[name]}]): each client needs its own name",
+                )
+            )
+        first.setdefault(name, i)
+    at = job.path_of("num_clients")
+    if at[-1] == "num_clients" and s["num_clients"] != len(clients):
+        problems.append(
+            doc.problem(
+                at,
+                f"num_clients ({s['num_clients']}) differs from the {len(clients)} names in clients"
+                f"{_elsewhere(doc, where, at)}: leave num_clients out (it is their number)",
+            )
+        )
+    return problems
+
+
+def _sites_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]:
+    """Every ``sites`` name is a client; a multi-app job sets no ``deploy_map``; each client app's
+    own settings pass the checks the job's pass (script, shipment, command line, NVFlare rewrites)."""
+    s = job.settings
+    sites = s.get("sites") or {}
+    clients = client_names(s)
+    problems = []
+    for name in sites:
+        if name not in clients:
+            layer = ("jobs", job.index) if name in (job.entry.get("sites") or {}) else ("defaults",)
+            problems.append(
+                doc.problem(
+                    (*layer, "sites", name),
+                    f"{name!r} is not a client of this job (its clients: {', '.join(clients)})"
+                    f"{_suggest(name, clients)}",
+                    at_key=True,
+                )
+            )
+    if job.apps and job.path_of("deploy_map")[-1] == "deploy_map":
+        problems.append(
+            doc.problem(
+                job.path_of("deploy_map"),
+                "this job's sites run different client apps, and its deploy_map is made from them "
+                "(app_server to the server, each app_<site> to its sites): leave deploy_map out",
+            )
+        )
+    seen = set()
+    for app in job.apps:
+        if app.job.site is None:
+            continue  # the job's own settings: checked above
+        for problem in (
+            *_script_problems(doc, app.job, shipper),
+            *_command_line_problems(doc, app.job),
+            *rewrite_problems(doc, app.job),
+        ):
+            if problem not in seen and ".sites." in problem.path:  # job-wide ones: reported by the job's checks
+                seen.add(problem)
+                problems.append(problem)
+    return problems
 
 
 def _script_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]:
@@ -534,7 +613,16 @@ def _client_count_problems(doc: Document, job: Job) -> list[Problem]:
     """
     s = job.settings
     problems = []
-    if s["min_clients"] > s["num_clients"]:
+    if s.get("clients") and s["min_clients"] > len(s["clients"]):
+        at, other = job.path_of("min_clients"), job.path_of("clients")
+        problems.append(
+            doc.problem(
+                at,
+                f"min_clients ({s['min_clients']}) is larger than the {len(s['clients'])} names in clients"
+                f"{_elsewhere(doc, other, at)}: the job could never start",
+            )
+        )
+    elif s["min_clients"] > s["num_clients"]:
         at, other = job.path_of("min_clients"), job.path_of("num_clients")
         written = _elsewhere(doc, other, at) if other[-1] == "num_clients" else ""
         problems.append(
@@ -649,9 +737,12 @@ def _line_problems(doc: Document, job: Job) -> list[Problem]:
 
 def _deploy_map_problems(doc: Document, job: Job) -> list[Problem]:
     s = job.settings
+    if job.apps:
+        return []  # made from the apps: see _sites_problems
     dpath = job.path_of("deploy_map")
     problems = []
-    sites = {SERVER_SITE, *site_names(s["num_clients"])}
+    clients = client_names(s)
+    sites = {SERVER_SITE, *clients}
     covered = set()
     for app, targets in s["deploy_map"].items():
         if app != APP_NAME:
@@ -669,7 +760,7 @@ def _deploy_map_problems(doc: Document, job: Job) -> list[Problem]:
                     doc.problem(
                         dpath + (app, i),
                         f"unknown site {site!r}: this job has {SERVER_SITE} and "
-                        f"{site_name(1)} .. {site_name(s['num_clients'])}",
+                        + (f"{clients[0]} .. {clients[-1]}" if "clients" not in s else ", ".join(clients)),
                     )
                 )
             covered.add(site)

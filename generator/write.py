@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .errors import OutputError, Problem
-from .layout import CONFIG_FILES, GENERATOR_ID, MANIFEST, ManifestEntry, custom_file
+from .layout import CONFIG_FILES, GENERATOR_ID, MANIFEST, ManifestEntry
 
 #: Kinds of leftovers a run may leave beside ``out`` if killed: ``.<out>.<kind>-<suffix>``.
 _TMP, _OLD, _DEL = "tmp", "old", "del"
@@ -255,8 +255,10 @@ def _check_job(where: Path, files: dict[str, bytes], entry: ManifestEntry, rende
                 json.loads(data)
             except ValueError as e:
                 raise _fail(where / rel, f"generated invalid JSON: {e}") from None
-    if custom_file(entry.script) not in files:
-        raise _fail(where, f"executor names script {entry.script!r} but app/custom/ does not hold it")
+    for path, script in entry.scripts().items():
+        if path not in files:
+            folder = path.removesuffix(script)
+            raise _fail(where, f"executor names script {script!r} but {folder} does not hold it")
 
 
 def _read_tree(job_dir: Path) -> dict[str, bytes]:

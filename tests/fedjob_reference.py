@@ -21,7 +21,7 @@ from functools import cache
 from pathlib import Path
 
 
-def build_fedjob(name: str, settings: dict):
+def build_fedjob(name: str, settings: dict, sites: dict | None = None):
     """A FedJob for ``settings`` (an effective job of ``jobs.yaml``), built as NVFlare's example does.
 
     Everything the FedJob API can express is passed on: ``min_clients``; FedAvg ``num_clients``,
@@ -33,6 +33,10 @@ def build_fedjob(name: str, settings: dict):
     ``launch_external_process``, ``command``, ``framework`` and ``params_transfer_type``. The
     script path is relative to the current folder (run it from ``client_scripts/``), as in the
     example. Things FedJob cannot express (``server.task_request_interval``) are left out.
+    With ``sites`` (site name -> that site's effective settings, for a job whose sites differ),
+    each site gets its own ScriptRunner (``FedJob.to(runner, site)``: an ``app_<site>`` each), as a
+    FedJob user gives sites different scripts or arguments; otherwise one goes to every client
+    (``to_clients``).
 
     Returns:
         nvflare.FedJob: ready for ``export_job(folder)`` or ``simulator_run(workspace)``.
@@ -95,16 +99,22 @@ def build_fedjob(name: str, settings: dict):
                 events=receiver["events"],
             )
         )
-    job.to_clients(
-        ScriptRunner(
-            script=s["script"],
-            script_args=s["script_args"],
-            launch_external_process=s["launch_external_process"],
-            command=s["command"],
+
+    def runner(own: dict):
+        return ScriptRunner(
+            script=own["script"],
+            script_args=own["script_args"],
+            launch_external_process=own["launch_external_process"],
+            command=own["command"],
             framework=FrameworkType.NUMPY,
-            params_transfer_type=s["params_transfer_type"],
+            params_transfer_type=own["params_transfer_type"],
         )
-    )
+
+    if sites:
+        for site, own in sites.items():
+            job.to(runner(own), site)
+    else:
+        job.to_clients(runner(s))
     return job
 
 
@@ -264,6 +274,37 @@ def _mapped(config: dict, class_map: dict) -> dict:
     for entry in config.get("components", []) + config.get("workflows", []):
         entry["path"] = class_map.get(entry["path"], entry["path"])
     return config
+
+
+def canonical_sites(folder: Path, class_map: dict | None = None) -> dict:
+    """A multi-app job folder read per site, for comparison: whatever each site runs, however apps are shared.
+
+    Returns:
+        dict: ``{"meta": meta.json without deploy_map, "server": the canonical server config,
+        "clients": {site: its canonical client config}, "custom": {site: {relative path: bytes}},
+        "apps": {site: its app folder}}``; the server app is the one ``deploy_map`` sends to ``server``.
+    """
+    folder = Path(folder)
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    deploy_map = meta.pop("deploy_map")
+    apps = {site: app for app, targets in deploy_map.items() for site in targets}
+    assert sum(len(targets) for targets in deploy_map.values()) == len(apps), f"a site twice in {deploy_map}"
+    server = folder / apps.pop("server")
+    out = {
+        "meta": meta,
+        "server": canonical_config(
+            _mapped(json.loads((server / "config/config_fed_server.json").read_text(encoding="utf-8")), class_map or {})
+        ),
+        "clients": {},
+        "custom": {},
+        "apps": apps,
+    }
+    for site, app in sorted(apps.items()):
+        config = json.loads((folder / app / "config/config_fed_client.json").read_text(encoding="utf-8"))
+        out["clients"][site] = canonical_config(config)
+        custom = folder / app / "custom"
+        out["custom"][site] = {p.relative_to(custom).as_posix(): p.read_bytes() for p in custom.rglob("*.py")}
+    return out
 
 
 def canonical_job(folder: Path, class_map: dict | None = None) -> dict:

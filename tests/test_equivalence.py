@@ -40,6 +40,7 @@ from generator.lines import installed_line  # noqa: E402
 from generator.pipeline import generate, job_info  # noqa: E402
 from generator.reporter import Reporter  # noqa: E402
 from generator.simulate import FINAL_MODEL, simulate_job  # noqa: E402
+from generator.spec import client_names  # noqa: E402
 
 LINE = installed_line()
 
@@ -87,6 +88,9 @@ DELIBERATE = {
     "point as an unacknowledged event and, under CPU load, ends the run before late points arrive (5 of 6 "
     "parallel jobs lost 15-47% of a site's points); the two hold each side's end of run until the server has "
     "every point its clients sent.",
+    "shared_client_app": "sites whose client settings (`sites`) end up equal share one client app, "
+    "app_<first of them>, deployed to all of them; FedJob exports one app per site it was sent to "
+    "(`FedJob.to(runner, site)`). Each site runs the same components and scripts either way.",
     "max_resends_27": "on NVFlare 2.7, FedJob exports ClientAPILauncherExecutor `max_resends: null` "
     "(its exporter reads the base class's attribute, not the value ScriptRunner passed), which means "
     "unbounded resends and a warning at start; ours keeps the constructor's default, 3.",
@@ -224,6 +228,29 @@ def grid() -> dict[str, dict]:
             "script": "helper_pkg/train_with_helper.py",
             "launch_external_process": sub,
         }
+    # per-site settings (a multi-app job): arguments, executor modes, scripts, named clients, a shared app
+    cases["sites-args-in"] = {
+        "script": "train_full.py",
+        "sites": {"site-1": {"script_args": "--increment 1"}, "site-2": {"script_args": "--increment 3"}},
+    }
+    cases["sites-modes-diff"] = {
+        "script": "train_diff.py",
+        "params_transfer_type": "DIFF",
+        "num_rounds": 3,
+        "sites": {"site-2": {"launch_external_process": True, "command": "python3 -X utf8 -u"}},
+    }
+    cases["sites-named-shared"] = {
+        "script": "train_full.py",
+        "clients": ["alpha", "beta", "gamma"],
+        "min_clients": 2,
+        "sites": {"beta": {"script": "helper_pkg/train_with_helper.py"}, "gamma": {"script_args": ""}},
+    }
+    cases["sites-cyclic"] = {
+        "workflow": "cyclic",
+        "script": "train_full.py",
+        "clients": ["hospital-a", "hospital-b"],
+        "sites": {"hospital-b": {"script_args": "--increment 3", "launch_external_process": True}},
+    }
     # metrics on a script that streams none (a warning, still a valid job), and every odd value at once
     cases["full-in-receiver"] = {"script": "train_full.py", "receiver": {"type": "mlflow"}}
     for sub in (False, True):
@@ -256,11 +283,17 @@ def _project(tmp: Path, jobs_yaml: str) -> Path:
     return tmp
 
 
+def _per_site(job) -> dict | None:
+    """Site -> its effective settings, in ``clients`` order, for a job whose sites differ (else None)."""
+    sites = {site: app.job.settings for app in job.apps for site in app.sites}
+    return {site: sites[site] for site in client_names(job.settings)} if sites else None
+
+
 def _export(project: Path, jobs, out: Path, monkeypatch) -> None:
     """Export a FedJob per job into ``out/<name>/``, built from ``client_scripts/`` as the example is."""
     monkeypatch.chdir(project / "client_scripts")
     for job in jobs:
-        ref.build_fedjob(job.name, job.settings).export_job(str(out))
+        ref.build_fedjob(job.name, job.settings, _per_site(job)).export_job(str(out))
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +322,33 @@ def shipped_run(tmp_path_factory):
     return project, {job.name: job for job in result.jobs}
 
 
+def _compare_sites(project: Path, job) -> set[str]:
+    """A multi-app job against FedJob's export, site by site (see :func:`fedjob_reference.canonical_sites`)."""
+    ours = ref.canonical_sites(project / "ours" / job.name)
+    theirs = ref.canonical_sites(project / "theirs" / job.name)
+    applied = {"task_request_interval"}
+    assert "server" not in theirs["server"]
+    assert ours["server"].pop("server") == {"task_request_interval": job.settings["server"]["task_request_interval"]}
+    for site, config in ours["clients"].items():
+        (mine,) = [e["executor"] for e in config["executors"]]
+        (other,) = [e["executor"] for e in theirs["clients"][site]["executors"]]
+        if LINE == "2.7" and mine["path"] == other["path"] == LAUNCHER_EXECUTOR:
+            assert other["args"]["max_resends"] is None and mine["args"]["max_resends"] == 3
+            other["args"]["max_resends"] = 3
+            applied.add("max_resends_27")
+    for part in ("meta", "server", "clients", "custom"):
+        assert ours[part] == theirs[part], f"{job.name}: {part} differs from NVFlare {LINE}'s FedJob export"
+    assert theirs["apps"] == {site: f"app_{site}" for site in theirs["apps"]}
+    firsts = {app.name: f"app_{app.sites[0]}" for app in job.apps}
+    assert set(ours["apps"].values()) == set(firsts) and all(name == firsts[name] for name in firsts)
+    if ours["apps"] != theirs["apps"]:
+        applied.add("shared_client_app")
+    return applied
+
+
 def _compare(project: Path, job) -> set[str]:
+    if job.apps:
+        return _compare_sites(project, job)
     ours = ref.canonical_job(project / "ours" / job.name, class_map={OURS_WANDB: NVFLARE_WANDB})
     theirs = ref.canonical_job(project / "theirs" / job.name)
     applied = apply_deliberate(ours, theirs, job.settings)
@@ -328,6 +387,7 @@ def test_every_deliberate_difference_is_exercised(grid_run):
         "task_request_interval",
         "buffer_flush_time",
         "convert_to_fed_event",
+        "shared_client_app",
     }
     if LINE == "2.9":
         expected |= {"metrics_delivery"}
@@ -407,6 +467,28 @@ SIMULATED = {
             "task_assignment_timeout": 60,
         },
         3,
+        None,
+    ),
+    # per-site settings: site-1 adds 1, site-2 adds 3 (a sub-process, named clients); FedAvg's equal
+    # weights (no NUM_STEPS_CURRENT_ROUND meta) make it +2 a round
+    "sim-sites-in": (
+        {
+            "script": "train_full.py",
+            "num_rounds": 2,
+            "sites": {"site-1": {"script_args": "--increment 1"}, "site-2": {"script_args": "--increment 3"}},
+        },
+        2,
+        None,
+    ),
+    "sim-sites-named-diff": (
+        {
+            "script": "train_diff.py",
+            "params_transfer_type": "DIFF",
+            "num_rounds": 2,
+            "clients": ["alpha", "beta"],
+            "sites": {"beta": {"script_args": "--increment 3", "launch_external_process": True}},
+        },
+        2,
         None,
     ),
 }

@@ -120,11 +120,12 @@ def test_29_and_27_share_meta_and_server_workflow(tmp_path):
     j27 = render_shipped(tmp_path / "b", "2.7")
     for name in j29:
         assert j29[name]["meta.json"] == j27[name]["meta.json"]
-        assert (
-            j29[name]["app/config/config_fed_server.json"]["workflows"]
-            == j27[name]["app/config/config_fed_server.json"]["workflows"]
+        server = next(p for p in j29[name] if p.endswith("config/config_fed_server.json"))  # app/ or app_server/
+        assert j29[name][server]["workflows"] == j27[name][server]["workflows"]
+        clients = [p for p in j29[name] if p.endswith("config/config_fed_client.json")]
+        assert clients and all(
+            [e["executor"]["path"] for e in j29[name][p]["executors"]] == [CLIENT_API_29] for p in clients
         )
-        assert executor(j29[name])["path"] == CLIENT_API_29
 
 
 @pytest.mark.parametrize("receiver_type", ["tensorboard", "wandb"])

@@ -480,6 +480,7 @@ def test_every_shipped_job_reaches_the_server_with_its_configs_unchanged(running
     """Each shipped job folder goes through the submission path poc and submit take (a copy,
     ``Session.submit_job``: NVFlare signs and zips it, the server stores it); the stored job, as
     downloaded, has the same configs: dotted keys (``mlflow.note.content``) stay flat."""
+    from generator.lint import config_files  # every app's configs (app/, or app_server/ and app_<site>/)
     from generator.poc import open_session
 
     _, _, system, _ = running_poc
@@ -497,7 +498,7 @@ def test_every_shipped_job_reaches_the_server_with_its_configs_unchanged(running
             job_id = session.submit_job(str(copy))
             session.abort_job(job_id)
             stored = Path(session.download_job_result(job_id, str(tmp_path / "downloads" / name))) / "job" / name
-            for config in ("app/config/config_fed_server.json", "app/config/config_fed_client.json"):
+            for config in [c for c in config_files(project / "build/jobs" / name) if c != "meta.json"]:
                 ours = json.loads((project / "build/jobs" / name / config).read_text())
                 assert json.loads((stored / config).read_text()) == ours, (name, config)
             meta = json.loads((stored / "meta.json").read_text())

@@ -48,6 +48,7 @@ WRITER_JOBS = [
 ]
 METRICS_JOBS = ["np-metrics-in-process", "np-metrics-sub-process"] + WRITER_JOBS
 WORKFLOW_JOBS = ["np-cyclic"]  # the other workflows (tests/test_workflows.py)
+SITES_JOBS = ["np-per-site"]  # per-site settings, a multi-app job (tests/test_sites.py)
 
 
 def render_text(yaml_text: str, tmp_path: Path) -> dict[str, dict[str, bytes]]:
@@ -70,7 +71,7 @@ def shipped() -> dict[str, dict[str, dict]]:
 
 
 def test_shipped_jobs_are_the_examples_five_runs_then_the_other_writers(shipped):
-    assert list(shipped) == EXAMPLE_JOBS + WRITER_JOBS + WORKFLOW_JOBS
+    assert list(shipped) == EXAMPLE_JOBS + WRITER_JOBS + WORKFLOW_JOBS + SITES_JOBS
 
 
 @pytest.mark.parametrize("name", EXAMPLE_JOBS + WRITER_JOBS)

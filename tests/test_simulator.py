@@ -34,6 +34,7 @@ EXPECTED_DELTA = {
     "np-wandb-in-process": 15,
     "np-wandb-sub-process": 15,
     "np-cyclic": 10,  # cyclic: each of the 2 sites adds 1 in turn, 5 rounds
+    "np-per-site": 10,  # site-1 adds 1, site-2 adds 3, FedAvg averages them with equal weights: 5 rounds x 2
 }
 METRICS_JOBS = [n for n in EXPECTED_DELTA if "metrics" in n or "tensorboard" in n or "wandb" in n]
 #: Steps of the per-epoch points (model_mean, model_max): the last batch of each of the 15 epochs.

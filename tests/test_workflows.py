@@ -242,3 +242,77 @@ def test_cyclic_progress_lines_count_rounds(cyclic_run):
     for name in SIMULATED:
         progress = [line.split(" (")[0] for line in result.stdout.splitlines() if line.startswith(f"  {name}: round")]
         assert progress == [f"  {name}: round 1 of 2", f"  {name}: round 2 of 2"], result.stdout
+
+
+# -- the simulator: per-site settings (sites:) and named clients (clients:) ------------------------
+
+#: Jobs whose sites differ; with 2 rounds each final model is checked exactly. FedAvg weighs each
+#: result by its NUM_STEPS_CURRENT_ROUND meta, 1 when absent as here (``_get_num_steps_weight``,
+#: nvflare/app_common/workflows/base_fedavg.py): +1 and +3 average to +2 a round. Cyclic relays the
+#: model through both sites each round: +1 then +3, +4 a round.
+PER_SITE = {
+    "sites-full": ({"script": "train_full.py"}, 2 * 2),
+    "sites-diff-mixed-modes": (
+        {
+            "script": "train_diff.py",
+            "params_transfer_type": "DIFF",
+            "sites": {"site-2": {"script_args": "--increment 3", "launch_external_process": True}},
+        },
+        2 * 2,
+    ),
+    "sites-named": ({"script": "train_full.py", "clients": ["alpha", "beta"]}, 2 * 2),
+    "sites-named-cyclic": (
+        {"script": "train_full.py", "clients": ["alpha", "beta"], "workflow": "cyclic", "task_assignment_timeout": 60},
+        2 * (1 + 3),
+    ),
+}
+_INCREMENTS = {"site-1": "--increment 1", "site-2": "--increment 3", "alpha": "--increment 1", "beta": "--increment 3"}
+
+
+def _per_site_entry(name: str, settings: dict) -> dict:
+    sites = {site: {"script_args": _INCREMENTS[site]} for site in settings.get("clients", ["site-1", "site-2"])}
+    for site, own in settings.get("sites", {}).items():
+        sites[site] = {**sites[site], **own}
+    return {"name": name, **settings, "sites": sites}
+
+
+@pytest.fixture(scope="module")
+def per_site_run(tmp_path_factory):
+    """Generate and simulate the per-site jobs (2 rounds, 2 sites), as a user does."""
+    project = tmp_path_factory.mktemp("sites")
+    text = "defaults:\n  num_rounds: 2\n  server: {task_request_interval: 0.1}\n  task_check_period: 0.05\njobs:\n"
+    text += "".join(f"  - {json.dumps(_per_site_entry(n, s))}\n" for n, (s, _) in PER_SITE.items())
+    (project / "jobs.yaml").write_text(text, encoding="utf-8")
+    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
+    generated = run_cli(project, "generate")
+    assert generated.returncode == 0, generated.stderr
+    result = run_cli(project, "simulate", timeout=900)
+    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    return project, result, results
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("name", sorted(PER_SITE))
+def test_per_site_increments_move_the_final_model_exactly(per_site_run, name):
+    project, result, results = per_site_run
+    assert results[name]["ok"], (results[name], result.stdout + result.stderr)
+    model = np.load(project / "build/workspaces" / name / "server/simulate_job/models/server.npy")
+    expected = np.array(INITIAL_MODEL, dtype=np.float32) + PER_SITE[name][1]
+    np.testing.assert_array_equal(model, expected)
+    assert results[name]["final_model"] == expected.tolist()
+    assert results[name]["rounds_started"] == 2
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("name", ["sites-named", "sites-named-cyclic"])
+def test_named_clients_are_the_simulated_sites_each_running_its_own_app(per_site_run, name):
+    project, _, _ = per_site_run
+    workspace = project / "build/workspaces" / name
+    meta = json.loads((project / "build/jobs" / name / "meta.json").read_text())
+    assert meta["deploy_map"] == {"app_server": ["server"], "app_alpha": ["alpha"], "app_beta": ["beta"]}
+    assert not list(workspace.glob("site-*"))
+    for site, args in (("alpha", "--increment 1"), ("beta", "--increment 3")):
+        deployed = workspace / site / "simulate_job"
+        assert [p.name for p in deployed.glob("app_*")] == [f"app_{site}"]
+        config = json.loads((deployed / f"app_{site}/config/config_fed_client.json").read_text())
+        assert config["executors"][0]["executor"]["args"]["task_script_args"] == args
