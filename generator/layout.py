@@ -104,6 +104,10 @@ SERVER_RESULT = f"{SERVER_SITE}/{SIMULATE_JOB}"
 #: The model file the persistor writes: NPModelPersistor's defaults ``model_dir="models"``,
 #: ``model_name="server.npy"`` (``nvflare/app_common/np/np_model_persistor.py``), below the result folder.
 FINAL_MODEL = f"{SERVER_RESULT}/models/server.npy"
+#: Cross-site evaluation's results: ValidationJsonGenerator's defaults ``results_dir="cross_site_val"``,
+#: ``json_file_name="cross_val_results.json"`` (``nvflare/app_common/widgets/validation_json_generator.py``),
+#: below the server's result folder; ``{evaluating site: {model name: {metric: value}}}``.
+CROSS_VAL_RESULTS = f"{SERVER_RESULT}/cross_site_val/cross_val_results.json"
 #: MLflowReceiver's SQLite file in the job's result folder (NVFlare 2.9's default store).
 MLFLOW_DB = "mlflow.db"
 #: TBAnalyticsReceiver's default ``tb_folder`` (``nvflare/app_opt/tracking/tb/tb_receiver.py``).
@@ -194,6 +198,8 @@ class ManifestEntry:
             name as written, "values": {matrix key: value}}``; written only then.
         workflow (str): the job's ``workflow`` (``fedavg``, ``cyclic``); written only when it is
             not ``fedavg`` (an entry without it reads as ``fedavg``).
+        cross_site_eval (bool): the job runs cross-site evaluation after training; written only
+            when true.
     """
 
     nvflare_version: str
@@ -208,9 +214,11 @@ class ManifestEntry:
     timeout: float | None = None
     matrix: dict | None = None
     workflow: str = "fedavg"
+    cross_site_eval: bool = False
 
     def to_json(self) -> dict:
-        """The entry as stored in ``.jobgen.json`` (``timeout``, ``matrix`` and ``workflow`` only when set)."""
+        """The entry as stored in ``.jobgen.json`` (``timeout``, ``matrix``, ``workflow`` and
+        ``cross_site_eval`` only when set)."""
         data = {
             "nvflare_version": self.nvflare_version,
             "num_clients": self.num_clients,
@@ -228,6 +236,8 @@ class ManifestEntry:
             data["matrix"] = self.matrix
         if self.workflow != "fedavg":
             data["workflow"] = self.workflow
+        if self.cross_site_eval:
+            data["cross_site_eval"] = True
         return data
 
     @classmethod
@@ -251,4 +261,5 @@ class ManifestEntry:
             timeout=data.get("timeout"),
             matrix=data.get("matrix"),
             workflow=data.get("workflow", "fedavg"),
+            cross_site_eval=bool(data.get("cross_site_eval", False)),
         )

@@ -205,7 +205,9 @@ def template_context(job: Job) -> dict:
 
     Components (:class:`Built`, from the job's line in :data:`generator.components.LINES`):
     ``workflow`` (the job's ``workflow`` row), ``workflow_components`` (``(id, Built)`` pairs: the
-    further server components that workflow finds by id), ``persistor``, ``executor``; ``receiver``
+    further server components that workflow finds by id), ``cross_site_eval`` (the workflow run after
+    it when the job sets ``cross_site_eval: true``, else None) and ``cross_site_components`` (its
+    ``(id, Built)`` pairs), ``persistor``, ``executor``; ``receiver``
     (None when the job has none, or when the line has no row for its type: the server template
     then calls ``raise_error``);
     ``event_to_fed`` (None unless in-process events need converting); ``delivery_server`` and
@@ -220,12 +222,17 @@ def template_context(job: Job) -> dict:
     receiver = s.get("receiver")
     receiver_row = table.receivers.get(receiver["type"]) if receiver else None
     delivery = bool(receiver) and table.delivery_server is not None
+    cross_site = table.cross_site_eval if s.get("cross_site_eval") else None
     return {
         "job": job,
         "s": s,
         **derived,
         "workflow": _built(workflow, s, derived),
         "workflow_components": [(id_, _built(row, s, derived)) for id_, row in workflow.components.items()],
+        "cross_site_eval": _built(cross_site, s, derived) if cross_site else None,
+        "cross_site_components": [(id_, _built(row, s, derived)) for id_, row in cross_site.components.items()]
+        if cross_site
+        else [],
         "persistor": _built(table.persistor, s, derived),
         "receiver": _built(receiver_row, s, derived) if receiver_row else None,
         "executor": _built(table.executors[job.execution_mode], s, derived),
