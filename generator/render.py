@@ -25,7 +25,16 @@ from pathlib import Path
 
 import jinja2
 
-from .components import DEFAULT_WORKFLOW, LINES, RECEIVER_CLIENT_VARS, RECEIVER_SERVER_VARS, Component, Derived, Key
+from .components import (
+    CROSS_SITE_EVAL_ID,
+    DEFAULT_WORKFLOW,
+    LINES,
+    RECEIVER_CLIENT_VARS,
+    RECEIVER_SERVER_VARS,
+    Component,
+    Derived,
+    Key,
+)
 from .errors import Problem, TemplateError
 from .layout import CONFIG_FILES, CUSTOM, CUSTOM_PREFIX, DEFAULT_TRACKING_URI, custom_file, template_of
 from .lines import FALLBACK_LINE
@@ -206,8 +215,8 @@ def template_context(job: Job) -> dict:
     Components (:class:`Built`, from the job's line in :data:`generator.components.LINES`):
     ``workflow`` (the job's ``workflow`` row), ``workflow_components`` (``(id, Built)`` pairs: the
     further server components that workflow finds by id), ``cross_site_eval`` (the workflow run after
-    it when the job sets ``cross_site_eval: true``, else None) and ``cross_site_components`` (its
-    ``(id, Built)`` pairs), ``persistor``, ``executor``; ``receiver``
+    it when the job sets ``cross_site_eval: true``, else None; its id ``cross_site_eval_id``) and
+    ``cross_site_components`` (its ``(id, Built)`` pairs), ``persistor``, ``executor``; ``receiver``
     (None when the job has none, or when the line has no row for its type: the server template
     then calls ``raise_error``);
     ``event_to_fed`` (None unless in-process events need converting); ``delivery_server`` and
@@ -230,6 +239,7 @@ def template_context(job: Job) -> dict:
         "workflow": _built(workflow, s, derived),
         "workflow_components": [(id_, _built(row, s, derived)) for id_, row in workflow.components.items()],
         "cross_site_eval": _built(cross_site, s, derived) if cross_site else None,
+        "cross_site_eval_id": CROSS_SITE_EVAL_ID,
         "cross_site_components": [(id_, _built(row, s, derived)) for id_, row in cross_site.components.items()]
         if cross_site
         else [],
