@@ -369,6 +369,29 @@ def test_no_results_file_or_a_broken_one_is_a_problem(tmp_path):
     assert matrix is None and problem.startswith(f"cross-site evaluation results {results} cannot be read: Expecting")
 
 
+def test_simulate_and_poc_judge_the_matrix_into_the_result(tmp_path):
+    """``judge_cross_site`` (called by simulate and poc for a job whose manifest entry has
+    ``cross_site_eval``) fills ``cross_site`` and adds one job problem per site missing a cell."""
+    from generator.simulate import JobResult, judge_cross_site, result_record
+
+    cell = {"mean": 10.0}
+    _matrix(tmp_path, {"site-1": {"SRV_server": cell, "site-1": cell, "site-2": cell}})
+    info = ManifestEntry("2.9", 2, 5, "in_process", "train_eval.py", cross_site_eval=True)
+    result = JobResult(name="j")
+    judge_cross_site(result, info, tmp_path)
+    assert [(p.file, p.message) for p in result.problems] == [
+        (
+            "j",
+            f"cross-site evaluation: site-2 has no result for SRV_server, site-1, site-2 (3 of 3 models missing in "
+            f"{tmp_path / CROSS_VAL_RESULTS}; see {tmp_path}/site-2/log.txt)",
+        )
+    ]
+    assert result_record(result)["cross_site"] == {
+        "site-1": {"SRV_server": cell, "site-1": cell, "site-2": cell},
+        "site-2": {},
+    }
+
+
 def test_the_matrix_table_has_a_row_per_site_and_a_column_per_model():
     matrix = {"site-1": {"SRV_server": {"mean": 9.0}, "site-1": {"mean": 8.0}}, "site-2": {"site-2": {"mean": 9.5}}}
     assert cross_site_table("j", matrix) == [
