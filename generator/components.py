@@ -82,7 +82,11 @@ class Component:
 
 @dataclass(frozen=True)
 class LineComponents:
-    """The components one NVFlare line renders: a row per workflow, receiver ``type`` and executor mode."""
+    """The components one NVFlare line renders: a row per workflow, receiver ``type`` and executor mode.
+
+    ``cross_site_eval``: the workflow a job with ``cross_site_eval: true`` runs after its training
+    workflow, with the server components it finds by id (None: the line has none).
+    """
 
     workflows: dict
     persistor: Component
@@ -91,6 +95,7 @@ class LineComponents:
     event_to_fed: Component
     delivery_server: Component | None
     delivery_client: Component | None
+    cross_site_eval: Component | None = None
 
 
 FEDAVG = Component(
@@ -133,6 +138,45 @@ CYCLIC = Component(
             path="nvflare.app_common.shareablegenerators.full_model_shareable_generator.FullModelShareableGenerator",
             key=("workflow",),
         )
+    },
+)
+
+#: The ids NVFlare's cross-site evaluation finds its parts by (the ids of NVFlare's
+#: ``hello-numpy-cross-val`` job; FedJob numbers its own, ``controller1``, ``component``, ...).
+CROSS_SITE_EVAL_ID = "cross_site_validate"
+MODEL_LOCATOR_ID = "model_locator"
+JSON_GENERATOR_ID = "json_generator"
+
+#: Cross-site model evaluation after the training workflow, as NVFlare's
+#: ``nvflare.recipe.utils.add_cross_site_evaluation`` adds it to a numpy recipe on 2.9 (the same
+#: classes and defaults on 2.7): a CrossSiteModelEval workflow
+#: (``nvflare/app_common/workflows/cross_site_model_eval.py``) that asks every client for its
+#: local model (``submit_model`` task, ``submit_model_timeout`` 600 s), then sends each client
+#: model and each server model its NPModelLocator finds (``nvflare/app_common/np/np_model_locator.py``:
+#: ``SRV_server``, the persistor's ``<run dir>/models/server.npy``) to every client to evaluate
+#: (``validate`` task, ``validation_timeout`` 6000 s); a ValidationJsonGenerator widget
+#: (``nvflare/app_common/widgets/validation_json_generator.py``) writes every result at the end of
+#: the run to ``<run dir>/cross_site_val/cross_val_results.json``. The client script answers both
+#: tasks through the Client API (``flare.is_submit_model()``, ``flare.is_evaluate()``). The
+#: locator's ``model_name`` is written as NVFlare's FedJob exports it (the class turns its default
+#: ``"server.npy"`` into this mapping).
+CROSS_SITE_EVAL = Component(
+    partial="_cross_site_eval.j2",
+    path="nvflare.app_common.workflows.cross_site_model_eval.CrossSiteModelEval",
+    args={"model_locator_id": MODEL_LOCATOR_ID, "submit_model_timeout": 600, "validation_timeout": 6000},
+    key=("cross_site_eval",),
+    components={
+        MODEL_LOCATOR_ID: Component(
+            partial="_cross_site_eval.j2",
+            path="nvflare.app_common.np.np_model_locator.NPModelLocator",
+            args={"model_dir": "models", "model_name": {"server": "server.npy"}},
+            key=("cross_site_eval",),
+        ),
+        JSON_GENERATOR_ID: Component(
+            partial="_cross_site_eval.j2",
+            path="nvflare.app_common.widgets.validation_json_generator.ValidationJsonGenerator",
+            key=("cross_site_eval",),
+        ),
     },
 )
 
@@ -290,6 +334,7 @@ LINES = {
         event_to_fed=CONVERT_TO_FED_EVENT,
         delivery_server=None,
         delivery_client=None,
+        cross_site_eval=CROSS_SITE_EVAL,
     ),
     "2.9": LineComponents(
         workflows={"fedavg": FEDAVG, "cyclic": CYCLIC},
@@ -299,6 +344,7 @@ LINES = {
         event_to_fed=CONVERT_TO_FED_EVENT,
         delivery_server=DELIVERY_SERVER,
         delivery_client=DELIVERY_CLIENT,
+        cross_site_eval=CROSS_SITE_EVAL,
     ),
 }
 assert set(LINES) == set(SUPPORTED_LINES), "every supported NVFlare line needs a row in LINES"
@@ -354,6 +400,8 @@ def all_components() -> list[Component]:
             line.event_to_fed,
             line.delivery_server,
             line.delivery_client,
+            line.cross_site_eval,
+            *(line.cross_site_eval.components.values() if line.cross_site_eval else ()),
         ]:
             if row is not None and row not in rows:
                 rows.append(row)

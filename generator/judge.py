@@ -16,6 +16,9 @@ Takes a simulator workspace (``nvflare simulator -w WS``); gives what NVFlare it
 - errors: ERROR/CRITICAL records of NVFlare's own loggers (``fullName`` ``nvflare.*``) in every
   ``WS/*/log.json`` (:func:`nvflare_errors`). A script's print (relayed at INFO) or its own
   logger's records (not ``nvflare.*``) never count.
+- cross-site evaluation: the site x model matrix NVFlare's ValidationJsonGenerator wrote at the end
+  of the run (``WS/server/simulate_job/cross_site_val/cross_val_results.json``), checked for a
+  cell per evaluating client and model (:func:`cross_site_problems`).
 - the reason of a failure: the exception that ended a client's script (the last one with a
   frame in ``custom/``; a traceback printed for a handled error comes before it), with the user script's
   ``file:line`` (:func:`client_exceptions`), from the site's ``log.json`` (a sub-process trainer's
@@ -34,8 +37,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .components import CYCLIC, DEFAULT_WORKFLOW, FEDAVG
-from .layout import CUSTOM, SERVER_SITE, SITE_GLOB, site_names, site_number
+from .components import CROSS_SITE_EVAL, CYCLIC, DEFAULT_WORKFLOW, FEDAVG, MODEL_LOCATOR_ID
+from .layout import CROSS_VAL_RESULTS, CUSTOM, SERVER_SITE, SITE_GLOB, site_names, site_number
 
 #: The logger of the generated workflow: its class path (NVFlare names a component's logger so).
 FEDAVG_LOGGER = FEDAVG.path
@@ -532,3 +535,98 @@ def client_exceptions(workspace: Path, console_log: Path | None = None, sites: l
 def _site_key(name: str) -> tuple:
     number = site_number(name)
     return (0, number, "") if number is not None else (1, 0, name)
+
+
+# --- cross-site evaluation ------------------------------------------------------------------------------
+
+#: The server models CrossSiteModelEval has every client evaluate: ``"SRV_" +`` each name its
+#: NPModelLocator's ``model_name`` maps (``_locate_server_models``; the generated locator names one,
+#: ``server``).
+SERVER_MODELS = tuple(f"SRV_{name}" for name in CROSS_SITE_EVAL.components[MODEL_LOCATOR_ID].args["model_name"])
+
+
+def cross_site_models(sites: list[str]) -> list[str]:
+    """The models every client evaluates in NVFlare's CrossSiteModelEval, in the matrix's column order:
+    the server's (:data:`SERVER_MODELS`), then each participating client's local model, named by the
+    client that submitted it (``_accept_local_model``: a plain DXO is one leaf named after its site)."""
+    return [*SERVER_MODELS, *sites]
+
+
+def read_cross_site(workspace: Path) -> dict | None:
+    """The cross-site evaluation results of a run, ``{evaluating site: {model: {metric: value}}}``.
+
+    Args:
+        workspace (Path): the simulator workspace (or a downloaded run laid out as one).
+
+    Returns:
+        dict | None: the file's mapping as NVFlare's ValidationJsonGenerator wrote it; None when the
+        file does not exist.
+
+    Raises:
+        ValueError: the file is not JSON, or not a mapping of mappings.
+    """
+    path = Path(workspace) / CROSS_VAL_RESULTS
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    data = json.loads(text)
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError("not a mapping of evaluating site -> {model: metrics}")
+    return data
+
+
+def _ordered(matrix: dict, sites: list[str], models: list[str]) -> dict:
+    """``matrix`` with a row per site of ``sites`` in that order (empty for a site that sent no
+    result) and each row's cells in ``models`` order; any other row or cell after them, as written."""
+
+    def by(order: list[str], mapping: dict) -> dict:
+        return {k: mapping[k] for k in [*(k for k in order if k in mapping), *(k for k in mapping if k not in order)]}
+
+    return {site: by(models, row) for site, row in by(sites, {**dict.fromkeys(sites, {}), **matrix}).items()}
+
+
+def _has_metrics(cell) -> bool:
+    return isinstance(cell, dict) and bool(cell)
+
+
+def cross_site_problems(workspace: Path, sites: list[str]) -> tuple[dict | None, list[str]]:
+    """Read and check a run's cross-site evaluation matrix.
+
+    Every client in ``sites`` evaluates every model of :func:`cross_site_models` (CrossSiteModelEval
+    broadcasts each model's ``validate`` task to every participating client); a cell counts when it
+    holds at least one metric. A script that cannot answer the ``submit_model`` or ``validate``
+    task leaves cells out (NVFlare's ValidationJsonGenerator stores only METRICS results).
+
+    Args:
+        workspace (Path): the simulator workspace; each site's log is ``<workspace>/<site>/log.txt``.
+        sites (list[str]): the job's clients (``site-1`` ..).
+
+    Returns:
+        tuple: the matrix read, a row per site in ``sites`` order (empty: the site sent no result)
+        and cells in :func:`cross_site_models` order (None when there is no results file), and one
+        message per problem: no results file, an unreadable one, or per evaluating site the models
+        it has no result for, with its log.
+    """
+    path = Path(workspace) / CROSS_VAL_RESULTS
+    try:
+        matrix = read_cross_site(workspace)
+    except (OSError, ValueError) as e:
+        return None, [f"cross-site evaluation results {path} cannot be read: {e}"]
+    if matrix is None:
+        return None, [
+            f"cross-site evaluation wrote no results: {path} is missing "
+            "(NVFlare's ValidationJsonGenerator writes it when the run ends)"
+        ]
+    models = cross_site_models(sites)
+    matrix = _ordered(matrix, sites, models)
+    problems = []
+    for site in sites:
+        missing = [m for m in models if not _has_metrics(matrix.get(site, {}).get(m))]
+        if missing:
+            log = Path(workspace) / site / "log.txt"
+            problems.append(
+                f"cross-site evaluation: {site} has no result for {', '.join(missing)} "
+                f"({len(missing)} of {len(models)} models missing in {path}; see {log})"
+            )
+    return matrix, problems

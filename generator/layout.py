@@ -136,6 +136,10 @@ SERVER_RESULT = f"{SERVER_SITE}/{SIMULATE_JOB}"
 #: The model file the persistor writes: NPModelPersistor's defaults ``model_dir="models"``,
 #: ``model_name="server.npy"`` (``nvflare/app_common/np/np_model_persistor.py``), below the result folder.
 FINAL_MODEL = f"{SERVER_RESULT}/models/server.npy"
+#: Cross-site evaluation's results: ValidationJsonGenerator's defaults ``results_dir="cross_site_val"``,
+#: ``json_file_name="cross_val_results.json"`` (``nvflare/app_common/widgets/validation_json_generator.py``),
+#: below the server's result folder; ``{evaluating site: {model name: {metric: value}}}``.
+CROSS_VAL_RESULTS = f"{SERVER_RESULT}/cross_site_val/cross_val_results.json"
 #: MLflowReceiver's SQLite file in the job's result folder (NVFlare 2.9's default store).
 MLFLOW_DB = "mlflow.db"
 #: TBAnalyticsReceiver's default ``tb_folder`` (``nvflare/app_opt/tracking/tb/tb_receiver.py``).
@@ -231,6 +235,8 @@ class ManifestEntry:
         apps (dict | None): a multi-app job's client apps, app folder -> ``{"sites": [names],
             "script": the script below <app>/custom/}``; written only for such a job (None: one
             app, ``app``, deployed to every site).
+        cross_site_eval (bool): the job runs cross-site evaluation after training; written only
+            when true.
     """
 
     nvflare_version: str
@@ -247,6 +253,7 @@ class ManifestEntry:
     workflow: str = "fedavg"
     clients: list | None = None
     apps: dict | None = None
+    cross_site_eval: bool = False
 
     @property
     def sites(self) -> list[str]:
@@ -282,6 +289,8 @@ class ManifestEntry:
             data["clients"] = list(self.clients)
         if self.apps:
             data["apps"] = self.apps
+        if self.cross_site_eval:
+            data["cross_site_eval"] = True
         return data
 
     @classmethod
@@ -307,4 +316,5 @@ class ManifestEntry:
             workflow=data.get("workflow", "fedavg"),
             clients=data.get("clients"),
             apps=data.get("apps"),
+            cross_site_eval=bool(data.get("cross_site_eval", False)),
         )

@@ -36,7 +36,14 @@ from .layout import ManifestEntry
 from .overrides import load_all
 from .render import Renderer, tracking_uri
 from .spec import Job, effective_jobs
-from .validate import SCRIPTS_DIR, check_document, check_jobs, receiver_warnings, shipping_warnings
+from .validate import (
+    SCRIPTS_DIR,
+    check_document,
+    check_jobs,
+    cross_site_warnings,
+    receiver_warnings,
+    shipping_warnings,
+)
 from .write import diff_jobs, write_jobs
 
 
@@ -105,6 +112,7 @@ def job_info(job: Job) -> ManifestEntry:
         workflow=s.get("workflow", "fedavg"),
         clients=list(s["clients"]) if s.get("clients") else None,
         apps={app.name: {"sites": list(app.sites), "script": app.job.settings["script"]} for app in job.apps} or None,
+        cross_site_eval=bool(s.get("cross_site_eval")),
     )
 
 
@@ -265,5 +273,7 @@ def check_only(jobs_file: str | Path | list, sets: list[str] | None = None) -> G
 
 
 def _warnings(doc, jobs: list[Job]) -> list[Problem]:
-    """Every non-fatal finding, each once: the load stage's, the receivers', then what the jobs ship."""
-    return _once(sorted(doc.warnings + receiver_warnings(doc, jobs)) + shipping_warnings(doc, jobs))
+    """Every non-fatal finding, each once: the load stage's, the receivers', cross-site evaluation's,
+    then what the jobs ship."""
+    found = doc.warnings + receiver_warnings(doc, jobs) + cross_site_warnings(doc, jobs)
+    return _once(sorted(found) + shipping_warnings(doc, jobs))

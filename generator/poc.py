@@ -74,6 +74,7 @@ from .simulate import (
     _selected_jobs,
     job_problem,
     job_timeout,
+    judge_cross_site,
     judge_metrics,
     judge_run,
     nvflare_command,
@@ -575,13 +576,16 @@ def _copy_site_logs(system: System, session, run: _Run, job_dir: Path) -> None:
 
 
 def _judge(system: System, run: _Run, job_dir: Path) -> None:
-    """Judge a downloaded run as ``simulate`` judges a simulated one (``judge_run``, ``judge_metrics``)."""
+    """Judge a downloaded run as ``simulate`` judges a simulated one (``judge_run``, ``judge_cross_site``,
+    ``judge_metrics``)."""
     result, info = run.result, run.info
     tracker = RoundTracker(job_dir, info.num_rounds, server=system.server_identity)
     # Every file in the download is this job's: no model or metric point predates the run.
     judge_run(result, job_dir, tracker, None, 0.0)
     if run.status and run.status != COMPLETED:  # empty: contact was lost, recorded when it was
         result.problems.append(job_problem(run.name, f"NVFlare ended job {run.job_id} with status {run.status}"))
+    if info.cross_site_eval:
+        judge_cross_site(result, info, job_dir)
     if result.receiver:
         judge_metrics(result, info, job_dir, since_ms=0, reports=None)
     if result.problems:

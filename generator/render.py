@@ -25,7 +25,16 @@ from pathlib import Path
 
 import jinja2
 
-from .components import DEFAULT_WORKFLOW, LINES, RECEIVER_CLIENT_VARS, RECEIVER_SERVER_VARS, Component, Derived, Key
+from .components import (
+    CROSS_SITE_EVAL_ID,
+    DEFAULT_WORKFLOW,
+    LINES,
+    RECEIVER_CLIENT_VARS,
+    RECEIVER_SERVER_VARS,
+    Component,
+    Derived,
+    Key,
+)
 from .errors import Problem, TemplateError
 from .layout import (
     CLIENT_CONFIG,
@@ -222,7 +231,9 @@ def template_context(job: Job) -> dict:
 
     Components (:class:`Built`, from the job's line in :data:`generator.components.LINES`):
     ``workflow`` (the job's ``workflow`` row), ``workflow_components`` (``(id, Built)`` pairs: the
-    further server components that workflow finds by id), ``persistor``, ``executor``; ``receiver``
+    further server components that workflow finds by id), ``cross_site_eval`` (the workflow run after
+    it when the job sets ``cross_site_eval: true``, else None; its id ``cross_site_eval_id``) and
+    ``cross_site_components`` (its ``(id, Built)`` pairs), ``persistor``, ``executor``; ``receiver``
     (None when the job has none, or when the line has no row for its type: the server template
     then calls ``raise_error``);
     ``event_to_fed`` (None unless in-process events need converting); ``delivery_server`` and
@@ -238,12 +249,18 @@ def template_context(job: Job) -> dict:
     receiver = s.get("receiver")
     receiver_row = table.receivers.get(receiver["type"]) if receiver else None
     delivery = bool(receiver) and table.delivery_server is not None
+    cross_site = table.cross_site_eval if s.get("cross_site_eval") else None
     return {
         "job": job,
         "s": s,
         **derived,
         "workflow": _built(workflow, s, derived),
         "workflow_components": [(id_, _built(row, s, derived)) for id_, row in workflow.components.items()],
+        "cross_site_eval": _built(cross_site, s, derived) if cross_site else None,
+        "cross_site_eval_id": CROSS_SITE_EVAL_ID,
+        "cross_site_components": [(id_, _built(row, s, derived)) for id_, row in cross_site.components.items()]
+        if cross_site
+        else [],
         "persistor": _built(table.persistor, s, derived),
         "receiver": _built(receiver_row, s, derived) if receiver_row else None,
         "executor": _built(table.executors[job.execution_mode], s, derived),

@@ -21,7 +21,8 @@ import threading
 from collections.abc import Iterable
 from typing import TextIO
 
-from .layout import ManifestEntry
+from .judge import cross_site_models
+from .layout import ManifestEntry, site_number
 
 
 class Reporter:
@@ -138,8 +139,12 @@ class Reporter:
         )
 
     def all_finished(self, results: list) -> None:
-        """An empty line, then :func:`table` of ``results`` (file order)."""
+        """An empty line, then :func:`table` of ``results`` (file order), then each cross-site
+        evaluation matrix (:func:`cross_site_table`)."""
         self.lines(["", *table(results)])
+        for result in results:
+            if getattr(result, "cross_site", None) is not None:
+                self.lines(["", *cross_site_table(result.name, result.cross_site)])
 
     def sweeps_compared(self, sweeps: list) -> None:
         """After the main table: per :class:`generator.sweep.Sweep` an empty line and its table
@@ -200,3 +205,32 @@ def table(results: list) -> list[str]:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def _metrics_text(cell) -> str:
+    if not isinstance(cell, dict) or not cell:
+        return "missing"
+    return ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in cell.items())
+
+
+def cross_site_table(name: str, matrix: dict) -> list[str]:
+    """A job's cross-site evaluation matrix: a row per evaluating site, a column per model
+    (``SRV_server``, then each site's local model); a cell holds the metrics the site sent
+    (``mean=7``) or ``missing``.
+
+    Args:
+        name (str): the job. matrix (dict): ``{evaluating site: {model: {metric: value}}}``
+            (:attr:`generator.simulate.JobResult.cross_site`).
+
+    Returns:
+        list[str]: a title line, the header and one line per site, columns padded to their widest cell.
+    """
+
+    sites = sorted(matrix, key=lambda s: (site_number(s) is None, site_number(s) or 0, s))
+    models = cross_site_models(sites)
+    models += sorted({m for row in matrix.values() for m in row} - set(models))
+    rows = [("site \\ model", *models)]
+    rows += [(site, *(_metrics_text(matrix[site].get(m)) for m in models)) for site in sites]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return [f"{name}: cross-site evaluation (each site's metrics of each model)", *lines]

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import JobgenError, OptionError, OutputError, Problem, SimulationError
-from .judge import RoundTracker, client_exceptions, nvflare_errors
+from .judge import RoundTracker, client_exceptions, cross_site_problems, nvflare_errors
 from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
@@ -88,6 +88,9 @@ class JobResult:
         metric_last (dict): metric key -> its last value (highest step) averaged over sites.
         series (dict): the points read from the store, ``{site: {key: [(step, value)]}}``; kept in
             memory for the sweep plot, not written to ``results.json``.
+        cross_site (dict | None): for a job with ``cross_site_eval``, the cross-site evaluation
+            matrix NVFlare wrote, ``{evaluating site: {model: {metric: value}}}`` (models ``SRV_server``
+            and each site's local model); None for other jobs or when no results were written.
     """
 
     name: str
@@ -111,6 +114,7 @@ class JobResult:
     model_mean: float | None = None
     metric_last: dict = field(default_factory=dict)
     series: dict = field(default_factory=dict, repr=False, compare=False)
+    cross_site: dict | None = None
 
 
 def nvflare_command(python: str | None = None) -> list[str]:
@@ -451,6 +455,8 @@ def simulate_job(
     if outcome.stopped:  # not a failed check: the run's own outputs are judged below
         events.leftovers_stopped(name, outcome.stopped)
     judge_run(result, ws, tracker, outcome.returncode, started_epoch)
+    if info.cross_site_eval:
+        judge_cross_site(result, info, ws)
     if result.receiver:
         judge_metrics(result, info, ws, since_ms=int(started_epoch * 1000) - 1000, reports=reports)
     if result.problems:
@@ -568,6 +574,22 @@ def judge_run(result: JobResult, ws: Path, tracker: RoundTracker, code: int | No
     elif result.final_model is None:
         messages.append(f"no final model saved at {model}")
     messages += nvflare_errors(ws)
+    result.problems += [job_problem(result.name, m) for m in messages]
+
+
+def judge_cross_site(result: JobResult, info: ManifestEntry, ws: Path) -> None:
+    """Read a run's cross-site evaluation matrix into ``result.cross_site``; a missing cell is a problem.
+
+    With :func:`judge_run`, the judging of one run that any runner of a job folder can reuse
+    (:func:`generator.judge.cross_site_problems`: every client evaluates the server's model and
+    every client's local model).
+
+    Args:
+        result (JobResult): the job's result; ``cross_site`` and ``problems`` are filled in.
+        info (ManifestEntry): the job's manifest entry (its clients: ``site-1`` .. ``site-<num_clients>``).
+        ws (Path): the job's simulator workspace (or a downloaded run laid out as one).
+    """
+    result.cross_site, messages = cross_site_problems(ws, info.sites)
     result.problems += [job_problem(result.name, m) for m in messages]
 
 

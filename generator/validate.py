@@ -844,6 +844,78 @@ def receiver_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
     return _naming_jobs(out, owners)
 
 
+#: The Client API calls a script needs to answer NVFlare's cross-site evaluation tasks
+#: (``nvflare/client/api.py``): the ``validate`` task and the ``submit_model`` task.
+CROSS_SITE_CALLS = ("is_evaluate", "is_submit_model")
+
+
+@lru_cache(maxsize=256)
+def _names_of(script: str, mtime_ns: int, size: int) -> frozenset[str]:
+    """Every name, attribute and imported name a Python file spells (empty when it cannot be parsed)."""
+    try:
+        tree = ast.parse(Path(script).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return frozenset()
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.ImportFrom):
+            found.update(a.name for a in node.names)
+    return frozenset(found)
+
+
+def _job_names(doc: Document, job: Job) -> set[str] | None:
+    """The names the job's script and the Python files it ships spell; None when the script cannot be read."""
+    root = doc.root / SCRIPTS_DIR
+    found: set[str] = set()
+    for path in [script_path(doc, job).resolve()] + [
+        root / s for s in (job.shipment.files.values() if job.shipment else ()) if s.endswith(".py")
+    ]:
+        try:
+            st = path.stat()
+        except OSError:
+            if path == script_path(doc, job).resolve():
+                return None
+            continue
+        found |= _names_of(str(path), st.st_mtime_ns, st.st_size)
+    return found
+
+
+def cross_site_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
+    """A job with ``cross_site_eval: true`` whose script (and the files it ships) never spells
+    ``is_evaluate`` or ``is_submit_model`` (:data:`CROSS_SITE_CALLS`): it cannot answer NVFlare's
+    CrossSiteModelEval tasks, and ``simulate`` will fail the job for the missing matrix cells.
+
+    Args:
+        doc (Document): the loaded ``jobs.yaml``. jobs (list[Job]): validated jobs.
+
+    Returns:
+        list[Problem]: the warnings (message starting with ``warning:``), located at ``cross_site_eval``;
+        one located in ``defaults`` names the jobs it is about.
+    """
+    out, owners = [], []
+    for job in jobs:
+        if not job.settings.get("cross_site_eval") or "script" not in job.settings:
+            continue
+        names = _job_names(doc, job)
+        missing = [call for call in CROSS_SITE_CALLS if names is not None and call not in names]
+        if missing:
+            calls = " or ".join(f"flare.{call}()" for call in missing)
+            out.append(
+                doc.problem(
+                    job.path_of("cross_site_eval"),
+                    f"warning: cross_site_eval is on but the script never calls {calls}: it cannot answer "
+                    "NVFlare's cross-site evaluation tasks, and simulate will fail the job "
+                    "(train_eval.py answers them)",
+                )
+            )
+            owners.append(job.name)
+    return _naming_jobs(out, owners)
+
+
 def shipping_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
     """Non-fatal findings about what ``jobs`` ship in ``app/custom/`` (see :mod:`generator.ship`).
 

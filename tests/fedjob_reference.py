@@ -3,7 +3,8 @@
 :func:`build_fedjob` turns a job's effective settings into what a user of NVFlare's FedJob API
 writes (FedJob + NPModelPersistor + FedAvg + optional MLflowReceiver + ScriptRunner, the pieces of
 NVFlare's "Client API with numpy" example; for ``workflow: cyclic`` the CyclicController and
-FullModelShareableGenerator NVFlare's CyclicRecipe puts in place of FedAvg); :func:`canonical_job`
+FullModelShareableGenerator NVFlare's CyclicRecipe puts in place of FedAvg; for ``cross_site_eval``
+the server components NVFlare's ``add_cross_site_evaluation`` adds); :func:`canonical_job`
 reads any job folder into a form where two folders compare equal exactly when NVFlare would build
 the same components from them.
 Works with NVFlare 2.7 and 2.9 (whichever is installed); imports nvflare, so only tests and the
@@ -28,7 +29,9 @@ def build_fedjob(name: str, settings: dict, sites: dict | None = None):
     ``num_rounds``, ``persistor_id`` and ``task_check_period`` (``workflow: cyclic``: the
     CyclicController and shareable generator with the arguments NVFlare's CyclicRecipe gives them,
     ``nvflare/recipe/cyclic.py``, on 2.7 and 2.9 alike, ``task_check_period`` from the job when it
-    sets one); the MLflowReceiver's arguments
+    sets one); for ``cross_site_eval``, after the training workflow, what
+    ``nvflare.recipe.utils.add_cross_site_evaluation`` adds to a numpy recipe's server (2.9; 2.7 has
+    the same classes); the MLflowReceiver's arguments
     (``tracking_uri`` only when the job gives one); ScriptRunner's ``script``, ``script_args``,
     ``launch_external_process``, ``command``, ``framework`` and ``params_transfer_type``. The
     script path is relative to the current folder (run it from ``client_scripts/``), as in the
@@ -56,6 +59,8 @@ def build_fedjob(name: str, settings: dict, sites: dict | None = None):
         if "task_check_period" in s:
             fedavg["task_check_period"] = s["task_check_period"]
         job.to_server(FedAvg(**fedavg))
+    if s.get("cross_site_eval"):
+        _add_cross_site_eval(job)
     receiver = s.get("receiver")
     if receiver and receiver["type"] == "tensorboard":
         from nvflare.app_opt.tracking.tb.tb_receiver import TBAnalyticsReceiver
@@ -136,6 +141,25 @@ def _add_cyclic(job, s: dict, persistor_id: str) -> None:
         )
     )
     job.to_server(FullModelShareableGenerator(), id="shareable_generator")
+
+
+def _add_cross_site_eval(job) -> None:
+    """The server side of ``nvflare.recipe.utils.add_cross_site_evaluation`` for a numpy recipe
+    (``MODEL_LOCATOR_REGISTRY["numpy"]``: an NPModelLocator with its defaults), with its default
+    timeouts and every connected client participating. Its client side, an NPValidator, is added only
+    for ``NumpyFedAvgRecipe``; a Client API script answers the evaluate task itself (the unified
+    recipes' pattern), so none is added here."""
+    from nvflare.app_common.np.np_model_locator import NPModelLocator
+    from nvflare.app_common.widgets.validation_json_generator import ValidationJsonGenerator
+    from nvflare.app_common.workflows.cross_site_model_eval import CrossSiteModelEval
+
+    locator_id = job.to_server(NPModelLocator())
+    job.to_server(ValidationJsonGenerator())
+    job.to_server(
+        CrossSiteModelEval(
+            model_locator_id=locator_id, submit_model_timeout=600, validation_timeout=6000, participating_clients=None
+        )
+    )
 
 
 @cache

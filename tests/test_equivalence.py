@@ -4,15 +4,18 @@ For every job of the shipped ``jobs.yaml`` and for a grid of options (script x i
 sub-process x FULL / DIFF x metrics on / off x rounds x clients, plus a few odd values), the job is
 rendered by the generator for the installed NVFlare line and built with NVFlare's FedJob +
 ScriptRunner + FedAvg (or CyclicController + FullModelShareableGenerator, as NVFlare's CyclicRecipe
-builds them) + NPModelPersistor (+ MLflowReceiver) API (``fedjob_reference.py``), exported,
+builds them) + NPModelPersistor (+ CrossSiteModelEval + NPModelLocator + ValidationJsonGenerator, as
+``add_cross_site_evaluation`` adds them) (+ MLflowReceiver) API (``fedjob_reference.py``), exported,
 and both folders are compared semantically: the same component classes with the same effective
 constructor arguments (``__init__`` defaults filled in, ids and order ignored), the same meta.json,
-the same scripts. The only differences allowed are the deliberate ones in :data:`DELIBERATE`; each
-is asserted to be present exactly where expected, then removed, and what is left must be equal.
+the same scripts, and the workflows in the same order (training, then cross-site evaluation). The
+only differences allowed are the deliberate ones in :data:`DELIBERATE`; each is asserted to be
+present exactly where expected, then removed, and what is left must be equal.
 
 A representative subset is also simulated, ours and the export, with ``nvflare simulator``: the
-server's final models must be bit-identical, and where NVFlare's export loses metrics ours must
-store them (counted in the MLflow store of each).
+server's final models must be bit-identical, where NVFlare's export loses metrics ours must
+store them (counted in the MLflow store of each), and a cross-site job's evaluation matrix must be
+the same on both sides.
 
 Runs on whichever NVFlare the interpreter has: ``make test`` runs it with the project's .venv
 (NVFlare 2.9) and again with .venv-nvflare27 (NVFlare 2.7).
@@ -222,6 +225,18 @@ def grid() -> dict[str, dict]:
         "task_assignment_timeout": 0,
         "receiver": {"type": "mlflow"},
     }
+    # cross-site evaluation after either workflow, each executor mode, beside a receiver
+    for sub in (False, True):
+        cases[f"xsite-{'sub' if sub else 'in'}-r2-c{3 if sub else 2}"] = {
+            "script": "train_eval.py",
+            "cross_site_eval": True,
+            "launch_external_process": sub,
+            "num_rounds": 2,
+            "num_clients": 3 if sub else 2,
+            "min_clients": 3 if sub else 2,
+        }
+    cases["xsite-cyclic-in"] = {"workflow": "cyclic", "script": "train_eval.py", "cross_site_eval": True}
+    cases["xsite-metrics-in"] = {"script": "train_metrics.py", "cross_site_eval": True, "receiver": {"type": "mlflow"}}
     # a script in a sub-folder importing a sibling module: both ship it as app/custom/mock_helper.py
     for sub in (False, True):
         cases[f"helper-{'sub' if sub else 'in'}"] = {
@@ -354,7 +369,14 @@ def _compare(project: Path, job) -> set[str]:
     applied = apply_deliberate(ours, theirs, job.settings)
     for part in ("meta", "files", "custom", "client", "server"):
         assert ours[part] == theirs[part], f"{job.name}: {part} differs from NVFlare {LINE}'s FedJob export"
+    assert _workflow_order(project / "ours" / job.name) == _workflow_order(project / "theirs" / job.name)
     return applied
+
+
+def _workflow_order(folder: Path) -> list[str]:
+    """The server's workflow classes in the order NVFlare runs them (the canonical form sorts them)."""
+    config = json.loads((folder / "app/config/config_fed_server.json").read_text(encoding="utf-8"))
+    return [w["path"] for w in config["workflows"]]
 
 
 def test_generated_jobs_target_the_installed_line(grid_run, shipped_run):
@@ -491,6 +513,27 @@ SIMULATED = {
         2,
         None,
     ),
+    # cross-site evaluation after FedAvg in-process and after the cyclic workflow in a sub-process
+    "sim-xsite-in": ({"script": "train_eval.py", "cross_site_eval": True, "num_rounds": 2}, 1, None),
+    "sim-xsite-cyclic-sub": (
+        {
+            "workflow": "cyclic",
+            "script": "train_eval.py",
+            "cross_site_eval": True,
+            "launch_external_process": True,
+            "num_rounds": 2,
+            "task_assignment_timeout": 60,
+        },
+        2,
+        None,
+    ),
+}
+#: The cross-site matrices of the simulated cross-site jobs, each evaluating site's row (model -> mean):
+#: FedAvg: every local model is the final one, initial + 2 (mean 7); cyclic over 2 sites: site-1's
+#: local model is initial + 3 (mean 8), site-2's the final one, initial + 4 (mean 9).
+CROSS_SITE_ROWS = {
+    "sim-xsite-in": {"SRV_server": 7.0, "site-1": 7.0, "site-2": 7.0},
+    "sim-xsite-cyclic-sub": {"SRV_server": 9.0, "site-1": 8.0, "site-2": 9.0},
 }
 
 
@@ -566,3 +609,16 @@ def test_metrics_arrive_where_fedjob_loses_them(simulated, name):
             assert 0 < ours.get(site, {}).get("global_step", 0) <= expected, ours
         assert not any(theirs.values()), theirs
         assert not (project / "ws-theirs" / name / "server/simulate_job/mlflow.db").exists()
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("name", sorted(CROSS_SITE_ROWS))
+def test_cross_site_matrices_are_identical(simulated, name):
+    """NVFlare's export and ours evaluate the same models on the same sites with the same results."""
+    project, _, runs = simulated
+    path = "server/simulate_job/cross_site_val/cross_val_results.json"
+    ours = json.loads((project / "ws-ours" / name / path).read_text(encoding="utf-8"))
+    theirs = json.loads((project / "ws-theirs" / name / path).read_text(encoding="utf-8"))
+    cells = {model: {"mean": mean} for model, mean in CROSS_SITE_ROWS[name].items()}
+    assert ours == theirs == {"site-1": cells, "site-2": cells}
+    assert runs[name, "ours"].cross_site == {"site-1": cells, "site-2": cells}

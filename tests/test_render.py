@@ -47,7 +47,7 @@ WRITER_JOBS = [
     "np-wandb-sub-process",
 ]
 METRICS_JOBS = ["np-metrics-in-process", "np-metrics-sub-process"] + WRITER_JOBS
-WORKFLOW_JOBS = ["np-cyclic"]  # the other workflows (tests/test_workflows.py)
+WORKFLOW_JOBS = ["np-cyclic", "np-cross-site"]  # other workflows, cross-site evaluation (tests/test_workflows.py)
 SITES_JOBS = ["np-per-site"]  # per-site settings, a multi-app job (tests/test_sites.py)
 
 

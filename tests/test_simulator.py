@@ -1,8 +1,9 @@
 """End to end: generated folders run in the real ``nvflare simulator`` and give the right results.
 
 The shipped jobs (2 clients, 5 rounds) must end with the server's model equal to the initial
-``[[1,2,3],[4,5,6],[7,8,9]]`` + 5 (FULL, DIFF: +1 per round), + 15 (metrics: +1 per epoch, 3
-epochs) or + 10 (cyclic: +1 per site per round), and every metrics job (MLflow, TensorBoard, W&B;
+``[[1,2,3],[4,5,6],[7,8,9]]`` + 5 (FULL, DIFF, cross-site evaluation: +1 per round), + 15 (metrics:
++1 per epoch, 3 epochs) or + 10 (cyclic: +1 per site per round), the cross-site job with every
+cell of its matrix (mean 10 for every site and model), and every metrics job (MLflow, TensorBoard, W&B;
 in-process and sub-process) must have stored 1,875 ``global_step`` points per site at steps
 0..1874, read straight from each tracker's store here (MlflowClient, tensorboard's
 EventAccumulator, wandb's own ``wandb leet inspect``), not through the generator's reader. Each
@@ -35,6 +36,7 @@ EXPECTED_DELTA = {
     "np-wandb-sub-process": 15,
     "np-cyclic": 10,  # cyclic: each of the 2 sites adds 1 in turn, 5 rounds
     "np-per-site": 10,  # site-1 adds 1, site-2 adds 3, FedAvg averages them with equal weights: 5 rounds x 2
+    "np-cross-site": 5,
 }
 METRICS_JOBS = [n for n in EXPECTED_DELTA if "metrics" in n or "tensorboard" in n or "wandb" in n]
 #: Steps of the per-epoch points (model_mean, model_max): the last batch of each of the 15 epochs.
@@ -72,6 +74,17 @@ def test_final_model_on_disk(shipped_run, name):
     np.testing.assert_array_equal(model, expected)
     assert results[name]["final_model"] == expected.tolist()
     assert results[name]["rounds_started"] == 5
+
+
+def test_the_cross_site_matrix_is_complete(shipped_run):
+    """Every site scored the server's model and each site's local model: all initial + 5 (mean 10)."""
+    project, result, results = shipped_run
+    cells = {model: {"mean": 10.0} for model in ("SRV_server", "site-1", "site-2")}
+    assert results["np-cross-site"]["cross_site"] == {"site-1": cells, "site-2": cells}
+    path = project / "build/workspaces/np-cross-site/server/simulate_job/cross_site_val/cross_val_results.json"
+    assert json.loads(path.read_text()) == {"site-1": cells, "site-2": cells}
+    assert "np-cross-site: cross-site evaluation (each site's metrics of each model)" in result.stdout.splitlines()
+    assert all(r["cross_site"] is None for name, r in results.items() if name != "np-cross-site")
 
 
 @pytest.mark.parametrize("name", ["np-metrics-in-process", "np-metrics-sub-process"])

@@ -1,4 +1,4 @@
-"""The ``workflow`` key: FedAvg or NVFlare's cyclic weight transfer, rendered, recorded and judged.
+"""The ``workflow`` key (FedAvg or cyclic weight transfer) and ``cross_site_eval``: rendered, recorded and judged.
 
 ``workflow: cyclic`` renders NVFlare's CyclicController with a FullModelShareableGenerator over the
 NPModelPersistor (as NVFlare's CyclicRecipe exports it; the component-by-component comparison with
@@ -6,6 +6,13 @@ NVFlare's own export is in ``test_equivalence.py``). The fast tests check the re
 manifest entry and how the judge reads the controller's records; the simulator tests run cyclic
 jobs and check the final model: each site adds 1 in turn, so after R rounds with N sites the
 model is the initial one + R*N, with FULL and DIFF results alike.
+
+``cross_site_eval: true`` adds NVFlare's CrossSiteModelEval after either workflow, with an
+NPModelLocator and a ValidationJsonGenerator. The fast tests check the rendered configs, the
+manifest entry, the generate-time warning and the matrix reader; the simulator tests run
+``train_eval.py`` (which answers the evaluate and submit_model tasks with the mean of the model)
+after FedAvg and after the cyclic workflow and check every cell of the matrix, and
+``train_full.py`` (which cannot answer them) and check the run FAILED naming the missing cells.
 """
 
 from __future__ import annotations
@@ -17,11 +24,12 @@ import numpy as np
 import pytest
 from conftest import INITIAL_MODEL, ROOT, run_cli, shipped_defaults
 
-from generator.judge import RoundTracker
-from generator.layout import ManifestEntry
+from generator.judge import RoundTracker, cross_site_problems
+from generator.layout import CROSS_VAL_RESULTS, ManifestEntry
 from generator.load import load
 from generator.pipeline import job_info
 from generator.render import Renderer
+from generator.reporter import cross_site_table
 from generator.validate import validate
 
 CYCLIC = "nvflare.app_common.workflows.cyclic_ctl.CyclicController"
@@ -316,3 +324,254 @@ def test_named_clients_are_the_simulated_sites_each_running_its_own_app(per_site
         assert [p.name for p in deployed.glob("app_*")] == [f"app_{site}"]
         config = json.loads((deployed / f"app_{site}/config/config_fed_client.json").read_text())
         assert config["executors"][0]["executor"]["args"]["task_script_args"] == args
+
+
+# -- cross-site evaluation ----------------------------------------------------------------------------
+
+CSE = "nvflare.app_common.workflows.cross_site_model_eval.CrossSiteModelEval"
+LOCATOR = "nvflare.app_common.np.np_model_locator.NPModelLocator"
+JSON_GENERATOR = "nvflare.app_common.widgets.validation_json_generator.ValidationJsonGenerator"
+CSE_WORKFLOW = {
+    "id": "cross_site_validate",
+    "path": CSE,
+    "args": {"model_locator_id": "model_locator", "submit_model_timeout": 600, "validation_timeout": 6000},
+}
+CSE_COMPONENTS = [
+    {"id": "model_locator", "path": LOCATOR, "args": {"model_dir": "models", "model_name": {"server": "server.npy"}}},
+    {"id": "json_generator", "path": JSON_GENERATOR, "args": {}},
+]
+
+
+@pytest.mark.parametrize("line", ["2.9", "2.7"])
+@pytest.mark.parametrize("workflow", ["fedavg", "cyclic"])
+def test_cross_site_eval_runs_after_the_training_workflow(tmp_path, line, workflow):
+    text = (
+        f'defaults: {{nvflare_version: "{line}", workflow: {workflow}}}\n'
+        "jobs:\n  - {name: x, script: train_eval.py, cross_site_eval: true}\n"
+    )
+    (job,) = _jobs(tmp_path, text)
+    server = _server_config(tmp_path, job)
+    assert [w["path"] for w in server["workflows"]] == [FEDAVG if workflow == "fedavg" else CYCLIC, CSE]
+    assert server["workflows"][1] == CSE_WORKFLOW
+    own = [c for c in server["components"] if c["id"] in ("model_locator", "json_generator")]
+    assert own == CSE_COMPONENTS
+    assert server["components"][0]["path"] == PERSISTOR
+
+
+def test_cross_site_eval_is_off_by_default(tmp_path):
+    (default, off) = _jobs(
+        tmp_path,
+        "jobs:\n  - {name: a, script: train_eval.py}\n  - {name: b, script: train_eval.py, cross_site_eval: false}\n",
+    )
+    for job in (default, off):
+        server = _server_config(tmp_path, job)
+        assert [w["path"] for w in server["workflows"]] == [FEDAVG]
+        assert [c["path"] for c in server["components"]] == [PERSISTOR]
+        assert "cross_site_eval" not in job_info(job).to_json()
+
+
+def test_the_manifest_says_when_a_job_evaluates_across_sites(tmp_path):
+    (job,) = _jobs(tmp_path, "jobs:\n  - {name: a, script: train_eval.py, cross_site_eval: true}\n")
+    entry = job_info(job).to_json()
+    assert entry["cross_site_eval"] is True
+    assert ManifestEntry.from_json(entry).cross_site_eval is True
+    assert ManifestEntry.from_json({**entry, "cross_site_eval": False}).cross_site_eval is False
+
+
+def test_the_shipped_cross_site_job_is_fedavg_then_cross_site_eval():
+    (job,) = [j for j in validate(load(ROOT / "jobs.yaml")) if j.name == "np-cross-site"]
+    server = json.loads(Renderer(ROOT / "client_scripts").render(job)["app/config/config_fed_server.json"])
+    assert [w["path"] for w in server["workflows"]] == [FEDAVG, CSE]
+    assert (job.settings["script"], job.settings["num_clients"], job.settings["num_rounds"]) == ("train_eval.py", 2, 5)
+    assert not job.settings["launch_external_process"]
+
+
+def _matrix(tmp_path, data) -> None:
+    path = tmp_path / CROSS_VAL_RESULTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+
+
+def test_a_full_matrix_has_no_problem_and_is_ordered(tmp_path):
+    cell = {"mean": 7.0}
+    _matrix(
+        tmp_path,
+        {
+            "site-2": {"site-2": cell, "SRV_server": cell, "site-1": cell},
+            "site-1": {"site-1": cell, "site-2": cell, "SRV_server": cell},
+        },
+    )
+    matrix, problems = cross_site_problems(tmp_path, ["site-1", "site-2"])
+    assert problems == []
+    assert list(matrix) == ["site-1", "site-2"]
+    assert [list(row) for row in matrix.values()] == [["SRV_server", "site-1", "site-2"]] * 2
+
+
+def test_missing_cells_are_named_per_evaluating_site_with_its_log(tmp_path):
+    cell = {"mean": 7.0}
+    _matrix(tmp_path, {"site-1": {"SRV_server": cell, "site-1": {}, "site-2": cell}})
+    matrix, problems = cross_site_problems(tmp_path, ["site-1", "site-2"])
+    results = tmp_path / CROSS_VAL_RESULTS
+    assert problems == [
+        f"cross-site evaluation: site-1 has no result for site-1 (1 of 3 models missing in {results}; "
+        f"see {tmp_path}/site-1/log.txt)",
+        f"cross-site evaluation: site-2 has no result for SRV_server, site-1, site-2 (3 of 3 models missing in "
+        f"{results}; see {tmp_path}/site-2/log.txt)",
+    ]
+    assert matrix == {"site-1": {"SRV_server": cell, "site-1": {}, "site-2": cell}, "site-2": {}}
+
+
+def test_no_results_file_or_a_broken_one_is_a_problem(tmp_path):
+    results = tmp_path / CROSS_VAL_RESULTS
+    assert cross_site_problems(tmp_path, ["site-1"]) == (
+        None,
+        [
+            f"cross-site evaluation wrote no results: {results} is missing "
+            "(NVFlare's ValidationJsonGenerator writes it when the run ends)"
+        ],
+    )
+    _matrix(tmp_path, "[1, 2]")
+    assert cross_site_problems(tmp_path, ["site-1"]) == (
+        None,
+        [
+            f"cross-site evaluation results {results} cannot be read: "
+            "not a mapping of evaluating site -> {model: metrics}"
+        ],
+    )
+    _matrix(tmp_path, "{")
+    matrix, (problem,) = cross_site_problems(tmp_path, ["site-1"])
+    assert matrix is None and problem.startswith(f"cross-site evaluation results {results} cannot be read: Expecting")
+
+
+def test_simulate_and_poc_judge_the_matrix_into_the_result(tmp_path):
+    """``judge_cross_site`` (called by simulate and poc for a job whose manifest entry has
+    ``cross_site_eval``) fills ``cross_site`` and adds one job problem per site missing a cell."""
+    from generator.simulate import JobResult, judge_cross_site, result_record
+
+    cell = {"mean": 10.0}
+    _matrix(tmp_path, {"site-1": {"SRV_server": cell, "site-1": cell, "site-2": cell}})
+    info = ManifestEntry("2.9", 2, 5, "in_process", "train_eval.py", cross_site_eval=True)
+    result = JobResult(name="j")
+    judge_cross_site(result, info, tmp_path)
+    assert [(p.file, p.message) for p in result.problems] == [
+        (
+            "j",
+            f"cross-site evaluation: site-2 has no result for SRV_server, site-1, site-2 (3 of 3 models missing in "
+            f"{tmp_path / CROSS_VAL_RESULTS}; see {tmp_path}/site-2/log.txt)",
+        )
+    ]
+    assert result_record(result)["cross_site"] == {
+        "site-1": {"SRV_server": cell, "site-1": cell, "site-2": cell},
+        "site-2": {},
+    }
+
+
+def test_the_matrix_table_has_a_row_per_site_and_a_column_per_model():
+    matrix = {"site-1": {"SRV_server": {"mean": 9.0}, "site-1": {"mean": 8.0}}, "site-2": {"site-2": {"mean": 9.5}}}
+    assert cross_site_table("j", matrix) == [
+        "j: cross-site evaluation (each site's metrics of each model)",
+        "site \\ model  SRV_server  site-1   site-2",
+        "site-1        mean=9      mean=8   missing",
+        "site-2        missing     missing  mean=9.5",
+    ]
+
+
+# -- cross-site evaluation in the simulator ------------------------------------------------------------
+
+#: name -> (jobs.yaml options, expected final model delta, each evaluating site's row: model -> mean).
+#: 2 rounds, 2 sites. FedAvg: each site's local model is the global model before the last round + 1,
+#: the same as the final model (initial + 2, mean 5 + 2). Cyclic: site-1 trains first in the last
+#: round (initial + 3, mean 8), site-2 last (initial + 4, the final model, mean 9).
+CROSS_SITE = {
+    "xs-fedavg": ({"script": "train_eval.py"}, 2, {"SRV_server": 7.0, "site-1": 7.0, "site-2": 7.0}),
+    "xs-cyclic": (
+        {"script": "train_eval.py", "workflow": "cyclic", "task_assignment_timeout": 60},
+        4,
+        {"SRV_server": 9.0, "site-1": 8.0, "site-2": 9.0},
+    ),
+    "xs-cannot-evaluate": ({"script": "train_full.py"}, 2, None),
+}
+#: The matrix lines simulate prints under its table, per job.
+CROSS_SITE_LINES = {
+    "xs-fedavg": [
+        "site \\ model  SRV_server  site-1  site-2",
+        "site-1        mean=7      mean=7  mean=7",
+        "site-2        mean=7      mean=7  mean=7",
+    ],
+    "xs-cyclic": [
+        "site \\ model  SRV_server  site-1  site-2",
+        "site-1        mean=9      mean=8  mean=9",
+        "site-2        mean=9      mean=8  mean=9",
+    ],
+    "xs-cannot-evaluate": [
+        "site \\ model  SRV_server  site-1   site-2",
+        "site-1        missing     missing  missing",
+        "site-2        missing     missing  missing",
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def cross_site_run(tmp_path_factory):
+    """Generate and simulate the :data:`CROSS_SITE` jobs (2 rounds, 2 sites, cross_site_eval), as a user does."""
+    project = tmp_path_factory.mktemp("cross-site")
+    text = "defaults:\n  cross_site_eval: true\n  num_rounds: 2\n  num_clients: 2\n"
+    text += "  server: {task_request_interval: 0.1}\n  task_check_period: 0.05\n"
+    text += "jobs:\n" + "".join(f"  - {json.dumps({'name': n, **o})}\n" for n, (o, _, _) in CROSS_SITE.items())
+    (project / "jobs.yaml").write_text(text, encoding="utf-8")
+    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
+    generated = run_cli(project, "generate")
+    assert generated.returncode == 0, generated.stderr
+    result = run_cli(project, "simulate", timeout=900)
+    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    return project, generated, result, results
+
+
+def _printed_matrix(stdout: str, name: str) -> list[str]:
+    lines = stdout.splitlines()
+    start = lines.index(f"{name}: cross-site evaluation (each site's metrics of each model)")
+    return lines[start + 1 : start + 4]
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("name", [n for n, (_, _, row) in CROSS_SITE.items() if row])
+def test_cross_site_matrix_holds_every_cell(cross_site_run, name):
+    project, _, result, results = cross_site_run
+    _, delta, row = CROSS_SITE[name]
+    model = np.load(project / "build/workspaces" / name / "server/simulate_job/models/server.npy")
+    expected = np.array(INITIAL_MODEL, dtype=np.float32) + delta
+    np.testing.assert_array_equal(model, expected)
+    assert results[name]["ok"], results[name]
+    assert results[name]["final_model"] == expected.tolist()
+    cells = {model: {"mean": mean} for model, mean in row.items()}
+    assert results[name]["cross_site"] == {"site-1": cells, "site-2": cells}
+    assert _printed_matrix(result.stdout, name) == CROSS_SITE_LINES[name], result.stdout
+
+
+@pytest.mark.simulator
+def test_a_script_that_cannot_evaluate_fails_naming_the_missing_cells(cross_site_run):
+    _, generated, result, results = cross_site_run
+    name = "xs-cannot-evaluate"
+    assert result.returncode == 1
+    record = results[name]
+    assert record["status"] == "FAILED"
+    assert record["final_model"] == (np.array(INITIAL_MODEL) + 2).tolist()  # training itself went fine
+    assert record["cross_site"] == {"site-1": {}, "site-2": {}}
+    ws = f"build/workspaces/{name}"
+    missing = f"SRV_server, site-1, site-2 (3 of 3 models missing in {ws}/{CROSS_VAL_RESULTS}; see {ws}"
+    for site in ("site-1", "site-2"):
+        line = f"{name}: cross-site evaluation: {site} has no result for {missing}/{site}/log.txt)"
+        assert line in result.stderr.splitlines(), result.stderr
+        assert line.removeprefix(f"{name}: ") in record["problems"]
+    assert _printed_matrix(result.stdout, name) == CROSS_SITE_LINES[name], result.stdout
+    # the reason comes first: the script fails on the submit_model task, which brings no params
+    assert (
+        record["problems"][0]
+        == "site-1, site-2: TypeError: 'NoneType' object is not subscriptable (custom/train_full.py:21)"
+    )
+    # generate said so first, located at the key that asked for it
+    assert (
+        "jobs.yaml:2:20: defaults.cross_site_eval: warning: cross_site_eval is on but the script never calls "
+        "flare.is_evaluate() or flare.is_submit_model(): it cannot answer NVFlare's cross-site evaluation tasks, "
+        "and simulate will fail the job (train_eval.py answers them) (for job 'xs-cannot-evaluate')"
+    ) in generated.stderr.splitlines(), generated.stderr
