@@ -34,6 +34,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -173,8 +174,36 @@ def admin_kit(path: str | Path, username: str | None = None) -> System:
 # --- the POC system ----------------------------------------------------------------------------------
 
 
+#: Linux's ephemeral port range file: the ports the kernel gives to outgoing connections and to bind(0).
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ports_below_ephemeral() -> range:
+    """Ports from 10000 up to the first ephemeral port (32768 by default on Linux), or empty if unknown."""
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    return range(10000, low)
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (the kernel's choice)."""
+    """A TCP port free on 127.0.0.1 now, below the kernel's ephemeral range when it can be read.
+
+    A port from the ephemeral range (what ``bind(0)`` gives) can be handed to an outgoing connection
+    or to another process's ``bind(0)`` (``nvflare simulator`` picks its ports that way:
+    ``nvflare/fuel/utils/network_utils.py get_open_ports``) before the POC server listens on it:
+    seen as "Address already in use" with simulations running beside a POC system. A port below
+    the range is never chosen by the kernel, so only a program asking for that very port can take it.
+    """
+    ports = _ports_below_ephemeral()
+    for port in random.sample(ports, min(len(ports), 50)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -155,6 +156,20 @@ class ProcessWatch:
 
 
 # --- without NVFlare --------------------------------------------------------------------------------
+
+
+def test_the_poc_port_is_free_and_outside_the_kernels_ephemeral_range():
+    """Outgoing connections and bind(0) (how nvflare simulator picks its ports) never get it."""
+    from generator.poc import EPHEMERAL_RANGE, free_port
+
+    if not EPHEMERAL_RANGE.is_file():
+        pytest.skip(f"{EPHEMERAL_RANGE} is not on this system (not Linux)")
+    low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    for _ in range(20):
+        port = free_port()
+        assert 10000 <= port < low
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", port))
 
 
 def test_project_yaml_has_the_server_the_admin_and_sites_on_one_port():
