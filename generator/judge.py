@@ -365,6 +365,40 @@ def _first_line(message: str) -> str:
     return lines[0].strip()
 
 
+#: NVFlare's TCP driver failing to listen (``nvflare/fuel/f3/drivers/tcp_driver.py``), and the
+#: connection manager's report of a connector that failed (``nvflare/fuel/f3/sfm/conn_manager.py``).
+_BIND_IN_USE = re.compile(r"Error binding to\s+(?P<addr>\S+:\d+): .*Address already in use")
+_PASSIVE = r"Connector \[\S+ PASSIVE \S+://(?P<addr>[^\s/?\]]+)[^\]]*\] "  # ConnectorInfo.__str__
+_CONNECTOR_IN_USE = re.compile(_PASSIVE + r"failed .*Address already in use")
+_CONNECTOR_STARTING = re.compile(_PASSIVE + r"is starting")
+
+
+def _without_double_start(path: Path, errors: list[dict]) -> list[dict]:
+    """``errors`` without those of a listener NVFlare started twice in one process.
+
+    NVFlare 2.9's ``ConnManager.start_connector`` checks ``connector.started``, which is set only
+    once the start task runs in its thread; ``Communicator.add_connector(start=True)`` calls it right
+    after ``ConnManager.add_connector`` did, so on a busy machine one listener is started twice and
+    the second cannot bind its port ("Address already in use", logged as an ERROR at each retry)
+    while the first serves the job. Only an address whose connector was logged as starting more
+    than once in this log is excused; any other bind failure stays an error.
+    """
+
+    def address(record: dict) -> str | None:
+        message = str(record.get("message", ""))
+        match = _BIND_IN_USE.search(message) or _CONNECTOR_IN_USE.search(message)
+        return match.group("addr") if match else None
+
+    if not any(address(r) for r in errors):
+        return errors
+    starts: dict[str, int] = {}
+    for record in read_records(path, (b"is starting",)):
+        match = _CONNECTOR_STARTING.search(str(record.get("message", "")))
+        if match:
+            starts[match.group("addr")] = starts.get(match.group("addr"), 0) + 1
+    return [r for r in errors if starts.get(address(r) or "", 0) < 2]
+
+
 def nvflare_errors(workspace: Path) -> list[str]:
     """One line per site whose NVFlare loggers recorded an error: how many, and the first.
 
@@ -384,6 +418,7 @@ def nvflare_errors(workspace: Path) -> list[str]:
             for r in read_records(path, tuple(json.dumps(level).encode() for level in ERROR_LEVELS))
             if r.get("levelname") in ERROR_LEVELS and str(r.get("fullName", "")).startswith("nvflare.")
         ]
+        errors = _without_double_start(path, errors)
         if errors:
             first = _first_line(str(errors[0].get("message", "")))[:300]
             count = f"{len(errors)} error" + ("s" if len(errors) > 1 else "")

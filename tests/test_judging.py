@@ -185,6 +185,41 @@ def test_nvflare_errors_name_the_site_and_the_first_error(tmp_path):
     assert site == f"site-1: NVFlare logged 4 errors (see {ws}/site-1/log.txt): RuntimeError: boom in round 1"
 
 
+IN_USE = "[Errno 98] Address already in use"
+
+
+def _record(name: str, level: str, message: str) -> str:
+    return json.dumps({"fullName": f"nvflare.fuel.f3.{name}", "levelname": level, "fl_ctx": "", "message": message})
+
+
+def test_a_listener_nvflare_started_twice_is_no_error_but_any_other_bind_failure_is(tmp_path):
+    """NVFlare 2.9 may start one listener twice (ConnManager.start_connector races its own thread);
+    the second cannot bind, the first serves the job: only that address is excused."""
+    site = tmp_path / "site-1"
+    site.mkdir()
+    starting = "Connector [CH00002 PASSIVE tcp://127.0.0.1:5001?x=1] is starting"
+    lines = [
+        _record("sfm.conn_manager", "INFO", starting),
+        _record("sfm.conn_manager", "INFO", starting),
+        _record("drivers.tcp_driver", "ERROR", "77: Error binding to  127.0.0.1:5001: " + IN_USE),
+        _record(
+            "sfm.conn_manager",
+            "ERROR",
+            "Connector [CH00002 PASSIVE tcp://127.0.0.1:5001?x=1] failed with exception OSError: "
+            "[Errno 98] Address already in use",
+        ),
+    ]
+    (site / "log.json").write_text("\n".join(lines) + "\n")
+    assert nvflare_errors(tmp_path) == []
+    # a port started once, or another port, that cannot be bound is an error
+    other = "Error binding to  127.0.0.1:5002: [Errno 98] Address already in use"
+    (site / "log.json").write_text("\n".join(lines[1:] + [_record("drivers.tcp_driver", "ERROR", other)]) + "\n")
+    assert nvflare_errors(tmp_path) == [
+        f"site-1: NVFlare logged 3 errors (see {site}/log.txt): 77: Error binding to  127.0.0.1:5001: "
+        "[Errno 98] Address already in use"
+    ]
+
+
 # --- the exception that ended a client's script -------------------------------------------------------
 
 
