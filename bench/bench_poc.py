@@ -47,8 +47,16 @@ TARGET_POC_RATIO = 1.0
 EXAMPLE_JOB_COUNT = 5
 #: The reference command, and the run compared with the target.
 SIMULATE, POC = "simulate", "poc"
-#: ``poc``'s line saying how long starting the POC system took (:class:`generator.reporter.Reporter`).
-_STARTED = re.compile(r"^poc: started server .* in ([0-9.]+) s$", re.M)
+#: Console lines (:class:`generator.reporter.Reporter`) that mark where a run's time goes: the POC
+#: system prepared and started, the first job started (simulated or submitted), the last job
+#: judged, the POC system stopped. A run's ``marks`` give the seconds from its start to each.
+MARKS = {
+    "prepared": re.compile(r"^poc: prepared "),
+    "started": re.compile(r"^poc: started "),
+    "first_job": re.compile(r"^\S+: (simulating|submitted as job) "),
+    "last_job_done": re.compile(r"^\S+: (ok|FAILED|TIMEOUT|INTERRUPTED) in [0-9.]+ s; log: "),
+    "stopped": re.compile(r"^poc: (stopped the POC system|`nvflare poc stop` exited)"),
+}
 
 
 def variants(poc_parallel: int | None) -> list[tuple[str, str, list[str]]]:
@@ -96,29 +104,42 @@ def prepare(work: Path) -> Path:
 
 
 def command(engine: str, names: list[str], tag: str, extra: list[str] = ()) -> list[str]:
-    """The ``simulate`` or ``poc`` command line of one run; every folder and file it writes is named by ``tag``."""
+    """The ``simulate`` or ``poc`` command line of one run; every folder and file it writes is in the
+    project's folder ``tag`` (the results file too: ``simulate`` fills an MLflow project store beside it)."""
     cmd = [sys.executable, "-m", "generator", engine, "--out", "out", *extra]
     for name in names:
         cmd += ["--job", name]
-    cmd += ["--workspace", f"ws-{tag}", "--results", f"results-{tag}.json"]
+    cmd += ["--workspace", f"{tag}/workspace", "--results", f"{tag}/results.json"]
     if engine == "simulate":
-        return cmd + ["--reports", f"reports-{tag}"]
-    return cmd + ["--downloads", f"downloads-{tag}"]
+        return cmd + ["--reports", f"{tag}/reports"]
+    return cmd + ["--downloads", f"{tag}/downloads"]
 
 
 def run_once(project: Path, engine: str, names: list[str], tag: str, extra: list[str] = ()) -> dict:
     """One run of ``engine`` over ``names`` in a fresh process: wall s of the whole command, exit
-    code, each job's results record (``results-<tag>.json``), for ``poc`` the seconds it took to
-    start the system (None if not printed), load before and after."""
+    code, each job's results record (``<tag>/results.json``), for ``poc`` the seconds it took to
+    start the system (None if not printed), the seconds from the start to each of :data:`MARKS`
+    (last occurrence), load before and after. Its console output, each line with its second, goes to
+    ``<tag>/console.log``."""
     cmd = command(engine, names, tag, extra)
+    (project / tag).mkdir()
+    env = {**_env(project), "PYTHONUNBUFFERED": "1"}  # each line when it is printed
     load_before = _load()
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=project, env=_env(project), capture_output=True, text=True)
+    lines = []
+    with subprocess.Popen(
+        cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        for line in proc.stdout:
+            lines.append((time.perf_counter() - started, line.rstrip("\n")))
     wall = time.perf_counter() - started
-    results = project / f"results-{tag}.json"
+    results = project / tag / "results.json"
     jobs = {j["name"]: j for j in json.loads(results.read_text())} if results.is_file() else {}
-    (project / f"console-{tag}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
-    started_in = _STARTED.search(proc.stdout + proc.stderr)
+    (project / tag / "console.log").write_text("".join(f"{t:7.2f}  {line}\n" for t, line in lines), encoding="utf-8")
+    marks = _marks(lines)
+    started_in = next(
+        (re.search(r" in ([0-9.]+) s$", line) for _, line in lines if MARKS["started"].search(line)), None
+    )
     return {
         "engine": engine,
         "command": " ".join(cmd[2:]),
@@ -126,6 +147,8 @@ def run_once(project: Path, engine: str, names: list[str], tag: str, extra: list
         "wall_s": round(wall, 1),
         "jobs_s": round(sum(jobs[n]["wall_seconds"] for n in names if n in jobs), 1),
         "system_start_s": float(started_in.group(1)) if started_in else None,
+        "marks": marks,
+        "phases": phases(marks, wall),
         "code": proc.returncode,
         "all_ok": len(jobs) == len(names) and all(j["ok"] for j in jobs.values()),
         "jobs": {
@@ -134,13 +157,38 @@ def run_once(project: Path, engine: str, names: list[str], tag: str, extra: list
                 "wall_s": jobs[n]["wall_seconds"] if n in jobs else None,
                 "metric_points": jobs[n]["metric_points"] if n in jobs else None,
                 "workspace": jobs[n]["workspace"] if n in jobs else None,
-                "problems": jobs[n]["problems"] if n in jobs else [f"not in {results.name} (exit {proc.returncode})"],
+                "problems": jobs[n]["problems"]
+                if n in jobs
+                else [f"not in {tag}/results.json (exit {proc.returncode})"],
             }
             for n in names
         },
         "load_before": load_before,
         "load_after": _load(),
     }
+
+
+def _marks(lines: list[tuple[float, str]]) -> dict[str, float]:
+    """Seconds from the start to each of :data:`MARKS` found in ``lines`` (``(second, line)``): the
+    first ``first_job`` line, the last of every other mark."""
+    marks = {}
+    for t, line in lines:
+        for name, pattern in MARKS.items():
+            if pattern.search(line) and not (name == "first_job" and name in marks):
+                marks[name] = round(t, 1)
+    return marks
+
+
+def phases(marks: dict[str, float], wall: float) -> dict[str, float]:
+    """Where a run's ``wall`` seconds went: from the start (or the previous mark) to each mark, in
+    order of time, then ``exit`` (from the last mark to the end of the process: the table, the
+    results file, the interpreter's exit)."""
+    out, previous = {}, 0.0
+    for name, t in sorted(marks.items(), key=lambda item: item[1]):
+        out[name] = round(t - previous, 1)
+        previous = t
+    out["exit"] = round(wall - previous, 1)
+    return out
 
 
 def _final_model(project: Path, job: dict):
@@ -214,9 +262,9 @@ def bench_poc(work: Path, repeat: int, poc_parallel: int | None = None, log=prin
             mine[label] = row
             log(
                 f"  {row['command'].split(' --out')[0]}{' ' + ' '.join(extra) if extra else ''} (repeat {i + 1}): "
-                f"{row['wall_s']:.1f} s (jobs' own {row['jobs_s']:.1f} s"
-                + (f", system start {row['system_start_s']:.1f} s" if row["system_start_s"] is not None else "")
-                + f"), exit {row['code']}, all ok: {row['all_ok']}, load {row['load_before']} -> {row['load_after']}"
+                f"{row['wall_s']:.1f} s (jobs' own {row['jobs_s']:.1f} s; s to each mark: "
+                f"{_phases_text(row['phases'])}), exit {row['code']}, all ok: {row['all_ok']}, "
+                f"load {row['load_before']} -> {row['load_after']}"
             )
             for name, job in row["jobs"].items():
                 if job["status"] != "ok":
@@ -271,14 +319,14 @@ def _points_text(points: dict | None) -> str:
 
 
 def summary_table(result: dict) -> str:
-    """One line per run (command, repeat, wall s, the jobs' own s, POC start s, exit code, every
-    job ok, load), then each ``poc`` run's ratio to ``simulate``."""
-    lines = ["run         repeat  wall s  jobs' s  start s  exit  all ok  load before -> after"]
+    """One line per run (label, repeat, wall s, the sum of its jobs' own s, exit code, every job ok,
+    load, :func:`phases`), then each ``poc`` run's ratio to ``simulate``."""
+    lines = ["run         repeat  wall s  jobs' s  exit  all ok  load before -> after     s to each mark"]
     for r in result["runs"]:
-        start = "-" if r["system_start_s"] is None else f"{r['system_start_s']:.1f}"
+        load = f"{r['load_before']} -> {r['load_after']}"
         lines.append(
-            f"{r['label']:<10}  {r['repeat']:<6}  {r['wall_s']:<6.1f}  {r['jobs_s']:<7.1f}  {start:<7}  "
-            f"{r['code']:<4}  {r['all_ok']!s:<6}  {r['load_before']} -> {r['load_after']}"
+            f"{r['label']:<10}  {r['repeat']:<6}  {r['wall_s']:<6.1f}  {r['jobs_s']:<7.1f}  {r['code']:<4}  "
+            f"{r['all_ok']!s:<6}  {load:<24}  {_phases_text(r['phases'])}"
         )
     for label, s in result["summary"].items():
         lines.append(
@@ -286,6 +334,10 @@ def summary_table(result: dict) -> str:
             f"{s['ratio']:.2f} (per repeat {', '.join(f'{x:.2f}' for x in s['ratios'])})"
         )
     return "\n".join(lines)
+
+
+def _phases_text(phases: dict[str, float]) -> str:
+    return ", ".join(f"{name} {seconds:.1f}" for name, seconds in phases.items())
 
 
 def targets(result: dict | None) -> list[list[str]]:
