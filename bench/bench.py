@@ -34,9 +34,15 @@ load average is printed at the start and the end of each part.
     identical file for file (the manifest aside, which records each combination).
 (e) The shipped jobs simulated by ``simulate --parallel 1``, at the default parallelism and at 2,
     side by side: wall time and whether every metric point was stored (``bench/bench_parallel.py``).
+(f) The example's five jobs through ``poc`` (one POC system started, the five submitted, stopped)
+    and through ``simulate``, each command at its default ``--parallel`` in a fresh process, in
+    turns (order alternating, ``--poc-repeat`` turns): wall time of each whole command; every
+    final model bit for bit and every metric point count the same (``bench/bench_poc.py``). Each
+    turn also runs ``poc --parallel N`` (``--poc-parallel``; default: ``simulate``'s default; 0: not).
 
 Usage: ``python bench/bench.py [--counts 1,100,1000,10000] [--repeat 3] [--skip-generate]
-[--skip-runs] [--skip-settings] [--skip-matrix] [--skip-parallel] [--out build/bench]``.
+[--skip-runs] [--skip-settings] [--skip-matrix] [--skip-parallel] [--skip-poc] [--poc-repeat 2]
+[--poc-parallel 3] [--out build/bench]``.
 """
 
 from __future__ import annotations
@@ -412,15 +418,22 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def targets(
-    gen_rows: list[dict], run_rows: list[dict], matrix_row: dict | None = None, parallel: dict | None = None
+    gen_rows: list[dict],
+    run_rows: list[dict],
+    matrix_row: dict | None = None,
+    parallel: dict | None = None,
+    poc: dict | None = None,
 ) -> list[list[str]]:
     """The target table: what, measured, goal, PASS/FAIL (a header row, then one row per target measured)."""
+    from bench_poc import targets as poc_targets
+
     return [
         ["target", "measured", "goal", "result"],
         *_generate_targets(gen_rows),
         *_run_targets(run_rows),
         *_matrix_targets(matrix_row),
         *_parallel_targets(parallel),
+        *poc_targets(poc),
     ]
 
 
@@ -497,6 +510,22 @@ def bench_parallel_part(work: Path) -> dict:
     return {"runs": rows, "ratio": ratio, "target_ratio": TARGET_PARALLEL_RATIO, "all_points_stored": stored}
 
 
+def bench_poc_part(work: Path, repeat: int, poc_parallel: int | None) -> dict:
+    """Part (f): the example's five jobs through ``poc`` and ``simulate`` in turns (``bench/bench_poc.py``);
+    ``poc_parallel`` None: ``simulate``'s default parallelism, 0: no extra ``poc --parallel`` run."""
+    from bench_poc import bench_poc, summary_table
+
+    from generator.cli import DEFAULT_PARALLEL
+
+    poc_parallel = DEFAULT_PARALLEL if poc_parallel is None else poc_parallel
+    print(f"(f) the example's five jobs, poc vs simulate  [{load_text()}]", flush=True)
+    result = bench_poc(work, repeat, poc_parallel, log=lambda line: print(line, flush=True))
+    print()
+    print(summary_table(result))
+    print()
+    return result
+
+
 def _matrix_targets(r: dict | None) -> list[list[str]]:
     """Part (d)'s targets: 10,000 jobs from one matrix against the same written by hand."""
     if not r:
@@ -569,6 +598,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-settings", action="store_true", help="skip part (c)")
     parser.add_argument("--skip-matrix", action="store_true", help="skip part (d)")
     parser.add_argument("--skip-parallel", action="store_true", help="skip part (e)")
+    parser.add_argument("--skip-poc", action="store_true", help="skip part (f)")
+    parser.add_argument(
+        "--poc-repeat", type=int, default=2, help="turns of poc and simulate in part (f) (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--poc-parallel",
+        type=int,
+        help="part (f) also runs poc --parallel N; 0: not (default: simulate's default parallelism)",
+    )
     parser.add_argument("--out", default=str(ROOT / "build" / "bench"), help="work folder (default: %(default)s)")
     return parser
 
@@ -698,7 +736,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_parallel:
         results["parallel"] = bench_parallel_part(work)
 
-    table = targets(gen_rows, run_rows, matrix_row, results.get("parallel"))
+    if not args.skip_poc:
+        results["poc"] = bench_poc_part(work, args.poc_repeat, args.poc_parallel)
+
+    table = targets(gen_rows, run_rows, matrix_row, results.get("parallel"), results.get("poc"))
     results["targets"] = [dict(zip(table[0], row, strict=True)) for row in table[1:]]
     print(_table(table))
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
