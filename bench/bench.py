@@ -38,11 +38,11 @@ load average is printed at the start and the end of each part.
     and through ``simulate``, each command at its default ``--parallel`` in a fresh process, in
     turns (order alternating, ``--poc-repeat`` turns): wall time of each whole command; every
     final model bit for bit and every metric point count the same (``bench/bench_poc.py``). Each
-    turn also runs ``poc --parallel N`` (``--poc-parallel``; default: ``simulate``'s default; 0: not).
+    turn also runs ``poc --parallel N`` (``--poc-parallel``; default 1; 0: not).
 
 Usage: ``python bench/bench.py [--counts 1,100,1000,10000] [--repeat 3] [--skip-generate]
 [--skip-runs] [--skip-settings] [--skip-matrix] [--skip-parallel] [--skip-poc] [--poc-repeat 2]
-[--poc-parallel 3] [--out build/bench]``.
+[--poc-parallel 1] [--out build/bench]``.
 """
 
 from __future__ import annotations
@@ -512,12 +512,10 @@ def bench_parallel_part(work: Path) -> dict:
 
 def bench_poc_part(work: Path, repeat: int, poc_parallel: int | None) -> dict:
     """Part (f): the example's five jobs through ``poc`` and ``simulate`` in turns (``bench/bench_poc.py``);
-    ``poc_parallel`` None: ``simulate``'s default parallelism, 0: no extra ``poc --parallel`` run."""
+    ``poc_parallel`` None: 1 (one job at a time), 0: no extra ``poc --parallel`` run."""
     from bench_poc import bench_poc, summary_table
 
-    from generator.cli import DEFAULT_PARALLEL
-
-    poc_parallel = DEFAULT_PARALLEL if poc_parallel is None else poc_parallel
+    poc_parallel = 1 if poc_parallel is None else poc_parallel
     print(f"(f) the example's five jobs, poc vs simulate  [{load_text()}]", flush=True)
     result = bench_poc(work, repeat, poc_parallel, log=lambda line: print(line, flush=True))
     print()
@@ -605,7 +603,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--poc-parallel",
         type=int,
-        help="part (f) also runs poc --parallel N; 0: not (default: simulate's default parallelism)",
+        help="part (f) also runs poc --parallel N; 0: not (default: 1)",
     )
     parser.add_argument("--out", default=str(ROOT / "build" / "bench"), help="work folder (default: %(default)s)")
     return parser

@@ -17,11 +17,11 @@ each results file's ``workspace``: the simulator workspace, or the downloaded re
 one) bit for bit (dtype, shape and bytes), and the metric points per site and key
 (``metric_points`` of ``results.json`` and ``poc-results.json``) equal.
 
-``poc``'s default ``--parallel`` is 1 and ``simulate``'s is 3, so each turn also runs ``poc
---parallel N`` (``--poc-parallel``, default: ``simulate``'s default; 0: not run), compared the
-same way: it tells the POC system's own cost from the cost of running the jobs one at a time.
+``poc`` and ``simulate`` both default to ``--parallel 3``; each turn also runs ``poc --parallel N``
+(``--poc-parallel``, default 1; 0: not run), compared the same way: it tells the POC system's own
+cost from the cost of running the jobs one at a time.
 
-Usage: ``python bench/bench_poc.py [--repeat 2] [--poc-parallel 3] [--out build/bench]``; ``make
+Usage: ``python bench/bench_poc.py [--repeat 2] [--poc-parallel 1] [--out build/bench]``; ``make
 bench`` runs it as part (f) with the same defaults.
 """
 
@@ -376,15 +376,14 @@ def targets(result: dict | None) -> list[list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run part (f) alone: print each run, the summary and the targets; write ``<out>/poc.json``."""
-    from generator.cli import DEFAULT_PARALLEL
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=2, help="turns of the commands (default: %(default)s)")
     parser.add_argument(
         "--poc-parallel",
         type=int,
-        default=DEFAULT_PARALLEL,
-        help="also run poc --parallel N each turn; 0: not (default: simulate's default, %(default)s)",
+        default=1,
+        help="also run poc --parallel N each turn; 0: not (default: %(default)s)",
     )
     parser.add_argument("--out", default=str(ROOT / "build" / "bench"), help="work folder (default: %(default)s)")
     args = parser.parse_args(argv)
