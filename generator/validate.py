@@ -311,10 +311,18 @@ def _script_writers(script: Path) -> set[str]:
 
 
 @lru_cache(maxsize=256)
-def _writers_of(script: str, mtime_ns: int, size: int) -> frozenset[str]:
+def _tree_of(script: str, mtime_ns: int, size: int) -> ast.Module | None:
+    """A Python file's syntax tree, parsed once per version of the file (None when it cannot be parsed)."""
     try:
-        tree = ast.parse(Path(script).read_text(encoding="utf-8"))
+        return ast.parse(Path(script).read_text(encoding="utf-8"))
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+
+
+@lru_cache(maxsize=256)
+def _writers_of(script: str, mtime_ns: int, size: int) -> frozenset[str]:
+    tree = _tree_of(script, mtime_ns, size)
+    if tree is None:
         return frozenset()
     found = set()
     for node in ast.walk(tree):
@@ -852,9 +860,8 @@ CROSS_SITE_CALLS = ("is_evaluate", "is_submit_model")
 @lru_cache(maxsize=256)
 def _names_of(script: str, mtime_ns: int, size: int) -> frozenset[str]:
     """Every name, attribute and imported name a Python file spells (empty when it cannot be parsed)."""
-    try:
-        tree = ast.parse(Path(script).read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+    tree = _tree_of(script, mtime_ns, size)
+    if tree is None:
         return frozenset()
     found = set()
     for node in ast.walk(tree):

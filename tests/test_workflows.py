@@ -216,6 +216,18 @@ SIMULATED = {
 PATIENT = "  task_assignment_timeout: 60\n"
 
 
+def simulate_project(project, text: str, timeout: float = 900):
+    """Write ``text`` as the project's jobs.yaml beside the shipped client scripts, generate and
+    simulate as a user does; (generate's result, simulate's result, results.json by job name)."""
+    (project / "jobs.yaml").write_text(text, encoding="utf-8")
+    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
+    generated = run_cli(project, "generate")
+    assert generated.returncode == 0, generated.stderr
+    result = run_cli(project, "simulate", timeout=timeout)
+    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    return generated, result, results
+
+
 @pytest.fixture(scope="module")
 def cyclic_run(tmp_path_factory):
     """Generate and simulate two cyclic jobs (2 rounds, 2 sites), as a user does."""
@@ -223,11 +235,7 @@ def cyclic_run(tmp_path_factory):
     text = "defaults:\n  workflow: cyclic\n  num_rounds: 2\n  num_clients: 2\n  server: {task_request_interval: 0.1}\n"
     text += PATIENT
     text += "jobs:\n" + "".join(f"  - {json.dumps({'name': n, **o})}\n" for n, o in SIMULATED.items())
-    (project / "jobs.yaml").write_text(text, encoding="utf-8")
-    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
-    assert run_cli(project, "generate").returncode == 0
-    result = run_cli(project, "simulate", timeout=600)
-    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    _, result, results = simulate_project(project, text, timeout=600)
     return project, result, results
 
 
@@ -290,12 +298,7 @@ def per_site_run(tmp_path_factory):
     project = tmp_path_factory.mktemp("sites")
     text = "defaults:\n  num_rounds: 2\n  server: {task_request_interval: 0.1}\n  task_check_period: 0.05\njobs:\n"
     text += "".join(f"  - {json.dumps(_per_site_entry(n, s))}\n" for n, (s, _) in PER_SITE.items())
-    (project / "jobs.yaml").write_text(text, encoding="utf-8")
-    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
-    generated = run_cli(project, "generate")
-    assert generated.returncode == 0, generated.stderr
-    result = run_cli(project, "simulate", timeout=900)
-    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    _, result, results = simulate_project(project, text)
     return project, result, results
 
 
@@ -518,12 +521,7 @@ def cross_site_run(tmp_path_factory):
     text = "defaults:\n  cross_site_eval: true\n  num_rounds: 2\n  num_clients: 2\n"
     text += "  server: {task_request_interval: 0.1}\n  task_check_period: 0.05\n"
     text += "jobs:\n" + "".join(f"  - {json.dumps({'name': n, **o})}\n" for n, (o, _, _) in CROSS_SITE.items())
-    (project / "jobs.yaml").write_text(text, encoding="utf-8")
-    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
-    generated = run_cli(project, "generate")
-    assert generated.returncode == 0, generated.stderr
-    result = run_cli(project, "simulate", timeout=900)
-    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    generated, result, results = simulate_project(project, text)
     return project, generated, result, results
 
 
