@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .components import CROSS_SITE_EVAL, CYCLIC, DEFAULT_WORKFLOW, FEDAVG, MODEL_LOCATOR_ID
-from .layout import CROSS_VAL_RESULTS, CUSTOM, SERVER_SITE, SITE_GLOB, site_names, site_number
+from .layout import CROSS_VAL_RESULTS, CUSTOM, SERVER_SITE, SITE_GLOB, ManifestEntry, site_names, site_number
 
 #: The logger of the generated workflow: its class path (NVFlare names a component's logger so).
 FEDAVG_LOGGER = FEDAVG.path
@@ -254,6 +254,17 @@ class RoundTracker:
     records: int = 0
     trained: dict = field(default_factory=dict)
     _tail: LogJsonTail | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_job(cls, workspace: Path, info: ManifestEntry, server: str = SIMULATOR_SERVER) -> RoundTracker:
+        """A tracker of ``info``'s job (its rounds, workflow, clients) run in ``workspace``.
+
+        Args:
+            workspace (Path): the simulator workspace, or a downloaded run laid out as one.
+            info (ManifestEntry): the job's manifest entry.
+            server (str): the server's identity in ``fl_ctx`` (a POC system's project name).
+        """
+        return cls(workspace, info.num_rounds, info.workflow, info.num_clients, sites=info.clients, server=server)
 
     @property
     def log_path(self) -> Path:

@@ -608,7 +608,7 @@ def _judge(system: System, run: _Run, job_dir: Path) -> None:
     """Judge a downloaded run as ``simulate`` judges a simulated one (``judge_run``, ``judge_cross_site``,
     ``judge_metrics``)."""
     result, info = run.result, run.info
-    tracker = RoundTracker(job_dir, info.num_rounds, info.workflow, info.num_clients, server=system.server_identity)
+    tracker = RoundTracker.for_job(job_dir, info, server=system.server_identity)
     # Every file in the download is this job's: no model or metric point predates the run.
     judge_run(result, job_dir, tracker, None, 0.0)
     if run.status and run.status != COMPLETED:  # empty: contact was lost, recorded when it was
@@ -639,9 +639,7 @@ def _finish(system: System, session, run: _Run, downloads: Path) -> JobResult:
             arrange_download(Path(location), job_dir)
     _copy_site_logs(system, session, run, job_dir)
     if result.status == TIMEOUT:
-        tracker = RoundTracker(
-            job_dir, run.info.num_rounds, run.info.workflow, run.info.num_clients, server=system.server_identity
-        )
+        tracker = RoundTracker.for_job(job_dir, run.info, server=system.server_identity)
         tracker.poll()
         result.rounds_started = tracker.rounds_started
         result.problems[:0] = [job_problem(run.name, m) for m in client_exceptions(job_dir)]

@@ -446,7 +446,7 @@ def simulate_job(
     result.workspace, result.log = str(ws), str(log)
     result.timeout = job_timeout(info, timeout)
     started_epoch = time.time()
-    tracker = RoundTracker(ws, result.rounds, info.workflow, info.num_clients, sites=info.clients)
+    tracker = RoundTracker.for_job(ws, info)
     outcome = _run_simulator(out, ws, log, result, info, tracker, events, stop)
     result.wall_seconds = outcome.seconds
     if outcome.interrupted or outcome.timed_out:
