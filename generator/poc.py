@@ -415,11 +415,19 @@ def start_poc(root: Path, system: System, port: int, num_clients: int, log) -> f
 
 
 def _our_processes(root: Path) -> list[psutil.Process]:
-    """Every process whose command line names a path in ``root`` or whose working directory is in it."""
+    """Every process whose command line names a path in ``root`` or whose working directory is in it.
+
+    This process and its ancestors are never in the list: a wrapper that named the workspace on
+    its own command line (``timeout 600 python -m generator poc --workspace DIR``, a shell script)
+    is the user's, not the POC system's.
+    """
     root_text = os.path.abspath(root)
+    ours = {os.getpid()}
+    with contextlib.suppress(psutil.Error):
+        ours.update(parent.pid for parent in psutil.Process().parents())
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
-        if proc.pid == os.getpid():
+        if proc.pid in ours:
             continue
         cmdline, cwd = proc.info.get("cmdline") or [], proc.info.get("cwd") or ""
         if cwd == root_text or cwd.startswith(root_text + os.sep) or any(root_text in arg for arg in cmdline):

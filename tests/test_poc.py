@@ -172,6 +172,38 @@ def test_the_poc_port_is_free_and_outside_the_kernels_ephemeral_range():
             s.bind(("127.0.0.1", port))
 
 
+def test_the_leftover_sweep_spares_the_wrapper_that_named_the_workspace(tmp_path):
+    """`timeout 600 python -m generator poc --workspace DIR`: the sweep after `nvflare poc stop` finds
+    processes by the workspace on their command line; the command's own parents name it too and stay."""
+    workspace = tmp_path / "poc-ws"
+    workspace.mkdir()
+    child = (
+        "import os, sys; from pathlib import Path; from generator.poc import _our_processes; "
+        "print(sorted(p.pid for p in _our_processes(Path(sys.argv[1]))), os.getppid())"
+    )
+    # the parent names the workspace on its command line, as `timeout ... --workspace DIR` does
+    parent = "import subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1], sys.argv[2]], check=True)"
+    done = subprocess.run(
+        [sys.executable, "-c", parent, child, str(workspace)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    found, parent_pid = done.stdout.rsplit(" ", 1)
+    assert int(parent_pid) not in json.loads(found), done.stdout
+    stray = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(30)", str(workspace)])
+    try:
+        from generator.poc import _our_processes
+
+        assert stray.pid in [p.pid for p in _our_processes(workspace)]
+    finally:
+        stray.kill()
+        stray.wait()
+
+
 def test_project_yaml_has_the_server_the_admin_and_sites_on_one_port():
     from generator.poc import project_yaml
 
