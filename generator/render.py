@@ -7,8 +7,9 @@ per line, made once: ``StrictUndefined``, templates compiled once and never re-c
 every value written through the ``json`` filter. What each component renders to and which
 settings feed its ``args`` is :mod:`generator.components`' table: render builds every ``args``
 dict from it (optional arguments decided here, not in template expressions) and the templates
-only place them. Each rendered config is parsed with ``json.loads`` and re-serialised, so a
-template bug can never produce invalid JSON on disk. Client scripts, the files each job ships with
+only place them. Each rendered config is parsed and re-serialised (:func:`generator.jsonio.reformat`:
+orjson, written byte for byte as ``json.dumps(indent=2)`` would), so a template bug can never produce
+invalid JSON on disk. Client scripts, the files each job ships with
 its script (``Job.shipment``: its local modules and ``custom_files``, see :mod:`generator.ship`)
 and the server components a receiver's row lists (``custom_files``) are copied byte for byte into
 ``app/custom/`` (each file read once per :class:`Renderer`). File names come from
@@ -36,6 +37,7 @@ from .components import (
     Key,
 )
 from .errors import Problem, TemplateError
+from .jsonio import reformat
 from .layout import (
     CLIENT_CONFIG,
     CONFIG,
@@ -82,9 +84,6 @@ def _no_undefined(value):
 #: One encoder for every value the templates write (``json.dumps`` with options makes a new one
 #: per call): compact, non-ASCII kept as is.
 _VALUE_ENCODER = json.JSONEncoder(ensure_ascii=False, default=_no_undefined)
-
-#: How every config file is written: indented by 2, non-ASCII kept as is, a newline at the end.
-_FILE_ENCODER = json.JSONEncoder(ensure_ascii=False, indent=2)
 
 
 def to_json(value) -> str:
@@ -385,14 +384,14 @@ class Renderer:
 
 
 def _config(env: jinja2.Environment, template_name: str, context: dict, job: Job) -> bytes:
-    """One config file rendered, parsed and re-serialised (indent 2, newline at the end).
+    """One config file rendered, parsed and re-serialised (:func:`generator.jsonio.reformat`: indent 2, newline at end).
 
     Raises:
         TemplateError: the template fails, or renders invalid JSON (naming the template and job).
     """
     text = _render(env, template_name, context)
     try:
-        data = json.loads(text, parse_constant=_refuse_constant)
+        return reformat(text, _refuse_constant)
     except ValueError as e:  # json.JSONDecodeError is a ValueError
         where = f"(rendered line {e.lineno}, column {e.colno}): {e.msg}" if hasattr(e, "msg") else str(e)
         raise TemplateError(
@@ -402,7 +401,6 @@ def _config(env: jinja2.Environment, template_name: str, context: dict, job: Job
                 )
             ]
         ) from None
-    return (_FILE_ENCODER.encode(data) + "\n").encode("utf-8")
 
 
 def _template_file(env: jinja2.Environment, name: str) -> str:

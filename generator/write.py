@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .errors import OutputError, Problem
+from .jsonio import loads, pretty
 from .layout import CONFIG_FILES, GENERATOR_ID, MANIFEST, ManifestEntry
 
 #: Kinds of leftovers a run may leave beside ``out`` if killed: ``.<out>.<kind>-<suffix>``.
@@ -48,7 +49,7 @@ def sha256(data: bytes) -> str:
 def _manifest_of(folder: Path) -> dict | None:
     """The parsed manifest of ``folder`` if it is one of ours, else None."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        manifest = loads((folder / MANIFEST).read_bytes())
     except (OSError, ValueError):
         return None
     if not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR_ID:
@@ -288,9 +289,7 @@ def _write_manifest(folder: Path, jobs: dict[str, ManifestEntry], files: dict) -
     entries = {name: entry.to_json() for name, entry in jobs.items()}
     manifest = {"generator": GENERATOR_ID, "jobs": entries, "files": dict(sorted(files.items()))}
     part = folder / (MANIFEST + ".part")
-    with open(part, "w", encoding="utf-8") as f:  # json.dump writes piece by piece: no 10 MB string
-        json.dump(manifest, f, indent=2, sort_keys=False)
-        f.write("\n")
+    part.write_bytes(pretty(manifest, ensure_ascii=True))
     os.replace(part, folder / MANIFEST)
 
 
