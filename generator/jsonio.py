@@ -25,7 +25,7 @@ _RISKY_TEXT = re.compile(r"[0-9][eE]|[0-9]{19}|0\.0000")
 
 #: A number of 19 digits or more in JSON bytes (after ``:``, ``[``, ``,`` or a space; a hex digest
 #: in a string is not one): it may be beyond 64 bits, which orjson reads as a float.
-_LONG_NUMBER = re.compile(rb"[:\[,\s]-?[0-9]{19}")
+_LONG_NUMBER = re.compile(rb"(?:^|[:\[,\s])-?[0-9]{19}")
 
 #: In orjson's output: how it writes a float between -1e-4 and 1e-4 (``1e-7``, ``0.00001``).
 _RISKY_OUTPUT = re.compile(rb"[0-9]e-|0\.0000")
@@ -37,12 +37,14 @@ _ASCII_ENCODER = json.JSONEncoder(indent=2)
 
 def pretty(value, ensure_ascii: bool = False) -> bytes:
     """``value`` as the JSON text of a file: ``json.dumps(value, ensure_ascii=ensure_ascii, indent=2)``
-    plus a newline, UTF-8. Key order kept. Raises TypeError/ValueError as ``json`` does."""
+    plus a newline, UTF-8. Key order kept; with ``ensure_ascii`` json writes DEL (0x7f) and every
+    non-ASCII character as ``\\uXXXX``, so output holding one is left to json. Raises TypeError/ValueError
+    as ``json`` does."""
     try:
         out = orjson.dumps(value, option=_OPTIONS)
     except orjson.JSONEncodeError:
         out = None
-    if out is None or _RISKY_OUTPUT.search(out) or (ensure_ascii and not out.isascii()):
+    if out is None or _RISKY_OUTPUT.search(out) or (ensure_ascii and (not out.isascii() or b"\x7f" in out)):
         encoder = _ASCII_ENCODER if ensure_ascii else _ENCODER
         return (encoder.encode(value) + "\n").encode("utf-8")
     return out
