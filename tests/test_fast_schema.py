@@ -8,10 +8,13 @@ at every job setting.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import CASES, examples
+from conftest import CASES, ROOT, examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -91,3 +94,36 @@ def test_a_job_setting_jsonschema_rs_accepts_python_jsonschema_accepts(key, valu
     data = {"jobs": [{"name": "a", "script": "train_full.py", key: value}]}
     if _fits(schema, data):
         assert _python_fits(schema, data), (key, value)
+
+
+IMPORTS = (
+    "import sys\n"
+    "from generator.cli import main\n"
+    "codes = [main([c for c in command.split(' ') if c]) for command in sys.argv[1:]]\n"
+    "unused = {'jsonschema', 'nvflare', 'torch', 'mlflow', 'numpy', 'generator.judge', 'generator.simulate'}\n"
+    "print(codes, sorted(m for m in sys.modules if m in unused or m.split('.')[0] in unused))\n"
+)
+
+
+def _imports(project, *commands: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTS, *commands],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    return result.stdout.splitlines()[-1] if result.stdout else result.stderr
+
+
+def test_validate_and_generate_of_a_valid_file_import_only_what_they_use(project):
+    """No python-jsonschema (jsonschema-rs says the file fits), no judge, no nvflare or torch."""
+    assert _imports(project, "validate", "generate", "generate --check") == "[0, 0, 0] []"
+
+
+def test_an_invalid_file_is_explained_by_python_jsonschema(project):
+    (project / "jobs.yaml").write_text("jobs:\n  - name: a\n    script: train_full.py\n    num_rounds: 5.0\n")
+    line = _imports(project, "validate")
+    assert line.startswith("[2] ['jsonschema'"), line
+    assert "nvflare" not in line and "generator.judge" not in line
