@@ -50,6 +50,27 @@ def pretty(value, ensure_ascii: bool = False) -> bytes:
     return out
 
 
+def write_pretty(file, value, ensure_ascii: bool = False, depth: int = 2) -> None:
+    """Write :func:`pretty`'s bytes of ``value`` to the binary ``file`` piece by piece: the mappings
+    of the first ``depth`` levels key by key, each deeper value whole. A large manifest (10,000 jobs:
+    about 10 MB of JSON) is never held as one string."""
+    _write_level(file, value, ensure_ascii, depth, 0)
+    file.write(b"\n")
+
+
+def _write_level(file, value, ensure_ascii: bool, depth: int, level: int) -> None:
+    if depth == 0 or not isinstance(value, dict) or not value:
+        text = pretty(value, ensure_ascii)[:-1]  # without its newline
+        file.write(text.replace(b"\n", b"\n" + b"  " * level) if level else text)
+        return
+    inner = b"\n" + b"  " * (level + 1)
+    file.write(b"{")
+    for i, (key, item) in enumerate(value.items()):
+        file.write((b"," if i else b"") + inner + pretty(key, ensure_ascii)[:-1] + b": ")
+        _write_level(file, item, ensure_ascii, depth - 1, level + 1)
+    file.write(b"\n" + b"  " * level + b"}")
+
+
 def reformat(text: str, parse_constant) -> bytes:
     """JSON ``text`` parsed and written again as :func:`pretty` writes it.
 

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .errors import OutputError, Problem
-from .jsonio import loads, pretty
+from .jsonio import loads, write_pretty
 from .layout import CONFIG_FILES, GENERATOR_ID, MANIFEST, ManifestEntry
 
 #: Kinds of leftovers a run may leave beside ``out`` if killed: ``.<out>.<kind>-<suffix>``.
@@ -295,7 +295,8 @@ def _write_manifest(folder: Path, jobs: dict[str, ManifestEntry], files: dict) -
     entries = {name: entry.to_json() for name, entry in jobs.items()}
     manifest = {"generator": GENERATOR_ID, "jobs": entries, "files": dict(sorted(files.items()))}
     part = folder / (MANIFEST + ".part")
-    part.write_bytes(pretty(manifest, ensure_ascii=True))
+    with open(part, "wb") as f:  # piece by piece: no 10 MB string
+        write_pretty(f, manifest, ensure_ascii=True)
     os.replace(part, folder / MANIFEST)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -9,7 +10,7 @@ from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generator.jsonio import loads, pretty, reformat
+from generator.jsonio import loads, pretty, reformat, write_pretty
 
 
 def _refuse(name):
@@ -72,3 +73,11 @@ def _outcome(make):
 def test_text_orjson_refuses_or_reads_otherwise_comes_out_as_with_json(text):
     ours = _outcome(lambda: reformat(text, _refuse))
     assert ours == _outcome(lambda: _json(json.loads(text, parse_constant=_refuse)))
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(value=_VALUES, ensure_ascii=st.booleans(), depth=st.integers(min_value=0, max_value=3))
+def test_write_pretty_writes_what_json_dumps_writes(value, ensure_ascii, depth):
+    file = io.BytesIO()
+    write_pretty(file, {"a": value, "b": {"c": value, "d": {}}, "e": []}, ensure_ascii, depth)
+    assert file.getvalue() == _json({"a": value, "b": {"c": value, "d": {}}, "e": []}, ensure_ascii)
