@@ -24,7 +24,8 @@ VENV27      := .venv-nvflare27
 STAMP27     := $(VENV27)/.installed
 NVFLARE27   := 2.7.3
 DEPS27      := "nvflare==$(NVFLARE27)" "mlflow>=3.0,<4" "numpy>=1.24,<3" "pyyaml>=6.0,<7" \
-               "jinja2>=3.1,<4" "jsonschema>=4.18,<5" "pytest>=8"
+               "jinja2>=3.1,<4" "jsonschema>=4.18,<5" \
+               "jsonschema-rs>=0.61,<1" "orjson>=3.10,<4" "pytest>=8"
 
 .PHONY: run setup setup27 validate generate check simulate poc submit sweep lint test test-fast test27 bench clean mlflow-ui tensorboard wandb-view
 

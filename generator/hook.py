@@ -15,7 +15,7 @@ import sys
 from .reporter import Reporter
 
 #: Modules the validate path needs beside the standard library (pyproject ``dependencies``).
-VALIDATE_NEEDS = ("yaml", "jsonschema", "jinja2")
+VALIDATE_NEEDS = ("yaml", "jsonschema", "jsonschema_rs", "orjson", "jinja2")
 
 
 def missing_module() -> str | None:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         Reporter().line(
             f"jobgen-validate: {sys.executable} cannot import {missing!r}: run pre-commit with the project's "
             "environment first on PATH (e.g. `. .venv/bin/activate`), or install nvflare-jobgen's "
-            "dependencies into this python (pip install pyyaml jsonschema jinja2)",
+            "dependencies into this python (pip install pyyaml jsonschema jsonschema-rs orjson jinja2)",
             err=True,
         )
         return 2

@@ -21,7 +21,6 @@ import threading
 from collections.abc import Iterable
 from typing import TextIO
 
-from .judge import cross_site_models
 from .layout import ManifestEntry, site_number
 
 
@@ -225,6 +224,7 @@ def cross_site_table(name: str, matrix: dict) -> list[str]:
     Returns:
         list[str]: a title line, the header and one line per site, columns padded to their widest cell.
     """
+    from .judge import cross_site_models  # simulate's: generate and validate never load the judge
 
     sites = sorted(matrix, key=lambda s: (site_number(s) is None, site_number(s) or 0, s))
     models = cross_site_models(sites)

@@ -5,8 +5,9 @@ Two halves, with the spec stage between them (:mod:`generator.pipeline` calls al
 schema; :func:`generator.spec.effective_jobs` builds the jobs that fit; :func:`check_jobs` checks
 those across fields and gives them back, or raises :class:`~generator.errors.SpecError` with
 *every* problem of both halves, each located at the YAML key or value it is about.
-:func:`validate` runs the three in a row. Schema checks use the ``jsonschema`` library (draft
-2020-12, the schema itself checked first; ``5.0`` is not an integer); the cross-field checks
+:func:`validate` runs the three in a row. Schema checks (draft 2020-12, the schema itself checked
+first; ``5.0`` is not an integer) run in ``jsonschema-rs``; a file it finds invalid is checked again
+by python-jsonschema, whose errors the located messages are made from. The cross-field checks
 cover what a schema cannot say: duplicate job names, scripts that do not exist under
 ``client_scripts/`` or resolve outside it (through ``..`` or a symlink), receiver paths
 (``artifact_location``, a ``sqlite:///`` file) that are absolute or climb out with ``..``, a
@@ -28,12 +29,12 @@ import ast
 import dataclasses
 import difflib
 import json
+import math
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
-import jsonschema
-from jsonschema.exceptions import best_match
+import jsonschema_rs
 
 from .components import receivers_of, reserved_custom_files, writer_types
 from .errors import Problem, SpecError
@@ -72,11 +73,14 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
         raise SpecError([Problem(str(path), 0, 0, "", f"cannot read the schema: {e}")]) from None
     except json.JSONDecodeError as e:
         raise SpecError([Problem(str(path), e.lineno, e.colno, "", f"schema is not JSON: {e.msg}")]) from None
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as e:
-        where = ".".join(str(p) for p in e.absolute_path)
-        raise SpecError([Problem(str(path), 0, 0, where, f"invalid JSON Schema: {e.message}")]) from None
+    if not (jsonschema_rs.meta.is_valid(schema) and _fast_validator_of(schema) is not None):
+        import jsonschema  # the located message of a broken schema comes from python-jsonschema
+
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as e:
+            where = ".".join(str(p) for p in e.absolute_path)
+            raise SpecError([Problem(str(path), 0, 0, where, f"invalid JSON Schema: {e.message}")]) from None
     return schema
 
 
@@ -157,23 +161,124 @@ def _yaml_hint(doc: Document, path: tuple, expected) -> str:
     return ""
 
 
-#: Draft 2020-12 with one change: ``5.0`` is not an integer (the spec says it is, but it would be
-#: written into the configs as ``5.0`` and NVFlare's ``range(num_rounds)`` fails on a float).
-_Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
-    ),
-)
+@cache
+def _python_validator():
+    """python-jsonschema's Draft 2020-12 validator class with one change: ``5.0`` is not an integer
+    (the spec says it is, but it would be written into the configs as ``5.0`` and NVFlare's
+    ``range(num_rounds)`` fails on a float). Imported and built on first use: only a file that
+    does not fit the schema needs it (its errors are explained from this validator's)."""
+    import jsonschema
+
+    return jsonschema.validators.extend(
+        jsonschema.Draft202012Validator,
+        type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+            "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+        ),
+    )
+
+
+def __getattr__(name: str):
+    """``_Validator``: :func:`_python_validator`'s class, made when first asked for."""
+    if name == "_Validator":
+        return _python_validator()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: The keyword added to the jsonschema-rs copy of the schema where a number is checked (a
+#: ``type`` with ``integer`` or ``number``, or a numeric limit); see :class:`_PythonNumber`.
+PYTHON_NUMBER = "x-jobgen-python-number"
+
+#: Schema keywords whose values are data, not subschemas: :func:`_rs_schema` leaves them as they are.
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+_NUMBER_LIMITS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"})
+
+
+class _PythonNumber:
+    """jsonschema-rs keyword: refuses the floats jsonschema-rs would accept and python-jsonschema
+    (through :func:`_python_validator`) would not, so that "valid" means the same for both.
+
+    jsonschema-rs counts an integral float (``5.0``) as an integer, as draft 2020-12 does, and lets
+    ``inf`` pass a ``maximum``. This keyword refuses any float where only an integer fits, and
+    ``nan``/``inf`` wherever a number is checked. Args as jsonschema-rs passes them:
+    ``(parent_schema, value, schema_path)``, ``value`` being ``"integer"`` or ``"number"``.
+    """
+
+    def __init__(self, parent_schema: dict, value: str, schema_path):
+        self.integer_only = value == "integer"
+
+    def validate(self, instance) -> None:
+        """Raises ValueError: ``instance`` is a float where only an integer fits, or not finite."""
+        if isinstance(instance, float) and (self.integer_only or not math.isfinite(instance)):
+            raise ValueError(f"{instance!r} is not allowed here")
+
+
+def _rs_schema(node):
+    """A copy of ``node`` (a schema or a part of one) with :data:`PYTHON_NUMBER` on every subschema
+    that checks a number."""
+    if isinstance(node, list):
+        return [_rs_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: value if key in _DATA_KEYWORDS else _rs_schema(value) for key, value in node.items()}
+    kind = node.get("type")
+    types = kind if isinstance(kind, list) else [kind] if isinstance(kind, str) else []
+    if "integer" in types and "number" not in types:
+        out[PYTHON_NUMBER] = "integer"
+    elif "number" in types or "integer" in types or _NUMBER_LIMITS & node.keys():
+        out[PYTHON_NUMBER] = "number"
+    return out
+
+
+#: Compiled jsonschema-rs validators: id(schema) -> (schema, validator or None).
+_FAST_VALIDATORS: dict[int, tuple[dict, object]] = {}
+
+
+def _fast_validator_of(schema: dict):
+    """The jsonschema-rs (Rust) Draft 2020-12 validator of ``schema``, compiled once per schema object.
+
+    Returns:
+        jsonschema_rs.Draft202012Validator | None: None when jsonschema-rs cannot compile the schema
+        (python-jsonschema then checks everything).
+    """
+    hit = _FAST_VALIDATORS.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    try:
+        validator = jsonschema_rs.Draft202012Validator(_rs_schema(schema), keywords={PYTHON_NUMBER: _PythonNumber})
+    except Exception:  # a schema jsonschema-rs refuses: python-jsonschema decides and explains
+        validator = None
+    if len(_FAST_VALIDATORS) >= 8:
+        _FAST_VALIDATORS.clear()
+    _FAST_VALIDATORS[id(schema)] = (schema, validator)
+    return validator
+
+
+def _fits(schema: dict, data) -> bool:
+    """True when jsonschema-rs finds ``data`` valid against ``schema``; False when it does not, or
+    cannot tell (a value JSON has no type for, a schema it cannot compile)."""
+    validator = _fast_validator_of(schema)
+    if validator is None:
+        return False
+    try:
+        return validator.is_valid(data)
+    except Exception:  # e.g. a non-string mapping key or a date: python-jsonschema explains
+        return False
 
 
 def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
     """Every place ``doc.data`` does not fit ``schema``, one located problem each, in plain words.
 
+    jsonschema-rs decides first (compiled once, see :func:`_fast_validator_of`); only a document it
+    does not find valid goes through python-jsonschema, whose errors the messages are made from.
     For ``oneOf``/``anyOf`` the best-matching branch speaks (``jsonschema``'s ``best_match``); a
     value of the wrong type is reported once, as a type problem.
     """
-    validator = _Validator(schema, format_checker=jsonschema.FormatChecker())
+    if _fits(schema, doc.data):
+        return []
+    import jsonschema
+    from jsonschema.exceptions import best_match
+
+    validator = _python_validator()(schema, format_checker=jsonschema.FormatChecker())
     problems = []
     errors = [
         best_match(e.context) if e.validator in ("oneOf", "anyOf") and e.context else e

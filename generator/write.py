@@ -15,6 +15,12 @@ at any point leaves either the previous output or the new one; the next run (:fu
 puts a previous output that was moved aside back in place and deletes the leftovers, only those
 that hold our manifest (or nothing). Runs on the same output folder are serialised with an
 advisory lock (``flock``) on its parent folder.
+
+Incremental: a job whose rendered files are exactly those on disk (same paths, same SHA-256 as the
+manifest lists, and the disk checked against the manifest first) is not written again: its files
+are hard-linked into the new tree, so they keep their bytes, modification time and inode, and the
+swap above stays atomic. Editing one job of 1,000 writes that job's files; the other 999 job
+folders are new folders holding the same files. A file system without hard links gets a written copy.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .errors import OutputError, Problem
+from .jsonio import loads, write_pretty
 from .layout import CONFIG_FILES, GENERATOR_ID, MANIFEST, ManifestEntry
 
 #: Kinds of leftovers a run may leave beside ``out`` if killed: ``.<out>.<kind>-<suffix>``.
@@ -48,7 +55,7 @@ def sha256(data: bytes) -> str:
 def _manifest_of(folder: Path) -> dict | None:
     """The parsed manifest of ``folder`` if it is one of ours, else None."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        manifest = loads((folder / MANIFEST).read_bytes())
     except (OSError, ValueError):
         return None
     if not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR_ID:
@@ -288,9 +295,8 @@ def _write_manifest(folder: Path, jobs: dict[str, ManifestEntry], files: dict) -
     entries = {name: entry.to_json() for name, entry in jobs.items()}
     manifest = {"generator": GENERATOR_ID, "jobs": entries, "files": dict(sorted(files.items()))}
     part = folder / (MANIFEST + ".part")
-    with open(part, "w", encoding="utf-8") as f:  # json.dump writes piece by piece: no 10 MB string
-        json.dump(manifest, f, indent=2, sort_keys=False)
-        f.write("\n")
+    with open(part, "wb") as f:  # piece by piece: no 10 MB string
+        write_pretty(f, manifest, ensure_ascii=True)
     os.replace(part, folder / MANIFEST)
 
 
@@ -341,16 +347,59 @@ def write_jobs(
             if problems:
                 raise OutputError(problems)
             removed = [] if keep_others else [name for name in manifest["jobs"] if name not in info]
+            on_disk = _job_digests(manifest)
             if not keep_others:  # the earlier run's file hashes (10,000 jobs: ~30 MB) are not needed
                 manifest = None
-            _swap_in(out, rendered, info, manifest, keep_others)
+            _swap_in(out, rendered, info, manifest, keep_others, on_disk)
     except OSError as e:
         where = e.filename or out
         raise _fail(Path(where), f"cannot write: {e.strerror or e}") from None
     return removed
 
 
-def _swap_in(out: Path, rendered: dict, info: dict, manifest: dict | None, keep_others: bool) -> None:
+def _job_digest(hashes: dict[str, str]) -> str:
+    """One digest of a job folder's files: SHA-256 over each ``path`` and its file's SHA-256, in path order."""
+    return sha256("".join(f"{rel}\0{digest}\n" for rel, digest in sorted(hashes.items())).encode("utf-8"))
+
+
+def _job_digests(manifest: dict) -> dict[str, str]:
+    """:func:`_job_digest` of each job folder the manifest lists files for (name -> digest).
+
+    Call it after :func:`_not_ours` found nothing: then every file on disk in these folders is one
+    the manifest lists, with the content it lists.
+    """
+    files = manifest.get("files") or {}
+    return {name: _job_digest(files[name]) for name in manifest["jobs"] if isinstance(files.get(name), dict)}
+
+
+def _link_job(source: Path, job_dir: str, rels: Iterable[str]) -> bool:
+    """Make the new folder ``job_dir`` hold the files ``rels`` of ``source`` as hard links: the same
+    files (bytes, mtime, inode), written by no one. Returns False, leaving no ``job_dir``, when a
+    link cannot be made (a file missing, a file system without hard links)."""
+    os.mkdir(job_dir)
+    made = {""}
+    try:
+        for rel in rels:
+            parent, _, _ = rel.rpartition("/")
+            if parent not in made:
+                os.makedirs(os.path.join(job_dir, parent), exist_ok=True)
+                made.add(parent)
+            os.link(source / rel, os.path.join(job_dir, rel), follow_symlinks=False)
+    except OSError:
+        shutil.rmtree(job_dir)
+        return False
+    return True
+
+
+def _swap_in(
+    out: Path, rendered: dict, info: dict, manifest: dict | None, keep_others: bool, on_disk: dict[str, str]
+) -> None:
+    """Build the new output in a temporary folder beside ``out`` and swap it in (see the module docstring).
+
+    A job whose rendered files are the ones on disk (``on_disk``: name -> :func:`_job_digest` of
+    the earlier run's files, checked against the disk by :func:`_not_ours`) is hard-linked from
+    ``out`` instead of written: its files keep their bytes, mtime and inode.
+    """
     jobs_info = _entries(out, manifest["jobs"]) if keep_others else {}
     jobs_info.update(info)
     hashes = {}
@@ -359,13 +408,17 @@ def _swap_in(out: Path, rendered: dict, info: dict, manifest: dict | None, keep_
         _write_manifest(tmp, jobs_info, {})  # first: a leftover of a killed run is recognisably ours
         for name, files in rendered.items() if isinstance(rendered, dict) else rendered:
             _check_job(tmp / name, files, jobs_info[name], rendered=True)  # in memory, before it is written
-            _write_job(os.path.join(tmp, name), files)
             hashes[name] = {rel: sha256(data) for rel, data in sorted(files.items())}
+            same = on_disk.get(name) == _job_digest(hashes[name])
+            if not (same and _link_job(out / name, os.path.join(tmp, name), files)):
+                _write_job(os.path.join(tmp, name), files)
         if keep_others:
             for name in manifest["jobs"]:
                 if name not in hashes and (out / name).is_dir():
-                    shutil.copytree(out / name, tmp / name, symlinks=True)
-                    hashes[name] = manifest.get("files", {}).get(name) or _tree_hashes(tmp / name)
+                    listed = manifest.get("files", {}).get(name)
+                    if not (listed and _link_job(out / name, os.path.join(tmp, name), listed)):
+                        shutil.copytree(out / name, tmp / name, symlinks=True)
+                    hashes[name] = listed or _tree_hashes(tmp / name)
                     _check_job(tmp / name, _read_tree(tmp / name), jobs_info[name], rendered=False)
         _write_manifest(tmp, jobs_info, hashes)
         os.chmod(tmp, 0o755)

@@ -335,3 +335,103 @@ def test_a_manifest_entry_without_a_field_simulate_needs_is_refused_not_a_traceb
     with pytest.raises(OutputError) as raised:
         write.read_entries(built)
     assert [p.message for p in raised.value.problems] == [err[0].split(": ", 1)[1]]
+
+
+# --- incremental regeneration ---------------------------------------------------------------------
+
+FIVE_JOBS = "jobs:\n" + "".join(
+    f"  - {{name: job-{i}, script: train_full.py, num_rounds: {i + 1}}}\n" for i in range(5)
+)
+
+
+def files_of(jobs_dir) -> dict[str, tuple[int, int, bytes]]:
+    """Every file of every job folder (the manifest aside): path -> (inode, mtime in ns, bytes)."""
+    found = {}
+    for path in sorted(jobs_dir.rglob("*")):
+        if path.is_file() and path.name != ".jobgen.json":
+            st = path.stat()
+            found[path.relative_to(jobs_dir).as_posix()] = (st.st_ino, st.st_mtime_ns, path.read_bytes())
+    return found
+
+
+def rewritten(before: dict, after: dict) -> set[str]:
+    """Job folders holding a file that is new, gone, or not the same file (inode, mtime or bytes)."""
+    return {rel.split("/")[0] for rel in set(before) | set(after) if before.get(rel) != after.get(rel)}
+
+
+@pytest.fixture
+def five(project, cli):
+    """``project`` with five small jobs generated into build/jobs: their files as :func:`files_of` gives them."""
+    (project / "jobs.yaml").write_text(FIVE_JOBS)
+    assert cli("generate")[0] == 0
+    return files_of(project / "build" / "jobs")
+
+
+def test_regenerating_unchanged_jobs_rewrites_no_file(project, cli, five):
+    manifest = (project / "build" / "jobs" / ".jobgen.json").read_bytes()
+    assert cli("generate")[0] == 0
+    assert files_of(project / "build" / "jobs") == five  # same inode, mtime and bytes: not written again
+    assert (project / "build" / "jobs" / ".jobgen.json").read_bytes() == manifest
+    assert cli("generate", "--check")[0] == 0
+
+
+def test_editing_one_job_rewrites_that_job_only(project, cli, five):
+    (project / "jobs.yaml").write_text(
+        FIVE_JOBS.replace("job-2, script: train_full.py, num_rounds: 3", "job-2, script: train_full.py, num_rounds: 9")
+    )
+    assert cli("generate")[0] == 0
+    after = files_of(project / "build" / "jobs")
+    assert rewritten(five, after) == {"job-2"}
+    assert json.loads(after["job-2/app/config/config_fed_server.json"][2])["workflows"][0]["args"]["num_rounds"] == 9
+    assert cli("generate", "--check")[0] == 0
+
+
+def test_a_removed_job_is_removed_and_the_others_are_not_rewritten(project, cli, five):
+    (project / "jobs.yaml").write_text(
+        FIVE_JOBS.replace("  - {name: job-4, script: train_full.py, num_rounds: 5}\n", "")
+    )
+    assert cli("generate")[0] == 0
+    after = files_of(project / "build" / "jobs")
+    assert not (project / "build" / "jobs" / "job-4").exists()
+    assert after == {rel: v for rel, v in five.items() if not rel.startswith("job-4/")}
+
+
+def test_a_file_deleted_by_hand_from_an_unchanged_job_is_written_again(project, cli, five):
+    (project / "build" / "jobs" / "job-1" / "meta.json").unlink()
+    assert cli("generate")[0] == 0
+    after = files_of(project / "build" / "jobs")
+    assert rewritten(five, after) == {"job-1"}
+    assert after["job-1/meta.json"][2] == five["job-1/meta.json"][2]
+
+
+def test_a_file_edited_by_hand_in_an_unchanged_job_is_still_refused(project, cli, five):
+    meta = project / "build" / "jobs" / "job-3" / "meta.json"
+    meta.write_bytes(meta.read_bytes() + b" ")
+    assert refused(cli, project) == [
+        "build/jobs/job-3/meta.json: was changed since it was generated; refusing to overwrite it "
+        "(move it away to keep the change, or delete it)"
+    ]
+
+
+def test_generating_one_job_leaves_the_others_files_as_they_are(project, cli, five):
+    (project / "jobs.yaml").write_text(FIVE_JOBS.replace("num_rounds: 1}", "num_rounds: 7}"))
+    assert cli("generate", "--job", "job-0")[0] == 0
+    assert rewritten(five, files_of(project / "build" / "jobs")) == {"job-0"}
+
+
+def test_a_kill_while_linking_unchanged_jobs_leaves_the_old_output(project, cli, five, monkeypatch):
+    """The new tree is still built beside the output and swapped in: an error while linking leaves it as it was."""
+    real, calls = os.link, []
+
+    def failing(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, "link", failing)
+    (project / "jobs.yaml").write_text(FIVE_JOBS.replace("num_rounds: 5}", "num_rounds: 6}"))
+    assert cli("generate")[0] == 130  # stopped (Ctrl-C) while linking the unchanged jobs
+    assert len(calls) == 6
+    assert files_of(project / "build" / "jobs") == five
+    assert leftovers(project / "build") == []
