@@ -25,6 +25,7 @@ from pathlib import Path
 
 import jinja2
 
+from . import extras
 from .components import (
     CROSS_SITE_EVAL_ID,
     DEFAULT_WORKFLOW,
@@ -402,6 +403,7 @@ def _config(env: jinja2.Environment, template_name: str, context: dict, job: Job
                 )
             ]
         ) from None
+    data = extras.apply(data, template_name, job)
     return (_FILE_ENCODER.encode(data) + "\n").encode("utf-8")
 
 

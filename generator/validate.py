@@ -35,6 +35,7 @@ from pathlib import Path
 import jsonschema
 from jsonschema.exceptions import best_match
 
+from . import extras
 from .components import receivers_of, reserved_custom_files, writer_types
 from .errors import Problem, SpecError
 from .layout import APP_NAME, MLFLOW_DB, SERVER_SITE
@@ -501,6 +502,7 @@ def _one_job_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem
         *rewrite_problems(doc, job),
         *_deploy_map_problems(doc, job),
         *_line_problems(doc, job),
+        *extras.problems(doc, job),
     ]
 
 
