@@ -273,7 +273,7 @@ class _ConfigLinter:
                     comp,
                     where,
                     f"{comp.get('path')} is a {base_name}, and the generated config already has one "
-                    f"({generated.removeprefix('component ')}, id {role!r}, the one the workflow uses): "
+                    f"({generated.removeprefix('component ')}, id {role!r}, which the workflows find by id): "
                     f"to use yours instead write id: {role} and replaces: {role}",
                     at=at,
                 )
