@@ -12,8 +12,12 @@ its ``args`` to the class's ``__init__`` signature (``inspect.signature(cls).bin
 A problem in a file that is exactly what ``jobs.yaml`` renders now is reported at the
 ``jobs.yaml`` key that produced it (e.g. ``jobs[2].receiver``), naming the generated file; a
 problem in a file that differs (edited by hand, stale) is reported at the generated file, at the
-line and column of the component. Only classes of the ``nvflare`` package are imported: a
-config naming anything else is reported, never imported (importing runs a module's code).
+line and column of the component. Only classes of the ``nvflare`` package are imported, and the
+class of an escape-hatch entry (:mod:`generator.extras`, located at its own ``jobs.yaml`` entry)
+whose module the job ships in the app's ``custom/`` folder (imported from there, then removed
+from ``sys.modules``): a config naming anything else is reported, never imported (importing runs
+a module's code). An escape-hatch component that is a second model persistor or locator beside
+the generated one (:data:`generator.extras.ROLES`) is reported too.
 
 Which ``jobs.yaml`` key feeds which component argument is read from the component table
 (:mod:`generator.components`), the same rows render builds the ``args`` from. This is the only
