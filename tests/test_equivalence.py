@@ -170,9 +170,9 @@ def apply_deliberate(ours: dict, theirs: dict, settings: dict) -> set[str]:
         applied.add("ordered_wandb_receiver")
 
     if LINE == "2.7" and not in_process:
-        (mine,) = [e["executor"] for e in ours["client"]["executors"]]
-        (other,) = [e["executor"] for e in theirs["client"]["executors"]]
-        assert mine["path"] == other["path"] == LAUNCHER_EXECUTOR
+        # the script's executor (a job may add executors of its own: client.executors)
+        (mine,) = [e["executor"] for e in ours["client"]["executors"] if e["executor"]["path"] == LAUNCHER_EXECUTOR]
+        (other,) = [e["executor"] for e in theirs["client"]["executors"] if e["executor"]["path"] == LAUNCHER_EXECUTOR]
         assert other["args"]["max_resends"] is None and mine["args"]["max_resends"] == 3
         other["args"]["max_resends"] = 3
         applied.add("max_resends_27")
