@@ -336,3 +336,44 @@ def locate(config: dict, job: Job, side: str) -> dict[int, tuple]:
                 for j, flt in enumerate(match["filters"]):
                     at[id(flt)] = (*where, i, "filters", j)
     return at
+
+
+def warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
+    """Escape-hatch entries NVFlare accepts but that fail at run time on the job's line.
+
+    NVFlare 2.7 hands a sub-process script's result to the client's ``task_result_filters`` with
+    its arrays still as lazy download references (``LazyDownloadRef``); a filter that computes on
+    the weights then fails the run (measured: ``PercentilePrivacy`` logged ``TypeError: unsupported
+    operand type(s) for /: 'LazyDownloadRef' and 'int'`` and the server aborted on
+    ``TASK_RESULT_FILTER_ERROR``). NVFlare 2.9 fetches them first (``apply_filters``,
+    ``nvflare/apis/utils/task_utils.py``), and in-process results are arrays on both lines.
+
+    Args:
+        doc (Document): the loaded ``jobs.yaml``. jobs (list[Job]): validated jobs.
+
+    Returns:
+        list[Problem]: warnings (``warning: ...``) at the ``client.task_result_filters`` list, once
+        each; one located in ``defaults`` names the jobs it is about.
+    """
+    from .validate import _naming_jobs
+
+    out, owners = [], []
+    for job in jobs:
+        if job.line != "2.7":
+            continue
+        for app_job in _app_jobs(job, "client"):
+            if app_job.execution_mode != "external_process" or "task_result_filters" not in extras_of(
+                app_job, "client"
+            ):
+                continue
+            problem = doc.problem(
+                list_path(app_job, "client", "task_result_filters"),
+                "warning: NVFlare 2.7 gives a sub-process script's result to these filters with its arrays not yet "
+                "fetched (LazyDownloadRef), so a filter that computes on the weights (PercentilePrivacy, ...) fails "
+                'the run with TASK_RESULT_FILTER_ERROR; run the script in-process or use nvflare_version "2.9", '
+                "which fetches them first",
+            )
+            if (problem, job.name) not in zip(out, owners, strict=True):
+                out.append(problem)
+                owners.append(job.name)
+    return _naming_jobs(out, owners)

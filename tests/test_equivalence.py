@@ -578,11 +578,13 @@ SIMULATED["sim-extras-filter-in"] = (
     0.5,
     None,
 )
+# (in a sub-process on 2.9 only: NVFlare 2.7 hands such a filter lazy references, not arrays, and the
+# run fails the same way with FedJob's export; generate warns: extras.warnings)
 SIMULATED["sim-extras-site-sub"] = (
     {
         "script": "train_diff.py",
         "params_transfer_type": "DIFF",
-        "launch_external_process": True,
+        "launch_external_process": LINE == "2.9",
         "num_rounds": 2,
         "sites": {
             "site-2": {

@@ -82,13 +82,9 @@ def test_render_places_each_entry_where_nvflare_has_it(project):
     assert on_27[CLIENT]["task_result_filters"] == [
         {"tasks": ["train"], "filters": [{"path": EXCLUDE, "args": {"exclude_vars": ["unused"]}}]}
     ]
-    assert [c["id"] for c in on_27[CLIENT]["components"]] == [
-        "pipe",
-        "launcher",
-        "metrics_pipe",
-        "metric_relay",
-        "config_preparer",
-    ]
+    assert on_27[CLIENT]["executors"][0]["executor"]["path"] == (
+        "nvflare.app_common.executors.in_process_client_api_executor.InProcessClientAPIExecutor"
+    )
 
 
 def test_a_site_with_its_own_client_entries_gets_its_own_app(project):
