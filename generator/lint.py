@@ -12,8 +12,12 @@ its ``args`` to the class's ``__init__`` signature (``inspect.signature(cls).bin
 A problem in a file that is exactly what ``jobs.yaml`` renders now is reported at the
 ``jobs.yaml`` key that produced it (e.g. ``jobs[2].receiver``), naming the generated file; a
 problem in a file that differs (edited by hand, stale) is reported at the generated file, at the
-line and column of the component. Only classes of the ``nvflare`` package are imported: a
-config naming anything else is reported, never imported (importing runs a module's code).
+line and column of the component. Only classes of the ``nvflare`` package are imported, and the
+class of an escape-hatch entry (:mod:`generator.extras`, located at its own ``jobs.yaml`` entry)
+whose module the job ships in the app's ``custom/`` folder (imported from there, then removed
+from ``sys.modules``): a config naming anything else is reported, never imported (importing runs
+a module's code). An escape-hatch component that is a second model persistor or locator beside
+the generated one (:data:`generator.extras.ROLES`) is reported too.
 
 Which ``jobs.yaml`` key feeds which component argument is read from the component table
 (:mod:`generator.components`), the same rows render builds the ``args`` from. This is the only
@@ -30,9 +34,11 @@ import importlib.util
 import inspect
 import json
 import json.scanner
+import sys
 import textwrap
 from pathlib import Path
 
+from . import extras
 from .components import keys_by_class, shipped_modules
 from .errors import Problem
 from .layout import CLIENT_CONFIG, CONFIG, FED_CLIENT_JSON, FED_SERVER_JSON, META_JSON, SERVER_CONFIG
@@ -155,18 +161,25 @@ def check_args(cls: type, args: dict) -> tuple[str | None, list[str], list[str]]
 
 
 class _ConfigLinter:
-    """Lints one config file; ``job`` set when the file is what ``jobs.yaml`` renders now."""
+    """Lints one config file; ``job`` set when the file is what ``jobs.yaml`` renders now.
 
-    def __init__(self, path: Path, doc: Document | None, job: Job | None):
+    ``app_job``: the job of the file's app (a client app's job in a multi-app folder), whose
+    escape-hatch entries (:mod:`generator.extras`) are located at their own ``jobs.yaml`` entry.
+    """
+
+    def __init__(self, path: Path, doc: Document | None, job: Job | None, app_job: Job | None = None):
         self.path, self.doc, self.job = path, doc, job
+        self.app_job = app_job or job
         self.problems: list[Problem] = []
         self.text = ""
         self.starts: dict[int, int] = {}
+        self.extras_at: dict[int, tuple] = {}  # id() of an escape-hatch entry -> its jobs.yaml path
 
-    def report(self, obj, where: str, message: str, key: tuple | None = None) -> None:
+    def report(self, obj, where: str, message: str, key: tuple | None = None, at: tuple | None = None) -> None:
         line, col = _line_col(self.text, self.starts.get(id(obj), 0))
         if self.job is not None and self.doc is not None:
             path = self.job.path_of(key[0]) + key[1:] if key else ("jobs", self.job.index)
+            path = at or path
             pos = self.doc.where(path)
             self.problems.append(
                 Problem(
@@ -193,6 +206,9 @@ class _ConfigLinter:
         self.starts = decoder.starts
         if not isinstance(data, dict):
             return [Problem(str(self.path), 1, 1, "", "expected a JSON object")]
+        side = extras.SIDES.get(self.path.name + ".j2")
+        if self.job is not None and side:
+            self.extras_at = extras.locate(data, self.app_job, side)
         for name in lists:
             entries = data.get(name, [])
             if not isinstance(entries, list):
@@ -221,12 +237,15 @@ class _ConfigLinter:
         if not isinstance(args, dict):
             self.report(comp, where, f"{class_path}: `args` must be a JSON object")
             return
+        at = self.extras_at.get(id(comp))  # an escape-hatch entry: located at its own jobs.yaml entry
         for name, value in args.items():  # nested components are built first (ComponentBuilder)
             if isinstance(value, dict) and "path" in value and value.get("config_type", "component") == "component":
+                if at is not None:
+                    self.extras_at[id(value)] = (*at, "args", name)
                 self.component(value, f"{where}.args.{name}")
         key, arg_keys = keys_by_class().get(class_path, (None, {}))
         key = key or None  # a component every job has: reported at the job entry
-        cls = self.import_class(comp, where, class_path, key)
+        cls = self.import_class(comp, where, class_path, key, at)
         if cls is None:
             return
         if "class_attributes" in args:  # NVFlare passes these instead of args
@@ -236,17 +255,47 @@ class _ConfigLinter:
             close = difflib.get_close_matches(unknown[0], accepted, n=1) if unknown else []
             arg_key = (arg_keys.get(unknown[0]) or (arg_keys.get(close[0]) if close else None)) if unknown else None
             hint = f"; did you mean {close[0]!r}?" if close else f" (it accepts: {', '.join(accepted)})"
-            self.report(comp, where, f"{class_path}: {error}{hint}", arg_key or key)
+            arg_at = (*at, "args", unknown[0]) if at is not None and unknown else at
+            self.report(comp, where, f"{class_path}: {error}{hint}", arg_key or key, arg_at)
+        if at is not None and at[-2] == "components":
+            self.role_problem(comp, where, cls, at)
 
-    def import_class(self, comp, where: str, class_path: str, key):
+    def role_problem(self, comp, where: str, cls: type, at: tuple) -> None:
+        """An escape-hatch component of a kind the generated config already holds one of (a second
+        persistor, ...; :data:`generator.extras.ROLES`) that does not take the generated one's place."""
+        for role, base_path in extras.ROLES.items():
+            if comp.get("id") == role:
+                continue  # it replaces the generated one (validate allows that id only with replaces)
+            module_name, _, base_name = base_path.rpartition(".")
+            base = getattr(importlib.import_module(module_name), base_name)
+            if not issubclass(cls, base):
+                continue
+            side = extras.SIDES[self.path.name + ".j2"]
+            generated = extras.generated_ids(self.app_job, side).get(role, "")
+            if generated.startswith("component "):
+                self.report(
+                    comp,
+                    where,
+                    f"{comp.get('path')} is a {base_name}, and the generated config already has one "
+                    f"({generated.removeprefix('component ')}, id {role!r}, which the workflows find by id): "
+                    f"to use yours instead write id: {role} and replaces: {role}",
+                    at=at,
+                )
+
+    def import_class(self, comp, where: str, class_path: str, key, at: tuple | None = None):
         module_name, _, class_name = class_path.rpartition(".")
         shipped = shipped_module_file(module_name)
-        if not (class_path.startswith(NVFLARE_PREFIX) or shipped) or not module_name:
+        custom = self.custom_module_dir(module_name) if at is not None else None
+        if not (class_path.startswith(NVFLARE_PREFIX) or shipped or custom) or not module_name:
+            what = (
+                "in the app's custom/ folder (ship its module with custom_files)" if at else "one the generator ships"
+            )
             self.report(
                 comp,
                 where,
-                f"{class_path!r} is neither an nvflare class nor one the generator ships: lint imports nothing else",
+                f"{class_path!r} is neither an nvflare class nor {what}: lint imports nothing else",
                 key,
+                at,
             )
             return None
         try:
@@ -254,16 +303,37 @@ class _ConfigLinter:
                 spec = importlib.util.spec_from_file_location(module_name, shipped)
                 module = importlib.util.module_from_spec(spec)
                 spec.loader.exec_module(module)
+            elif custom is not None and not class_path.startswith(NVFLARE_PREFIX):
+                module = _import_from(custom, module_name)
             else:
                 module = importlib.import_module(module_name)
         except Exception as e:  # ImportError, or anything the module raises while importing
-            self.report(comp, where, f"cannot import {module_name}: {type(e).__name__}: {e}", key)
+            self.report(comp, where, f"cannot import {module_name}: {type(e).__name__}: {e}", key, at)
             return None
         cls = getattr(module, class_name, None)
         if not inspect.isclass(cls):
-            self.report(comp, where, f"{module_name} has no class {class_name!r}", key)
+            self.report(comp, where, f"{module_name} has no class {class_name!r}", key, at)
             return None
         return cls
+
+    def custom_module_dir(self, module_name: str) -> Path | None:
+        """The app's ``custom/`` folder when it holds ``module_name`` (a ``.py`` file or a package)."""
+        custom = self.path.parent.parent / "custom"
+        base = custom.joinpath(*module_name.split("."))
+        return custom if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file() else None
+
+
+def _import_from(folder: Path, module_name: str):
+    """Import ``module_name`` from ``folder`` (an app's ``custom/``, as NVFlare puts it on ``sys.path``),
+    leaving ``sys.path`` and ``sys.modules`` as they were (another job may ship a module of that name)."""
+    sys.path.insert(0, str(folder))
+    before = set(sys.modules)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        sys.path.remove(str(folder))
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
 
 
 def shipped_module_file(module_name: str) -> Path | None:
@@ -287,6 +357,12 @@ def _stale_problems(out: Path, rendered: dict, jobs_file: str, fix: str) -> list
         else:
             problems.append(Problem(str(path), 0, 0, "", f"{kind}: {hint}"))
     return problems
+
+
+def _app_job(job: Job, rel: str) -> Job:
+    """The job of the app a config file ``rel`` belongs to: a client app's own job, else ``job``."""
+    app = rel.split("/", 1)[0]
+    return next((a.job for a in job.apps if a.name == app), job)
 
 
 def lint(
@@ -332,6 +408,7 @@ def lint(
             if not path.is_file():
                 continue  # reported as missing above
             fresh = name in rendered and rendered[name].get(rel) == path.read_bytes()
-            linter = _ConfigLinter(path, doc, by_name[name] if fresh else None)
+            job = by_name[name] if fresh else None
+            linter = _ConfigLinter(path, doc, job, _app_job(job, rel) if job else None)
             problems.extend(linter.run(lists))
     return sorted(problems)

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import extras
 from .errors import Problem, SpecError
 from .layout import ManifestEntry
 from .overrides import load_all
@@ -274,6 +275,6 @@ def check_only(jobs_file: str | Path | list, sets: list[str] | None = None) -> G
 
 def _warnings(doc, jobs: list[Job]) -> list[Problem]:
     """Every non-fatal finding, each once: the load stage's, the receivers', cross-site evaluation's,
-    then what the jobs ship."""
-    found = doc.warnings + receiver_warnings(doc, jobs) + cross_site_warnings(doc, jobs)
+    the escape hatch's, then what the jobs ship."""
+    found = doc.warnings + receiver_warnings(doc, jobs) + cross_site_warnings(doc, jobs) + extras.warnings(doc, jobs)
     return _once(sorted(found) + shipping_warnings(doc, jobs))

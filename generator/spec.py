@@ -17,9 +17,10 @@ from .layout import client_app_name, site_names
 from .lines import installed_line
 
 #: The settings a ``sites:`` entry may set for one site: those of its client app alone
-#: (``config_fed_client.json``'s executor, ClientAPIExecutor / ScriptRunner arguments, and the
-#: app's ``custom/`` folder). Every other setting is the job's, for the server or every site.
-SITE_KEYS = ("script", "script_args", "launch_external_process", "command", "custom_files")
+#: (``config_fed_client.json``'s executor, ClientAPIExecutor / ScriptRunner arguments, the app's
+#: ``custom/`` folder, and the ``client`` escape hatch's entries, :mod:`generator.extras`). Every
+#: other setting is the job's, for the server or every site.
+SITE_KEYS = ("script", "script_args", "launch_external_process", "command", "custom_files", "client")
 
 
 @dataclass

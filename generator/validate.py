@@ -36,6 +36,7 @@ from pathlib import Path
 
 import jsonschema_rs
 
+from . import extras
 from .components import receivers_of, reserved_custom_files, writer_types
 from .errors import Problem, SpecError
 from .layout import APP_NAME, MLFLOW_DB, SERVER_SITE
@@ -606,6 +607,7 @@ def _one_job_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem
         *rewrite_problems(doc, job),
         *_deploy_map_problems(doc, job),
         *_line_problems(doc, job),
+        *extras.problems(doc, job),
     ]
 
 
@@ -668,7 +670,8 @@ def _sites_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]:
     seen = set()
     for app in job.apps:
         if app.job.site is None:
-            continue  # the job's own settings: checked above
+            app.job.shipment = job.shipment  # the job's own settings: checked (and planned) above
+            continue
         for problem in (
             *_script_problems(doc, app.job, shipper),
             *_command_line_problems(doc, app.job),

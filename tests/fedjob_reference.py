@@ -35,7 +35,9 @@ def build_fedjob(name: str, settings: dict, sites: dict | None = None):
     (``tracking_uri`` only when the job gives one); ScriptRunner's ``script``, ``script_args``,
     ``launch_external_process``, ``command``, ``framework`` and ``params_transfer_type``. The
     script path is relative to the current folder (run it from ``client_scripts/``), as in the
-    example. Things FedJob cannot express (``server.task_request_interval``) are left out.
+    example. The ``server:`` / ``client:`` entries (the escape hatch) are added with ``job.to``
+    (:func:`_add_extras`); a ``replaces: persistor`` entry is built in NPModelPersistor's place.
+    Things FedJob cannot express (``server.task_request_interval``) are left out.
     With ``sites`` (site name -> that site's effective settings, for a job whose sites differ),
     each site gets its own ScriptRunner (``FedJob.to(runner, site)``: an ``app_<site>`` each), as a
     FedJob user gives sites different scripts or arguments; otherwise one goes to every client
@@ -51,7 +53,9 @@ def build_fedjob(name: str, settings: dict, sites: dict | None = None):
 
     s = settings
     job = FedJob(name=name, min_clients=s["min_clients"])
-    persistor_id = job.to_server(NPModelPersistor(), "persistor")
+    own = {c["id"]: c for c in (s.get("server") or {}).get("components", []) if c.get("replaces")}
+    persistor = _instance(own["persistor"]) if "persistor" in own else NPModelPersistor()
+    persistor_id = job.to_server(persistor, "persistor")
     if s.get("workflow") == "cyclic":
         _add_cyclic(job, s, persistor_id)
     else:
@@ -118,9 +122,41 @@ def build_fedjob(name: str, settings: dict, sites: dict | None = None):
     if sites:
         for site, own in sites.items():
             job.to(runner(own), site)
+            _add_extras(job, own.get("client") or {}, site)
     else:
         job.to_clients(runner(s))
+        _add_extras(job, s.get("client") or {}, None)
+    _add_extras(job, {k: v for k, v in (s.get("server") or {}).items() if k != "components"}, "server")
+    for entry in (s.get("server") or {}).get("components", []):
+        if not entry.get("replaces"):
+            job.to_server(_instance(entry), entry["id"])
     return job
+
+
+def _instance(entry: dict):
+    """The object a ``{path, args}`` entry of ``jobs.yaml``'s ``server:`` / ``client:`` names, as a user makes it."""
+    module, name = entry["path"].rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)(**entry.get("args", {}))
+
+
+def _add_extras(job, section: dict, target: str | None) -> None:
+    """A ``server:`` / ``client:`` section's executors, filters and components, added as a FedJob user
+    adds them: ``job.to(obj, target, tasks=...)`` for an executor, ``job.to(filter, target,
+    filter_type=FilterType.TASK_DATA or TASK_RESULT, tasks=...)`` for a filter, ``job.to(obj, target,
+    id)`` for a component; ``target`` None: every client (``to_clients``)."""
+    from nvflare.job_config.defs import FilterType
+
+    def to(obj, **kwargs):
+        return job.to_clients(obj, **kwargs) if target is None else job.to(obj, target, **kwargs)
+
+    for entry in section.get("executors", []):
+        to(_instance(entry["executor"]), tasks=list(entry["tasks"]))
+    for name, kind in (("task_data_filters", FilterType.TASK_DATA), ("task_result_filters", FilterType.TASK_RESULT)):
+        for chain in section.get(name, []):
+            for flt in chain["filters"]:
+                to(_instance(flt), filter_type=kind, tasks=list(chain["tasks"]))
+    for entry in section.get("components", []):
+        to(_instance(entry), id=entry["id"])
 
 
 def _add_cyclic(job, s: dict, persistor_id: str) -> None:
@@ -200,11 +236,19 @@ def _plain(value):
 
 
 #: Argument normalisations that change nothing NVFlare does, per class: each maps the value as
-#: written to the value the class acts on. Sources: nvflare/app_common/workflows/fedavg.py
-#: (``self.aggregation_weights = aggregation_weights or {}``); SubprocessLauncher runs
+#: written to the value the class acts on. Sources: nvflare/app_common/workflows/fedavg.py, the filters' files
+#: and nvflare/app_common/widgets/intime_model_selector.py (``self.aggregation_weights =
+#: aggregation_weights or {}``); SubprocessLauncher runs
 #: ``shlex.split(script)`` (nvflare/app_common/launchers/subprocess_launcher.py).
 NORMALISE = {
     "nvflare.app_common.workflows.fedavg.FedAvg": {"aggregation_weights": lambda v: v or {}},
+    "nvflare.app_common.widgets.intime_model_selector.IntimeModelSelector": {"aggregation_weights": lambda v: v or {}},
+    # both filters: ``if not data_kinds: data_kinds = [DataKind.WEIGHT_DIFF, DataKind.WEIGHTS]``, which
+    # FedJob's export then writes back (nvflare/app_common/filters/exclude_vars.py, percentile_privacy.py)
+    "nvflare.app_common.filters.exclude_vars.ExcludeVars": {"data_kinds": lambda v: v or ["WEIGHT_DIFF", "WEIGHTS"]},
+    "nvflare.app_common.filters.percentile_privacy.PercentilePrivacy": {
+        "data_kinds": lambda v: v or ["WEIGHT_DIFF", "WEIGHTS"]
+    },
     "nvflare.app_common.launchers.subprocess_launcher.SubprocessLauncher": {"script": shlex.split},
 }
 
@@ -264,19 +308,38 @@ def _sorted(items: list) -> list:
     return sorted(items, key=lambda x: json.dumps(x, sort_keys=True))
 
 
+#: The filter lists of an app config: each chain's tasks and filters compared with every argument filled in.
+FILTER_LISTS = ("task_data_filters", "task_result_filters")
+
+
 def canonical_config(config: dict) -> dict:
     """A ``config_fed_server.json`` / ``config_fed_client.json`` in a form free of ids and order.
 
     Components, workflows and executors become ``{"path", "args"}`` with every constructor
     argument filled in (:func:`effective_args`) and each reference to another component's id
     replaced by that component's own canonical form; lists of them are sorted. Other top-level
-    keys are kept as they are.
+    keys are kept as they are, but for the filter chains (:data:`FILTER_LISTS`): their tasks sorted,
+    their filters (in order) with every argument filled in, the chains sorted.
     """
     components = config.get("components", [])
     workflows = config.get("workflows", [])
     executors = config.get("executors", [])
     canon = _canonical_components(components + workflows, {})
-    out = {k: v for k, v in config.items() if k not in ("components", "workflows", "executors")}
+    out = {k: v for k, v in config.items() if k not in ("components", "workflows", "executors", *FILTER_LISTS)}
+    for name in FILTER_LISTS:
+        if name in config:
+            out[name] = _sorted(
+                [
+                    {
+                        "tasks": sorted(chain["tasks"]),
+                        "filters": [
+                            {"path": f["path"], "args": effective_args(f["path"], f.get("args", {}))}
+                            for f in chain["filters"]
+                        ],
+                    }
+                    for chain in config[name]
+                ]
+            )
     out["components"] = _sorted([canon[c["id"]] for c in components])
     if "workflows" in config:
         out["workflows"] = _sorted([canon[w["id"]] for w in workflows])
