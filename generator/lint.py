@@ -33,7 +33,7 @@ import json.scanner
 import textwrap
 from pathlib import Path
 
-from .components import keys_by_class, shipped_modules
+from .components import PYTORCH, keys_by_class, shipped_modules
 from .errors import Problem
 from .layout import CLIENT_CONFIG, CONFIG, FED_CLIENT_JSON, FED_SERVER_JSON, META_JSON, SERVER_CONFIG
 from .load import Document, format_path
@@ -154,6 +154,14 @@ def check_args(cls: type, args: dict) -> tuple[str | None, list[str], list[str]]
     return None, [], accepted
 
 
+#: (class path, argument) pairs holding the job's own model as ``{"path": "module.Class", "args": ...}``
+#: (``framework: pytorch``): a class from the job's ``app/custom/``, which lint never imports;
+#: generate has checked that its module defines it (:mod:`generator.ptmodel`).
+JOB_MODEL_ARGS = {(PYTORCH.persistor.path, "model")}
+#: How to get torch for a PyTorch job (the project's optional extra, a CPU build).
+TORCH_HINT = "install the project's pt extra (pip install -e '.[pt]', torch==2.13.0)"
+
+
 class _ConfigLinter:
     """Lints one config file; ``job`` set when the file is what ``jobs.yaml`` renders now."""
 
@@ -222,6 +230,8 @@ class _ConfigLinter:
             self.report(comp, where, f"{class_path}: `args` must be a JSON object")
             return
         for name, value in args.items():  # nested components are built first (ComponentBuilder)
+            if (class_path, name) in JOB_MODEL_ARGS:
+                continue  # the job's own model class: checked by generate (ast), never imported here
             if isinstance(value, dict) and "path" in value and value.get("config_type", "component") == "component":
                 self.component(value, f"{where}.args.{name}")
         key, arg_keys = keys_by_class().get(class_path, (None, {}))
@@ -256,6 +266,12 @@ class _ConfigLinter:
                 spec.loader.exec_module(module)
             else:
                 module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name == "torch":
+                self.report(comp, where, f"{class_path} needs PyTorch, which is not installed: {TORCH_HINT}", key)
+            else:
+                self.report(comp, where, f"cannot import {module_name}: {type(e).__name__}: {e}", key)
+            return None
         except Exception as e:  # ImportError, or anything the module raises while importing
             self.report(comp, where, f"cannot import {module_name}: {type(e).__name__}: {e}", key)
             return None

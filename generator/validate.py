@@ -39,6 +39,7 @@ from .components import receivers_of, reserved_custom_files, writer_types
 from .errors import Problem, SpecError
 from .layout import APP_NAME, MLFLOW_DB, SERVER_SITE
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
+from .ptmodel import framework_problems
 from .rewrites import rewrite_problems
 from .ship import Shipper
 from .spec import Job, client_names, effective_jobs, shell_words
@@ -587,6 +588,8 @@ def _script_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]
     problems.extend(_ship_problems(doc, job, shipper, script_ok=problem is None))
     if not problem:
         problems.extend(_metrics_problems(doc, job, _job_writers(doc, job)))
+    if job.site is None:  # framework and model are the job's: checked once, not per client app
+        problems.extend(framework_problems(doc, job, doc.root / SCRIPTS_DIR, script_ok=problem is None))
     return problems
 
 
