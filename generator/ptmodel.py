@@ -27,8 +27,9 @@ NUMPY_MODULE = "numpy"
 def model_files(scripts_root: Path, class_path: str) -> tuple[list[tuple[str, str]], str | None]:
     """The files importing the module of ``class_path`` runs, as NVFlare finds it from ``app/custom/``.
 
-    ``pkg.mod.Net``: ``pkg/__init__.py`` and ``pkg/mod.py`` (or ``pkg/mod/__init__.py``) below
-    ``client_scripts/``, each shipped to the same path below ``app/custom/``.
+    ``pkg.mod.Net``: ``pkg/__init__.py`` (none for a folder without one, a namespace package) and
+    ``pkg/mod.py`` (or ``pkg/mod/__init__.py``) below ``client_scripts/``, each shipped to the same
+    path below ``app/custom/``.
 
     Args:
         scripts_root (Path): the project's ``client_scripts/`` folder.
@@ -49,9 +50,11 @@ def model_files(scripts_root: Path, class_path: str) -> tuple[list[tuple[str, st
             folder = folder / part
         elif last and (folder / f"{part}.py").is_file():
             files.append((f"{rel}.py", f"{rel}.py"))
+        elif not last and (folder / part).is_dir():  # a namespace package: nothing to run in it
+            folder = folder / part
         else:
             module = ".".join(parts)
-            looked = f"client_scripts/{rel}.py" if last else f"client_scripts/{rel}/__init__.py"
+            looked = f"client_scripts/{rel}.py" if last else f"client_scripts/{rel}/"
             return [], (
                 f"module {module!r} of {class_path!r} not found: no {looked} (the model's module is shipped "
                 "from client_scripts/ into app/custom/, where the server imports it)"
