@@ -564,7 +564,8 @@ def _sites_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]:
     seen = set()
     for app in job.apps:
         if app.job.site is None:
-            continue  # the job's own settings: checked above
+            app.job.shipment = job.shipment  # the job's own settings: checked, and its shipment planned, above
+            continue
         for problem in (
             *_script_problems(doc, app.job, shipper),
             *_command_line_problems(doc, app.job),
