@@ -341,6 +341,8 @@ class Framework:
         executors (dict): NVFlare line -> executor mode -> the :class:`Component` that replaces the
             line's executor row for this framework (a line not listed keeps its rows).
         model_file (str): the persistor's final model file in a job's workspace (:mod:`generator.layout`).
+        server_models (tuple[str, ...]): the names cross-site evaluation gives the server's models
+            (``"SRV_" +`` each name ``model_locator`` lists); empty: NPModelLocator's (:mod:`generator.judge`).
     """
 
     persistor: Component
@@ -348,6 +350,7 @@ class Framework:
     model_locator: Component | None = None
     executors: dict = field(default_factory=dict)
     model_file: str = ""
+    server_models: tuple = ()
 
 
 #: PyTorch, as NVFlare's PyTorch FedAvg recipe (``nvflare/app_opt/pt/recipes/fedavg.py``) adds the model
@@ -391,6 +394,9 @@ PYTORCH = Framework(
         }
     },
     model_file=PT_FINAL_MODEL,
+    # PTFileModelLocator lists the persistor's inventory (PTFileModelPersistor.get_model_inventory): the
+    # global model's file name, and the best model's only once one was saved (FedAvg here saves none)
+    server_models=("SRV_FL_global_model.pt",),
 )
 #: ``framework`` -> what it renders to (numpy: NVFlare's numpy example, the rows of :data:`LINES`).
 FRAMEWORKS = {

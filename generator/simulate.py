@@ -621,7 +621,8 @@ def judge_cross_site(result: JobResult, info: ManifestEntry, ws: Path) -> None:
         info (ManifestEntry): the job's manifest entry (its clients: ``site-1`` .. ``site-<num_clients>``).
         ws (Path): the job's simulator workspace (or a downloaded run laid out as one).
     """
-    result.cross_site, messages = cross_site_problems(ws, info.sites)
+    server_models = FRAMEWORKS[info.framework].server_models
+    result.cross_site, messages = cross_site_problems(ws, info.sites, *([server_models] if server_models else []))
     result.problems += [job_problem(result.name, m) for m in messages]
 
 

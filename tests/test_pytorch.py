@@ -303,8 +303,9 @@ def test_final_pt_model_is_exact(pt_run, name):
 
 @pytest.mark.simulator
 def test_cross_site_evaluates_pt_models(pt_run):
-    """SRV_server: the final model (mean 2 + 4); each site's local model: what it trained in round 2
-    from the model after round 1 (mean 4): site-1 +1 (5), site-2 +3 (7)."""
+    """SRV_FL_global_model.pt (PTFileModelLocator names the persistor's file): the final model (mean
+    2 + 4); each site's local model: what it trained in round 2 from the model after round 1 (mean 4):
+    site-1 +1 (5), site-2 +3 (7)."""
     _, _, results = pt_run
-    cells = {"SRV_server": {"mean": 6.0}, "site-1": {"mean": 5.0}, "site-2": {"mean": 7.0}}
+    cells = {"SRV_FL_global_model.pt": {"mean": 6.0}, "site-1": {"mean": 5.0}, "site-2": {"mean": 7.0}}
     assert results["pt-sites-xsite"]["cross_site"] == {"site-1": cells, "site-2": cells}
