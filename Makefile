@@ -25,7 +25,7 @@ STAMP27     := $(VENV27)/.installed
 NVFLARE27   := 2.7.3
 DEPS27      := "nvflare==$(NVFLARE27)" "mlflow>=3.0,<4" "numpy>=1.24,<3" "pyyaml>=6.0,<7" \
                "jinja2>=3.1,<4" "jsonschema>=4.18,<5" \
-               "jsonschema-rs>=0.61,<1" "orjson>=3.10,<4" "pytest>=8"
+               "jsonschema-rs>=0.61,<1" "orjson>=3.10,<4" "pytest>=8" "torch==2.13.0"
 
 .PHONY: run setup setup27 validate generate check simulate poc submit sweep lint test test-fast test27 bench clean mlflow-ui tensorboard wandb-view
 
@@ -35,7 +35,7 @@ run: generate simulate
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,pt]'
 	touch $(STAMP)
 
 ## setup: create .venv and install the project (reuses an existing .venv)

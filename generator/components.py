@@ -21,8 +21,9 @@ Nothing here imports nvflare.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from .layout import FINAL_MODEL, PT_FINAL_MODEL
 from .lines import SUPPORTED_LINES
 
 
@@ -324,6 +325,85 @@ EXECUTORS_27 = {
     ),
 }
 
+#: The id NVFlare's PTModel gives the PyTorch model locator it adds beside the persistor.
+PT_LOCATOR_ID = "locator"
+
+
+@dataclass(frozen=True)
+class Framework:
+    """What a ``framework`` changes in a job folder besides the executor's ``params_exchange_format``.
+
+    Attributes:
+        persistor (Component): the server's model persistor (id ``persistor``).
+        components (dict): further server components (id -> :class:`Component`), written after the persistor.
+        model_locator (Component): the model locator cross-site evaluation finds the server's model by
+            (id :data:`MODEL_LOCATOR_ID`).
+        executors (dict): NVFlare line -> executor mode -> the :class:`Component` that replaces the
+            line's executor row for this framework (a line not listed keeps its rows).
+        model_file (str): the persistor's final model file in a job's workspace (:mod:`generator.layout`).
+        server_models (tuple[str, ...]): the names cross-site evaluation gives the server's models
+            (``"SRV_" +`` each name ``model_locator`` lists); empty: NPModelLocator's (:mod:`generator.judge`).
+    """
+
+    persistor: Component
+    components: dict = field(default_factory=dict)
+    model_locator: Component | None = None
+    executors: dict = field(default_factory=dict)
+    model_file: str = ""
+    server_models: tuple = ()
+
+
+#: PyTorch, as NVFlare's PyTorch FedAvg recipe (``nvflare/app_opt/pt/recipes/fedavg.py``) adds the model
+#: through PTModel (``nvflare/app_opt/pt/job_config/model.py``, 2.7 and 2.9): a PTFileModelPersistor
+#: given the model as ``{"path": "module.Class", "args": {...}}`` (instantiated when the server app
+#: starts), ``source_ckpt_file_full_name`` from ``initial_ckpt`` when set, and a PTFileModelLocator
+#: (id ``locator``) naming it. Cross-site evaluation adds its own PTFileModelLocator, as
+#: ``nvflare.recipe.utils.add_cross_site_evaluation`` does (``MODEL_LOCATOR_REGISTRY["pytorch"]``).
+#: On 2.7, ScriptRunner picks the PyTorch executor classes (``_get_in_process_executor_cls``,
+#: ``_get_ex_process_executor_cls`` in ``nvflare/job_config/script_runner.py``); 2.9 keeps
+#: ClientAPIExecutor with ``params_exchange_format: pytorch``.
+_PT_LOCATOR = Component(
+    partial="_pt_persistor.j2",
+    path="nvflare.app_opt.pt.file_model_locator.PTFileModelLocator",
+    args={"pt_persistor_id": "persistor"},
+    key=("framework",),
+)
+PYTORCH = Framework(
+    persistor=Component(
+        partial="_pt_persistor.j2",
+        path="nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor",
+        args={
+            "model": {"path": Key(("model", "path")), "args": Key(("model", "args"))},
+            "allow_numpy_conversion": True,
+            "source_ckpt_file_full_name": Key(("initial_ckpt",), optional=True),
+        },
+        key=("framework",),
+    ),
+    components={PT_LOCATOR_ID: _PT_LOCATOR},
+    model_locator=_PT_LOCATOR,
+    executors={
+        "2.7": {
+            "in_process": replace(
+                EXECUTORS_27["in_process"],
+                path="nvflare.app_opt.pt.in_process_client_api_executor.PTInProcessClientAPIExecutor",
+            ),
+            "external_process": replace(
+                EXECUTORS_27["external_process"],
+                path="nvflare.app_opt.pt.client_api_launcher_executor.PTClientAPILauncherExecutor",
+            ),
+        }
+    },
+    model_file=PT_FINAL_MODEL,
+    # PTFileModelLocator lists the persistor's inventory (PTFileModelPersistor.get_model_inventory): the
+    # global model's file name, and the best model's only once one was saved (FedAvg here saves none)
+    server_models=("SRV_FL_global_model.pt",),
+)
+#: ``framework`` -> what it renders to (numpy: NVFlare's numpy example, the rows of :data:`LINES`).
+FRAMEWORKS = {
+    "numpy": Framework(persistor=NP_PERSISTOR, model_file=FINAL_MODEL),
+    "pytorch": PYTORCH,
+}
+
 #: Per NVFlare line: what each workflow, receiver ``type`` and executor mode renders to.
 LINES = {
     "2.7": LineComponents(
@@ -402,6 +482,8 @@ def all_components() -> list[Component]:
             line.delivery_client,
             line.cross_site_eval,
             *(line.cross_site_eval.components.values() if line.cross_site_eval else ()),
+            *(row for fw in FRAMEWORKS.values() for row in (fw.persistor, *fw.components.values())),
+            *(row for fw in FRAMEWORKS.values() for modes in fw.executors.values() for row in modes.values()),
         ]:
             if row is not None and row not in rows:
                 rows.append(row)

@@ -591,11 +591,12 @@ def _site_key(name: str) -> tuple:
 SERVER_MODELS = tuple(f"SRV_{name}" for name in CROSS_SITE_EVAL.components[MODEL_LOCATOR_ID].args["model_name"])
 
 
-def cross_site_models(sites: list[str]) -> list[str]:
+def cross_site_models(sites: list[str], server_models: tuple[str, ...] = SERVER_MODELS) -> list[str]:
     """The models every client evaluates in NVFlare's CrossSiteModelEval, in the matrix's column order:
-    the server's (:data:`SERVER_MODELS`), then each participating client's local model, named by the
+    the server's (``server_models``: :data:`SERVER_MODELS`, or a framework's, see
+    :data:`generator.components.FRAMEWORKS`), then each participating client's local model, named by the
     client that submitted it (``_accept_local_model``: a plain DXO is one leaf named after its site)."""
-    return [*SERVER_MODELS, *sites]
+    return [*server_models, *sites]
 
 
 def read_cross_site(workspace: Path) -> dict | None:
@@ -636,7 +637,9 @@ def _has_metrics(cell) -> bool:
     return isinstance(cell, dict) and bool(cell)
 
 
-def cross_site_problems(workspace: Path, sites: list[str]) -> tuple[dict | None, list[str]]:
+def cross_site_problems(
+    workspace: Path, sites: list[str], server_models: tuple[str, ...] = SERVER_MODELS
+) -> tuple[dict | None, list[str]]:
     """Read and check a run's cross-site evaluation matrix.
 
     Every client in ``sites`` evaluates every model of :func:`cross_site_models` (CrossSiteModelEval
@@ -647,6 +650,7 @@ def cross_site_problems(workspace: Path, sites: list[str]) -> tuple[dict | None,
     Args:
         workspace (Path): the simulator workspace; each site's log is ``<workspace>/<site>/log.txt``.
         sites (list[str]): the job's clients (``site-1`` ..).
+        server_models (tuple[str, ...]): the server's model names (:func:`cross_site_models`).
 
     Returns:
         tuple: the matrix read, a row per site in ``sites`` order (empty: the site sent no result)
@@ -664,7 +668,7 @@ def cross_site_problems(workspace: Path, sites: list[str]) -> tuple[dict | None,
             f"cross-site evaluation wrote no results: {path} is missing "
             "(NVFlare's ValidationJsonGenerator writes it when the run ends)"
         ]
-    models = cross_site_models(sites)
+    models = cross_site_models(sites, server_models)
     matrix = _ordered(matrix, sites, models)
     problems = []
     for site in sites:

@@ -136,6 +136,11 @@ SERVER_RESULT = f"{SERVER_SITE}/{SIMULATE_JOB}"
 #: The model file the persistor writes: NPModelPersistor's defaults ``model_dir="models"``,
 #: ``model_name="server.npy"`` (``nvflare/app_common/np/np_model_persistor.py``), below the result folder.
 FINAL_MODEL = f"{SERVER_RESULT}/models/server.npy"
+#: The model file PTFileModelPersistor writes (``framework: pytorch``): ``global_model_file_name``'s
+#: default ``DefaultCheckpointFileName.GLOBAL_MODEL`` (``nvflare/app_common/app_constant.py``) in the
+#: server's app folder, its ``APP_ROOT`` (``nvflare/app_opt/pt/file_model_persistor.py``, 2.7 and 2.9),
+#: which is ``app_server`` in the server's result folder (the simulator's, and a downloaded run's).
+PT_FINAL_MODEL = f"{SERVER_RESULT}/{SERVER_APP}/FL_global_model.pt"
 #: Cross-site evaluation's results: ValidationJsonGenerator's defaults ``results_dir="cross_site_val"``,
 #: ``json_file_name="cross_val_results.json"`` (``nvflare/app_common/widgets/validation_json_generator.py``),
 #: below the server's result folder; ``{evaluating site: {model name: {metric: value}}}``.
@@ -237,6 +242,8 @@ class ManifestEntry:
             app, ``app``, deployed to every site).
         cross_site_eval (bool): the job runs cross-site evaluation after training; written only
             when true.
+        framework (str): the job's ``framework`` (``numpy``, ``pytorch``: which model file the
+            persistor writes); written only when it is not ``numpy``.
     """
 
     nvflare_version: str
@@ -254,6 +261,7 @@ class ManifestEntry:
     clients: list | None = None
     apps: dict | None = None
     cross_site_eval: bool = False
+    framework: str = "numpy"
 
     @property
     def sites(self) -> list[str]:
@@ -291,6 +299,8 @@ class ManifestEntry:
             data["apps"] = self.apps
         if self.cross_site_eval:
             data["cross_site_eval"] = True
+        if self.framework != "numpy":
+            data["framework"] = self.framework
         return data
 
     @classmethod
@@ -317,4 +327,5 @@ class ManifestEntry:
             clients=data.get("clients"),
             apps=data.get("apps"),
             cross_site_eval=bool(data.get("cross_site_eval", False)),
+            framework=data.get("framework", "numpy"),
         )

@@ -39,7 +39,7 @@ import textwrap
 from pathlib import Path
 
 from . import extras
-from .components import keys_by_class, shipped_modules
+from .components import PYTORCH, keys_by_class, shipped_modules
 from .errors import Problem
 from .layout import CLIENT_CONFIG, CONFIG, FED_CLIENT_JSON, FED_SERVER_JSON, META_JSON, SERVER_CONFIG
 from .load import Document, format_path
@@ -160,6 +160,14 @@ def check_args(cls: type, args: dict) -> tuple[str | None, list[str], list[str]]
     return None, [], accepted
 
 
+#: (class path, argument) pairs holding the job's own model as ``{"path": "module.Class", "args": ...}``
+#: (``framework: pytorch``): a class from the job's ``app/custom/``, which lint never imports;
+#: generate has checked that its module defines it (:mod:`generator.ptmodel`).
+JOB_MODEL_ARGS = {(PYTORCH.persistor.path, "model")}
+#: How to get torch for a PyTorch job (the project's optional extra, a CPU build).
+TORCH_HINT = "install the project's pt extra (pip install -e '.[pt]', torch==2.13.0)"
+
+
 class _ConfigLinter:
     """Lints one config file; ``job`` set when the file is what ``jobs.yaml`` renders now.
 
@@ -239,6 +247,8 @@ class _ConfigLinter:
             return
         at = self.extras_at.get(id(comp))  # an escape-hatch entry: located at its own jobs.yaml entry
         for name, value in args.items():  # nested components are built first (ComponentBuilder)
+            if (class_path, name) in JOB_MODEL_ARGS:
+                continue  # the job's own model class: checked by generate (ast), never imported here
             if isinstance(value, dict) and "path" in value and value.get("config_type", "component") == "component":
                 if at is not None:
                     self.extras_at[id(value)] = (*at, "args", name)
@@ -307,6 +317,12 @@ class _ConfigLinter:
                 module = _import_from(custom, module_name)
             else:
                 module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name == "torch":
+                self.report(comp, where, f"{class_path} needs PyTorch, which is not installed: {TORCH_HINT}", key, at)
+            else:
+                self.report(comp, where, f"cannot import {module_name}: {type(e).__name__}: {e}", key, at)
+            return None
         except Exception as e:  # ImportError, or anything the module raises while importing
             self.report(comp, where, f"cannot import {module_name}: {type(e).__name__}: {e}", key, at)
             return None

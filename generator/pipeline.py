@@ -114,6 +114,7 @@ def job_info(job: Job) -> ManifestEntry:
         clients=list(s["clients"]) if s.get("clients") else None,
         apps={app.name: {"sites": list(app.sites), "script": app.job.settings["script"]} for app in job.apps} or None,
         cross_site_eval=bool(s.get("cross_site_eval")),
+        framework=s["framework"],
     )
 
 

@@ -618,7 +618,7 @@ def _judge(system: System, run: _Run, job_dir: Path) -> None:
     result, info = run.result, run.info
     tracker = RoundTracker.for_job(job_dir, info, server=system.server_identity)
     # Every file in the download is this job's: no model or metric point predates the run.
-    judge_run(result, job_dir, tracker, None, 0.0)
+    judge_run(result, job_dir, tracker, None, 0.0, info)
     if run.status and run.status != COMPLETED:  # empty: contact was lost, recorded when it was
         result.problems.append(job_problem(run.name, f"NVFlare ended job {run.job_id} with status {run.status}"))
     if info.cross_site_eval:

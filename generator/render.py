@@ -31,7 +31,9 @@ from . import extras
 from .components import (
     CROSS_SITE_EVAL_ID,
     DEFAULT_WORKFLOW,
+    FRAMEWORKS,
     LINES,
+    MODEL_LOCATOR_ID,
     RECEIVER_CLIENT_VARS,
     RECEIVER_SERVER_VARS,
     Component,
@@ -59,6 +61,7 @@ from .layout import (
     template_of,
 )
 from .lines import FALLBACK_LINE
+from .ptmodel import model_files
 from .spec import Job, shell_words
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -261,7 +264,10 @@ def template_context(job: Job) -> dict:
     ``workflow`` (the job's ``workflow`` row), ``workflow_components`` (``(id, Built)`` pairs: the
     further server components that workflow finds by id), ``cross_site_eval`` (the workflow run after
     it when the job sets ``cross_site_eval: true``, else None; its id ``cross_site_eval_id``) and
-    ``cross_site_components`` (its ``(id, Built)`` pairs), ``persistor``, ``executor``; ``receiver``
+    ``cross_site_components`` (its ``(id, Built)`` pairs; the model locator is the ``framework``'s),
+    ``persistor`` and ``persistor_components`` (the job's ``framework`` row,
+    :data:`generator.components.FRAMEWORKS`: the PyTorch locator), ``executor`` (the line's row, or
+    the framework's for that line); ``receiver``
     (None when the job has none, or when the line has no row for its type: the server template
     then calls ``raise_error``);
     ``event_to_fed`` (None unless in-process events need converting); ``delivery_server`` and
@@ -278,6 +284,12 @@ def template_context(job: Job) -> dict:
     receiver_row = table.receivers.get(receiver["type"]) if receiver else None
     delivery = bool(receiver) and table.delivery_server is not None
     cross_site = table.cross_site_eval if s.get("cross_site_eval") else None
+    framework = FRAMEWORKS[s["framework"]]
+    cross_site_rows = {
+        id_: framework.model_locator if id_ == MODEL_LOCATOR_ID and framework.model_locator else row
+        for id_, row in (cross_site.components.items() if cross_site else ())
+    }
+    executor = framework.executors.get(job.line, table.executors)[job.execution_mode]
     return {
         "job": job,
         "s": s,
@@ -286,12 +298,11 @@ def template_context(job: Job) -> dict:
         "workflow_components": [(id_, _built(row, s, derived)) for id_, row in workflow.components.items()],
         "cross_site_eval": _built(cross_site, s, derived) if cross_site else None,
         "cross_site_eval_id": CROSS_SITE_EVAL_ID,
-        "cross_site_components": [(id_, _built(row, s, derived)) for id_, row in cross_site.components.items()]
-        if cross_site
-        else [],
-        "persistor": _built(table.persistor, s, derived),
+        "cross_site_components": [(id_, _built(row, s, derived)) for id_, row in cross_site_rows.items()],
+        "persistor": _built(framework.persistor, s, derived),
+        "persistor_components": [(id_, _built(row, s, derived)) for id_, row in framework.components.items()],
         "receiver": _built(receiver_row, s, derived) if receiver_row else None,
-        "executor": _built(table.executors[job.execution_mode], s, derived),
+        "executor": _built(executor, s, derived),
         "event_to_fed": _built(table.event_to_fed, s, derived) if derived["convert_events"] else None,
         "delivery_server": _built(table.delivery_server, s, derived) if delivery else None,
         "delivery_client": _built(table.delivery_client, s, derived) if delivery else None,
@@ -360,6 +371,7 @@ class Renderer:
         for out_name, template_name in CONFIG_TEMPLATES.items():
             files[out_name] = _config(env, template_name, context, job)
         self._add_scripts(files, job, custom_file)
+        self._add_model(files, job, custom_file)
         receiver = job.settings.get("receiver")
         table = LINES[job.line]
         row = table.receivers.get(receiver["type"]) if receiver else None
@@ -372,6 +384,14 @@ class Renderer:
         """The job's script and what it ships with it (local modules, custom_files), each at ``place(name)``."""
         files[place(job.settings["script"])] = self.script(job.settings["script"])
         for dest, source in job.shipment.files.items() if job.shipment else ():
+            files[place(dest)] = self.script(source)
+
+    def _add_model(self, files: dict, job: Job, place) -> None:
+        """A PyTorch job's model module (:func:`generator.ptmodel.model_files`), each file at ``place(name)``,
+        where the server's PTFileModelPersistor imports it (validate has checked it is there)."""
+        if job.settings["framework"] != "pytorch":
+            return
+        for dest, source in model_files(self.scripts_dir, job.settings["model"]["path"])[0]:
             files[place(dest)] = self.script(source)
 
     @staticmethod
@@ -401,6 +421,7 @@ class Renderer:
         server_files = server_files or (list(row.custom_files) if row else [])
         client_files = table.delivery_client.custom_files if row and table.delivery_client else ()
         self._add_shipped(files, job.line, server_files, lambda name: app_custom_file(SERVER_APP, name))
+        self._add_model(files, job, lambda name: app_custom_file(SERVER_APP, name))
         for app in job.apps:
             context = template_context(app.job)
             files[app_file(app.name, f"{CONFIG}/{FED_CLIENT_JSON}")] = _config(

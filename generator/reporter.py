@@ -157,7 +157,16 @@ class Reporter:
 def _model_text(model) -> str:
     if model is None:
         return "-"
+    if isinstance(model, dict):  # a PyTorch state_dict: too many values for a cell; its size and mean
+        from .sweep import model_mean
+
+        count = sum(_count(v) for v in model.values())
+        return f"{len(model)} tensors, {count} values, mean {model_mean(model):g}"
     return "[" + ", ".join("[" + " ".join(f"{v:g}" for v in row) + "]" for row in model) + "]"
+
+
+def _count(value) -> int:
+    return sum(_count(v) for v in value) if isinstance(value, list | tuple) else 1
 
 
 def model_cell(result) -> str:

@@ -40,9 +40,10 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .components import FRAMEWORKS
 from .errors import JobgenError, OptionError, OutputError, Problem, SimulationError
 from .judge import RoundTracker, client_exceptions, cross_site_problems, nvflare_errors
-from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry
+from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry  # noqa: F401
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
 from .outputs import check_reports, check_results, folder_problems, record_report, write_results
@@ -454,7 +455,7 @@ def simulate_job(
         return result
     if outcome.stopped:  # not a failed check: the run's own outputs are judged below
         events.leftovers_stopped(name, outcome.stopped)
-    judge_run(result, ws, tracker, outcome.returncode, started_epoch)
+    judge_run(result, ws, tracker, outcome.returncode, started_epoch, info)
     if info.cross_site_eval:
         judge_cross_site(result, info, ws)
     if result.receiver:
@@ -539,7 +540,14 @@ def _stopped(
     result.problems[:0] = [job_problem(result.name, m) for m in [*client_exceptions(ws, log, info.clients), message]]
 
 
-def judge_run(result: JobResult, ws: Path, tracker: RoundTracker, code: int | None, started_epoch: float) -> None:
+def judge_run(
+    result: JobResult,
+    ws: Path,
+    tracker: RoundTracker,
+    code: int | None,
+    started_epoch: float,
+    info: ManifestEntry | None = None,
+) -> None:
     """Fill ``result`` from NVFlare's records of a finished simulator run (metrics aside).
 
     Args:
@@ -549,6 +557,11 @@ def judge_run(result: JobResult, ws: Path, tracker: RoundTracker, code: int | No
         code (int | None): the simulator's exit code (None: it did not exit by itself).
         started_epoch (float): when the run started, seconds since the epoch: an older model file
             is not this run's.
+        info (ManifestEntry | None): the job's manifest entry: its ``framework`` picks the model file
+            (:data:`generator.components.FRAMEWORKS`: NPModelPersistor's ``server.npy``, read with
+            numpy, or PTFileModelPersistor's ``FL_global_model.pt``, read with torch:
+            ``{parameter: nested lists}``), and ``expect.model_mean`` is checked against the final
+            model. None: a numpy job, nothing expected.
     """
     tracker.poll()
     result.rounds_started = tracker.rounds_started
@@ -556,11 +569,15 @@ def judge_run(result: JobResult, ws: Path, tracker: RoundTracker, code: int | No
     if code not in (0, None):
         messages.append(f"nvflare simulator exited with code {code}")
     messages += tracker.problems()
-    model = ws / FINAL_MODEL
+    framework = info.framework if info else "numpy"
+    model = ws / FRAMEWORKS[framework].model_file
+    params = None
     if model.is_file() and model.stat().st_mtime >= started_epoch - 1:
-        import numpy as np
-
-        params = np.load(model).tolist()
+        try:
+            params = _read_model(model, framework)
+        except Exception as e:  # a file torch or numpy cannot read: the run's result is unusable
+            messages.append(f"cannot read the model saved at {model}: {type(e).__name__}: {e}")
+    if params is not None:
         if tracker.model_is_final:
             result.final_model, result.model_round = params, tracker.saved_round
             result.model_mean = model_mean(params)
@@ -571,10 +588,25 @@ def judge_run(result: JobResult, ws: Path, tracker: RoundTracker, code: int | No
             f"after round {result.model_round} of {result.rounds}" if result.model_round else "before any round ended"
         )
         messages.append(f"the model saved at {model} is not final: it was saved {saved}")
-    elif result.final_model is None:
+    elif result.final_model is None and params is None:
         messages.append(f"no final model saved at {model}")
+    expected = (info.expect if info else {}).get("model_mean")
+    if expected is not None and result.model_mean is not None and result.model_mean != expected:
+        messages.append(f"the final model's mean is {result.model_mean:g}, expected {expected:g} (expect.model_mean)")
     messages += nvflare_errors(ws)
     result.problems += [job_problem(result.name, m) for m in messages]
+
+
+def _read_model(path: Path, framework: str):
+    """A saved model as plain data: numpy's ``server.npy`` as nested lists, a PyTorch checkpoint as
+    ``{parameter: nested lists}`` (:func:`generator.ptmodel.read_final_model`)."""
+    if framework == "pytorch":
+        from .ptmodel import read_final_model
+
+        return read_final_model(path)
+    import numpy as np
+
+    return np.load(path).tolist()
 
 
 def judge_cross_site(result: JobResult, info: ManifestEntry, ws: Path) -> None:
@@ -589,7 +621,8 @@ def judge_cross_site(result: JobResult, info: ManifestEntry, ws: Path) -> None:
         info (ManifestEntry): the job's manifest entry (its clients: ``site-1`` .. ``site-<num_clients>``).
         ws (Path): the job's simulator workspace (or a downloaded run laid out as one).
     """
-    result.cross_site, messages = cross_site_problems(ws, info.sites)
+    server_models = FRAMEWORKS[info.framework].server_models
+    result.cross_site, messages = cross_site_problems(ws, info.sites, *([server_models] if server_models else []))
     result.problems += [job_problem(result.name, m) for m in messages]
 
 

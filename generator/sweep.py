@@ -80,13 +80,17 @@ class Sweep:
 
 
 def model_mean(model) -> float | None:
-    """Mean of every number in ``model`` (nested lists, e.g. a numpy model's ``tolist()``); None if None or empty."""
+    """Mean of every number in ``model`` (nested lists, e.g. a numpy model's ``tolist()``, or a PyTorch
+    model's ``{parameter: nested lists}``); None if None or empty."""
     if model is None:
         return None
     flat: list[float] = []
 
     def walk(value) -> None:
-        if isinstance(value, list | tuple):
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list | tuple):
             for v in value:
                 walk(v)
         else:

@@ -41,6 +41,7 @@ from .components import receivers_of, reserved_custom_files, writer_types
 from .errors import Problem, SpecError
 from .layout import APP_NAME, MLFLOW_DB, SERVER_SITE
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
+from .ptmodel import framework_problems
 from .rewrites import rewrite_problems
 from .ship import Shipper
 from .spec import Job, client_names, effective_jobs, shell_words
@@ -670,7 +671,7 @@ def _sites_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]:
     seen = set()
     for app in job.apps:
         if app.job.site is None:
-            app.job.shipment = job.shipment  # the job's own settings: checked (and planned) above
+            app.job.shipment = job.shipment  # the job's own settings: checked, and its shipment planned, above
             continue
         for problem in (
             *_script_problems(doc, app.job, shipper),
@@ -695,6 +696,8 @@ def _script_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]
     problems.extend(_ship_problems(doc, job, shipper, script_ok=problem is None))
     if not problem:
         problems.extend(_metrics_problems(doc, job, _job_writers(doc, job)))
+    if job.site is None:  # framework and model are the job's: checked once, not per client app
+        problems.extend(framework_problems(doc, job, doc.root / SCRIPTS_DIR, script_ok=problem is None))
     return problems
 
 

@@ -55,7 +55,17 @@ def pytest_addoption(parser):
 #: Module-scoped fixtures that run simulations or a POC system (minutes each). ``make test`` runs
 #: pytest-xdist with ``--dist loadgroup``: the tests using one of them share one worker, so each is
 #: built once; every other test goes to whichever worker is free.
-SHARED_RUNS = {"grid_run", "shipped_run", "simulated", "wandb_runs", "received", "per_site_run", "cross_site_run"}
+SHARED_RUNS = {
+    "grid_run",
+    "shipped_run",
+    "simulated",
+    "simulated_pt",
+    "pt_run",
+    "wandb_runs",
+    "received",
+    "per_site_run",
+    "cross_site_run",
+}
 #: Modules whose tests all run on one worker (one NVFlare system at a time: POC's ports and processes).
 ONE_WORKER_MODULES = {"test_poc"}
 

@@ -2,7 +2,8 @@
 
 :func:`build_fedjob` turns a job's effective settings into what a user of NVFlare's FedJob API
 writes (FedJob + NPModelPersistor + FedAvg + optional MLflowReceiver + ScriptRunner, the pieces of
-NVFlare's "Client API with numpy" example; for ``workflow: cyclic`` the CyclicController and
+NVFlare's "Client API with numpy" example; for ``framework: pytorch`` the PTModel NVFlare's PyTorch
+FedAvg recipe adds, and ScriptRunner's PyTorch framework; for ``workflow: cyclic`` the CyclicController and
 FullModelShareableGenerator NVFlare's CyclicRecipe puts in place of FedAvg; for ``cross_site_eval``
 the server components NVFlare's ``add_cross_site_evaluation`` adds); :func:`canonical_job`
 reads any job folder into a form where two folders compare equal exactly when NVFlare would build
@@ -54,8 +55,13 @@ def build_fedjob(name: str, settings: dict, sites: dict | None = None):
     s = settings
     job = FedJob(name=name, min_clients=s["min_clients"])
     own = {c["id"]: c for c in (s.get("server") or {}).get("components", []) if c.get("replaces")}
-    persistor = _instance(own["persistor"]) if "persistor" in own else NPModelPersistor()
-    persistor_id = job.to_server(persistor, "persistor")
+    pytorch = s["framework"] == "pytorch"
+    if "persistor" in own:
+        persistor_id = job.to_server(_instance(own["persistor"]), "persistor")
+    elif pytorch:
+        persistor_id = _add_pt_model(job, s)
+    else:
+        persistor_id = job.to_server(NPModelPersistor(), "persistor")
     if s.get("workflow") == "cyclic":
         _add_cyclic(job, s, persistor_id)
     else:
@@ -64,7 +70,7 @@ def build_fedjob(name: str, settings: dict, sites: dict | None = None):
             fedavg["task_check_period"] = s["task_check_period"]
         job.to_server(FedAvg(**fedavg))
     if s.get("cross_site_eval"):
-        _add_cross_site_eval(job)
+        _add_cross_site_eval(job, persistor_id if pytorch else None)
     receiver = s.get("receiver")
     if receiver and receiver["type"] == "tensorboard":
         from nvflare.app_opt.tracking.tb.tb_receiver import TBAnalyticsReceiver
@@ -115,7 +121,7 @@ def build_fedjob(name: str, settings: dict, sites: dict | None = None):
             script_args=own["script_args"],
             launch_external_process=own["launch_external_process"],
             command=own["command"],
-            framework=FrameworkType.NUMPY,
+            framework=FrameworkType.PYTORCH if pytorch else FrameworkType.NUMPY,
             params_transfer_type=own["params_transfer_type"],
         )
 
@@ -179,17 +185,36 @@ def _add_cyclic(job, s: dict, persistor_id: str) -> None:
     job.to_server(FullModelShareableGenerator(), id="shareable_generator")
 
 
-def _add_cross_site_eval(job) -> None:
+def _add_pt_model(job, s: dict) -> str:
+    """The server side of NVFlare's PyTorch FedAvg recipe for a model given as ``{path, args}``
+    (``nvflare/app_opt/pt/recipes/fedavg.py`` ``_setup_model_and_persistor``, 2.7 and 2.9): a
+    ``PTModel`` (``nvflare/app_opt/pt/job_config/model.py``), which adds a PTFileModelPersistor
+    building the model (``source_ckpt_file_full_name`` from ``initial_ckpt``) and a PTFileModelLocator
+    naming it; the persistor's id."""
+    from nvflare.app_opt.pt.job_config.model import PTModel
+
+    extra = {"initial_ckpt": s["initial_ckpt"]} if "initial_ckpt" in s else {}
+    ids = job.to_server(PTModel(model=dict(s["model"]), **extra), id="persistor")
+    return ids["persistor_id"]
+
+
+def _add_cross_site_eval(job, pt_persistor_id: str | None = None) -> None:
     """The server side of ``nvflare.recipe.utils.add_cross_site_evaluation`` for a numpy recipe
-    (``MODEL_LOCATOR_REGISTRY["numpy"]``: an NPModelLocator with its defaults), with its default
-    timeouts and every connected client participating. Its client side, an NPValidator, is added only
-    for ``NumpyFedAvgRecipe``; a Client API script answers the evaluate task itself (the unified
-    recipes' pattern), so none is added here."""
+    (``MODEL_LOCATOR_REGISTRY["numpy"]``: an NPModelLocator with its defaults) or, given the PyTorch
+    persistor's id, a PyTorch one (``MODEL_LOCATOR_REGISTRY["pytorch"]``: a PTFileModelLocator naming
+    it), with its default timeouts and every connected client participating. Its client side, an
+    NPValidator, is added only for ``NumpyFedAvgRecipe``; a Client API script answers the evaluate
+    task itself (the unified recipes' pattern), so none is added here."""
     from nvflare.app_common.np.np_model_locator import NPModelLocator
     from nvflare.app_common.widgets.validation_json_generator import ValidationJsonGenerator
     from nvflare.app_common.workflows.cross_site_model_eval import CrossSiteModelEval
 
-    locator_id = job.to_server(NPModelLocator())
+    if pt_persistor_id:
+        from nvflare.app_opt.pt.file_model_locator import PTFileModelLocator
+
+        locator_id = job.to_server(PTFileModelLocator(pt_persistor_id=pt_persistor_id))
+    else:
+        locator_id = job.to_server(NPModelLocator())
     job.to_server(ValidationJsonGenerator())
     job.to_server(
         CrossSiteModelEval(

@@ -38,7 +38,7 @@ pytest.importorskip("nvflare", reason="the equivalence harness compares against 
 
 import fedjob_reference as ref  # noqa: E402
 
-from generator.layout import DEFAULT_TRACKING_URI  # noqa: E402
+from generator.layout import DEFAULT_TRACKING_URI, PT_FINAL_MODEL  # noqa: E402
 from generator.lines import installed_line  # noqa: E402
 from generator.pipeline import generate, job_info  # noqa: E402
 from generator.reporter import Reporter  # noqa: E402
@@ -67,6 +67,8 @@ DELIVERY_VARS = {
     "client": {"end_run_readiness_timeout": 300.0, "task_check_timeout": 60.0},
 }
 LAUNCHER_EXECUTOR = "nvflare.app_common.executors.client_api_launcher_executor.ClientAPILauncherExecutor"
+PT_LAUNCHER_EXECUTOR = "nvflare.app_opt.pt.client_api_launcher_executor.PTClientAPILauncherExecutor"
+LAUNCHERS = (LAUNCHER_EXECUTOR, PT_LAUNCHER_EXECUTOR)
 
 #: Every way a generated folder deliberately differs from NVFlare's FedJob export, and why.
 DELIBERATE = {
@@ -171,8 +173,9 @@ def apply_deliberate(ours: dict, theirs: dict, settings: dict) -> set[str]:
 
     if LINE == "2.7" and not in_process:
         # the script's executor (a job may add executors of its own: client.executors)
-        (mine,) = [e["executor"] for e in ours["client"]["executors"] if e["executor"]["path"] == LAUNCHER_EXECUTOR]
-        (other,) = [e["executor"] for e in theirs["client"]["executors"] if e["executor"]["path"] == LAUNCHER_EXECUTOR]
+        (mine,) = [e["executor"] for e in ours["client"]["executors"] if e["executor"]["path"] in LAUNCHERS]
+        (other,) = [e["executor"] for e in theirs["client"]["executors"] if e["executor"]["path"] in LAUNCHERS]
+        assert mine["path"] == other["path"]
         assert other["args"]["max_resends"] is None and mine["args"]["max_resends"] == 3
         other["args"]["max_resends"] = 3
         applied.add("max_resends_27")
@@ -304,6 +307,40 @@ def grid() -> dict[str, dict]:
         "sites": {"site-2": {"client": {"task_result_filters": [{"tasks": ["train"], "filters": [privacy]}]}}},
     }
     # metrics on a script that streams none (a warning, still a valid job), and every odd value at once
+    # framework: pytorch (PTModel's persistor and locator), each executor mode and transfer type, a
+    # checkpoint, cyclic, cross-site evaluation and per-site apps
+    model = {"path": "pt_net.SimpleNet", "args": {"in_features": 2, "hidden": 2}}
+    for sub in (False, True):
+        for transfer in ("FULL", "DIFF"):
+            cases[f"pt-{'sub' if sub else 'in'}-{transfer.lower()}"] = {
+                "script": "train_pt.py",
+                "script_args": f"--params-type {transfer}",
+                "framework": "pytorch",
+                "model": model,
+                "launch_external_process": sub,
+                "params_transfer_type": transfer,
+                "num_rounds": 3,
+            }
+    cases["pt-ckpt-no-args"] = {
+        "script": "train_pt.py",
+        "framework": "pytorch",
+        "model": {"path": "pt_net.SimpleNet"},
+        "initial_ckpt": "/ckpt/start.pt",
+    }
+    cases["pt-cyclic-xsite"] = {
+        "workflow": "cyclic",
+        "script": "train_pt.py",
+        "framework": "pytorch",
+        "model": model,
+        "cross_site_eval": True,
+    }
+    cases["pt-sites-xsite"] = {
+        "script": "train_pt.py",
+        "framework": "pytorch",
+        "model": model,
+        "cross_site_eval": True,
+        "sites": {"site-2": {"script_args": "--increment 3", "launch_external_process": True}},
+    }
     cases["full-in-receiver"] = {"script": "train_full.py", "receiver": {"type": "mlflow"}}
     for sub in (False, True):
         cases[f"odd-{'sub' if sub else 'in'}"] = {
@@ -384,7 +421,7 @@ def _compare_sites(project: Path, job) -> set[str]:
     for site, config in ours["clients"].items():
         (mine,) = [e["executor"] for e in config["executors"]]
         (other,) = [e["executor"] for e in theirs["clients"][site]["executors"]]
-        if LINE == "2.7" and mine["path"] == other["path"] == LAUNCHER_EXECUTOR:
+        if LINE == "2.7" and mine["path"] == other["path"] and mine["path"] in LAUNCHERS:
             assert other["args"]["max_resends"] is None and mine["args"]["max_resends"] == 3
             other["args"]["max_resends"] = 3
             applied.add("max_resends_27")
@@ -693,3 +730,62 @@ def test_cross_site_matrices_are_identical(simulated, name):
     cells = {model: {"mean": mean} for model, mean in CROSS_SITE_ROWS[name].items()}
     assert ours == theirs == {"site-1": cells, "site-2": cells}
     assert runs[name, "ours"].cross_site == {"site-1": cells, "site-2": cells}
+
+
+# -- PyTorch: ours and NVFlare's PTModel export simulated, FL_global_model.pt bit for bit --------------
+
+_PT = {"script": "train_pt.py", "framework": "pytorch", "model": {"path": "pt_net.SimpleNet"}, "num_rounds": 2}
+#: name -> (jobs.yaml options, what each round adds to every weight). SimpleNet's parameter k starts at k.
+SIMULATED_PT = {
+    "sim-pt-full-in": (_PT, 1),
+    "sim-pt-diff-sub": (
+        {
+            **_PT,
+            "script_args": "--params-type DIFF",
+            "params_transfer_type": "DIFF",
+            "launch_external_process": True,
+        },
+        1,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def simulated_pt(tmp_path_factory):
+    """Generate, export and simulate the :data:`SIMULATED_PT` jobs (ours and theirs)."""
+    pytest.importorskip("torch")
+    monkeypatch = pytest.MonkeyPatch()
+    project = _project(
+        tmp_path_factory.mktemp(f"sim-pt-{LINE}"),
+        "defaults:\n  server: {task_request_interval: 0.1}\n  task_check_period: 0.05\njobs:\n"
+        + "".join(_job_yaml(name, options) for name, (options, _) in SIMULATED_PT.items()),
+    )
+    result = generate(project / "jobs.yaml", project / "ours")
+    _export(project, result.jobs, project / "theirs", monkeypatch)
+    monkeypatch.undo()
+    runs = {}
+    for job in result.jobs:
+        for side in ("ours", "theirs"):
+            runs[job.name, side] = simulate_job(
+                project / side, project / f"ws-{side}", job.name, job_info(job), Reporter()
+            )
+    return project, runs
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("name", sorted(SIMULATED_PT))
+def test_simulated_pt_models_are_identical(simulated_pt, name):
+    import torch
+
+    project, runs = simulated_pt
+    ours, theirs = (
+        torch.load(project / f"ws-{side}" / name / PT_FINAL_MODEL, weights_only=True)["model"]
+        for side in ("ours", "theirs")
+    )
+    assert list(ours) == list(theirs) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    for key in ours:
+        assert ours[key].dtype == theirs[key].dtype and torch.equal(ours[key], theirs[key]), key
+        start = list(ours).index(key) + 1
+        assert torch.equal(ours[key], torch.full_like(ours[key], start + SIMULATED_PT[name][1] * 2)), key
+    assert runs[name, "ours"].ok, runs[name, "ours"].problems
+    assert runs[name, "theirs"].ok, runs[name, "theirs"].problems

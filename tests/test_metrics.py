@@ -186,12 +186,13 @@ def test_a_plot_writes_nothing_to_home(tmp_path):
 
 
 def test_generate_imports_no_tracker_and_no_nvflare(tmp_path):
-    """The generate path stays fast: nvflare, mlflow, tensorboard, wandb and matplotlib are never imported."""
+    """The generate path stays fast: nvflare, mlflow, tensorboard, wandb, matplotlib and torch are never imported."""
     code = (
         "import sys\n"
         "from generator.cli import main\n"
         f"assert main(['generate', '--jobs', {str(ROOT / 'jobs.yaml')!r}, '--out', {str(tmp_path / 'out')!r}]) == 0\n"
-        "heavy = [m for m in ('nvflare', 'mlflow', 'tensorboard', 'wandb', 'matplotlib') if m in sys.modules]\n"
+        "heavy = ('nvflare', 'mlflow', 'tensorboard', 'wandb', 'matplotlib', 'torch')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -49,6 +49,7 @@ WRITER_JOBS = [
 METRICS_JOBS = ["np-metrics-in-process", "np-metrics-sub-process"] + WRITER_JOBS
 WORKFLOW_JOBS = ["np-cyclic", "np-cross-site"]  # other workflows, cross-site evaluation (tests/test_workflows.py)
 SITES_JOBS = ["np-per-site"]  # per-site settings, a multi-app job (tests/test_sites.py)
+PT_JOBS = ["pt-full-in-process", "pt-diff-sub-process"]  # framework: pytorch (tests/test_pytorch.py)
 
 
 def render_text(yaml_text: str, tmp_path: Path) -> dict[str, dict[str, bytes]]:
@@ -71,8 +72,8 @@ def shipped() -> dict[str, dict[str, dict]]:
 
 
 def test_shipped_jobs_are_the_examples_five_runs_then_the_other_writers(shipped):
-    assert list(shipped) == EXAMPLE_JOBS + WRITER_JOBS + ["np-cyclic", "np-per-site", "np-cross-site"]
-    assert sorted(WORKFLOW_JOBS + SITES_JOBS) == sorted(list(shipped)[len(EXAMPLE_JOBS + WRITER_JOBS) :])
+    assert list(shipped) == EXAMPLE_JOBS + WRITER_JOBS + ["np-cyclic", "np-per-site", "np-cross-site"] + PT_JOBS
+    assert sorted(WORKFLOW_JOBS + SITES_JOBS + PT_JOBS) == sorted(list(shipped)[len(EXAMPLE_JOBS + WRITER_JOBS) :])
 
 
 @pytest.mark.parametrize("name", EXAMPLE_JOBS + WRITER_JOBS)

@@ -1,0 +1,208 @@
+"""PyTorch jobs (``framework: pytorch``): the model's module, the checks of its settings, the final model.
+
+Generate time (no torch, no nvflare, nothing imported from the project: Python's ``ast`` only):
+:func:`model_files` finds the files of the ``model.path`` module below ``client_scripts/`` where
+its import name finds it in ``app/custom/`` (NVFlare puts that folder on ``sys.path`` of the
+server and of every client), :func:`framework_problems` checks a job's ``framework``, ``model`` and
+``initial_ckpt`` settings (located in ``jobs.yaml``). Run time (``simulate``, ``poc``):
+:func:`read_final_model` loads what PTFileModelPersistor saved with torch, imported only then.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import Problem
+from .load import Document
+from .spec import Job
+
+#: Top-level modules whose import marks a script as written for PyTorch (``torch.*``, its Lightning
+#: wrappers) and the one that marks a numpy script.
+TORCH_MODULES = frozenset({"torch", "lightning", "pytorch_lightning"})
+NUMPY_MODULE = "numpy"
+
+
+def model_files(scripts_root: Path, class_path: str) -> tuple[list[tuple[str, str]], str | None]:
+    """The files importing the module of ``class_path`` runs, as NVFlare finds it from ``app/custom/``.
+
+    ``pkg.mod.Net``: ``pkg/__init__.py`` (none for a folder without one, a namespace package) and
+    ``pkg/mod.py`` (or ``pkg/mod/__init__.py``) below ``client_scripts/``, each shipped to the same
+    path below ``app/custom/``.
+
+    Args:
+        scripts_root (Path): the project's ``client_scripts/`` folder.
+        class_path (str): ``model.path``, ``module.Class`` (the schema's pattern: dotted identifiers).
+
+    Returns:
+        (files, problem): ``[(destination below app/custom/, source below client_scripts/)]``, the
+        module's own file last; ``problem`` says why the module cannot be found (files then empty).
+    """
+    parts = class_path.split(".")[:-1]
+    files: list[tuple[str, str]] = []
+    folder = scripts_root
+    for i, part in enumerate(parts):
+        rel = "/".join(parts[: i + 1])
+        last = i == len(parts) - 1
+        if (folder / part / "__init__.py").is_file():
+            files.append((f"{rel}/__init__.py", f"{rel}/__init__.py"))
+            folder = folder / part
+        elif last and (folder / f"{part}.py").is_file():
+            files.append((f"{rel}.py", f"{rel}.py"))
+        elif not last and (folder / part).is_dir():  # a namespace package: nothing to run in it
+            folder = folder / part
+        else:
+            module = ".".join(parts)
+            looked = f"client_scripts/{rel}.py" if last else f"client_scripts/{rel}/"
+            return [], (
+                f"module {module!r} of {class_path!r} not found: no {looked} (the model's module is shipped "
+                "from client_scripts/ into app/custom/, where the server imports it)"
+            )
+    return files, None
+
+
+@lru_cache(maxsize=256)
+def _parse(path: str, mtime_ns: int, size: int) -> ast.Module | None:
+    try:
+        return ast.parse(Path(path).read_bytes(), filename=path)
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _tree(path: Path) -> ast.Module | None:
+    """The syntax tree of a ``.py`` file (cached per version of it); None if it cannot be read or parsed."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return _parse(str(path), st.st_mtime_ns, st.st_size)
+
+
+def class_problem(module_file: Path, class_path: str) -> str | None:
+    """Why ``module_file`` does not define the class of ``class_path`` at its top level (None: it does).
+
+    A ``class Name`` statement is looked for (read with ``ast``; the module is never imported).
+    """
+    name = class_path.rsplit(".", 1)[-1]
+    tree = _tree(module_file)
+    shown = f"client_scripts/{module_file.name}"
+    if tree is None:
+        return f"{class_path!r}: {shown} cannot be read or does not parse"
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    if name in classes:
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(name, classes, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else (f" (it defines {', '.join(classes)})" if classes else "")
+    module = class_path.rsplit(".", 1)[0]
+    return f"module {module!r} defines no class {name!r}{hint}"
+
+
+def imported_modules(files: list[Path]) -> set[str]:
+    """The top-level module names the ``.py`` files among ``files`` import (absolute imports only)."""
+    found: set[str] = set()
+    for file in files:
+        tree = _tree(file) if file.suffix == ".py" else None
+        for node in ast.walk(tree) if tree else ():
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def framework_problems(doc: Document, job: Job, scripts_root: Path, script_ok: bool) -> list[Problem]:
+    """What the schema cannot check about a job's ``framework``, ``model`` and ``initial_ckpt``.
+
+    - ``framework: numpy`` sets neither ``model`` nor ``initial_ckpt`` (NPModelPersistor takes no model);
+    - ``framework: pytorch`` sets ``model``; its module is found below ``client_scripts/``
+      (:func:`model_files`) and defines the class (:func:`class_problem`);
+    - a PyTorch job's script (with the modules it ships) imports torch, or at least not numpy alone:
+      a script that imports numpy and never torch sends numpy arrays, which NVFlare's PyTorch
+      exchange (``params_exchange_format: pytorch``) does not take.
+
+    Args:
+        doc (Document): the loaded ``jobs.yaml``. job (Job): an effective job (``job.shipment`` planned).
+        scripts_root (Path): the project's ``client_scripts/`` folder.
+        script_ok (bool): the script passed its own checks (its imports are read only then).
+
+    Returns:
+        list[Problem]: located at the key that set each value.
+    """
+    s = job.settings
+    framework = s["framework"]
+    problems = []
+    if framework != "pytorch":
+        for key in ("model", "initial_ckpt"):
+            if key in s:
+                problems.append(
+                    doc.problem(
+                        job.path_of(key),
+                        f"{key} is for framework: pytorch (PTFileModelPersistor); this job's framework is "
+                        f"{framework}, whose NPModelPersistor takes no model: remove {key} or set framework: pytorch",
+                    )
+                )
+        return problems
+    if "model" not in s:
+        return [
+            doc.problem(
+                job.path_of("framework"),
+                "framework: pytorch needs a model: {path: module.Class, args: {...}}, the torch.nn.Module the "
+                "server's PTFileModelPersistor builds (its module under client_scripts/)",
+            )
+        ]
+    at = job.path_of("model")
+    at = (*at, "path") if at[-1] == "model" else at
+    class_path = s["model"]["path"]
+    files, why = model_files(scripts_root, class_path)
+    if why is None:
+        why = class_problem(scripts_root / files[-1][1], class_path)
+    shipped_files = job.shipment.files if job.shipment is not None else {}
+    for dest, src in files if why is None else ():
+        if shipped_files.get(dest, src) != src or dest == s["script"] != src:
+            why = (
+                f"the model's module file client_scripts/{src} would land on app/custom/{dest}, "
+                f"where the job already ships client_scripts/{shipped_files.get(dest, s['script'])}"
+            )
+    if why:
+        problems.append(doc.problem(at, why))
+    if script_ok:
+        shipped = [scripts_root / s["script"]]
+        if job.shipment is not None:
+            shipped += [scripts_root / src for src in job.shipment.files.values()]
+        modules = imported_modules(shipped)
+        if NUMPY_MODULE in modules and not modules & TORCH_MODULES:
+            problems.append(
+                doc.problem(
+                    job.path_of("framework"),
+                    f"framework: pytorch, but script {s['script']!r} imports numpy and never torch: a numpy "
+                    "script sends numpy arrays, and NVFlare's PyTorch exchange (params_exchange_format: pytorch) "
+                    "expects torch tensors; use framework: numpy, or a script that trains with torch",
+                )
+            )
+    return problems
+
+
+def read_final_model(path: Path) -> dict[str, list]:
+    """What PTFileModelPersistor saved: each parameter's values as nested lists, in the model's order.
+
+    The file is ``torch.save`` of the persistor's ``PTModelPersistenceFormatManager.to_persistence_dict()``
+    (``{"model": state_dict, "train_conf": ...}``; ``nvflare/app_opt/pt/model_persistence_format_manager.py``),
+    or a bare state_dict; loaded with ``weights_only=True`` (tensors and plain data only).
+
+    Args:
+        path (Path): the ``FL_global_model.pt`` file.
+
+    Returns:
+        dict[str, list]: parameter name -> its tensor as ``tolist()`` (a 0-d tensor: a float).
+
+    Raises:
+        ImportError: torch is not installed. Exception: anything ``torch.load`` raises for a bad file.
+    """
+    import torch
+
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    state = data.get("model", data) if isinstance(data, dict) else data
+    return {name: value.tolist() if hasattr(value, "tolist") else value for name, value in state.items()}

@@ -1,0 +1,311 @@
+"""``framework: pytorch``: what a PyTorch job renders to, its checks, the judge of its model, and real runs.
+
+Fast tests render jobs and check them (no torch needed, except where a test reads a checkpoint:
+it is skipped without torch). The simulator tests (``simulator``) run PyTorch jobs in NVFlare's
+simulator and check every final weight exactly: ``client_scripts/pt_net.py``'s SimpleNet starts
+with every value of its k-th parameter at k, and ``train_pt.py`` adds ``--increment`` to every
+parameter per round.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+
+from generator.components import PYTORCH
+from generator.layout import PT_FINAL_MODEL, ManifestEntry
+from generator.load import load
+from generator.ptmodel import imported_modules, model_files
+from generator.render import Renderer
+from generator.validate import validate
+
+PERSISTOR = "nvflare.app_opt.pt.file_model_persistor.PTFileModelPersistor"
+LOCATOR = "nvflare.app_opt.pt.file_model_locator.PTFileModelLocator"
+MODEL = {"path": "pt_net.SimpleNet", "args": {"in_features": 2, "hidden": 2}}
+
+
+def _render(project: Path, text: str) -> dict[str, dict[str, bytes]]:
+    (project / "jobs.yaml").write_text(text, encoding="utf-8")
+    renderer = Renderer(project / "client_scripts")
+    return {job.name: renderer.render(job) for job in validate(load(project / "jobs.yaml"))}
+
+
+def _job(name: str, **options) -> str:
+    return "  - " + json.dumps(
+        {"name": name, "script": "train_pt.py", "framework": "pytorch", "model": MODEL, **options}
+    )
+
+
+def _json(files: dict, name: str) -> dict:
+    return json.loads(files[name])
+
+
+def test_server_has_the_pt_persistor_building_the_model_and_its_locator(project):
+    files = _render(project, "jobs:\n" + _job("pt", initial_ckpt="/ckpt/start.pt") + "\n")["pt"]
+    server = _json(files, "app/config/config_fed_server.json")
+    assert server["components"] == [
+        {
+            "id": "persistor",
+            "path": PERSISTOR,
+            "args": {"model": MODEL, "allow_numpy_conversion": True, "source_ckpt_file_full_name": "/ckpt/start.pt"},
+        },
+        {"id": "locator", "path": LOCATOR, "args": {"pt_persistor_id": "persistor"}},
+    ]
+    assert server["workflows"][0]["args"]["persistor_id"] == "persistor"
+    # the model's module is shipped beside the script, where the server's app imports it
+    assert files["app/custom/pt_net.py"] == (ROOT / "client_scripts/pt_net.py").read_bytes()
+    assert files["app/custom/train_pt.py"] == (ROOT / "client_scripts/train_pt.py").read_bytes()
+
+
+@pytest.mark.parametrize("sub", [False, True])
+def test_client_exchanges_pytorch_on_29(project, sub):
+    files = _render(project, "jobs:\n" + _job("pt", launch_external_process=sub, nvflare_version="2.9") + "\n")["pt"]
+    (executor,) = _json(files, "app/config/config_fed_client.json")["executors"]
+    args = executor["executor"]["args"]
+    assert executor["executor"]["path"] == "nvflare.app_common.executors.client_api_executor.ClientAPIExecutor"
+    assert (args["params_exchange_format"], args["server_expected_format"]) == ("pytorch", "numpy")
+    assert args["execution_mode"] == ("external_process" if sub else "in_process")
+
+
+@pytest.mark.parametrize(
+    ("sub", "path"),
+    [
+        (False, "nvflare.app_opt.pt.in_process_client_api_executor.PTInProcessClientAPIExecutor"),
+        (True, "nvflare.app_opt.pt.client_api_launcher_executor.PTClientAPILauncherExecutor"),
+    ],
+)
+def test_client_uses_the_pt_executors_on_27(project, sub, path):
+    files = _render(project, "jobs:\n" + _job("pt", launch_external_process=sub, nvflare_version="2.7") + "\n")["pt"]
+    (executor,) = _json(files, "app/config/config_fed_client.json")["executors"]
+    assert executor["executor"]["path"] == path
+    assert executor["executor"]["args"]["params_exchange_format"] == "pytorch"
+
+
+def test_numpy_jobs_keep_the_np_persistor(project):
+    files = _render(project, "jobs:\n  - {name: np, script: train_full.py}\n")["np"]
+    server = _json(files, "app/config/config_fed_server.json")
+    assert [c["path"] for c in server["components"]] == ["nvflare.app_common.np.np_model_persistor.NPModelPersistor"]
+    assert _json(files, "app/config/config_fed_client.json")["executors"][0]["executor"]["args"][
+        "params_exchange_format"
+    ] == ("numpy")
+
+
+def test_cross_site_eval_finds_the_model_through_a_pt_locator(project):
+    files = _render(project, "jobs:\n" + _job("pt", cross_site_eval=True) + "\n")["pt"]
+    server = _json(files, "app/config/config_fed_server.json")
+    by_id = {c["id"]: c for c in server["components"]}
+    assert by_id["model_locator"] == {"id": "model_locator", "path": LOCATOR, "args": {"pt_persistor_id": "persistor"}}
+    assert server["workflows"][1]["args"]["model_locator_id"] == "model_locator"
+    assert "nvflare.app_common.np.np_model_locator.NPModelLocator" not in json.dumps(server)
+
+
+def test_a_multi_app_job_ships_the_model_into_the_server_app(project):
+    sites = {"site-2": {"script_args": "--increment 3"}}  # site-1 keeps the job's own settings
+    files = _render(project, "jobs:\n" + _job("pt", sites=sites) + "\n")["pt"]
+    assert files["app_server/custom/pt_net.py"] == (ROOT / "client_scripts/pt_net.py").read_bytes()
+    for site in ("site-1", "site-2"):  # the script imports it: shipped with it into each client app
+        assert f"app_{site}/custom/pt_net.py" in files
+
+
+def test_model_files_follow_packages_and_namespace_folders(tmp_path):
+    (tmp_path / "pkg/nets").mkdir(parents=True)
+    (tmp_path / "pkg/__init__.py").write_text("")
+    (tmp_path / "pkg/nets/tiny.py").write_text("class Net: pass\n")
+    assert model_files(tmp_path, "pkg.nets.tiny.Net") == (
+        [("pkg/__init__.py", "pkg/__init__.py"), ("pkg/nets/tiny.py", "pkg/nets/tiny.py")],
+        None,
+    )
+    files, why = model_files(tmp_path, "pkg.nets.small.Net")
+    assert files == [] and "no client_scripts/pkg/nets/small.py" in why
+
+
+def test_the_shipped_scripts_are_what_the_numpy_rule_expects():
+    """train_pt.py and pt_net.py import torch; train_eval.py imports numpy alone (refused for pytorch)."""
+    scripts = ROOT / "client_scripts"
+    assert "torch" in imported_modules([scripts / "train_pt.py"]) & imported_modules([scripts / "pt_net.py"])
+    assert {"numpy"} <= imported_modules([scripts / "train_eval.py"])
+    assert "torch" not in imported_modules([scripts / "train_eval.py"])
+
+
+def test_a_model_module_clashing_with_a_shipped_module_is_refused(project, cli):
+    """The script imports its own sibling ``pt_net`` (shipped as app/custom/pt_net.py); the model's
+    ``pt_net`` of client_scripts/ would land on the same file."""
+    (project / "client_scripts/sub").mkdir()
+    (project / "client_scripts/sub/train.py").write_text("import torch\nimport pt_net\n")
+    (project / "client_scripts/sub/pt_net.py").write_text("class SimpleNet: pass\n")
+    (project / "jobs.yaml").write_text(
+        "jobs:\n  - {name: pt, script: sub/train.py, framework: pytorch, model: {path: pt_net.SimpleNet}}\n"
+    )
+    code, _, err = cli("generate")
+    assert code == 2
+    assert err == [
+        "jobs.yaml:2:72: jobs[0].model.path: the model's module file client_scripts/pt_net.py would land on "
+        "app/custom/pt_net.py, where the job already ships client_scripts/sub/pt_net.py"
+    ]
+    assert not (project / "build").exists()
+
+
+def test_lint_says_a_pytorch_job_needs_torch(project, cli, monkeypatch):
+    """Without torch, lint names the job's framework key and how to install it (exit 2)."""
+    assert cli("generate", "--job", "pt-full-in-process")[0] == 0
+    for name in [m for m in sys.modules if m == "torch" or m.startswith(("torch.", "nvflare.app_opt.pt"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ModuleNotFoundError (name 'torch')
+    code, _, err = cli("lint")
+    assert code == 2
+    ours = [line for line in err if "pt-full-in-process" in line]
+    text = (project / "jobs.yaml").read_text().splitlines()
+    line = next(i for i, t in enumerate(text, 1) if t.strip().startswith("framework: pytorch"))
+    assert ours and all(
+        entry.startswith(f"jobs.yaml:{line}:16: jobs[12].framework: ")
+        and "needs PyTorch, which is not installed: install the project's pt extra" in entry
+        for entry in ours
+    ), ours
+
+
+# -- the judge: PTFileModelPersistor's FL_global_model.pt ----------------------------------------------
+
+
+def _saved_run(tmp_path: Path, delta: float) -> Path:
+    """A fake finished run whose server saved a SimpleNet checkpoint as PTFileModelPersistor does."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "client_scripts"))
+    try:
+        from pt_net import SimpleNet
+    finally:
+        sys.path.remove(str(ROOT / "client_scripts"))
+    state = {k: v + delta for k, v in SimpleNet().state_dict().items()}
+    model = tmp_path / PT_FINAL_MODEL
+    model.parent.mkdir(parents=True)
+    torch.save({"model": state, "train_conf": {"train": {"model": "SimpleNet"}}}, model)
+    return tmp_path
+
+
+def _judge(ws: Path, expect: dict):
+    from generator.judge import RoundTracker
+    from generator.simulate import JobResult, judge_run
+
+    class Final(RoundTracker):
+        model_is_final = True
+        saved_round = 2
+
+        def poll(self):
+            pass
+
+        def problems(self):
+            return []
+
+    info = ManifestEntry("2.9", 2, 2, "in_process", "train_pt.py", expect=expect, framework="pytorch")
+    result = JobResult(name="pt", rounds=2)
+    judge_run(result, ws, Final(ws, 2), code=0, started_epoch=time.time() - 60, info=info)
+    return result
+
+
+def test_judge_reads_the_pt_model_and_checks_its_mean(tmp_path):
+    result = _judge(_saved_run(tmp_path, 2.0), {"model_mean": 4})
+    assert result.final_model == {
+        "fc1.weight": [[3.0, 3.0], [3.0, 3.0]],
+        "fc1.bias": [4.0, 4.0],
+        "fc2.weight": [[5.0, 5.0]],
+        "fc2.bias": [6.0],
+    }
+    assert result.model_mean == 4.0
+    assert result.problems == []
+
+    from generator.reporter import model_cell
+
+    assert model_cell(result) == "4 tensors, 9 values, mean 4"
+
+
+def test_judge_fails_a_model_whose_mean_is_not_expected(tmp_path):
+    result = _judge(_saved_run(tmp_path, 1.0), {"model_mean": 4})
+    assert [p.message for p in result.problems] == ["the final model's mean is 3, expected 4 (expect.model_mean)"]
+
+
+def test_a_numpy_job_is_judged_by_server_npy(tmp_path):
+    """No PyTorch model is read for a numpy job: its model file is NPModelPersistor's."""
+    assert PYTORCH.model_file != "server/simulate_job/models/server.npy"
+    (tmp_path / PT_FINAL_MODEL).parent.mkdir(parents=True)
+    (tmp_path / PT_FINAL_MODEL).write_bytes(b"not read")
+    from generator.judge import RoundTracker
+    from generator.simulate import JobResult, judge_run
+
+    result = JobResult(name="np", rounds=2)
+    judge_run(result, tmp_path, RoundTracker(tmp_path, 2), code=0, started_epoch=time.time() - 60)
+    assert any("no final model saved at" in p.message and p.message.endswith("server.npy") for p in result.problems)
+
+
+# -- the simulator -------------------------------------------------------------------------------------
+
+
+def _expected(delta: float) -> dict:
+    """SimpleNet(2, 2)'s state_dict after ``delta`` was added to every value (parameter k starts at k)."""
+    return {
+        "fc1.weight": [[1 + delta] * 2] * 2,
+        "fc1.bias": [2 + delta] * 2,
+        "fc2.weight": [[3 + delta] * 2],
+        "fc2.bias": [4 + delta],
+    }
+
+
+#: name -> (jobs.yaml options, what the final model adds to the starting one). 2 rounds each.
+SIMULATED = {
+    "pt-full-in": ({}, 2.0),
+    "pt-diff-sub": (
+        {"script_args": "--params-type DIFF", "params_transfer_type": "DIFF", "launch_external_process": True},
+        2.0,
+    ),
+    # site-1 adds 1, site-2 adds 3 (FedAvg: +2 a round); multi-app, so the model ships into app_server;
+    # then cross-site evaluation through the PyTorch locator
+    "pt-sites-xsite": (
+        {
+            "cross_site_eval": True,
+            "sites": {"site-1": {"script_args": "--increment 1"}, "site-2": {"script_args": "--increment 3"}},
+        },
+        4.0,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def pt_run(tmp_path_factory):
+    pytest.importorskip("torch")
+    project = tmp_path_factory.mktemp("pytorch")
+    text = "defaults:\n  num_rounds: 2\n  task_check_period: 0.05\n  server: {task_request_interval: 0.1}\njobs:\n"
+    for name, (options, delta) in SIMULATED.items():
+        text += _job(name, expect={"model_mean": 2 + delta}, **options) + "\n"
+    (project / "jobs.yaml").write_text(text, encoding="utf-8")
+    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
+    generated = run_cli(project, "generate")
+    assert generated.returncode == 0, generated.stderr
+    result = run_cli(project, "simulate", timeout=900)
+    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    return project, result, results
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("name", sorted(SIMULATED))
+def test_final_pt_model_is_exact(pt_run, name):
+    project, result, results = pt_run
+    assert results[name]["ok"], (results[name], result.stdout + result.stderr)
+    assert results[name]["final_model"] == _expected(SIMULATED[name][1])
+    assert results[name]["model_mean"] == 2 + SIMULATED[name][1]
+    assert (project / "build/workspaces" / name / PT_FINAL_MODEL).is_file()
+    row = next(line for line in result.stdout.splitlines() if line.startswith(name + " "))
+    assert f"4 tensors, 9 values, mean {2 + SIMULATED[name][1]:g}" in row
+
+
+@pytest.mark.simulator
+def test_cross_site_evaluates_pt_models(pt_run):
+    """SRV_FL_global_model.pt (PTFileModelLocator names the persistor's file): the final model (mean
+    2 + 4); each site's local model: what it trained in round 2 from the model after round 1 (mean 4):
+    site-1 +1 (5), site-2 +3 (7)."""
+    _, _, results = pt_run
+    cells = {"SRV_FL_global_model.pt": {"mean": 6.0}, "site-1": {"mean": 5.0}, "site-2": {"mean": 7.0}}
+    assert results["pt-sites-xsite"]["cross_site"] == {"site-1": cells, "site-2": cells}
