@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -165,6 +166,24 @@ def run_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.Completed
         timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+def simulate_project(project: Path, text: str, timeout: float = 900, files: dict[str, str] | None = None):
+    """Write ``text`` as the project's jobs.yaml beside the shipped client scripts (and ``files``:
+    path in the project -> text), generate and simulate as a user does.
+
+    Returns:
+        tuple: generate's and simulate's ``CompletedProcess`` and ``build/results.json`` by job name.
+    """
+    (project / "jobs.yaml").write_text(text, encoding="utf-8")
+    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
+    for name, content in (files or {}).items():
+        (project / name).write_text(content, encoding="utf-8")
+    generated = run_cli(project, "generate")
+    assert generated.returncode == 0, generated.stderr
+    result = run_cli(project, "simulate", timeout=timeout)
+    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    return generated, result, results
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import INITIAL_MODEL, ROOT, run_cli
+from conftest import INITIAL_MODEL, ROOT, simulate_project
 
 from generator.load import load
 from generator.render import Renderer
@@ -247,13 +247,7 @@ EXPECTED_GAIN = {"privacy": 2 * 0.5, "privacy-on-site-2": 2 * (1 + 0.5) / 2, "ow
 def filtered_run(tmp_path_factory):
     """Generate and simulate the three filtered jobs (2 rounds, 2 sites), as a user does."""
     project = tmp_path_factory.mktemp("filtered")
-    (project / "jobs.yaml").write_text(SIMULATED, encoding="utf-8")
-    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
-    (project / "client_scripts/my_filters.py").write_text(MY_FILTERS, encoding="utf-8")
-    generated = run_cli(project, "generate")
-    assert generated.returncode == 0, generated.stderr
-    result = run_cli(project, "simulate", timeout=900)
-    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    _, result, results = simulate_project(project, SIMULATED, files={"client_scripts/my_filters.py": MY_FILTERS})
     return project, result, results
 
 

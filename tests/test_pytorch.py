@@ -10,13 +10,12 @@ parameter per round.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, simulate_project
 
 from generator.components import PYTORCH
 from generator.layout import PT_FINAL_MODEL, ManifestEntry
@@ -280,12 +279,7 @@ def pt_run(tmp_path_factory):
     text = "defaults:\n  num_rounds: 2\n  task_check_period: 0.05\n  server: {task_request_interval: 0.1}\njobs:\n"
     for name, (options, delta) in SIMULATED.items():
         text += _job(name, expect={"model_mean": 2 + delta}, **options) + "\n"
-    (project / "jobs.yaml").write_text(text, encoding="utf-8")
-    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
-    generated = run_cli(project, "generate")
-    assert generated.returncode == 0, generated.stderr
-    result = run_cli(project, "simulate", timeout=900)
-    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    _, result, results = simulate_project(project, text)
     return project, result, results
 
 

@@ -22,7 +22,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import INITIAL_MODEL, ROOT, run_cli, shipped_defaults
+from conftest import INITIAL_MODEL, ROOT, shipped_defaults, simulate_project
 
 from generator.judge import RoundTracker, cross_site_problems
 from generator.layout import CROSS_VAL_RESULTS, ManifestEntry
@@ -214,18 +214,6 @@ SIMULATED = {
 }
 #: A site slow to ask for its first task on a loaded machine is not skipped (NVFlare's default is 10 s).
 PATIENT = "  task_assignment_timeout: 60\n"
-
-
-def simulate_project(project, text: str, timeout: float = 900):
-    """Write ``text`` as the project's jobs.yaml beside the shipped client scripts, generate and
-    simulate as a user does; (generate's result, simulate's result, results.json by job name)."""
-    (project / "jobs.yaml").write_text(text, encoding="utf-8")
-    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
-    generated = run_cli(project, "generate")
-    assert generated.returncode == 0, generated.stderr
-    result = run_cli(project, "simulate", timeout=timeout)
-    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
-    return generated, result, results
 
 
 @pytest.fixture(scope="module")
