@@ -593,8 +593,33 @@ def judge_run(
     expected = (info.expect if info else {}).get("model_mean")
     if expected is not None and result.model_mean is not None and result.model_mean != expected:
         messages.append(f"the final model's mean is {result.model_mean:g}, expected {expected:g} (expect.model_mean)")
+    expected = (info.expect if info else {}).get("final_model")
+    if expected is not None and result.final_model is not None:
+        messages += final_model_differences(result.final_model, expected)
     messages += nvflare_errors(ws)
     result.problems += [job_problem(result.name, m) for m in messages]
+
+
+def final_model_differences(model, expected) -> list[str]:
+    """How a final model differs from ``expect.final_model``, one message per difference (empty: equal).
+
+    Args:
+        model (list | dict): the final model as :func:`_read_model` gives it: nested lists (numpy's
+            ``server.npy``) or ``{parameter: nested lists}`` (a PyTorch state_dict).
+        expected (list | dict): ``expect.final_model`` from jobs.yaml, of the same shape. Values are
+            compared exactly (``6 == 6.0``), shapes by the nesting of the lists.
+    """
+    where = "(expect.final_model)"
+    if not isinstance(model, dict):
+        return [] if model == expected else [f"the final model is {model}, expected {expected} {where}"]
+    messages = [f"the final model has no parameter {name!r} {where}" for name in expected if name not in model]
+    extra = [name for name in model if name not in expected]
+    if extra:
+        messages.append(f"the final model has parameters that are not expected: {', '.join(extra)} {where}")
+    for name, value in expected.items():
+        if name in model and model[name] != value:
+            messages.append(f"the final model's {name} is {model[name]}, expected {value} {where}")
+    return messages
 
 
 def _read_model(path: Path, framework: str):

@@ -788,19 +788,36 @@ def _command_line_problems(doc: Document, job: Job) -> list[Problem]:
 
 
 def _expect_problems(doc: Document, job: Job) -> list[Problem]:
-    """``expect.metric_points_per_site`` needs a receiver: points are counted in the receiver's store."""
+    """``expect.metric_points_per_site`` needs a receiver: points are counted in the receiver's store.
+    ``expect.final_model`` has the shape of the framework's model: one array (numpy's ``server.npy``)
+    or a ``{parameter: array}`` state_dict (PyTorch)."""
     s = job.settings
-    if not s["expect"].get("metric_points_per_site") or s.get("receiver"):
-        return []
-    where = job.path_of("expect")
-    where += ("metric_points_per_site",) if where[-1] == "expect" else ()
-    return [
-        doc.problem(
-            where,
-            "metric points can only be counted in a receiver's store, and this job has no `receiver`: "
-            "add one (e.g. receiver: {type: mlflow}) or leave expect.metric_points_per_site out",
+    problems = []
+
+    def where(key: str) -> tuple:
+        path = job.path_of("expect")
+        return path + (key,) if path[-1] == "expect" else path
+
+    if s["expect"].get("metric_points_per_site") and not s.get("receiver"):
+        problems.append(
+            doc.problem(
+                where("metric_points_per_site"),
+                "metric points can only be counted in a receiver's store, and this job has no `receiver`: "
+                "add one (e.g. receiver: {type: mlflow}) or leave expect.metric_points_per_site out",
+            )
         )
-    ]
+    final = s["expect"].get("final_model")
+    pytorch = s.get("framework") == "pytorch"
+    if final is not None and isinstance(final, dict) != pytorch:
+        problems.append(
+            doc.problem(
+                where("final_model"),
+                "a PyTorch job's final model is a state_dict (FL_global_model.pt): give {parameter: nested lists}"
+                if pytorch
+                else "a numpy job's final model is one array (NPModelPersistor's server.npy): give it as nested lists",
+            )
+        )
+    return problems
 
 
 def _compare_problems(doc: Document, job: Job) -> list[Problem]:

@@ -227,6 +227,28 @@ def test_judge_fails_a_model_whose_mean_is_not_expected(tmp_path):
     assert [p.message for p in result.problems] == ["the final model's mean is 3, expected 4 (expect.model_mean)"]
 
 
+def test_judge_checks_every_final_weight_against_expect_final_model(tmp_path):
+    ws = _saved_run(tmp_path, 2.0)
+    assert _judge(ws, {"final_model": _expected(2.0)}).problems == []
+    wrong = {**_expected(2.0), "fc2.bias": [7.0], "fc3.weight": [1.0]}
+    del wrong["fc1.bias"]
+    assert [p.message for p in _judge(ws, {"final_model": wrong}).problems] == [
+        "the final model has no parameter 'fc3.weight' (expect.final_model)",
+        "the final model has parameters that are not expected: fc1.bias (expect.final_model)",
+        "the final model's fc2.bias is [6.0], expected [7.0] (expect.final_model)",
+    ]
+
+
+def test_final_model_differences_of_a_numpy_model():
+    from generator.simulate import final_model_differences
+
+    model = [[6.0, 7.0], [8.0, 9.0]]
+    assert final_model_differences(model, [[6, 7], [8, 9]]) == []
+    assert final_model_differences(model, [[6, 7, 8, 9]]) == [
+        "the final model is [[6.0, 7.0], [8.0, 9.0]], expected [[6, 7, 8, 9]] (expect.final_model)"
+    ]
+
+
 def test_a_numpy_job_is_judged_by_server_npy(tmp_path):
     """No PyTorch model is read for a numpy job: its model file is NPModelPersistor's."""
     assert PYTORCH.model_file != "server/simulate_job/models/server.npy"
@@ -278,7 +300,7 @@ def pt_run(tmp_path_factory):
     project = tmp_path_factory.mktemp("pytorch")
     text = "defaults:\n  num_rounds: 2\n  task_check_period: 0.05\n  server: {task_request_interval: 0.1}\njobs:\n"
     for name, (options, delta) in SIMULATED.items():
-        text += _job(name, expect={"model_mean": 2 + delta}, **options) + "\n"
+        text += _job(name, expect={"model_mean": 2 + delta, "final_model": _expected(delta)}, **options) + "\n"
     _, result, results = simulate_project(project, text)
     return project, result, results
 
