@@ -3,7 +3,8 @@
 The shipped jobs (2 clients, 5 rounds) must end with the server's model equal to the initial
 ``[[1,2,3],[4,5,6],[7,8,9]]`` + 5 (FULL, DIFF, cross-site evaluation: +1 per round), + 15 (metrics:
 +1 per epoch, 3 epochs) or + 10 (cyclic: +1 per site per round), the cross-site job with every
-cell of its matrix (mean 10 for every site and model), and every metrics job (MLflow, TensorBoard, W&B;
+cell of its matrix (mean 10 for every site and model), the two PyTorch jobs (3 rounds) with every weight
+of SimpleNet at its start + 3, and every metrics job (MLflow, TensorBoard, W&B;
 in-process and sub-process) must have stored 1,875 ``global_step`` points per site at steps
 0..1874, read straight from each tracker's store here (MlflowClient, tensorboard's
 EventAccumulator, wandb's own ``wandb leet inspect``), not through the generator's reader. Each
@@ -38,6 +39,14 @@ EXPECTED_DELTA = {
     "np-per-site": 10,  # site-1 adds 1, site-2 adds 3, FedAvg averages them with equal weights: 5 rounds x 2
     "np-cross-site": 5,
 }
+#: The shipped PyTorch jobs (3 rounds): SimpleNet(2, 2)'s k-th parameter starts at k, each round adds 1.
+PT_JOBS = ["pt-full-in-process", "pt-diff-sub-process"]
+PT_FINAL = {
+    "fc1.weight": [[4.0, 4.0], [4.0, 4.0]],
+    "fc1.bias": [5.0, 5.0],
+    "fc2.weight": [[6.0, 6.0]],
+    "fc2.bias": [7.0],
+}
 METRICS_JOBS = [n for n in EXPECTED_DELTA if "metrics" in n or "tensorboard" in n or "wandb" in n]
 #: Steps of the per-epoch points (model_mean, model_max): the last batch of each of the 15 epochs.
 EPOCH_END_STEPS = [125 * e + 124 for e in range(15)]
@@ -62,8 +71,22 @@ def shipped_run(tmp_path_factory):
 def test_all_shipped_jobs_pass(shipped_run):
     _, result, results = shipped_run
     assert result.returncode == 0, result.stdout + result.stderr
-    assert sorted(results) == sorted(EXPECTED_DELTA)
+    assert sorted(results) == sorted([*EXPECTED_DELTA, *PT_JOBS])
     assert all(r["ok"] for r in results.values())
+
+
+@pytest.mark.parametrize("name", PT_JOBS)
+def test_shipped_pytorch_model_on_disk(shipped_run, name):
+    """FL_global_model.pt, read here with torch, holds every weight at its start + 3 (3 rounds)."""
+    torch = pytest.importorskip("torch")
+    project, _, results = shipped_run
+    saved = torch.load(
+        project / "build/workspaces" / name / "server/simulate_job/app_server/FL_global_model.pt", weights_only=True
+    )
+    state = {k: v.tolist() for k, v in saved["model"].items()}
+    assert state == PT_FINAL
+    assert results[name]["final_model"] == PT_FINAL
+    assert results[name]["rounds_started"] == 3
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_DELTA))
