@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import ast
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .errors import Problem
 from .load import Document
+from .ship import Shipper
 from .spec import Job
 
 #: Top-level modules whose import marks a script as written for PyTorch (``torch.*``, its Lightning
@@ -57,7 +58,8 @@ def model_files(scripts_root: Path, class_path: str) -> tuple[list[tuple[str, st
             looked = f"client_scripts/{rel}.py" if last else f"client_scripts/{rel}/"
             return [], (
                 f"module {module!r} of {class_path!r} not found: no {looked} (the model's module is shipped "
-                "from client_scripts/ into app/custom/, where the server imports it)"
+                "from client_scripts/ into app/custom/, where the server imports it; an installed class such as "
+                "torch.nn.Linear is not shipped: define your model in a module of your own)"
             )
     return files, None
 
@@ -92,12 +94,39 @@ def class_problem(module_file: Path, class_path: str) -> str | None:
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
     if name in classes:
         return None
+    module = class_path.rsplit(".", 1)[0]
+    origin = _bound_elsewhere(tree, name, module, module_file.name == "__init__.py")
+    if origin is not None:
+        hint = f": write model.path: {origin}.{name}" if origin else ""
+        return (
+            f"module {module!r} imports or assigns {name!r} but defines no class {name!r} (generate reads the "
+            f"module that defines the class, with a class statement at its top level){hint}"
+        )
     import difflib
 
     close = difflib.get_close_matches(name, classes, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else (f" (it defines {', '.join(classes)})" if classes else "")
-    module = class_path.rsplit(".", 1)[0]
     return f"module {module!r} defines no class {name!r}{hint}"
+
+
+def _bound_elsewhere(tree: ast.Module, name: str, module: str, is_package: bool) -> str | None:
+    """How the top level of ``module`` binds ``name`` other than by a class statement: the module it
+    imports it from (``from .nets import Net`` in package ``pkg``: ``pkg.nets``), ``""`` for an
+    assignment or an import whose module is not known, None when it does not bind it."""
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
+            if any(a.name != name for a in node.names if (a.asname or a.name) == name):
+                return ""  # imported under another name: its class has a name of its own
+            if node.level == 0:
+                return node.module or ""
+            package = module.split(".") if is_package else module.split(".")[:-1]
+            base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+            return ".".join([*base, *([node.module] if node.module else [])])
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        targets = [node.target] if isinstance(node, ast.AnnAssign) else targets
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return ""
+    return None
 
 
 def imported_modules(files: list[Path]) -> set[str]:
@@ -113,7 +142,7 @@ def imported_modules(files: list[Path]) -> set[str]:
     return found
 
 
-def framework_problems(doc: Document, job: Job, scripts_root: Path, script_ok: bool) -> list[Problem]:
+def framework_problems(doc: Document, job: Job, scripts_root: Path, shipper: Shipper, script_ok: bool) -> list[Problem]:
     """What the schema cannot check about a job's ``framework``, ``model`` and ``initial_ckpt``.
 
     - ``framework: numpy`` sets neither ``model`` nor ``initial_ckpt`` (NPModelPersistor takes no model);
@@ -126,6 +155,7 @@ def framework_problems(doc: Document, job: Job, scripts_root: Path, script_ok: b
     Args:
         doc (Document): the loaded ``jobs.yaml``. job (Job): an effective job (``job.shipment`` planned).
         scripts_root (Path): the project's ``client_scripts/`` folder.
+        shipper (Shipper): plans what the model's module imports (``job.model_shipment``).
         script_ok (bool): the script passed its own checks (its imports are read only then).
 
     Returns:
@@ -168,6 +198,12 @@ def framework_problems(doc: Document, job: Job, scripts_root: Path, script_ok: b
             )
     if why:
         problems.append(doc.problem(at, why))
+    else:
+        job.model_shipment = shipper.plan_model(tuple(files))
+        problems += [doc.problem(at, message) for _, message in job.model_shipment.errors]
+    ckpt_why = _checkpoint_problem(s.get("initial_ckpt"), job)
+    if ckpt_why:
+        problems.append(doc.problem(job.path_of("initial_ckpt"), ckpt_why))
     if script_ok:
         shipped = [scripts_root / s["script"]]
         if job.shipment is not None:
@@ -183,6 +219,31 @@ def framework_problems(doc: Document, job: Job, scripts_root: Path, script_ok: b
                 )
             )
     return problems
+
+
+def _checkpoint_problem(ckpt: str | None, job: Job) -> str | None:
+    """Why a relative ``initial_ckpt`` cannot be found when the run starts (None: absolute, unset, or shipped).
+
+    PTFileModelPersistor reads a relative ``source_ckpt_file_full_name`` below the server app's
+    ``custom/`` folder (``nvflare/app_opt/pt/file_model_persistor.py``, ``_initialize``, on 2.9 and
+    2.7), where only what the job ships lands: ``custom_files`` in a one-app job; in a multi-app job
+    (``sites:``) the server app gets the model's module alone.
+    """
+    if not ckpt or PurePosixPath(ckpt).is_absolute():
+        return None
+    rel = PurePosixPath(ckpt).as_posix()
+    if job.apps:
+        return (
+            f"initial_ckpt {ckpt!r} is relative, so NVFlare looks for it in app_server/custom/, and a multi-app "
+            "job (sites:) ships only the model's module there: give an absolute path on the server"
+        )
+    if job.shipment is not None and rel not in job.shipment.files:
+        return (
+            f"initial_ckpt {ckpt!r} is relative, so NVFlare looks for it in the server app's custom/ folder, and "
+            f"the job ships no {rel} there: add it to custom_files (a file below client_scripts/), or give an "
+            "absolute path on the server"
+        )
+    return None
 
 
 def read_final_model(path: Path) -> dict[str, list]:

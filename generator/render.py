@@ -393,6 +393,8 @@ class Renderer:
             return
         for dest, source in model_files(self.scripts_dir, job.settings["model"]["path"])[0]:
             files[place(dest)] = self.script(source)
+        for dest, source in job.model_shipment.files.items() if job.model_shipment else ():
+            files[place(dest)] = self.script(source)
 
     @staticmethod
     def _add_shipped(files: dict, line: str, names, place) -> None:

@@ -93,7 +93,8 @@ class Reporter:
 
     def job_started(self, name: str, info: ManifestEntry, timeout: float) -> None:
         """``<job>: simulating N clients, R rounds (timeout T s)``."""
-        self.line(f"{name}: simulating {info.num_clients} clients, {info.num_rounds} rounds (timeout {timeout:g} s)")
+        sizes = f"{_counted(info.num_clients, 'client')}, {_counted(info.num_rounds, 'round')}"
+        self.line(f"{name}: simulating {sizes} (timeout {timeout:g} s)")
 
     def round_started(self, name: str, number: int, rounds: int, seconds: float) -> None:
         """``  <job>: round N of R (S s)``; ``seconds`` since the simulator started."""
@@ -133,8 +134,8 @@ class Reporter:
     def job_submitted(self, name: str, info: ManifestEntry, timeout: float, job_id: str) -> None:
         """``<job>: submitted as job <id>: N clients, R rounds (timeout T s)``."""
         self.line(
-            f"{name}: submitted as job {job_id}: {info.num_clients} clients, {info.num_rounds} rounds "
-            f"(timeout {timeout:g} s)"
+            f"{name}: submitted as job {job_id}: {_counted(info.num_clients, 'client')}, "
+            f"{_counted(info.num_rounds, 'round')} (timeout {timeout:g} s)"
         )
 
     def all_finished(self, results: list) -> None:
@@ -163,6 +164,11 @@ def _model_text(model) -> str:
         count = sum(_count(v) for v in model.values())
         return f"{len(model)} tensors, {count} values, mean {model_mean(model):g}"
     return "[" + ", ".join("[" + " ".join(f"{v:g}" for v in row) + "]" for row in model) + "]"
+
+
+def _counted(number: int, noun: str) -> str:
+    """``1 round``, ``5 rounds``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _count(value) -> int:

@@ -430,6 +430,31 @@ class Shipper:
             self._plans[key] = self._plan(script, custom_files)
         return self._plans[key]
 
+    def plan_model(self, files: tuple[tuple[str, str], ...]) -> Shipment:
+        """The local modules a PyTorch model's module imports, transitively (cached per module).
+
+        The server's PTFileModelPersistor imports the model from ``app/custom/`` (a multi-app job's
+        ``app_server/custom/``), where nothing but what the job ships is found: the model's own files
+        (:func:`generator.ptmodel.model_files`) and every local module they import.
+
+        Args:
+            files (tuple[tuple[str, str], ...]): ``(destination, source)`` of the model module's files,
+                posix paths below ``app/custom/`` and ``client_scripts/``, the module's own file last.
+
+        Returns:
+            Shipment: ``files`` holds what they import (not ``files`` themselves); errors and findings
+            as for a script's imports.
+        """
+        key = ("model", files)
+        if key not in self._plans:
+            packing = _Packing(files[-1][1], self.reserved)
+            for dest, src in files:
+                packing.origin[dest] = (src, ("model",))
+            packing.files = len(files)
+            self._pack_imports(packing, [(dest, src, self.root) for dest, src in files if src.endswith(".py")])
+            self._plans[key] = packing.out
+        return self._plans[key]
+
     def _plan(self, script: str | None, custom_files: tuple[str, ...]) -> Shipment:
         """The shipment of one (script, custom_files) pair: ``custom_files``, then the script's imports."""
         packing = _Packing(script, self.reserved)

@@ -31,6 +31,7 @@ import difflib
 import os
 import shutil
 import signal
+import struct
 import sys
 import tempfile
 import threading
@@ -607,19 +608,43 @@ def final_model_differences(model, expected) -> list[str]:
         model (list | dict): the final model as :func:`_read_model` gives it: nested lists (numpy's
             ``server.npy``) or ``{parameter: nested lists}`` (a PyTorch state_dict).
         expected (list | dict): ``expect.final_model`` from jobs.yaml, of the same shape. Values are
-            compared exactly (``6 == 6.0``), shapes by the nesting of the lists.
+            compared exactly (``6 == 6.0``) or as float32 (:func:`_same_values`), shapes by the
+            nesting of the lists.
     """
     where = "(expect.final_model)"
     if not isinstance(model, dict):
-        return [] if model == expected else [f"the final model is {model}, expected {expected} {where}"]
+        return [] if _same_values(model, expected) else [f"the final model is {model}, expected {expected} {where}"]
     messages = [f"the final model has no parameter {name!r} {where}" for name in expected if name not in model]
     extra = [name for name in model if name not in expected]
     if extra:
         messages.append(f"the final model has parameters that are not expected: {', '.join(extra)} {where}")
     for name, value in expected.items():
-        if name in model and model[name] != value:
+        if name in model and not _same_values(model[name], value):
             messages.append(f"the final model's {name} is {model[name]}, expected {value} {where}")
     return messages
+
+
+def _same_values(saved, expected) -> bool:
+    """``saved`` (a model's ``tolist()``) equals ``expected`` value by value, with the same nesting.
+
+    A saved value equals the number written in ``jobs.yaml`` or that number rounded to float32, the
+    dtype of the example's models (``0.1`` is saved as ``0.10000000149011612``).
+    """
+    if isinstance(saved, list) or isinstance(expected, list):
+        return (
+            isinstance(saved, list)
+            and isinstance(expected, list)
+            and len(saved) == len(expected)
+            and all(_same_values(a, b) for a, b in zip(saved, expected, strict=True))
+        )
+    if isinstance(expected, bool) or not isinstance(expected, int | float):
+        return False
+    if saved == expected:
+        return True
+    try:
+        return saved == struct.unpack("f", struct.pack("f", expected))[0]
+    except OverflowError:  # beyond float32's range
+        return False
 
 
 def _read_model(path: Path, framework: str):

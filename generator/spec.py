@@ -36,6 +36,9 @@ class Job:
         shipment (generator.ship.Shipment | None): what the job copies into ``app/custom/`` besides
             its script (its local modules and ``custom_files``) and the findings about its imports;
             set by the validate stage. None: the script alone.
+        model_shipment (generator.ship.Shipment | None): for ``framework: pytorch``, the local modules
+            the model's module imports (:meth:`generator.ship.Shipper.plan_model`), shipped beside it;
+            set by the validate stage.
         site (str | None): for the job of one client app (:class:`ClientApp`): the site whose
             ``sites`` entry its settings include (:meth:`path_of` then locates those keys there).
         apps (list[ClientApp]): a multi-app job's client apps (see :func:`client_apps`); empty
@@ -48,6 +51,7 @@ class Job:
     entry: dict = field(default_factory=dict, repr=False)
     defaults: dict = field(default_factory=dict, repr=False)
     shipment: object = field(default=None, repr=False)
+    model_shipment: object = field(default=None, repr=False)
     site: str | None = None
     apps: list = field(default_factory=list, repr=False)
 

@@ -697,7 +697,7 @@ def _script_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]
     if not problem:
         problems.extend(_metrics_problems(doc, job, _job_writers(doc, job)))
     if job.site is None:  # framework and model are the job's: checked once, not per client app
-        problems.extend(framework_problems(doc, job, doc.root / SCRIPTS_DIR, script_ok=problem is None))
+        problems.extend(framework_problems(doc, job, doc.root / SCRIPTS_DIR, shipper, script_ok=problem is None))
     return problems
 
 
@@ -817,7 +817,46 @@ def _expect_problems(doc: Document, job: Job) -> list[Problem]:
                 else "a numpy job's final model is one array (NPModelPersistor's server.npy): give it as nested lists",
             )
         )
+    elif final is not None:
+        arrays = final.items() if pytorch else [(None, final)]
+        for name, value in arrays:
+            why = _array_problem(value)
+            if why:
+                base = where("final_model")
+                path = base + (name,) if name is not None and base[-1] == "final_model" else base
+                what = f"parameter {name!r}" if name is not None else "the final model"
+                problems.append(doc.problem(path, f"{what} {why}: no saved model can equal it"))
     return problems
+
+
+def _array_problem(value) -> str | None:
+    """Why ``value`` (``expect.final_model``, or one parameter of it) is not an array as ``tolist()``
+    gives one: numbers (a 0-d tensor), or non-empty lists, equally long at each depth, of numbers at
+    the same depth. None: it is one."""
+    if isinstance(value, bool) or not isinstance(value, int | float | list):
+        return f"holds {_describe(value)}, not a number"
+    if not isinstance(value, list):
+        return None
+    if not value:
+        return "has an empty list"
+
+    def shape(item) -> tuple | str:
+        if isinstance(item, bool) or not isinstance(item, int | float | list):
+            return f"holds {_describe(item)}, not a number"
+        if not isinstance(item, list):
+            return ()
+        if not item:
+            return "has an empty list"
+        shapes = [shape(x) for x in item]
+        for found in shapes:
+            if isinstance(found, str):
+                return found
+        if len(set(shapes)) > 1:
+            return "is ragged: its lists at one depth differ in length or nesting (an array's rows are all alike)"
+        return (len(item), *shapes[0])
+
+    found = shape(value)
+    return found if isinstance(found, str) else None
 
 
 def _compare_problems(doc: Document, job: Job) -> list[Problem]:
@@ -1068,12 +1107,13 @@ def shipping_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
     located: dict[Problem, None] = {}
     by_finding: dict = {}
     for job in jobs:
-        if job.shipment is None:
-            continue
-        for who, message in job.shipment.warnings:
-            located[doc.problem(job.path_of(who[0]) + who[1:], message)] = None
-        for finding in job.shipment.findings:
-            by_finding.setdefault(finding, []).append(job.name)
+        if job.shipment is not None:
+            for who, message in job.shipment.warnings:
+                located[doc.problem(job.path_of(who[0]) + who[1:], message)] = None
+        for shipment in (job.shipment, job.model_shipment):
+            for finding in shipment.findings if shipment is not None else ():
+                if job.name not in by_finding.setdefault(finding, []):
+                    by_finding[finding].append(job.name)
     out = list(located)
     for finding, names in sorted(
         by_finding.items(), key=lambda item: (str(item[0].file), item[0].line, item[0].column)

@@ -112,6 +112,27 @@ def test_a_multi_app_job_ships_the_model_into_the_server_app(project):
         assert f"app_{site}/custom/pt_net.py" in files
 
 
+def test_the_local_modules_a_model_imports_are_shipped_with_it(project):
+    """The server builds the model from app/custom/ alone: what its module imports goes there too."""
+    scripts = project / "client_scripts"
+    (scripts / "nets").mkdir()
+    (scripts / "nets/__init__.py").write_text("")
+    (scripts / "nets/tiny.py").write_text(
+        "import torch\nfrom net_defaults import START\n\n\nclass Tiny(torch.nn.Module):\n    pass\n"
+    )
+    (scripts / "net_defaults.py").write_text("from net_consts import ONE\nSTART = ONE\n")
+    (scripts / "net_consts.py").write_text("ONE = 1.0\n")
+    model = {"path": "nets.tiny.Tiny"}
+    sites = {"site-2": {"script_args": "--increment 3"}}
+    text = "jobs:\n" + _job("one", model=model) + "\n" + _job("apps", model=model, sites=sites) + "\n"
+    rendered = _render(project, text)
+    expected = ["nets/__init__.py", "nets/tiny.py", "net_defaults.py", "net_consts.py"]
+    for name, app in (("one", "app"), ("apps", "app_server")):
+        for module in expected:
+            assert rendered[name][f"{app}/custom/{module}"] == (scripts / module).read_bytes(), (name, module)
+    assert not any(f.startswith("app_site-1/custom/net") for f in rendered["apps"])  # the script does not import it
+
+
 def test_model_files_follow_packages_and_namespace_folders(tmp_path):
     (tmp_path / "pkg/nets").mkdir(parents=True)
     (tmp_path / "pkg/__init__.py").write_text("")
@@ -130,6 +151,46 @@ def test_the_shipped_scripts_are_what_the_numpy_rule_expects():
     assert "torch" in imported_modules([scripts / "train_pt.py"]) & imported_modules([scripts / "pt_net.py"])
     assert {"numpy"} <= imported_modules([scripts / "train_eval.py"])
     assert "torch" not in imported_modules([scripts / "train_eval.py"])
+
+
+def test_model_paths_generate_cannot_follow_say_what_to_write(project, cli):
+    """A package re-exporting the class, an alias, an installed class, and a relative checkpoint the
+    server app will not hold: each refused at its key, saying what to write instead."""
+    scripts = project / "client_scripts"
+    (scripts / "nets").mkdir()
+    (scripts / "nets/__init__.py").write_text("from .tiny import Tiny\nAlias = Tiny\n")
+    (scripts / "nets/tiny.py").write_text("import torch\n\n\nclass Tiny(torch.nn.Module):\n    pass\n")
+    (scripts / "start.pt").write_bytes(b"")
+    jobs = [
+        {"name": "reexport", "model": {"path": "nets.Tiny"}},
+        {"name": "alias", "model": {"path": "nets.Alias"}},
+        {"name": "installed", "model": {"path": "torch.nn.Linear"}},
+        {"name": "ckpt", "model": {"path": "nets.tiny.Tiny"}, "initial_ckpt": "start.pt"},
+        {"name": "ok", "model": {"path": "nets.tiny.Tiny"}, "initial_ckpt": "start.pt", "custom_files": ["start.pt"]},
+    ]
+    text = "defaults: {script: train_pt.py, framework: pytorch}\njobs:\n"
+    text += "".join(f"  - {json.dumps(job)}\n" for job in jobs)
+    (project / "jobs.yaml").write_text(text)
+    code, _, err = cli("generate")
+    assert code == 2
+    assert [line.split(": ", 2)[1] for line in err] == [
+        "jobs[0].model.path",
+        "jobs[1].model.path",
+        "jobs[2].model.path",
+        "jobs[3].initial_ckpt",
+    ]
+    assert err[0].endswith(
+        "module 'nets' imports or assigns 'Tiny' but defines no class 'Tiny' (generate reads the module that "
+        "defines the class, with a class statement at its top level): write model.path: nets.tiny.Tiny"
+    )
+    assert "imports or assigns 'Alias' but defines no class 'Alias'" in err[1]
+    assert "an installed class such as torch.nn.Linear is not shipped" in err[2]
+    assert err[3].endswith(
+        "initial_ckpt 'start.pt' is relative, so NVFlare looks for it in the server app's custom/ folder, and the "
+        "job ships no start.pt there: add it to custom_files (a file below client_scripts/), or give an absolute "
+        "path on the server"
+    )
+    assert not (project / "build").exists()
 
 
 def test_a_model_module_clashing_with_a_shipped_module_is_refused(project, cli):
@@ -247,6 +308,11 @@ def test_final_model_differences_of_a_numpy_model():
     assert final_model_differences(model, [[6, 7, 8, 9]]) == [
         "the final model is [[6.0, 7.0], [8.0, 9.0]], expected [[6, 7, 8, 9]] (expect.final_model)"
     ]
+    # float32 values (the example's dtype) equal the decimal written in jobs.yaml, and nothing near it
+    assert final_model_differences([[0.10000000149011612, 2.5]], [[0.1, 2.5]]) == []
+    assert final_model_differences([[0.10000000149011612, 2.5]], [[0.1000001, 2.5]]) != []
+    assert final_model_differences([[1.0, 2.0]], [[1.0, 2.0, 3.0]]) != []
+    assert final_model_differences([[1.0, 2.0]], [1.0, 2.0]) != []
 
 
 def test_a_numpy_job_is_judged_by_server_npy(tmp_path):
