@@ -109,6 +109,50 @@ def class_problem(module_file: Path, class_path: str) -> str | None:
     return f"module {module!r} defines no class {name!r}{hint}"
 
 
+def args_problems(module_file: Path, class_path: str, args: dict) -> list[tuple[str | None, str]]:
+    """How ``model.args`` does not fit the ``__init__`` the class defines (read with ``ast``).
+
+    PTFileModelPersistor builds the model as ``Class(**args)``. Checked only when the class itself
+    defines ``__init__`` (an inherited one is not read) and takes no ``**kwargs``: every argument is
+    a parameter of it (with a did-you-mean), and every parameter without a default is given.
+
+    Returns:
+        list[tuple[str | None, str]]: ``(argument, message)``; the argument is None for a missing one.
+    """
+    tree = _tree(module_file)
+    name = class_path.rsplit(".", 1)[-1]
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None) if tree else None
+    init = (
+        next(
+            (n for n in cls.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == "__init__"),
+            None,
+        )
+        if cls
+        else None
+    )
+    if init is None or init.args.kwarg is not None:
+        return []
+    a = init.args
+    params = [*a.posonlyargs, *a.args]
+    positional = params[1:]  # without self
+    posonly = {p.arg for p in a.posonlyargs}
+    named = [p.arg for p in [*positional, *a.kwonlyargs] if p.arg not in posonly]
+    problems: list[tuple[str | None, str]] = []
+    import difflib
+
+    for arg in args:
+        if arg not in named:
+            close = difflib.get_close_matches(arg, named, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (it takes {', '.join(named) or 'none'})"
+            problems.append((arg, f"{class_path}.__init__ takes no argument {arg!r}{hint}"))
+    required = [p.arg for p in positional[: len(positional) - len(a.defaults)]]
+    required += [p.arg for p, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is None]
+    missing = [p for p in required if p not in args]
+    if missing:
+        problems.append((None, f"{class_path}.__init__ needs {', '.join(map(repr, missing))}: give it in model.args"))
+    return problems
+
+
 def _bound_elsewhere(tree: ast.Module, name: str, module: str, is_package: bool) -> str | None:
     """How the top level of ``module`` binds ``name`` other than by a class statement: the module it
     imports it from (``from .nets import Net`` in package ``pkg``: ``pkg.nets``), ``""`` for an
@@ -201,6 +245,11 @@ def framework_problems(doc: Document, job: Job, scripts_root: Path, shipper: Shi
     else:
         job.model_shipment = shipper.plan_model(tuple(files))
         problems += [doc.problem(at, message) for _, message in job.model_shipment.errors]
+    if why is None:
+        model_at = job.path_of("model")
+        for arg, message in args_problems(scripts_root / files[-1][1], class_path, s["model"].get("args") or {}):
+            where = (*model_at, "args", arg) if model_at[-1] == "model" and arg else model_at
+            problems.append(doc.problem(where, message))
     ckpt_why = _checkpoint_problem(s.get("initial_ckpt"), job)
     if ckpt_why:
         problems.append(doc.problem(job.path_of("initial_ckpt"), ckpt_why))

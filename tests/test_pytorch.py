@@ -391,3 +391,30 @@ def test_cross_site_evaluates_pt_models(pt_run):
     _, _, results = pt_run
     cells = {"SRV_FL_global_model.pt": {"mean": 6.0}, "site-1": {"mean": 5.0}, "site-2": {"mean": 7.0}}
     assert results["pt-sites-xsite"]["cross_site"] == {"site-1": cells, "site-2": cells}
+
+
+def test_model_args_are_checked_against_the_init_the_class_defines(tmp_path):
+    from generator.ptmodel import args_problems
+
+    module = tmp_path / "nets.py"
+    module.write_text(
+        "import torch\n\n\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self, width, /, depth, scale=1.0, *, act, bias=True):\n"
+        "        super().__init__()\n\n\n"
+        "class Open(torch.nn.Module):\n"
+        "    def __init__(self, **kwargs):\n"
+        "        super().__init__()\n\n\n"
+        "class Inherits(Net):\n"
+        "    pass\n"
+    )
+    assert args_problems(module, "nets.Net", {"depth": 2, "act": "relu", "scale": 2}) == [
+        (None, "nets.Net.__init__ needs 'width': give it in model.args")
+    ]
+    assert args_problems(module, "nets.Net", {"width": 1, "dept": 2}) == [
+        ("width", "nets.Net.__init__ takes no argument 'width'; did you mean 'depth'?"),  # width is positional-only
+        ("dept", "nets.Net.__init__ takes no argument 'dept'; did you mean 'depth'?"),
+        (None, "nets.Net.__init__ needs 'depth', 'act': give it in model.args"),
+    ]
+    assert args_problems(module, "nets.Open", {"anything": 1}) == []  # **kwargs takes every name
+    assert args_problems(module, "nets.Inherits", {"anything": 1}) == []  # an inherited __init__ is not read
