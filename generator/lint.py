@@ -328,7 +328,12 @@ class _ConfigLinter:
             return None
         cls = getattr(module, class_name, None)
         if not inspect.isclass(cls):
-            self.report(comp, where, f"{module_name} has no class {class_name!r}", key, at)
+            import difflib
+
+            classes = [n for n, v in vars(module).items() if inspect.isclass(v) and not n.startswith("_")]
+            close = difflib.get_close_matches(class_name, classes, n=1, cutoff=0.8)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            self.report(comp, where, f"{module_name} has no class {class_name!r}{hint}", key, at)
             return None
         return cls
 

@@ -68,7 +68,7 @@ def test_wrong_class_path_is_reported_at_the_generated_file(generated, capsys):
     )
     assert (
         "build/jobs/np-full-in-process/app/config/config_fed_server.json:7:5: workflows[0]: "
-        "nvflare.app_common.workflows.fedavg has no class 'FedAvgg'"
+        "nvflare.app_common.workflows.fedavg has no class 'FedAvgg'; did you mean 'FedAvg'?"
     ) in err
     assert all(LOCATED.match(line) or ": changed: " in line for line in err)
 
