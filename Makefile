@@ -111,7 +111,7 @@ RUFF_PATHS := generator tests client_scripts templates bench
 test: setup setup27
 	$(BIN)/ruff check $(RUFF_PATHS)
 	$(BIN)/ruff format --check $(RUFF_PATHS)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -n 2 --dist loadscope --durations=15
 	$(MAKE) --no-print-directory test27
 
 ## test-fast: ruff + every test that is neither `simulator` nor `slow`, hypothesis capped (the edit-test loop; NVFlare 2.9 only)

@@ -109,14 +109,19 @@ def raise_error(message: str):
     raise RaisedError(message)
 
 
+#: Where compiled templates are kept: beside the templates, as Python keeps ``__pycache__`` beside
+#: modules (never in ``$TMPDIR`` or ``$HOME``: a run leaves nothing there).
+BYTECODE_DIR = TEMPLATES_DIR / "__jinja2cache__"
+
+
 class _BytecodeCache(jinja2.FileSystemBytecodeCache):
-    """Jinja2's file-system bytecode cache, in its default folder (``<temp dir>/_jinja2-cache-<uid>``,
-    made by Jinja2 with mode 0700 and refused if another user owns it). Each template's compiled
-    code is kept under a key of its name and file and used only while the template's source has
-    the checksum it was compiled from (``jinja2.bccache.Bucket``), and only by the same Python
-    version. Compiling every template of both lines takes about 90 ms; loading them from this
-    cache about 10 ms (measured, see README "Speed"). A cache that cannot be written is skipped:
-    it never fails a run.
+    """Jinja2's file-system bytecode cache in :data:`BYTECODE_DIR`. Each template's compiled code
+    is kept under a key of its name and file and used only while the template's source has the
+    checksum it was compiled from (``jinja2.bccache.Bucket``), and only by the same Python version;
+    Jinja2 writes each file to a temporary name and renames it (two processes may share the folder).
+    Compiling every template of both lines takes about 90 ms; loading them from this cache about
+    10 ms (measured, see README "Speed"). A cache that cannot be written (a read-only install) is
+    skipped: it never fails a run.
     """
 
     def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
@@ -126,11 +131,12 @@ class _BytecodeCache(jinja2.FileSystemBytecodeCache):
 
 @cache
 def _bytecode_cache() -> jinja2.BytecodeCache | None:
-    """The one :class:`_BytecodeCache` of this process, or None when Jinja2 finds no safe folder for it."""
+    """The one :class:`_BytecodeCache` of this process, or None when its folder cannot be made."""
     try:
-        return _BytecodeCache()
-    except (RuntimeError, OSError):
+        BYTECODE_DIR.mkdir(exist_ok=True)
+    except OSError:
         return None
+    return _BytecodeCache(str(BYTECODE_DIR))
 
 
 @cache
