@@ -328,8 +328,6 @@ class _ConfigLinter:
             return None
         cls = getattr(module, class_name, None)
         if not inspect.isclass(cls):
-            import difflib
-
             classes = [n for n, v in vars(module).items() if inspect.isclass(v) and not n.startswith("_")]
             close = difflib.get_close_matches(class_name, classes, n=1, cutoff=0.8)
             hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -119,17 +119,10 @@ def args_problems(module_file: Path, class_path: str, args: dict) -> list[tuple[
     Returns:
         list[tuple[str | None, str]]: ``(argument, message)``; the argument is None for a missing one.
     """
-    tree = _tree(module_file)
     name = class_path.rsplit(".", 1)[-1]
-    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None) if tree else None
-    init = (
-        next(
-            (n for n in cls.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == "__init__"),
-            None,
-        )
-        if cls
-        else None
-    )
+    classes = [n for n in (_tree(module_file) or ast.Module(body=[])).body if isinstance(n, ast.ClassDef)]
+    body = next((n.body for n in classes if n.name == name), [])
+    init = next((n for n in body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
     if init is None or init.args.kwarg is not None:
         return []
     a = init.args
@@ -227,8 +220,8 @@ def framework_problems(doc: Document, job: Job, scripts_root: Path, shipper: Shi
                 "server's PTFileModelPersistor builds (its module under client_scripts/)",
             )
         ]
-    at = job.path_of("model")
-    at = (*at, "path") if at[-1] == "model" else at
+    model_at = job.path_of("model")
+    at = (*model_at, "path") if model_at[-1] == "model" else model_at
     class_path = s["model"]["path"]
     files, why = model_files(scripts_root, class_path)
     if why is None:
@@ -245,8 +238,6 @@ def framework_problems(doc: Document, job: Job, scripts_root: Path, shipper: Shi
     else:
         job.model_shipment = shipper.plan_model(tuple(files))
         problems += [doc.problem(at, message) for _, message in job.model_shipment.errors]
-    if why is None:
-        model_at = job.path_of("model")
         for arg, message in args_problems(scripts_root / files[-1][1], class_path, s["model"].get("args") or {}):
             where = (*model_at, "args", arg) if model_at[-1] == "model" and arg else model_at
             problems.append(doc.problem(where, message))

@@ -450,7 +450,7 @@ def _config(env: jinja2.Environment, template_name: str, context: dict, job: Job
     text = _render(env, template_name, context)
     side = extras.SIDES.get(template_name)
     try:
-        if side and extras.config_entries(job, side):  # the escape hatch: parsed, added to, written
+        if side and extras.extras_of(job, side):  # the escape hatch: parsed, added to (apply), written
             return pretty(extras.apply(json.loads(text, parse_constant=_refuse_constant), template_name, job))
         return reformat(text, _refuse_constant)
     except ValueError as e:  # json.JSONDecodeError is a ValueError

@@ -831,32 +831,27 @@ def _expect_problems(doc: Document, job: Job) -> list[Problem]:
 
 def _array_problem(value) -> str | None:
     """Why ``value`` (``expect.final_model``, or one parameter of it) is not an array as ``tolist()``
-    gives one: numbers (a 0-d tensor), or non-empty lists, equally long at each depth, of numbers at
+    gives one: a number (a 0-d tensor), or non-empty lists, equally long at each depth, of numbers at
     the same depth. None: it is one."""
+    found = _array_shape(value)
+    return found if isinstance(found, str) else None
+
+
+def _array_shape(value) -> tuple | str:
+    """The shape of ``value`` as :func:`_array_problem` reads it (``()`` for a number), or why it has none."""
     if isinstance(value, bool) or not isinstance(value, int | float | list):
         return f"holds {_describe(value)}, not a number"
     if not isinstance(value, list):
-        return None
+        return ()
     if not value:
         return "has an empty list"
-
-    def shape(item) -> tuple | str:
-        if isinstance(item, bool) or not isinstance(item, int | float | list):
-            return f"holds {_describe(item)}, not a number"
-        if not isinstance(item, list):
-            return ()
-        if not item:
-            return "has an empty list"
-        shapes = [shape(x) for x in item]
-        for found in shapes:
-            if isinstance(found, str):
-                return found
-        if len(set(shapes)) > 1:
-            return "is ragged: its lists at one depth differ in length or nesting (an array's rows are all alike)"
-        return (len(item), *shapes[0])
-
-    found = shape(value)
-    return found if isinstance(found, str) else None
+    shapes = [_array_shape(x) for x in value]
+    for found in shapes:
+        if isinstance(found, str):
+            return found
+    if len(set(shapes)) > 1:
+        return "is ragged: its lists at one depth differ in length or nesting (an array's rows are all alike)"
+    return (len(value), *shapes[0])
 
 
 def _compare_problems(doc: Document, job: Job) -> list[Problem]:
