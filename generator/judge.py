@@ -680,3 +680,39 @@ def cross_site_problems(
                 f"({len(missing)} of {len(models)} models missing in {path}; see {log})"
             )
     return matrix, problems
+
+
+#: The logger of the generated ``MetricsDeliveryClient`` (``app/custom/jobgen_metrics_delivery.py``).
+DELIVERY_CLIENT_LOGGER = "jobgen_metrics_delivery.MetricsDeliveryClient"
+#: What ``MetricsDeliveryClient`` (``templates/shared/custom/jobgen_metrics_delivery.py``) logs at the
+#: end of a run: the number of federated metric events its site's client job fired, as ``sent``.
+_POINTS_SENT = re.compile(
+    r"the server has all (?P<all>\d+) metric points of this site"
+    r"|the server has \d+ of (?P<of>\d+) metric points of this site"
+    r"|waiting for the server to have this site's metric points: \d+ of (?P<waiting>\d+)"
+)
+
+
+def points_sent(site_dir: Path) -> int | None:
+    """How many metric points a site's client job sent to the server, as that job last reported it.
+
+    A metric point travels script -> client job (in a sub-process job, NVFlare's Client API sends each
+    one fire-and-forget from the script's process to the client job's cell, dropping it silently if that
+    link is not there at that moment) -> server (checked by the delivery handshake). The count that
+    ``MetricsDeliveryClient`` logs at the end of the run tells the two legs apart.
+
+    Args:
+        site_dir (Path): the site's workspace folder (``WS/site-1``); its ``log.json`` is read.
+
+    Returns:
+        int | None: the last count the site logged; None when it logged none (no receiver, the job
+        ended before its end-of-run handshake, or no log).
+    """
+    count = None
+    for record in read_records(site_dir / LOG_JSON, (b"metric points",)):
+        if record.get("fullName") != DELIVERY_CLIENT_LOGGER:  # a script's print is relayed under another
+            continue
+        match = _POINTS_SENT.search(str(record.get("message", "")))
+        if match:
+            count = int(next(g for g in match.groups() if g is not None))
+    return count

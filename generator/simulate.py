@@ -43,7 +43,7 @@ from pathlib import Path
 
 from .components import FRAMEWORKS
 from .errors import JobgenError, OptionError, OutputError, Problem, SimulationError
-from .judge import RoundTracker, client_exceptions, cross_site_problems, nvflare_errors
+from .judge import LOG_JSON, RoundTracker, client_exceptions, cross_site_problems, nvflare_errors, points_sent
 from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry  # noqa: F401
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
@@ -324,7 +324,7 @@ def _by_site(counts: dict, sites: list[str]) -> dict:
     return out
 
 
-def _metric_problems(info: ManifestEntry, counts: dict) -> list[str]:
+def _metric_problems(info: ManifestEntry, counts: dict, ws: Path | None = None) -> list[str]:
     problems = []
     sites = info.sites
     counts = _by_site(counts, sites)
@@ -335,8 +335,25 @@ def _metric_problems(info: ManifestEntry, counts: dict) -> list[str]:
         for site in sites:
             got = counts.get(site, {}).get(key, 0)
             if got != expected:
-                problems.append(f"{site} stored {got} {key!r} points, expected {expected}")
+                where = _where_points_went(site, sum(counts.get(site, {}).values()), ws) if got < expected else ""
+                problems.append(f"{site} stored {got} {key!r} points, expected {expected}{where}")
     return problems
+
+
+def _where_points_went(site: str, stored: int, ws: Path | None) -> str:
+    """Which leg lost a site's missing points, from the count its client job logged (:func:`points_sent`):
+    ``""`` when the site's log does not say (no ``ws``, or a ``submit`` download without site logs)."""
+    sent = points_sent(ws / site) if ws is not None else None
+    if sent is None:
+        return ""
+    log = f"{site}/{LOG_JSON}"
+    if stored >= sent:
+        return (
+            f" ({site}'s client job sent the server every point it got, {sent} in all ({log}): the rest never "
+            "reached it from the training script; in a sub-process job NVFlare's Client API sends each point "
+            "from the script's process fire-and-forget)"
+        )
+    return f" ({site}'s client job sent {sent} points in all ({log}); the server's receiver stored {stored})"
 
 
 def _without_password(uri: str) -> str:
@@ -698,7 +715,7 @@ def judge_metrics(result: JobResult, info: ManifestEntry, ws: Path, since_ms: in
             return
         result.metric_points = count_points(series)
         result.series, result.metric_last = series, last_values(series)
-        result.problems += [job_problem(result.name, m) for m in _metric_problems(info, result.metric_points)]
+        result.problems += [job_problem(result.name, m) for m in _metric_problems(info, result.metric_points, ws)]
         if reports and any(any(keys.values()) for keys in series.values()):
             from .plot import plot_metrics
 

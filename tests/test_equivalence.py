@@ -38,6 +38,7 @@ pytest.importorskip("nvflare", reason="the equivalence harness compares against 
 
 import fedjob_reference as ref  # noqa: E402
 
+from generator.judge import points_sent  # noqa: E402
 from generator.layout import DEFAULT_TRACKING_URI, PT_FINAL_MODEL  # noqa: E402
 from generator.lines import installed_line  # noqa: E402
 from generator.pipeline import generate, job_info  # noqa: E402
@@ -707,7 +708,14 @@ def test_metrics_arrive_where_fedjob_loses_them(simulated, name):
     sites = [f"site-{i}" for i in range(1, jobs[name].settings["num_clients"] + 1)]
     in_process = not options.get("launch_external_process", False)
     if LINE == "2.9":
-        assert ours == {site: {"global_step": expected} for site in sites}
+        sent = {site: points_sent(project / "ws-ours" / name / site) for site in sites}
+        # the delivery handshake: the server stored every point each client job sent
+        assert ours == {site: {"global_step": sent[site]} for site in sites}, sent
+        if in_process:
+            assert sent == dict.fromkeys(sites, expected)
+        else:  # NVFlare's Client API sends each point from the script's process fire-and-forget: a point
+            # dropped on that link (seen once in ~60 site runs under CI load) never reaches the client job
+            assert all(expected * 0.99 <= sent[site] <= expected for site in sites), sent
         if in_process:
             assert all(theirs.get(site, {}).get("global_step", 0) == 0 for site in sites), theirs
         else:

@@ -12,6 +12,8 @@ simulator runs, trimmed (paths shortened to ``/ws/<job>/...``):
 - ``site-boom-in-process.log.json``: that client's records (in-process, ``custom/train_boom.py:5``).
 - ``site-import-sub-process.log.json``: a sub-process script failing ``from mock_helper import``.
 - ``site-boom-sub-process-2.7.log.json``: NVFlare 2.7, the round-1 RuntimeError in a sub-process.
+- ``site-points-sent.log.json``: a sub-process metrics job's site-1 records of ``MetricsDeliveryClient``
+  (counts edited to 749) and a script's print of the same words relayed by NVFlare.
 - ``console-import-in-process-2.{9,7}.log``: the simulator console of the same import failure
   in-process, where the traceback exists only on the console, interleaved with other lines (2.7
   colours every line).
@@ -266,6 +268,40 @@ def test_an_import_failure_in_process_is_found_on_the_console(tmp_path, line):
     assert client_exceptions(ws, console) == [
         "site-1, site-2: ModuleNotFoundError: No module named 'mock_helper' (custom/train_import.py:3)"
     ]
+
+
+# --- missing metric points: which leg lost them ---------------------------------------------------
+
+
+def test_the_points_a_client_job_sent_come_from_its_delivery_component_only(tmp_path):
+    """The last count MetricsDeliveryClient logged; a script's print of the same words is not it."""
+    from generator.judge import points_sent
+
+    ws = workspace(tmp_path, site_1="site-points-sent.log.json")
+    assert points_sent(ws / "site-1") == 749
+    assert points_sent(ws / "site-2") is None  # no log: nothing to say
+
+
+def test_missing_points_say_where_they_were_lost(tmp_path):
+    from generator.simulate import _metric_problems
+
+    ws = workspace(tmp_path, site_1="site-points-sent.log.json")
+    info = ManifestEntry("2.9", 1, 2, "external_process", "t.py", expect={"metric_points_per_site": {"x": 750}})
+    # the server stored all the client job sent: lost between the script and the client job
+    (before,) = _metric_problems(info, {"site-1": {"x": 749}}, ws)
+    assert before.startswith("site-1 stored 749 'x' points, expected 750 (site-1's client job sent the server")
+    assert "749 in all (site-1/log.json): the rest never reached it from the training script" in before
+    # the client job sent more than was stored: lost between the client job and the server
+    (after,) = _metric_problems(info, {"site-1": {"x": 700}}, ws)
+    assert after == (
+        "site-1 stored 700 'x' points, expected 750 (site-1's client job sent 749 points in all "
+        "(site-1/log.json); the server's receiver stored 700)"
+    )
+    # no site log (a POC download): the count alone
+    assert _metric_problems(info, {"site-1": {"x": 749}}, tmp_path / "nothing") == [
+        "site-1 stored 749 'x' points, expected 750"
+    ]
+    assert _metric_problems(info, {"site-1": {"x": 751}}, ws) == ["site-1 stored 751 'x' points, expected 750"]
 
 
 # --- the table row of a failed job --------------------------------------------------------------
