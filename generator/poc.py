@@ -8,10 +8,12 @@ judged from NVFlare's own records exactly as a simulated run is (:func:`generato
   from a ``project.yml`` written here: server ``server``, clients ``site-1`` .. ``site-N`` with N
   the largest ``num_clients`` of the selected jobs, one free loopback port), with ``HOME`` and
   ``NVFLARE_POC_WORKSPACE`` inside the ``--workspace`` folder so nothing is written to the user's
-  home; starts the server and the clients (``nvflare poc start``: no admin console is started,
-  ``poc_commands._start_poc``), waits until every client is connected (``Session.get_system_info``),
-  runs the jobs, and always stops the system (``nvflare poc stop``) and every process left under
-  its workspace: after success, a failed job, a timeout, a stop signal or an error.
+  home; starts the server and the clients with their startup kits' own ``sub_start.sh --once``
+  (what ``nvflare poc start`` runs, without its 5 s supervision loop; no admin console), waits until
+  every client is connected (``Session.get_system_info``), runs the jobs, and always stops the
+  system (``shutdown all`` through the admin API, as ``nvflare poc stop`` does; that command if the
+  API cannot) and every process left under its workspace: after success, a failed job, a timeout,
+  a stop signal or an error.
 - ``submit`` (:func:`submit_all`) does the same against a system that already runs, through an
   admin startup kit (production, or someone's POC); it never starts or stops anything.
 
@@ -86,15 +88,19 @@ from .simulate import (
 COMPLETED = "FINISHED:COMPLETED"
 #: Seconds between two polls of a running job's status (and of the POC server's log for progress).
 POLL_SECONDS = 1.0
-#: Seconds to wait for the system to have every client connected after ``nvflare poc start``.
+#: Seconds to wait for the system to have every client connected after it was started.
 READY_SECONDS = 180
-#: Seconds ``nvflare poc start`` and ``nvflare poc stop`` may take each before they are stopped.
+#: Seconds ``nvflare poc start`` and a shutdown (admin API, else ``nvflare poc stop``) may take each.
 START_SECONDS, STOP_SECONDS = 180, 90
 #: Seconds an aborted job may take to end before its result is fetched anyway.
 ABORT_GRACE = 30
-#: Seconds the processes of a stopped POC system get to exit by themselves (its ``sub_start.sh``
-#: loops look for ``shutdown.fl`` every 5 s) before they are sent SIGTERM, then SIGKILL.
-LEFTOVER_GRACE = 12
+#: Seconds the processes of a stopped POC system get to exit by themselves before they are sent
+#: SIGTERM, then SIGKILL (they exit within about 2 s of ``shutdown all`` here).
+LEFTOVER_GRACE = 10
+#: The same once ``shutdown all`` was accepted: NVFlare's server and clients then take about 5 s more
+#: to exit by themselves (measured here), with every job already ended and its result downloaded,
+#: so what is left of their wind-down is cut short.
+SHUTDOWN_GRACE = 2
 #: How messages name the ``--downloads`` folder.
 DOWNLOADS = "the downloads folder"
 #: The console log of the ``nvflare poc`` commands, in the POC workspace folder.
@@ -396,20 +402,63 @@ def _port_taken(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+#: The console log NVFlare's ``nvflare poc start`` gives each service, in its folder
+#: (``nvflare/tool/poc/poc_commands.py``: ``POC_SERVICE_CONSOLE_LOG``); ours goes to the same file.
+SERVICE_CONSOLE_LOG = "poc_console.log"
+#: The services started by :func:`start_poc`, per POC workspace, so that :func:`stop_poc` reaps them.
+_STARTED: dict[Path, list[subprocess.Popen]] = {}
+
+
+def _service_dirs(system: System, num_clients: int) -> list[Path]:
+    """The server's folder, then ``site-1`` .. ``site-<num_clients>``'s, in the provisioned POC project."""
+    prod = system.sites_dir
+    return [prod / SERVER_SITE, *(prod / site for site in site_names(num_clients))]
+
+
+def _launch_services(root: Path, system: System, num_clients: int, log) -> None:
+    """Start the server and each client with their startup kit's own ``startup/sub_start.sh --once``.
+
+    This is what ``nvflare poc start`` runs, minus its wrapper: ``start.sh`` puts ``sub_start.sh`` in
+    the background, whose supervision loop starts NVFlare only after a first ``sleep 5`` and, once
+    the system is shut down, notices only on its next 5 s tick; ``--once`` (the script's own option,
+    "Start NVFlare directly") execs the same ``python3 -m nvflare.private.fed.app...`` at once. Each
+    service runs in its own session, its output in its folder's :data:`SERVICE_CONSOLE_LOG`, with
+    the interpreter of this environment first on ``PATH`` (as ``nvflare poc start`` does).
+    """
+    env = _poc_env(root)
+    env["PATH"] = os.pathsep.join(filter(None, [os.path.dirname(sys.executable), env.get("PATH", "")]))
+    started = _STARTED.setdefault(root, [])
+    for service in _service_dirs(system, num_clients):
+        log.write(f"$ {service / 'startup/sub_start.sh'} --once\n")
+        log.flush()
+        with open(service / SERVICE_CONSOLE_LOG, "a", encoding="utf-8") as console:
+            started.append(
+                subprocess.Popen(
+                    ["bash", str(service / "startup" / "sub_start.sh"), "--once"],
+                    cwd=service,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=console,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+
+
 def start_poc(root: Path, system: System, port: int, num_clients: int, log) -> float:
     """Start the POC server and clients and wait until every client is connected; seconds it took.
 
     Raises:
-        SimulationError: the port is taken, ``nvflare poc start`` failed, or the clients did not
+        SimulationError: the port is taken, a service could not be started, or the clients did not
             all connect within :data:`READY_SECONDS` (the log named).
     """
     started = time.monotonic()
     if _port_taken(port):
         raise SimulationError(f"port {port} on 127.0.0.1 is already in use: the POC server cannot listen there")
-    # --no-wait: readiness is checked here (wait_for_clients), each check bounded in time
-    code = _nvflare(["poc", "start", "--no-wait"], root, log, START_SECONDS)
-    if code != 0:
-        raise SimulationError(f"`nvflare poc start` failed (exit code {code}); log: {log.name}")
+    try:
+        _launch_services(root, system, num_clients, log)
+    except OSError as e:
+        raise SimulationError(f"cannot start the POC system: {e}; log: {log.name}") from None
     wait_for_clients(system, num_clients, READY_SECONDS)
     return time.monotonic() - started
 
@@ -437,21 +486,52 @@ def _our_processes(root: Path) -> list[psutil.Process]:
     return found
 
 
+def _shutdown(root: Path, log) -> int:
+    """Shut the POC system in ``root`` down through its project admin's session, as ``nvflare poc stop``
+    does (``nvflare.tool.api_utils.shutdown_system_by_session``: abort running jobs, ``shutdown all``),
+    without starting a second Python for the CLI; 0, or -1 on failure (the reason in ``log``)."""
+    from nvflare.tool.api_utils import shutdown_system_by_session
+
+    kit = root / "poc" / POC_PROJECT / "prod_00" / POC_ADMIN
+    log.write("$ shutdown all (admin API)\n")
+    log.flush()
+    session = None
+    try:
+        session = open_session(System(kit, POC_ADMIN, POC_PROJECT), timeout=10.0)
+        with contextlib.redirect_stdout(io.StringIO()):
+            # wait=False: its wait for the server to be down polls a closed session for up to
+            # ``timeout_in_sec`` (30 s seen here); the caller waits for the processes instead
+            shutdown_system_by_session(session, timeout_in_sec=STOP_SECONDS, wait=False, verbose=False)
+        return 0
+    except Exception as e:  # the server already gone, or NVFlare's own error types
+        log.write(f"shutdown through the admin API failed: {type(e).__name__}: {e}\n")
+        return -1
+    finally:
+        if session is not None:
+            with contextlib.suppress(Exception):
+                session.close()
+
+
 def stop_poc(root: Path, log) -> tuple[int, int]:
-    """Stop the POC system (``nvflare poc stop``), then every process still running under ``root``.
+    """Stop the POC system (``shutdown all`` through the admin API, see :func:`_shutdown`; else
+    ``nvflare poc stop``), then every process still running under ``root``.
 
     Returns:
-        tuple[int, int]: ``nvflare poc stop``'s exit code (-1: it did not end in time) and how many
-        processes were still running :data:`LEFTOVER_GRACE` seconds after it and were stopped here
-        (SIGTERM, then SIGKILL after 3 s).
+        tuple[int, int]: 0 if the system accepted ``shutdown all`` (else the exit code of ``nvflare
+        poc stop``, -1: it did not end in time) and how many processes were still running
+        :data:`SHUTDOWN_GRACE` seconds after it (:data:`LEFTOVER_GRACE` after ``nvflare poc stop``)
+        and were stopped here (SIGTERM, then SIGKILL after 3 s).
     """
-    try:
-        code = _nvflare(["poc", "stop"], root, log, STOP_SECONDS)
-    except SimulationError:
-        code = -1
-    end = time.monotonic() + LEFTOVER_GRACE
+    code, grace = _shutdown(root, log), SHUTDOWN_GRACE
+    if code != 0:
+        grace = LEFTOVER_GRACE
+        try:
+            code = _nvflare(["poc", "stop"], root, log, STOP_SECONDS)
+        except SimulationError:
+            code = -1
+    end = time.monotonic() + grace
     while _our_processes(root) and time.monotonic() < end:
-        time.sleep(0.5)
+        time.sleep(0.2)
     left = _our_processes(root)
     procs = left
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -459,6 +539,9 @@ def stop_poc(root: Path, log) -> tuple[int, int]:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)
         _, procs = psutil.wait_procs(procs, timeout=3)
+    for service in _STARTED.pop(root, []):  # reap them (no zombie left behind)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            service.wait(timeout=3)
     return code, len(left)
 
 
@@ -560,6 +643,7 @@ class _Run:
     tracker: RoundTracker | None = None
     status: str = ""
     aborted_at: float | None = None
+    clients_ended_at: float | None = None
     problems: list = field(default_factory=list)
 
 
@@ -719,8 +803,48 @@ def _submit(
     return run
 
 
-def _poll(session, run: _Run, events) -> bool:
-    """Look at a running job once; True when it ended (or its abort has had its grace period)."""
+#: The last line NVFlare's job process logs in its run log (``<site>/<job id>/log.txt``) as it exits
+#: (``nvflare/private/fed/app/utils.py`` via ``mpm``: "MPM: Good Bye!").
+JOB_PROCESS_EXIT = "MPM: Good Bye!"
+#: Seconds a job may keep running on the server after every client's job process exited before it is
+#: aborted and reported FAILED. NVFlare's server learns that a client's job died from the client's
+#: next report of its jobs, and only counts a job missing there once a report has listed it
+#: (``sync_client_jobs_require_previous_report``, default true, ``nvflare/private/fed/server/
+#: fed_server.py``): a client job that dies in its first seconds (a sub-process script whose
+#: import fails) was seen to leave the server waiting until the job's timeout.
+CLIENTS_GONE_GRACE = 20
+
+
+def clients_exited(sites_dir: Path | None, job_id: str, sites: list[str]) -> bool:
+    """Whether every site's job process of ``job_id`` has exited, from the end of its run log on a
+    local system (``<sites_dir>/<site>/<job id>/log.txt`` ends with :data:`JOB_PROCESS_EXIT`); False
+    when it cannot be told (no local system, a log missing)."""
+    if sites_dir is None or not sites:
+        return False
+    for site in sites:
+        try:
+            with open(sites_dir / site / job_id / "log.txt", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 4096))
+                if JOB_PROCESS_EXIT.encode() not in f.read():
+                    return False
+        except OSError:
+            return False
+    return True
+
+
+def _abort(session, run: _Run, now: float) -> None:
+    run.aborted_at = now
+    with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
+        session.abort_job(run.job_id)
+
+
+def _poll(session, run: _Run, events, sites_dir: Path | None = None) -> bool:
+    """Look at a running job once; True when it ended (or its abort has had its grace period).
+
+    A job still running :data:`CLIENTS_GONE_GRACE` seconds after every client's job process exited
+    (:func:`clients_exited`, local systems only) is aborted and reported FAILED; one still running at
+    its deadline is aborted and reported TIMEOUT."""
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             meta = session.get_job_meta(run.job_id) or {}
@@ -736,11 +860,20 @@ def _poll(session, run: _Run, events) -> bool:
     now = time.monotonic()
     if run.status.startswith("FINISHED"):
         return True
+    if run.aborted_at is None and clients_exited(sites_dir, run.job_id, site_names(run.info.num_clients)):
+        run.clients_ended_at = run.clients_ended_at or now
+        if now - run.clients_ended_at > CLIENTS_GONE_GRACE:
+            _abort(session, run, now)
+            run.result.problems.append(
+                job_problem(
+                    run.name,
+                    f"every client's job process had exited for {CLIENTS_GONE_GRACE} s while the server "
+                    f"still ran the job: NVFlare aborted job {run.job_id} (abort_job)",
+                )
+            )
     if run.aborted_at is None and now >= run.deadline:
-        run.aborted_at = now
+        _abort(session, run, now)
         run.result.status = TIMEOUT
-        with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
-            session.abort_job(run.job_id)
         run.problems.append(
             job_problem(
                 run.name,
@@ -795,7 +928,7 @@ def run_jobs(
                     if held:
                         raise Interrupted(held[0])
                 for run in list(running):
-                    if _poll(session, run, events):
+                    if _poll(session, run, events, system.sites_dir):
                         running.remove(run)
                         with deferred_signals() as held:
                             results[run.name] = _finish(system, session, run, downloads)
@@ -932,8 +1065,11 @@ def _stop(root: Path, log, events, received: list[int]) -> None:
     with deferred_signals() as late:
         code, left = stop_poc(root, log)
         received += [s for s in late if s not in received]
-    step = "stopped the POC system" if code == 0 else f"`nvflare poc stop` exited with code {code}"
-    extra = f"; stopped {left} process(es) it left running" if left else ""
+    if code == 0:  # its processes' last seconds of wind-down are cut short by design (SHUTDOWN_GRACE)
+        step, extra = "stopped the POC system", ""
+    else:
+        step = f"the POC system did not shut down when asked (`nvflare poc stop`: code {code})"
+        extra = f"; stopped {left} process(es) it left running" if left else ""
     events.system_step(f"{step}{extra}; log: {root / POC_LOG}")
 
 

@@ -204,6 +204,65 @@ def test_the_leftover_sweep_spares_the_wrapper_that_named_the_workspace(tmp_path
         stray.wait()
 
 
+def test_clients_exited_reads_the_end_of_each_sites_job_log(tmp_path):
+    """A job is seen gone from every client only when each site's run log of it ends with NVFlare's exit line."""
+    from generator.poc import JOB_PROCESS_EXIT, clients_exited
+
+    sites = ["site-1", "site-2"]
+    for site in sites:
+        (tmp_path / site / "job-1").mkdir(parents=True)
+        (tmp_path / site / "job-1/log.txt").write_text("x" * 10000 + "\nINFO - worker started\n")
+    assert not clients_exited(tmp_path, "job-1", sites)
+    with open(tmp_path / "site-1/job-1/log.txt", "a") as f:
+        f.write(f"2026-12-01 08:46:11,567 - MPM - INFO - {JOB_PROCESS_EXIT}\n")
+    assert not clients_exited(tmp_path, "job-1", sites)  # site-2's still runs
+    with open(tmp_path / "site-2/job-1/log.txt", "a") as f:
+        f.write(f"2026-12-01 08:46:11,567 - MPM - INFO - {JOB_PROCESS_EXIT}\n")
+    assert clients_exited(tmp_path, "job-1", sites)
+    assert not clients_exited(tmp_path, "job-2", sites)  # no log: cannot tell
+    assert not clients_exited(None, "job-1", sites)  # not a local system
+
+
+def test_a_job_the_server_keeps_after_its_clients_exited_is_aborted_as_failed(tmp_path, monkeypatch):
+    """NVFlare's server may never learn that a client job died in its first seconds; poc aborts the job
+    once every client's job process has been gone for CLIENTS_GONE_GRACE, without waiting for its timeout."""
+    from generator import poc
+    from generator.layout import ManifestEntry
+    from generator.simulate import JobResult
+
+    class Server:
+        def __init__(self):
+            self.aborted: list[str] = []
+
+        def get_job_meta(self, job_id):
+            return {"status": "FINISHED:ABORTED" if self.aborted else "RUNNING"}
+
+        def abort_job(self, job_id):
+            self.aborted.append(job_id)
+
+    class Events:
+        def round_started(self, *args):
+            pass
+
+    info = ManifestEntry("2.9", 2, 1, "external_process", "t.py")
+    run = poc._Run("j", info, JobResult(name="j", rounds=1), "job-1", time.monotonic(), time.monotonic() + 600)
+    session = Server()
+    assert not poc._poll(session, run, Events(), tmp_path)  # no site logs: nothing known
+    for site in ("site-1", "site-2"):
+        (tmp_path / site / "job-1").mkdir(parents=True)
+        (tmp_path / site / "job-1/log.txt").write_text(f"MPM - INFO - {poc.JOB_PROCESS_EXIT}\n")
+    assert not poc._poll(session, run, Events(), tmp_path)  # exited: the grace starts
+    assert session.aborted == [] and run.clients_ended_at is not None
+    monkeypatch.setattr(poc, "CLIENTS_GONE_GRACE", -1)
+    assert not poc._poll(session, run, Events(), tmp_path)
+    assert session.aborted == ["job-1"] and run.result.status != poc.TIMEOUT
+    assert [p.message for p in run.result.problems] == [
+        "every client's job process had exited for -1 s while the server still ran the job: "
+        "NVFlare aborted job job-1 (abort_job)"
+    ]
+    assert poc._poll(session, run, Events(), tmp_path)  # NVFlare ended it
+
+
 def test_project_yaml_has_the_server_the_admin_and_sites_on_one_port():
     from generator.poc import project_yaml
 
