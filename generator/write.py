@@ -3,24 +3,35 @@
 Takes ``{job name: {relative path: bytes}}``; gives the output folder (default ``build/jobs``).
 
 Ownership: the output folder carries a manifest (``.jobgen.json``) naming the job folders the
-generator wrote and the SHA-256 of every file in them. A folder without a manifest, an entry the
-manifest does not list, a file inside a job folder it does not list, or a listed file whose content
-changed since it was written is never deleted or overwritten: the run is refused and says which.
+generator wrote, the SHA-256 of every file in them and, per job, a digest of what it was made
+from (``inputs``). A folder without a manifest, an entry the manifest does not list, a file inside
+a job folder it does not list, or a listed file whose content changed since it was written is
+never deleted or overwritten: the run is refused and says which.
 
-Atomicity: the whole new tree is written to ``.<out>.tmp-*`` beside the target (its manifest
-first, so a leftover is recognisably ours), checked (every JSON file parses, every script an
+Hand edits are found by ``lstat``, not by reading every file: every file and folder the generator
+leaves was last changed before the manifest was written, so its ctime (the inode change time,
+which no user can set) is older than the manifest's mtime; any write since (a same-size edit whose
+mtime is put back with ``touch -r`` included) gives a newer ctime, and only such files are hashed
+(an edit that restores the bytes is no change). A folder with an older ctime has had no entry
+added or removed. A manifest whose ctime is not within 100 ms of its mtime (copied, ``chmod``-ed)
+is not trusted: then every file is hashed, as a clock stepped back would need too.
+
+First run (or where ``renameat2(RENAME_EXCHANGE)`` is missing: not Linux, a file system that
+refuses it): the whole new tree is written to ``.<out>.tmp-*`` beside the target (its manifest
+first, so a leftover is recognisably ours), checked (every JSON file parses, every script
 the job runs is there) and swapped in with two renames (``out`` -> ``.<out>.old-*``, temp ->
-``out``); the old copy is then renamed ``.<out>.del-*`` and deleted, manifest last. A run killed
-at any point leaves either the previous output or the new one; the next run (:func:`recover`)
-puts a previous output that was moved aside back in place and deletes the leftovers, only those
-that hold our manifest (or nothing). Runs on the same output folder are serialised with an
-advisory lock (``flock``) on its parent folder.
+``out``); the old copy is then renamed ``.<out>.del-*`` and deleted, manifest last. A job whose
+files are the ones on disk is hard-linked into the new tree (same bytes, mtime and inode).
 
-Incremental: a job whose rendered files are exactly those on disk (same paths, same SHA-256 as the
-manifest lists, and the disk checked against the manifest first) is not written again: its files
-are hard-linked into the new tree, so they keep their bytes, modification time and inode, and the
-swap above stays atomic. Editing one job of 1,000 writes that job's files; the other 999 job
-folders are new folders holding the same files. A file system without hard links gets a written copy.
+Later runs (:func:`_exchange_in`): only changed job folders are written, into ``.<out>.tmp-*``, and
+each is exchanged with the old one in one ``renameat2(RENAME_EXCHANGE)``, so no job folder is ever
+missing; unchanged job folders are not touched, and not even rendered when their ``inputs`` digest
+and the generator's code are as when the manifest was written. The manifest is rewritten (temp +
+rename) before the exchanges, naming the run and describing old and new folders, and again after
+them. A run killed at any point leaves each job folder old or new and a manifest that lists them;
+the next run (:func:`recover`) finishes a started exchange, puts a previous output that was moved
+aside back in place and deletes the leftovers, only those that hold our manifest (or nothing).
+Runs on the same output folder are serialised with an advisory lock (``flock``) on its parent folder.
 """
 
 from __future__ import annotations
@@ -302,8 +313,10 @@ def _remove(folder: Path) -> None:
 def recover(out: Path) -> None:
     """Clean up after a run that was killed while writing ``out``.
 
-    If ``out`` is missing and a previous output was moved aside (``.<out>.old-*``), it is moved
-    back, byte for byte as it was. Every other leftover of ours (``.<out>.tmp-*``,
+    If ``out``'s manifest names a per-job exchange that a leftover ``.<out>.tmp-*`` planned, the
+    exchange is finished (:func:`_finish_exchange`): every job folder new, the final manifest
+    written. If ``out`` is missing and a previous output was moved aside (``.<out>.old-*``), it is
+    moved back, byte for byte as it was. Every other leftover of ours (``.<out>.tmp-*``,
     ``.<out>.old-*``, ``.<out>.del-*`` holding our manifest, or empty) is deleted; anything else
     with such a name is left alone. Call it with the output folder's lock held.
 
@@ -606,7 +619,7 @@ def _libc_renameat2():
 
         try:
             func = ctypes.CDLL(None, use_errno=True).renameat2
-        except (AttributeError, OSError):
+        except (AttributeError, OSError, TypeError):  # no renameat2; Windows: no CDLL(None)
             return None
         func.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
         func.restype = ctypes.c_int
