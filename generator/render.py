@@ -361,14 +361,15 @@ class Renderer:
         """The files below ``client_scripts/`` that :meth:`render` copies into ``job``'s folder, in
         the order it reads them (a name read twice listed once): the script and what it ships (of
         each client app, for a multi-app job), and a PyTorch job's model module and its imports."""
-        names = []
+        model = []
         if job.settings["framework"] == "pytorch":
-            names += [source for _, source in model_files(self.scripts_dir, job.settings["model"]["path"])[0]]
-            names += job.model_shipment.files.values() if job.model_shipment else ()
+            model += [source for _, source in model_files(self.scripts_dir, job.settings["model"]["path"])[0]]
+            model += job.model_shipment.files.values() if job.model_shipment else ()
+        scripts = []
         for one in [app.job for app in job.apps] or [job]:
-            names.append(one.settings["script"])
-            names += one.shipment.files.values() if one.shipment else ()
-        return list(dict.fromkeys(names))
+            scripts.append(one.settings["script"])
+            scripts += one.shipment.files.values() if one.shipment else ()
+        return list(dict.fromkeys(model + scripts if job.apps else scripts + model))
 
     def inputs(self, job: Job) -> str:
         """A digest (hex SHA-256) of everything :meth:`render` makes ``job``'s folder from but the
