@@ -488,6 +488,13 @@ def write_jobs(
         with _locked(out.parent):
             recover(out)
             manifest = read_manifest(out)
+            if manifest.get("token"):  # recover() found no temporary folder to finish the run with
+                raise _fail(
+                    out / MANIFEST,
+                    f"names a run that was interrupted while replacing job folders, and its folder "
+                    f"{out.parent / str(manifest['token'])} is gone, so it cannot be finished; refusing to "
+                    "guess which job folders are whose: move the output folder away and generate again",
+                )
             stamp = _stamp(out)
             problems, intact = _not_ours(out, manifest, stamp)
             if problems:

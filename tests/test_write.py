@@ -659,3 +659,27 @@ def test_a_removed_job_folder_goes_aside_then_away_and_the_manifest_forgets_it(p
     manifest = json.loads((project / "build" / "jobs" / ".jobgen.json").read_text())
     assert "job-0" not in manifest["jobs"] and "job-0" not in manifest["files"] and "job-0" not in manifest["inputs"]
     assert "token" not in manifest and leftovers(project / "build") == []
+
+
+def test_an_interrupted_exchange_whose_temporary_folder_was_deleted_is_refused_not_guessed(
+    project, cli, five, monkeypatch
+):
+    import shutil
+
+    real, calls = write._exchange, []
+
+    def failing(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(write, "_exchange", failing)
+    (project / "jobs.yaml").write_text(FIVE_JOBS.replace("num_rounds: ", "num_rounds: 1"))
+    assert cli("generate")[0] == 130
+    monkeypatch.setattr(write, "_exchange", real)
+    (token,) = [n for n in leftovers(project / "build") if n.startswith(".jobs.tmp-")]
+    shutil.rmtree(project / "build" / token)  # the user cleans up by hand
+    err = refused(cli, project)
+    assert len(err) == 1 and err[0].startswith("build/jobs/.jobgen.json: names a run that was interrupted")
+    assert err[0].endswith("move the output folder away and generate again")
