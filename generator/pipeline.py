@@ -91,6 +91,28 @@ class RenderedJobs(Mapping):
         return len(self._jobs)
 
 
+class InputDigests(Mapping):
+    """Job name -> :meth:`generator.render.Renderer.inputs` of the job, computed when looked up.
+
+    Args:
+        renderer (Renderer): the renderer (it reads and hashes each client script once).
+        jobs (list[Job]): the jobs, by name.
+    """
+
+    def __init__(self, renderer: Renderer, jobs: list[Job]):
+        self._renderer = renderer
+        self._jobs = {job.name: job for job in jobs}
+
+    def __getitem__(self, name: str) -> str:
+        return self._renderer.inputs(self._jobs[name])
+
+    def __iter__(self):
+        return iter(self._jobs)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+
 def job_info(job: Job) -> ManifestEntry:
     """Facts about a generated job that ``simulate`` needs, stored in the output manifest.
 
@@ -246,9 +268,10 @@ def generate(
         else:
             result.removed = write_jobs(
                 Path(out),
-                ((job.name, renderer.render(job)) for job in jobs),
+                RenderedJobs(renderer, jobs),
                 {job.name: _with_matrix(doc, job) for job in jobs},
                 keep_others=bool(names),
+                inputs=InputDigests(renderer, jobs),
             )
     return result
 

@@ -19,6 +19,7 @@ and the server components a receiver's row lists (``custom_files``) are copied b
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shlex
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from functools import cache
 from pathlib import Path
 
 import jinja2
+import orjson
 
 from . import extras
 from .components import (
@@ -344,6 +346,9 @@ class Renderer:
     def __init__(self, scripts_dir: Path):
         self.scripts_dir = Path(scripts_dir)
         self._scripts: dict[str, bytes] = {}
+        self._source_digests: dict[str, bytes] = {}
+        self._defaults_key: int | None = None
+        self._defaults_hash = b""
 
     def script(self, name: str) -> bytes:
         """The bytes of ``client_scripts/<name>``, a script or a shipped file (read on first use). Raises OSError."""
@@ -351,6 +356,63 @@ class Renderer:
         if data is None:
             data = self._scripts[name] = (self.scripts_dir / name).read_bytes()
         return data
+
+    def sources(self, job: Job) -> list[str]:
+        """The files below ``client_scripts/`` that :meth:`render` copies into ``job``'s folder, in
+        the order it reads them (a name read twice listed once): the script and what it ships (of
+        each client app, for a multi-app job), and a PyTorch job's model module and its imports."""
+        model = []
+        if job.settings["framework"] == "pytorch":
+            model += [source for _, source in model_files(self.scripts_dir, job.settings["model"]["path"])[0]]
+            model += job.model_shipment.files.values() if job.model_shipment else ()
+        scripts = []
+        for one in [app.job for app in job.apps] or [job]:
+            scripts.append(one.settings["script"])
+            scripts += one.shipment.files.values() if one.shipment else ()
+        return list(dict.fromkeys(model + scripts if job.apps else scripts + model))
+
+    def inputs(self, job: Job) -> str:
+        """A digest (hex SHA-256) of everything :meth:`render` makes ``job``'s folder from but the
+        generator's own code and templates: the validated job (its name, line, settings, its entry
+        and the ``defaults:`` as written, what it ships, its client apps) and the bytes of each of
+        its :meth:`sources`. Equal digests, same code and templates: the same files.
+
+        Raises:
+            OSError: a source cannot be read (render would fail too).
+        """
+        spec = {
+            "name": job.name,
+            "line": job.line,
+            "mode": job.execution_mode,
+            "settings": job.settings,
+            "entry": job.entry,
+            "site": job.site,
+            "shipment": job.shipment.files if job.shipment else None,
+            "model_shipment": job.model_shipment.files if job.model_shipment else None,
+            "apps": [
+                [app.name, list(app.sites), app.job.settings, app.job.shipment.files if app.job.shipment else None]
+                for app in job.apps
+            ],
+        }
+        digest = hashlib.sha256(_canonical(spec))
+        digest.update(self._defaults_digest(job.defaults))
+        for name in self.sources(job):
+            digest.update(f"\0{name}\0".encode() + self._source_digest(name))
+        return digest.hexdigest()
+
+    def _defaults_digest(self, defaults: dict) -> bytes:
+        """SHA-256 of the ``defaults:`` mapping (one object shared by every job: computed once)."""
+        key = id(defaults)
+        if self._defaults_key != key:
+            self._defaults_key, self._defaults_hash = key, hashlib.sha256(_canonical(defaults)).digest()
+        return self._defaults_hash
+
+    def _source_digest(self, name: str) -> bytes:
+        """SHA-256 of ``client_scripts/<name>`` (read and hashed once per run). Raises OSError."""
+        digest = self._source_digests.get(name)
+        if digest is None:
+            digest = self._source_digests[name] = hashlib.sha256(self.script(name)).digest()
+        return digest
 
     def render(self, job: Job) -> dict[str, bytes]:
         """Render one job folder with the templates of its NVFlare line (``make_env(job.line)``).
@@ -439,6 +501,18 @@ class Renderer:
             self._add_scripts(files, app.job, place)
             self._add_shipped(files, job.line, client_files, place)
         return files
+
+
+def _canonical(value) -> bytes:
+    """``value`` (parsed YAML: mappings, lists, scalars) as bytes that are equal exactly when the
+    values are (mapping keys sorted); for :meth:`Renderer.inputs`."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except (orjson.JSONEncodeError, TypeError):  # e.g. an integer beyond 64 bits
+        try:
+            return json.dumps(value, sort_keys=True, default=repr).encode("utf-8", "surrogatepass")
+        except (TypeError, ValueError):  # keys of mixed types
+            return repr(value).encode("utf-8", "surrogatepass")
 
 
 def _config(env: jinja2.Environment, template_name: str, context: dict, job: Job) -> bytes:

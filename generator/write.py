@@ -3,24 +3,35 @@
 Takes ``{job name: {relative path: bytes}}``; gives the output folder (default ``build/jobs``).
 
 Ownership: the output folder carries a manifest (``.jobgen.json``) naming the job folders the
-generator wrote and the SHA-256 of every file in them. A folder without a manifest, an entry the
-manifest does not list, a file inside a job folder it does not list, or a listed file whose content
-changed since it was written is never deleted or overwritten: the run is refused and says which.
+generator wrote, the SHA-256 of every file in them and, per job, a digest of what it was made
+from (``inputs``). A folder without a manifest, an entry the manifest does not list, a file inside
+a job folder it does not list, or a listed file whose content changed since it was written is
+never deleted or overwritten: the run is refused and says which.
 
-Atomicity: the whole new tree is written to ``.<out>.tmp-*`` beside the target (its manifest
-first, so a leftover is recognisably ours), checked (every JSON file parses, every script an
+Hand edits are found by ``lstat``, not by reading every file: every file and folder the generator
+leaves was last changed before the manifest was written, so its ctime (the inode change time,
+which no user can set) is older than the manifest's mtime; any write since (a same-size edit whose
+mtime is put back with ``touch -r`` included) gives a newer ctime, and only such files are hashed
+(an edit that restores the bytes is no change). A folder with an older ctime has had no entry
+added or removed. A manifest whose ctime is not within 100 ms of its mtime (copied, ``chmod``-ed)
+is not trusted: then every file is hashed, as a clock stepped back would need too.
+
+First run (or where ``renameat2(RENAME_EXCHANGE)`` is missing: not Linux, a file system that
+refuses it): the whole new tree is written to ``.<out>.tmp-*`` beside the target (its manifest
+first, so a leftover is recognisably ours), checked (every JSON file parses, every script
 the job runs is there) and swapped in with two renames (``out`` -> ``.<out>.old-*``, temp ->
-``out``); the old copy is then renamed ``.<out>.del-*`` and deleted, manifest last. A run killed
-at any point leaves either the previous output or the new one; the next run (:func:`recover`)
-puts a previous output that was moved aside back in place and deletes the leftovers, only those
-that hold our manifest (or nothing). Runs on the same output folder are serialised with an
-advisory lock (``flock``) on its parent folder.
+``out``); the old copy is then renamed ``.<out>.del-*`` and deleted, manifest last. A job whose
+files are the ones on disk is hard-linked into the new tree (same bytes, mtime and inode).
 
-Incremental: a job whose rendered files are exactly those on disk (same paths, same SHA-256 as the
-manifest lists, and the disk checked against the manifest first) is not written again: its files
-are hard-linked into the new tree, so they keep their bytes, modification time and inode, and the
-swap above stays atomic. Editing one job of 1,000 writes that job's files; the other 999 job
-folders are new folders holding the same files. A file system without hard links gets a written copy.
+Later runs (:func:`_exchange_in`): only changed job folders are written, into ``.<out>.tmp-*``, and
+each is exchanged with the old one in one ``renameat2(RENAME_EXCHANGE)``, so no job folder is ever
+missing; unchanged job folders are not touched, and not even rendered when their ``inputs`` digest
+and the generator's code are as when the manifest was written. The manifest is rewritten (temp +
+rename) before the exchanges, naming the run and describing old and new folders, and again after
+them. A run killed at any point leaves each job folder old or new and a manifest that lists them;
+the next run (:func:`recover`) finishes a started exchange, puts a previous output that was moved
+aside back in place and deletes the leftovers, only those that hold our manifest (or nothing).
+Runs on the same output folder are serialised with an advisory lock (``flock``) on its parent folder.
 """
 
 from __future__ import annotations
@@ -30,13 +41,15 @@ import hashlib
 import json
 import os
 import shutil
+import stat
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .errors import OutputError, Problem
-from .jsonio import loads, write_pretty
+from .jsonio import loads, pretty, write_pretty
 from .layout import CONFIG_FILES, GENERATOR_ID, MANIFEST, ManifestEntry
 
 #: Kinds of leftovers a run may leave beside ``out`` if killed: ``.<out>.<kind>-<suffix>``.
@@ -99,7 +112,8 @@ def read_manifest(out: Path) -> dict:
             f"holds files the generator did not write (no {MANIFEST}); refusing to touch it: "
             "move it away or choose another --out",
         )
-    foreign = [e for e in entries if e != MANIFEST and e not in manifest["jobs"]]
+    removing = manifest.get("removing") if isinstance(manifest.get("removing"), list) else []
+    foreign = [e for e in entries if e != MANIFEST and e not in manifest["jobs"] and e not in removing]
     if foreign:
         raise _fail(
             out,
@@ -130,15 +144,76 @@ def _entries(out: Path, jobs: dict) -> dict[str, ManifestEntry]:
     return entries
 
 
-def _not_ours(out: Path, manifest: dict) -> list[Problem]:
-    """Files and folders inside the listed job folders that the generator did not write as they are."""
+def _stamp(out: Path) -> int | None:
+    """The manifest's modification time (ns) if it can vouch for the files written before it, else None.
+
+    Every file and folder the generator leaves in ``out`` was last changed before the manifest was
+    written, so its inode change time (ctime, which no user can set) is older than the manifest's
+    mtime. A file changed since (even by ``touch -r``, or a same-size edit) has a newer ctime. The
+    manifest's own ctime must be close to its mtime (we write it, then rename it into place): a
+    manifest that was copied (``cp -a``, ``rsync``), ``chmod``-ed or restored is not trusted, and
+    every file is then hashed.
+    """
+    try:
+        st = os.lstat(out / MANIFEST)
+    except OSError:
+        return None
+    if not 0 <= st.st_ctime_ns - st.st_mtime_ns <= _STAMP_SLACK_NS:
+        return None
+    return st.st_mtime_ns
+
+
+#: The longest time (ns) between the last write of a manifest and its rename into place; longer
+#: (the manifest copied, ``chmod``-ed, or the run stalled in between): not trusted.
+_STAMP_SLACK_NS = 100_000_000
+
+
+def _unchanged_since(job_dir: Path, recorded: dict, needed: set, stamp: int | None) -> bool:
+    """Whether the job folder is exactly as the generator left it, by ``lstat`` alone: every folder
+    (its entries) and every listed file unchanged since ``stamp`` (ctime older), each file present
+    and regular. False means "look closer" (:func:`_not_ours` then lists and hashes), not "changed"."""
+    if stamp is None:
+        return False
+    prefix = f"{job_dir}/"
+    lstat, is_dir, is_file = os.lstat, stat.S_ISDIR, stat.S_ISREG
+    try:
+        for rel in needed:
+            st = lstat(prefix + rel)
+            if not is_dir(st.st_mode) or st.st_ctime_ns >= stamp:
+                return False
+        for rel in recorded:
+            st = lstat(prefix + rel)
+            if not is_file(st.st_mode) or st.st_ctime_ns >= stamp:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _not_ours(out: Path, manifest: dict, stamp: int | None = None) -> tuple[list[Problem], set[str]]:
+    """Files and folders inside the listed job folders that the generator did not write as they are.
+
+    Args:
+        out (Path): the output folder. manifest (dict): its manifest.
+        stamp (int | None): :func:`_stamp` of ``out``: a job folder whose folders and files all
+            have an older ctime is taken as written (no listing, no hashing); a file with an older
+            ctime is not hashed. None: every job folder is listed and every file hashed.
+
+    Returns:
+        tuple: the problems (empty: every job folder holds only what the generator wrote, as
+        written), and the names of the job folders that hold every file the manifest lists
+        (``intact``; a file deleted by hand makes its job not intact).
+    """
     problems = []
+    intact = set()
     all_files = manifest.get("files")
     for name in sorted(manifest["jobs"]):
         job_dir = out / name
-        if not os.path.lexists(job_dir):
+        try:
+            mode = os.lstat(job_dir).st_mode
+        except FileNotFoundError:
             continue
-        if job_dir.is_symlink() or not job_dir.is_dir():
+        if not stat.S_ISDIR(mode):
             problems.append(
                 Problem(str(job_dir), 0, 0, "", "is not the folder the generator wrote; refusing to replace it")
             )
@@ -146,7 +221,12 @@ def _not_ours(out: Path, manifest: dict) -> list[Problem]:
         if all_files is None:  # a manifest from before file lists: only its top level is known
             continue
         recorded = all_files.get(name, {})
-        needed = {p.as_posix() for rel in recorded for p in Path(rel).parents}
+        needed = _folders(recorded)
+        if _unchanged_since(job_dir, recorded, needed, stamp):
+            intact.add(name)
+            continue
+        found = len(problems)
+        present = set()
         for root, dirs, files in os.walk(job_dir):
             for entry in sorted(dirs) + sorted(files):
                 path = Path(root) / entry
@@ -164,7 +244,7 @@ def _not_ours(out: Path, manifest: dict) -> list[Problem]:
                             "was not written by the generator; refusing to delete it (move it away)",
                         )
                     )
-                elif path.is_symlink() or sha256(path.read_bytes()) != recorded[rel]:
+                elif path.is_symlink() or not (_older(path, stamp) or sha256(path.read_bytes()) == recorded[rel]):
                     problems.append(
                         Problem(
                             str(path),
@@ -175,8 +255,32 @@ def _not_ours(out: Path, manifest: dict) -> list[Problem]:
                             "(move it away to keep the change, or delete it)",
                         )
                     )
+                else:
+                    present.add(rel)
             dirs[:] = [d for d in dirs if (Path(root) / d).relative_to(job_dir).as_posix() in needed]
-    return problems
+        if len(problems) == found and present >= set(recorded):
+            intact.add(name)
+    return problems, intact
+
+
+def _folders(rels) -> set[str]:
+    """The folders holding the files ``rels`` (posix paths relative to a job folder), the job
+    folder itself as ``""``: ``{"a/b.json"}`` -> ``{"", "a"}``."""
+    folders = {""}
+    for rel in rels:
+        parent = rel.rpartition("/")[0]
+        while parent and parent not in folders:
+            folders.add(parent)
+            parent = parent.rpartition("/")[0]
+    return folders
+
+
+def _older(path: Path, stamp: int | None) -> bool:
+    """``path`` is a regular file last changed before ``stamp`` (so as the generator wrote it)."""
+    if stamp is None:
+        return False
+    st = os.lstat(path)
+    return st.st_ctime_ns < stamp and path.is_file()
 
 
 def _leftovers(out: Path, kind: str) -> list[Path]:
@@ -209,8 +313,10 @@ def _remove(folder: Path) -> None:
 def recover(out: Path) -> None:
     """Clean up after a run that was killed while writing ``out``.
 
-    If ``out`` is missing and a previous output was moved aside (``.<out>.old-*``), it is moved
-    back, byte for byte as it was. Every other leftover of ours (``.<out>.tmp-*``,
+    If ``out``'s manifest names a per-job exchange that a leftover ``.<out>.tmp-*`` planned, the
+    exchange is finished (:func:`_finish_exchange`): every job folder new, the final manifest
+    written. If ``out`` is missing and a previous output was moved aside (``.<out>.old-*``), it is
+    moved back, byte for byte as it was. Every other leftover of ours (``.<out>.tmp-*``,
     ``.<out>.old-*``, ``.<out>.del-*`` holding our manifest, or empty) is deleted; anything else
     with such a name is left alone. Call it with the output folder's lock held.
 
@@ -218,6 +324,8 @@ def recover(out: Path) -> None:
         OSError: a rename or delete failed (the caller turns it into an OutputError).
     """
     out = Path(out)
+    for folder in _leftovers(out, _TMP):
+        _finish_exchange(out, folder)
     olds = _leftovers(out, _OLD)
     if olds and not os.path.lexists(out):
         os.rename(olds.pop(), out)
@@ -290,14 +398,45 @@ def _write_job(job_dir: str, files: dict[str, bytes]) -> None:
             os.close(fd)
 
 
-def _write_manifest(folder: Path, jobs: dict[str, ManifestEntry], files: dict) -> None:
+def _manifest(jobs: dict, files: dict, inputs: dict | None = None, extra: dict | None = None) -> dict:
+    """The manifest of ``jobs`` (name -> :class:`ManifestEntry` or its JSON), their ``files`` and
+    ``inputs`` (name -> :meth:`generator.render.Renderer.inputs`; left out when None)."""
     # jobs keep jobs.yaml order: simulate runs them in that order
-    entries = {name: entry.to_json() for name, entry in jobs.items()}
+    entries = {name: entry if isinstance(entry, dict) else entry.to_json() for name, entry in jobs.items()}
     manifest = {"generator": GENERATOR_ID, "jobs": entries, "files": dict(sorted(files.items()))}
+    if inputs is not None:
+        manifest["inputs"] = dict(sorted(inputs.items()))
+    return {**manifest, **(extra or {})}
+
+
+def _write_manifest(
+    folder: Path, jobs: dict, files: dict, inputs: dict | None = None, extra: dict | None = None
+) -> None:
+    """Write ``folder``'s manifest atomically (``.part``, then renamed over the old one).
+
+    Args:
+        folder (Path): the folder. jobs (dict): name -> :class:`ManifestEntry` (or its JSON).
+        files (dict): name -> {relative path -> SHA-256}. inputs (dict | None): name -> inputs
+            digest (None: no ``inputs``). extra (dict | None): more top-level keys (a run in
+            progress: ``token``, ``previous``, ``removing``, ``plan``).
+    """
     part = folder / (MANIFEST + ".part")
-    with open(part, "wb") as f:  # piece by piece: no 10 MB string
-        write_pretty(f, manifest, ensure_ascii=True)
+    with open(part, "wb") as f:
+        _write_pretty(f, _manifest(jobs, files, inputs, extra))
     os.replace(part, folder / MANIFEST)
+
+
+#: Up to this many jobs a manifest is pretty-printed in one piece (faster); above, piece by piece
+#: (a manifest of 10,000 jobs is ~10 MB of JSON: never held as one string).
+_WHOLE_MANIFEST_JOBS = 2000
+
+
+def _write_pretty(file, manifest: dict) -> None:
+    """Write the manifest's JSON (ASCII, indent 2) to the binary ``file``; same bytes either way."""
+    if len(manifest["jobs"]) <= _WHOLE_MANIFEST_JOBS:
+        file.write(pretty(manifest, ensure_ascii=True))
+    else:
+        write_pretty(file, manifest, ensure_ascii=True)
 
 
 def _tree_hashes(folder: Path) -> dict[str, str]:
@@ -309,6 +448,7 @@ def write_jobs(
     rendered: dict[str, dict[str, bytes]] | Iterable[tuple[str, dict[str, bytes]]],
     info: dict[str, ManifestEntry],
     keep_others: bool = False,
+    inputs: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Replace the output folder with freshly rendered job folders, atomically.
 
@@ -321,6 +461,11 @@ def write_jobs(
             receiver, expectations); stored in the manifest.
         keep_others (bool): keep job folders of an earlier run that are not in ``rendered``
             (``generate --job NAME``); otherwise the output holds exactly ``rendered``.
+        inputs (Mapping[str, str] | None): job name -> digest of what the job is made from
+            (:meth:`generator.render.Renderer.inputs`), stored in the manifest. With ``rendered``
+            a :class:`~collections.abc.Mapping` that renders on lookup, a job whose digest, and
+            the generator's code and templates, are unchanged since the manifest was written and
+            whose folder is intact is not rendered at all.
 
     Returns:
         list[str]: the job folders of the earlier run that are gone now (not in ``info``; none
@@ -343,18 +488,37 @@ def write_jobs(
         with _locked(out.parent):
             recover(out)
             manifest = read_manifest(out)
-            problems = _not_ours(out, manifest)
+            if manifest.get("token"):  # recover() found no temporary folder to finish the run with
+                raise _fail(
+                    out / MANIFEST,
+                    f"names a run that was interrupted while replacing job folders, and its folder "
+                    f"{out.parent / str(manifest['token'])} is gone, so it cannot be finished; refusing to "
+                    "guess which job folders are whose: move the output folder away and generate again",
+                )
+            stamp = _stamp(out)
+            problems, intact = _not_ours(out, manifest, stamp)
             if problems:
                 raise OutputError(problems)
             removed = [] if keep_others else [name for name in manifest["jobs"] if name not in info]
             on_disk = _job_digests(manifest)
+            tmp = _exchange_folder(out, manifest)
+            if tmp is not None:
+                _exchange_in(out, tmp, rendered, info, manifest, keep_others, on_disk, intact, inputs, stamp)
+                return removed
             if not keep_others:  # the earlier run's file hashes (10,000 jobs: ~30 MB) are not needed
                 manifest = None
-            _swap_in(out, rendered, info, manifest, keep_others, on_disk)
+            _swap_in(out, rendered, info, manifest, keep_others, on_disk, inputs)
     except OSError as e:
         where = e.filename or out
         raise _fail(Path(where), f"cannot write: {e.strerror or e}") from None
     return removed
+
+
+def _hashes(files: dict[str, bytes]) -> dict[str, str]:
+    """``{path: SHA-256}`` of one job's rendered files, in path order. Paths and digests that many
+    jobs share (the same script in each) are one string each (``sys.intern``): 10,000 jobs' file
+    lists take ~3 MB less."""
+    return {sys.intern(rel): sys.intern(sha256(data)) for rel, data in sorted(files.items())}
 
 
 def _job_digest(hashes: dict[str, str]) -> str:
@@ -392,7 +556,13 @@ def _link_job(source: Path, job_dir: str, rels: Iterable[str]) -> bool:
 
 
 def _swap_in(
-    out: Path, rendered: dict, info: dict, manifest: dict | None, keep_others: bool, on_disk: dict[str, str]
+    out: Path,
+    rendered: dict,
+    info: dict,
+    manifest: dict | None,
+    keep_others: bool,
+    on_disk: dict[str, str],
+    inputs: Mapping[str, str] | None = None,
 ) -> None:
     """Build the new output in a temporary folder beside ``out`` and swap it in (see the module docstring).
 
@@ -402,13 +572,15 @@ def _swap_in(
     """
     jobs_info = _entries(out, manifest["jobs"]) if keep_others else {}
     jobs_info.update(info)
-    hashes = {}
+    hashes, digests = {}, {}
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_TMP}-", dir=out.parent))
     try:
         _write_manifest(tmp, jobs_info, {})  # first: a leftover of a killed run is recognisably ours
-        for name, files in rendered.items() if isinstance(rendered, dict) else rendered:
+        for name, files in rendered.items() if isinstance(rendered, Mapping) else rendered:
             _check_job(tmp / name, files, jobs_info[name], rendered=True)  # in memory, before it is written
-            hashes[name] = {rel: sha256(data) for rel, data in sorted(files.items())}
+            hashes[name] = _hashes(files)
+            if inputs is not None:
+                digests[name] = inputs[name]
             same = on_disk.get(name) == _job_digest(hashes[name])
             if not (same and _link_job(out / name, os.path.join(tmp, name), files)):
                 _write_job(os.path.join(tmp, name), files)
@@ -420,7 +592,9 @@ def _swap_in(
                         shutil.copytree(out / name, tmp / name, symlinks=True)
                     hashes[name] = listed or _tree_hashes(tmp / name)
                     _check_job(tmp / name, _read_tree(tmp / name), jobs_info[name], rendered=False)
-        _write_manifest(tmp, jobs_info, hashes)
+                    if name in (manifest.get("inputs") or {}):
+                        digests[name] = manifest["inputs"][name]
+        _write_manifest(tmp, jobs_info, hashes, digests or None)
         os.chmod(tmp, 0o755)
         old = None
         if os.path.lexists(out):
@@ -434,6 +608,251 @@ def _swap_in(
         trash = out.parent / f".{out.name}.{_DEL}-{time.time_ns()}"
         os.rename(old, trash)
         _remove(trash)
+
+
+# --- per-job exchange ------------------------------------------------------------------------------
+
+#: ``renameat2`` flags (linux/fs.h) and the "current directory" file descriptor.
+_RENAME_NOREPLACE, _RENAME_EXCHANGE, _AT_FDCWD = 1, 2, -100
+_renameat2 = None
+
+
+def _libc_renameat2():
+    """libc's ``renameat2`` (Linux, glibc 2.28+), or None where there is none."""
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = False
+        import ctypes
+
+        try:
+            func = ctypes.CDLL(None, use_errno=True).renameat2
+        except (AttributeError, OSError, TypeError):  # no renameat2; Windows: no CDLL(None)
+            return None
+        func.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+        func.restype = ctypes.c_int
+        _renameat2 = func
+    return _renameat2 or None
+
+
+def _rename2(src: str | Path, dst: str | Path, flags: int) -> None:
+    """``renameat2(src, dst, flags)``. Raises OSError (as ``os.rename`` would) when it fails."""
+    func = _libc_renameat2()
+    if func is None:
+        raise OSError(38, "renameat2 is not available", str(src))  # ENOSYS
+    if func(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) != 0:
+        import ctypes
+
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno), str(dst))
+
+
+def _exchange(a: str | Path, b: str | Path) -> None:
+    """Swap the two existing entries ``a`` and ``b`` in one step (``RENAME_EXCHANGE``): at no moment
+    is either name missing. Raises OSError: one is missing, or the file system cannot do it."""
+    _rename2(a, b, _RENAME_EXCHANGE)
+
+
+def _move_in(src: str | Path, dst: str | Path) -> None:
+    """Rename ``src`` to ``dst``, which must not exist (``RENAME_NOREPLACE``: never replaces what a
+    user put there meanwhile). Raises OSError: ``dst`` exists, or the rename failed."""
+    _rename2(src, dst, _RENAME_NOREPLACE)
+
+
+def _exchange_folder(out: Path, manifest: dict) -> Path | None:
+    """A new temporary folder beside ``out`` to build changed job folders in, when they can be
+    exchanged with the old ones one by one; else None (use the whole-tree swap).
+
+    Per-job exchange needs an output of ours that lists its files (``files``), and a file
+    system that does ``renameat2(RENAME_EXCHANGE)`` (Linux 3.15+; tried on two empty folders in
+    the temporary folder, which must be on the file system of ``out``).
+    """
+    if not manifest["jobs"] or manifest.get("files") is None or _libc_renameat2() is None:
+        return None
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_TMP}-", dir=out.parent))
+    try:
+        _write_manifest(tmp, {}, {})  # first: a leftover of a killed run is recognisably ours
+        a, b = tmp / ".probe-a", tmp / ".probe-b"
+        os.mkdir(a)
+        os.mkdir(b)
+        try:
+            _exchange(a, b)
+            supported = os.stat(tmp).st_dev == os.stat(out).st_dev
+        except OSError:
+            supported = False
+        os.rmdir(a)
+        os.rmdir(b)
+    except BaseException:
+        _remove(tmp)
+        raise
+    if not supported:
+        _remove(tmp)
+        return None
+    return tmp
+
+
+def _exchange_in(
+    out: Path,
+    tmp: Path,
+    rendered,
+    info: dict,
+    manifest: dict,
+    keep_others: bool,
+    on_disk: dict[str, str],
+    intact: set[str],
+    inputs: Mapping[str, str] | None = None,
+    stamp: int | None = None,
+) -> None:
+    """Replace only the changed job folders of ``out``, each in one atomic step; leave the others alone.
+
+    1. Each job whose files differ from the ones on disk (or whose folder is not ``intact``) is
+       written into ``tmp`` (beside ``out``); unchanged job folders are not touched (same inode,
+       bytes and mtime). A job is not even rendered when ``rendered`` is a Mapping (rendering on
+       lookup), its ``inputs`` digest is the one the manifest lists, its folder is intact, and
+       the generator's code and templates are older than the manifest (``stamp``,
+       :func:`_code_unchanged_since`). Nothing in ``out`` has changed yet: an error here removes
+       ``tmp`` and leaves ``out`` as it was.
+    2. ``tmp``'s manifest gets the plan: the new folders (by inode) and the job folders to remove.
+    3. ``out``'s manifest is replaced (temp + rename) by the new one plus ``token`` (``tmp``'s
+       name), ``previous`` (the old :func:`_job_digest` of each changed job) and ``removing``:
+       from here it describes every mix of old and new job folders, and a killed run is rolled
+       forward by :func:`recover`.
+    4. Each changed folder is exchanged with the old one (``RENAME_EXCHANGE``: the job folder is
+       never missing), a new one renamed in; removed job folders are renamed into ``tmp``.
+    5. ``out``'s manifest is replaced by the final one, then ``tmp`` (the old folders) deleted.
+    """
+    old_jobs = manifest["jobs"]
+    old_files = manifest["files"]
+    old_inputs = manifest.get("inputs") if isinstance(manifest.get("inputs"), dict) else {}
+    reuse = inputs is not None and isinstance(rendered, Mapping) and _code_unchanged_since(stamp)
+    hashes, digests, changed = {}, {}, []
+    try:
+        jobs_info = _entries(out, old_jobs) if keep_others else {}
+        jobs_info.update(info)
+        for name, files in _lazily(rendered):
+            if inputs is not None:
+                digests[name] = inputs[name]
+            if (
+                reuse
+                and name in intact
+                and old_inputs.get(name) == digests[name]
+                and isinstance(old_files.get(name), dict)
+            ):
+                hashes[name] = old_files[name]  # made from the same inputs by the same code: the same files
+                continue
+            files = rendered[name] if files is None else files
+            _check_job(tmp / name, files, jobs_info[name], rendered=True)  # in memory, before it is written
+            hashes[name] = _hashes(files)
+            if name in intact and on_disk.get(name) == _job_digest(hashes[name]):
+                continue
+            _write_job(os.path.join(tmp, name), files)
+            changed.append(name)
+        if keep_others:
+            for name in old_jobs:
+                if name not in hashes and isinstance(old_files.get(name), dict):
+                    hashes[name] = old_files[name]
+                    if name in old_inputs:
+                        digests[name] = old_inputs[name]
+        digests = digests or None
+        removed = [name for name in old_jobs if name not in jobs_info and os.path.lexists(out / name)]
+        if not changed and not removed:
+            if (out / MANIFEST).read_bytes() != _manifest_bytes(jobs_info, hashes, digests):
+                _write_manifest(out, jobs_info, hashes, digests)
+            _remove(tmp)
+            return
+        new_inodes = {name: os.lstat(tmp / name).st_ino for name in changed}
+        plan = {"token": tmp.name, "changed": new_inodes, "removed": removed}
+        _write_manifest(tmp, {}, {}, extra={"plan": plan})
+    except BaseException:
+        _remove(tmp)
+        raise
+    previous = {name: on_disk[name] for name in changed if name in on_disk}
+    progress = {"token": tmp.name, "previous": previous, "removing": removed}
+    _write_manifest(out, jobs_info, hashes, digests, extra=progress)
+    _apply_plan(out, tmp, plan)
+    _write_manifest(out, jobs_info, hashes, digests)
+    _remove(tmp)
+
+
+def _lazily(rendered) -> Iterable[tuple[str, dict | None]]:
+    """``(name, files)`` of each job of ``rendered``; from a Mapping, ``files`` None (not rendered
+    yet: look it up when needed), else as the iterable (or dict) gives them."""
+    if isinstance(rendered, Mapping) and not isinstance(rendered, dict):
+        return ((name, None) for name in rendered)
+    return rendered.items() if isinstance(rendered, dict) else rendered
+
+
+#: Where the code that writes job folders lives: the generator's package and its templates.
+_CODE_ROOTS = (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "templates")
+
+#: Modules whose upgrade could change what is written (their package's ``__init__`` is checked).
+_CODE_MODULES = ("jinja2", "markupsafe", "orjson", "json")
+
+
+def _code_unchanged_since(stamp: int | None) -> bool:
+    """Whether every file and folder of the generator's package and templates (caches aside) and
+    the ``__init__`` of each of :data:`_CODE_MODULES` was last changed (ctime) before ``stamp``:
+    then job folders written then are what this code writes. False when ``stamp`` is None or
+    anything cannot be read. About 60 ``lstat`` calls."""
+    if stamp is None:
+        return False
+    try:
+        for root in _CODE_ROOTS:
+            for folder, dirs, files in os.walk(root):
+                dirs[:] = [d for d in dirs if d not in ("__pycache__", "__jinja2cache__")]
+                for name in (".", *files):
+                    if os.lstat(os.path.join(folder, name)).st_ctime_ns >= stamp:
+                        return False
+        for module in _CODE_MODULES:
+            path = getattr(sys.modules.get(module), "__file__", None)
+            if path and os.stat(path).st_ctime_ns >= stamp:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _apply_plan(out: Path, tmp: Path, plan: dict) -> None:
+    """Step 4 of :func:`_exchange_in`, or what is left of it after a kill (each step is skipped
+    when done: a folder whose inode is the new one is in place, a removed one already gone)."""
+    for name, inode in plan["changed"].items():
+        target, built = out / name, tmp / name
+        try:
+            if os.lstat(target).st_ino == inode:
+                continue  # exchanged (or moved in) already
+        except FileNotFoundError:
+            _move_in(built, target)
+            continue
+        _exchange(built, target)
+    for name in plan["removed"]:
+        if os.path.lexists(out / name) and not os.path.lexists(tmp / name):
+            _move_in(out / name, tmp / name)
+
+
+def _finish_exchange(out: Path, tmp: Path) -> None:
+    """Roll a killed :func:`_exchange_in` forward, if it got as far as step 3.
+
+    ``tmp`` is a leftover temporary folder: if ``out``'s manifest names it (``token``), the new
+    manifest is in place, so the rest of the plan in ``tmp`` is done and the final manifest
+    written; otherwise ``out`` was not changed yet (or is complete) and ``tmp`` is only deleted
+    (by :func:`recover`).
+    """
+    plan = (_manifest_of(tmp) or {}).get("plan")
+    if not isinstance(plan, dict) or plan.get("token") != tmp.name:
+        return
+    current = _manifest_of(out)
+    if current is None or current.get("token") != tmp.name:
+        return
+    _apply_plan(out, tmp, plan)
+    _write_manifest(out, current["jobs"], current.get("files", {}), current.get("inputs"))
+
+
+def _manifest_bytes(jobs: dict, files: dict, inputs: dict | None) -> bytes:
+    """The bytes :func:`_write_manifest` writes for ``jobs``, ``files`` and ``inputs``."""
+    import io
+
+    buffer = io.BytesIO()
+    _write_pretty(buffer, _manifest(jobs, files, inputs))
+    return buffer.getvalue()
 
 
 def differences(out: Path, rendered: Mapping[str, dict[str, bytes]]) -> list[tuple[str, Path]]:

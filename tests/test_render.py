@@ -429,3 +429,32 @@ def test_the_manifest_entry_keeps_the_manifest_format(tmp_path):
     assert entries["b"].timeout == 90 and entries["a"].timeout is None
     assert {name: entry.to_json() for name, entry in entries.items()} == on_disk
     assert ManifestEntry.from_json(entries["a"].to_json()) == entries["a"]
+
+
+@pytest.mark.parametrize(
+    "jobs_file",
+    [ROOT / "jobs.yaml", *sorted((ROOT / "tests" / "cases" / "valid").glob("*.yaml"))],
+    ids=lambda p: p.name if p.parent.name == "valid" else "shipped",
+)
+def test_the_sources_an_inputs_digest_covers_are_exactly_the_scripts_render_reads(jobs_file, tmp_path):
+    """A job is not rendered again when its inputs digest is unchanged (generator.write): the
+    digest must cover every client_scripts/ file render copies, or an edited one would be missed."""
+    shutil.copy(jobs_file, tmp_path / "jobs.yaml")
+    shutil.copytree(ROOT / "client_scripts", tmp_path / "client_scripts")
+    from generator.overrides import load_all  # matrix jobs expanded
+
+    for job in validate(load_all(tmp_path / "jobs.yaml")):
+        renderer = Renderer(tmp_path / "client_scripts")
+        read = []
+        real = renderer.script
+        renderer.script = lambda name, read=read, real=real: read.append(name) or real(name)
+        renderer.render(job)
+        assert renderer.sources(job) == list(dict.fromkeys(read)), job.name
+        digest = Renderer(tmp_path / "client_scripts").inputs(job)
+        assert digest == Renderer(tmp_path / "client_scripts").inputs(job)  # the same every time
+        for name in renderer.sources(job):  # and it changes with each source
+            path = tmp_path / "client_scripts" / name
+            data = path.read_bytes()
+            path.write_bytes(data + b"\n")
+            assert Renderer(tmp_path / "client_scripts").inputs(job) != digest, (job.name, name)
+            path.write_bytes(data)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from conftest import ROOT, snapshot
@@ -124,8 +125,11 @@ def test_another_run_holding_the_lock_is_waited_for_not_raced(project, built, cl
 KILLER = textwrap.dedent(
     """
     import os, pathlib, signal, sys
-    what, nth = sys.argv[1], int(sys.argv[2])
+    what, nth, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     calls = 0
+    import generator.write
+    if mode == "whole-tree":  # as on a system without renameat2(RENAME_EXCHANGE)
+        generator.write._libc_renameat2 = lambda: None
 
     def killing(real):
         def wrapper(*args, **kwargs):
@@ -139,6 +143,9 @@ KILLER = textwrap.dedent(
 
     if what == "write_bytes":
         pathlib.Path.write_bytes = killing(pathlib.Path.write_bytes)
+    elif what.startswith("write."):
+        name = what.split(".", 1)[1]
+        setattr(generator.write, name, killing(getattr(generator.write, name)))
     else:
         setattr(os, what, killing(getattr(os, what)))
     from generator.cli import main
@@ -164,6 +171,42 @@ def leftovers(build) -> list[str]:
 def test_a_kill_at_any_point_leaves_old_or_new_output_and_the_next_run_cleans_up(
     project, built, cli, what, nth, on_disk, tmp_path
 ):
+    """The whole-tree swap, as on a system without ``renameat2(RENAME_EXCHANGE)``."""
+    _kill_and_recover(project, built, cli, what, nth, on_disk, tmp_path, "whole-tree")
+
+
+@pytest.mark.parametrize(
+    ("what", "nth", "on_disk"),
+    [
+        ("write", 7, "old"),  # killed while writing changed jobs into .jobs.tmp-* (os.write per file)
+        ("replace", 2, "old"),  # after the plan is in .jobs.tmp-*, before jobs/.jobgen.json names it
+        ("replace", 3, "mixed"),  # after jobs/.jobgen.json names the run, before the first exchange
+        ("write._exchange", 3, "mixed"),  # after three job folders were exchanged
+        ("replace", 4, "new"),  # after the final manifest, before the old job folders are deleted
+        ("unlink", 9, "new"),  # while deleting the old job folders
+    ],
+    ids=["while-writing", "plan-written", "manifest-names-run", "between-exchanges", "after-manifest", "deleting"],
+)
+def test_a_kill_at_any_point_of_the_per_job_exchange_leaves_every_job_old_or_new(
+    project, built, cli, what, nth, on_disk, tmp_path
+):
+    """Changed job folders exchanged one by one: each job folder is present at every moment, old or new."""
+    _kill_and_recover(project, built, cli, what, nth, on_disk, tmp_path, "exchange")
+
+
+def _per_job(tree: dict[str, str]) -> dict[str, dict[str, str]]:
+    """A :func:`snapshot` split by job folder (the manifest aside): job -> {path: digest}."""
+    jobs: dict[str, dict[str, str]] = {}
+    for rel, digest in tree.items():
+        if rel != ".jobgen.json":
+            jobs.setdefault(rel.split("/")[0], {})[rel] = digest
+    return jobs
+
+
+def _kill_and_recover(project, built, cli, what, nth, on_disk, tmp_path, mode):
+    """Kill a regenerate (``mode``: ``whole-tree`` or ``exchange``) right after the ``nth`` call of
+    ``what``; the output must then be ``on_disk`` (old, new, none, or ``mixed``: every job folder
+    old or new, the manifest naming the run), and recovery must give the new output (or the old)."""
     old = snapshot(built)
     text = (project / "jobs.yaml").read_text()
     (project / "jobs.yaml").write_text(text.replace("num_rounds: 5 ", "num_rounds: 3 "))
@@ -175,7 +218,7 @@ def test_a_kill_at_any_point_leaves_old_or_new_output_and_the_next_run_cleans_up
     (project / "build" / ".jobs.tmp-mine" / "data.txt").write_text("mine")
 
     result = subprocess.run(
-        [sys.executable, "-c", KILLER, what, str(nth)],
+        [sys.executable, "-c", KILLER, what, str(nth), mode],
         cwd=project,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -184,12 +227,24 @@ def test_a_kill_at_any_point_leaves_old_or_new_output_and_the_next_run_cleans_up
     )
     assert result.returncode == -signal.SIGKILL, result.stderr
     states = {"old": old, "new": new, "none": {}}
-    assert snapshot(project / "build" / "jobs") == states[on_disk]
+    killed = snapshot(project / "build" / "jobs")
+    if on_disk == "mixed":
+        old_jobs, new_jobs, jobs = _per_job(old), _per_job(new), _per_job(killed)
+        assert set(jobs) == set(old_jobs) | set(new_jobs)  # no job folder missing
+        assert all(jobs[name] in (old_jobs.get(name), new_jobs.get(name)) for name in jobs)
+        manifest = json.loads((project / "build" / "jobs" / ".jobgen.json").read_text())
+        assert (
+            manifest["token"].startswith(".jobs.tmp-")
+            and manifest["jobs"] == json.loads((tmp_path / "expected" / ".jobgen.json").read_text())["jobs"]
+        )
+        write.read_entries(project / "build" / "jobs")  # readable as it is: simulate finds every job
+    else:
+        assert killed == states[on_disk]
     litter = [n for n in leftovers(project / "build") if n not in (".jobs.tmp-mine", "mine.tmp-keep")]
     assert litter and all(n.startswith((".jobs.tmp-", ".jobs.old-", ".jobs.del-")) for n in litter), litter
 
     write.recover(project / "build" / "jobs")  # what the next run does first
-    assert snapshot(project / "build" / "jobs") == (new if on_disk == "new" else old)
+    assert snapshot(project / "build" / "jobs") == (new if on_disk in ("new", "mixed") else old)
     assert leftovers(project / "build") == [".jobs.tmp-mine", "mine.tmp-keep"]
 
     assert cli("generate")[0] == 0  # the next run, all of it
@@ -198,7 +253,12 @@ def test_a_kill_at_any_point_leaves_old_or_new_output_and_the_next_run_cleans_up
     assert (project / "build" / ".jobs.tmp-mine" / "data.txt").read_text() == "mine"
 
 
-def test_an_error_midway_leaves_the_previous_output_exactly(project, built, cli, monkeypatch):
+@pytest.mark.parametrize("mode", ["exchange", "whole-tree"])
+def test_an_error_midway_leaves_the_previous_output_exactly(project, built, cli, monkeypatch, mode):
+    if mode == "whole-tree":  # as on a system without renameat2(RENAME_EXCHANGE)
+        monkeypatch.setattr(write, "_libc_renameat2", lambda: None)
+    text = (project / "jobs.yaml").read_text()  # every job changed: each is rendered and checked
+    (project / "jobs.yaml").write_text(text.replace("num_rounds: 5 ", "num_rounds: 3 "))
     before = snapshot(project)
 
     calls = []
@@ -420,7 +480,9 @@ def test_generating_one_job_leaves_the_others_files_as_they_are(project, cli, fi
 
 
 def test_a_kill_while_linking_unchanged_jobs_leaves_the_old_output(project, cli, five, monkeypatch):
-    """The new tree is still built beside the output and swapped in: an error while linking leaves it as it was."""
+    """Without renameat2(RENAME_EXCHANGE) the new tree is built beside the output and swapped in:
+    an error while linking leaves it as it was."""
+    monkeypatch.setattr(write, "_libc_renameat2", lambda: None)
     real, calls = os.link, []
 
     def failing(*args, **kwargs):
@@ -435,3 +497,189 @@ def test_a_kill_while_linking_unchanged_jobs_leaves_the_old_output(project, cli,
     assert len(calls) == 6
     assert files_of(project / "build" / "jobs") == five
     assert leftovers(project / "build") == []
+
+
+# --- per-job exchange, stat check, render skip ----------------------------------------------------
+
+
+def folders_of(jobs_dir) -> dict[str, tuple[int, int]]:
+    """Every folder below the output (job folders and theirs): path -> (inode, mtime in ns)."""
+    return {
+        p.relative_to(jobs_dir).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in sorted(jobs_dir.rglob("*"))
+        if p.is_dir()
+    }
+
+
+def test_editing_one_job_leaves_the_other_job_folders_in_place(project, cli, five):
+    jobs = project / "build" / "jobs"
+    before = folders_of(jobs)
+    (project / "jobs.yaml").write_text(FIVE_JOBS.replace("num_rounds: 3}", "num_rounds: 9}"))
+    assert cli("generate")[0] == 0
+    after = folders_of(jobs)
+    moved = {rel.split("/")[0] for rel in set(before) | set(after) if before.get(rel) != after.get(rel)}
+    assert moved == {"job-2"}  # the other four folders: same inode, same mtime (never moved or rebuilt)
+    assert rewritten(five, files_of(jobs)) == {"job-2"}
+    assert leftovers(project / "build") == []
+
+
+def test_unchanged_jobs_are_not_rendered_again(project, cli, five, monkeypatch):
+    from generator.render import Renderer
+
+    real, rendered = Renderer.render, []
+
+    def counting(self, job):
+        rendered.append(job.name)
+        return real(self, job)
+
+    monkeypatch.setattr(Renderer, "render", counting)
+    (project / "jobs.yaml").write_text(FIVE_JOBS.replace("num_rounds: 3}", "num_rounds: 9}"))
+    assert cli("generate")[0] == 0
+    assert rendered == ["job-2"]
+
+
+def test_a_changed_client_script_rewrites_the_jobs_that_ship_it(project, cli, five):
+    script = project / "client_scripts" / "train_full.py"
+    script.write_bytes(script.read_bytes() + b"# changed\n")
+    assert cli("generate")[0] == 0
+    after = files_of(project / "build" / "jobs")
+    assert rewritten(five, after) == {f"job-{i}" for i in range(5)}
+    assert after["job-0/app/custom/train_full.py"][2].endswith(b"# changed\n")
+    assert cli("generate", "--check")[0] == 0
+
+
+def test_code_or_templates_newer_than_the_output_render_every_job_again(project, cli, five, monkeypatch, tmp_path):
+    from generator.render import Renderer
+
+    code = tmp_path / "code"
+    code.mkdir()
+    monkeypatch.setattr(write, "_CODE_ROOTS", (code,))
+    real, rendered = Renderer.render, []
+    monkeypatch.setattr(Renderer, "render", lambda self, job: rendered.append(job.name) or real(self, job))
+    (project / "jobs.yaml").write_text(FIVE_JOBS.replace("num_rounds: 1}", "num_rounds: 7}"))
+    assert cli("generate")[0] == 0  # the code is newer than the manifest: every job rendered, one written
+    assert rendered == [f"job-{i}" for i in range(5)]
+    rendered.clear()
+    assert cli("generate")[0] == 0
+    assert rendered == []  # code older than the manifest: nothing rendered
+    five = files_of(project / "build" / "jobs")
+    (code / "template.j2").write_text("changed")  # as an upgrade of the generator would
+    assert cli("generate")[0] == 0
+    assert rendered == [f"job-{i}" for i in range(5)]
+    assert files_of(project / "build" / "jobs") == five  # rendered the same: still not rewritten
+
+
+def test_a_same_size_edit_with_its_mtime_put_back_is_still_refused(project, cli, five):
+    """``touch -r``: the size and the mtime are as generated; the ctime, which no one can set back, is not."""
+    meta = project / "build" / "jobs" / "job-3" / "meta.json"
+    st = meta.stat()
+    data = meta.read_bytes()
+    meta.write_bytes(data.replace(b'"job-3"', b'"job-X"'))
+    os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert meta.stat().st_size == st.st_size and meta.stat().st_mtime_ns == st.st_mtime_ns
+    assert refused(cli, project) == [
+        "build/jobs/job-3/meta.json: was changed since it was generated; refusing to overwrite it "
+        "(move it away to keep the change, or delete it)"
+    ]
+
+
+def test_a_hand_edit_is_still_refused_after_the_output_was_copied(project, cli, five, tmp_path):
+    """A copy (``cp -a``) gives every file a new ctime, the manifest included: nothing is taken
+    on trust, every file is hashed."""
+    import shutil
+
+    meta = project / "build" / "jobs" / "job-1" / "meta.json"
+    meta.write_bytes(meta.read_bytes().replace(b'"job-1"', b'"job-Y"'))
+    time.sleep(0.2)  # a copy made at once could not be told from the original
+    shutil.copytree(project / "build" / "jobs", tmp_path / "copy", copy_function=shutil.copy2)
+    shutil.rmtree(project / "build" / "jobs")
+    shutil.copytree(tmp_path / "copy", project / "build" / "jobs", copy_function=shutil.copy2)  # manifest last or not
+    assert write._stamp(project / "build" / "jobs") is None  # its ctime is not its mtime any more
+    assert refused(cli, project) == [
+        "build/jobs/job-1/meta.json: was changed since it was generated; refusing to overwrite it "
+        "(move it away to keep the change, or delete it)"
+    ]
+
+
+def test_a_hand_edit_that_restores_the_bytes_is_not_a_change(project, cli, five):
+    meta = project / "build" / "jobs" / "job-4" / "meta.json"
+    data = meta.read_bytes()
+    meta.write_bytes(data + b" ")
+    meta.write_bytes(data)
+    (project / "jobs.yaml").write_text(FIVE_JOBS.replace("num_rounds: 5}", "num_rounds: 6}"))
+    assert cli("generate")[0] == 0
+    assert rewritten(five, files_of(project / "build" / "jobs")) == {"job-4"}
+
+
+def test_an_interrupted_exchange_leaves_every_job_and_a_manifest_that_lists_them_and_the_next_run_finishes(
+    project, cli, five, monkeypatch, tmp_path
+):
+    jobs = project / "build" / "jobs"
+    changed = FIVE_JOBS.replace("num_rounds: ", "num_rounds: 1")  # every job changed: 11, 12, ...
+    (tmp_path / "jobs.yaml").write_text(changed)
+    (project / "jobs.yaml").write_text(changed)
+    assert cli("generate", "--out", str(tmp_path / "expected"))[0] == 0
+    real, calls = write._exchange, []
+
+    def failing(*args):
+        calls.append(args)
+        if len(calls) == 4:  # the first call tries the file system (two empty folders)
+            raise KeyboardInterrupt  # two job folders exchanged, three not yet
+        return real(*args)
+
+    monkeypatch.setattr(write, "_exchange", failing)
+    assert cli("generate")[0] == 130
+    new = files_of(tmp_path / "expected")
+    now = files_of(jobs)
+    for i in range(5):  # every job folder there, old or new as a whole
+        mine = {rel: v[2] for rel, v in now.items() if rel.startswith(f"job-{i}/")}
+        assert mine in (
+            {rel: v[2] for rel, v in five.items() if rel.startswith(f"job-{i}/")},
+            {rel: v[2] for rel, v in new.items() if rel.startswith(f"job-{i}/")},
+        )
+    server = "app/config/config_fed_server.json"
+    assert sum(now[f"job-{i}/{server}"] == five[f"job-{i}/{server}"] for i in range(5)) == 3
+    manifest = json.loads((jobs / ".jobgen.json").read_text())
+    assert manifest["token"] in leftovers(project / "build")  # the run in progress, named
+    assert list(write.read_entries(jobs)) == [f"job-{i}" for i in range(5)]
+
+    monkeypatch.setattr(write, "_exchange", real)
+    assert cli("generate")[0] == 0  # recovers (finishes the exchange), then nothing left to do
+    assert snapshot(jobs) == snapshot(tmp_path / "expected")
+    assert leftovers(project / "build") == []
+
+
+def test_a_removed_job_folder_goes_aside_then_away_and_the_manifest_forgets_it(project, cli, five):
+    first = "  - {name: job-0, script: train_full.py, num_rounds: 1}\n"
+    (project / "jobs.yaml").write_text(FIVE_JOBS.replace(first, ""))
+    assert cli("generate")[0] == 0
+    assert sorted(p.name for p in (project / "build" / "jobs").iterdir()) == [".jobgen.json"] + [
+        f"job-{i}" for i in range(1, 5)
+    ]
+    manifest = json.loads((project / "build" / "jobs" / ".jobgen.json").read_text())
+    assert "job-0" not in manifest["jobs"] and "job-0" not in manifest["files"] and "job-0" not in manifest["inputs"]
+    assert "token" not in manifest and leftovers(project / "build") == []
+
+
+def test_an_interrupted_exchange_whose_temporary_folder_was_deleted_is_refused_not_guessed(
+    project, cli, five, monkeypatch
+):
+    import shutil
+
+    real, calls = write._exchange, []
+
+    def failing(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(write, "_exchange", failing)
+    (project / "jobs.yaml").write_text(FIVE_JOBS.replace("num_rounds: ", "num_rounds: 1"))
+    assert cli("generate")[0] == 130
+    monkeypatch.setattr(write, "_exchange", real)
+    (token,) = [n for n in leftovers(project / "build") if n.startswith(".jobs.tmp-")]
+    shutil.rmtree(project / "build" / token)  # the user cleans up by hand
+    err = refused(cli, project)
+    assert len(err) == 1 and err[0].startswith("build/jobs/.jobgen.json: names a run that was interrupted")
+    assert err[0].endswith("move the output folder away and generate again")
