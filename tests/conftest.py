@@ -53,13 +53,15 @@ def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/ from jobs.yaml")
 
 
-#: ``make test`` runs pytest-xdist with ``--dist loadscope``: every test of one module runs on one
-#: worker, so each module-scoped fixture that runs simulations or a POC system (minutes each) is
-#: built once, and only one POC system runs at a time (all POC tests are in ``test_poc``). Not
-#: ``--dist loadgroup`` with ``xdist_group`` marks: with pytest 9.2 and pytest-xdist 3.8 the
-#: group suffix xdist adds to each node id does not reach its scheduler (a marked test's
-#: ``nodeid`` keeps no ``@group``), so grouped tests were spread over both workers and each shared
-#: simulation and the POC system ran on both at once.
+#: ``make test`` runs pytest-xdist with ``--dist loadscope``: every test of one module (or of one
+#: test class) runs on one worker, so each module- or class-scoped fixture that runs simulations or a
+#: POC system (minutes each) is built once, and only one POC system runs at a time (all POC tests are
+#: in ``test_poc``). Work that should spread over the workers is split into test classes with
+#: class-scoped fixtures (the equivalence harness's simulated pairs: one class per pair). Not
+#: ``--dist loadgroup`` with ``xdist_group`` marks: pytest-xdist 3.8 adds the group by setting
+#: ``item._nodeid``, which pytest 9.2's ``Item.nodeid`` no longer reads (it reads ``_id``), so a
+#: marked test's ``nodeid`` keeps no ``@group``, grouped tests were spread over both workers and
+#: each shared simulation and the POC system ran on both at once.
 
 
 def _poc_cannot_start() -> str | None:

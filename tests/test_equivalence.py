@@ -645,99 +645,139 @@ CROSS_SITE_ROWS = {
     "sim-xsite-cyclic-sub": {"SRV_server": 9.0, "site-1": 8.0, "site-2": 9.0},
 }
 
+# Each simulated pair (ours and the FedJob export of one job) is a test class of its own, built by
+# a class-scoped fixture: pytest-xdist's ``--dist loadscope`` makes each class one unit of work, so
+# the pairs are spread over the workers and each pair is still simulated once. (A module-scoped
+# fixture over all pairs ran them one after another on one worker; ``xdist_group`` marks group
+# nothing with pytest 9.2 and pytest-xdist 3.8, see ``tests/conftest.py``.)
 
-@pytest.fixture(scope="module")
-def simulated(tmp_path_factory):
-    """Generate, export and simulate the :data:`SIMULATED` jobs (ours and theirs)."""
+
+def _simulate_pair(tmp_path_factory, name: str, options: dict, theirs_tracking: bool) -> tuple:
+    """Generate, export and simulate job ``name`` (jobs.yaml ``options``), ours and theirs.
+
+    Args:
+        tmp_path_factory: pytest's factory; the project goes in a new folder of it.
+        name (str): the job's name. options (dict): its jobs.yaml options.
+        theirs_tracking (bool): False: the export is simulated without a tracking URI (what NVFlare's
+            export has: 2.9 SQLite in the result folder, 2.7 a file store); True: with ours.
+
+    Returns:
+        tuple: (project folder, the generated job, {"ours": JobResult, "theirs": JobResult}); the
+        workspaces are ``project/ws-ours/<name>`` and ``project/ws-theirs/<name>``.
+    """
     monkeypatch = pytest.MonkeyPatch()
-    tmp = tmp_path_factory.mktemp(f"sim-{LINE}")
+    tmp = tmp_path_factory.mktemp(f"{name}-{LINE}")
     yaml_text = "defaults:\n  server: {task_request_interval: 0.1}\n  task_check_period: 0.05\njobs:\n"
-    yaml_text += "".join(_job_yaml(name, options) for name, (options, _, _) in SIMULATED.items())
-    project = _project(tmp, yaml_text)
+    project = _project(tmp, yaml_text + _job_yaml(name, options))
     result = generate(project / "jobs.yaml", project / "ours")
     _export(project, result.jobs, project / "theirs", monkeypatch)
     monkeypatch.undo()
-    runs = {}
-    for job in result.jobs:
-        info = job_info(job)
-        # NVFlare's export: no tracking_uri (2.9: SQLite in the result folder; 2.7: a file store)
-        theirs_info = dataclasses.replace(info, tracking_uri=None)
-        for side, folder, side_info in (("ours", "ours", info), ("theirs", "theirs", theirs_info)):
-            runs[job.name, side] = simulate_job(
-                project / folder, project / f"ws-{side}", job.name, side_info, Reporter()
-            )
-    return project, {job.name: job for job in result.jobs}, runs
+    (job,) = result.jobs
+    info = job_info(job)
+    theirs_info = info if theirs_tracking else dataclasses.replace(info, tracking_uri=None)
+    runs = {
+        side: simulate_job(project / side, project / f"ws-{side}", name, side_info, Reporter())
+        for side, side_info in (("ours", info), ("theirs", theirs_info))
+    }
+    return project, job, runs
 
 
-@pytest.mark.simulator
-@pytest.mark.parametrize("name", sorted(SIMULATED))
-def test_simulated_final_models_are_identical(simulated, name):
-    project, jobs, runs = simulated
-    options, delta, _ = SIMULATED[name]
-    ours = np.load(project / "ws-ours" / name / FINAL_MODEL)
-    theirs = np.load(project / "ws-theirs" / name / FINAL_MODEL)
-    assert np.array_equal(ours, theirs), f"{name}: ours {ours.tolist()} != FedJob's {theirs.tolist()}"
-    assert ours.dtype == theirs.dtype
-    expected = np.array(INITIAL_MODEL, dtype=np.float32) + delta * options["num_rounds"]
-    np.testing.assert_array_equal(ours, expected)
-    ours_run = runs[name, "ours"]
-    assert ours_run.rounds_started == options["num_rounds"]
-    if not SIMULATED[name][2]:
-        assert ours_run.ok, ours_run.problems
+class _SimulatedPair:
+    """One :data:`SIMULATED` job, ours and the FedJob export, simulated once for the class's tests."""
+
+    name = ""
+
+    @pytest.fixture(scope="class")
+    def simulated(self, tmp_path_factory):
+        return _simulate_pair(tmp_path_factory, self.name, SIMULATED[self.name][0], theirs_tracking=False)
 
 
-@pytest.mark.simulator
-@pytest.mark.parametrize("name", [n for n, (_, _, points) in SIMULATED.items() if points])
-def test_metrics_arrive_where_fedjob_loses_them(simulated, name):
-    """Count the MLflow points each side stored, per site.
+class _FinalModels:
+    @pytest.mark.simulator
+    def test_simulated_final_models_are_identical(self, simulated):
+        project, _, runs = simulated
+        name = self.name
+        options, delta, _ = SIMULATED[name]
+        ours = np.load(project / "ws-ours" / name / FINAL_MODEL)
+        theirs = np.load(project / "ws-theirs" / name / FINAL_MODEL)
+        assert np.array_equal(ours, theirs), f"{name}: ours {ours.tolist()} != FedJob's {theirs.tolist()}"
+        assert ours.dtype == theirs.dtype
+        expected = np.array(INITIAL_MODEL, dtype=np.float32) + delta * options["num_rounds"]
+        np.testing.assert_array_equal(ours, expected)
+        ours_run = runs["ours"]
+        assert ours_run.rounds_started == options["num_rounds"]
+        if not SIMULATED[name][2]:
+            assert ours_run.ok, ours_run.problems
 
-    NVFlare 2.9: ours stores every point (375 per round per site); FedJob's export stores none for
-    an in-process script (no ConvertToFedEvent) and, for a sub-process one, points from every site:
-    all of them on an idle machine, fewer under CPU load (it has no metrics delivery handshake, and
-    the run ends before late points arrive).
-    NVFlare 2.7: FedJob's export stores none (MLflow 3 refuses its file:// store); ours stores
-    points from every site, but not all: NVFlare 2.7's server FedEventRunner keeps a site's event
-    only if its timestamp is newer than the last one it kept from that site, and events arrive out
-    of order (fixed in 2.9 with event ids), so some are dropped whatever the job config says.
-    """
-    project, jobs, runs = simulated
-    options, _, per_round = SIMULATED[name]
-    expected = per_round * options["num_rounds"]
-    ours = runs[name, "ours"].metric_points
-    theirs = runs[name, "theirs"].metric_points
-    sites = [f"site-{i}" for i in range(1, jobs[name].settings["num_clients"] + 1)]
-    in_process = not options.get("launch_external_process", False)
-    if LINE == "2.9":
-        sent = {site: points_sent(project / "ws-ours" / name / site) for site in sites}
-        # the delivery handshake: the server stored every point each client job sent
-        assert ours == {site: {"global_step": sent[site]} for site in sites}, sent
-        if in_process:
-            assert sent == dict.fromkeys(sites, expected)
-        else:  # NVFlare's Client API sends each point from the script's process fire-and-forget: a point
-            # dropped on that link (seen once in ~60 site runs under CI load) never reaches the client job
-            assert all(expected * 0.99 <= sent[site] <= expected for site in sites), sent
-        if in_process:
-            assert all(theirs.get(site, {}).get("global_step", 0) == 0 for site in sites), theirs
+
+class _MetricPoints:
+    @pytest.mark.simulator
+    def test_metrics_arrive_where_fedjob_loses_them(self, simulated):
+        """Count the MLflow points each side stored, per site.
+
+        NVFlare 2.9: ours stores every point (375 per round per site); FedJob's export stores none for
+        an in-process script (no ConvertToFedEvent) and, for a sub-process one, points from every site:
+        all of them on an idle machine, fewer under CPU load (it has no metrics delivery handshake, and
+        the run ends before late points arrive).
+        NVFlare 2.7: FedJob's export stores none (MLflow 3 refuses its file:// store); ours stores
+        points from every site, but not all: NVFlare 2.7's server FedEventRunner keeps a site's event
+        only if its timestamp is newer than the last one it kept from that site, and events arrive out
+        of order (fixed in 2.9 with event ids), so some are dropped whatever the job config says.
+        """
+        project, job, runs = simulated
+        name = self.name
+        options, _, per_round = SIMULATED[name]
+        expected = per_round * options["num_rounds"]
+        ours = runs["ours"].metric_points
+        theirs = runs["theirs"].metric_points
+        sites = [f"site-{i}" for i in range(1, job.settings["num_clients"] + 1)]
+        in_process = not options.get("launch_external_process", False)
+        if LINE == "2.9":
+            sent = {site: points_sent(project / "ws-ours" / name / site) for site in sites}
+            # the delivery handshake: the server stored every point each client job sent
+            assert ours == {site: {"global_step": sent[site]} for site in sites}, sent
+            if in_process:
+                assert sent == dict.fromkeys(sites, expected)
+            else:  # NVFlare's Client API sends each point from the script's process fire-and-forget: a
+                # point dropped on that link (seen once in ~60 site runs under CI load) never reaches the client job
+                assert all(expected * 0.99 <= sent[site] <= expected for site in sites), sent
+            if in_process:
+                assert all(theirs.get(site, {}).get("global_step", 0) == 0 for site in sites), theirs
+            else:
+                assert all(0 < theirs.get(site, {}).get("global_step", 0) <= expected for site in sites), theirs
         else:
-            assert all(0 < theirs.get(site, {}).get("global_step", 0) <= expected for site in sites), theirs
-    else:
-        for site in sites:
-            assert 0 < ours.get(site, {}).get("global_step", 0) <= expected, ours
-        assert not any(theirs.values()), theirs
-        assert not (project / "ws-theirs" / name / "server/simulate_job/mlflow.db").exists()
+            for site in sites:
+                assert 0 < ours.get(site, {}).get("global_step", 0) <= expected, ours
+            assert not any(theirs.values()), theirs
+            assert not (project / "ws-theirs" / name / "server/simulate_job/mlflow.db").exists()
 
 
-@pytest.mark.simulator
-@pytest.mark.parametrize("name", sorted(CROSS_SITE_ROWS))
-def test_cross_site_matrices_are_identical(simulated, name):
-    """NVFlare's export and ours evaluate the same models on the same sites with the same results."""
-    project, _, runs = simulated
-    path = "server/simulate_job/cross_site_val/cross_val_results.json"
-    ours = json.loads((project / "ws-ours" / name / path).read_text(encoding="utf-8"))
-    theirs = json.loads((project / "ws-theirs" / name / path).read_text(encoding="utf-8"))
-    cells = {model: {"mean": mean} for model, mean in CROSS_SITE_ROWS[name].items()}
-    assert ours == theirs == {"site-1": cells, "site-2": cells}
-    assert runs[name, "ours"].cross_site == {"site-1": cells, "site-2": cells}
+class _CrossSiteMatrix:
+    @pytest.mark.simulator
+    def test_cross_site_matrices_are_identical(self, simulated):
+        """NVFlare's export and ours evaluate the same models on the same sites with the same results."""
+        project, _, runs = simulated
+        name = self.name
+        path = "server/simulate_job/cross_site_val/cross_val_results.json"
+        ours = json.loads((project / "ws-ours" / name / path).read_text(encoding="utf-8"))
+        theirs = json.loads((project / "ws-theirs" / name / path).read_text(encoding="utf-8"))
+        cells = {model: {"mean": mean} for model, mean in CROSS_SITE_ROWS[name].items()}
+        assert ours == theirs == {"site-1": cells, "site-2": cells}
+        assert runs["ours"].cross_site == {"site-1": cells, "site-2": cells}
+
+
+def _class_name(name: str) -> str:
+    """``sim-diff-in`` -> ``TestSimDiffIn``: the test class of a simulated pair."""
+    return "Test" + "".join(part.capitalize() for part in name.split("-"))
+
+
+for _name, (_, _, _points) in SIMULATED.items():
+    _bases = (
+        (_FinalModels,)
+        + ((_MetricPoints,) if _points else ())
+        + ((_CrossSiteMatrix,) if _name in CROSS_SITE_ROWS else ())
+    )
+    globals()[_class_name(_name)] = type(_class_name(_name), (_SimulatedPair, *_bases), {"name": _name})
 
 
 # -- PyTorch: ours and NVFlare's PTModel export simulated, FL_global_model.pt bit for bit --------------
@@ -758,42 +798,52 @@ SIMULATED_PT = {
 }
 
 
-@pytest.fixture(scope="module")
-def simulated_pt(tmp_path_factory):
-    """Generate, export and simulate the :data:`SIMULATED_PT` jobs (ours and theirs)."""
-    pytest.importorskip("torch")
-    monkeypatch = pytest.MonkeyPatch()
-    project = _project(
-        tmp_path_factory.mktemp(f"sim-pt-{LINE}"),
-        "defaults:\n  server: {task_request_interval: 0.1}\n  task_check_period: 0.05\njobs:\n"
-        + "".join(_job_yaml(name, options) for name, (options, _) in SIMULATED_PT.items()),
-    )
-    result = generate(project / "jobs.yaml", project / "ours")
-    _export(project, result.jobs, project / "theirs", monkeypatch)
-    monkeypatch.undo()
-    runs = {}
-    for job in result.jobs:
-        for side in ("ours", "theirs"):
-            runs[job.name, side] = simulate_job(
-                project / side, project / f"ws-{side}", job.name, job_info(job), Reporter()
-            )
-    return project, runs
+class _SimulatedPtPair:
+    """One :data:`SIMULATED_PT` job, ours and NVFlare's PTModel export, simulated once for the class."""
+
+    name = ""
+
+    @pytest.fixture(scope="class")
+    def simulated(self, tmp_path_factory):
+        pytest.importorskip("torch")
+        return _simulate_pair(tmp_path_factory, self.name, SIMULATED_PT[self.name][0], theirs_tracking=True)
+
+    @pytest.mark.simulator
+    def test_simulated_pt_models_are_identical(self, simulated):
+        import torch
+
+        project, _, runs = simulated
+        name = self.name
+        ours, theirs = (
+            torch.load(project / f"ws-{side}" / name / PT_FINAL_MODEL, weights_only=True)["model"]
+            for side in ("ours", "theirs")
+        )
+        assert list(ours) == list(theirs) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+        for key in ours:
+            assert ours[key].dtype == theirs[key].dtype and torch.equal(ours[key], theirs[key]), key
+            start = list(ours).index(key) + 1
+            assert torch.equal(ours[key], torch.full_like(ours[key], start + SIMULATED_PT[name][1] * 2)), key
+        assert runs["ours"].ok, runs["ours"].problems
+        assert runs["theirs"].ok, runs["theirs"].problems
 
 
-@pytest.mark.simulator
-@pytest.mark.parametrize("name", sorted(SIMULATED_PT))
-def test_simulated_pt_models_are_identical(simulated_pt, name):
-    import torch
+for _name in SIMULATED_PT:
+    globals()[_class_name(_name)] = type(_class_name(_name), (_SimulatedPtPair,), {"name": _name})
 
-    project, runs = simulated_pt
-    ours, theirs = (
-        torch.load(project / f"ws-{side}" / name / PT_FINAL_MODEL, weights_only=True)["model"]
-        for side in ("ours", "theirs")
-    )
-    assert list(ours) == list(theirs) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
-    for key in ours:
-        assert ours[key].dtype == theirs[key].dtype and torch.equal(ours[key], theirs[key]), key
-        start = list(ours).index(key) + 1
-        assert torch.equal(ours[key], torch.full_like(ours[key], start + SIMULATED_PT[name][1] * 2)), key
-    assert runs[name, "ours"].ok, runs[name, "ours"].problems
-    assert runs[name, "theirs"].ok, runs[name, "theirs"].problems
+
+def test_each_simulated_pair_is_one_xdist_unit(request):
+    """Each simulated pair's tests form one pytest-xdist ``loadscope`` unit, and no two pairs share one.
+
+    The module is collected again (whatever this session selected) and each test's unit is computed
+    from its node id by xdist's own LoadScopeScheduling.
+    """
+    xdist_loadscope = pytest.importorskip("xdist.scheduler.loadscope")
+    split_scope = xdist_loadscope.LoadScopeScheduling._split_scope
+    scopes: dict[str, set[str]] = {}
+    for node in request.node.parent.collect():
+        if isinstance(node, pytest.Class):
+            for item in node.collect():
+                scopes.setdefault(split_scope(None, item.nodeid), set()).add(node.obj.name)
+    assert set().union(*scopes.values()) == set(SIMULATED) | set(SIMULATED_PT)
+    assert all(len(names) == 1 for names in scopes.values()), scopes
+    assert len(scopes) == len(SIMULATED) + len(SIMULATED_PT)
