@@ -117,8 +117,8 @@ test:
 	$(BIN)/ruff format --check $(RUFF_PATHS)
 	$(MAKE) --no-print-directory -j2 --output-sync=target test29 test27
 
-# test29 and test27 run at the same time: the simulations mostly wait (the 2.9 suite on its own kept
-# 0.7 of the 2 cores busy), and the 2.7 harness ends well before the 2.9 suite. Each one's output is
+# test29 and test27 run at the same time: the simulations mostly wait (the 2.9 suite on its own used
+# 0.7 s of CPU per second, of the 2 cores' 2), and the 2.7 harness ends well before the 2.9 suite. Each one's output is
 # printed when it ends (--output-sync); make test fails if either fails.
 ## test29: every test on NVFlare 2.9 with full hypothesis counts on 2 pytest-xdist workers (make test without ruff and 2.7)
 test29: setup
