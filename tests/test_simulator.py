@@ -68,9 +68,24 @@ def shipped_run(tmp_path_factory):
     return project, result, results
 
 
+def failed_job_logs(project: Path, results: dict, lines: int = 60) -> str:
+    """The last ``lines`` lines of each failed job's console, server and site logs: a job that fails
+    or hangs only now and then in CI is then diagnosable from the test report alone."""
+    out = []
+    for name, record in results.items():
+        if record["ok"]:
+            continue
+        ws = project / "build/workspaces" / name
+        for log in [ws.parent / "_logs" / f"{name}.log", ws / "server/log.txt", *sorted(ws.glob("site-*/log.txt"))]:
+            if log.is_file():
+                tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+                out.append(f"--- {log.relative_to(project)} (last {len(tail)} lines)\n" + "\n".join(tail))
+    return "\n".join(out)
+
+
 def test_all_shipped_jobs_pass(shipped_run):
-    _, result, results = shipped_run
-    assert result.returncode == 0, result.stdout + result.stderr
+    project, result, results = shipped_run
+    assert result.returncode == 0, result.stdout + result.stderr + failed_job_logs(project, results)
     assert sorted(results) == sorted([*EXPECTED_DELTA, *PT_JOBS])
     assert all(r["ok"] for r in results.values())
 
