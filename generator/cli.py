@@ -101,20 +101,54 @@ def _files(args) -> list[str]:
     return args.jobs or [DEFAULT_JOBS]
 
 
+#: What ``poc`` and ``submit --help`` say they do (the README's "Run on a real NVFlare system" has more).
+_RUN_DESCRIPTIONS = {
+    "poc": "Prepare and start NVFlare's POC system on this machine (server and site-1..site-N on 127.0.0.1, "
+    "its files and HOME under --workspace), submit each generated job (run `generate` first) through the "
+    "admin API, download each result into --downloads/<job>/ and judge it as `simulate` does, then stop the "
+    "system, whatever happened. Prints a table; exit 1 if a job failed.",
+    "submit": "Submit each generated job to an NVFlare system that is already running (production, or someone's "
+    "POC) through an admin's startup kit, wait, download each result into --downloads/<job>/ and judge it as "
+    "`simulate` does. Never starts or stops anything.",
+}
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m generator", description="Generate NVFlare job folders from jobs.yaml.")
+    p = argparse.ArgumentParser(
+        prog="python -m generator",
+        description="Generate NVFlare job folders from jobs.yaml.",
+        epilog="Usual flow: generate (writes build/jobs/<job>/), then simulate (nvflare simulator) or poc (a POC "
+        "system on 127.0.0.1); `make run` does generate + simulate. See README.md.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    v = sub.add_parser("validate", help="check jobs.yaml against the schema and across fields")
+    v = sub.add_parser(
+        "validate",
+        help="check jobs.yaml against the schema and across fields",
+        description="Check jobs.yaml (and any --jobs/--set) against schema/jobs.schema.json and across fields; "
+        "write nothing. Errors name file:line:column and the key; exit 2.",
+    )
     _add_jobs_options(v)
 
-    g = sub.add_parser("generate", help="render one NVFlare job folder per job")
+    g = sub.add_parser(
+        "generate",
+        help="render one NVFlare job folder per job",
+        description="Validate, then write one NVFlare job folder per job (meta.json, app/config/*.json, "
+        "app/custom/) into --out, replacing only the folders it wrote before; a hand-edited file is never "
+        "overwritten. Unchanged jobs are left as they are.",
+    )
     _add_jobs_options(g)
     g.add_argument("--out", type=_path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     g.add_argument("--job", action="append", metavar="NAME", help="only this job (repeatable)")
     g.add_argument("--check", action="store_true", help="write nothing; exit 1 if the folders on disk differ")
 
-    s = sub.add_parser("simulate", help="run generated job folders with nvflare simulator")
+    s = sub.add_parser(
+        "simulate",
+        help="run generated job folders with nvflare simulator",
+        description="Run each generated job with `nvflare simulator` (run `generate` first) and judge it from "
+        "NVFlare's own records: every round, the final model, no errors, the metric points stored, `expect`. "
+        "Prints a table; writes --results and one plot per metrics job; exit 1 if a job failed.",
+    )
     s.add_argument("--out", type=_path, default=DEFAULT_OUT, help="folder of generated jobs (default: %(default)s)")
     s.add_argument(
         "--workspace", type=_path, default=DEFAULT_WORKSPACE, help="simulator workspaces (default: %(default)s)"
@@ -146,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
         ("poc", "run generated job folders on a POC system started for them (127.0.0.1), then stop it"),
         ("submit", "run generated job folders on a running NVFlare system through an admin startup kit"),
     ):
-        r = sub.add_parser(name, help=help_text)
+        r = sub.add_parser(name, help=help_text, description=_RUN_DESCRIPTIONS[name])
         r.add_argument("--out", type=_path, default=DEFAULT_OUT, help="folder of generated jobs (default: %(default)s)")
         r.add_argument("--job", action="append", metavar="NAME", help="only this job (repeatable)")
         if name == "poc":
