@@ -90,8 +90,8 @@ COMPLETED = "FINISHED:COMPLETED"
 POLL_SECONDS = 1.0
 #: Seconds to wait for the system to have every client connected after it was started.
 READY_SECONDS = 180
-#: Seconds ``nvflare poc start`` and a shutdown (admin API, else ``nvflare poc stop``) may take each.
-START_SECONDS, STOP_SECONDS = 180, 90
+#: Seconds a shutdown (admin API, else ``nvflare poc stop``) may take.
+STOP_SECONDS = 90
 #: Seconds an aborted job may take to end before its result is fetched anyway.
 ABORT_GRACE = 30
 #: Seconds the processes of a stopped POC system get to exit by themselves before they are sent
@@ -369,6 +369,11 @@ def _loopback_only(prod: Path, port: int) -> None:
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
+def _prod_dir(root: Path) -> Path:
+    """The provisioned POC project in the POC workspace ``root``: one folder per server, client and admin."""
+    return root / "poc" / POC_PROJECT / "prod_00"
+
+
 def prepare_poc(root: Path, num_clients: int, log) -> tuple[System, int]:
     """Provision a fresh POC system of ``num_clients`` clients in ``root/poc`` (``root`` cleared first).
 
@@ -390,7 +395,7 @@ def prepare_poc(root: Path, num_clients: int, log) -> tuple[System, int]:
     port = free_port()
     (root / "project.yml").write_text(project_yaml(num_clients, port), encoding="utf-8")
     code = _nvflare(["poc", "prepare", "-i", str(root / "project.yml"), "--force"], root, log, 120)
-    prod = root / "poc" / POC_PROJECT / "prod_00"
+    prod = _prod_dir(root)
     if code != 0 or not (prod / POC_ADMIN / "startup").is_dir():
         raise SimulationError(f"`nvflare poc prepare` failed (exit code {code}); log: {log.name}")
     _loopback_only(prod, port)
@@ -492,7 +497,7 @@ def _shutdown(root: Path, log) -> int:
     without starting a second Python for the CLI; 0, or -1 on failure (the reason in ``log``)."""
     from nvflare.tool.api_utils import shutdown_system_by_session
 
-    kit = root / "poc" / POC_PROJECT / "prod_00" / POC_ADMIN
+    kit = _prod_dir(root) / POC_ADMIN
     log.write("$ shutdown all (admin API)\n")
     log.flush()
     session = None
