@@ -439,10 +439,6 @@ def _write_pretty(file, manifest: dict) -> None:
         write_pretty(file, manifest, ensure_ascii=True)
 
 
-def _tree_hashes(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): sha256(p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def write_jobs(
     out: Path,
     rendered: dict[str, dict[str, bytes]] | Iterable[tuple[str, dict[str, bytes]]],
@@ -590,8 +586,9 @@ def _swap_in(
                     listed = manifest.get("files", {}).get(name)
                     if not (listed and _link_job(out / name, os.path.join(tmp, name), listed)):
                         shutil.copytree(out / name, tmp / name, symlinks=True)
-                    hashes[name] = listed or _tree_hashes(tmp / name)
-                    _check_job(tmp / name, _read_tree(tmp / name), jobs_info[name], rendered=False)
+                    tree = _read_tree(tmp / name)
+                    hashes[name] = listed or _hashes(tree)
+                    _check_job(tmp / name, tree, jobs_info[name], rendered=False)
                     if name in (manifest.get("inputs") or {}):
                         digests[name] = manifest["inputs"][name]
         _write_manifest(tmp, jobs_info, hashes, digests or None)
