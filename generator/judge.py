@@ -359,6 +359,73 @@ class RoundTracker:
         return skipped
 
 
+#: The logger of NVFlare's simulator in the process that runs every client's worker
+#: (``nvflare/private/fed/app/simulator/simulator_runner.py``, 2.7 and 2.9), as ``fullName``.
+SIMULATOR_CLIENT_RUNNER = "nvflare.private.fed.app.simulator.simulator_runner.SimulatorClientRunner"
+#: What that logger says at ERROR when it stops running a client (``SimulatorClientRunner.do_one_task``,
+#: ``run_client_thread``): the client's worker process died, the link to it broke, or it could not be
+#: reached. No thread runs that client afterwards: the server waits for its results until the job's
+#: timeout. Group ``site`` or ``dead``: the client, when the message names it.
+LOST_CLIENT = re.compile(
+    r"^(?:Communication error with client (?P<site>[^\s:]+)"
+    r"|Subprocess died for client (?P<dead>[^\s,]+)"
+    r"|run_client_thread error\b)"
+)
+#: The first record of a simulator worker that reached its parent: ``ClientTaskWorker.run`` (the
+#: worker's ``__main__``) logs it right after the parent's connection is accepted, before any job code.
+WORKER_STARTED = ("ClientTaskWorker", "ClientTaskWorker started to run")
+
+
+@dataclass(frozen=True)
+class LostClient:
+    """A client NVFlare's simulator stopped running before the run ended.
+
+    Attributes:
+        site (str | None): the client (None: the message does not say, ``run_client_thread error``).
+        message (str): NVFlare's message (first line), e.g. ``Communication error with client
+            site-1: [Errno 104] Connection reset by peer``.
+    """
+
+    site: str | None
+    message: str
+
+
+class LostClientWatch:
+    """The clients NVFlare's simulator stopped running, from the server's ``log.json`` as it grows.
+
+    Call :meth:`poll` as often as wanted; it reads only what was appended since the last call, and
+    only the lines of :data:`SIMULATOR_CLIENT_RUNNER`.
+
+    Args:
+        workspace (Path): the simulator workspace (``-w``).
+    """
+
+    def __init__(self, workspace: Path):
+        self._tail = LogJsonTail(Path(workspace) / SERVER_LOG, (json.dumps(SIMULATOR_CLIENT_RUNNER).encode(),))
+
+    def poll(self) -> list[LostClient]:
+        """The clients lost since the last poll (usually none)."""
+        lost = []
+        for record in self._tail.read():
+            if record.get("fullName") != SIMULATOR_CLIENT_RUNNER or record.get("levelname") not in ERROR_LEVELS:
+                continue
+            message = _first_line(str(record.get("message", "")))
+            match = LOST_CLIENT.match(message)
+            if match:
+                lost.append(LostClient(match.group("site") or match.group("dead"), message))
+        return lost
+
+
+def worker_connected(workspace: Path, site: str) -> bool:
+    """Whether ``site``'s simulator worker ever reached the simulator (:data:`WORKER_STARTED` in
+    ``WS/<site>/log.json``). False: the worker never got its job, so no code of the job ran there."""
+    name, message = WORKER_STARTED
+    for record in read_records(Path(workspace) / site / LOG_JSON, (json.dumps(message).encode(),)):
+        if record.get("name") == name and record.get("message") == message:
+            return True
+    return False
+
+
 def _workflow_id(record: dict) -> str:
     match = _WORKFLOW_ID.search(str(record.get("fl_ctx") or ""))
     return match.group(1) if match else ""

@@ -104,6 +104,10 @@ class Reporter:
         """``  <job>: stopped N process(es) the simulator left running``."""
         self.line(f"  {name}: stopped {count} process(es) the simulator left running")
 
+    def job_retried(self, name: str, reason: str) -> None:
+        """``  <job>: <reason>`` (the first run was stopped and the job runs again)."""
+        self.line(f"  {name}: {reason}")
+
     def job_finished(self, result) -> None:
         """A job's closing block: status, wall time and log; then its problems (stderr); its store and plot.
 

@@ -75,6 +75,8 @@ class RunOutcome:
         seconds (float): wall time from start to the end of the stop, in seconds.
         stopped (int): processes of the run that were still running when it ended (the command
             itself after a timeout or a signal, and whatever it left behind), all stopped here.
+        stopped_for (str | None): why a callback ended the run (the message of the
+            :class:`StopRun` it raised), else None.
     """
 
     returncode: int | None
@@ -82,6 +84,12 @@ class RunOutcome:
     interrupted: str | None = None
     seconds: float = 0.0
     stopped: int = 0
+    stopped_for: str | None = None
+
+
+class StopRun(Exception):
+    """Raised by an ``on_line`` or ``on_tick`` callback of :func:`run_process`: the run cannot end
+    well, stop it now (like at its timeout). The message says why (``RunOutcome.stopped_for``)."""
 
 
 class Interrupted(BaseException):
@@ -360,11 +368,13 @@ def run_process(
         timeout (float | None): seconds after which the run is stopped (None: no limit).
         on_line (callable | None): called in this thread with each console line (no newline).
         on_tick (callable | None): called in this thread about every :data:`TICK` seconds.
+            Either may raise :class:`StopRun` to stop the run at once.
         grace (float): seconds between SIGTERM and SIGKILL when stopping.
 
     Returns:
         RunOutcome: how the run ended. A stop signal (:class:`Interrupted`, or ``KeyboardInterrupt``
-        when no :func:`interrupt_on_signals` is active) is reported in ``interrupted``, not raised.
+        when no :func:`interrupt_on_signals` is active) is reported in ``interrupted``, a
+        :class:`StopRun` in ``stopped_for``; neither is raised.
 
     Raises:
         OSError: the command cannot be started (nothing runs then).
@@ -373,7 +383,7 @@ def run_process(
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    timed_out, interrupted = False, None
+    timed_out, interrupted, stopped_for = False, None, None
     with _subreaper(), open(log_path, "w", encoding="utf-8", errors="replace") as log:
         with _RUNS_LOCK:
             others = _children_of_self()
@@ -420,6 +430,8 @@ def run_process(
                         break
             except (Interrupted, KeyboardInterrupt) as e:
                 interrupted = _signal_name(e)
+            except StopRun as e:
+                stopped_for = str(e) or "stopped"
         finally:
             with deferred_signals() as late:
                 stopped = tree.stop(grace)
@@ -432,7 +444,7 @@ def run_process(
                     proc.stdout.close()
             if interrupted is None and late:
                 interrupted = signal.Signals(late[0]).name
-        while on_line and not interrupted:  # lines that came after the last look
+        while on_line and not interrupted and not stopped_for:  # lines that came after the last look
             try:
                 line = lines.get_nowait()
             except queue.Empty:
@@ -445,4 +457,5 @@ def run_process(
         interrupted=interrupted,
         seconds=round(time.monotonic() - started, 2),
         stopped=stopped,
+        stopped_for=stopped_for,
     )

@@ -43,13 +43,23 @@ from pathlib import Path
 
 from .components import FRAMEWORKS
 from .errors import JobgenError, OptionError, OutputError, Problem, SimulationError
-from .judge import LOG_JSON, RoundTracker, client_exceptions, cross_site_problems, nvflare_errors, points_sent
-from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry  # noqa: F401
+from .judge import (
+    LOG_JSON,
+    LOST_CLIENT,
+    LostClientWatch,
+    RoundTracker,
+    client_exceptions,
+    cross_site_problems,
+    nvflare_errors,
+    points_sent,
+    worker_connected,
+)
+from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry, site_names  # noqa: F401
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
 from .outputs import check_reports, check_results, folder_problems, record_report, write_results
 from .plot import matplotlib_dir
-from .runner import Interrupted, RunOutcome, deferred_signals, interrupt_on_signals, run_process
+from .runner import Interrupted, RunOutcome, StopRun, deferred_signals, interrupt_on_signals, run_process
 from .safepaths import LINK_PREFIX, check_paths, link_parent, remove_links, run_paths
 from .sweep import compare, last_values, model_mean, plot_names, plot_sweep
 from .tracking import ProjectStoreFiller, check_store, project_store
@@ -93,6 +103,9 @@ class JobResult:
         cross_site (dict | None): for a job with ``cross_site_eval``, the cross-site evaluation
             matrix NVFlare wrote, ``{evaluating site: {model: {metric: value}}}`` (models ``SRV_server``
             and each site's local model); None for other jobs or when no results were written.
+        retried (str | None): why the job was run a second time (its first run lost a client before
+            any code of the job ran there: see :func:`_lost_before_start`), else None. Everything
+            else in the result is the second run's.
     """
 
     name: str
@@ -117,6 +130,7 @@ class JobResult:
     metric_last: dict = field(default_factory=dict)
     series: dict = field(default_factory=dict, repr=False, compare=False)
     cross_site: dict | None = None
+    retried: str | None = None
 
 
 def nvflare_command(python: str | None = None) -> list[str]:
@@ -413,6 +427,9 @@ class SimulateEvents:
     def leftovers_stopped(self, name: str, count: int) -> None:
         """The simulator of job ``name`` exited but left ``count`` processes running; they were stopped."""
 
+    def job_retried(self, name: str, reason: str) -> None:
+        """Job ``name``'s first run was stopped for ``reason`` and the job runs again (once)."""
+
     def job_finished(self, result: JobResult) -> None:
         """A job ended (any status): its result, problems, store and plot are known."""
 
@@ -450,6 +467,12 @@ def simulate_job(
             run is stopped as if that signal had arrived here (how a worker thread of
             ``simulate --parallel`` learns of Ctrl-C).
 
+    When NVFlare's simulator stops running a client mid-run (its worker died, or the link to it
+    broke: see :class:`generator.judge.LostClientWatch`), the run is stopped at once instead of
+    waiting for the timeout, and the job is ``FAILED``; if that client's worker never reached the
+    simulator (no code of the job ran there), the job is run once more (``JobResult.retried``; the
+    first run's console log is kept as ``<log>.1``).
+
     Returns:
         JobResult: ``ok`` False with ``problems`` (:class:`Problem`) when any check failed.
 
@@ -460,16 +483,33 @@ def simulate_job(
     result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver)
     if _refused(result, info, workspace_root):
         return result
-    ws = prepare_workspace(workspace_root, name)
     log = log_path(workspace_root, name)
-    result.workspace, result.log = str(ws), str(log)
+    result.log = str(log)
     result.timeout = job_timeout(info, timeout)
-    started_epoch = time.time()
-    tracker = RoundTracker.for_job(ws, info)
-    outcome = _run_simulator(out, ws, log, result, info, tracker, events, stop)
+    first_log = log.with_name(log.name + ".1")
+    for attempt in (1, 2):
+        ws = prepare_workspace(workspace_root, name)
+        result.workspace = str(ws)
+        if attempt == 1:
+            with contextlib.suppress(FileNotFoundError):
+                first_log.unlink()  # a first run's log left by an earlier simulate
+        started_epoch = time.time()
+        tracker = RoundTracker.for_job(ws, info)
+        outcome = _run_simulator(out, ws, log, result, info, tracker, events, stop)
+        reason = _lost_before_start(outcome, ws, info) if attempt == 1 else None
+        if not reason:
+            break
+        log.replace(first_log)
+        result.retried = (
+            f"{reason}: stopped that run after {outcome.seconds:.1f} s (log: {first_log}), running the job again"
+        )
+        events.job_retried(name, result.retried)
     result.wall_seconds = outcome.seconds
     if outcome.interrupted or outcome.timed_out:
         _stopped(result, info, outcome, tracker, ws, log, timeout)
+        return result
+    if outcome.stopped_for:
+        _lost_client(result, info, outcome, tracker, ws, log)
         return result
     if outcome.stopped:  # not a failed check: the run's own outputs are judged below
         events.leftovers_stopped(name, outcome.stopped)
@@ -514,11 +554,15 @@ def _run_simulator(
     name, n = result.name, str(info.num_clients)
     started = time.monotonic()
 
+    lost = LostClientWatch(ws)
+
     def on_tick() -> None:
         if stop:
             raise Interrupted(stop[0])
         for number in tracker.poll():
             events.round_started(name, number, result.rounds, time.monotonic() - started)
+        for client in lost.poll():  # nothing runs that client any more: the run can only time out
+            raise StopRun(client.message)
 
     with run_paths(ws) as paths, run_tmp(ws.parent, name) as tmp:
         cmd = nvflare_command(paths.python)
@@ -555,6 +599,52 @@ def _stopped(
         f"every process it started ({outcome.stopped}); log: {log}"
     )
     # a client that failed may be why the run hung
+    result.problems[:0] = [job_problem(result.name, m) for m in [*client_exceptions(ws, log, info.clients), message]]
+
+
+def _lost_sites(message: str, ws: Path, info: ManifestEntry) -> tuple[str | None, list[str]]:
+    """The client NVFlare's message names (None: it names none), and the job's clients whose
+    simulator worker never reached the simulator (:func:`generator.judge.worker_connected`)."""
+    match = LOST_CLIENT.match(message)
+    site = (match.group("site") or match.group("dead")) if match else None
+    sites = [site] if site else list(info.clients or site_names(info.num_clients))
+    return site, [s for s in sites if not worker_connected(ws, s)]
+
+
+def _lost_before_start(outcome: RunOutcome, ws: Path, info: ManifestEntry) -> str | None:
+    """Why the job should run again: the run was stopped because the simulator lost a client
+    whose worker never reached it, so no code of the job ran there; else None.
+
+    Seen on NVFlare 2.9 with several simulators running at once (``simulate --parallel``, tests):
+    the simulator picks a free port for a client's worker (``get_open_ports``), starts the worker,
+    which listens on it only after its imports, and connects to it; another process that took the
+    port in between answers instead and resets the connection ("Communication error with client
+    site-1: [Errno 104] Connection reset by peer", ``simulator_runner.py``). The job is not at fault.
+    """
+    if not outcome.stopped_for or outcome.interrupted or outcome.timed_out:
+        return None
+    site, never = _lost_sites(outcome.stopped_for, ws, info)
+    if not never:
+        return None
+    return (
+        f"NVFlare's simulator lost {', '.join(never)} before its worker reached the simulator "
+        f'("{outcome.stopped_for}"), so no code of the job ran there'
+    )
+
+
+def _lost_client(result: JobResult, info: ManifestEntry, outcome: RunOutcome, tracker, ws: Path, log: Path) -> None:
+    """Record a run stopped because NVFlare's simulator stopped running a client (``FAILED``)."""
+    tracker.poll()
+    result.rounds_started = tracker.rounds_started
+    result.status = FAILED
+    site, _ = _lost_sites(outcome.stopped_for, ws, info)
+    who = site or "a client"
+    site_log = f"; {site}'s log: {ws / site / 'log.txt'}" if site else ""
+    message = (
+        f'NVFlare\'s simulator stopped running {who} after {outcome.seconds:.1f} s ("{outcome.stopped_for}"): '
+        f"the server would have waited for its results until the timeout ({result.timeout:g} s), so the run "
+        f"was stopped with every process it started ({outcome.stopped}){site_log}; log: {log}"
+    )
     result.problems[:0] = [job_problem(result.name, m) for m in [*client_exceptions(ws, log, info.clients), message]]
 
 

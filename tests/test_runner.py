@@ -22,7 +22,7 @@ import psutil
 import pytest
 from conftest import ROOT
 
-from generator.runner import RunOutcome, run_process
+from generator.runner import RunOutcome, StopRun, run_process
 
 TREE = r"""
 import os, signal, subprocess, sys, time
@@ -203,6 +203,36 @@ def test_an_exception_in_a_callback_stops_the_run_and_propagates(tree, tmp_path)
             on_line=on_line,
             grace=2,
         )
+    assert_all_gone(pids_of(pids))
+
+
+@pytest.mark.parametrize("callback", ["on_line", "on_tick"])
+def test_a_callback_raising_stop_run_stops_the_whole_run_and_says_why(tree, tmp_path, callback):
+    script, pids = tree
+    seen: list[str] = []
+
+    def on_line(line):
+        seen.append(line)
+        if callback == "on_line" and line == "ready":
+            raise StopRun("site-1 lost")
+
+    def on_tick():
+        if callback == "on_tick" and "ready" in seen:
+            raise StopRun("site-1 lost")
+
+    outcome = run_process(
+        [sys.executable, str(script), str(pids), "root"],
+        cwd=tmp_path,
+        env=None,
+        log_path=tmp_path / "run.log",
+        timeout=120,
+        on_line=on_line,
+        on_tick=on_tick,
+        grace=2,
+    )
+    assert outcome.stopped_for == "site-1 lost"
+    assert not outcome.timed_out and outcome.interrupted is None
+    assert outcome.stopped == 4  # the whole simulator-like tree was running, and was stopped
     assert_all_gone(pids_of(pids))
 
 

@@ -276,6 +276,45 @@ def test_a_hanging_job_times_out_its_processes_are_stopped_and_the_next_job_runs
     assert run_processes(project / "build") == []
 
 
+EXITS = """\
+import os
+
+import nvflare.client as flare
+
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    if flare.get_site_name() == "site-1":
+        os._exit(3)  # the site's whole simulator worker process ends, as on an out-of-memory kill
+    flare.send(flare.FLModel(params=model.params, params_type="FULL"))
+"""
+
+
+@pytest.mark.simulator
+def test_a_client_whose_worker_dies_fails_the_job_at_once_not_at_its_timeout(project):
+    # NVFlare's simulator logs the lost client and never runs it again: its server would wait until
+    # the timeout (300 s). simulate finds the record, stops the run and names the client.
+    (project / "client_scripts/train_exits.py").write_text(EXITS)
+    (project / "jobs.yaml").write_text(
+        ONE_ROUND
+        + "  - name: exits\n    script: train_exits.py\n    timeout: 300\n"
+        + "  - name: after\n    script: train_full.py\n"
+    )
+    assert run_cli(project, "generate").returncode == 0
+
+    result = run_cli(project, "simulate", "--parallel", "1", timeout=900)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    exits = results["exits"]
+    assert (exits["status"], exits["retried"]) == ("FAILED", None), exits  # its worker had started: no retry
+    assert re.search(r"exits: NVFlare's simulator stopped running site-1 after [\d.]+ s \(\"", result.stderr)
+    assert "the server would have waited for its results until the timeout (300 s)" in result.stderr
+    assert "site-1's log: build/workspaces/exits/site-1/log.txt" in result.stderr
+    assert results["after"]["status"] == "ok" and results["after"]["final_model"] == one_round_model()
+    assert run_processes(project / "build") == []
+
+
 @pytest.mark.simulator
 # SIGHUP and SIGINT take the same path in simulate (interrupt_on_signals); tests/test_runner.py sends
 # each of the three to a process tree without NVFlare, and the --parallel test below sends SIGINT.

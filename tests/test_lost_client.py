@@ -1,0 +1,190 @@
+"""A client NVFlare's simulator stops running mid-run: found in the server's records, the run stopped at
+once, and the job run again only when no code of the job ran at that client.
+
+NVFlare 2.9's simulator picks a free port for each client's worker, starts the worker, and connects
+to it once the worker listens; another simulator's process that took the port in between answers
+instead and resets the connection. The simulator logs "Communication error with client site-1:
+[Errno 104] Connection reset by peer" and never runs site-1 again, so the server waits for it until
+the job's timeout (seen in CI about once in 300 job runs with several simulators at once). The
+records below are copied from such a run. The simulate tests here run a stand-in for ``nvflare``
+that writes those records (the race cannot be caused on purpose); the real simulator is run by
+``test_simulate_runs.py`` on a client whose worker process dies mid-run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+
+from generator import simulate
+from generator.judge import SIMULATOR_CLIENT_RUNNER, LostClient, LostClientWatch, worker_connected
+from generator.layout import ManifestEntry
+from generator.lines import installed_line
+
+RESET = "Communication error with client site-1: [Errno 104] Connection reset by peer"
+
+
+def record(message: str, full_name: str = SIMULATOR_CLIENT_RUNNER, level: str = "ERROR", name: str = "") -> str:
+    """One ``log.json`` line as NVFlare's ``JsonFormatter`` writes it."""
+    fields = {
+        "asctime": "2026-12-01 11:35:09,182",
+        "name": name or full_name.rsplit(".", 1)[-1],
+        "fullName": full_name,
+        "levelname": level,
+        "fl_ctx": "",
+        "message": message,
+    }
+    return json.dumps(fields) + "\n"
+
+
+WORKER_STARTED = record("ClientTaskWorker started to run", "__main__.ClientTaskWorker", "INFO")
+
+
+def test_the_watch_finds_each_message_of_a_lost_client_once(tmp_path):
+    log = tmp_path / "server" / "log.json"
+    log.parent.mkdir()
+    watch = LostClientWatch(tmp_path)
+    assert watch.poll() == []  # no log yet
+    log.write_text(
+        record("Round 0 started.", "nvflare.app_common.workflows.fedavg.FedAvg", "INFO")
+        + record(RESET, level="INFO")  # not an error
+        + record(RESET, full_name="custom.train.Logger")  # not NVFlare's simulator
+        + record(RESET)
+    )
+    assert watch.poll() == [LostClient("site-1", RESET)]
+    assert watch.poll() == []  # read once
+    with log.open("a") as f:
+        f.write(record("Subprocess died for client site-2 before send, exit code: -9"))
+        f.write(record("run_client_thread error: Failed to create connection to the child process"))
+        f.write(record("Simulate Run client: site-1 on GPU group: None", level="INFO"))
+    assert watch.poll() == [
+        LostClient("site-2", "Subprocess died for client site-2 before send, exit code: -9"),
+        LostClient(None, "run_client_thread error: Failed to create connection to the child process"),
+    ]
+
+
+def test_a_worker_connected_only_when_its_own_record_says_so(tmp_path):
+    assert not worker_connected(tmp_path, "site-1")  # no folder, no log: it never started
+    site = tmp_path / "site-1"
+    site.mkdir()
+    (site / "log.json").write_text(record("ClientTaskWorker started to run", "custom.train.Logger", "INFO"))
+    assert not worker_connected(tmp_path, "site-1")  # a script's logger saying the same words
+    with (site / "log.json").open("a") as f:
+        f.write(WORKER_STARTED)
+    assert worker_connected(tmp_path, "site-1")
+
+
+#: A stand-in for ``python -m nvflare.cli simulator -w WS ...``: each run appends a line to
+#: ``runs``, then does what the next word of ``plan`` says: ``race`` (site-1 lost before its worker
+#: started, then wait as the real simulator does), ``died`` (site-1's worker started, then lost), or
+#: ``exit`` (exit 0 at once without writing anything).
+FAKE = textwrap.dedent(
+    """
+    import json, os, sys, time
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    ws = sys.argv[sys.argv.index("-w") + 1]
+    with open(os.path.join(here, "runs"), "a") as f:
+        f.write(ws + "\\n")
+    runs = len(open(os.path.join(here, "runs")).read().splitlines())
+    step = open(os.path.join(here, "plan")).read().split()[runs - 1]
+    print(f"fake simulator run {runs}: {step}", flush=True)
+    if step == "exit":
+        sys.exit(0)
+    os.makedirs(os.path.join(ws, "server"), exist_ok=True)
+    if step == "died":
+        os.makedirs(os.path.join(ws, "site-1"), exist_ok=True)
+        with open(os.path.join(ws, "site-1", "log.json"), "w") as f:
+            f.write(WORKER_STARTED)
+        message = "Subprocess died for client site-1, exit code: 3"
+    else:
+        message = RESET
+    with open(os.path.join(ws, "server", "log.json"), "w") as f:
+        f.write(json.dumps({"fullName": SIMULATOR_CLIENT_RUNNER, "levelname": "ERROR", "message": message}) + "\\n")
+    time.sleep(600)
+    """
+)
+
+
+class Events(simulate.SimulateEvents):
+    def __init__(self):
+        self.retried: list[tuple[str, str]] = []
+
+    def job_retried(self, name, reason):
+        self.retried.append((name, reason))
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    """Run ``plan`` (words of :data:`FAKE`) as job ``j``; returns (result, events, runs, workspaces)."""
+    bin_dir = tmp_path / "fake"
+    bin_dir.mkdir()
+    script = bin_dir / "nvflare_fake.py"
+    script.write_text(
+        f"SIMULATOR_CLIENT_RUNNER = {SIMULATOR_CLIENT_RUNNER!r}\nRESET = {RESET!r}\n"
+        f"WORKER_STARTED = {WORKER_STARTED!r}\n" + FAKE
+    )
+    monkeypatch.setattr(simulate, "nvflare_command", lambda python=None: [sys.executable, str(script)])
+
+    def run(plan: str):
+        (bin_dir / "plan").write_text(plan)
+        out, root = tmp_path / "jobs", tmp_path / "workspaces"
+        (out / "j").mkdir(parents=True)
+        info = ManifestEntry(installed_line(), 2, 1, "in_process", "train.py", timeout=300)
+        events = Events()
+        result = simulate.simulate_job(out, root, "j", info, events=events)
+        runs = (bin_dir / "runs").read_text().splitlines()
+        return result, events, runs, root
+
+    return run
+
+
+def test_a_client_lost_before_its_worker_started_runs_the_job_again(fake):
+    result, events, runs, root = fake("race exit")
+
+    assert len(runs) == 2  # run again, once, in the same (emptied) workspace
+    assert result.retried and events.retried == [("j", result.retried)]
+    assert "lost site-1 before its worker reached the simulator" in result.retried
+    assert RESET in result.retried
+    first = root / "_logs" / "j.log.1"
+    assert f"log: {first}" in result.retried
+    assert "fake simulator run 1: race" in first.read_text()  # the first run's log is kept
+    assert "fake simulator run 2: exit" in (root / "_logs" / "j.log").read_text()
+    # the result is the second run's: it wrote nothing, so it fails its checks (not a TIMEOUT)
+    assert result.status == simulate.FAILED
+    assert any("server log" in p.message and "was not written" in p.message for p in result.problems)
+
+
+def test_a_second_lost_client_fails_the_job_at_once(fake):
+    result, events, runs, root = fake("race race")
+
+    assert len(runs) == 2 and len(events.retried) == 1  # never a third run
+    assert result.status == simulate.FAILED  # stopped at once, not after the job's 300 s timeout
+    (problem,) = [p.message for p in result.problems]
+    assert problem.startswith("NVFlare's simulator stopped running site-1 after ")
+    assert f'("{RESET}")' in problem
+    assert "until the timeout (300 s)" in problem
+    assert f"log: {root / '_logs' / 'j.log'}" in problem
+
+
+def test_a_client_whose_worker_had_started_is_not_run_again(fake):
+    result, events, runs, root = fake("died")
+
+    assert len(runs) == 1 and events.retried == [] and result.retried is None
+    assert result.status == simulate.FAILED
+    (problem,) = [p.message for p in result.problems]
+    assert '("Subprocess died for client site-1, exit code: 3")' in problem
+    assert f"site-1's log: {root / 'j' / 'site-1' / 'log.txt'}" in problem
+    assert not (root / "_logs" / "j.log.1").exists()
+
+
+def test_an_earlier_first_run_log_is_removed(fake, tmp_path):
+    logs = tmp_path / "workspaces" / "_logs"
+    logs.mkdir(parents=True)
+    (tmp_path / "workspaces" / simulate.WORKSPACE_MARKER).write_text("")
+    (logs / "j.log.1").write_text("an earlier simulate's first run\n")
+    result, events, runs, root = fake("died")
+    assert not (logs / "j.log.1").exists()  # it would describe another simulate than this one's
