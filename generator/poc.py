@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -491,18 +492,15 @@ def _our_processes(root: Path) -> list[psutil.Process]:
     return found
 
 
-def _shutdown(root: Path, log) -> int:
-    """Shut the POC system in ``root`` down through its project admin's session, as ``nvflare poc stop``
-    does (``nvflare.tool.api_utils.shutdown_system_by_session``: abort running jobs, ``shutdown all``),
-    without starting a second Python for the CLI; 0, or -1 on failure (the reason in ``log``)."""
+def shutdown_by(session, log) -> int:
+    """Shut a system down through a logged-in admin ``session``, as ``nvflare poc stop`` does
+    (``nvflare.tool.api_utils.shutdown_system_by_session``: abort running jobs, ``shutdown all``),
+    without waiting for it to be down; 0, or -1 on failure (the reason in ``log``)."""
     from nvflare.tool.api_utils import shutdown_system_by_session
 
-    kit = _prod_dir(root) / POC_ADMIN
     log.write("$ shutdown all (admin API)\n")
     log.flush()
-    session = None
     try:
-        session = open_session(System(kit, POC_ADMIN, POC_PROJECT), timeout=10.0)
         with contextlib.redirect_stdout(io.StringIO()):
             # wait=False: its wait for the server to be down polls a closed session for up to
             # ``timeout_in_sec`` (30 s seen here); the caller waits for the processes instead
@@ -511,15 +509,33 @@ def _shutdown(root: Path, log) -> int:
     except Exception as e:  # the server already gone, or NVFlare's own error types
         log.write(f"shutdown through the admin API failed: {type(e).__name__}: {e}\n")
         return -1
+
+
+def _shutdown(root: Path, log) -> int:
+    """Shut the POC system in ``root`` down through its project admin's own session
+    (:func:`shutdown_by`), without starting a second Python for the CLI; 0, or -1 on failure."""
+    kit = _prod_dir(root) / POC_ADMIN
+    session = None
+    try:
+        session = open_session(System(kit, POC_ADMIN, POC_PROJECT), timeout=10.0)
+        return shutdown_by(session, log)
+    except SimulationError as e:  # the server already gone
+        log.write(f"shutdown through the admin API failed: {e}\n")
+        return -1
     finally:
         if session is not None:
             with contextlib.suppress(Exception):
                 session.close()
 
 
-def stop_poc(root: Path, log) -> tuple[int, int]:
+def stop_poc(root: Path, log, asked: bool = False) -> tuple[int, int]:
     """Stop the POC system (``shutdown all`` through the admin API, see :func:`_shutdown`; else
     ``nvflare poc stop``), then every process still running under ``root``.
+
+    Args:
+        root (Path): the POC workspace. log: the open ``poc.log``.
+        asked (bool): ``shutdown all`` was already sent (:func:`shutdown_by`, at the end of the last
+            job): only the processes are waited for.
 
     Returns:
         tuple[int, int]: 0 if the system accepted ``shutdown all`` (else the exit code of ``nvflare
@@ -527,7 +543,7 @@ def stop_poc(root: Path, log) -> tuple[int, int]:
         :data:`SHUTDOWN_GRACE` seconds after it (:data:`LEFTOVER_GRACE` after ``nvflare poc stop``)
         and were stopped here (SIGTERM, then SIGKILL after 3 s).
     """
-    code, grace = _shutdown(root, log), SHUTDOWN_GRACE
+    code, grace = (0 if asked else _shutdown(root, log)), SHUTDOWN_GRACE
     if code != 0:
         grace = LEFTOVER_GRACE
         try:
@@ -650,6 +666,7 @@ class _Run:
     aborted_at: float | None = None
     clients_ended_at: float | None = None
     problems: list = field(default_factory=list)
+    fetched: bool | None = None  # None: not fetched yet; else whether its result was downloaded
 
 
 class _LiveTracker(RoundTracker):
@@ -718,8 +735,12 @@ def _judge(system: System, run: _Run, job_dir: Path) -> None:
         result.problems[:0] = [job_problem(run.name, m) for m in client_exceptions(job_dir)]
 
 
-def _finish(system: System, session, run: _Run, downloads: Path) -> JobResult:
-    """Download, lay out and judge a job that ended (or was aborted)."""
+def _fetch(system: System, session, run: _Run, downloads: Path) -> None:
+    """Download a job that ended (or was aborted) into ``downloads/<job>`` laid out as a simulator
+    workspace, with each client's run logs (once); ``run.fetched``: whether the server gave its
+    result (if not, why is in the job's problems)."""
+    if run.fetched is not None:
+        return
     result = run.result
     result.wall_seconds = round(time.monotonic() - run.started, 2)
     job_dir = downloads / run.name
@@ -735,6 +756,13 @@ def _finish(system: System, session, run: _Run, downloads: Path) -> JobResult:
         if location:
             arrange_download(Path(location), job_dir)
     _copy_site_logs(system, session, run, job_dir)
+    run.fetched = bool(location)
+
+
+def _finish(system: System, session, run: _Run, downloads: Path) -> JobResult:
+    """Fetch (:func:`_fetch`, if not done yet) and judge a job that ended."""
+    _fetch(system, session, run, downloads)
+    result, job_dir = run.result, downloads / run.name
     if result.status == TIMEOUT:
         tracker = RoundTracker.for_job(job_dir, run.info, server=system.server_identity)
         tracker.poll()
@@ -742,7 +770,7 @@ def _finish(system: System, session, run: _Run, downloads: Path) -> JobResult:
         result.problems[:0] = [job_problem(run.name, m) for m in client_exceptions(job_dir)]
         result.problems += run.problems
         return result
-    if location:
+    if run.fetched:
         _judge(system, run, job_dir)
     result.ok = not result.problems
     result.status = OK if result.ok else FAILED
@@ -897,8 +925,13 @@ def run_jobs(
     timeout: float | None,
     events,
     parallel: int = 1,
+    when_done: Callable[[object], None] | None = None,
 ) -> list[JobResult]:
     """Submit, wait for, download and judge each job on ``system``, up to ``parallel`` at once.
+
+    ``when_done`` (None: nothing) is called with the admin session once the last job's result is
+    downloaded, before it is judged (``poc`` shuts its system down there, so that the system's
+    processes end while the last jobs are judged).
 
     A stop signal (:class:`generator.runner.Interrupted`, inside the caller's
     :func:`generator.runner.interrupt_on_signals`) aborts every running job (each recorded
@@ -913,38 +946,59 @@ def run_jobs(
         if refused:
             results[name] = refused
             events.job_finished(refused)
-    pending, running = [n for n in selected if n not in results], []
+    pending, running, ended = [n for n in selected if n not in results], [], []
     if not pending:
         return [results[n] for n in selected]
     session = open_session(system)
+
+    def fill() -> None:
+        """Submit pending jobs until ``parallel`` run."""
+        while pending and len(running) < parallel:
+            name = pending.pop(0)
+            # A job the server accepted is always in `running` when a stop signal acts, so it
+            # is aborted; a signal held here acts right after.
+            with deferred_signals() as held:
+                submitted = _submit(session, out, name, manifest[name], timeout, events, system, downloads)
+                if isinstance(submitted, JobResult):
+                    results[name] = submitted
+                else:
+                    running.append(submitted)
+            if held:
+                raise Interrupted(held[0])
+
     try:
         try:
             while pending or running:
-                while pending and len(running) < parallel:
-                    name = pending.pop(0)
-                    # A job the server accepted is always in `running` when a stop signal acts, so it
-                    # is aborted; a signal held here acts right after.
+                fill()
+                ended[:] = [run for run in running if _poll(session, run, events, system.sites_dir)]
+                running[:] = [run for run in running if run not in ended]
+                fill()  # the next jobs start before the ended ones are downloaded and judged
+                last = not pending and not running
+                if last and ended:
                     with deferred_signals() as held:
-                        submitted = _submit(session, out, name, manifest[name], timeout, events, system, downloads)
-                        if isinstance(submitted, JobResult):
-                            results[name] = submitted
-                        else:
-                            running.append(submitted)
+                        for run in ended:
+                            _fetch(system, session, run, downloads)
+                        if when_done:
+                            when_done(session)
                     if held:
                         raise Interrupted(held[0])
-                for run in list(running):
-                    if _poll(session, run, events, system.sites_dir):
-                        running.remove(run)
-                        with deferred_signals() as held:
-                            results[run.name] = _finish(system, session, run, downloads)
-                            events.job_finished(results[run.name])
-                        if held:
-                            raise Interrupted(held[0])
+                while ended:
+                    with deferred_signals() as held:
+                        run = ended.pop(0)
+                        results[run.name] = _finish(system, session, run, downloads)
+                        events.job_finished(results[run.name])
+                    if held:
+                        raise Interrupted(held[0])
                 if running:
                     time.sleep(POLL_SECONDS)
         except Interrupted as e:  # the caller's interrupt_on_signals recorded the signal
             with deferred_signals():
+                for run in ended:  # they ended on the server: their results are fetched as usual
+                    results[run.name] = _finish(system, session, run, downloads)
+                    events.job_finished(results[run.name])
                 for run in running:
+                    if run.name in results:  # the signal came as it moved to `ended`
+                        continue
                     with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
                         session.abort_job(run.job_id)
                     run.result.status = INTERRUPTED
@@ -1048,7 +1102,12 @@ def poc_all(
         raise OutputError(blocked)
     num_clients = max(manifest[n].num_clients for n in runnable)
     results: list[JobResult] = []
-    prepared = False
+    prepared, asked = False, []
+
+    def shut_down(session) -> None:  # the last job is downloaded: the system ends while it is judged
+        if shutdown_by(session, log) == 0:
+            asked.append(True)
+
     with interrupt_on_signals() as received, open(root / POC_LOG, "w", encoding="utf-8") as log:
         try:
             system, port = prepare_poc(root, num_clients, log)
@@ -1056,19 +1115,20 @@ def poc_all(
             events.system_step(f"prepared a POC system of {num_clients} client(s) in {root / 'poc'}")
             seconds = start_poc(root, system, port, num_clients, log)
             events.system_step(f"started server (127.0.0.1:{port}) and {num_clients} client(s) in {seconds:.1f} s")
-            results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel)
+            results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel, shut_down)
         except Interrupted:
             pass  # preparing or starting the system: no job ran
         finally:
             if prepared:
-                _stop(root, log, events, received)
+                _stop(root, log, events, received, bool(asked))
         return _conclude(results, results_path, events, received, "poc")
 
 
-def _stop(root: Path, log, events, received: list[int]) -> None:
-    """Stop the POC system in ``root`` (signals held meanwhile, recorded in ``received``); tell ``events``."""
+def _stop(root: Path, log, events, received: list[int], asked: bool = False) -> None:
+    """Stop the POC system in ``root`` (signals held meanwhile, recorded in ``received``); tell ``events``.
+    ``asked``: ``shutdown all`` was already sent."""
     with deferred_signals() as late:
-        code, left = stop_poc(root, log)
+        code, left = stop_poc(root, log, asked)
         received += [s for s in late if s not in received]
     if code == 0:  # its processes' last seconds of wind-down are cut short by design (SHUTDOWN_GRACE)
         step, extra = "stopped the POC system", ""
