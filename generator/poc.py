@@ -10,10 +10,12 @@ judged from NVFlare's own records exactly as a simulated run is (:func:`generato
   ``NVFLARE_POC_WORKSPACE`` inside the ``--workspace`` folder so nothing is written to the user's
   home; starts the server and the clients with their startup kits' own ``sub_start.sh --once``
   (what ``nvflare poc start`` runs, without its 5 s supervision loop; no admin console), waits until
-  every client is connected (``Session.get_system_info``), runs the jobs, and always stops the
-  system (``shutdown all`` through the admin API, as ``nvflare poc stop`` does; that command if the
-  API cannot) and every process left under its workspace: after success, a failed job, a timeout,
-  a stop signal or an error.
+  every client is connected (``Session.get_system_info``, on the session that then runs the jobs),
+  runs the jobs, and always stops the system and every process left under its workspace: after
+  success, a failed job, a timeout, a stop signal or an error. Once every job ended and was
+  downloaded, its processes are sent SIGTERM (NVFlare's own shutdown takes about 5.6 s more and
+  leaves nothing to save); otherwise ``shutdown all`` goes through the admin API first, as
+  ``nvflare poc stop`` does (that command if the API cannot), so running jobs are aborted.
 - ``submit`` (:func:`submit_all`) does the same against a system that already runs, through an
   admin startup kit (production, or someone's POC); it never starts or stops anything.
 
@@ -451,8 +453,12 @@ def _launch_services(root: Path, system: System, num_clients: int, log) -> None:
             )
 
 
-def start_poc(root: Path, system: System, port: int, num_clients: int, log) -> float:
-    """Start the POC server and clients and wait until every client is connected; seconds it took.
+def start_poc(root: Path, system: System, port: int, num_clients: int, log) -> tuple[float, object]:
+    """Start the POC server and clients and wait until every client is connected.
+
+    Returns:
+        tuple[float, Session]: the seconds it took, and the project admin's session that saw every
+        client connected (the caller closes it; :func:`run_jobs` takes it over).
 
     Raises:
         SimulationError: the port is taken, a service could not be started, or the clients did not
@@ -465,8 +471,8 @@ def start_poc(root: Path, system: System, port: int, num_clients: int, log) -> f
         _launch_services(root, system, num_clients, log)
     except OSError as e:
         raise SimulationError(f"cannot start the POC system: {e}; log: {log.name}") from None
-    wait_for_clients(system, num_clients, READY_SECONDS)
-    return time.monotonic() - started
+    session = ready_session(system, num_clients, READY_SECONDS)
+    return time.monotonic() - started, session
 
 
 def _our_processes(root: Path) -> list[psutil.Process]:
@@ -528,22 +534,29 @@ def _shutdown(root: Path, log) -> int:
                 session.close()
 
 
-def stop_poc(root: Path, log, asked: bool = False) -> tuple[int, int]:
+def stop_poc(root: Path, log, idle: bool = False) -> tuple[int, int]:
     """Stop the POC system (``shutdown all`` through the admin API, see :func:`_shutdown`; else
     ``nvflare poc stop``), then every process still running under ``root``.
 
     Args:
         root (Path): the POC workspace. log: the open ``poc.log``.
-        asked (bool): ``shutdown all`` was already sent (:func:`shutdown_by`, at the end of the last
-            job): only the processes are waited for.
+        idle (bool): every job ended and its result was downloaded: the processes are sent SIGTERM
+            at once. NVFlare's server and clients take about 5.6 s to exit after ``shutdown all``
+            here (0.9 s for the command, 4.7 s to exit) and have no SIGTERM handler of their own
+            (the signal ends them at once); with no job left, nothing of theirs is lost.
 
     Returns:
-        tuple[int, int]: 0 if the system accepted ``shutdown all`` (else the exit code of ``nvflare
-        poc stop``, -1: it did not end in time) and how many processes were still running
-        :data:`SHUTDOWN_GRACE` seconds after it (:data:`LEFTOVER_GRACE` after ``nvflare poc stop``)
-        and were stopped here (SIGTERM, then SIGKILL after 3 s).
+        tuple[int, int]: 0 if the system accepted ``shutdown all`` or was idle (else the exit code
+        of ``nvflare poc stop``, -1: it did not end in time) and how many processes were still
+        running :data:`SHUTDOWN_GRACE` seconds after it (:data:`LEFTOVER_GRACE` after ``nvflare poc
+        stop``, none when idle) and were stopped here (SIGTERM, then SIGKILL after 3 s).
     """
-    code, grace = (0 if asked else _shutdown(root, log)), SHUTDOWN_GRACE
+    if idle:
+        log.write("every job ended and was downloaded: SIGTERM to the POC system's processes\n")
+        log.flush()
+        code, grace = 0, 0.0
+    else:
+        code, grace = _shutdown(root, log), SHUTDOWN_GRACE
     if code != 0:
         grace = LEFTOVER_GRACE
         try:
@@ -551,7 +564,7 @@ def stop_poc(root: Path, log, asked: bool = False) -> tuple[int, int]:
         except SimulationError:
             code = -1
     end = time.monotonic() + grace
-    while _our_processes(root) and time.monotonic() < end:
+    while grace and _our_processes(root) and time.monotonic() < end:
         time.sleep(0.2)
     left = _our_processes(root)
     procs = left
@@ -596,35 +609,74 @@ def open_session(system: System, timeout: float = 30.0):
         ) from None
 
 
-#: Seconds one readiness check (log in, ask for the system's clients) may take before it is abandoned.
+#: Seconds one readiness step (a login, or asking for the system's clients) may take before it is abandoned.
 CHECK_SECONDS = 20
+#: Seconds between two readiness checks: asking a logged-in session for the clients takes
+#: milliseconds, a login about 1.2 s here (so a session is kept from the first login on).
+READY_POLL_SECONDS = 0.2
 
 
-def _connected_clients(system: System) -> set[str]:
-    """The clients the server lists now (empty when it cannot be asked within :data:`CHECK_SECONDS`).
+def _within(seconds: float, call: Callable[[], object]) -> object | None:
+    """``call()``'s value, or None when it raised or did not return within ``seconds``.
 
-    The check runs in a daemon thread that is abandoned if it does not end in time: under heavy load
-    a login to a server that is still starting was seen to hang for minutes (``nvflare poc start``'s
+    It runs in a daemon thread that is abandoned if it does not end in time: under heavy load a
+    login to a server that is still starting was seen to hang for minutes (``nvflare poc start``'s
     own readiness wait hung so, with both clients registered).
     """
-    seen: set[str] = set()
+    box: list = []
 
-    def ask() -> None:
-        session = None
-        try:
-            session = open_session(system, timeout=10.0)
-            seen.update(c.name for c in session.get_system_info().client_info)
-        except Exception:  # the server is still starting
-            pass
-        finally:
-            if session is not None:
-                with contextlib.suppress(Exception):
-                    session.close()
+    def run() -> None:
+        with contextlib.suppress(Exception):  # the server is still starting, or NVFlare's own errors
+            box.append(call())
 
-    thread = threading.Thread(target=ask, name="poc-readiness", daemon=True)
+    thread = threading.Thread(target=run, name="poc-readiness", daemon=True)
     thread.start()
-    thread.join(CHECK_SECONDS)
-    return set(seen) if not thread.is_alive() else set()
+    thread.join(seconds)
+    return box[0] if box and not thread.is_alive() else None
+
+
+def _close(session) -> None:
+    if session is not None:
+        with contextlib.suppress(Exception):
+            session.close()
+
+
+def ready_session(system: System, num_clients: int, timeout: float):
+    """A logged-in admin session once the server lists ``site-1`` .. ``site-<num_clients>`` as connected.
+
+    One login (retried until it works), then the server is asked every :data:`READY_POLL_SECONDS`
+    on that session; each step is abandoned after :data:`CHECK_SECONDS` (see :func:`_within`), and
+    a session that stops answering is replaced.
+
+    Raises:
+        SimulationError: not all of them within ``timeout`` seconds (the ones seen are named).
+    """
+    end = time.monotonic() + timeout
+    wanted = set(site_names(num_clients))
+    session, seen = None, set()
+    try:
+        while True:
+            if session is None:
+                session = _within(CHECK_SECONDS, lambda: open_session(system, timeout=10.0))
+            if session is not None:
+                listed = _within(CHECK_SECONDS, lambda s=session: {c.name for c in s.get_system_info().client_info})
+                if listed is None:  # it stopped answering: log in again
+                    _close(session)
+                    session = None
+                else:
+                    seen = listed
+                    if wanted <= seen:
+                        ready, session = session, None
+                        return ready
+            if time.monotonic() > end:
+                have = ", ".join(sorted(seen)) or "none"
+                raise SimulationError(
+                    f"the NVFlare system of {system.startup_kit} did not have {', '.join(sorted(wanted))} "
+                    f"connected within {timeout:g} s (connected: {have})"
+                )
+            time.sleep(READY_POLL_SECONDS)
+    finally:
+        _close(session)
 
 
 def wait_for_clients(system: System, num_clients: int, timeout: float) -> list[str]:
@@ -633,19 +685,11 @@ def wait_for_clients(system: System, num_clients: int, timeout: float) -> list[s
     Raises:
         SimulationError: not all of them within ``timeout`` seconds (the ones seen are named).
     """
-    end = time.monotonic() + timeout
-    wanted = set(site_names(num_clients))
-    while True:
-        seen = _connected_clients(system)
-        if wanted <= seen:
-            return sorted(seen)
-        if time.monotonic() > end:
-            have = ", ".join(sorted(seen)) or "none"
-            raise SimulationError(
-                f"the NVFlare system of {system.startup_kit} did not have {', '.join(sorted(wanted))} connected "
-                f"within {timeout:g} s (connected: {have})"
-            )
-        time.sleep(POLL_SECONDS)
+    session = ready_session(system, num_clients, timeout)
+    try:
+        return sorted(c.name for c in session.get_system_info().client_info)
+    finally:
+        _close(session)
 
 
 # --- one job ------------------------------------------------------------------------------------------
@@ -926,12 +970,14 @@ def run_jobs(
     events,
     parallel: int = 1,
     when_done: Callable[[object], None] | None = None,
+    session=None,
 ) -> list[JobResult]:
     """Submit, wait for, download and judge each job on ``system``, up to ``parallel`` at once.
 
     ``when_done`` (None: nothing) is called with the admin session once the last job's result is
-    downloaded, before it is judged (``poc`` shuts its system down there, so that the system's
-    processes end while the last jobs are judged).
+    downloaded, before it is judged (``poc`` stops its system there, so that it is down by the time
+    the last jobs are judged). ``session``: a logged-in admin session to use (None: one is opened);
+    it is closed at the end either way.
 
     A stop signal (:class:`generator.runner.Interrupted`, inside the caller's
     :func:`generator.runner.interrupt_on_signals`) aborts every running job (each recorded
@@ -948,8 +994,9 @@ def run_jobs(
             events.job_finished(refused)
     pending, running, ended = [n for n in selected if n not in results], [], []
     if not pending:
+        _close(session)
         return [results[n] for n in selected]
-    session = open_session(system)
+    session = session or open_session(system)
 
     def fill() -> None:
         """Submit pending jobs until ``parallel`` run."""
@@ -1102,33 +1149,33 @@ def poc_all(
         raise OutputError(blocked)
     num_clients = max(manifest[n].num_clients for n in runnable)
     results: list[JobResult] = []
-    prepared, asked = False, []
+    prepared, stopped = False, []
 
-    def shut_down(session) -> None:  # the last job is downloaded: the system ends while it is judged
-        if shutdown_by(session, log) == 0:
-            asked.append(True)
+    def stop_now(session) -> None:  # every job's result is downloaded: the system ends before the last is judged
+        _close(session)
+        stopped.append(stop_poc(root, log, idle=True))
 
     with interrupt_on_signals() as received, open(root / POC_LOG, "w", encoding="utf-8") as log:
         try:
             system, port = prepare_poc(root, num_clients, log)
             prepared = True
             events.system_step(f"prepared a POC system of {num_clients} client(s) in {root / 'poc'}")
-            seconds = start_poc(root, system, port, num_clients, log)
+            seconds, session = start_poc(root, system, port, num_clients, log)
             events.system_step(f"started server (127.0.0.1:{port}) and {num_clients} client(s) in {seconds:.1f} s")
-            results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel, shut_down)
+            results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel, stop_now, session)
         except Interrupted:
             pass  # preparing or starting the system: no job ran
         finally:
             if prepared:
-                _stop(root, log, events, received, bool(asked))
+                _stop(root, log, events, received, stopped[0] if stopped else None)
         return _conclude(results, results_path, events, received, "poc")
 
 
-def _stop(root: Path, log, events, received: list[int], asked: bool = False) -> None:
+def _stop(root: Path, log, events, received: list[int], outcome: tuple[int, int] | None = None) -> None:
     """Stop the POC system in ``root`` (signals held meanwhile, recorded in ``received``); tell ``events``.
-    ``asked``: ``shutdown all`` was already sent."""
+    ``outcome``: :func:`stop_poc`'s, when it was already stopped (every job downloaded)."""
     with deferred_signals() as late:
-        code, left = stop_poc(root, log, asked)
+        code, left = outcome or stop_poc(root, log)
         received += [s for s in late if s not in received]
     if code == 0:  # its processes' last seconds of wind-down are cut short by design (SHUTDOWN_GRACE)
         step, extra = "stopped the POC system", ""

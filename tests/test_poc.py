@@ -523,7 +523,8 @@ def running_poc(tmp_path_factory):
     with ProcessWatch(root) as watch, open(base / "poc.log", "w") as log:
         try:
             system, port = prepare_poc(root, 2, log)
-            start_poc(root, system, port, 2, log)
+            _, session = start_poc(root, system, port, 2, log)
+            session.close()
             yield project, home, system, watch
         finally:
             stop_poc(root, log)
@@ -658,12 +659,15 @@ def test_a_client_killed_mid_job_fails_the_job(running_poc):
     root = str(system.startup_kit.parent)
     killed: list[int] = []
 
+    started = time.time()  # a job process of an earlier test may still be ending: not that one
+
     def kill_site_1_worker() -> None:
         end = time.monotonic() + 120
         while time.monotonic() < end and not killed:
-            for proc in psutil.process_iter(["pid", "cmdline"]):
+            for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
                 cmdline = " ".join(proc.info.get("cmdline") or [])
-                if "worker_process" in cmdline and f"{root}/site-1" in cmdline:
+                new = (proc.info.get("create_time") or 0) >= started
+                if new and "worker_process" in cmdline and f"{root}/site-1" in cmdline:
                     time.sleep(6)
                     proc.kill()
                     killed.append(proc.pid)
