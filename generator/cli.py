@@ -26,8 +26,8 @@ DEFAULT_POC_WORKSPACE = "build/poc-workspace"
 DEFAULT_PARALLEL = 3
 #: ``poc --parallel``'s default: the jobs NVFlare's POC server runs at once (the provisioning
 #: template's ``DefaultJobScheduler`` ``max_jobs``, ``nvflare/lighter/templates/master_template.yml``);
-#: a fifth would wait on the server. Measured in bench part (f): the example's five jobs 1.10x
-#: ``simulate``'s time at 4, 1.17x at 3 (medians of 3 turns).
+#: a fifth would wait on the server (``poc --parallel N`` above 4 raises its ``max_jobs`` to N).
+#: Bench part (f), the example's five jobs: 1.02-1.03x ``simulate``'s time at 4 (README, Speed).
 DEFAULT_POC_PARALLEL = 4
 #: The reporter every command prints through.
 REPORTER = Reporter()

@@ -90,7 +90,7 @@ from .simulate import (
 #: NVFlare's job status once the job ended normally (``nvflare/apis/job_def.py``, ``RunStatus.FINISHED_COMPLETED``).
 COMPLETED = "FINISHED:COMPLETED"
 #: Seconds between two polls of a running job's status (and of the POC server's log for progress).
-POLL_SECONDS = 1.0
+POLL_SECONDS = 0.5
 #: Seconds to wait for the system to have every client connected after it was started.
 READY_SECONDS = 180
 #: Seconds a shutdown (admin API, else ``nvflare poc stop``) may take.
@@ -372,13 +372,30 @@ def _loopback_only(prod: Path, port: int) -> None:
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
+#: Jobs NVFlare's POC server runs at once as provisioned (``DefaultJobScheduler`` ``max_jobs`` in the
+#: provisioning template, ``nvflare/lighter/templates/master_template.yml``); more wait on the server.
+POC_MAX_JOBS = 4
+
+
+def _allow_jobs(prod: Path, max_jobs: int) -> None:
+    """Let the POC server run ``max_jobs`` jobs at once: the ``job_scheduler`` component's ``max_jobs``
+    in the server's ``local/resources.json`` (what ``nvflare poc prepare`` wrote from the template)."""
+    path = prod / SERVER_SITE / "local" / "resources.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for component in config.get("components", []):
+        if component.get("id") == "job_scheduler":
+            component.setdefault("args", {})["max_jobs"] = max_jobs
+    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
 def _prod_dir(root: Path) -> Path:
     """The provisioned POC project in the POC workspace ``root``: one folder per server, client and admin."""
     return root / "poc" / POC_PROJECT / "prod_00"
 
 
-def prepare_poc(root: Path, num_clients: int, log) -> tuple[System, int]:
-    """Provision a fresh POC system of ``num_clients`` clients in ``root/poc`` (``root`` cleared first).
+def prepare_poc(root: Path, num_clients: int, log, max_jobs: int = POC_MAX_JOBS) -> tuple[System, int]:
+    """Provision a fresh POC system of ``num_clients`` clients in ``root/poc`` (``root`` cleared first)
+    whose server runs up to ``max_jobs`` jobs at once (:data:`POC_MAX_JOBS` as provisioned).
 
     Returns:
         tuple[System, int]: the system (its project admin's kit) and the server's port.
@@ -402,6 +419,8 @@ def prepare_poc(root: Path, num_clients: int, log) -> tuple[System, int]:
     if code != 0 or not (prod / POC_ADMIN / "startup").is_dir():
         raise SimulationError(f"`nvflare poc prepare` failed (exit code {code}); log: {log.name}")
     _loopback_only(prod, port)
+    if max_jobs != POC_MAX_JOBS:
+        _allow_jobs(prod, max_jobs)
     return System(prod / POC_ADMIN, POC_ADMIN, POC_PROJECT, prod), port
 
 
@@ -1157,7 +1176,7 @@ def poc_all(
 
     with interrupt_on_signals() as received, open(root / POC_LOG, "w", encoding="utf-8") as log:
         try:
-            system, port = prepare_poc(root, num_clients, log)
+            system, port = prepare_poc(root, num_clients, log, max(parallel, POC_MAX_JOBS))
             prepared = True
             events.system_step(f"prepared a POC system of {num_clients} client(s) in {root / 'poc'}")
             seconds, session = start_poc(root, system, port, num_clients, log)

@@ -274,6 +274,26 @@ def test_project_yaml_has_the_server_the_admin_and_sites_on_one_port():
     assert [p["type"] for p in project["participants"]].count("client") == 3
 
 
+def test_more_jobs_at_once_than_the_poc_server_runs_raise_its_max_jobs(tmp_path):
+    from generator import poc
+
+    # the components of the server's local/resources.json as `nvflare poc prepare` writes them (2.9)
+    local = tmp_path / "server" / "local"
+    local.mkdir(parents=True)
+    scheduler = "nvflare.app_common.job_schedulers.job_scheduler.DefaultJobScheduler"
+    components = [
+        {"id": "job_scheduler", "path": scheduler, "args": {"max_jobs": poc.POC_MAX_JOBS}},
+        {"id": "job_manager", "path": "nvflare.apis.impl.job_def_manager.SimpleJobDefManager", "args": {}},
+    ]
+    (local / "resources.json").write_text(json.dumps({"format_version": 2, "components": components}))
+
+    poc._allow_jobs(tmp_path, 6)
+
+    config = json.loads((local / "resources.json").read_text())
+    assert config["components"][0] == {"id": "job_scheduler", "path": scheduler, "args": {"max_jobs": 6}}
+    assert config["components"][1] == components[1]
+
+
 def test_a_download_is_laid_out_as_a_simulator_workspace(tmp_path):
     from generator.poc import arrange_download
 
