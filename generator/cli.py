@@ -224,7 +224,8 @@ def _parser() -> argparse.ArgumentParser:
             type=_count,
             metavar="N",
             default=DEFAULT_POC_PARALLEL if name == "poc" else 1,
-            help="submit up to N jobs at once (default: %(default)s)",
+            help="submit up to N jobs at once (default: %(default)s"
+            + ("; the POC server's max_jobs is raised to N above 4)" if name == "poc" else ")"),
         )
 
     w = sub.add_parser("view", help="open a tracker's own viewer on a simulated job's metrics (127.0.0.1)")
@@ -280,6 +281,7 @@ def _simulate(args) -> int:
     results = simulate_all(
         args.out, args.workspace, args.job, args.results, args.reports, args.timeout, REPORTER, args.parallel
     )
+    REPORTER.line(f"results: {args.results}")
     return 0 if all(r.ok for r in results) else 1
 
 
@@ -289,6 +291,7 @@ def _poc(args) -> int:
     results = poc_all(
         args.out, args.workspace, args.job, args.results, args.downloads, args.timeout, REPORTER, args.parallel
     )
+    REPORTER.line(f"results: {args.results}; each job's downloaded result: {args.downloads}/<job>/")
     return 0 if results and all(r.ok for r in results) else 1
 
 
@@ -306,6 +309,7 @@ def _submit(args) -> int:
         REPORTER,
         args.parallel,
     )
+    REPORTER.line(f"results: {args.results}; each job's downloaded result: {args.downloads}/<job>/")
     return 0 if results and all(r.ok for r in results) else 1
 
 

@@ -1012,6 +1012,9 @@ def run_jobs(
             results[name] = refused
             events.job_finished(refused)
     pending, running, ended = [n for n in selected if n not in results], [], []
+    for name in selected:  # an earlier run's result of a job run now would pass for this run's
+        if (downloads / name).is_dir() and not (downloads / name).is_symlink():
+            shutil.rmtree(downloads / name)
     if not pending:
         _close(session)
         return [results[n] for n in selected]
@@ -1067,6 +1070,10 @@ def run_jobs(
                         continue
                     with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
                         session.abort_job(run.job_id)
+                    if run.tracker is not None:  # a local system: the rounds it ran, its run log there
+                        run.tracker.poll()
+                        run.result.rounds_started = run.tracker.rounds_started
+                        run.result.log = str(run.tracker.log_path.with_name("log.txt"))
                     run.result.status = INTERRUPTED
                     run.result.wall_seconds = round(time.monotonic() - run.started, 2)
                     run.result.problems.append(

@@ -911,7 +911,8 @@ def _selected_jobs(out: Path, names: list[str] | None) -> tuple[dict, list[str]]
     unknown = [n for n in names or [] if n not in manifest]
     if unknown:
         raise OptionError([Problem(str(out), 0, 0, "", f"--job {n!r}: {_no_such_job(n, manifest)}") for n in unknown])
-    return manifest, list(dict.fromkeys(names or manifest))
+    wanted = set(names or manifest)
+    return manifest, [n for n in manifest if n in wanted]
 
 
 def _check_outputs(out: Path, workspace: Path, manifest: dict, selected: list[str], results_path, reports) -> None:

@@ -640,8 +640,14 @@ def test_every_shipped_job_reaches_the_server_with_its_configs_unchanged(running
 def test_a_stop_signal_aborts_the_job_and_stops_the_poc_system(tmp_path):
     import signal
 
+    from generator.layout import POC_RESULTS_MARKER
+
     project, home = make_project(tmp_path / "project"), tmp_path / "home"
     home.mkdir()
+    stale = project / "build/poc/slow"  # an earlier run's download of the job
+    stale.mkdir(parents=True)
+    (project / "build/poc" / POC_RESULTS_MARKER).write_text("")
+    (stale / "meta.json").write_text('{"status": "FINISHED:COMPLETED"}')
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
     with ProcessWatch(project) as watch:
         proc = subprocess.Popen(
@@ -655,7 +661,7 @@ def test_a_stop_signal_aborts_the_job_and_stops_the_poc_system(tmp_path):
         seen = []
         for line in proc.stdout:
             seen.append(line)
-            if line.startswith("slow: submitted as job "):
+            if line.startswith("  slow: round 2 of 10 "):
                 break
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=300)
@@ -666,6 +672,10 @@ def test_a_stop_signal_aborts_the_job_and_stops_the_poc_system(tmp_path):
     assert "poc: stopped the POC system" in stdout
     (record,) = json.loads((project / "build/poc-results.json").read_text())
     assert record["status"] == "INTERRUPTED"
+    assert record["rounds_started"] >= 2  # what the server's run log showed, not "never started"
+    assert "/build/poc-workspace/poc/" in record["log"] and Path(record["log"]).is_file(), record["log"]
+    assert f"slow: INTERRUPTED in {record['wall_seconds']:.1f} s; log: {record['log']}" in stdout
+    assert not stale.exists()  # not left to pass for this run's result
     assert watch.left() == []
     assert list(home.iterdir()) == []
 

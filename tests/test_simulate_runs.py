@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,6 +86,20 @@ def hang_project(project: Path) -> Path:
 
 
 # --- fast -------------------------------------------------------------------------------------------
+
+
+def test_jobs_named_with_job_run_in_file_order(tmp_path):
+    from generator.pipeline import generate
+
+    (tmp_path / "client_scripts").mkdir()
+    shutil.copy(ROOT / "client_scripts/train_full.py", tmp_path / "client_scripts")
+    jobs = "".join(f"  - name: {n}\n    script: train_full.py\n" for n in "abc")
+    (tmp_path / "jobs.yaml").write_text(ONE_ROUND + jobs)
+    generate(tmp_path / "jobs.yaml", tmp_path / "out")
+
+    # the table, results.json and the order of the runs follow jobs.yaml, as the README says
+    assert simulate._selected_jobs(tmp_path / "out", ["c", "a", "c"])[1] == ["a", "c"]
+    assert simulate._selected_jobs(tmp_path / "out", None)[1] == ["a", "b", "c"]
 
 
 @pytest.mark.parametrize("char", [" ", "\t", "'", '"', "\\", "#", ":", "?", "%", "\n"])
@@ -424,7 +439,9 @@ def test_parallel_2_runs_two_jobs_at_once_and_keeps_the_file_order(project):
             line for line in lines if re.fullmatch(rf"  {name}: round [12] of 2 \(\d+\.\d s\)", line)
         ]
     table = lines[lines.index("") + 1 :]
-    assert [row.split()[:3] for row in table[1:]] == [["slow", "ok", "2/2"], ["fast", "ok", "2/2"]]
+    rows = [row.split()[:3] for row in table[1:] if not row.startswith("results: ")]
+    assert rows == [["slow", "ok", "2/2"], ["fast", "ok", "2/2"]]
+    assert table[-1] == "results: build/results.json"
     results = json.loads((project / "build/results.json").read_text())
     two_rounds = (np.array(INITIAL_MODEL, dtype=np.float32) + 2).tolist()
     assert [(r["name"], r["status"], r["final_model"]) for r in results] == [
