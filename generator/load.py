@@ -524,6 +524,17 @@ def _yaml_error(e: yaml.YAMLError, text: str, file: str) -> Problem:
     lines = text.splitlines()
     if 0 < pos.line <= len(lines) and "\t" in lines[pos.line - 1]:
         message += " (tab characters cannot indent YAML: use spaces)"
+    elif (getattr(e, "problem", None) or "").startswith("expected <block end>") and getattr(e, "context_mark", None):
+        start = _pos(e.context_mark)
+        message += (
+            f" (this line does not line up with the block it is in, which starts at line {start.line}, "
+            f"column {start.column}: indent it like the keys or items it belongs with)"
+        )
+    elif getattr(e, "problem", None) == "mapping values are not allowed here":
+        message += (
+            " (a key indented deeper than the key above it, which YAML reads as part of that key's "
+            "value, or a value holding ': ' that needs quotes)"
+        )
     return Problem(file, pos.line, pos.column, "", f"invalid YAML: {message}")
 
 
