@@ -114,14 +114,21 @@ def assert_all_gone(pids: dict[str, int]) -> None:
     assert {name: pid for name, pid in pids.items() if running(pid)} == {}
 
 
-def run(script: Path, pids: Path, role: str, tmp_path: Path, **kw) -> tuple[RunOutcome, list[str]]:
+def run(script: Path, pids: Path, role: str, tmp_path: Path, on_line=None, **kw) -> tuple[RunOutcome, list[str]]:
+    """Run the tree's ``role``; its outcome and console lines (each also given to ``on_line``)."""
     lines: list[str] = []
+
+    def take(line: str) -> None:
+        lines.append(line)
+        if on_line:
+            on_line(line)
+
     outcome = run_process(
         [sys.executable, str(script), str(pids), role],
         cwd=tmp_path,
         env=None,
         log_path=tmp_path / "logs" / "run.log",
-        on_line=lines.append,
+        on_line=take,
         **kw,
     )
     return outcome, lines
@@ -220,16 +227,7 @@ def test_a_callback_raising_stop_run_stops_the_whole_run_and_says_why(tree, tmp_
         if callback == "on_tick" and "ready" in seen:
             raise StopRun("site-1 lost")
 
-    outcome = run_process(
-        [sys.executable, str(script), str(pids), "root"],
-        cwd=tmp_path,
-        env=None,
-        log_path=tmp_path / "run.log",
-        timeout=120,
-        on_line=on_line,
-        on_tick=on_tick,
-        grace=2,
-    )
+    outcome, _ = run(script, pids, "root", tmp_path, on_line=on_line, timeout=120, on_tick=on_tick, grace=2)
     assert outcome.stopped_for == "site-1 lost"
     assert not outcome.timed_out and outcome.interrupted is None
     assert outcome.stopped == 4  # the whole simulator-like tree was running, and was stopped
