@@ -390,6 +390,13 @@ class LostClient:
     message: str
 
 
+def lost_client(message: str) -> LostClient | None:
+    """The lost client ``message`` (one line of :data:`SIMULATOR_CLIENT_RUNNER` at ERROR) tells of
+    (:data:`LOST_CLIENT`), else None."""
+    match = LOST_CLIENT.match(message)
+    return LostClient(match.group("site") or match.group("dead"), message) if match else None
+
+
 class LostClientWatch:
     """The clients NVFlare's simulator stopped running, from the server's ``log.json`` as it grows.
 
@@ -409,10 +416,9 @@ class LostClientWatch:
         for record in self._tail.read():
             if record.get("fullName") != SIMULATOR_CLIENT_RUNNER or record.get("levelname") not in ERROR_LEVELS:
                 continue
-            message = _first_line(str(record.get("message", "")))
-            match = LOST_CLIENT.match(message)
-            if match:
-                lost.append(LostClient(match.group("site") or match.group("dead"), message))
+            client = lost_client(_first_line(str(record.get("message", ""))))
+            if client:
+                lost.append(client)
         return lost
 
 

@@ -517,15 +517,18 @@ def _our_processes(root: Path) -> list[psutil.Process]:
     return found
 
 
-def shutdown_by(session, log) -> int:
-    """Shut a system down through a logged-in admin ``session``, as ``nvflare poc stop`` does
-    (``nvflare.tool.api_utils.shutdown_system_by_session``: abort running jobs, ``shutdown all``),
-    without waiting for it to be down; 0, or -1 on failure (the reason in ``log``)."""
+def _shutdown(root: Path, log) -> int:
+    """Shut the POC system in ``root`` down through its project admin's session, as ``nvflare poc stop``
+    does (``nvflare.tool.api_utils.shutdown_system_by_session``: abort running jobs, ``shutdown all``),
+    without starting a second Python for the CLI; 0, or -1 on failure (the reason in ``log``)."""
     from nvflare.tool.api_utils import shutdown_system_by_session
 
+    kit = _prod_dir(root) / POC_ADMIN
     log.write("$ shutdown all (admin API)\n")
     log.flush()
+    session = None
     try:
+        session = open_session(System(kit, POC_ADMIN, POC_PROJECT), timeout=10.0)
         with contextlib.redirect_stdout(io.StringIO()):
             # wait=False: its wait for the server to be down polls a closed session for up to
             # ``timeout_in_sec`` (30 s seen here); the caller waits for the processes instead
@@ -534,23 +537,8 @@ def shutdown_by(session, log) -> int:
     except Exception as e:  # the server already gone, or NVFlare's own error types
         log.write(f"shutdown through the admin API failed: {type(e).__name__}: {e}\n")
         return -1
-
-
-def _shutdown(root: Path, log) -> int:
-    """Shut the POC system in ``root`` down through its project admin's own session
-    (:func:`shutdown_by`), without starting a second Python for the CLI; 0, or -1 on failure."""
-    kit = _prod_dir(root) / POC_ADMIN
-    session = None
-    try:
-        session = open_session(System(kit, POC_ADMIN, POC_PROJECT), timeout=10.0)
-        return shutdown_by(session, log)
-    except SimulationError as e:  # the server already gone
-        log.write(f"shutdown through the admin API failed: {e}\n")
-        return -1
     finally:
-        if session is not None:
-            with contextlib.suppress(Exception):
-                session.close()
+        _close(session)
 
 
 def stop_poc(root: Path, log, idle: bool = False) -> tuple[int, int]:
@@ -655,6 +643,7 @@ def _within(seconds: float, call: Callable[[], object]) -> object | None:
 
 
 def _close(session) -> None:
+    """Log ``session`` out (None: nothing), whatever NVFlare raises (the server may be gone)."""
     if session is not None:
         with contextlib.suppress(Exception):
             session.close()
@@ -1082,8 +1071,7 @@ def run_jobs(
                     results[run.name] = run.result
                     events.job_finished(run.result)
     finally:
-        with contextlib.suppress(Exception):
-            session.close()
+        _close(session)
     return [results[n] for n in selected if n in results]
 
 

@@ -45,11 +45,11 @@ from .components import FRAMEWORKS
 from .errors import JobgenError, OptionError, OutputError, Problem, SimulationError
 from .judge import (
     LOG_JSON,
-    LOST_CLIENT,
     LostClientWatch,
     RoundTracker,
     client_exceptions,
     cross_site_problems,
+    lost_client,
     nvflare_errors,
     points_sent,
     worker_connected,
@@ -602,15 +602,6 @@ def _stopped(
     result.problems[:0] = [job_problem(result.name, m) for m in [*client_exceptions(ws, log, info.clients), message]]
 
 
-def _lost_sites(message: str, ws: Path, info: ManifestEntry) -> tuple[str | None, list[str]]:
-    """The client NVFlare's message names (None: it names none), and the job's clients whose
-    simulator worker never reached the simulator (:func:`generator.judge.worker_connected`)."""
-    match = LOST_CLIENT.match(message)
-    site = (match.group("site") or match.group("dead")) if match else None
-    sites = [site] if site else list(info.clients or site_names(info.num_clients))
-    return site, [s for s in sites if not worker_connected(ws, s)]
-
-
 def _lost_before_start(outcome: RunOutcome, ws: Path, info: ManifestEntry) -> str | None:
     """Why the job should run again: the run was stopped because the simulator lost a client
     whose worker never reached it, so no code of the job ran there; else None.
@@ -623,7 +614,9 @@ def _lost_before_start(outcome: RunOutcome, ws: Path, info: ManifestEntry) -> st
     """
     if not outcome.stopped_for or outcome.interrupted or outcome.timed_out:
         return None
-    site, never = _lost_sites(outcome.stopped_for, ws, info)
+    site = lost_client(outcome.stopped_for).site
+    sites = [site] if site else list(info.clients or site_names(info.num_clients))
+    never = [s for s in sites if not worker_connected(ws, s)]
     if not never:
         return None
     return (
@@ -637,7 +630,7 @@ def _lost_client(result: JobResult, info: ManifestEntry, outcome: RunOutcome, tr
     tracker.poll()
     result.rounds_started = tracker.rounds_started
     result.status = FAILED
-    site, _ = _lost_sites(outcome.stopped_for, ws, info)
+    site = lost_client(outcome.stopped_for).site
     who = site or "a client"
     site_log = f"; {site}'s log: {ws / site / 'log.txt'}" if site else ""
     message = (
