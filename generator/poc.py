@@ -68,7 +68,7 @@ from .layout import (
 )
 from .lines import installed_line
 from .outputs import check_results, folder_problems, write_results
-from .runner import Interrupted, deferred_signals, interrupt_on_signals
+from .runner import Interrupted, check_interrupted, interrupt_on_signals
 from .safepaths import path_problem
 from .simulate import (
     FAILED,
@@ -547,10 +547,11 @@ def stop_poc(root: Path, log, idle: bool = False) -> tuple[int, int]:
 
     Args:
         root (Path): the POC workspace. log: the open ``poc.log``.
-        idle (bool): every job ended and its result was downloaded: the processes are sent SIGTERM
-            at once. NVFlare's server and clients take about 5.6 s to exit after ``shutdown all``
-            here (0.9 s for the command, 4.7 s to exit) and have no SIGTERM handler of their own
-            (the signal ends them at once); with no job left, nothing of theirs is lost.
+        idle (bool): no job runs and none is left to download (every result was downloaded, or a
+            stop signal came while the system was starting): the processes are sent SIGTERM at
+            once. NVFlare's server and clients take about 5.6 s to exit after ``shutdown all`` here
+            (0.9 s for the command, 4.7 s to exit) and have no SIGTERM handler of their own (the
+            signal ends them at once); with no job left, nothing of theirs is lost.
 
     Returns:
         tuple[int, int]: 0 if the system accepted ``shutdown all`` or was idle (else the exit code
@@ -559,7 +560,7 @@ def stop_poc(root: Path, log, idle: bool = False) -> tuple[int, int]:
         stop``, none when idle) and were stopped here (SIGTERM, then SIGKILL after 3 s).
     """
     if idle:
-        log.write("every job ended and was downloaded: SIGTERM to the POC system's processes\n")
+        log.write("no job runs and none is left to download: SIGTERM to the POC system's processes\n")
         log.flush()
         code, grace = 0, 0.0
     else:
@@ -623,23 +624,47 @@ CHECK_SECONDS = 20
 READY_POLL_SECONDS = 0.2
 
 
-def _within(seconds: float, call: Callable[[], object]) -> object | None:
+def _within(seconds: float, call: Callable[[], object], dispose: Callable[[object], None] | None = None) -> object:
     """``call()``'s value, or None when it raised or did not return within ``seconds``.
 
     It runs in a daemon thread that is abandoned if it does not end in time: under heavy load a
     login to a server that is still starting was seen to hang for minutes (``nvflare poc start``'s
-    own readiness wait hung so, with both clients registered).
+    own readiness wait hung so, with both clients registered). A stop signal is looked for every
+    0.1 s meanwhile (:func:`generator.runner.check_interrupted`) and abandons it too.
+
+    Args:
+        dispose (callable | None): given the value of a call that returns after it was abandoned
+            (e.g. :func:`_close` for a login: a session nobody closes keeps NVFlare's connector
+            threads retrying, and Python waits for them at exit).
+
+    Raises:
+        Interrupted: a stop signal was recorded while waiting.
     """
     box: list = []
+    lock = threading.Lock()
+    abandoned = False
 
     def run() -> None:
         with contextlib.suppress(Exception):  # the server is still starting, or NVFlare's own errors
-            box.append(call())
+            value = call()
+            with lock:
+                if not abandoned:
+                    box.append(value)
+                    return
+            if dispose:
+                dispose(value)
 
     thread = threading.Thread(target=run, name="poc-readiness", daemon=True)
     thread.start()
-    thread.join(seconds)
-    return box[0] if box and not thread.is_alive() else None
+    end = time.monotonic() + seconds
+    try:
+        while thread.is_alive() and time.monotonic() < end:
+            thread.join(min(0.1, seconds))
+            check_interrupted()
+    finally:
+        with lock:
+            abandoned = not box
+    return box[0] if box else None
 
 
 def _close(session) -> None:
@@ -665,7 +690,7 @@ def ready_session(system: System, num_clients: int, timeout: float):
     try:
         while True:
             if session is None:
-                session = _within(CHECK_SECONDS, lambda: open_session(system, timeout=10.0))
+                session = _within(CHECK_SECONDS, lambda: open_session(system, timeout=10.0), _close)
             if session is not None:
                 listed = _within(CHECK_SECONDS, lambda s=session: {c.name for c in s.get_system_info().client_info})
                 if listed is None:  # it stopped answering: log in again
@@ -683,6 +708,7 @@ def ready_session(system: System, num_clients: int, timeout: float):
                     f"connected within {timeout:g} s (connected: {have})"
                 )
             time.sleep(READY_POLL_SECONDS)
+            check_interrupted()
     finally:
         _close(session)
 
@@ -987,9 +1013,10 @@ def run_jobs(
     the last jobs are judged). ``session``: a logged-in admin session to use (None: one is opened);
     it is closed at the end either way.
 
-    A stop signal (:class:`generator.runner.Interrupted`, inside the caller's
-    :func:`generator.runner.interrupt_on_signals`) aborts every running job (each recorded
-    ``INTERRUPTED``) and submits no more; the results so far are returned.
+    A stop signal that the caller's :func:`generator.runner.interrupt_on_signals` recorded is
+    looked for (:func:`generator.runner.check_interrupted`) before each submission, after each
+    judged job and after each poll: it aborts every running job (each recorded ``INTERRUPTED``)
+    and submits no more; the results so far are returned.
 
     Returns:
         list[JobResult]: in the order of ``selected``.
@@ -1010,19 +1037,16 @@ def run_jobs(
     session = session or open_session(system)
 
     def fill() -> None:
-        """Submit pending jobs until ``parallel`` run."""
+        """Submit pending jobs until ``parallel`` run (a job the server accepted is in ``running``
+        before a stop signal is looked for again, so it is aborted)."""
         while pending and len(running) < parallel:
+            check_interrupted()
             name = pending.pop(0)
-            # A job the server accepted is always in `running` when a stop signal acts, so it
-            # is aborted; a signal held here acts right after.
-            with deferred_signals() as held:
-                submitted = _submit(session, out, name, manifest[name], timeout, events, system, downloads)
-                if isinstance(submitted, JobResult):
-                    results[name] = submitted
-                else:
-                    running.append(submitted)
-            if held:
-                raise Interrupted(held[0])
+            submitted = _submit(session, out, name, manifest[name], timeout, events, system, downloads)
+            if isinstance(submitted, JobResult):
+                results[name] = submitted
+            else:
+                running.append(submitted)
 
     try:
         try:
@@ -1031,45 +1055,37 @@ def run_jobs(
                 ended[:] = [run for run in running if _poll(session, run, events, system.sites_dir)]
                 running[:] = [run for run in running if run not in ended]
                 fill()  # the next jobs start before the ended ones are downloaded and judged
-                last = not pending and not running
-                if last and ended:
-                    with deferred_signals() as held:
-                        for run in ended:
-                            _fetch(system, session, run, downloads)
-                        if when_done:
-                            when_done(session)
-                    if held:
-                        raise Interrupted(held[0])
+                if ended and not pending and not running:  # the last ones
+                    for run in ended:
+                        _fetch(system, session, run, downloads)
+                    if when_done:
+                        when_done(session)
                 while ended:
-                    with deferred_signals() as held:
-                        run = ended.pop(0)
-                        results[run.name] = _finish(system, session, run, downloads)
-                        events.job_finished(results[run.name])
-                    if held:
-                        raise Interrupted(held[0])
-                if running:
-                    time.sleep(POLL_SECONDS)
-        except Interrupted as e:  # the caller's interrupt_on_signals recorded the signal
-            with deferred_signals():
-                for run in ended:  # they ended on the server: their results are fetched as usual
+                    run = ended.pop(0)
                     results[run.name] = _finish(system, session, run, downloads)
                     events.job_finished(results[run.name])
-                for run in running:
-                    if run.name in results:  # the signal came as it moved to `ended`
-                        continue
-                    with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
-                        session.abort_job(run.job_id)
-                    if run.tracker is not None:  # a local system: the rounds it ran, its run log there
-                        run.tracker.poll()
-                        run.result.rounds_started = run.tracker.rounds_started
-                        run.result.log = str(run.tracker.log_path.with_name("log.txt"))
-                    run.result.status = INTERRUPTED
-                    run.result.wall_seconds = round(time.monotonic() - run.started, 2)
-                    run.result.problems.append(
-                        job_problem(run.name, f"interrupted by {e.name}: NVFlare aborted job {run.job_id}")
-                    )
-                    results[run.name] = run.result
-                    events.job_finished(run.result)
+                    check_interrupted()
+                if running:
+                    time.sleep(POLL_SECONDS)
+                check_interrupted()
+        except Interrupted as e:  # recorded by the caller's interrupt_on_signals (later ones are only recorded)
+            for run in ended:  # they ended on the server: their results are fetched as usual
+                results[run.name] = _finish(system, session, run, downloads)
+                events.job_finished(results[run.name])
+            for run in running:
+                with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
+                    session.abort_job(run.job_id)
+                if run.tracker is not None:  # a local system: the rounds it ran, its run log there
+                    run.tracker.poll()
+                    run.result.rounds_started = run.tracker.rounds_started
+                    run.result.log = str(run.tracker.log_path.with_name("log.txt"))
+                run.result.status = INTERRUPTED
+                run.result.wall_seconds = round(time.monotonic() - run.started, 2)
+                run.result.problems.append(
+                    job_problem(run.name, f"interrupted by {e.name}: NVFlare aborted job {run.job_id}")
+                )
+                results[run.name] = run.result
+                events.job_finished(run.result)
     finally:
         _close(session)
     return [results[n] for n in selected if n in results]
@@ -1099,10 +1115,9 @@ def _prepare_outputs(downloads: Path, results_path: Path | None, managed: dict) 
 
 
 def _conclude(results: list[JobResult], results_path, events, received: list[int], command: str) -> list[JobResult]:
-    with deferred_signals():
-        events.all_finished(results)
-        if results_path:
-            write_results(Path(results_path), [result_record(r) for r in results])
+    events.all_finished(results)  # inside the caller's interrupt_on_signals: a signal now is only recorded
+    if results_path:
+        write_results(Path(results_path), [result_record(r) for r in results])
     if received:
         raise RunInterrupted(signal.Signals(received[0]).name, results_path, len(results), command)
     return results
@@ -1177,20 +1192,20 @@ def poc_all(
             seconds, session = start_poc(root, system, port, num_clients, log)
             events.system_step(f"started server (127.0.0.1:{port}) and {num_clients} client(s) in {seconds:.1f} s")
             results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel, stop_now, session)
-        except Interrupted:
-            pass  # preparing or starting the system: no job ran
+        except Interrupted:  # preparing or starting the system: no job ran, nothing of it to keep
+            if prepared and not stopped:
+                stopped.append(stop_poc(root, log, idle=True))
         finally:
             if prepared:
-                _stop(root, log, events, received, stopped[0] if stopped else None)
+                _stop(root, log, events, stopped[0] if stopped else None)
         return _conclude(results, results_path, events, received, "poc")
 
 
-def _stop(root: Path, log, events, received: list[int], outcome: tuple[int, int] | None = None) -> None:
-    """Stop the POC system in ``root`` (signals held meanwhile, recorded in ``received``); tell ``events``.
-    ``outcome``: :func:`stop_poc`'s, when it was already stopped (every job downloaded)."""
-    with deferred_signals() as late:
-        code, left = outcome or stop_poc(root, log)
-        received += [s for s in late if s not in received]
+def _stop(root: Path, log, events, outcome: tuple[int, int] | None = None) -> None:
+    """Stop the POC system in ``root`` (inside the caller's :func:`generator.runner.interrupt_on_signals`,
+    which records the signals that come meanwhile); tell ``events``. ``outcome``: :func:`stop_poc`'s,
+    when it was already stopped (every job downloaded)."""
+    code, left = outcome or stop_poc(root, log)
     if code == 0:  # its processes' last seconds of wind-down are cut short by design (SHUTDOWN_GRACE)
         step, extra = "stopped the POC system", ""
     else:

@@ -93,7 +93,8 @@ class StopRun(Exception):
 
 
 class Interrupted(BaseException):
-    """A stop signal arrived inside :func:`interrupt_on_signals` (raised in the main thread).
+    """A stop signal arrived inside :func:`interrupt_on_signals` (raised where the code looks for one,
+    :func:`check_interrupted`, never from the signal handler).
 
     A ``BaseException``, like ``KeyboardInterrupt``, so that no ``except Exception`` swallows it.
 
@@ -111,22 +112,28 @@ def _signal_name(exc: BaseException) -> str:
     return exc.name if isinstance(exc, Interrupted) else "SIGINT"
 
 
+#: The signal lists of the :func:`interrupt_on_signals` blocks in progress (outermost first).
+_ACTIVE: list[list[int]] = []
+
+
 @contextlib.contextmanager
 def interrupt_on_signals(signums: tuple = STOP_SIGNALS) -> Iterator[list[int]]:
-    """Turn the first stop signal of the block into :class:`Interrupted` in the main thread.
+    """Record the stop signals of the block; the code in it stops where it looks (:func:`check_interrupted`).
 
-    Later signals are only recorded: the cleanup the first one started (stopping the run, writing
-    the results) is not cut short. Outside the main thread (where Python cannot install signal
-    handlers) nothing is changed.
+    The handler only records the signal. It does not raise: a Python signal handler runs in the
+    main thread between two of its bytecodes, wherever they are, also inside ``queue.Queue.get``,
+    ``threading.Condition.wait`` or ``concurrent.futures.wait``; an exception raised there can
+    leave a lock half-released (``RuntimeError: release unlocked lock``, seen once in CI in
+    ``run_process``'s ``queue.get``) or held. So every waiting loop looks instead:
+    :func:`run_process` every 0.1 s (in any thread), simulate between jobs, poc between two polls
+    of its jobs and of its readiness checks. Outside the main thread (where Python cannot install
+    signal handlers) nothing is installed; the block's code still sees the main thread's signals.
 
     Args:
         signums (tuple[int]): the signals (default :data:`STOP_SIGNALS`).
 
     Yields:
         list[int]: every signal received in the block, in order.
-
-    Raises:
-        Interrupted: in the block, at the first signal of ``signums``.
     """
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -135,11 +142,34 @@ def interrupt_on_signals(signums: tuple = STOP_SIGNALS) -> Iterator[list[int]]:
 
     def handler(signum, _frame):
         received.append(signum)
-        if len(received) == 1:
-            raise Interrupted(signum)
 
-    with _installed({s: handler for s in signums}):
-        yield received
+    _ACTIVE.append(received)
+    try:
+        with _installed({s: handler for s in signums}):
+            yield received
+    finally:
+        _ACTIVE.remove(received)
+
+
+def stop_signal() -> int | None:
+    """The first stop signal an :func:`interrupt_on_signals` block in progress recorded (None: none).
+
+    Safe to call from any thread (it reads lists that only the main thread's handler appends to)."""
+    for received in list(_ACTIVE):
+        if received:
+            return received[0]
+    return None
+
+
+def check_interrupted() -> None:
+    """Raise :class:`Interrupted` if a stop signal was recorded (see :func:`interrupt_on_signals`).
+
+    Raises:
+        Interrupted: with the first signal recorded.
+    """
+    signum = stop_signal()
+    if signum is not None:
+        raise Interrupted(signum)
 
 
 @contextlib.contextmanager
@@ -372,9 +402,9 @@ def run_process(
         grace (float): seconds between SIGTERM and SIGKILL when stopping.
 
     Returns:
-        RunOutcome: how the run ended. A stop signal (:class:`Interrupted`, or ``KeyboardInterrupt``
-        when no :func:`interrupt_on_signals` is active) is reported in ``interrupted``, a
-        :class:`StopRun` in ``stopped_for``; neither is raised.
+        RunOutcome: how the run ended. A stop signal (SIGINT, SIGTERM or SIGHUP during the run, or
+        recorded before it by an :func:`interrupt_on_signals` block: then nothing is started) is
+        reported in ``interrupted``, a :class:`StopRun` in ``stopped_for``; neither is raised.
 
     Raises:
         OSError: the command cannot be started (nothing runs then).
@@ -406,9 +436,15 @@ def run_process(
         deadline = None if timeout is None else started + timeout
         next_tick = started + TICK
         stopped = 0
-        try:
+        # Signals are held for the whole run and looked at between two waits of at most 0.1 s: the
+        # caller's (interrupt_on_signals, any thread) and, with none, SIGINT/SIGTERM/SIGHUP here.
+        with deferred_signals() as held:
             try:
                 while True:
+                    signum = held[0] if held else stop_signal()
+                    if signum is not None:
+                        interrupted = signal.Signals(signum).name
+                        break
                     try:
                         line = lines.get(timeout=0.1)
                         while line is not None:
@@ -428,12 +464,11 @@ def run_process(
                     if deadline is not None and now >= deadline:
                         timed_out = True
                         break
-            except (Interrupted, KeyboardInterrupt) as e:
-                interrupted = _signal_name(e)
+            except Interrupted as e:  # from a callback (simulate's, for a signal seen by its main thread)
+                interrupted = e.name
             except StopRun as e:
                 stopped_for = str(e) or "stopped"
-        finally:
-            with deferred_signals() as late:
+            finally:
                 stopped = tree.stop(grace)
                 with _RUNS_LOCK:
                     _LIVE_ROOTS.discard(proc.pid)
@@ -442,8 +477,8 @@ def run_process(
                 # would block until the reader's read returns, so the (daemon) reader is left to it.
                 if not reader.is_alive():
                     proc.stdout.close()
-            if interrupted is None and late:
-                interrupted = signal.Signals(late[0]).name
+            if interrupted is None and held:  # it came while the run was being stopped
+                interrupted = signal.Signals(held[0]).name
         while on_line and not interrupted and not stopped_for:  # lines that came after the last look
             try:
                 line = lines.get_nowait()

@@ -59,7 +59,15 @@ from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
 from .outputs import check_reports, check_results, folder_problems, record_report, write_results
 from .plot import matplotlib_dir
-from .runner import Interrupted, RunOutcome, StopRun, deferred_signals, interrupt_on_signals, run_process
+from .runner import (
+    Interrupted,
+    RunOutcome,
+    StopRun,
+    check_interrupted,
+    deferred_signals,
+    interrupt_on_signals,
+    run_process,
+)
 from .safepaths import LINK_PREFIX, check_paths, link_parent, remove_links, run_paths
 from .sweep import compare, last_values, model_mean, plot_names, plot_sweep
 from .tracking import ProjectStoreFiller, check_store, project_store
@@ -450,12 +458,13 @@ def simulate_job(
     events: SimulateEvents | None = None,
     reports: Path | None = None,
     timeout: float | None = None,
-    stop: list[int] | None = None,
 ) -> JobResult:
     """Run one generated job in the simulator and check what it produced.
 
     The run is stopped, with every process it started, when its timeout expires (status
-    ``TIMEOUT``) or a stop signal arrives (``INTERRUPTED``; see :mod:`generator.runner`).
+    ``TIMEOUT``) or a stop signal arrives (``INTERRUPTED``; in any thread, the signals the main
+    thread's :func:`generator.runner.interrupt_on_signals` records: how a worker thread of
+    ``simulate --parallel`` learns of Ctrl-C).
 
     Args:
         out (Path): the generated jobs folder. workspace_root (Path): where workspaces go.
@@ -463,9 +472,6 @@ def simulate_job(
         events (SimulateEvents | None): told of each started round (None: nobody).
         reports (Path | None): where to write ``<job>.png`` for a metrics job (None: no plot).
         timeout (float | None): seconds, overriding the job's (see :func:`job_timeout`).
-        stop (list[int] | None): stop signals received by the main thread; when it is not empty the
-            run is stopped as if that signal had arrived here (how a worker thread of
-            ``simulate --parallel`` learns of Ctrl-C).
 
     When NVFlare's simulator stops running a client mid-run (its worker died, or the link to it
     broke: see :class:`generator.judge.LostClientWatch`), the run is stopped at once instead of
@@ -495,7 +501,7 @@ def simulate_job(
                 first_log.unlink()  # a first run's log left by an earlier simulate
         started_epoch = time.time()
         tracker = RoundTracker.for_job(ws, info)
-        outcome = _run_simulator(out, ws, log, result, info, tracker, events, stop)
+        outcome = _run_simulator(out, ws, log, result, info, tracker, events)
         reason = _lost_before_start(outcome, ws, info) if attempt == 1 else None
         if not reason:
             break
@@ -547,9 +553,7 @@ def _refused(result: JobResult, info: ManifestEntry, workspace_root: Path) -> bo
     return False
 
 
-def _run_simulator(
-    out, ws: Path, log: Path, result: JobResult, info: ManifestEntry, tracker, events, stop
-) -> RunOutcome:
+def _run_simulator(out, ws: Path, log: Path, result: JobResult, info: ManifestEntry, tracker, events) -> RunOutcome:
     """Run ``nvflare simulator`` on the job folder, telling ``events`` of each round the server starts."""
     name, n = result.name, str(info.num_clients)
     started = time.monotonic()
@@ -557,13 +561,12 @@ def _run_simulator(
     lost = LostClientWatch(ws)
 
     def on_tick() -> None:
-        if stop:
-            raise Interrupted(stop[0])
         for number in tracker.poll():
             events.round_started(name, number, result.rounds, time.monotonic() - started)
         for client in lost.poll():  # nothing runs that client any more: the run can only time out
             raise StopRun(client.message)
 
+    check_interrupted()  # a signal while the job was being prepared: nothing is started
     with run_paths(ws) as paths, run_tmp(ws.parent, name) as tmp:
         cmd = nvflare_command(paths.python)
         cmd += ["simulator", "-w", paths.workspace, "-n", n, "-t", n]
@@ -862,11 +865,10 @@ def simulate_all(
     run = _run_parallel if parallel > 1 else _run_serial
     with interrupt_on_signals() as received, matplotlib_dir(Path(workspace) / MPL_DIR):
         results = run(out, Path(workspace), manifest, selected, reports, timeout, events, received, parallel)
-        with deferred_signals():
-            events.all_finished(results)
-            events.sweeps_compared(compare_sweeps(results, manifest, reports))
-            if results_path:
-                write_results(Path(results_path), [result_record(r) for r in results])
+        events.all_finished(results)  # a signal from here on is only recorded: the results are written
+        events.sweeps_compared(compare_sweeps(results, manifest, reports))
+        if results_path:
+            write_results(Path(results_path), [result_record(r) for r in results])
     if received:
         raise RunInterrupted(signal.Signals(received[0]).name, results_path, len(results))
     return results
@@ -926,59 +928,49 @@ def _check_outputs(out: Path, workspace: Path, manifest: dict, selected: list[st
 
 
 def _run_serial(out, workspace, manifest, selected, reports, timeout, events, received, _parallel) -> list[JobResult]:
-    """Run the jobs one after the other in this (the main) thread, until a stop signal."""
+    """Run the jobs one after the other in this (the main) thread, until a stop signal (the
+    results so far are written all the same)."""
     results: list[JobResult] = []
-    try:
-        for name in selected:
-            results.append(_simulate_one(out, workspace, name, manifest[name], reports, timeout, events))
-            if received:
-                break
-    except Interrupted:
-        pass  # between two jobs: the results so far are written all the same
+    for name in selected:
+        if received:
+            break
+        results.append(_simulate_one(out, workspace, name, manifest[name], reports, timeout, events))
     return results
 
 
 def _run_parallel(out, workspace, manifest, selected, reports, timeout, events, received, parallel) -> list[JobResult]:
     """Run up to ``parallel`` jobs at once in worker threads; on a stop signal stop them all.
 
-    The main thread only waits (and receives the signal, :func:`interrupt_on_signals`); each worker
-    sees the signal in ``received`` at its next tick and stops its run. Jobs not started by then
-    are not run. Returns the results in file order.
+    The main thread only waits (and receives the signal, :func:`interrupt_on_signals`, which
+    records it in ``received``); each worker's run sees it within 0.1 s and stops
+    (:func:`generator.runner.run_process`). Jobs not started by then are not run. Returns the
+    results in file order.
     """
     done: dict[str, JobResult] = {}
 
     def work(name: str) -> None:
         if not received:
-            done[name] = _simulate_one(out, workspace, name, manifest[name], reports, timeout, events, received)
+            done[name] = _simulate_one(out, workspace, name, manifest[name], reports, timeout, events)
 
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="simulate") as pool:
-        futures = []
-        try:
-            futures += [pool.submit(work, name) for name in selected]
-            while wait(futures, timeout=0.5).not_done:
-                pass
-        except Interrupted:
-            with deferred_signals():
-                wait(futures)
+        futures = [pool.submit(work, name) for name in selected]
+        wait(futures)
         for future in futures:
             future.result()  # a worker's error (e.g. a path NVFlare cannot be given) is raised here
     return [done[name] for name in selected if name in done]
 
 
-def _simulate_one(
-    out: Path, workspace, name: str, info: ManifestEntry, reports, timeout, events, stop=None
-) -> JobResult:
+def _simulate_one(out: Path, workspace, name: str, info: ManifestEntry, reports, timeout, events) -> JobResult:
     """Simulate one job of :func:`simulate_all`, telling ``events`` when it starts and ends."""
     events.job_started(name, info, job_timeout(info, timeout))
     try:
-        result = simulate_job(out, Path(workspace), name, info, events, reports=reports, timeout=timeout, stop=stop)
-    except Interrupted as e:  # outside the simulator run itself: preparing it, or reading its metrics back
+        result = simulate_job(out, Path(workspace), name, info, events, reports=reports, timeout=timeout)
+    except Interrupted as e:  # while it was being prepared (see _run_simulator): it never started
         result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver, status=INTERRUPTED)
         result.problems.append(job_problem(name, f"interrupted by {e.name}"))
         result.log = str(log_path(workspace, name))
     result.matrix = info.matrix
-    with deferred_signals():
-        events.job_finished(result)
+    events.job_finished(result)
     return result
 
 

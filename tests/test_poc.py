@@ -728,3 +728,38 @@ def test_a_client_killed_mid_job_fails_the_job(running_poc):
     assert "slow: NVFlare ended job " in result.stderr and "FINISHED:EXECUTION_EXCEPTION" in result.stderr
     assert "of 10 rounds started" in result.stderr
     assert record["final_model"] is None
+
+
+@pocs
+def test_a_stop_signal_while_the_poc_system_starts_stops_it_and_runs_no_job(tmp_path):
+    import signal
+
+    project, home = make_project(tmp_path / "project"), tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    with ProcessWatch(project) as watch:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "generator", "poc", "--job", "slow"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("poc: prepared a POC system"):  # it is starting the server and clients now
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    stdout = "".join(seen) + out
+
+    assert proc.returncode == 130, stdout + err
+    assert "poc: interrupted by SIGINT; the results of 0 job(s) are in build/poc-results.json" in err, err
+    assert "Traceback" not in err
+    assert "started server" not in stdout  # it stopped while waiting for the clients
+    assert "poc: stopped the POC system" in stdout
+    assert json.loads((project / "build/poc-results.json").read_text()) == []
+    assert watch.left() == []
+    assert list(home.iterdir()) == []

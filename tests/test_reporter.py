@@ -131,7 +131,7 @@ def fake_jobs(monkeypatch, seconds: dict[str, float]) -> dict:
     state = {"running": 0, "most": 0, "started": []}
     lock = threading.Lock()
 
-    def fake_one(out, workspace, name, info, reports, timeout, events, stop=None):
+    def fake_one(out, workspace, name, info, reports, timeout, events):
         with lock:
             state["running"] += 1
             state["most"] = max(state["most"], state["running"])

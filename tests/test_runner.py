@@ -10,11 +10,15 @@ before anyone could see it, and one that ignores SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +26,19 @@ import psutil
 import pytest
 from conftest import ROOT
 
-from generator.runner import RunOutcome, StopRun, run_process
+from generator.runner import (
+    Interrupted,
+    RunOutcome,
+    StopRun,
+    check_interrupted,
+    interrupt_on_signals,
+    run_process,
+    stop_signal,
+)
+
+in_main_thread = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signal handlers need the main thread"
+)
 
 TREE = r"""
 import os, signal, subprocess, sys, time
@@ -279,4 +295,49 @@ def test_a_stop_signal_to_the_caller_stops_the_whole_run(tree, tmp_path, signals
     assert result["interrupted"] == signal.Signals(signals[0]).name
     assert result["received"][0] == signals[0]
     assert not result["timed_out"]
+    assert_all_gone(pids_of(pids))
+
+
+@in_main_thread
+def test_a_stop_signal_is_recorded_and_raised_only_where_the_code_looks():
+    with interrupt_on_signals((signal.SIGUSR1,)) as received:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)  # the handler ran meanwhile, and raised nothing
+        assert received == [signal.SIGUSR1] and stop_signal() == signal.SIGUSR1
+        with pytest.raises(Interrupted, match="SIGUSR1"):
+            check_interrupted()
+    assert stop_signal() is None  # the block is over
+    check_interrupted()
+
+
+@in_main_thread
+def test_signals_landing_inside_queue_and_thread_waits_leave_them_working():
+    """CI once saw ``RuntimeError: release unlocked lock``: the handler raised inside ``queue.get``.
+    Here signals land at random moments in queue and thread-start waits, 300 times; the old
+    raising handler fails on this within a few (its exception escapes ``Thread.start``)."""
+    lines: queue.Queue = queue.Queue()
+    for _ in range(300):
+        with interrupt_on_signals((signal.SIGUSR1,)):
+            sender = threading.Timer(random.uniform(0, 0.003), os.kill, (os.getpid(), signal.SIGUSR1))
+            sender.start()
+            with pytest.raises(Interrupted):
+                while True:
+                    with contextlib.suppress(queue.Empty):
+                        lines.get(timeout=0.0002)
+                    check_interrupted()
+            sender.join()
+    lines.put("still works")
+    assert lines.get(timeout=1) == "still works"
+
+
+def test_a_signal_recorded_before_a_run_in_any_thread_stops_it_at_once(tree, tmp_path, monkeypatch):
+    """A worker thread of ``simulate --parallel`` learns of the main thread's signal from its run."""
+    script, pids = tree
+    monkeypatch.setattr("generator.runner._ACTIVE", [[signal.SIGINT]])
+    box = []
+    worker = threading.Thread(target=lambda: box.append(run(script, pids, "root", tmp_path, timeout=60, grace=1)))
+    worker.start()
+    worker.join(30)  # well before the run's timeout
+    outcome, _ = box[0]
+    assert outcome.interrupted == "SIGINT" and not outcome.timed_out
     assert_all_gone(pids_of(pids))
