@@ -17,8 +17,12 @@ class Problem:
         file (str): the file as the user named it (e.g. ``jobs.yaml``).
         line (int): 1-based line, 0 when unknown.
         column (int): 1-based column, 0 when unknown.
-        path (str): the key path, e.g. ``jobs[0].num_rounds``; ``""`` for the whole document.
+        path (str): the key path, e.g. ``jobs[0].num_rounds``; ``""`` for the whole document. Code
+            compares and parses this form (which job a problem is in, which problem echoes another).
         message (str): what is wrong and, where we know it, how to fix it.
+        shown (str): the key path as the message prints it, when it differs from ``path``: a job
+            named after its index, ``jobs[0] (np-full).num_rounds``
+            (:meth:`generator.load.Document.shown_path`). Not compared: ``""`` prints ``path``.
     """
 
     file: str
@@ -26,10 +30,12 @@ class Problem:
     column: int
     path: str = ""
     message: str = field(default="", compare=True)
+    shown: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        key = f" {self.path}:" if self.path else ""
+        path = self.shown or self.path
+        key = f" {path}:" if path else ""
         return f"{where}:{key} {self.message}".translate(_ONE_LINE)
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 
 from .errors import Problem
-from .load import Document, format_path
+from .load import Document
 from .spec import Job
 
 #: Config template -> the side (``jobs.yaml`` key) whose extras it receives.
@@ -220,7 +220,7 @@ def _component_problems(doc: Document, job: Job, side: str, items: list) -> list
             out.append(
                 doc.problem(
                     (*where, i, "id"),
-                    f"duplicate component id {cid!r} (also {format_path((*where, first[cid]))}): "
+                    f"duplicate component id {cid!r} (also {doc.shown_path((*where, first[cid]))}): "
                     f"NVFlare refuses two components of one id in {config}",
                 )
             )
@@ -297,7 +297,7 @@ def _task_problems(doc: Document, job: Job, side: str, name: str, task_lists: li
                 out.append(
                     doc.problem(
                         at,
-                        f"task {task!r} is also in {format_path((*where, first[task]))}: NVFlare refuses two "
+                        f"task {task!r} is also in {doc.shown_path((*where, first[task]))}: NVFlare refuses two "
                         f"{what} for one task in {config}: {fix}",
                     )
                 )

@@ -196,6 +196,7 @@ class _ConfigLinter:
                     pos.column,
                     format_path(path),
                     f"{message} (in {self.path}:{line}:{col}, {where})",
+                    self.doc.shown_path(path),
                 )
             )
         else:

@@ -148,14 +148,29 @@ class Document:
             at_key (bool): locate the mapping key rather than its value (an unknown key).
 
         Returns:
-            Problem: at the position :meth:`where` gives, with ``path`` formatted by :func:`format_path`.
+            Problem: at the position :meth:`where` gives, with ``path`` formatted by :func:`format_path`,
+            and shown with the name of the ``jobs`` entry it lies in (:meth:`shown_path`).
         """
         pos = self.where(path, at_key)
-        return Problem(self.file, pos.line, pos.column, format_path(path), message)
+        return Problem(self.file, pos.line, pos.column, format_path(path), message, self.shown_path(path))
+
+    def shown_path(self, path: tuple) -> str:
+        """Key path ``path`` as messages print it: a ``jobs`` entry named after its index when it has a name.
+
+        Args:
+            path (tuple): key path in :attr:`data`, e.g. ``("jobs", 1, "num_round")``.
+
+        Returns:
+            str: :func:`format_path` of ``path``, given the name of the entry it lies in
+            (:func:`_entry_name`): ``jobs[1] (b).num_round``; ``jobs[1].num_round`` for an entry
+            without a usable name.
+        """
+        return format_path(path, _entry_name(self.data, path))
 
     def describe_job(self, index: int) -> str:
-        """How messages name the ``jobs`` entry at ``index``: ``jobs[3]``."""
-        return f"jobs[{index}]"
+        """How messages name the ``jobs`` entry at ``index``: ``jobs[3] (np-full)``, or ``jobs[3]``
+        when it has no usable name (:meth:`shown_path`)."""
+        return self.shown_path(("jobs", index))
 
 
 #: Keys written bare in a key path; any other key is quoted: ``run_tags["mlflow.note.content"]``.
@@ -179,12 +194,49 @@ def quote(text: str) -> str:
     return '"' + "".join(escape(ch) for ch in text) + '"'
 
 
-def format_path(path: tuple) -> str:
+def _usable_name(name: object) -> str | None:
+    """``name`` (the value of a ``jobs`` entry's ``name`` key) if messages can name the entry by it:
+    any string with more than blanks, valid or not (it may be what the message is about); else None."""
+    return name if isinstance(name, str) and name.strip() else None
+
+
+def _entry_name(data: object, path: tuple) -> str | None:
+    """The usable name (:func:`_usable_name`) of the ``jobs`` entry that key path ``path`` lies in.
+
+    Args:
+        data (object): a document's data (:attr:`Document.data`), of any shape.
+        path (tuple): key path in ``data``; only one starting ``("jobs", index)`` lies in an entry.
+
+    Returns:
+        str | None: the entry's ``name``; None when ``path`` is not in an entry, or the entry is
+        not a mapping or has no string ``name``.
+    """
+    if len(path) < 2 or path[0] != "jobs" or not isinstance(path[1], int) or not isinstance(data, dict):
+        return None
+    jobs = data.get("jobs")
+    if not isinstance(jobs, list) or not 0 <= path[1] < len(jobs) or not isinstance(jobs[path[1]], dict):
+        return None
+    return _usable_name(jobs[path[1]].get("name"))
+
+
+#: Longest job name written into a key path; a longer (invalid) one is cut, ending in "...".
+MAX_SHOWN_NAME = 64
+
+
+def format_path(path: tuple, name: str | None = None) -> str:
     """Format a key path like ``jobs[0].receiver.events[1]`` or ``run_tags["a.b"]`` (always one line).
+
+    The one place key paths become text. Without ``name`` the result is the form code compares
+    (:attr:`generator.errors.Problem.path`); with it, the form messages print
+    (:meth:`Document.shown_path`).
 
     Args:
         path (tuple): mapping keys (written bare when :data:`_BARE_KEY` matches, else quoted with
             :func:`quote`) and list indexes (int, written ``[i]``).
+        name (str | None): the name of the ``jobs`` entry ``path`` starts in (``("jobs", 1, ...)``),
+            written after its index: ``jobs[1] (b).num_round``; as it is when printable, else (or
+            with blanks around it) quoted; cut after :data:`MAX_SHOWN_NAME` characters. Ignored for
+            a path not in a ``jobs`` entry.
     """
     out = ""
     for part in path:
@@ -194,7 +246,13 @@ def format_path(path: tuple) -> str:
             out += ("." if out else "") + str(part)
         else:
             out += f"[{quote(str(part))}]"
-    return out
+    if name is None or len(path) < 2 or path[0] != "jobs" or not isinstance(path[1], int):
+        return out
+    if len(name) > MAX_SHOWN_NAME:
+        name = name[: MAX_SHOWN_NAME - 3] + "..."
+    shown = name if name.isprintable() and name == name.strip() else quote(name)
+    head = f"jobs[{path[1]}]"
+    return f"{head} ({shown}){out[len(head) :]}"
 
 
 def _pos(mark) -> Position:
@@ -279,6 +337,21 @@ class _Built(yaml.Node):
         super().__init__(None, value, None, None)
 
 
+def _node_name(node) -> str | None:
+    """The usable name (:func:`_usable_name`) a composed ``jobs`` item will have once built: the
+    string value of its first ``name`` key (a later one is refused as a duplicate), None for a
+    value the builder refuses (a tag, a lone surrogate) or reads as another type."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    str_tag = "tag:yaml.org,2002:str"
+    for key, value in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag == str_tag and key.value == "name":
+            if isinstance(value, yaml.ScalarNode) and value.tag == str_tag and not SURROGATE.search(value.value):
+                return _usable_name(value.value)
+            return None
+    return None
+
+
 class _AliasBomb(Exception):
     def __init__(self, problem: Problem):
         self.problem = problem
@@ -329,17 +402,24 @@ class _Builder:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.top_keys: dict[str, Position] = {}  # top-level key -> its position, for the alias bound
-        self.current_job = None  # (("jobs", index), start mark) of the jobs item being built
+        self.current_job = None  # (("jobs", index), start mark, usable name) of the last jobs item begun
         self._scalar = yaml.SafeLoader("")  # only its scalar constructors are used
         self._built = 0
 
     def fail(self, node, path, message):
-        pos = _pos(node.start_mark)
-        self.problems.append(Problem(self.doc.file, pos.line, pos.column, format_path(path), message))
+        self.problems.append(self._problem(_pos(node.start_mark), path, message))
+
+    def _problem(self, pos: Position, path: tuple, message: str) -> Problem:
+        """A problem at ``pos``, its path shown with the name of the ``jobs`` item being built
+        (:meth:`Document.shown_path`; the item's data is not built yet: the name is read from its node)."""
+        name = self.current_job[2] if self.current_job and path[:2] == self.current_job[0] else None
+        return Problem(self.doc.file, pos.line, pos.column, format_path(path), message, format_path(path, name))
 
     def build(self, node, path: tuple):
         if isinstance(node, _Built):
             return node.value
+        if len(path) == 2 and path[0] == "jobs" and isinstance(path[1], int):
+            self.current_job = (path, node.start_mark, _node_name(node))
         self._built += 1
         if self._built > self.composer.value_nodes + MAX_ALIAS_VALUES:
             raise _AliasBomb(self._bomb(node, path))
@@ -370,13 +450,8 @@ class _Builder:
         else:
             pos = _pos(node.start_mark)
         advice = "write the values out" + ("" if top[:1] == ("defaults",) else " or share them through `defaults:`")
-        return Problem(
-            self.doc.file,
-            pos.line,
-            pos.column,
-            format_path(top),
-            f"aliases (*name) here expand to more than {MAX_ALIAS_VALUES:,} values: {advice}",
-        )
+        message = f"aliases (*name) here expand to more than {MAX_ALIAS_VALUES:,} values: {advice}"
+        return self._problem(pos, top, message)
 
     def _scalar_value(self, node, path):
         if not node.style and self.positions is not None:  # plain, unquoted (style None, or '' from libyaml)
@@ -427,7 +502,7 @@ class _Builder:
                 f'warning: a "#" {after} after this value starts a comment, where a value cut short is easy to '
                 'miss: put two spaces before "#" (yamllint\'s convention)'
             )
-        self.warnings.append(Problem(self.doc.file, pos.line, pos.column, format_path(path), message))
+        self.warnings.append(self._problem(pos, path, message))
 
     def _key_problem(self, key_node) -> str | None:
         if key_node.tag == "tag:yaml.org,2002:str":
@@ -551,7 +626,6 @@ def _compose_and_build(doc: Document, loader_class: type, positions: bool) -> No
     if not positions:
 
         def on_job(node, index):
-            builder.current_job = (("jobs", index), node.start_mark)
             return _Built(builder.build(node, ("jobs", index)))
 
         loader.on_job = on_job

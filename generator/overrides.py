@@ -121,10 +121,11 @@ class Layered(Document):
         return _PlainScalars(self)
 
     def describe_job(self, index: int) -> str:
-        """``jobs[2]`` (of the file that wrote it), ``lab.yaml jobs[0]``, or ``jobs[0] with a=1, b=x``."""
+        """The entry that wrote job ``index``, named as it is written there (:meth:`Document.shown_path`):
+        ``jobs[2] (a)`` (in the first file), ``lab.yaml jobs[0] (a)``, or ``jobs[0] (np-{r}) with r=1``."""
         doc, where, _ = self.origin(("jobs", index))
         combo = self.expanded[index][1] if index < len(self.expanded) else None
-        text = format_path(where) if doc.file == self.file else f"{doc.file} {format_path(where)}"
+        text = doc.shown_path(where) if doc.file == self.file else f"{doc.file} {doc.shown_path(where)}"
         return text + (f" with {combo.label}" if combo else "")
 
 

@@ -175,7 +175,7 @@ def test_lint_locates_each_entry_problem_in_jobs_yaml(project, cli):
     code, _, err = cli("lint")
     client = "build/jobs/a/app/config/config_fed_client.json"
     server = "build/jobs/a/app/config/config_fed_server.json"
-    chain = "jobs[0].client.task_result_filters[0].filters"
+    chain = "jobs[0] (a).client.task_result_filters[0].filters"
     assert code == 2
     assert err == [
         f"jobs.yaml:11:33: {chain}[0].args.percentil: {PRIVACY}: got an unexpected keyword argument 'percentil'; "
@@ -190,7 +190,7 @@ def test_lint_locates_each_entry_problem_in_jobs_yaml(project, cli):
         f"jobs.yaml:16:15: {chain}[4]: cannot import nvflare.app_common.filters.no_such_module: ModuleNotFoundError: "
         "No module named 'nvflare.app_common.filters.no_such_module' "
         f"(in {client}:49:9, task_result_filters[0].filters[4])",
-        f"jobs.yaml:19:11: jobs[0].server.components[0]: {PERSISTOR} is a ModelPersistor, and the generated config "
+        f"jobs.yaml:19:11: jobs[0] (a).server.components[0]: {PERSISTOR} is a ModelPersistor, and the generated config "
         f"already has one ({PERSISTOR}, id 'persistor', which the workflows find by id): to use yours instead write "
         f"id: persistor and replaces: persistor (in {server}:23:5, components[1])",
     ]

@@ -52,7 +52,7 @@ def test_script_symlink_pointing_outside_is_refused(project, cli):
     assert cli("generate") == (
         2,
         [],
-        ["jobs.yaml:3:13: jobs[0].script: script 'evil.py' is a symlink to /etc/passwd, outside client_scripts/"],
+        ["jobs.yaml:3:13: jobs[0] (a).script: script 'evil.py' is a symlink to /etc/passwd, outside client_scripts/"],
     )
     assert not (project / "build").exists()
 
@@ -65,7 +65,7 @@ def test_script_in_a_symlinked_folder_pointing_outside_is_refused(project, cli, 
     code, _, err = cli("generate")
     assert code == 2
     assert err == [
-        f"jobs.yaml:3:13: jobs[0].script: script 'shared/x.py' is a symlink to {outside.resolve() / 'x.py'}, "
+        f"jobs.yaml:3:13: jobs[0] (a).script: script 'shared/x.py' is a symlink to {outside.resolve() / 'x.py'}, "
         "outside client_scripts/"
     ]
 
@@ -108,7 +108,7 @@ def test_receiver_without_writer_is_a_located_warning_with_exit_0(project, cli):
         "jobs:\n  - name: a\n    script: train_full.py\n    receiver: {type: mlflow}\n", encoding="utf-8"
     )
     warning = (
-        "jobs.yaml:4:15: jobs[0].receiver: warning: a receiver is configured but the script imports no "
+        "jobs.yaml:4:15: jobs[0] (a).receiver: warning: a receiver is configured but the script imports no "
         "nvflare.client.tracking writer"
     )
     code, out, err = cli("validate")
@@ -127,9 +127,9 @@ def test_nothing_in_jobs_yaml_runs(project, cli):
     code, _, err = cli("generate")
     assert code == 2
     assert err == [
-        "jobs.yaml:4:18: jobs[0].script_args: tag '!!python/object/apply:os.system' is not allowed: "
+        "jobs.yaml:4:18: jobs[0] (a).script_args: tag '!!python/object/apply:os.system' is not allowed: "
         "jobs.yaml holds plain data only",
-        "jobs.yaml:5:14: jobs[0].command: tag '!!python/object/new:subprocess.Popen' is not allowed: "
+        "jobs.yaml:5:14: jobs[0] (a).command: tag '!!python/object/new:subprocess.Popen' is not allowed: "
         "jobs.yaml holds plain data only",
     ]
     assert not list(Path(project).glob("pwned*"))

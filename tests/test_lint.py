@@ -150,7 +150,10 @@ def test_an_invalid_jobs_file_is_reported_like_generate_does(generated, capsys):
         "jobs:\n  - name: a\n    script: train_full.py\n    num_round: 3\n"
     )
     code, err, _ = lint(capsys)
-    assert (code, err) == (2, ["jobs.yaml:4:5: jobs[0].num_round: unknown key 'num_round'; did you mean 'num_rounds'?"])
+    assert (code, err) == (
+        2,
+        ["jobs.yaml:4:5: jobs[0] (a).num_round: unknown key 'num_round'; did you mean 'num_rounds'?"],
+    )
 
 
 def test_a_template_bug_is_reported_at_the_jobs_yaml_key(project, monkeypatch, capsys):
@@ -178,7 +181,8 @@ def test_a_template_bug_is_reported_at_the_jobs_yaml_key(project, monkeypatch, c
         "jobs.yaml:11:15: defaults.num_rounds: nvflare.app_common.workflows.fedavg.FedAvg: got an unexpected keyword "
         "argument 'num_round'; did you mean 'num_rounds'? "
         "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:8:5, workflows[0])",
-        "jobs.yaml:38:7: jobs[2].receiver: nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver: "
+        "jobs.yaml:38:7: jobs[2] (np-metrics-in-process).receiver: "
+        "nvflare.app_opt.tracking.mlflow.mlflow_receiver.MLflowReceiver: "
         "got an unexpected keyword argument 'kwargs'; did you mean 'kw_args'? "
         "(in build/jobs/np-metrics-in-process/app/config/config_fed_server.json:25:5, components[1])",
     ]

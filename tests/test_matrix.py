@@ -285,7 +285,7 @@ def test_a_problem_in_a_later_file_is_located_in_that_file(project):
     with pytest.raises(SpecError) as e:
         check_only([project / "jobs.yaml", project / "lab.yaml"])
     assert [str(p) for p in e.value.problems] == [
-        f"{project / 'lab.yaml'}:3:17: jobs[0].num_rounds: 0 is less than the minimum of 1"
+        f"{project / 'lab.yaml'}:3:17: jobs[0] (a).num_rounds: 0 is less than the minimum of 1"
     ]
 
 
@@ -414,7 +414,7 @@ def test_a_later_files_job_whose_name_is_a_near_miss_is_added_with_a_located_war
     code, out, err = cli("validate", "--jobs", "jobs.yaml", "--jobs", "lab.yaml")
     assert code == 0
     assert err == [
-        "lab.yaml:2:11: jobs[0].name: warning: no earlier file has a job 'np-ful-in-process', so this is a new "
-        "job; did you mean 'np-full-in-process' (jobs merge by name)?"
+        "lab.yaml:2:11: jobs[0] (np-ful-in-process).name: warning: no earlier file has a job "
+        "'np-ful-in-process', so this is a new job; did you mean 'np-full-in-process' (jobs merge by name)?"
     ]
     assert "np-full-in-process, np-ful-in-process, np-full-r10" in out[-1]

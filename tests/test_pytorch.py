@@ -174,10 +174,10 @@ def test_model_paths_generate_cannot_follow_say_what_to_write(project, cli):
     code, _, err = cli("generate")
     assert code == 2
     assert [line.split(": ", 2)[1] for line in err] == [
-        "jobs[0].model.path",
-        "jobs[1].model.path",
-        "jobs[2].model.path",
-        "jobs[3].initial_ckpt",
+        "jobs[0] (reexport).model.path",
+        "jobs[1] (alias).model.path",
+        "jobs[2] (installed).model.path",
+        "jobs[3] (ckpt).initial_ckpt",
     ]
     assert err[0].endswith(
         "module 'nets' imports or assigns 'Tiny' but defines no class 'Tiny' (generate reads the module that "
@@ -205,7 +205,7 @@ def test_a_model_module_clashing_with_a_shipped_module_is_refused(project, cli):
     code, _, err = cli("generate")
     assert code == 2
     assert err == [
-        "jobs.yaml:2:72: jobs[0].model.path: the model's module file client_scripts/pt_net.py would land on "
+        "jobs.yaml:2:72: jobs[0] (pt).model.path: the model's module file client_scripts/pt_net.py would land on "
         "app/custom/pt_net.py, where the job already ships client_scripts/sub/pt_net.py"
     ]
     assert not (project / "build").exists()
@@ -223,7 +223,7 @@ def test_lint_says_a_pytorch_job_needs_torch(project, cli, monkeypatch):
     text = (project / "jobs.yaml").read_text().splitlines()
     line = next(i for i, t in enumerate(text, 1) if t.strip().startswith("framework: pytorch"))
     assert ours and all(
-        entry.startswith(f"jobs.yaml:{line}:16: jobs[12].framework: ")
+        entry.startswith(f"jobs.yaml:{line}:16: jobs[12] (pt-full-in-process).framework: ")
         and "needs PyTorch, which is not installed: install the project's pt extra" in entry
         for entry in ours
     ), ours

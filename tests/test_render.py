@@ -209,7 +209,7 @@ def test_a_shipped_file_cannot_take_the_metrics_delivery_modules_name(tmp_path):
     result = run_main(tmp_path, "generate")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"jobs.yaml:4:20: jobs[0].custom_files[0]: client_scripts/{DELIVERY_FILE} (from custom_files "
+        f"jobs.yaml:4:20: jobs[0] (a).custom_files[0]: client_scripts/{DELIVERY_FILE} (from custom_files "
         f"'{DELIVERY_FILE}') would be copied to app/custom/{DELIVERY_FILE}, where the generator writes the "
         "metrics delivery components: rename it"
     ]
@@ -345,7 +345,7 @@ def test_a_writer_made_for_another_receiver_is_a_warning_not_an_error(project):
     result = run_main(project, "generate")
     assert result.returncode == 0
     assert result.stderr.splitlines() == [
-        "jobs.yaml:5:13: jobs[0].receiver.type: warning: the script streams with SummaryWriter "
+        "jobs.yaml:5:13: jobs[0] (a).receiver.type: warning: the script streams with SummaryWriter "
         "(made for `type: tensorboard`) into a mlflow receiver: NVFlare converts every metric point "
         "(add_scalars(main, {k: v}) is stored as k)"
     ]

@@ -259,7 +259,7 @@ def test_hook_validates_each_file_on_its_own(tmp_path, monkeypatch, capsys):
     assert code == 2
     assert out.splitlines() == ["jobs.yaml: 1 job(s) valid: a", "lab/jobs-lab.yaml: 1 job(s) valid: a"]
     assert err.splitlines() == [
-        "jobs-typo.yaml:4:5: jobs[0].num_round: unknown key 'num_round'; did you mean 'num_rounds'?"
+        "jobs-typo.yaml:4:5: jobs[0] (a).num_round: unknown key 'num_round'; did you mean 'num_rounds'?"
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["client_scripts", "jobs-typo.yaml", "jobs.yaml", "lab"]
 
@@ -346,7 +346,7 @@ def test_pre_commit_try_repo_runs_jobgen_validate_on_jobs_files(tmp_path):
     assert "- hook id: jobgen-validate" in output and "- exit code: 2" in output
     reported = output[output.index("- exit code: 2") + 1 :]
     assert sorted(line for line in reported if line) == [  # stdout and stderr interleave: compare sorted
-        "jobs-typo.yaml:4:5: jobs[0].num_round: unknown key 'num_round'; did you mean 'num_rounds'?",
+        "jobs-typo.yaml:4:5: jobs[0] (a).num_round: unknown key 'num_round'; did you mean 'num_rounds'?",
         "jobs.yaml: 1 job(s) valid: a",
         "lab/jobs-lab.yaml: 1 job(s) valid: a",
     ]

@@ -282,7 +282,7 @@ def test_writer_imported_by_a_shipped_module_needs_a_receiver(project, cli):
     code, _, err = cli("generate")
     assert code == 2
     assert err == [
-        "jobs.yaml:8:17: jobs[0].script: script streams metrics with MLflowWriter but the job has no `receiver`: "
+        "jobs.yaml:8:17: jobs[0] (a).script: script streams metrics with MLflowWriter but the job has no `receiver`: "
         "every metric would be lost (add `receiver: {type: mlflow}`)"
     ]
 
@@ -326,9 +326,9 @@ def test_symlink_out_of_client_scripts_is_refused(project, cli, tmp_path_factory
     code, _, err = cli("generate")
     assert code == 2
     assert err == [
-        f"jobs.yaml:10:9: jobs[0].custom_files[0]: 'conf' holds 'conf/link.txt', a symlink to {outside}/secret.txt, "
-        "outside client_scripts/",
-        f"jobs.yaml:11:9: jobs[0].custom_files[1]: 'outdir' is a symlink to {outside}, outside client_scripts/",
+        f"jobs.yaml:10:9: jobs[0] (a).custom_files[0]: 'conf' holds 'conf/link.txt', a symlink to "
+        f"{outside}/secret.txt, outside client_scripts/",
+        f"jobs.yaml:11:9: jobs[0] (a).custom_files[1]: 'outdir' is a symlink to {outside}, outside client_scripts/",
     ]
     assert not (project / "build").exists()
 
@@ -350,9 +350,9 @@ def test_two_sources_for_one_destination_are_refused(project, cli):
     code, _, err = cli("generate")
     assert code == 2
     assert err == [
-        "jobs.yaml:8:17: jobs[0].script: client_scripts/app/helper.py (imported as 'helper') and "
+        "jobs.yaml:8:17: jobs[0] (a).script: client_scripts/app/helper.py (imported as 'helper') and "
         "client_scripts/helper.py would both be copied to app/custom/helper.py: rename one",
-        "jobs.yaml:11:9: jobs[0].custom_files[1]: client_scripts/jobgen_wandb_receiver.py (from custom_files "
+        "jobs.yaml:11:9: jobs[0] (a).custom_files[1]: client_scripts/jobgen_wandb_receiver.py (from custom_files "
         "'jobgen_wandb_receiver.py') would be copied to app/custom/jobgen_wandb_receiver.py, where the generator "
         "writes the wandb receiver: rename it",
     ]
@@ -366,16 +366,16 @@ def test_large_shipment_warns_and_a_huge_one_is_refused(project, cli, monkeypatc
     code, _, err = cli("generate")
     assert code == 0
     assert err[0] == (
-        "jobs.yaml:9:23: jobs[0].custom_files: warning: the job ships 6 files, 0.0 MB into app/custom/: every job "
+        "jobs.yaml:9:23: jobs[0] (a).custom_files: warning: the job ships 6 files, 0.0 MB into app/custom/: every job "
         "folder holds a copy and NVFlare sends it to every site"
     )
     monkeypatch.setattr(ship, "MAX_FILES", 3)
     code, _, err = cli("generate")
     assert code == 2
     assert err == [
-        "jobs.yaml:10:9: jobs[0].custom_files[0]: 'data/' holds more than 3 files or 200 MB (at least 4 files, 0 MB): "
-        "every job folder would hold a copy and NVFlare sends it to every site; ship code, and read data from a "
-        "path on each site"
+        "jobs.yaml:10:9: jobs[0] (a).custom_files[0]: 'data/' holds more than 3 files or 200 MB "
+        "(at least 4 files, 0 MB): every job folder would hold a copy and NVFlare sends it to every site; ship "
+        "code, and read data from a path on each site"
     ]
 
 

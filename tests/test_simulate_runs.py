@@ -177,7 +177,7 @@ def test_timeout_key_reaches_the_manifest_and_is_checked(project):
     (project / "jobs.yaml").write_text("jobs:\n  - name: t\n    script: train_full.py\n    timeout: 0\n")
     result = run_main(project, "validate")
     assert result.returncode == 2
-    assert re.match(r"jobs\.yaml:4:14: jobs\[0\]\.timeout: ", result.stderr), result.stderr
+    assert re.match(r"jobs\.yaml:4:14: jobs\[0\] \(t\)\.timeout: ", result.stderr), result.stderr
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "soon", "inf", "nan"])
