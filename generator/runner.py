@@ -148,7 +148,7 @@ def interrupt_on_signals(signums: tuple = STOP_SIGNALS) -> Iterator[list[int]]:
         with _installed({s: handler for s in signums}):
             yield received
     finally:
-        _ACTIVE.remove(received)
+        _ACTIVE[:] = [r for r in _ACTIVE if r is not received]  # by identity: two empty lists are equal
 
 
 def stop_signal() -> int | None:

@@ -341,3 +341,14 @@ def test_a_signal_recorded_before_a_run_in_any_thread_stops_it_at_once(tree, tmp
     outcome, _ = box[0]
     assert outcome.interrupted == "SIGINT" and not outcome.timed_out
     assert_all_gone(pids_of(pids))
+
+
+@in_main_thread
+def test_nested_blocks_each_leave_with_their_own_list():
+    with interrupt_on_signals((signal.SIGUSR1,)) as outer:
+        with interrupt_on_signals((signal.SIGUSR1,)):
+            pass  # both lists empty (equal) when this one ends
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)
+        assert outer == [signal.SIGUSR1] and stop_signal() == signal.SIGUSR1
+    assert stop_signal() is None
