@@ -638,7 +638,6 @@ def test_every_shipped_job_reaches_the_server_with_its_configs_unchanged(running
 
 @pocs
 def test_a_stop_signal_aborts_the_job_and_stops_the_poc_system(tmp_path):
-    import signal
 
     from generator.layout import POC_RESULTS_MARKER
 
@@ -648,24 +647,7 @@ def test_a_stop_signal_aborts_the_job_and_stops_the_poc_system(tmp_path):
     stale.mkdir(parents=True)
     (project / "build/poc" / POC_RESULTS_MARKER).write_text("")
     (stale / "meta.json").write_text('{"status": "FINISHED:COMPLETED"}')
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    with ProcessWatch(project) as watch:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "generator", "poc", "--job", "slow"],
-            cwd=project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if line.startswith("  slow: round 2 of 10 "):
-                break
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
-    stdout = "".join(seen) + out
+    proc, stdout, err, left = _poc_interrupted_at(project, home, "  slow: round 2 of 10 ")
 
     assert proc.returncode == 130, stdout + err
     assert "slow: interrupted by SIGINT: NVFlare aborted job " in err
@@ -676,7 +658,7 @@ def test_a_stop_signal_aborts_the_job_and_stops_the_poc_system(tmp_path):
     assert "/build/poc-workspace/poc/" in record["log"] and Path(record["log"]).is_file(), record["log"]
     assert f"slow: INTERRUPTED in {record['wall_seconds']:.1f} s; log: {record['log']}" in stdout
     assert not stale.exists()  # not left to pass for this run's result
-    assert watch.left() == []
+    assert left == []
     assert list(home.iterdir()) == []
 
 
@@ -732,10 +714,26 @@ def test_a_client_killed_mid_job_fails_the_job(running_poc):
 
 @pocs
 def test_a_stop_signal_while_the_poc_system_starts_stops_it_and_runs_no_job(tmp_path):
-    import signal
-
     project, home = make_project(tmp_path / "project"), tmp_path / "home"
     home.mkdir()
+    # right after this line it is starting the server and clients
+    proc, stdout, err, left = _poc_interrupted_at(project, home, "poc: prepared a POC system")
+
+    assert proc.returncode == 130, stdout + err
+    assert "poc: interrupted by SIGINT; the results of 0 job(s) are in build/poc-results.json" in err, err
+    assert "Traceback" not in err
+    assert "started server" not in stdout  # it stopped while waiting for the clients
+    assert "poc: stopped the POC system" in stdout
+    assert json.loads((project / "build/poc-results.json").read_text()) == []
+    assert left == []
+    assert list(home.iterdir()) == []
+
+
+def _poc_interrupted_at(project: Path, home: Path, prefix: str) -> tuple[subprocess.Popen, str, str, list[str]]:
+    """Run ``poc --job slow`` in ``project``, send SIGINT once a line starting with ``prefix`` is
+    printed; the ended process, its stdout and stderr, and the processes it left (:class:`ProcessWatch`)."""
+    import signal
+
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
     with ProcessWatch(project) as watch:
         proc = subprocess.Popen(
@@ -749,17 +747,8 @@ def test_a_stop_signal_while_the_poc_system_starts_stops_it_and_runs_no_job(tmp_
         seen = []
         for line in proc.stdout:
             seen.append(line)
-            if line.startswith("poc: prepared a POC system"):  # it is starting the server and clients now
+            if line.startswith(prefix):
                 break
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=300)
-    stdout = "".join(seen) + out
-
-    assert proc.returncode == 130, stdout + err
-    assert "poc: interrupted by SIGINT; the results of 0 job(s) are in build/poc-results.json" in err, err
-    assert "Traceback" not in err
-    assert "started server" not in stdout  # it stopped while waiting for the clients
-    assert "poc: stopped the POC system" in stdout
-    assert json.loads((project / "build/poc-results.json").read_text()) == []
-    assert watch.left() == []
-    assert list(home.iterdir()) == []
+    return proc, "".join(seen) + out, err, watch.left()
