@@ -541,26 +541,29 @@ def _shutdown(root: Path, log) -> int:
         _close(session)
 
 
-def stop_poc(root: Path, log, idle: bool = False) -> tuple[int, int]:
+def stop_poc(root: Path, log, at_once: str | None = None) -> tuple[int, int]:
     """Stop the POC system (``shutdown all`` through the admin API, see :func:`_shutdown`; else
     ``nvflare poc stop``), then every process still running under ``root``.
 
     Args:
         root (Path): the POC workspace. log: the open ``poc.log``.
-        idle (bool): no job runs and none is left to download (every result was downloaded, or a
-            stop signal came while the system was starting): the processes are sent SIGTERM at
-            once. NVFlare's server and clients take about 5.6 s to exit after ``shutdown all`` here
-            (0.9 s for the command, 4.7 s to exit) and have no SIGTERM handler of their own (the
-            signal ends them at once); with no job left, nothing of theirs is lost.
+        at_once (str | None): why nothing of the system is left to keep (written to the log):
+            every result was downloaded, or a stop signal came (while it started, or while jobs
+            ran: they are recorded ``INTERRUPTED`` and their run logs stay where the table points;
+            NVFlare's abort would archive and remove them, and took about 3 s per job here). The
+            processes are then sent SIGTERM at once: NVFlare's server and clients take about 5.6 s
+            to exit after ``shutdown all`` here (0.9 s for the command, 4.7 s to exit) and have no
+            SIGTERM handler of their own (the signal ends them at once). None: ``shutdown all``.
 
     Returns:
-        tuple[int, int]: 0 if the system accepted ``shutdown all`` or was idle (else the exit code
-        of ``nvflare poc stop``, -1: it did not end in time) and how many processes were still
-        running :data:`SHUTDOWN_GRACE` seconds after it (:data:`LEFTOVER_GRACE` after ``nvflare poc
-        stop``, none when idle) and were stopped here (SIGTERM, then SIGKILL after 3 s).
+        tuple[int, int]: 0 if the system accepted ``shutdown all`` or was stopped at once (else the
+        exit code of ``nvflare poc stop``, -1: it did not end in time) and how many processes were
+        still running :data:`SHUTDOWN_GRACE` seconds after it (:data:`LEFTOVER_GRACE` after
+        ``nvflare poc stop``, none when stopped at once) and were stopped here (SIGTERM, then
+        SIGKILL after 3 s).
     """
-    if idle:
-        log.write("no job runs and none is left to download: SIGTERM to the POC system's processes\n")
+    if at_once:
+        log.write(f"{at_once}: SIGTERM to the POC system's processes\n")
         log.flush()
         code, grace = 0, 0.0
     else:
@@ -1005,6 +1008,7 @@ def run_jobs(
     parallel: int = 1,
     when_done: Callable[[object], None] | None = None,
     session=None,
+    abort: bool = True,
 ) -> list[JobResult]:
     """Submit, wait for, download and judge each job on ``system``, up to ``parallel`` at once.
 
@@ -1016,7 +1020,8 @@ def run_jobs(
     A stop signal that the caller's :func:`generator.runner.interrupt_on_signals` recorded is
     looked for (:func:`generator.runner.check_interrupted`) before each submission, after each
     judged job and after each poll: it aborts every running job (each recorded ``INTERRUPTED``)
-    and submits no more; the results so far are returned.
+    and submits no more; the results so far are returned. ``abort`` False: the running jobs are
+    recorded but not aborted one by one (``poc`` then stops its whole system at once).
 
     Returns:
         list[JobResult]: in the order of ``selected``.
@@ -1073,17 +1078,19 @@ def run_jobs(
                 results[run.name] = _finish(system, session, run, downloads)
                 events.job_finished(results[run.name])
             for run in running:
-                with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
-                    session.abort_job(run.job_id)
+                if abort:
+                    with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
+                        session.abort_job(run.job_id)
                 if run.tracker is not None:  # a local system: the rounds it ran, its run log there
                     run.tracker.poll()
                     run.result.rounds_started = run.tracker.rounds_started
-                    run.result.log = str(run.tracker.log_path.with_name("log.txt"))
+                    server_log = run.tracker.log_path.with_name("log.txt")
+                    if server_log.is_file():  # else the server had not deployed it yet
+                        run.result.log = str(server_log)
                 run.result.status = INTERRUPTED
                 run.result.wall_seconds = round(time.monotonic() - run.started, 2)
-                run.result.problems.append(
-                    job_problem(run.name, f"interrupted by {e.name}: NVFlare aborted job {run.job_id}")
-                )
+                ended_by = f"NVFlare aborted job {run.job_id}" if abort else f"job {run.job_id} stopped with the system"
+                run.result.problems.append(job_problem(run.name, f"interrupted by {e.name}: {ended_by}"))
                 results[run.name] = run.result
                 events.job_finished(run.result)
     finally:
@@ -1116,7 +1123,7 @@ def _prepare_outputs(downloads: Path, results_path: Path | None, managed: dict) 
 
 def _conclude(results: list[JobResult], results_path, events, received: list[int], command: str) -> list[JobResult]:
     events.all_finished(results)  # inside the caller's interrupt_on_signals: a signal now is only recorded
-    if results_path:
+    if results_path and results:  # none: stopped before the first job, an earlier run's file is kept
         write_results(Path(results_path), [result_record(r) for r in results])
     if received:
         raise RunInterrupted(signal.Signals(received[0]).name, results_path, len(results), command)
@@ -1182,7 +1189,7 @@ def poc_all(
 
     def stop_now(session) -> None:  # every job's result is downloaded: the system ends before the last is judged
         _close(session)
-        stopped.append(stop_poc(root, log, idle=True))
+        stopped.append(stop_poc(root, log, at_once="every job ended and was downloaded"))
 
     with interrupt_on_signals() as received, open(root / POC_LOG, "w", encoding="utf-8") as log:
         try:
@@ -1191,11 +1198,14 @@ def poc_all(
             events.system_step(f"prepared a POC system of {num_clients} client(s) in {root / 'poc'}")
             seconds, session = start_poc(root, system, port, num_clients, log)
             events.system_step(f"started server (127.0.0.1:{port}) and {num_clients} client(s) in {seconds:.1f} s")
-            results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel, stop_now, session)
-        except Interrupted:  # preparing or starting the system: no job ran, nothing of it to keep
-            if prepared and not stopped:
-                stopped.append(stop_poc(root, log, idle=True))
+            results = run_jobs(
+                system, out, manifest, selected, downloads, timeout, events, parallel, stop_now, session, abort=False
+            )
+        except Interrupted:  # preparing or starting the system: no job ran
+            pass
         finally:
+            if prepared and received and not stopped:  # a stop signal: nothing of the system is left to keep
+                stopped.append(stop_poc(root, log, at_once=f"stopped by {signal.Signals(received[0]).name}"))
             if prepared:
                 _stop(root, log, events, stopped[0] if stopped else None)
         return _conclude(results, results_path, events, received, "poc")

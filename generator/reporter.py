@@ -144,7 +144,9 @@ class Reporter:
 
     def all_finished(self, results: list) -> None:
         """An empty line, then :func:`table` of ``results`` (file order), then each cross-site
-        evaluation matrix (:func:`cross_site_table`)."""
+        evaluation matrix (:func:`cross_site_table`); nothing when no job ran (stopped before the first)."""
+        if not results:
+            return
         self.lines(["", *table(results)])
         for result in results:
             if getattr(result, "cross_site", None) is not None:

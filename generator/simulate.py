@@ -867,7 +867,7 @@ def simulate_all(
         results = run(out, Path(workspace), manifest, selected, reports, timeout, events, received, parallel)
         events.all_finished(results)  # a signal from here on is only recorded: the results are written
         events.sweeps_compared(compare_sweeps(results, manifest, reports))
-        if results_path:
+        if results_path and results:  # none: stopped before the first job, an earlier run's file is kept
             write_results(Path(results_path), [result_record(r) for r in results])
     if received:
         raise RunInterrupted(signal.Signals(received[0]).name, results_path, len(results))
@@ -985,7 +985,10 @@ class RunInterrupted(JobgenError):
     """
 
     def __init__(self, signal_name: str, results_path, jobs: int, command: str = "simulate"):
-        where = f"; the results of {jobs} job(s) are in {results_path}" if results_path else ""
+        if not jobs:
+            where = " before any job ran; no results written"
+        else:
+            where = f"; the results of {jobs} job(s) are in {results_path}" if results_path else ""
         super().__init__([Problem(command, 0, 0, "", f"interrupted by {signal_name}{where}")])
         self.exit_code = 128 + signal.Signals[signal_name].value
 

@@ -187,3 +187,14 @@ def test_only_the_reporter_writes_to_stdout_or_stderr():
                 if isinstance(node.value, ast.Name) and node.value.id == "sys":
                     found.append(f"{path.name}:{node.lineno}: sys.{node.attr}")
     assert found == []
+
+
+def test_a_run_stopped_before_its_first_job_prints_no_table_and_says_nothing_was_written(capsys):
+    from generator.simulate import RunInterrupted
+
+    Reporter().all_finished([])
+    assert capsys.readouterr().out == ""
+    (problem,) = RunInterrupted("SIGINT", "build/poc-results.json", 0, "poc").problems
+    assert str(problem) == "poc: interrupted by SIGINT before any job ran; no results written"
+    (problem,) = RunInterrupted("SIGTERM", "build/results.json", 2).problems
+    assert str(problem) == "simulate: interrupted by SIGTERM; the results of 2 job(s) are in build/results.json"
