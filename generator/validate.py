@@ -30,6 +30,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import re
 from functools import cache, lru_cache
 from pathlib import Path
@@ -464,6 +465,9 @@ def script_path(doc: Document, job: Job) -> Path:
 def _script_problem(doc: Document, job: Job) -> Problem | None:
     """The script must be a file below ``client_scripts/`` after every symlink is followed."""
     s = job.settings
+    folder = _scripts_folder_problem(doc)
+    if folder:
+        return doc.problem(job.path_of("script"), folder)
     scripts_root = doc.root / SCRIPTS_DIR  # doc.root is resolved; client_scripts/ itself is not
     script = script_path(doc, job)
     resolved = script.resolve()
@@ -591,7 +595,43 @@ def _job_problems(doc: Document, jobs: list[Job]) -> list[Problem]:
         found = _one_job_problems(doc, job, shipper)
         problems += found
         owners += [job.name] * len(found)
-    return _naming_jobs(problems, owners)
+    return _once_per_folder(_naming_jobs(problems, owners), _scripts_folder_problem(doc))
+
+
+def _scripts_folder_problem(doc: Document) -> str | None:
+    """Why no script can be found at all: ``client_scripts/`` beside the jobs file is missing, not a
+    folder, or a symlink out of the project (scripts are shipped only from the project's own folder).
+
+    Args:
+        doc (Document): the loaded jobs file(s); ``doc.root`` is the folder of the (first) file.
+
+    Returns:
+        str | None: the message each job's ``script`` problem then carries (the same for every job).
+    """
+    folder = doc.root / SCRIPTS_DIR
+    if not os.path.lexists(folder):
+        return f"no {SCRIPTS_DIR}/ folder in {doc.root}, beside the jobs file: every job's script is looked for there"
+    resolved = folder.resolve()
+    if not resolved.is_relative_to(doc.root):
+        return (
+            f"{SCRIPTS_DIR}/ is a symlink to {resolved}, outside {doc.root}: scripts are shipped only from "
+            f"the project's own {SCRIPTS_DIR}/ folder (copy it in)"
+        )
+    if not resolved.is_dir():
+        return f"{SCRIPTS_DIR} in {doc.root} is not a folder: every job's script is looked for in it"
+    return None
+
+
+def _once_per_folder(problems: list[Problem], folder: str | None) -> list[Problem]:
+    """Keep the first of the problems that all say ``folder`` (:func:`_scripts_folder_problem`),
+    counting the jobs it stands for: one cause, one line, not one per job."""
+    if folder is None:
+        return problems
+    same = [p for p in problems if p.message.startswith(folder)]
+    if len(same) < 2:
+        return problems
+    first = dataclasses.replace(same[0], message=f"{folder} (said once for {len(same)} jobs)")
+    return [first if p is same[0] else p for p in problems if p is same[0] or not p.message.startswith(folder)]
 
 
 def _one_job_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]:

@@ -76,9 +76,30 @@ def test_client_scripts_folder_that_is_a_symlink_out_of_the_project_is_refused(p
     (project / "client_scripts").symlink_to(outside / "client_scripts")
     code, _, err = cli("validate")
     assert code == 2
-    assert len(err) == len(shipped_job_names()) and all(
-        "is a symlink to" in line and LOCATED.match(line) for line in err
-    ), err
+    # one line for the one cause, at the first job's script, not one per job
+    (line,) = err
+    assert LOCATED.match(line) and line.startswith("jobs.yaml:"), line
+    assert ".script: client_scripts/ is a symlink to " in line, line
+    assert f"(said once for {len(shipped_job_names())} jobs)" in line, line
+
+
+def test_a_jobs_file_with_no_client_scripts_folder_beside_it_says_so_once(tmp_path):
+    from generator.errors import JobgenError
+    from generator.pipeline import check_only
+
+    (tmp_path / "jobs.yaml").write_text(
+        "jobs:\n  - name: a\n    script: train_full.py\n  - name: b\n    script: train_full.py\n"
+        "    num_round: 2\n  - name: c\n    script: train_diff.py\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(JobgenError) as caught:
+        check_only([str(tmp_path / "jobs.yaml")], [])
+    shown = [str(p) for p in caught.value.problems]
+    assert shown == [
+        f"{tmp_path}/jobs.yaml:3:13: jobs[0] (a).script: no client_scripts/ folder in {tmp_path}, beside the jobs "
+        "file: every job's script is looked for there (said once for 2 jobs)",
+        f"{tmp_path}/jobs.yaml:6:5: jobs[1] (b).num_round: unknown key 'num_round'; did you mean 'num_rounds'?",
+    ]
 
 
 def test_symlink_inside_client_scripts_is_fine(project, cli):
