@@ -108,10 +108,6 @@ class Interrupted(BaseException):
         super().__init__(self.name)
 
 
-def _signal_name(exc: BaseException) -> str:
-    return exc.name if isinstance(exc, Interrupted) else "SIGINT"
-
-
 #: The signal lists of the :func:`interrupt_on_signals` blocks in progress (outermost first).
 _ACTIVE: list[list[int]] = []
 
@@ -403,8 +399,9 @@ def run_process(
 
     Returns:
         RunOutcome: how the run ended. A stop signal (SIGINT, SIGTERM or SIGHUP during the run, or
-        recorded before it by an :func:`interrupt_on_signals` block: then nothing is started) is
-        reported in ``interrupted``, a :class:`StopRun` in ``stopped_for``; neither is raised.
+        one an :func:`interrupt_on_signals` block recorded before it: the run is then stopped at
+        its first look) is reported in ``interrupted``, a :class:`StopRun` in ``stopped_for``;
+        neither is raised.
 
     Raises:
         OSError: the command cannot be started (nothing runs then).
@@ -464,7 +461,7 @@ def run_process(
                     if deadline is not None and now >= deadline:
                         timed_out = True
                         break
-            except Interrupted as e:  # from a callback (simulate's, for a signal seen by its main thread)
+            except Interrupted as e:  # a callback raised it (check_interrupted)
                 interrupted = e.name
             except StopRun as e:
                 stopped_for = str(e) or "stopped"
