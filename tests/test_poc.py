@@ -746,11 +746,16 @@ def _poc_interrupted_at(project: Path, home: Path, prefix: str) -> tuple[subproc
             stderr=subprocess.PIPE,
             text=True,
         )
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if line.startswith(prefix):
-                break
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
+        try:
+            seen = []
+            for line in proc.stdout:
+                seen.append(line)
+                if line.startswith(prefix):
+                    break
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=300)
+        finally:  # a poc that does not end fails the test, and is not left running
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return proc, "".join(seen) + out, err, watch.left()
