@@ -1204,18 +1204,17 @@ def poc_all(
         except Interrupted:  # preparing or starting the system: no job ran
             pass
         finally:
-            if prepared and received and not stopped:  # a stop signal: nothing of the system is left to keep
-                stopped.append(stop_poc(root, log, at_once=f"stopped by {signal.Signals(received[0]).name}"))
-            if prepared:
-                _stop(root, log, events, stopped[0] if stopped else None)
+            if prepared:  # after a stop signal nothing of the system is left to keep
+                why = f"stopped by {signal.Signals(received[0]).name}" if received else None
+                _stop(root, log, events, stopped[0] if stopped else None, why)
         return _conclude(results, results_path, events, received, "poc")
 
 
-def _stop(root: Path, log, events, outcome: tuple[int, int] | None = None) -> None:
+def _stop(root: Path, log, events, outcome: tuple[int, int] | None = None, at_once: str | None = None) -> None:
     """Stop the POC system in ``root`` (inside the caller's :func:`generator.runner.interrupt_on_signals`,
     which records the signals that come meanwhile); tell ``events``. ``outcome``: :func:`stop_poc`'s,
-    when it was already stopped (every job downloaded)."""
-    code, left = outcome or stop_poc(root, log)
+    when it was already stopped (every job downloaded); else :func:`stop_poc` with ``at_once``."""
+    code, left = outcome or stop_poc(root, log, at_once)
     if code == 0:  # its processes' last seconds of wind-down are cut short by design (SHUTDOWN_GRACE)
         step, extra = "stopped the POC system", ""
     else:
