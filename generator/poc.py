@@ -603,6 +603,25 @@ def _quiet_admin_client() -> None:
     api._print_hci_message = lambda message: None
 
 
+def _search_configs_in(kit: Path) -> None:
+    """Make NVFlare look for its optional configs (``comm_config.json``, ...) in the admin kit ``kit``,
+    not in the current folder.
+
+    The admin client's first cell reads ``comm_config`` through ``ConfigService.load_configuration``;
+    with no search folder set (only NVFlare's own server and client processes set one, to their
+    workspace) ``ConfigFactory.search_config_format`` runs ``os.walk`` over the current folder, once
+    per config extension. NVFlare's admin console runs from its kit; we run from the user's project,
+    whose ``build/`` holds every downloaded result: 2.4 s of walking for 6,500 files here, on the
+    way to the first login, and a ``comm_config.json`` anywhere below would be taken as the kit's.
+    ``ConfigService.initialize`` adds ``kit`` to the search folders (a folder already there is kept
+    once; NVFlare reads ``comm_config`` once per process).
+    """
+    from nvflare.fuel.utils.config_service import ConfigService
+
+    if Path(kit).is_dir():
+        ConfigService.initialize(section_files={}, config_path=[str(kit)])
+
+
 def open_session(system: System, timeout: float = 30.0):
     """A logged-in admin session (``flare_api.new_secure_session``); NVFlare's console chatter is dropped.
 
@@ -612,6 +631,7 @@ def open_session(system: System, timeout: float = 30.0):
     from nvflare.fuel.flare_api.flare_api import new_secure_session
 
     _quiet_admin_client()
+    _search_configs_in(system.startup_kit)
     try:
         return new_secure_session(system.username, str(system.startup_kit), timeout=timeout)
     except Exception as e:  # NVFlare raises its own types (NoConnection, AuthenticationError, ...) and plain ones

@@ -222,6 +222,38 @@ def test_a_listener_nvflare_started_twice_is_no_error_but_any_other_bind_failure
     ]
 
 
+CANCELLED = "streamed response from server.job-1 failed asynchronously: StreamError: streaming shutdown"
+
+
+def _timed(name: str, level: str, message: str, at: str) -> str:
+    return json.dumps(
+        {"asctime": at, "fullName": f"nvflare.{name}", "levelname": level, "fl_ctx": "", "message": message}
+    )
+
+
+def test_a_reply_cancelled_by_the_shutdown_after_the_run_ended_is_no_error_but_one_during_the_run_is(tmp_path):
+    """NVFlare 2.9 cancels a job process's outgoing streams at shutdown, at times a reply already
+    delivered, and logs it as an ERROR: excused only after that log's "END_RUN fired"."""
+    server = tmp_path / "server"
+    server.mkdir()
+    runner, adapter = "private.fed.server.server_runner.ServerRunner", "fuel.f3.cellnet.cell.Adapter"
+    ended = [
+        _timed(runner, "INFO", "END_RUN fired", "2026-12-01 18:05:48,488"),
+        _timed("private.fed.server.fed_server.FederatedServer", "INFO", "Server app stopped.\n\n", "18:05:48,503"),
+        _timed(adapter, "ERROR", CANCELLED, "2026-12-01 18:05:48,518"),
+    ]
+    (server / "log.json").write_text("\n".join(ended) + "\n")
+    assert nvflare_errors(tmp_path) == []
+
+    during = [_timed(adapter, "ERROR", CANCELLED, "2026-12-01 18:05:40,001")] + ended
+    (server / "log.json").write_text("\n".join(during) + "\n")
+    assert nvflare_errors(tmp_path) == [f"server: NVFlare logged 1 error (see {server}/log.txt): {CANCELLED}"]
+
+    other = "streamed response from server.job-1 failed asynchronously: StreamError: timeout"
+    (server / "log.json").write_text("\n".join(ended + [_timed(adapter, "ERROR", other, "18:05:49,000")]) + "\n")
+    assert nvflare_errors(tmp_path) == [f"server: NVFlare logged 1 error (see {server}/log.txt): {other}"]
+
+
 # --- the exception that ended a client's script -------------------------------------------------------
 
 

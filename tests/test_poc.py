@@ -387,6 +387,48 @@ def test_submit_needs_an_admin_startup_kit(tmp_path):
     assert result.stderr == "nowhere: --startup-kit: no startup/fed_admin.json here: give an admin's startup kit\n"
 
 
+COMM_CONFIG_PROBE = """\
+import sys
+from pathlib import Path
+
+from nvflare.fuel.f3.comm_config import CommConfigurator
+
+from generator.poc import _search_configs_in
+
+if sys.argv[1] == "kit":
+    _search_configs_in(Path(sys.argv[2]))
+print(CommConfigurator().config)
+"""
+
+
+@pytest.mark.parametrize("search_in, expected", [("kit", "{'from': 'the kit'}"), ("cwd", "{'from': 'a download'}")])
+def test_the_admin_client_reads_its_comm_config_from_the_kit_not_from_below_the_current_folder(
+    tmp_path, search_in, expected
+):
+    """NVFlare's admin cell reads ``comm_config`` with ``os.walk`` over the current folder unless a search
+    folder is set: a ``comm_config.json`` deep in the project's ``build/`` would be taken as the kit's
+    (and walking a big ``build/`` took 2.4 s before the first login). ``cwd`` shows NVFlare's own
+    behaviour, ``kit`` ours."""
+    project, kit = tmp_path / "project", tmp_path / "kit"
+    stray = project / "build" / "poc" / "some-job" / "server" / "local"
+    stray.mkdir(parents=True)
+    (stray / "comm_config.json").write_text('{"from": "a download"}')
+    (kit / "local").mkdir(parents=True)
+    (kit / "local" / "comm_config.json").write_text('{"from": "the kit"}')
+
+    probe = subprocess.run(
+        [sys.executable, "-c", COMM_CONFIG_PROBE, search_in, str(kit)],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip().splitlines()[-1] == expected
+
+
 def test_submit_refuses_a_job_that_is_not_generated(tmp_path):
     project = make_project(tmp_path / "p")
     kit = tmp_path / "kit"
