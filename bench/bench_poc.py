@@ -6,7 +6,8 @@ poc --job ...`` (its default ``--parallel``: one POC system prepared and started
 submitted, the system stopped) for the example's five jobs (the first five of ``jobs.yaml``),
 each in a fresh process, ``--repeat`` times, the order of the two commands alternating from one
 repeat to the next (so a change in the machine's load does not fall on one command only). Each
-run has its own ``--workspace`` (and, for ``poc``, ``--downloads``) folder in the project;
+run has its own ``--workspace`` (for ``poc``: ``--downloads``; its POC workspace is one for all
+``poc`` runs, as for ``make poc`` run again: the first provisions, the others reuse that) in the project;
 ``HOME`` points into the project, so nothing lands in the user's home.
 
 Per run it records the wall time of the whole command (for ``poc``: preparing, starting and
@@ -104,16 +105,22 @@ def prepare(work: Path) -> Path:
     return project
 
 
+#: The one ``--workspace`` of every ``poc`` run, as ``make poc`` run again uses one: the first run
+#: provisions the POC system, later ones reuse it (``generator.poc.prepare_poc``); each is cleared.
+POC_WORKSPACE = "poc-workspace"
+
+
 def command(engine: str, names: list[str], tag: str, extra: list[str] = ()) -> list[str]:
     """The ``simulate`` or ``poc`` command line of one run; every folder and file it writes is in the
-    project's folder ``tag`` (the results file too: ``simulate`` fills an MLflow project store beside it)."""
+    project's folder ``tag`` (the results file too: ``simulate`` fills an MLflow project store beside
+    it), but for the POC workspace, which every ``poc`` run shares (:data:`POC_WORKSPACE`)."""
     cmd = [sys.executable, "-m", "generator", engine, "--out", "out", *extra]
     for name in names:
         cmd += ["--job", name]
-    cmd += ["--workspace", f"{tag}/workspace", "--results", f"{tag}/results.json"]
+    cmd += ["--results", f"{tag}/results.json"]
     if engine == "simulate":
-        return cmd + ["--reports", f"{tag}/reports"]
-    return cmd + ["--downloads", f"{tag}/downloads"]
+        return cmd + ["--workspace", f"{tag}/workspace", "--reports", f"{tag}/reports"]
+    return cmd + ["--workspace", POC_WORKSPACE, "--downloads", f"{tag}/downloads"]
 
 
 def run_once(project: Path, engine: str, names: list[str], tag: str, extra: list[str] = ()) -> dict:

@@ -393,35 +393,111 @@ def _prod_dir(root: Path) -> Path:
     return root / "poc" / POC_PROJECT / "prod_00"
 
 
-def prepare_poc(root: Path, num_clients: int, log, max_jobs: int = POC_MAX_JOBS) -> tuple[System, int]:
-    """Provision a fresh POC system of ``num_clients`` clients in ``root/poc`` (``root`` cleared first)
+#: The folder in the POC workspace that keeps the last provisioned system as ``nvflare poc prepare``
+#: (and :func:`_loopback_only`) left it, with :data:`PROVISIONED_KEY`, for the next run to reuse.
+PROVISIONED = ".provisioned"
+#: What the kept system was provisioned for: project.yml, port, NVFlare version, Python, when.
+PROVISIONED_KEY = "provisioned.json"
+#: Days a kept system is reused. NVFlare's provisioner makes its certificates valid for a year
+#: (``nvflare/lighter/impl/cert.py``); a month keeps far from that.
+PROVISIONED_DAYS = 30
+
+
+def _provisioning(num_clients: int, port: int) -> dict:
+    """What a provisioned POC system depends on: the project (clients, port), NVFlare, this Python."""
+    from importlib import metadata
+
+    return {
+        "project_yml": project_yaml(num_clients, port),
+        "nvflare": metadata.version("nvflare"),
+        "python": sys.executable,
+    }
+
+
+def _port_free(port: int) -> bool:
+    """Whether ``port`` can be bound on 127.0.0.1 now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _kept_port(root: Path, num_clients: int) -> int | None:
+    """The port of the system kept in ``root/.provisioned`` if it can serve ``num_clients`` clients
+    now (same project, NVFlare and Python; younger than :data:`PROVISIONED_DAYS`; its port free)."""
+    try:
+        key = json.loads((root / PROVISIONED / PROVISIONED_KEY).read_text(encoding="utf-8"))
+        port = int(key["port"])
+        fresh = time.time() - float(key["created"]) < PROVISIONED_DAYS * 86400
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if fresh and {k: key.get(k) for k in ("project_yml", "nvflare", "python")} == _provisioning(num_clients, port):
+        if (root / PROVISIONED / "poc").is_dir() and _port_free(port):
+            return port
+    return None
+
+
+def _copy_children(source: Path, target: Path, skip: tuple[str, ...] = ()) -> None:
+    for child in source.iterdir():
+        if child.name in skip:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.copytree(child, target / child.name, symlinks=True)
+        else:
+            shutil.copy2(child, target / child.name, follow_symlinks=False)
+
+
+def prepare_poc(root: Path, num_clients: int, log, max_jobs: int = POC_MAX_JOBS) -> tuple[System, int, bool]:
+    """Provision a POC system of ``num_clients`` clients in ``root/poc`` (``root`` cleared first)
     whose server runs up to ``max_jobs`` jobs at once (:data:`POC_MAX_JOBS` as provisioned).
 
+    The system a previous run provisioned in ``root`` is kept in ``root/.provisioned`` and copied
+    back instead of running ``nvflare poc prepare`` again (1.0-1.4 s here, certificates and all)
+    when it was made for the same clients, NVFlare and Python less than :data:`PROVISIONED_DAYS`
+    ago and its port is free; only what the provisioner wrote is kept, so no job, log or stored
+    state of an earlier run comes back. Deleting ``root/.provisioned`` forces a fresh one.
+
     Returns:
-        tuple[System, int]: the system (its project admin's kit) and the server's port.
+        tuple[System, int, bool]: the system (its project admin's kit), the server's port, and
+        whether the kept system was reused.
 
     Raises:
         SimulationError: ``nvflare poc prepare`` failed (its log named).
     """
+    kept = root / PROVISIONED
     for child in root.iterdir():
-        if child.name == POC_LOG:
+        if child.name in (POC_LOG, PROVISIONED):
             continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
             child.unlink()
     (root / POC_WORKSPACE_MARKER).write_text("POC workspace made by nvflare-jobgen\n")
-    (root / "home").mkdir()
-    port = free_port()
-    (root / "project.yml").write_text(project_yaml(num_clients, port), encoding="utf-8")
-    code = _nvflare(["poc", "prepare", "-i", str(root / "project.yml"), "--force"], root, log, 120)
     prod = _prod_dir(root)
-    if code != 0 or not (prod / POC_ADMIN / "startup").is_dir():
-        raise SimulationError(f"`nvflare poc prepare` failed (exit code {code}); log: {log.name}")
-    _loopback_only(prod, port)
+    port = _kept_port(root, num_clients)
+    reused = port is not None
+    if reused:
+        _copy_children(kept, root, skip=(PROVISIONED_KEY,))
+        log.write(f"reused the POC system provisioned in {kept} (port {port}): `nvflare poc prepare` not run\n")
+        log.flush()
+    else:
+        shutil.rmtree(kept, ignore_errors=True)
+        (root / "home").mkdir()
+        port = free_port()
+        (root / "project.yml").write_text(project_yaml(num_clients, port), encoding="utf-8")
+        code = _nvflare(["poc", "prepare", "-i", str(root / "project.yml"), "--force"], root, log, 120)
+        if code != 0 or not (prod / POC_ADMIN / "startup").is_dir():
+            raise SimulationError(f"`nvflare poc prepare` failed (exit code {code}); log: {log.name}")
+        _loopback_only(prod, port)
+        kept.mkdir()
+        _copy_children(root, kept, skip=(POC_LOG, PROVISIONED, POC_WORKSPACE_MARKER))
+        key = {**_provisioning(num_clients, port), "port": port, "created": time.time()}
+        (kept / PROVISIONED_KEY).write_text(json.dumps(key, indent=2), encoding="utf-8")
     if max_jobs != POC_MAX_JOBS:
         _allow_jobs(prod, max_jobs)
-    return System(prod / POC_ADMIN, POC_ADMIN, POC_PROJECT, prod), port
+    return System(prod / POC_ADMIN, POC_ADMIN, POC_PROJECT, prod), port, reused
 
 
 def _port_taken(port: int) -> bool:
@@ -1213,9 +1289,10 @@ def poc_all(
 
     with interrupt_on_signals() as received, open(root / POC_LOG, "w", encoding="utf-8") as log:
         try:
-            system, port = prepare_poc(root, num_clients, log, max(parallel, POC_MAX_JOBS))
+            system, port, reused = prepare_poc(root, num_clients, log, max(parallel, POC_MAX_JOBS))
             prepared = True
-            events.system_step(f"prepared a POC system of {num_clients} client(s) in {root / 'poc'}")
+            again = " (reusing the one an earlier run provisioned)" if reused else ""
+            events.system_step(f"prepared a POC system of {num_clients} client(s) in {root / 'poc'}{again}")
             seconds, session = start_poc(root, system, port, num_clients, log)
             events.system_step(f"started server (127.0.0.1:{port}) and {num_clients} client(s) in {seconds:.1f} s")
             results = run_jobs(

@@ -10,6 +10,7 @@ and that nothing was written to ``HOME`` (pointed at a temp folder). The other t
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -293,6 +294,86 @@ def test_more_jobs_at_once_than_the_poc_server_runs_raise_its_max_jobs(tmp_path)
     config = json.loads((local / "resources.json").read_text())
     assert config["components"][0] == {"id": "job_scheduler", "path": scheduler, "args": {"max_jobs": 6}}
     assert config["components"][1] == components[1]
+
+
+def _fake_provisioner(monkeypatch) -> list[list[str]]:
+    """Replace ``nvflare poc prepare`` with one that writes the few files ``prepare_poc`` reads and a
+    random certificate, recording each call."""
+    from generator import poc
+
+    calls: list[list[str]] = []
+
+    def nvflare(args, root, log, timeout):
+        calls.append(args)
+        prod = poc._prod_dir(root)
+        for folder in ("admin@nvidia.com/startup", "server/startup", "server/local", "site-1/startup"):
+            (prod / folder).mkdir(parents=True, exist_ok=True)
+        (prod / "server/startup/fed_server.json").write_text('{"servers": [{"service": {"target": "server:1"}}]}')
+        (prod / "server/local/resources.json").write_text('{"components": [{"id": "job_scheduler"}]}')
+        (prod / "server/startup/server.crt").write_bytes(os.urandom(16))
+        (root / "home/.nvflare").mkdir()
+        return 0
+
+    monkeypatch.setattr(poc, "_nvflare", nvflare)
+    return calls
+
+
+def test_a_poc_system_provisioned_before_is_reused_without_any_state_of_the_earlier_run(tmp_path, monkeypatch):
+    from generator import poc
+
+    calls = _fake_provisioner(monkeypatch)
+    root = tmp_path / "ws"
+    root.mkdir()
+    log = io.StringIO()
+    system, port, reused = poc.prepare_poc(root, 2, log)
+    assert (len(calls), reused) == (1, False)
+    first = snapshot(root / "poc")
+    # what the run leaves: a job's folder, stored jobs, logs, a raised max_jobs
+    (system.sites_dir / "site-1" / "job-1").mkdir()
+    (root / "poc" / "jobs-storage").mkdir()
+    (system.sites_dir / "server" / "log.txt").write_text("run 1")
+    (root / "home" / ".nvflare" / "config.conf").write_text("written later")
+
+    again, same_port, reused = poc.prepare_poc(root, 2, log, max_jobs=6)
+
+    assert (len(calls), reused, same_port, again) == (1, True, port, system)
+    assert "`nvflare poc prepare` not run" in log.getvalue()
+    resources = json.loads((system.sites_dir / "server/local/resources.json").read_text())
+    assert resources["components"][0]["args"] == {"max_jobs": 6}
+    (system.sites_dir / "server/local/resources.json").write_text('{"components": [{"id": "job_scheduler"}]}')
+    assert snapshot(root / "poc") == first  # certificates the same; nothing of the run came back
+    assert not (root / "home" / ".nvflare" / "config.conf").exists()
+    served = json.loads((system.sites_dir / "server/startup/fed_server.json").read_text())
+    assert served["servers"][0]["service"]["target"] == f"127.0.0.1:{port}"
+
+
+def test_a_kept_poc_system_is_provisioned_again_for_other_clients_a_taken_port_or_another_nvflare(
+    tmp_path, monkeypatch
+):
+    from generator import poc
+
+    calls = _fake_provisioner(monkeypatch)
+    root = tmp_path / "ws"
+    root.mkdir()
+    log = io.StringIO()
+    _, port, _ = poc.prepare_poc(root, 2, log)
+
+    assert poc.prepare_poc(root, 3, log)[2] is False  # three clients
+    assert len(calls) == 2
+    _, port, _ = poc.prepare_poc(root, 3, log)
+    assert len(calls) == 2
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", port))
+        _, other, reused = poc.prepare_poc(root, 3, log)
+    assert (len(calls), reused) == (3, False) and other != port
+    key = root / poc.PROVISIONED / poc.PROVISIONED_KEY
+    key.write_text(json.dumps({**json.loads(key.read_text()), "nvflare": "2.0.0"}))
+    assert poc.prepare_poc(root, 3, log)[2] is False
+    key.write_text(json.dumps({**json.loads(key.read_text()), "created": time.time() - 31 * 86400}))
+    assert poc.prepare_poc(root, 3, log)[2] is False
+    key.write_text("{not json")
+    assert poc.prepare_poc(root, 3, log)[2] is False
+    assert len(calls) == 6
 
 
 def test_a_download_is_laid_out_as_a_simulator_workspace(tmp_path):
@@ -585,7 +666,7 @@ def running_poc(tmp_path_factory):
     root.mkdir()
     with ProcessWatch(root) as watch, open(base / "poc.log", "w") as log:
         try:
-            system, port = prepare_poc(root, 2, log)
+            system, port, _ = prepare_poc(root, 2, log)
             _, session = start_poc(root, system, port, 2, log)
             session.close()
             yield project, home, system, watch
