@@ -104,6 +104,14 @@ def cli(cwd: Path, home: Path, *args: str, timeout: float = 900) -> subprocess.C
     )
 
 
+def _python(code: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -c code args...`` in ``cwd`` with this project importable; output captured as text."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
 class ProcessWatch:
     """Every process whose command line or working folder is in ``root``, seen while the block runs,
     remembered by PID and start time (a reused PID is not mistaken for it)."""
@@ -185,14 +193,7 @@ def test_the_leftover_sweep_spares_the_wrapper_that_named_the_workspace(tmp_path
     )
     # the parent names the workspace on its command line, as `timeout ... --workspace DIR` does
     parent = "import subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1], sys.argv[2]], check=True)"
-    done = subprocess.run(
-        [sys.executable, "-c", parent, child, str(workspace)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _python(parent, child, str(workspace), cwd=ROOT)
     assert done.returncode == 0, done.stderr
     found, parent_pid = done.stdout.rsplit(" ", 1)
     assert int(parent_pid) not in json.loads(found), done.stdout
@@ -497,14 +498,7 @@ def test_the_admin_client_reads_its_comm_config_from_the_kit_not_from_below_the_
     (kit / "local").mkdir(parents=True)
     (kit / "local" / "comm_config.json").write_text('{"from": "the kit"}')
 
-    probe = subprocess.run(
-        [sys.executable, "-c", COMM_CONFIG_PROBE, search_in, str(kit)],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    probe = _python(COMM_CONFIG_PROBE, search_in, str(kit), cwd=project)
 
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip().splitlines()[-1] == expected
