@@ -1,7 +1,5 @@
 """``python -m generator``: see :mod:`generator.cli`."""
 
-import sys
+from .cli import finish, main
 
-from .cli import main
-
-sys.exit(main())
+finish(main())

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
+from typing import NoReturn
 
 from .errors import JobgenError
 from .reporter import Reporter
@@ -350,6 +352,23 @@ COMMANDS = {
     "lint": _lint,
     "view": _view,
 }
+
+
+def finish(code: int) -> NoReturn:
+    """Exit with ``code`` (``python -m generator`` calls it with :func:`main`'s).
+
+    When a call to NVFlare was given up on (:func:`generator.poc.abandoned_calls`: a login to a POC
+    server stopped meanwhile, by Ctrl-C while the system started), NVFlare's connector threads retry
+    it until the login's timeout and Python waits for them at exit: 14 s in a trial, then a stray
+    NVFlare error ("cannot schedule new futures after shutdown"). Everything of ours is done by
+    then (system stopped, results written), so the process ends at once (``os._exit``, output
+    flushed). Otherwise a normal ``sys.exit``.
+    """
+    poc = sys.modules.get("generator.poc")  # only a command that ran it imported it
+    if poc is not None and poc.abandoned_calls():
+        REPORTER.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

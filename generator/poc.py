@@ -415,8 +415,15 @@ def _provisioning(num_clients: int, port: int) -> dict:
 
 
 def _port_free(port: int) -> bool:
-    """Whether ``port`` can be bound on 127.0.0.1 now."""
+    """Whether a server can listen on ``port`` of 127.0.0.1 now.
+
+    Bound with ``SO_REUSEADDR``, as NVFlare's server binds (aiohttp's ``TCPSite`` through asyncio's
+    ``create_server``, whose ``reuse_address`` is on for Unix): the connections of the previous run
+    leave the port in TIME-WAIT for about 60 s, which fails a plain ``bind`` but not the server's.
+    A port another program listens on still fails.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -723,6 +730,17 @@ CHECK_SECONDS = 20
 READY_POLL_SECONDS = 0.2
 
 
+#: The threads of the calls :func:`_within` gave up on (see :func:`abandoned_calls`).
+_ABANDONED: list[threading.Thread] = []
+
+
+def abandoned_calls() -> list[threading.Thread]:
+    """The threads of calls :func:`_within` gave up on that still run (e.g. a login to a server
+    stopped meanwhile: NVFlare's connector threads retry it until the login's timeout, and Python
+    waits for those at exit; :func:`generator.cli.finish` then ends the process at once)."""
+    return [thread for thread in _ABANDONED if thread.is_alive()]
+
+
 def _within(seconds: float, call: Callable[[], object], dispose: Callable[[object], None] | None = None) -> object:
     """``call()``'s value, or None when it raised or did not return within ``seconds``.
 
@@ -763,6 +781,8 @@ def _within(seconds: float, call: Callable[[], object], dispose: Callable[[objec
     finally:
         with lock:
             abandoned = not box
+        if abandoned and thread.is_alive():
+            _ABANDONED.append(thread)
     return box[0] if box else None
 
 

@@ -51,6 +51,12 @@ class Reporter:
         """Write one line (to stderr when ``err``)."""
         self.lines([text], err)
 
+    def flush(self) -> None:
+        """Flush stdout and stderr, whoever wrote to them last (before an exit that skips Python's own)."""
+        with self._lock:
+            for stream in (self._stdout or sys.stdout, self._stderr or sys.stderr):
+                stream.flush()
+
     def problems(self, problems: Iterable) -> None:
         """One line per problem (a :class:`generator.errors.Problem`, printed by its ``str``) to stderr."""
         self.lines([str(p) for p in problems], err=True)

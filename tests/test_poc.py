@@ -348,6 +348,21 @@ def test_a_poc_system_provisioned_before_is_reused_without_any_state_of_the_earl
     assert served["servers"][0]["service"]["target"] == f"127.0.0.1:{port}"
 
 
+def _time_wait(port: int) -> None:
+    """Leave a connection to ``port`` of 127.0.0.1 in TIME-WAIT there (its server side closes first)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()
+        client.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as plain:
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", port))  # a bind without SO_REUSEADDR fails now
+
+
 def test_a_kept_poc_system_is_provisioned_again_for_other_clients_a_taken_port_or_another_nvflare(
     tmp_path, monkeypatch
 ):
@@ -363,8 +378,12 @@ def test_a_kept_poc_system_is_provisioned_again_for_other_clients_a_taken_port_o
     assert len(calls) == 2
     _, port, _ = poc.prepare_poc(root, 3, log)
     assert len(calls) == 2
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+    _time_wait(port)  # what the previous run's connections leave for about 60 s: no reason to provision
+    assert poc.prepare_poc(root, 3, log)[1:] == (port, True)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:  # another server listens there now
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", port))
+        taken.listen()
         _, other, reused = poc.prepare_poc(root, 3, log)
     assert (len(calls), reused) == (3, False) and other != port
     key = root / poc.PROVISIONED / poc.PROVISIONED_KEY
@@ -467,6 +486,34 @@ def test_submit_needs_an_admin_startup_kit(tmp_path):
 
     assert result.returncode == 2
     assert result.stderr == "nowhere: --startup-kit: no startup/fed_admin.json here: give an admin's startup kit\n"
+
+
+ABANDONED_LOGIN = """\
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from generator import poc
+from generator.cli import finish
+
+
+def login():  # as NVFlare's login to a server that is gone: its connector retries in an executor's thread
+    ThreadPoolExecutor(1).submit(time.sleep, 60)
+    time.sleep(60)
+
+
+assert poc._within(0.2, login) is None
+print("gave up", flush=True)
+finish(130)
+"""
+
+
+def test_a_process_that_gave_up_on_a_login_exits_at_once_without_waiting_for_nvflares_threads(tmp_path):
+    """Ctrl-C while the POC system starts abandons the readiness login; NVFlare's threads of that
+    login kept Python from exiting for 14 s in a trial (``cli.finish`` ends the process at once)."""
+    started = time.monotonic()
+    done = _python(ABANDONED_LOGIN, cwd=tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (130, "gave up\n", "")
+    assert time.monotonic() - started < 30  # a normal exit waits the 60 s of the thread
 
 
 COMM_CONFIG_PROBE = """\
