@@ -63,16 +63,24 @@ generate: setup
 check: setup
 	$(BIN)/python -m generator generate --check $(FILES_ARGS) --out $(OUT) $(SET_ARGS)
 
+# simulate, poc and submit run the generated folders as they are; this says (a warning, never a
+# failure) when they are not what the jobs files generate now: `make check` names the differences.
+STALE_NOTE = @$(BIN)/python -m generator generate --check $(FILES_ARGS) --out $(OUT) $(SET_ARGS) >/dev/null 2>&1 || \
+	echo "warning: $(OUT) is not what $(JOBS) generates now (see make check): running the folders as they are; make generate first to run what $(JOBS) says" >&2
+
 ## simulate: run every generated job with nvflare simulator and check the results (PARALLEL=n jobs at once)
 simulate: setup
+	$(STALE_NOTE)
 	$(BIN)/python -m generator simulate --out $(OUT) --workspace $(WS) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 ## poc: run every generated job on a POC system (server and clients on 127.0.0.1) started for them, then stop it (PARALLEL=n jobs at once)
 poc: setup
+	$(STALE_NOTE)
 	$(BIN)/python -m generator poc --out $(OUT) $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 ## submit: run every generated job on a running NVFlare system through an admin startup kit (KIT=dir, USER_NAME=admin)
 submit: setup
+	$(STALE_NOTE)
 	@test -n "$(KIT)" || { echo "make submit needs KIT=<an admin's startup kit folder>" >&2; exit 2; }
 	$(BIN)/python -m generator submit --out $(OUT) --startup-kit $(KIT) $(if $(USER_NAME),--username $(USER_NAME)) \
 		$(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
