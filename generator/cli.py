@@ -15,6 +15,7 @@ import argparse
 import os
 import shlex
 import sys
+import threading
 from typing import NoReturn
 
 from .errors import JobgenError
@@ -360,12 +361,15 @@ def finish(code: int) -> NoReturn:
     When a call to NVFlare was given up on (:func:`generator.poc.abandoned_calls`: a login to a POC
     server stopped meanwhile, by Ctrl-C while the system started), NVFlare's connector threads retry
     it until the login's timeout and Python waits for them at exit: 14 s in a trial, then a stray
-    NVFlare error ("cannot schedule new futures after shutdown"). Everything of ours is done by
-    then (system stopped, results written), so the process ends at once (``os._exit``, output
-    flushed). Otherwise a normal ``sys.exit``.
+    NVFlare error ("cannot schedule new futures after shutdown"). The same after any stop signal
+    (exit code above 128) while some thread but the main one still runs in a process that used
+    NVFlare's admin API: a trial hung for good on the connector of a session nobody closed.
+    Everything of ours is done by then (system stopped, results written), so the process ends at
+    once (``os._exit``, output flushed). Otherwise a normal ``sys.exit``.
     """
     poc = sys.modules.get("generator.poc")  # only a command that ran it imported it
-    if poc is not None and poc.abandoned_calls():
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if poc is not None and (poc.abandoned_calls() or (code > 128 and others)):
         REPORTER.flush()
         os._exit(code)
     sys.exit(code)

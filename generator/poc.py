@@ -778,11 +778,19 @@ def _within(seconds: float, call: Callable[[], object], dispose: Callable[[objec
         while thread.is_alive() and time.monotonic() < end:
             thread.join(min(0.1, seconds))
             check_interrupted()
-    finally:
+    except BaseException:  # a stop signal: whatever the call returns now, or returned just before, is not used
         with lock:
-            abandoned = not box
-        if abandoned and thread.is_alive():
+            abandoned = True
+            late = list(box)
+        if late and dispose:  # a login that succeeded in the last 0.1 s (a trial hung at exit on its session)
+            dispose(late[0])
+        if thread.is_alive():
             _ABANDONED.append(thread)
+        raise
+    with lock:
+        abandoned = not box
+    if abandoned and thread.is_alive():
+        _ABANDONED.append(thread)
     return box[0] if box else None
 
 

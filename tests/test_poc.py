@@ -516,6 +516,48 @@ def test_a_process_that_gave_up_on_a_login_exits_at_once_without_waiting_for_nvf
     assert time.monotonic() - started < 30  # a normal exit waits the 60 s of the thread
 
 
+def test_a_login_that_succeeds_as_a_stop_signal_comes_is_closed_not_left_open():
+    """A trial hung at exit: the readiness login returned in the last 0.1 s before the stop signal was
+    looked at, so ``Interrupted`` left its session open and NVFlare's connector thread alive."""
+    import signal
+
+    from generator import poc
+    from generator.runner import Interrupted, interrupt_on_signals
+
+    disposed = []
+
+    def login():
+        time.sleep(0.25)  # _within waits in its 0.1 s joins by now
+        os.kill(os.getpid(), signal.SIGINT)  # recorded by interrupt_on_signals, raised where looked for
+        return "session"
+
+    with interrupt_on_signals():
+        with pytest.raises(Interrupted):
+            poc._within(5, login, disposed.append)
+        time.sleep(0.3)  # had the call still run when the signal was seen, its thread disposes of it
+    assert disposed == ["session"]
+
+
+OPEN_SESSION_AT_EXIT = """\
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import generator.poc  # noqa: F401  (a command that used NVFlare's admin API)
+from generator.cli import finish
+
+ThreadPoolExecutor(1).submit(time.sleep, 60)  # as the connector of a session nobody closed
+print("interrupted", flush=True)
+finish(130)
+"""
+
+
+def test_an_interrupted_exit_does_not_wait_for_nvflares_threads_of_a_session_left_open(tmp_path):
+    started = time.monotonic()
+    done = _python(OPEN_SESSION_AT_EXIT, cwd=tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (130, "interrupted\n", "")
+    assert time.monotonic() - started < 30
+
+
 COMM_CONFIG_PROBE = """\
 import sys
 from pathlib import Path
