@@ -368,8 +368,8 @@ def finish(code: int) -> NoReturn:
     once (``os._exit``, output flushed). Otherwise a normal ``sys.exit``.
     """
     poc = sys.modules.get("generator.poc")  # only a command that ran it imported it
-    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if poc is not None and (poc.abandoned_calls() or (code > 128 and others)):
+    waited_for = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if poc is not None and (poc.abandoned_calls() or (code > 128 and waited_for)):
         REPORTER.flush()
         os._exit(code)
     sys.exit(code)

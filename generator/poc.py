@@ -207,11 +207,7 @@ def free_port() -> int:
     """
     ports = _ports_below_ephemeral()
     for port in random.sample(ports, min(len(ports), 50)):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        if _port_free(port, reuse=False):
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -414,16 +410,17 @@ def _provisioning(num_clients: int, port: int) -> dict:
     }
 
 
-def _port_free(port: int) -> bool:
-    """Whether a server can listen on ``port`` of 127.0.0.1 now.
+def _port_free(port: int, reuse: bool = True) -> bool:
+    """Whether ``port`` of 127.0.0.1 can be bound now.
 
-    Bound with ``SO_REUSEADDR``, as NVFlare's server binds (aiohttp's ``TCPSite`` through asyncio's
-    ``create_server``, whose ``reuse_address`` is on for Unix): the connections of the previous run
-    leave the port in TIME-WAIT for about 60 s, which fails a plain ``bind`` but not the server's.
-    A port another program listens on still fails.
+    ``reuse``: bound with ``SO_REUSEADDR``, as NVFlare's server binds (aiohttp's ``TCPSite`` through
+    asyncio's ``create_server``, whose ``reuse_address`` is on for Unix): the connections of the
+    previous run leave the port in TIME-WAIT for about 60 s, which fails a plain ``bind`` but not
+    the server's. A port another program listens on fails either way.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -774,23 +771,20 @@ def _within(seconds: float, call: Callable[[], object], dispose: Callable[[objec
     thread = threading.Thread(target=run, name="poc-readiness", daemon=True)
     thread.start()
     end = time.monotonic() + seconds
+    interrupted = True
     try:
         while thread.is_alive() and time.monotonic() < end:
             thread.join(min(0.1, seconds))
             check_interrupted()
-    except BaseException:  # a stop signal: whatever the call returns now, or returned just before, is not used
-        with lock:
-            abandoned = True
-            late = list(box)
+        interrupted = False
+    finally:
+        with lock:  # after a stop signal, whatever the call returns now, or returned just before, is not used
+            abandoned = interrupted or not box
+            late = box if interrupted else []
         if late and dispose:  # a login that succeeded in the last 0.1 s (a trial hung at exit on its session)
             dispose(late[0])
-        if thread.is_alive():
+        if abandoned and thread.is_alive():
             _ABANDONED.append(thread)
-        raise
-    with lock:
-        abandoned = not box
-    if abandoned and thread.is_alive():
-        _ABANDONED.append(thread)
     return box[0] if box else None
 
 
