@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import OutputError, Problem
@@ -86,6 +87,65 @@ def folder_problems(root: Path, option: str) -> list[Problem]:
     if blocker:
         return problem(f"{blocker} is a file, not a folder")
     return []
+
+
+def lock_folder(folder: Path) -> int | None:
+    """Take an exclusive advisory lock (``flock``, ``man 2 flock``) on the folder ``folder`` itself
+    (no lock file is made): the open descriptor that holds it (close it to release the lock; the
+    kernel releases it when the process ends, however it ends), or None when another open
+    description holds it (another run; in this process too). Not on POSIX: -1, no lock.
+
+    Raises:
+        OSError: ``folder`` cannot be opened (it must exist).
+    """
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        return -1
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def one_run_in(folders: dict[str, Path], command: str) -> Iterator[None]:
+    """Make each folder of ``folders`` (``{option: folder}``, e.g. ``{"--workspace": ...}``) and hold
+    :func:`lock_folder` on it until the block ends, so that a second run of ``simulate``, ``poc``
+    or ``submit`` on one of them is refused before it changes anything there (it would clear a
+    workspace, or a download, that this run is using).
+
+    Args:
+        folders (dict[str, Path]): the folders, checked beforehand (:func:`folder_problems`), by the
+            option that names them. command (str): this run's command, for the message.
+
+    Raises:
+        OutputError: another run holds a folder's lock (exit code 2); the folders taken so far are
+            released, and the refused one is left as it was.
+    """
+    with contextlib.ExitStack() as held:
+        # the folders there already first (only those can be another run's), then the new ones:
+        # a refusal has made nothing
+        for option, folder in sorted(folders.items(), key=lambda item: not item[1].is_dir()):
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = lock_folder(folder)
+            if fd is None:
+                raise OutputError(
+                    [
+                        _problem(
+                            folder,
+                            f"{option}: another run of the generator (simulate, poc or submit) is using this "
+                            f"folder; `{command}` would clear what that run writes there: wait until it has "
+                            f"finished, or give another {option}",
+                        )
+                    ]
+                )
+            if fd >= 0:
+                held.callback(os.close, fd)
+        yield
 
 
 def _placement(path: Path, option: str, managed: dict[str, Path]) -> list[Problem]:

@@ -51,8 +51,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from .errors import OptionError, OutputError, Problem, SimulationError
 from .judge import RoundTracker, client_exceptions
 from .layout import (
@@ -67,8 +65,16 @@ from .layout import (
     site_names,
 )
 from .lines import installed_line
-from .outputs import check_results, folder_problems, write_results
-from .runner import Interrupted, check_interrupted, interrupt_on_signals
+from .outputs import check_results, folder_problems, one_run_in, write_results
+from .runner import (
+    Interrupted,
+    check_interrupted,
+    interrupt_on_signals,
+    mark_run,
+    processes_of,
+    stop_earlier_run,
+    stop_processes,
+)
 from .safepaths import path_problem
 from .simulate import (
     FAILED,
@@ -120,6 +126,10 @@ class PocEvents:
 
     def system_step(self, text: str) -> None:
         """A step of the system's life (prepared, started, stopped), in words."""
+
+    def earlier_run_stopped(self, folder: str, pids: list[int]) -> None:
+        """Before this run cleared the POC workspace ``folder``, the processes ``pids`` of the POC system
+        an earlier run there left running (it was killed before it could stop it) were stopped."""
 
     def job_submitted(self, name: str, info: ManifestEntry, timeout: float, job_id: str) -> None:
         """Job ``name`` was accepted by the server as ``job_id``; ``timeout`` is its limit in seconds."""
@@ -332,7 +342,7 @@ def _poc_env(root: Path) -> dict[str, str]:
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.pop("WANDB_DIR", None)
     env.setdefault("WANDB_CACHE_DIR", str(root / "wandb-cache"))
-    return env
+    return mark_run(env, root)  # every process of the system, its jobs' too: see processes_of
 
 
 def _nvflare(args: list[str], root: Path, log, timeout: float) -> int:
@@ -574,29 +584,6 @@ def start_poc(root: Path, system: System, port: int, num_clients: int, log) -> t
     return time.monotonic() - started, session
 
 
-def _our_processes(root: Path) -> list[psutil.Process]:
-    """Every process whose command line names a path in ``root`` or whose working directory is in it.
-
-    This process and its ancestors are never in the list: a wrapper that named the workspace on
-    its own command line (``timeout 600 python -m generator poc --workspace DIR``, a shell script)
-    is the user's, not the POC system's.
-    """
-    root_text = os.path.abspath(root)
-    ours = {os.getpid()}
-    with contextlib.suppress(psutil.Error):
-        ours.update(parent.pid for parent in psutil.Process().parents())
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
-        if proc.pid in ours:
-            continue
-        cmdline, cwd = proc.info.get("cmdline") or [], proc.info.get("cwd") or ""
-        if cwd == root_text or cwd.startswith(root_text + os.sep) or any(root_text in arg for arg in cmdline):
-            with contextlib.suppress(psutil.Error):
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-    return found
-
-
 def _shutdown(root: Path, log) -> int:
     """Shut the POC system in ``root`` down through its project admin's session, as ``nvflare poc stop``
     does (``nvflare.tool.api_utils.shutdown_system_by_session``: abort running jobs, ``shutdown all``),
@@ -623,7 +610,8 @@ def _shutdown(root: Path, log) -> int:
 
 def stop_poc(root: Path, log, at_once: str | None = None) -> tuple[int, int]:
     """Stop the POC system (``shutdown all`` through the admin API, see :func:`_shutdown`; else
-    ``nvflare poc stop``), then every process still running under ``root``.
+    ``nvflare poc stop``), then every process of it still running (:func:`generator.runner.processes_of`:
+    each is marked with ``root``, see :func:`_poc_env`).
 
     Args:
         root (Path): the POC workspace. log: the open ``poc.log``.
@@ -655,15 +643,10 @@ def stop_poc(root: Path, log, at_once: str | None = None) -> tuple[int, int]:
         except SimulationError:
             code = -1
     end = time.monotonic() + grace
-    while grace and _our_processes(root) and time.monotonic() < end:
+    while grace and processes_of(root) and time.monotonic() < end:
         time.sleep(0.2)
-    left = _our_processes(root)
-    procs = left
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(sig)
-        _, procs = psutil.wait_procs(procs, timeout=3)
+    left = processes_of(root)
+    stop_processes(left)
     for service in _STARTED.pop(root, []):  # reap them (no zombie left behind)
         with contextlib.suppress(subprocess.TimeoutExpired):
             service.wait(timeout=3)
@@ -1220,7 +1203,7 @@ def run_jobs(
 
 
 def _prepare_outputs(downloads: Path, results_path: Path | None, managed: dict) -> None:
-    """Refuse, before anything runs, a downloads folder or results file we may not write; make the folder.
+    """Refuse, before anything runs, a downloads folder or results file we may not write.
 
     ``managed`` names the folders (``{what: path}``) the downloads folder must not overlap; the
     results file must not be inside any of them.
@@ -1235,8 +1218,26 @@ def _prepare_outputs(downloads: Path, results_path: Path | None, managed: dict) 
             )
     if problems:
         raise OutputError(problems)
-    downloads.mkdir(parents=True, exist_ok=True)
-    (downloads / POC_RESULTS_MARKER).write_text("job results downloaded by nvflare-jobgen\n")
+
+
+def _held(folders: dict[str, Path], command: str, events) -> contextlib.ExitStack:
+    """Make and lock ``folders`` (``{option: folder}``) for this run (:func:`generator.outputs.one_run_in`:
+    a second run on one of them is refused), mark the downloads folder as ours, and stop what an
+    earlier run in the POC workspace (``--workspace``) left running (told to ``events``).
+
+    Raises:
+        OutputError: another run holds a folder (nothing is changed).
+    """
+    held = contextlib.ExitStack()
+    with held:
+        held.enter_context(one_run_in(folders, command))
+        downloads = folders["--downloads"]
+        (downloads / POC_RESULTS_MARKER).write_text("job results downloaded by nvflare-jobgen\n")
+        if "--workspace" in folders:
+            stopped = stop_earlier_run(folders["--workspace"])
+            if stopped:
+                events.earlier_run_stopped(str(folders["--workspace"]), stopped)
+        return held.pop_all()
 
 
 def _conclude(results: list[JobResult], results_path, events, received: list[int], command: str) -> list[JobResult]:
@@ -1286,8 +1287,12 @@ def poc_all(
         raise OutputError(problems)
     managed = {"the generated jobs folder": out, "the POC workspace": root, DOWNLOADS: downloads}
     _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
-    root.mkdir(parents=True, exist_ok=True)
-    root = root.resolve()
+    with _held({"--workspace": root, "--downloads": downloads}, "poc", events):
+        return _poc_run(out, root.resolve(), manifest, selected, downloads, results_path, timeout, events, parallel)
+
+
+def _poc_run(out, root, manifest, selected, downloads, results_path, timeout, events, parallel) -> list[JobResult]:
+    """:func:`poc_all` once its folders are checked and held."""
     runnable = [n for n in selected if _refused(n, manifest[n]) is None]
     if not runnable:  # nothing to start a system for
         with interrupt_on_signals() as received:
@@ -1367,7 +1372,7 @@ def submit_all(
     }
     _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
     results: list[JobResult] = []
-    with interrupt_on_signals() as received:
+    with _held({"--downloads": downloads}, "submit", events), interrupt_on_signals() as received:
         with contextlib.suppress(Interrupted):  # between two polls: the results so far are returned
             results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel)
         return _conclude(results, results_path, events, received, "submit")

@@ -110,6 +110,15 @@ class Reporter:
         """``  <job>: stopped N process(es) the simulator left running``."""
         self.line(f"  {name}: stopped {count} process(es) the simulator left running")
 
+    def earlier_run_stopped(self, folder: str, pids: list[int]) -> None:
+        """``<folder>: stopped N process(es) an earlier run left running (PID ...)``, on stderr."""
+        listed, what = ", ".join(map(str, pids)), "process" if len(pids) == 1 else "processes"
+        self.line(
+            f"{folder}: stopped {len(pids)} {what} that an earlier run left running there "
+            f"(PID {listed}): it ended before it could stop them",
+            err=True,
+        )
+
     def job_retried(self, name: str, reason: str) -> None:
         """``  <job>: <reason>`` (the first run was stopped and the job runs again)."""
         self.line(f"  {name}: {reason}")

@@ -355,6 +355,63 @@ class ProcessTree:
         return len(signalled)
 
 
+#: The environment variable that marks every process a run starts (the command and, inherited,
+#: everything it starts: NVFlare copies ``os.environ`` into its job processes, ``process_launcher.py``)
+#: with the absolute path of the run's folder (``simulate``'s workspaces folder, ``poc``'s
+#: workspace), so a later run there finds what an earlier one left running (:func:`processes_of`).
+RUN_FOLDER_ENV = "JOBGEN_RUN_FOLDER"
+
+
+def mark_run(env: dict[str, str], folder: str | Path) -> dict[str, str]:
+    """``env`` with :data:`RUN_FOLDER_ENV` set to the absolute path of ``folder`` (changed in place and returned)."""
+    env[RUN_FOLDER_ENV] = os.path.abspath(folder)
+    return env
+
+
+def processes_of(folder: str | Path) -> list[psutil.Process]:
+    """Every running process (not a zombie) marked by :func:`mark_run` with ``folder``: started by a
+    run of ours there, or by one of its processes. This process and its ancestors are never in the
+    list. A process that merely works in the folder (a shell cd'ed into it, ``tail -f`` of a log)
+    is not marked, so it is never listed; nor are other users' processes (their environment cannot
+    be read).
+    """
+    mark = os.path.abspath(folder)
+    ours = {os.getpid()}
+    with contextlib.suppress(psutil.Error):
+        ours.update(parent.pid for parent in psutil.Process().parents())
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid in ours:
+            continue
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.environ().get(RUN_FOLDER_ENV) == mark and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
+def stop_processes(procs: list[psutil.Process], grace: float = TERM_GRACE) -> None:
+    """SIGTERM ``procs``, then SIGKILL those still running after ``grace`` seconds; wait (up to
+    ``grace`` s more) until they are gone. Processes that already ended are skipped."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)
+        _, procs = psutil.wait_procs(procs, timeout=grace)
+
+
+def stop_earlier_run(folder: str | Path) -> list[int]:
+    """Stop what an earlier run in ``folder`` left running (:func:`processes_of`; that run was killed
+    before it could stop them, e.g. by SIGKILL) before this run clears the folder; the caller
+    holds the folder's lock (:func:`generator.outputs.one_run_in`), so no run in progress owns them.
+
+    Returns:
+        list[int]: the pids stopped, in ascending order (empty: none was running).
+    """
+    procs = processes_of(folder)
+    stop_processes(procs)
+    return sorted(p.pid for p in procs)
+
+
 def _pump(stream, log, lines: queue.Queue) -> None:
     """Copy ``stream`` to ``log`` line by line (flushed, for readers of the log) and queue each line."""
     try:

@@ -57,7 +57,7 @@ from .judge import (
 from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry, site_names  # noqa: F401
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
-from .outputs import check_reports, check_results, folder_problems, record_report, write_results
+from .outputs import check_reports, check_results, folder_problems, one_run_in, record_report, write_results
 from .plot import matplotlib_dir
 from .runner import (
     Interrupted,
@@ -66,7 +66,9 @@ from .runner import (
     check_interrupted,
     deferred_signals,
     interrupt_on_signals,
+    mark_run,
     run_process,
+    stop_earlier_run,
 )
 from .safepaths import LINK_PREFIX, check_paths, link_parent, remove_links, run_paths
 from .sweep import compare, last_values, model_mean, plot_names, plot_sweep
@@ -435,6 +437,10 @@ class SimulateEvents:
     def leftovers_stopped(self, name: str, count: int) -> None:
         """The simulator of job ``name`` exited but left ``count`` processes running; they were stopped."""
 
+    def earlier_run_stopped(self, folder: str, pids: list[int]) -> None:
+        """Before this run cleared ``folder``, the processes ``pids`` that an earlier run there left
+        running (it was killed before it could stop them) were stopped."""
+
     def job_retried(self, name: str, reason: str) -> None:
         """Job ``name``'s first run was stopped for ``reason`` and the job runs again (once)."""
 
@@ -575,7 +581,7 @@ def _run_simulator(out, ws: Path, log: Path, result: JobResult, info: ManifestEn
         return run_process(
             cmd,
             cwd=paths.cwd,
-            env=_run_env(paths.bin_dir, ws, tmp),
+            env=mark_run(_run_env(paths.bin_dir, ws, tmp), ws.parent),  # see stop_earlier_run
             log_path=log,
             timeout=result.timeout,
             on_tick=on_tick,
@@ -863,6 +869,15 @@ def simulate_all(
     if store:
         events = ProjectStoreFiller(events, store, manifest, _READERS_LOCK)
     run = _run_parallel if parallel > 1 else _run_serial
+    with one_run_in({"--workspace": Path(workspace)}, "simulate"):
+        stopped = stop_earlier_run(workspace)
+        if stopped:
+            events.earlier_run_stopped(str(workspace), stopped)
+        return _simulate_held(out, workspace, manifest, selected, results_path, reports, timeout, events, parallel, run)
+
+
+def _simulate_held(out, workspace, manifest, selected, results_path, reports, timeout, events, parallel, run):
+    """:func:`simulate_all` once its workspaces folder is held (:func:`generator.outputs.one_run_in`)."""
     with interrupt_on_signals() as received, matplotlib_dir(Path(workspace) / MPL_DIR):
         results = run(out, Path(workspace), manifest, selected, reports, timeout, events, received, parallel)
         events.all_finished(results)  # a signal from here on is only recorded: the results are written

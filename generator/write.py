@@ -51,6 +51,7 @@ from pathlib import Path
 from .errors import OutputError, Problem
 from .jsonio import loads, pretty, write_pretty
 from .layout import CONFIG_FILES, GENERATOR_ID, MANIFEST, ManifestEntry
+from .outputs import lock_folder
 
 #: Kinds of leftovers a run may leave beside ``out`` if killed: ``.<out>.<kind>-<suffix>``.
 _TMP, _OLD, _DEL = "tmp", "old", "del"
@@ -335,21 +336,15 @@ def recover(out: Path) -> None:
 
 @contextlib.contextmanager
 def _locked(folder: Path):
-    """Hold an exclusive advisory lock on ``folder`` (no lock file is created)."""
+    """Hold an exclusive advisory lock on ``folder`` (:func:`generator.outputs.lock_folder`)."""
+    fd = lock_folder(folder)
+    if fd is None:
+        raise _fail(folder, "another generate run is writing here; try again when it has finished")
     try:
-        import fcntl
-    except ImportError:  # not on POSIX: no lock
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise _fail(folder, "another generate run is writing here; try again when it has finished") from None
         yield
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
 
 
 def _check_job(where: Path, files: dict[str, bytes], entry: ManifestEntry, rendered: bool) -> None:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ import pytest
 import yaml
 from conftest import INITIAL_MODEL, ROOT, run_main, shipped_job_names, snapshot
 
-from generator.layout import DOWNLOAD_MAP, POC_WORKSPACE_MARKER
+from generator.layout import DOWNLOAD_MAP, POC_RESULTS_MARKER, POC_WORKSPACE_MARKER
 
 CRASH_SCRIPT = (
     "import nvflare.client as flare\n\n"
@@ -180,31 +181,6 @@ def test_the_poc_port_is_free_and_outside_the_kernels_ephemeral_range():
         assert 10000 <= port < low
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", port))
-
-
-def test_the_leftover_sweep_spares_the_wrapper_that_named_the_workspace(tmp_path):
-    """`timeout 600 python -m generator poc --workspace DIR`: the sweep after `nvflare poc stop` finds
-    processes by the workspace on their command line; the command's own parents name it too and stay."""
-    workspace = tmp_path / "poc-ws"
-    workspace.mkdir()
-    child = (
-        "import os, sys; from pathlib import Path; from generator.poc import _our_processes; "
-        "print(sorted(p.pid for p in _our_processes(Path(sys.argv[1]))), os.getppid())"
-    )
-    # the parent names the workspace on its command line, as `timeout ... --workspace DIR` does
-    parent = "import subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1], sys.argv[2]], check=True)"
-    done = _python(parent, child, str(workspace), cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    found, parent_pid = done.stdout.rsplit(" ", 1)
-    assert int(parent_pid) not in json.loads(found), done.stdout
-    stray = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(30)", str(workspace)])
-    try:
-        from generator.poc import _our_processes
-
-        assert stray.pid in [p.pid for p in _our_processes(workspace)]
-    finally:
-        stray.kill()
-        stray.wait()
 
 
 def test_clients_exited_reads_the_end_of_each_sites_job_log(tmp_path):
@@ -441,6 +417,35 @@ def test_poc_refuses_a_workspace_of_someone_elses_files_before_anything_starts(t
     assert not (project / "build/poc").exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "folder", "marker"),
+    [("--workspace", "build/poc-workspace", POC_WORKSPACE_MARKER), ("--downloads", "build/poc", POC_RESULTS_MARKER)],
+)
+def test_poc_refuses_a_folder_another_run_is_using_and_changes_nothing(tmp_path, option, folder, marker):
+    """`make poc` while another runs: the second would clear the first's running POC system (seen:
+    the first run's job "FAILED ... no such job", the second's `nvflare poc prepare` killed)."""
+    from generator.outputs import lock_folder
+
+    project = make_project(tmp_path / "p")
+    (project / folder).mkdir(parents=True)
+    (project / folder / marker).write_text("")
+    (project / folder / "of-the-first-run").write_text("")
+    fd = lock_folder(project / folder)  # what the first run holds while it runs
+    try:
+        before = snapshot(project)
+        result = run_main(project, "poc")
+    finally:
+        os.close(fd)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (
+        f"{folder}: {option}: another run of the generator (simulate, poc or submit) is using this folder; "
+        f"`poc` would clear what that run writes there: wait until it has finished, or give another {option}\n"
+    )
+    assert result.stdout == ""
+    assert snapshot(project) == before
+
+
 def test_poc_refuses_a_workspace_path_with_a_space_naming_it_and_the_fix(tmp_path):
     """NVFlare's POC start scripts split their commands at spaces: refused before anything runs."""
     project = make_project(tmp_path / "my project")
@@ -560,6 +565,7 @@ def test_an_interrupted_exit_does_not_wait_for_nvflares_threads_of_a_session_lef
 
 COMM_CONFIG_PROBE = """\
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from nvflare.fuel.f3.comm_config import CommConfigurator
@@ -606,6 +612,7 @@ def test_submit_refuses_a_job_that_is_not_generated(tmp_path):
 
 
 def test_a_job_for_another_nvflare_line_is_refused_and_no_system_is_started(tmp_path):
+    """Refused up front; what a killed earlier run left in the workspace is stopped all the same."""
     project = tmp_path / "p"
     project.mkdir()
     shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
@@ -613,11 +620,25 @@ def test_a_job_for_another_nvflare_line_is_refused_and_no_system_is_started(tmp_
         'defaults: {nvflare_version: "2.7"}\njobs:\n  - name: old\n    script: train_full.py\n'
     )
     assert run_main(project, "generate").returncode == 0
+    # a POC process that a run killed by SIGKILL left behind (marked by that run, see _poc_env)
+    from generator.runner import mark_run
 
-    result = run_main(project, "poc")
+    ws = project / "build/poc-workspace"
+    ws.mkdir(parents=True)
+    (ws / POC_WORKSPACE_MARKER).write_text("")
+    env = mark_run(dict(os.environ), ws)
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    try:
+        result = run_main(project, "poc")
+        left.wait(timeout=5)  # stopped before the workspace was touched
+    finally:
+        left.kill()
+        left.wait()
 
     assert result.returncode == 1
     assert result.stderr == (
+        f"build/poc-workspace: stopped 1 process that an earlier run left running there (PID {left.pid}): it "
+        "ended before it could stop them\n"
         "old: written for NVFlare 2.7 (nvflare_version) but this environment's nvflare is the 2.9 line: it is "
         "not submitted to a system of another line; generate it for 2.9\n"
     )
@@ -854,8 +875,13 @@ def test_a_stop_signal_aborts_the_job_and_stops_the_poc_system(tmp_path):
     stale.mkdir(parents=True)
     (project / "build/poc" / POC_RESULTS_MARKER).write_text("")
     (stale / "meta.json").write_text('{"status": "FINISHED:COMPLETED"}')
-    proc, stdout, err, left = _poc_interrupted_at(project, home, "  slow: round 2 of 10 ")
+    second = []  # `make poc` in another terminal meanwhile: refused, the running one goes on
+    meanwhile = lambda: second.append(cli(project, home, "poc", "--job", "slow", timeout=120))  # noqa: E731
+    proc, stdout, err, left = _poc_interrupted_at(project, home, "  slow: round 2 of 10 ", meanwhile)
 
+    assert second[0].returncode == 2, second[0].stdout + second[0].stderr
+    assert second[0].stderr.startswith("build/poc-workspace: --workspace: another run of the generator ")
+    assert second[0].stdout == ""
     assert proc.returncode == 130, stdout + err
     assert re.search(r"slow: interrupted by SIGINT: job \S+ stopped with the system", err), err
     assert "poc: stopped the POC system" in stdout
@@ -937,9 +963,12 @@ def test_a_stop_signal_while_the_poc_system_starts_stops_it_and_runs_no_job(tmp_
     assert list(home.iterdir()) == []
 
 
-def _poc_interrupted_at(project: Path, home: Path, prefix: str) -> tuple[subprocess.Popen, str, str, list[str]]:
+def _poc_interrupted_at(
+    project: Path, home: Path, prefix: str, meanwhile: Callable[[], None] | None = None
+) -> tuple[subprocess.Popen, str, str, list[str]]:
     """Run ``poc --job slow`` in ``project``, send SIGINT once a line starting with ``prefix`` is
-    printed; the ended process, its stdout and stderr, and the processes it left (:class:`ProcessWatch`)."""
+    printed (after calling ``meanwhile``, if given); the ended process, its stdout and stderr, and
+    the processes it left (:class:`ProcessWatch`)."""
     import signal
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -958,6 +987,8 @@ def _poc_interrupted_at(project: Path, home: Path, prefix: str) -> tuple[subproc
                 seen.append(line)
                 if line.startswith(prefix):
                     break
+            if meanwhile:
+                meanwhile()
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=300)
         finally:  # a poc that does not end fails the test, and is not left running

@@ -32,7 +32,10 @@ from generator.runner import (
     StopRun,
     check_interrupted,
     interrupt_on_signals,
+    mark_run,
+    processes_of,
     run_process,
+    stop_earlier_run,
     stop_signal,
 )
 
@@ -352,3 +355,29 @@ def test_nested_blocks_each_leave_with_their_own_list():
         time.sleep(0.05)
         assert outer == [signal.SIGUSR1] and stop_signal() == signal.SIGUSR1
     assert stop_signal() is None
+
+
+def test_only_the_processes_a_run_marked_are_what_it_left_behind(tmp_path):
+    """A killed run's processes carry its folder in their environment (``mark_run``) and are stopped by
+    the next run there; a user's process working in the folder (a shell cd'ed into it, ``tail -f``
+    of a log) or naming it (``timeout 600 python -m generator poc --workspace DIR``) is left alone."""
+    folder, other = tmp_path / "ws", tmp_path / "other"
+    (folder / "job").mkdir(parents=True)
+    other.mkdir()
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    left = subprocess.Popen(sleep, env=mark_run(dict(os.environ), folder), cwd=tmp_path)
+    elsewhere = subprocess.Popen(sleep, env=mark_run(dict(os.environ), other))
+    working_there = subprocess.Popen(sleep, cwd=folder / "job")
+    naming_it = subprocess.Popen([*sleep, "--workspace", str(folder)])
+    procs = [left, elsewhere, working_there, naming_it]
+    try:
+        assert [p.pid for p in processes_of(folder)] == [left.pid]
+        assert [p.pid for p in processes_of(Path(os.path.relpath(folder)))] == [left.pid]  # same folder
+        assert stop_earlier_run(folder) == [left.pid]
+        left.wait(timeout=5)  # it ended (stop_processes collected it: its exit code is not kept)
+        assert [p.poll() for p in procs[1:]] == [None, None, None]
+        assert stop_earlier_run(folder) == []
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

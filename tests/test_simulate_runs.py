@@ -407,6 +407,64 @@ def test_a_workspace_that_cannot_be_used_is_refused_before_any_job(project, work
     assert snapshot(project) == before
 
 
+def test_a_workspace_another_run_is_using_is_refused_and_left_as_it_is(project):
+    """Two `make simulate` at once: the second would clear the job folders the first is running in."""
+    from generator.outputs import lock_folder
+
+    assert run_main(project, "generate").returncode == 0
+    ws = project / "build/workspaces"
+    (ws / "np-full-in-process").mkdir(parents=True)
+    (ws / WORKSPACE_MARKER).write_text("")
+    (ws / "np-full-in-process/log.txt").write_text("the first run's")
+    fd = lock_folder(ws)  # what the first run holds while it runs
+    try:
+        before = snapshot(project)
+        result = run_main(project, "simulate")
+    finally:
+        os.close(fd)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (
+        "build/workspaces: --workspace: another run of the generator (simulate, poc or submit) is using this "
+        "folder; `simulate` would clear what that run writes there: wait until it has finished, or give another "
+        "--workspace\n"
+    )
+    assert result.stdout == ""
+    assert snapshot(project) == before
+    fd = lock_folder(ws)  # the refused run holds nothing: the next run may go
+    assert fd is not None
+    os.close(fd)
+
+
+def test_simulate_stops_what_a_killed_run_left_running_in_its_workspace(project, monkeypatch):
+    """A run killed by SIGKILL cannot stop its simulator; the next run in that workspace does,
+    before it clears the folders, and says so; a process only working in the folder is left alone."""
+    from generator.runner import mark_run
+
+    assert run_main(project, "generate").returncode == 0
+    ws = project / "build/workspaces"
+    (ws / "np-full-in-process").mkdir(parents=True)
+    (ws / WORKSPACE_MARKER).write_text("")
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    left = subprocess.Popen(sleep, env=mark_run(dict(os.environ), ws), cwd=ws / "np-full-in-process")
+    shell = subprocess.Popen(sleep, cwd=ws / "np-full-in-process")  # a user's, looking at the logs
+    for run in ("_run_serial", "_run_parallel"):  # no job needs to run for this
+        monkeypatch.setattr(simulate, run, lambda *args: [])
+    try:
+        result = run_main(project, "simulate")
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.splitlines()[0] == (
+            f"build/workspaces: stopped 1 process that an earlier run left running there (PID {left.pid}): "
+            "it ended before it could stop them"
+        )
+        left.wait(timeout=5)
+        assert shell.poll() is None
+    finally:
+        for proc in (left, shell):
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize("option", ["--out", "--workspace", "--results", "--reports"])
 def test_an_empty_path_option_is_a_usage_error_not_the_default(project, option):
     assert run_main(project, "generate").returncode == 0
