@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, shipped_jobs, snapshot
@@ -279,3 +280,48 @@ def test_for_other_files_lint_names_the_generate_command_of_those_files(project,
     err = capsys.readouterr().err.splitlines()
     fix = "python -m generator generate --jobs jobs.yaml --jobs lab.yaml --out build/lab --set defaults.num_clients=3"
     assert err and all(f"run `{fix}`" in line for line in err), err
+
+
+def test_make_simulate_poc_and_submit_warn_when_the_folders_are_not_what_the_jobs_file_generates(project):
+    """The first line of their recipes (the Makefile's STALE_NOTE), run as make runs it: silent when
+    the folders are up to date, a warning when they are stale or the jobs file does not generate."""
+    assert main(["generate", "--jobs", str(project / "jobs.yaml"), "--out", str(project / "build/jobs")]) == 0
+    jobs, out = project / "jobs.yaml", project / "build/jobs"
+    bin_dir = str(Path(sys.executable).parent)
+    warnings = {}
+    for target in ("simulate", "poc", "submit"):
+        for case, text in (
+            ("up to date", jobs.read_text()),
+            ("stale", jobs.read_text().replace("num_rounds: 5 ", "num_rounds: 4 ")),
+            ("broken", "jobs:\n  - name: x\n"),
+        ):
+            (project / "now.yaml").write_text(text)
+            dry = subprocess.run(
+                [
+                    "make",
+                    "-n",
+                    "--no-print-directory",
+                    target,
+                    f"JOBS={project / 'now.yaml'}",
+                    f"OUT={out}",
+                    f"BIN={bin_dir}",
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            note = next(line for line in dry.stdout.splitlines() if "generate --check" in line)
+            ran = subprocess.run(["sh", "-c", note], cwd=ROOT, capture_output=True, text=True, timeout=120)
+            assert ran.returncode == 0 and ran.stdout == "", ran.stdout + ran.stderr
+            warnings[target, case] = ran.stderr
+    for target in ("simulate", "poc", "submit"):
+        assert warnings[target, "up to date"] == ""
+        assert warnings[target, "stale"] == (
+            f"warning: {out} is not what {project / 'now.yaml'} generates now (see make check): running the folders "
+            f"as they are; make generate first to run what {project / 'now.yaml'} says\n"
+        )
+        assert warnings[target, "broken"] == (
+            f"warning: {project / 'now.yaml'} does not generate (make check says where): running the folders in "
+            f"{out} as they are\n"
+        )
