@@ -1274,8 +1274,8 @@ def poc_all(
         list[JobResult]: one per job run, in file order.
 
     Raises:
-        OptionError, OutputError: bad ``--out``/``--job``, or a folder or file we may not write
-            (before anything starts).
+        OptionError, OutputError: bad ``--out``/``--job``, a folder or file we may not write, or
+            a folder another run is using (:func:`generator.outputs.one_run_in`); before anything starts.
         SimulationError: the POC system could not be prepared or started (it is stopped).
         RunInterrupted: a stop signal arrived (running jobs aborted, the system stopped).
     """

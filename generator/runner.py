@@ -357,14 +357,15 @@ class ProcessTree:
 
 #: The environment variable that marks every process a run starts (the command and, inherited,
 #: everything it starts: NVFlare copies ``os.environ`` into its job processes, ``process_launcher.py``)
-#: with the absolute path of the run's folder (``simulate``'s workspaces folder, ``poc``'s
-#: workspace), so a later run there finds what an earlier one left running (:func:`processes_of`).
+#: with the real path of the run's folder (``simulate``'s workspaces folder, ``poc``'s workspace;
+#: symbolic links resolved, so every spelling of the folder is one mark), so a later run there
+#: finds what an earlier one left running (:func:`processes_of`).
 RUN_FOLDER_ENV = "JOBGEN_RUN_FOLDER"
 
 
 def mark_run(env: dict[str, str], folder: str | Path) -> dict[str, str]:
-    """``env`` with :data:`RUN_FOLDER_ENV` set to the absolute path of ``folder`` (changed in place and returned)."""
-    env[RUN_FOLDER_ENV] = os.path.abspath(folder)
+    """``env`` with :data:`RUN_FOLDER_ENV` set to the real path of ``folder`` (changed in place and returned)."""
+    env[RUN_FOLDER_ENV] = os.path.realpath(folder)
     return env
 
 
@@ -375,7 +376,7 @@ def processes_of(folder: str | Path) -> list[psutil.Process]:
     is not marked, so it is never listed; nor are other users' processes (their environment cannot
     be read).
     """
-    mark = os.path.abspath(folder)
+    mark = os.path.realpath(folder)
     ours = {os.getpid()}
     with contextlib.suppress(psutil.Error):
         ours.update(parent.pid for parent in psutil.Process().parents())

@@ -854,9 +854,9 @@ def simulate_all(
 
     Raises:
         OptionError: ``out`` is not a folder or holds no jobs, or a requested job is not there.
-        OutputError: ``out`` is not a generated folder, the workspace is not ours, or the results
-            file or a plot would overwrite a file the generator did not write (checked before any
-            job runs).
+        OutputError: ``out`` is not a generated folder, the workspace is not ours or another run
+            is using it (:func:`generator.outputs.one_run_in`), or the results file or a plot would
+            overwrite a file the generator did not write (checked before any job runs).
         JobgenError: the workspace or the Python environment is at a path NVFlare cannot be given
             (see :mod:`generator.safepaths`); raised before any job runs.
         RunInterrupted: a stop signal arrived.

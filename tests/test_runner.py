@@ -373,6 +373,8 @@ def test_only_the_processes_a_run_marked_are_what_it_left_behind(tmp_path):
     try:
         assert [p.pid for p in processes_of(folder)] == [left.pid]
         assert [p.pid for p in processes_of(Path(os.path.relpath(folder)))] == [left.pid]  # same folder
+        (tmp_path / "link").symlink_to(folder)
+        assert [p.pid for p in processes_of(tmp_path / "link")] == [left.pid]  # and through a link
         assert stop_earlier_run(folder) == [left.pid]
         left.wait(timeout=5)  # it ended (stop_processes collected it: its exit code is not kept)
         assert [p.poll() for p in procs[1:]] == [None, None, None]
