@@ -135,6 +135,20 @@ def run_main(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["generator", *args], code, out.getvalue(), err.getvalue())
 
 
+def run_main_while_held(cwd: Path, folder: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+    """:func:`run_main` while another run holds ``folder`` (``generator.outputs.lock_folder``, what
+    a running ``simulate``/``poc``/``submit`` holds); the result and the :func:`snapshot` of ``cwd``
+    taken just before it."""
+    from generator.outputs import lock_folder
+
+    fd = lock_folder(folder)
+    try:
+        before = snapshot(cwd)
+        return run_main(cwd, *args), before
+    finally:
+        os.close(fd)
+
+
 def main_module():
     """``generator.cli``, imported on first use (collecting the tests imports no generator module)."""
     from generator import cli

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import INITIAL_MODEL, ROOT, run_main, shipped_job_names, snapshot
+from conftest import INITIAL_MODEL, ROOT, run_main, run_main_while_held, shipped_job_names, snapshot
 
 from generator.layout import DOWNLOAD_MAP, POC_RESULTS_MARKER, POC_WORKSPACE_MARKER
 
@@ -424,18 +424,11 @@ def test_poc_refuses_a_workspace_of_someone_elses_files_before_anything_starts(t
 def test_poc_refuses_a_folder_another_run_is_using_and_changes_nothing(tmp_path, option, folder, marker):
     """`make poc` while another runs: the second would clear the first's running POC system (seen:
     the first run's job "FAILED ... no such job", the second's `nvflare poc prepare` killed)."""
-    from generator.outputs import lock_folder
-
     project = make_project(tmp_path / "p")
     (project / folder).mkdir(parents=True)
     (project / folder / marker).write_text("")
     (project / folder / "of-the-first-run").write_text("")
-    fd = lock_folder(project / folder)  # what the first run holds while it runs
-    try:
-        before = snapshot(project)
-        result = run_main(project, "poc")
-    finally:
-        os.close(fd)
+    result, before = run_main_while_held(project, project / folder, "poc")
 
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr == (

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from conftest import INITIAL_MODEL, ROOT, run_cli, run_main, snapshot
+from conftest import INITIAL_MODEL, ROOT, run_cli, run_main, run_main_while_held, snapshot
 
 from generator import simulate
 from generator.layout import MPL_DIR, TMP_DIR, ManifestEntry
@@ -416,12 +416,7 @@ def test_a_workspace_another_run_is_using_is_refused_and_left_as_it_is(project):
     (ws / "np-full-in-process").mkdir(parents=True)
     (ws / WORKSPACE_MARKER).write_text("")
     (ws / "np-full-in-process/log.txt").write_text("the first run's")
-    fd = lock_folder(ws)  # what the first run holds while it runs
-    try:
-        before = snapshot(project)
-        result = run_main(project, "simulate")
-    finally:
-        os.close(fd)
+    result, before = run_main_while_held(project, ws, "simulate")
 
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr == (
