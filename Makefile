@@ -73,10 +73,10 @@ STALE_NOTE = @$(BIN)/python -m generator generate --check $(FILES_ARGS) --out $(
 	*) echo "warning: $(JOBS) does not generate (make check says where): running the folders in $(OUT) as they are" >&2 ;; \
 	esac
 
-## simulate: run every generated job with nvflare simulator and check the results (PARALLEL=n jobs at once)
+## simulate: run every generated job (or JOB=name ...) with nvflare simulator and check the results (PARALLEL=n jobs at once)
 simulate: setup
 	$(STALE_NOTE)
-	$(BIN)/python -m generator simulate --out $(OUT) --workspace $(WS) $(if $(PARALLEL),--parallel $(PARALLEL))
+	$(BIN)/python -m generator simulate --out $(OUT) --workspace $(WS) $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 ## poc: run every generated job on a POC system (server and clients on 127.0.0.1) started for them, then stop it (PARALLEL=n jobs at once)
 poc: setup

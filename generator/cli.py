@@ -355,8 +355,9 @@ COMMANDS = {
 }
 
 
-def finish(code: int) -> NoReturn:
-    """Exit with ``code`` (``python -m generator`` calls it with :func:`main`'s).
+def finish(code: int, crashed: bool = False) -> NoReturn:
+    """Exit with ``code`` (``python -m generator`` calls it with :func:`main`'s; ``crashed``: main
+    raised an unexpected error, whose traceback was printed).
 
     When a call to NVFlare was given up on (:func:`generator.poc.abandoned_calls`: a login to a POC
     server stopped meanwhile, by Ctrl-C while the system started), NVFlare's connector threads retry
@@ -365,11 +366,12 @@ def finish(code: int) -> NoReturn:
     (exit code above 128) while some thread but the main one still runs in a process that used
     NVFlare's admin API: a trial hung for good on the connector of a session nobody closed.
     Everything of ours is done by then (system stopped, results written), so the process ends at
-    once (``os._exit``, output flushed). Otherwise a normal ``sys.exit``.
+    once (``os._exit``, output flushed). The same after a crash (an error of ours: whatever it
+    left open must not keep the process alive for good). Otherwise a normal ``sys.exit``.
     """
     poc = sys.modules.get("generator.poc")  # only a command that ran it imported it
     waited_for = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if poc is not None and (poc.abandoned_calls() or (code > 128 and waited_for)):
+    if poc is not None and (poc.abandoned_calls() or ((code > 128 or crashed) and waited_for)):
         REPORTER.flush()
         os._exit(code)
     sys.exit(code)

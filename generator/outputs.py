@@ -89,11 +89,12 @@ def folder_problems(root: Path, option: str) -> list[Problem]:
     return []
 
 
-def lock_folder(folder: Path) -> int | None:
-    """Take an exclusive advisory lock (``flock``, ``man 2 flock``) on the folder ``folder`` itself
-    (no lock file is made): the open descriptor that holds it (close it to release the lock; the
-    kernel releases it when the process ends, however it ends), or None when another open
-    description holds it (another run; in this process too). Not on POSIX: -1, no lock.
+def lock_folder(folder: Path, shared: bool = False) -> int | None:
+    """Take an exclusive advisory lock (``flock``, ``man 2 flock``; ``shared``: a shared one, which
+    only an exclusive one excludes) on the folder ``folder`` itself (no lock file is made): the
+    open descriptor that holds it (close it to release the lock; the kernel releases it when the
+    process ends, however it ends), or None when another open description holds a lock that
+    excludes it (another run; in this process too). Not on POSIX: -1, no lock.
 
     Raises:
         OSError: ``folder`` cannot be opened (it must exist).
@@ -104,7 +105,7 @@ def lock_folder(folder: Path) -> int | None:
         return -1
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
@@ -112,21 +113,39 @@ def lock_folder(folder: Path) -> int | None:
 
 
 @contextlib.contextmanager
-def one_run_in(folders: dict[str, Path], command: str) -> Iterator[None]:
+def one_run_in(folders: dict[str, Path], command: str, jobs: Path | None = None) -> Iterator[None]:
     """Make each folder of ``folders`` (``{option: folder}``, e.g. ``{"--workspace": ...}``) and hold
     :func:`lock_folder` on it until the block ends, so that a second run of ``simulate``, ``poc``
     or ``submit`` on one of them is refused before it changes anything there (it would clear a
-    workspace, or a download, that this run is using).
+    workspace, or a download, that this run is using). The generated jobs folder ``jobs``
+    (``--out``), which several runs may read at once, is held with a shared lock: ``generate``
+    takes an exclusive one (:func:`generator.write.write_jobs`), so it does not change the folders
+    under a run, nor a run start while it writes.
 
     Args:
         folders (dict[str, Path]): the folders, checked beforehand (:func:`folder_problems`), by the
             option that names them. command (str): this run's command, for the message.
+        jobs (Path | None): the generated jobs folder the run reads (None: none held).
 
     Raises:
-        OutputError: another run holds a folder's lock (exit code 2); the folders taken so far are
-            released, and the refused one is left as it was.
+        OutputError: another run holds a folder's lock, or ``generate`` is writing ``jobs`` (exit
+            code 2); the folders taken so far are released, and the refused one is left as it was.
     """
     with contextlib.ExitStack() as held:
+        if jobs is not None and jobs.is_dir():
+            fd = lock_folder(jobs, shared=True)
+            if fd is None:
+                raise OutputError(
+                    [
+                        _problem(
+                            jobs,
+                            f"--out: `generate` is writing the job folders here now; `{command}` would run "
+                            "them half-written: try again when it has finished",
+                        )
+                    ]
+                )
+            if fd >= 0:
+                held.callback(os.close, fd)
         # the folders there already first (only those can be another run's), then the new ones:
         # a refusal has made nothing
         for option, folder in sorted(folders.items(), key=lambda item: not item[1].is_dir()):

@@ -1220,17 +1220,18 @@ def _prepare_outputs(downloads: Path, results_path: Path | None, managed: dict) 
         raise OutputError(problems)
 
 
-def _held(folders: dict[str, Path], command: str, events) -> contextlib.ExitStack:
-    """Make and lock ``folders`` (``{option: folder}``) for this run (:func:`generator.outputs.one_run_in`:
-    a second run on one of them is refused), mark the downloads folder as ours, and stop what an
-    earlier run in the POC workspace (``--workspace``) left running (told to ``events``).
+def _held(folders: dict[str, Path], command: str, events, jobs: Path) -> contextlib.ExitStack:
+    """Make and lock ``folders`` (``{option: folder}``) and the generated jobs folder ``jobs`` for this
+    run (:func:`generator.outputs.one_run_in`: a second run on one of them, or a ``generate`` of
+    ``jobs``, is refused), mark the downloads folder as ours, and stop what an earlier run in the
+    POC workspace (``--workspace``) left running (told to ``events``).
 
     Raises:
         OutputError: another run holds a folder (nothing is changed).
     """
     held = contextlib.ExitStack()
     with held:
-        held.enter_context(one_run_in(folders, command))
+        held.enter_context(one_run_in(folders, command, jobs))
         downloads = folders["--downloads"]
         (downloads / POC_RESULTS_MARKER).write_text("job results downloaded by nvflare-jobgen\n")
         if "--workspace" in folders:
@@ -1287,7 +1288,7 @@ def poc_all(
         raise OutputError(problems)
     managed = {"the generated jobs folder": out, "the POC workspace": root, DOWNLOADS: downloads}
     _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
-    with _held({"--workspace": root, "--downloads": downloads}, "poc", events):
+    with _held({"--workspace": root, "--downloads": downloads}, "poc", events, out):
         return _poc_run(out, root.resolve(), manifest, selected, downloads, results_path, timeout, events, parallel)
 
 
@@ -1321,7 +1322,11 @@ def _poc_run(out, root, manifest, selected, downloads, results_path, timeout, ev
             again = " (reusing the one an earlier run provisioned)" if reused else ""
             events.system_step(f"prepared a POC system of {num_clients} client(s) in {root / 'poc'}{again}")
             seconds, session = start_poc(root, system, port, num_clients, log)
-            events.system_step(f"started server (127.0.0.1:{port}) and {num_clients} client(s) in {seconds:.1f} s")
+            try:
+                events.system_step(f"started server (127.0.0.1:{port}) and {num_clients} client(s) in {seconds:.1f} s")
+            except BaseException:  # the session is run_jobs' to close only once it has it
+                _close(session)
+                raise
             results = run_jobs(
                 system, out, manifest, selected, downloads, timeout, events, parallel, stop_now, session, abort=False
             )
@@ -1372,7 +1377,7 @@ def submit_all(
     }
     _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
     results: list[JobResult] = []
-    with _held({"--downloads": downloads}, "submit", events), interrupt_on_signals() as received:
+    with _held({"--downloads": downloads}, "submit", events, out), interrupt_on_signals() as received:
         with contextlib.suppress(Interrupted):  # between two polls: the results so far are returned
             results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel)
         return _conclude(results, results_path, events, received, "submit")

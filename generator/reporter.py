@@ -15,6 +15,7 @@ simulator code through it.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import threading
@@ -40,12 +41,20 @@ class Reporter:
     # -- plain output ---------------------------------------------------------------------------
 
     def lines(self, lines: Iterable[str], err: bool = False) -> None:
-        """Write ``lines`` (each without its newline) as one block, to stderr when ``err``; flushed."""
+        """Write ``lines`` (each without its newline) as one block, to stderr when ``err``; flushed.
+
+        A stream whose reader went away (``... | head -1``: ``BrokenPipeError``) is pointed at
+        ``os.devnull`` and the command goes on: a run is not cut short half-way (with a POC system
+        up, an admin session open) by its console, and ends as it would have, results written.
+        """
         stream = (self._stderr or sys.stderr) if err else (self._stdout or sys.stdout)
         text = "".join(f"{line}\n" for line in lines)
         with self._lock:
-            stream.write(text)
-            stream.flush()
+            try:
+                stream.write(text)
+                stream.flush()
+            except BrokenPipeError:
+                _to_devnull(stream)
 
     def line(self, text: str = "", err: bool = False) -> None:
         """Write one line (to stderr when ``err``)."""
@@ -55,7 +64,10 @@ class Reporter:
         """Flush stdout and stderr, whoever wrote to them last (before an exit that skips Python's own)."""
         with self._lock:
             for stream in (self._stdout or sys.stdout, self._stderr or sys.stderr):
-                stream.flush()
+                try:
+                    stream.flush()
+                except BrokenPipeError:
+                    _to_devnull(stream)
 
     def problems(self, problems: Iterable) -> None:
         """One line per problem (a :class:`generator.errors.Problem`, printed by its ``str``) to stderr."""
@@ -174,6 +186,19 @@ class Reporter:
 
         for sweep in sweeps:
             self.lines(["", *sweep_table(sweep)])
+
+
+def _to_devnull(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at ``os.devnull`` (its reader is gone): what is still
+    buffered, and every later write, Python's flush at exit included, goes nowhere instead of
+    raising ``BrokenPipeError`` again (the way the Python docs' "Note on SIGPIPE" recommends)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a test's StringIO never breaks)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _model_text(model) -> str:

@@ -198,6 +198,34 @@ def remove_links(folder: str) -> None:
     os.rmdir(folder)
 
 
+def remove_stale_links(workspace: str | Path) -> list[str]:
+    """Remove the link folders (``jobgen-run-*`` in :data:`LINK_PARENTS`) that a run in ``workspace``
+    left behind because it was killed (SIGKILL) before its clean-up: those holding only links, one
+    of them into ``workspace``. The caller holds the workspace's lock
+    (:func:`generator.outputs.one_run_in`), so no run in progress uses them; only the links and
+    their folder are removed, never what they point to.
+
+    Returns:
+        list[str]: the folders removed.
+    """
+    roots = {os.path.abspath(workspace), os.path.realpath(workspace)}
+    removed = []
+    for parent in dict.fromkeys(candidate or tempfile.gettempdir() for candidate in LINK_PARENTS):
+        try:
+            folders = [e.path for e in os.scandir(parent) if e.name.startswith(LINK_PREFIX)]
+        except OSError:
+            continue
+        for folder in folders:
+            try:
+                targets = [os.readlink(entry.path) for entry in os.scandir(folder)]  # OSError: not a link
+                if any(t == root or t.startswith(root + os.sep) for t in targets for root in roots):
+                    remove_links(folder)
+                    removed.append(folder)
+            except OSError:  # not ours to judge (not a folder of links, another user's)
+                continue
+    return removed
+
+
 @contextlib.contextmanager
 def run_paths(workspace: str | Path, python: str | None = None, prefix: str | None = None) -> Iterator[RunPaths]:
     """The paths to start one simulator run with, through links when a path needs them.

@@ -70,7 +70,7 @@ from .runner import (
     run_process,
     stop_earlier_run,
 )
-from .safepaths import LINK_PREFIX, check_paths, link_parent, remove_links, run_paths
+from .safepaths import LINK_PREFIX, check_paths, link_parent, remove_links, remove_stale_links, run_paths
 from .sweep import compare, last_values, model_mean, plot_names, plot_sweep
 from .tracking import ProjectStoreFiller, check_store, project_store
 from .write import read_entries
@@ -869,10 +869,11 @@ def simulate_all(
     if store:
         events = ProjectStoreFiller(events, store, manifest, _READERS_LOCK)
     run = _run_parallel if parallel > 1 else _run_serial
-    with one_run_in({"--workspace": Path(workspace)}, "simulate"):
+    with one_run_in({"--workspace": Path(workspace)}, "simulate", jobs=out):
         stopped = stop_earlier_run(workspace)
         if stopped:
             events.earlier_run_stopped(str(workspace), stopped)
+        remove_stale_links(workspace)  # what such a run left in /tmp
         return _simulate_held(out, workspace, manifest, selected, results_path, reports, timeout, events, parallel, run)
 
 

@@ -335,16 +335,31 @@ def recover(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def _locked(folder: Path):
-    """Hold an exclusive advisory lock on ``folder`` (:func:`generator.outputs.lock_folder`)."""
-    fd = lock_folder(folder)
-    if fd is None:
-        raise _fail(folder, "another generate run is writing here; try again when it has finished")
+def _locked(folder: Path, out: Path):
+    """Hold an exclusive advisory lock (:func:`generator.outputs.lock_folder`) on ``folder`` (the
+    output's parent: one generate at a time) and on the output folder ``out`` if it is there: a
+    ``simulate``, ``poc`` or ``submit`` running its job folders holds a shared one
+    (:func:`generator.outputs.one_run_in`), and they must not change under it."""
+    held = []
     try:
+        fd = lock_folder(folder)
+        if fd is None:
+            raise _fail(folder, "another generate run is writing here; try again when it has finished")
+        held.append(fd)
+        if out.is_dir() and not out.is_symlink():
+            fd = lock_folder(out)
+            if fd is None:
+                raise _fail(
+                    out,
+                    "a simulate, poc or submit run is running the job folders here; generating now would "
+                    "change them under it: try again when it has finished, or generate into another --out",
+                )
+            held.append(fd)
         yield
     finally:
-        if fd >= 0:
-            os.close(fd)
+        for fd in held:
+            if fd >= 0:
+                os.close(fd)
 
 
 def _check_job(where: Path, files: dict[str, bytes], entry: ManifestEntry, rendered: bool) -> None:
@@ -476,7 +491,7 @@ def write_jobs(
         raise _fail(out, "is the root of the file system; choose a folder for the generated jobs (--out)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(out.parent):
+        with _locked(out.parent, out):
             recover(out)
             manifest = read_manifest(out)
             if manifest.get("token"):  # recover() found no temporary folder to finish the run with

@@ -135,13 +135,15 @@ def run_main(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["generator", *args], code, out.getvalue(), err.getvalue())
 
 
-def run_main_while_held(cwd: Path, folder: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+def run_main_while_held(
+    cwd: Path, folder: Path, *args: str, shared: bool = False
+) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
     """:func:`run_main` while another run holds ``folder`` (``generator.outputs.lock_folder``, what
-    a running ``simulate``/``poc``/``submit`` holds); the result and the :func:`snapshot` of ``cwd``
-    taken just before it."""
+    a running ``simulate``/``poc``/``submit`` holds on its workspace, or ``shared``: on the
+    generated jobs it runs); the result and the :func:`snapshot` of ``cwd`` taken just before it."""
     from generator.outputs import lock_folder
 
-    fd = lock_folder(folder)
+    fd = lock_folder(folder, shared=shared)
     try:
         before = snapshot(cwd)
         return run_main(cwd, *args), before

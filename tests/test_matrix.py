@@ -319,6 +319,21 @@ def test_make_generate_passes_each_file_of_jobs_and_each_set():
     )
 
 
+@pytest.mark.parametrize("target", ["simulate", "poc"])
+def test_make_simulate_and_poc_run_only_the_jobs_named_by_job(target):
+    """`make simulate JOB=name` ran all 14 jobs in a trial (the recipe had no --job; poc's had)."""
+    result = subprocess.run(
+        ["make", "-n", "--no-print-directory", target, "JOB=np-full-in-process np-cyclic"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    (command,) = [line for line in result.stdout.splitlines() if f"-m generator {target} " in line]
+    assert "--job np-full-in-process --job np-cyclic" in command
+
+
 @pytest.mark.simulator
 def test_a_simulated_2x2_sweep_ends_each_combination_with_its_own_model(project):
     _files(

@@ -556,6 +556,35 @@ def test_an_interrupted_exit_does_not_wait_for_nvflares_threads_of_a_session_lef
     assert time.monotonic() - started < 30
 
 
+CRASH_WITH_A_SESSION_LEFT_OPEN = """\
+import runpy
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import generator.cli
+import generator.poc  # noqa: F401  (a command that used NVFlare's admin API)
+
+
+def main():
+    ThreadPoolExecutor(1).submit(time.sleep, 60)  # as the connector of a session nobody closed
+    raise RuntimeError("a bug of ours")
+
+
+generator.cli.main = main
+runpy.run_module("generator", run_name="__main__")
+"""
+
+
+def test_a_crash_prints_its_traceback_and_does_not_wait_for_nvflares_threads_of_a_session_left_open(tmp_path):
+    """Seen: `poc ... | head -1` raised BrokenPipeError past the session it had just opened, and the
+    process then waited at exit for NVFlare's connector threads of that session, for good."""
+    started = time.monotonic()
+    done = _python(CRASH_WITH_A_SESSION_LEFT_OPEN, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("Traceback") and done.stderr.endswith("RuntimeError: a bug of ours\n")
+    assert time.monotonic() - started < 30
+
+
 COMM_CONFIG_PROBE = """\
 import sys
 from collections.abc import Callable

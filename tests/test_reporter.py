@@ -198,3 +198,36 @@ def test_a_run_stopped_before_its_first_job_prints_no_table_and_says_nothing_was
     assert str(problem) == "poc: interrupted by SIGINT before any job ran; no results written"
     (problem,) = RunInterrupted("SIGTERM", "build/results.json", 2).problems
     assert str(problem) == "simulate: interrupted by SIGTERM; the results of 2 job(s) are in build/results.json"
+
+
+def test_a_console_whose_reader_went_away_is_dropped_and_the_command_goes_on(tmp_path):
+    """``python -m generator poc | head -1``: the rest of the run's lines go nowhere, no
+    BrokenPipeError cuts the run short (seen: a POC run that then never exited), none at exit either."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    read, write = os.pipe()
+    os.close(read)  # `head -1` has read its line and exited
+    with os.fdopen(write, "w") as stream:
+        reporter = Reporter(stdout=stream)
+        reporter.line("first")
+        reporter.lines(["second", "third"])
+        reporter.flush()
+        assert os.path.samestat(os.fstat(stream.fileno()), os.stat(os.devnull))
+
+    read, write = os.pipe()
+    os.close(read)
+    done = subprocess.run(
+        [sys.executable, "-m", "generator", "validate"],
+        cwd=ROOT,
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    os.close(write)
+    assert (done.returncode, done.stderr) == (0, "")

@@ -431,9 +431,42 @@ def test_a_workspace_another_run_is_using_is_refused_and_left_as_it_is(project):
     os.close(fd)
 
 
+def test_generate_does_not_change_the_job_folders_a_run_is_running_nor_a_run_start_on_half_written_ones(project):
+    """`make run` while `make simulate` runs: its generate would swap job folders under the running
+    simulate (seen: 10 jobs of the first run FAILED, "not final (after round 3 of 5)")."""
+    assert run_main(project, "generate").returncode == 0
+    (project / "jobs.yaml").write_text((project / "jobs.yaml").read_text().replace("num_rounds: 5 ", "num_rounds: 3 "))
+    jobs = project / "build/jobs"
+
+    result, before = run_main_while_held(project, jobs, "generate", shared=True)  # what a run holds
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (
+        "build/jobs: a simulate, poc or submit run is running the job folders here; generating now would change "
+        "them under it: try again when it has finished, or generate into another --out\n"
+    )
+    assert snapshot(project) == before
+    from generator.outputs import lock_folder
+
+    first, second = lock_folder(jobs, shared=True), lock_folder(jobs, shared=True)  # runs share it
+    assert first is not None and second is not None
+    os.close(first)
+    os.close(second)
+
+    result, before = run_main_while_held(project, jobs, "simulate")  # what generate holds while it writes
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (
+        "build/jobs: --out: `generate` is writing the job folders here now; `simulate` would run them "
+        "half-written: try again when it has finished\n"
+    )
+    assert snapshot(project) == before
+
+
 def test_simulate_stops_what_a_killed_run_left_running_in_its_workspace(project, monkeypatch):
     """A run killed by SIGKILL cannot stop its simulator; the next run in that workspace does,
-    before it clears the folders, and says so; a process only working in the folder is left alone."""
+    before it clears the folders, and says so; a process only working in the folder is left alone.
+    The killed run's TMPDIR link folder goes too, another's stays."""
     from generator.runner import mark_run
 
     assert run_main(project, "generate").returncode == 0
@@ -445,6 +478,12 @@ def test_simulate_stops_what_a_killed_run_left_running_in_its_workspace(project,
     shell = subprocess.Popen(sleep, cwd=ws / "np-full-in-process")  # a user's, looking at the logs
     for run in ("_run_serial", "_run_parallel"):  # no job needs to run for this
         monkeypatch.setattr(simulate, run, lambda *args: [])
+    # and the short TMPDIR link of its run (run_tmp), beside another run's
+    monkeypatch.setattr(tempfile, "tempdir", str(project / "tmp"))
+    (project / "tmp/jobgen-run-killed").mkdir(parents=True)
+    (project / "tmp/jobgen-run-killed/t").symlink_to(ws.absolute() / "_tmp/np-full-in-process")
+    (project / "tmp/jobgen-run-other").mkdir()
+    (project / "tmp/jobgen-run-other/t").symlink_to(project / "elsewhere/_tmp/x")
     try:
         result = run_main(project, "simulate")
         assert result.returncode == 0, result.stderr
@@ -454,6 +493,7 @@ def test_simulate_stops_what_a_killed_run_left_running_in_its_workspace(project,
         )
         left.wait(timeout=5)
         assert shell.poll() is None
+        assert sorted(p.name for p in (project / "tmp").iterdir()) == ["jobgen-run-other"]
     finally:
         for proc in (left, shell):
             proc.kill()

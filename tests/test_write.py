@@ -116,7 +116,7 @@ def test_a_forged_manifest_does_not_make_a_folder_ours(project, built, cli):
 
 
 def test_another_run_holding_the_lock_is_waited_for_not_raced(project, built, cli):
-    with write._locked(built.parent):
+    with write._locked(built.parent, built):
         assert refused(cli, project) == ["build: another generate run is writing here; try again when it has finished"]
 
 
