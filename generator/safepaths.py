@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import JobgenError, Problem
+from .layout import TMP_DIR
 from .runner import deferred_signals
 
 #: Where the link folder may go, first safe and writable one wins.
@@ -190,25 +191,41 @@ def remove_links(folder: str) -> None:
         folder (str): a folder holding only symbolic links.
 
     Raises:
-        OSError: the folder holds something that is not a link, or cannot be removed.
+        OSError: the folder holds something that is not a link, or cannot be removed (one that is
+            gone already, with its links, is not an error).
     """
-    for entry in os.scandir(folder):
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for entry in entries:
         if entry.is_symlink():
-            os.unlink(entry.path)
-    os.rmdir(folder)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(folder)
 
 
 def remove_stale_links(workspace: str | Path) -> list[str]:
     """Remove the link folders (``jobgen-run-*`` in :data:`LINK_PARENTS`) that a run in ``workspace``
     left behind because it was killed (SIGKILL) before its clean-up: those holding only links, one
-    of them into ``workspace``. The caller holds the workspace's lock
-    (:func:`generator.outputs.one_run_in`), so no run in progress uses them; only the links and
-    their folder are removed, never what they point to.
+    of which is a link of a run in ``workspace`` (compared as real paths: to the workspaces folder,
+    :func:`run_paths`' ``w``, or to a run's TMPDIR ``<workspace>/_tmp/<job>``, :func:`generator.
+    simulate.run_tmp`'s ``t``; never a link into a workspaces folder nested deeper, which another
+    run may hold). The caller holds the
+    workspace's lock (:func:`generator.outputs.one_run_in`), so no run in progress uses them; only
+    the links and their folder are removed, never what they point to.
 
     Returns:
         list[str]: the folders removed.
     """
-    roots = {os.path.abspath(workspace), os.path.realpath(workspace)}
+    root = os.path.realpath(workspace)
+    tmp = os.path.join(root, TMP_DIR)
+
+    def of_a_run_here(target: str) -> bool:
+        real = os.path.realpath(target)
+        return real == root or os.path.dirname(real) == tmp
+
     removed = []
     for parent in dict.fromkeys(candidate or tempfile.gettempdir() for candidate in LINK_PARENTS):
         try:
@@ -217,8 +234,9 @@ def remove_stale_links(workspace: str | Path) -> list[str]:
             continue
         for folder in folders:
             try:
-                targets = [os.readlink(entry.path) for entry in os.scandir(folder)]  # OSError: not a link
-                if any(t == root or t.startswith(root + os.sep) for t in targets for root in roots):
+                links = [entry.path for entry in os.scandir(folder)]
+                targets = [os.readlink(link) for link in links]  # OSError: not a link
+                if any(of_a_run_here(os.path.join(folder, t)) for t in targets):
                     remove_links(folder)
                     removed.append(folder)
             except OSError:  # not ours to judge (not a folder of links, another user's)

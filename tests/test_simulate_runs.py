@@ -466,7 +466,9 @@ def test_generate_does_not_change_the_job_folders_a_run_is_running_nor_a_run_sta
 def test_simulate_stops_what_a_killed_run_left_running_in_its_workspace(project, monkeypatch):
     """A run killed by SIGKILL cannot stop its simulator; the next run in that workspace does,
     before it clears the folders, and says so; a process only working in the folder is left alone.
-    The killed run's TMPDIR link folder goes too, another's stays."""
+    The killed run's TMPDIR link folders go too (also one made through a link to the workspace);
+    another run's stay, also a live one's whose workspaces folder is inside this one (seen: removed,
+    that run then crashed at its clean-up)."""
     from generator.runner import mark_run
 
     assert run_main(project, "generate").returncode == 0
@@ -484,6 +486,11 @@ def test_simulate_stops_what_a_killed_run_left_running_in_its_workspace(project,
     (project / "tmp/jobgen-run-killed/t").symlink_to(ws.absolute() / "_tmp/np-full-in-process")
     (project / "tmp/jobgen-run-other").mkdir()
     (project / "tmp/jobgen-run-other/t").symlink_to(project / "elsewhere/_tmp/x")
+    (project / "wslink").symlink_to(ws.absolute())  # a run that named its workspace through a link
+    (project / "tmp/jobgen-run-via-link").mkdir()
+    (project / "tmp/jobgen-run-via-link/t").symlink_to(project / "wslink/_tmp/np-diff-in-process")
+    (project / "tmp/jobgen-run-nested").mkdir()  # a live run's, its workspaces folder inside this one
+    (project / "tmp/jobgen-run-nested/t").symlink_to(ws.absolute() / "extra/_tmp/np-full-in-process")
     try:
         result = run_main(project, "simulate")
         assert result.returncode == 0, result.stderr
@@ -493,7 +500,7 @@ def test_simulate_stops_what_a_killed_run_left_running_in_its_workspace(project,
         )
         left.wait(timeout=5)
         assert shell.poll() is None
-        assert sorted(p.name for p in (project / "tmp").iterdir()) == ["jobgen-run-other"]
+        assert sorted(p.name for p in (project / "tmp").iterdir()) == ["jobgen-run-nested", "jobgen-run-other"]
     finally:
         for proc in (left, shell):
             proc.kill()
