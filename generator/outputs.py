@@ -113,6 +113,24 @@ def lock_folder(folder: Path, shared: bool = False) -> int | None:
 
 
 @contextlib.contextmanager
+def holding(folder: Path, refusal: str, shared: bool = False) -> Iterator[None]:
+    """Hold :func:`lock_folder` on ``folder`` (``shared`` or exclusive) until the block ends.
+
+    Raises:
+        OutputError: another open description holds a lock that excludes it: ``refusal``, naming
+            ``folder`` (exit code 2).
+    """
+    fd = lock_folder(folder, shared)
+    if fd is None:
+        raise OutputError([_problem(folder, refusal)])
+    try:
+        yield
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+@contextlib.contextmanager
 def one_run_in(folders: dict[str, Path], command: str, jobs: Path | None = None) -> Iterator[None]:
     """Make each folder of ``folders`` (``{option: folder}``, e.g. ``{"--workspace": ...}``) and hold
     :func:`lock_folder` on it until the block ends, so that a second run of ``simulate``, ``poc``
@@ -133,37 +151,21 @@ def one_run_in(folders: dict[str, Path], command: str, jobs: Path | None = None)
     """
     with contextlib.ExitStack() as held:
         if jobs is not None and jobs.is_dir():
-            fd = lock_folder(jobs, shared=True)
-            if fd is None:
-                raise OutputError(
-                    [
-                        _problem(
-                            jobs,
-                            f"--out: `generate` is writing the job folders here now; `{command}` would run "
-                            "them half-written: try again when it has finished",
-                        )
-                    ]
-                )
-            if fd >= 0:
-                held.callback(os.close, fd)
+            refusal = (
+                f"--out: `generate` is writing the job folders here now; `{command}` would run them "
+                "half-written: try again when it has finished"
+            )
+            held.enter_context(holding(jobs, refusal, shared=True))
         # the folders there already first (only those can be another run's), then the new ones:
         # a refusal has made nothing
         for option, folder in sorted(folders.items(), key=lambda item: not item[1].is_dir()):
             folder.mkdir(parents=True, exist_ok=True)
-            fd = lock_folder(folder)
-            if fd is None:
-                raise OutputError(
-                    [
-                        _problem(
-                            folder,
-                            f"{option}: another run of the generator (simulate, poc or submit) is using this "
-                            f"folder; `{command}` would clear what that run writes there: wait until it has "
-                            f"finished, or give another {option}",
-                        )
-                    ]
-                )
-            if fd >= 0:
-                held.callback(os.close, fd)
+            refusal = (
+                f"{option}: another run of the generator (simulate, poc or submit) is using this folder; "
+                f"`{command}` would clear what that run writes there: wait until it has finished, or give "
+                f"another {option}"
+            )
+            held.enter_context(holding(folder, refusal))
         yield
 
 

@@ -47,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1220,7 +1220,8 @@ def _prepare_outputs(downloads: Path, results_path: Path | None, managed: dict) 
         raise OutputError(problems)
 
 
-def _held(folders: dict[str, Path], command: str, events, jobs: Path) -> contextlib.ExitStack:
+@contextlib.contextmanager
+def _held(folders: dict[str, Path], command: str, events, jobs: Path) -> Iterator[None]:
     """Make and lock ``folders`` (``{option: folder}``) and the generated jobs folder ``jobs`` for this
     run (:func:`generator.outputs.one_run_in`: a second run on one of them, or a ``generate`` of
     ``jobs``, is refused), mark the downloads folder as ours, and stop what an earlier run in the
@@ -1229,16 +1230,13 @@ def _held(folders: dict[str, Path], command: str, events, jobs: Path) -> context
     Raises:
         OutputError: another run holds a folder (nothing is changed).
     """
-    held = contextlib.ExitStack()
-    with held:
-        held.enter_context(one_run_in(folders, command, jobs))
-        downloads = folders["--downloads"]
-        (downloads / POC_RESULTS_MARKER).write_text("job results downloaded by nvflare-jobgen\n")
+    with one_run_in(folders, command, jobs):
+        (folders["--downloads"] / POC_RESULTS_MARKER).write_text("job results downloaded by nvflare-jobgen\n")
         if "--workspace" in folders:
             stopped = stop_earlier_run(folders["--workspace"])
             if stopped:
                 events.earlier_run_stopped(str(folders["--workspace"]), stopped)
-        return held.pop_all()
+        yield
 
 
 def _conclude(results: list[JobResult], results_path, events, received: list[int], command: str) -> list[JobResult]:

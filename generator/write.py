@@ -51,7 +51,7 @@ from pathlib import Path
 from .errors import OutputError, Problem
 from .jsonio import loads, pretty, write_pretty
 from .layout import CONFIG_FILES, GENERATOR_ID, MANIFEST, ManifestEntry
-from .outputs import lock_folder
+from .outputs import holding
 
 #: Kinds of leftovers a run may leave beside ``out`` if killed: ``.<out>.<kind>-<suffix>``.
 _TMP, _OLD, _DEL = "tmp", "old", "del"
@@ -336,30 +336,19 @@ def recover(out: Path) -> None:
 
 @contextlib.contextmanager
 def _locked(folder: Path, out: Path):
-    """Hold an exclusive advisory lock (:func:`generator.outputs.lock_folder`) on ``folder`` (the
+    """Hold an exclusive advisory lock (:func:`generator.outputs.holding`) on ``folder`` (the
     output's parent: one generate at a time) and on the output folder ``out`` if it is there: a
     ``simulate``, ``poc`` or ``submit`` running its job folders holds a shared one
     (:func:`generator.outputs.one_run_in`), and they must not change under it."""
-    held = []
-    try:
-        fd = lock_folder(folder)
-        if fd is None:
-            raise _fail(folder, "another generate run is writing here; try again when it has finished")
-        held.append(fd)
+    with contextlib.ExitStack() as held:
+        held.enter_context(holding(folder, "another generate run is writing here; try again when it has finished"))
         if out.is_dir() and not out.is_symlink():
-            fd = lock_folder(out)
-            if fd is None:
-                raise _fail(
-                    out,
-                    "a simulate, poc or submit run is running the job folders here; generating now would "
-                    "change them under it: try again when it has finished, or generate into another --out",
-                )
-            held.append(fd)
+            refusal = (
+                "a simulate, poc or submit run is running the job folders here; generating now would change them "
+                "under it: try again when it has finished, or generate into another --out"
+            )
+            held.enter_context(holding(out, refusal))
         yield
-    finally:
-        for fd in held:
-            if fd >= 0:
-                os.close(fd)
 
 
 def _check_job(where: Path, files: dict[str, bytes], entry: ManifestEntry, rendered: bool) -> None:
