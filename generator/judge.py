@@ -795,34 +795,56 @@ def cross_site_problems(
 #: The logger of the generated ``MetricsDeliveryClient`` (``app/custom/jobgen_metrics_delivery.py``).
 DELIVERY_CLIENT_LOGGER = "jobgen_metrics_delivery.MetricsDeliveryClient"
 #: What ``MetricsDeliveryClient`` (``templates/shared/custom/jobgen_metrics_delivery.py``) logs at the
-#: end of a run: the number of federated metric events its site's client job fired, as ``sent``.
+#: end of a run: how many of the federated metric events its site's client job fired (``sent``) the
+#: server said it had posted to its receivers (``had``).
 _POINTS_SENT = re.compile(
     r"the server has all (?P<all>\d+) metric points of this site"
-    r"|the server has \d+ of (?P<of>\d+) metric points of this site"
-    r"|waiting for the server to have this site's metric points: \d+ of (?P<waiting>\d+)"
+    r"|the server has (?P<had>\d+) of (?P<of>\d+) metric points of this site"
+    r"|waiting for the server to have this site's metric points: (?P<had_w>\d+) of (?P<waiting>\d+)"
 )
 
 
-def points_sent(site_dir: Path) -> int | None:
-    """How many metric points a site's client job sent to the server, as that job last reported it.
+@dataclass(frozen=True)
+class PointsSent:
+    """A site's metric points as its client job last reported them (:func:`points_sent`).
+
+    Attributes:
+        sent (int): federated metric events the client job fired (one per ``log`` call of the
+            script; an event may carry several metric keys).
+        server_had (int): how many of them the server said it had posted to its receivers.
+    """
+
+    sent: int
+    server_had: int
+
+
+def points_sent(site_dir: Path) -> PointsSent | None:
+    """How many metric points a site's client job sent to the server, and how many the server had, as
+    that job last reported it.
 
     A metric point travels script -> client job (in a sub-process job, NVFlare's Client API sends each
     one fire-and-forget from the script's process to the client job's cell, dropping it silently if that
-    link is not there at that moment) -> server (checked by the delivery handshake). The count that
-    ``MetricsDeliveryClient`` logs at the end of the run tells the two legs apart.
+    link is not there at that moment) -> server (checked by the delivery handshake) -> the server's
+    receiver and its store. The counts that ``MetricsDeliveryClient`` logs at the end of the run tell
+    the legs apart.
 
     Args:
         site_dir (Path): the site's workspace folder (``WS/site-1``); its ``log.json`` is read.
 
     Returns:
-        int | None: the last count the site logged; None when it logged none (no receiver, the job
-        ended before its end-of-run handshake, or no log).
+        PointsSent | None: the last counts the site logged; None when it logged none (no receiver,
+        the job ended before its end-of-run handshake, or no log).
     """
-    count = None
+    counts = None
     for record in read_records(site_dir / LOG_JSON, (b"metric points",)):
         if record.get("fullName") != DELIVERY_CLIENT_LOGGER:  # a script's print is relayed under another
             continue
         match = _POINTS_SENT.search(str(record.get("message", "")))
         if match:
-            count = int(next(g for g in match.groups() if g is not None))
-    return count
+            if match["all"] is not None:
+                counts = PointsSent(int(match["all"]), int(match["all"]))
+            elif match["of"] is not None:
+                counts = PointsSent(int(match["of"]), int(match["had"]))
+            else:
+                counts = PointsSent(int(match["waiting"]), int(match["had_w"]))
+    return counts

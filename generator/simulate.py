@@ -364,20 +364,38 @@ def _metric_problems(info: ManifestEntry, counts: dict, ws: Path | None = None) 
     return problems
 
 
+#: What a missing-points problem says when NVFlare's Client API lost them between a sub-process
+#: training script and its client job (each point sent fire-and-forget; see :func:`_where_points_went`).
+LOST_FROM_SCRIPT = "the rest never reached it from the training script"
+
+
 def _where_points_went(site: str, stored: int, ws: Path | None) -> str:
-    """Which leg lost a site's missing points, from the count its client job logged (:func:`points_sent`):
-    ``""`` when the site's log does not say (no ``ws``, or a ``submit`` download without site logs)."""
-    sent = points_sent(ws / site) if ws is not None else None
-    if sent is None:
+    """Which leg lost a site's missing points, from the counts its client job logged (:func:`points_sent`):
+    ``""`` when the site's log does not say (no ``ws``, or a ``submit`` download without site logs).
+
+    ``stored`` is the number of values the site has in the store, all keys together; one event the
+    client job sent carries one value or more, so fewer stored values than events the server had
+    means the server's receiver (or its store) lost some.
+    """
+    counts = points_sent(ws / site) if ws is not None else None
+    if counts is None:
         return ""
     log = f"{site}/{LOG_JSON}"
-    if stored >= sent:
+    if counts.server_had < counts.sent:
         return (
-            f" ({site}'s client job sent the server every point it got, {sent} in all ({log}): the rest never "
-            "reached it from the training script; in a sub-process job NVFlare's Client API sends each point "
-            "from the script's process fire-and-forget)"
+            f" ({site}'s client job sent {counts.sent} points in all ({log}); the server had {counts.server_had} "
+            "of them when the run ended: the rest were lost between the client job and the server)"
         )
-    return f" ({site}'s client job sent {sent} points in all ({log}); the server's receiver stored {stored})"
+    if stored >= counts.sent:
+        return (
+            f" ({site}'s client job sent the server every point it got, {counts.sent} in all ({log}): "
+            f"{LOST_FROM_SCRIPT}; in a sub-process job NVFlare's Client API sends each point from the script's "
+            "process fire-and-forget)"
+        )
+    return (
+        f" (the server had all {counts.sent} points {site}'s client job sent ({log}); its receiver stored "
+        f"{stored} values: the rest were lost in the server's receiver or its store; see {SERVER_SITE}/log.txt)"
+    )
 
 
 def _without_password(uri: str) -> str:

@@ -307,14 +307,15 @@ def test_an_import_failure_in_process_is_found_on_the_console(tmp_path, line):
 
 def test_the_points_a_client_job_sent_come_from_its_delivery_component_only(tmp_path):
     """The last count MetricsDeliveryClient logged; a script's print of the same words is not it."""
-    from generator.judge import points_sent
+    from generator.judge import PointsSent, points_sent
 
     ws = workspace(tmp_path, site_1="site-points-sent.log.json")
-    assert points_sent(ws / "site-1") == 749
+    assert points_sent(ws / "site-1") == PointsSent(sent=749, server_had=749)
     assert points_sent(ws / "site-2") is None  # no log: nothing to say
 
 
 def test_missing_points_say_where_they_were_lost(tmp_path):
+    from generator.judge import PointsSent, points_sent
     from generator.simulate import _metric_problems
 
     ws = workspace(tmp_path, site_1="site-points-sent.log.json")
@@ -323,17 +324,28 @@ def test_missing_points_say_where_they_were_lost(tmp_path):
     (before,) = _metric_problems(info, {"site-1": {"x": 749}}, ws)
     assert before.startswith("site-1 stored 749 'x' points, expected 750 (site-1's client job sent the server")
     assert "749 in all (site-1/log.json): the rest never reached it from the training script" in before
-    # the client job sent more than was stored: lost between the client job and the server
+    # the server had every point the client job sent, but fewer values were stored: lost in the receiver
     (after,) = _metric_problems(info, {"site-1": {"x": 700}}, ws)
     assert after == (
-        "site-1 stored 700 'x' points, expected 750 (site-1's client job sent 749 points in all "
-        "(site-1/log.json); the server's receiver stored 700)"
+        "site-1 stored 700 'x' points, expected 750 (the server had all 749 points site-1's client job sent "
+        "(site-1/log.json); its receiver stored 700 values: the rest were lost in the server's receiver or its "
+        "store; see server/log.txt)"
     )
-    # no site log (a POC download): the count alone
-    assert _metric_problems(info, {"site-1": {"x": 749}}, tmp_path / "nothing") == [
-        "site-1 stored 749 'x' points, expected 750"
-    ]
-    assert _metric_problems(info, {"site-1": {"x": 751}}, ws) == ["site-1 stored 751 'x' points, expected 750"]
+    # the client job gave up waiting with points the server never had: lost between the client job and the server
+    log = ws / "site-1/log.json"
+    gave_up = {
+        "fullName": "jobgen_metrics_delivery.MetricsDeliveryClient",
+        "levelname": "WARNING",
+        "message": "the server has 740 of 749 metric points of this site and got none for 30.0 s: ending the run "
+        "without the rest",
+    }
+    log.write_text(log.read_text() + json.dumps(gave_up) + "\n")
+    assert points_sent(ws / "site-1") == PointsSent(sent=749, server_had=740)
+    (lost,) = _metric_problems(info, {"site-1": {"x": 740}}, ws)
+    assert lost == (
+        "site-1 stored 740 'x' points, expected 750 (site-1's client job sent 749 points in all (site-1/log.json); "
+        "the server had 740 of them when the run ended: the rest were lost between the client job and the server)"
+    )
 
 
 # --- the table row of a failed job --------------------------------------------------------------

@@ -54,7 +54,7 @@ EPOCH_END_STEPS = [125 * e + 124 for e in range(15)]
 
 @pytest.fixture(scope="module")
 def shipped_run(tmp_path_factory):
-    """Generate and simulate the shipped jobs.yaml once, as `make run` does."""
+    """Generate and simulate the shipped jobs.yaml once, as `make run` does (see :func:`_again_if_nvflare_lost`)."""
     import shutil
 
     from conftest import ROOT
@@ -65,6 +65,29 @@ def shipped_run(tmp_path_factory):
     assert run_cli(project, "generate").returncode == 0
     result = run_cli(project, "simulate", timeout=1200)
     results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
+    return _again_if_nvflare_lost(project, result, results)
+
+
+def _again_if_nvflare_lost(project: Path, result, results: dict):
+    """Run once more, alone, each job that failed only because NVFlare's Client API lost metric points
+    between a sub-process script and its client job (sent fire-and-forget; seen about once in 60 site
+    runs under CI load, e.g. 1 of 1,890 points). Any other problem, or a loss again, still fails."""
+    from generator.simulate import LOST_FROM_SCRIPT
+
+    lossy = [
+        name
+        for name, r in results.items()
+        if r["status"] != "ok" and r["problems"] and all(LOST_FROM_SCRIPT in p for p in r["problems"])
+    ]
+    failed = [name for name, r in results.items() if r["status"] != "ok"]
+    if not lossy or lossy != failed:
+        return project, result, results
+    print(f"NVFlare lost metric points on the script leg of {lossy}: {[results[n]['problems'] for n in lossy]}")
+    again = run_cli(project, "simulate", *[a for n in lossy for a in ("--job", n)], "--results", "build/again.json")
+    results.update({r["name"]: r for r in json.loads((project / "build/again.json").read_text())})
+    result = subprocess.CompletedProcess(
+        result.args, again.returncode, result.stdout + again.stdout, result.stderr + again.stderr
+    )
     return project, result, results
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import time
 import types
 from pathlib import Path
@@ -50,14 +51,20 @@ def fake_wandb(folder: Path, mode: str) -> types.ModuleType:
         return state["run"]
 
     def log(row, step):
+        if step == 10 and mode == "fail":
+            raise RuntimeError("the W&B service went away")
+        if step == 10 and mode == "crash":
+            os._exit(9)
         state["run"].rows.append({"step": step, **row})
 
     module.init, module.log = init, log
     return module
 
 
-def make_receiver(tmp_path, mode, process_timeout):
-    """The shipped receiver, loaded with the stand-in wandb, initialized for site-1 and site-2."""
+def make_receiver(tmp_path, mode, process_timeout, errors_to: Path | None = None):
+    """The shipped receiver, loaded with the stand-in wandb, initialized for site-1 and site-2;
+    ``errors_to``: its errors, from this process and the forked writers alike, appended to this file
+    (a mock here sees nothing a writer logs)."""
     from nvflare.apis.fl_constant import ProcessType
 
     spec = importlib.util.spec_from_file_location(f"jobgen_wandb_receiver_{mode}", RECEIVER)
@@ -67,7 +74,7 @@ def make_receiver(tmp_path, mode, process_timeout):
     receiver = module.OrderedWandBReceiver(
         wandb_args={"project": "p", "group": "g", "job_type": "t", "name": "run"}, process_timeout=process_timeout
     )
-    receiver.log_error = mock.Mock()
+    receiver.log_error = mock.Mock() if errors_to is None else _append_to(errors_to)
     receiver.log_info = mock.Mock()
     fl_ctx = mock.Mock()
     fl_ctx.get_process_type.return_value = ProcessType.SERVER_JOB
@@ -82,6 +89,18 @@ def make_receiver(tmp_path, mode, process_timeout):
         for step in reversed(range(ROWS)):  # out of order: the receiver writes them in step order
             receiver.get_task_queue(site).put(module.WandBTask(site, "log", {"x": step}, step))
     return receiver, fl_ctx
+
+
+def _append_to(path: Path):
+    def log_error(fl_ctx, message, *args, **kwargs):
+        with path.open("a") as f:
+            f.write(message + "\n")
+
+    return log_error
+
+
+def errors_in(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
 
 
 def written(tmp_path, site):
@@ -117,3 +136,25 @@ def test_a_hung_wandb_service_is_stopped_after_process_timeout_and_named(tmp_pat
     messages = [call.args[1] for call in receiver.log_error.call_args_list]
     assert [m.split(" made")[0] for m in messages] == ["the W&B writer of site-1", "the W&B writer of site-2"]
     assert all("made no progress for 1.0 s" in m for m in messages)
+
+
+def test_a_writer_that_fails_logs_an_error_naming_its_site_and_keeps_what_it_wrote(tmp_path):
+    """Its traceback would only reach the server's console; the judge reads the error log."""
+    receiver, fl_ctx = make_receiver(tmp_path, "fail", process_timeout=5.0, errors_to=tmp_path / "errors.txt")
+    receiver.finalize(fl_ctx)
+    assert sorted(errors_in(tmp_path / "errors.txt")) == [
+        f"the W&B writer of {site} failed after writing 10 of {ROWS} steps: RuntimeError: the W&B service went away"
+        for site in ("site-1", "site-2")
+    ]  # said once each: finalize does not add "ended with exit code" for a writer that said why
+    for site in ("site-1", "site-2"):
+        assert written(tmp_path, site) == [{"step": s, "x": s} for s in range(10)]  # run.finish() still ran
+    writer_failed = type(receiver).finalize.__globals__["WRITER_FAILED"]  # the loaded module's constant
+    assert all(p.exitcode == writer_failed for p in receiver.processes.values())
+
+
+def test_a_writer_that_dies_is_named_with_its_exit_code(tmp_path):
+    receiver, fl_ctx = make_receiver(tmp_path, "crash", process_timeout=5.0, errors_to=tmp_path / "errors.txt")
+    receiver.finalize(fl_ctx)
+    assert errors_in(tmp_path / "errors.txt") == [
+        f"the W&B writer of {site} ended with exit code 9; its run may lack points" for site in ("site-1", "site-2")
+    ]

@@ -19,14 +19,18 @@ machine that takes about a second for 1,875 points; on 2 cores shared by six sim
 over 60 s, and the terminated writer's transaction log lacked the last 300 steps (its W&B service
 exits with its parent). So here ``process_timeout`` is the time a writer may go *without progress*
 (rows handed to W&B, bytes added to its run's ``.wandb`` transaction log) before it is stopped, and
-a stopped writer is logged as an ERROR naming the site. Everything else (one W&B run per site, run
-names, offline mode) is NVFlare's WandBReceiver unchanged, except where the runs go: under the
-job's own run folder (``<run dir>/wandb``), never the server's working folder (see ``initialize``).
+a stopped writer is logged as an ERROR naming the site, as is a writer that fails (its exception,
+and how many steps it had written) or ends with another exit code: a writer's traceback would only
+reach the server's console, never its error log, and its run would just lack points. Everything
+else (one W&B run per site, run names, offline mode) is NVFlare's WandBReceiver unchanged, except
+where the runs go: under the job's own run folder (``<run dir>/wandb``), never the server's working
+folder (see ``initialize``).
 """
 
 import multiprocessing
 import os
 import queue as queue_module
+import signal
 import time
 
 import wandb
@@ -34,6 +38,8 @@ from nvflare.app_opt.tracking.wandb.wandb_receiver import WandBReceiver, WandBTa
 
 #: Seconds between two looks at the writers' progress in ``finalize``.
 POLL_SECONDS = 0.2
+#: Exit code of a writer that failed and logged why (``finalize`` does not say it again).
+WRITER_FAILED = 3
 
 
 class OrderedWandBReceiver(WandBReceiver):
@@ -56,24 +62,44 @@ class OrderedWandBReceiver(WandBReceiver):
 
     def _process_queue_tasks(self, queue):
         run = None
+        site = None
         rows = {}  # step -> {metric key: value}
+        written = 0
         try:
             while True:
                 task: WandBTask = queue.get()
+                site = task.task_owner
                 if task.task_type == "init":
-                    self.log_info(self.fl_ctx, f"received request to init at {task.task_owner}")
+                    self.log_info(self.fl_ctx, f"received request to init at {site}")
                     run = wandb.init(**task.task_data)
-                    self._run_files.put((task.task_owner, str(run.settings.sync_file or "")))
+                    self._run_files.put((site, str(run.settings.sync_file or "")))
                 elif task.task_type == "log":
                     step = task.step if task.step is not None else max(rows, default=0)
                     rows.setdefault(step, {}).update(task.task_data)
                 elif task.task_type == "stop":
-                    self.log_info(self.fl_ctx, f"writing {len(rows)} steps for {task.task_owner} in step order")
+                    self.log_info(self.fl_ctx, f"writing {len(rows)} steps for {site} in step order")
+                    started = time.monotonic()
                     for step in sorted(rows):
                         wandb.log(rows[step], step=step)
+                        written += 1
                         with self._rows_written.get_lock():
                             self._rows_written.value += 1
+                    if run:
+                        run.finish()
+                        run = None
+                    self.log_info(
+                        self.fl_ctx,
+                        f"wrote {written} steps for {site} in {time.monotonic() - started:.1f} s (W&B run finished)",
+                    )
                     break
+        except Exception as e:
+            # Logged as an ERROR so the job's judge sees it (the traceback would go to stderr only).
+            self.log_error(
+                self.fl_ctx,
+                f"the W&B writer of {site} failed after writing {written} of {len(rows)} steps: "
+                f"{type(e).__name__}: {e}",
+            )
+            raise SystemExit(WRITER_FAILED) from e
         finally:
             if run:
                 run.finish()
@@ -118,3 +144,7 @@ class OrderedWandBReceiver(WandBReceiver):
                 )
                 p.terminate()
             p.join()
+            if p.exitcode not in (0, WRITER_FAILED, -signal.SIGTERM):  # those two said why already
+                self.log_error(
+                    fl_ctx, f"the W&B writer of {site} ended with exit code {p.exitcode}; its run may lack points"
+                )
