@@ -375,7 +375,9 @@ def _where_points_went(site: str, stored: int, ws: Path | None) -> str:
 
     ``stored`` is the number of values the site has in the store, all keys together; one event the
     client job sent carries one value or more, so fewer stored values than events the server had
-    means the server's receiver (or its store) lost some.
+    means the server's receiver (or its store) lost some. The converse does not hold: a receiver that
+    lost fewer values than the extra keys of multi-key events add is read as the first leg (a W&B
+    writer that fails or is stopped also logs an ERROR, reported beside it).
     """
     counts = points_sent(ws / site) if ws is not None else None
     if counts is None:
