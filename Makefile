@@ -34,9 +34,9 @@ DEPS27      := "nvflare==$(NVFLARE27)" "mlflow>=3.0,<4" "numpy>=1.24,<3" "pyyaml
 run: generate simulate
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,pt]'
+	test -x "$(BIN)/python" || $(PYTHON) -m venv $(VENV)
+	"$(BIN)/python" -m pip install --quiet --upgrade pip
+	"$(BIN)/python" -m pip install --quiet -e '.[test,pt]'
 	touch $(STAMP)
 
 ## setup: create .venv and install the project (reuses an existing .venv)
@@ -53,20 +53,20 @@ setup27: $(STAMP27)
 
 ## validate: check jobs.yaml against the schema and across fields
 validate: setup
-	$(BIN)/python -m generator validate $(FILES_ARGS) $(SET_ARGS)
+	"$(BIN)/python" -m generator validate $(FILES_ARGS) $(SET_ARGS)
 
 ## generate: render one NVFlare job folder per job into build/jobs/
 generate: setup
-	$(BIN)/python -m generator generate $(FILES_ARGS) --out $(OUT) $(SET_ARGS)
+	"$(BIN)/python" -m generator generate $(FILES_ARGS) --out $(OUT) $(SET_ARGS)
 
 ## check: exit 1 if build/jobs/ differs from what jobs.yaml renders now
 check: setup
-	$(BIN)/python -m generator generate --check $(FILES_ARGS) --out $(OUT) $(SET_ARGS)
+	"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out $(OUT) $(SET_ARGS)
 
 # simulate, poc and submit run the generated folders as they are; this says (a warning, never a
 # failure) when they are not what the jobs files generate now (`generate --check` exit 1), or when
 # the jobs files do not generate at all (exit 2): `make check` names the differences or the problem.
-STALE_NOTE = @$(BIN)/python -m generator generate --check $(FILES_ARGS) --out $(OUT) $(SET_ARGS) >/dev/null 2>&1; \
+STALE_NOTE = @"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out $(OUT) $(SET_ARGS) >/dev/null 2>&1; \
 	case $$? in \
 	0) ;; \
 	1) echo "warning: $(OUT) is not what $(JOBS) generates now (see make check): running the folders as they are; make generate first to run what $(JOBS) says" >&2 ;; \
@@ -76,18 +76,18 @@ STALE_NOTE = @$(BIN)/python -m generator generate --check $(FILES_ARGS) --out $(
 ## simulate: run every generated job (or JOB=name ...) with nvflare simulator and check the results (PARALLEL=n jobs at once)
 simulate: setup
 	$(STALE_NOTE)
-	$(BIN)/python -m generator simulate --out $(OUT) --workspace $(WS) $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
+	"$(BIN)/python" -m generator simulate --out $(OUT) --workspace $(WS) $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 ## poc: run every generated job on a POC system (server and clients on 127.0.0.1) started for them, then stop it (PARALLEL=n jobs at once)
 poc: setup
 	$(STALE_NOTE)
-	$(BIN)/python -m generator poc --out $(OUT) $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
+	"$(BIN)/python" -m generator poc --out $(OUT) $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 ## submit: run every generated job on a running NVFlare system through an admin startup kit (KIT=dir, USER_NAME=admin)
 submit: setup
 	$(STALE_NOTE)
 	@test -n "$(KIT)" || { echo "make submit needs KIT=<an admin's startup kit folder>" >&2; exit 2; }
-	$(BIN)/python -m generator submit --out $(OUT) --startup-kit $(KIT) $(if $(USER_NAME),--username $(USER_NAME)) \
+	"$(BIN)/python" -m generator submit --out $(OUT) --startup-kit $(KIT) $(if $(USER_NAME),--username $(USER_NAME)) \
 		$(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 # The example sweep gets a folder of its own, so it never touches build/jobs or the main results.
@@ -99,25 +99,25 @@ sweep: setup
 	rm -rf $(SWEEP)/src && mkdir -p $(SWEEP)/src
 	cp examples/sweep.yaml $(SWEEP)/src/sweep.yaml
 	cp -R client_scripts $(SWEEP)/src/client_scripts
-	$(BIN)/python -m generator generate --jobs $(SWEEP)/src/sweep.yaml --out $(SWEEP)/jobs
-	$(BIN)/python -m generator simulate --out $(SWEEP)/jobs --workspace $(SWEEP)/workspaces \
+	"$(BIN)/python" -m generator generate --jobs $(SWEEP)/src/sweep.yaml --out $(SWEEP)/jobs
+	"$(BIN)/python" -m generator simulate --out $(SWEEP)/jobs --workspace $(SWEEP)/workspaces \
 		--results $(SWEEP)/results.json --reports $(SWEEP)/reports $(if $(PARALLEL),--parallel $(PARALLEL))
 
 ## mlflow-ui: MLflow UI on every simulated MLflow job (build/mlflow.db), or JOB=name's own store, at http://127.0.0.1:5000 (PORT=n)
 mlflow-ui: setup
-	$(BIN)/python -m generator view mlflow $(VIEW_ARGS)
+	"$(BIN)/python" -m generator view mlflow $(VIEW_ARGS)
 
 ## tensorboard: TensorBoard on every simulated TensorBoard job, or JOB=name's, at http://127.0.0.1:6006 (PORT=n)
 tensorboard: setup
-	$(BIN)/python -m generator view tensorboard $(VIEW_ARGS)
+	"$(BIN)/python" -m generator view tensorboard $(VIEW_ARGS)
 
 ## wandb-view: W&B's terminal viewer (wandb leet) on a simulated job's offline runs (JOB=name)
 wandb-view: setup
-	$(BIN)/python -m generator view wandb $(VIEW_ARGS)
+	"$(BIN)/python" -m generator view wandb $(VIEW_ARGS)
 
 ## lint: check the generated configs against the installed nvflare
 lint: setup
-	$(BIN)/python -m generator lint $(FILES_ARGS) --out $(OUT) $(SET_ARGS)
+	"$(BIN)/python" -m generator lint $(FILES_ARGS) --out $(OUT) $(SET_ARGS)
 
 RUFF_PATHS := generator tests client_scripts templates bench
 
@@ -126,8 +126,8 @@ RUFF_PATHS := generator tests client_scripts templates bench
 # and the disk more than on the CPU); `make setup` and `make setup27` still make each alone.
 test:
 	$(MAKE) --no-print-directory -j2 setup setup27
-	$(BIN)/ruff check $(RUFF_PATHS)
-	$(BIN)/ruff format --check $(RUFF_PATHS)
+	"$(BIN)/ruff" check $(RUFF_PATHS)
+	"$(BIN)/ruff" format --check $(RUFF_PATHS)
 	$(MAKE) --no-print-directory -j2 --output-sync=target test29 test27
 
 # test29 and test27 run at the same time: the simulations mostly wait (the 2.9 suite on its own used
@@ -135,21 +135,21 @@ test:
 # printed when it ends (--output-sync); make test fails if either fails.
 ## test29: every test on NVFlare 2.9 with full hypothesis counts on 2 pytest-xdist workers (make test without ruff and 2.7)
 test29: setup
-	$(BIN)/python -m pytest -n 2 --dist loadscope --durations=15
+	"$(BIN)/python" -m pytest -n 2 --dist loadscope --durations=15
 
 ## test-fast: ruff + every test that is neither `simulator` nor `slow`, hypothesis capped (the edit-test loop; NVFlare 2.9 only)
 test-fast: setup
-	$(BIN)/ruff check $(RUFF_PATHS)
-	$(BIN)/ruff format --check $(RUFF_PATHS)
-	$(BIN)/python -m pytest -m "not simulator and not slow" --hypothesis-profile=fast
+	"$(BIN)/ruff" check $(RUFF_PATHS)
+	"$(BIN)/ruff" format --check $(RUFF_PATHS)
+	"$(BIN)/python" -m pytest -m "not simulator and not slow" --hypothesis-profile=fast
 
 ## test27: the equivalence harness against NVFlare 2.7, in .venv-nvflare27 (2 pytest-xdist workers, one simulated pair each at a time)
 test27: setup27
-	PYTHONPATH=$(CURDIR) $(VENV27)/bin/python -m pytest tests/test_equivalence.py -n 2 --dist loadscope --durations=15
+	PYTHONPATH="$(CURDIR)" $(VENV27)/bin/python -m pytest tests/test_equivalence.py -n 2 --dist loadscope --durations=15
 
 ## bench: generate 1..10,000 jobs vs FedJob export vs cp -r, the example's runs vs FedJob, --parallel 1 vs the default (not a test)
 bench: setup
-	$(BIN)/python bench/bench.py
+	"$(BIN)/python" bench/bench.py
 
 ## clean: remove build/ (generated jobs, workspaces, results)
 clean:
