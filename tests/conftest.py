@@ -9,6 +9,7 @@ everything with the ``full`` profile (the example counts each property test name
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import io
@@ -17,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "cases"
 GOLDEN = ROOT / "tests" / "golden"
 INITIAL_MODEL = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]  # NPModelPersistor's fallback model
+
+#: matplotlib keeps its config and font cache under ``$HOME`` unless ``MPLCONFIGDIR`` says where, and
+#: reads it once per process, at its first import. The tool's own runs point it into their workspace
+#: (``generator.plot.matplotlib_dir``); a test process that plots in-process gets a temp folder of its
+#: own (removed at exit), so the suite writes nothing to ``$HOME``. :func:`run_cli` leaves it out, so a
+#: command a test runs does what it does for a user.
+_TEST_MPLCONFIGDIR = None
+if "MPLCONFIGDIR" not in os.environ:
+    _TEST_MPLCONFIGDIR = os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="jobgen-tests-mpl-")
+    atexit.register(shutil.rmtree, _TEST_MPLCONFIGDIR, True)
 
 
 #: Hypothesis profiles, chosen with ``--hypothesis-profile``: ``full`` (the default, ``make test``) runs each
@@ -166,8 +178,13 @@ def run_cli(cwd: Path, *args: str, timeout: float = 120) -> subprocess.Completed
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**user_environ(), "PYTHONPATH": str(ROOT)},
     )
+
+
+def user_environ() -> dict[str, str]:
+    """This process's environment without what the test session added (``_TEST_MPLCONFIGDIR``)."""
+    return {k: v for k, v in os.environ.items() if not (k == "MPLCONFIGDIR" and v == _TEST_MPLCONFIGDIR)}
 
 
 def simulate_project(project: Path, text: str, timeout: float = 900, files: dict[str, str] | None = None):
