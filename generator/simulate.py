@@ -359,7 +359,9 @@ def _metric_problems(info: ManifestEntry, counts: dict, ws: Path | None = None) 
         for site in sites:
             got = counts.get(site, {}).get(key, 0)
             if got != expected:
-                where = _where_points_went(site, sum(counts.get(site, {}).values()), ws) if got < expected else ""
+                stored = sum(counts.get(site, {}).values())
+                external = info.execution_mode == "external_process"
+                where = _where_points_went(site, stored, ws, external) if got < expected else ""
                 problems.append(f"{site} stored {got} {key!r} points, expected {expected}{where}")
     return problems
 
@@ -369,15 +371,20 @@ def _metric_problems(info: ManifestEntry, counts: dict, ws: Path | None = None) 
 LOST_FROM_SCRIPT = "the rest never reached it from the training script"
 
 
-def _where_points_went(site: str, stored: int, ws: Path | None) -> str:
+def _where_points_went(site: str, stored: int, ws: Path | None, external: bool = True) -> str:
     """Which leg lost a site's missing points, from the counts its client job logged (:func:`points_sent`):
     ``""`` when the site's log does not say (no ``ws``, or a ``submit`` download without site logs).
 
-    ``stored`` is the number of values the site has in the store, all keys together; one event the
-    client job sent carries one value or more, so fewer stored values than events the server had
-    means the server's receiver (or its store) lost some. The converse does not hold: a receiver that
-    lost fewer values than the extra keys of multi-key events add is read as the first leg (a W&B
-    writer that fails or is stopped also logs an ERROR, reported beside it).
+    Args:
+        site (str): the site. ``stored`` (int): its values in the store, all keys together.
+        ws (Path | None): the job's workspace (or downloaded result) with the site's ``log.json``.
+        external (bool): the script runs in a sub-process (only then is there a leg from the
+            script's process to the client job: in-process, the script's points are the client
+            job's own events).
+
+    One event the client job sent carries one value or more (W&B's ``log({a: 1, b: 2})``: two), so
+    fewer stored values than events the server had means the server's receiver (or its store) lost
+    some; more stored values than events cannot tell the script's leg from the receiver, and says so.
     """
     counts = points_sent(ws / site) if ws is not None else None
     if counts is None:
@@ -388,15 +395,17 @@ def _where_points_went(site: str, stored: int, ws: Path | None) -> str:
             f" ({site}'s client job sent {counts.sent} points in all ({log}); the server had {counts.server_had} "
             "of them when the run ended: the rest were lost between the client job and the server)"
         )
-    if stored >= counts.sent:
+    receiver = f"in the server's receiver or its store; see {SERVER_SITE}/log.txt"
+    if external and stored >= counts.sent:
+        also = f" (or, as some of its points carry several values, {receiver})" if stored > counts.sent else ""
         return (
             f" ({site}'s client job sent the server every point it got, {counts.sent} in all ({log}): "
-            f"{LOST_FROM_SCRIPT}; in a sub-process job NVFlare's Client API sends each point from the script's "
-            "process fire-and-forget)"
+            f"{LOST_FROM_SCRIPT}{also}; in a sub-process job NVFlare's Client API sends each point from the "
+            "script's process fire-and-forget)"
         )
     return (
         f" (the server had all {counts.sent} points {site}'s client job sent ({log}); its receiver stored "
-        f"{stored} values: the rest were lost in the server's receiver or its store; see {SERVER_SITE}/log.txt)"
+        f"{stored} values: the rest were lost {receiver})"
     )
 
 
