@@ -164,6 +164,19 @@ def _yaml_hint(doc: Document, path: tuple, expected) -> str:
     return ""
 
 
+def _quoted_hint(doc: Document, path: tuple, instance, expected) -> str:
+    """Explain a value in quotes where a boolean or a number belongs: ``"true"``, ``"5"`` are text."""
+    if not isinstance(instance, str) or doc.plain_scalars.get(path) is not None:
+        return ""
+    expected = expected if isinstance(expected, list) else [expected]
+    word = instance.strip()
+    if "boolean" in expected and word in ("true", "false"):
+        return f" (in quotes it is text: write {word} without quotes)"
+    if ("integer" in expected and re.fullmatch(r"[-+]?\d+", word)) or ("number" in expected and _is_number(word)):
+        return f" (in quotes it is text: write {word} without quotes)"
+    return ""
+
+
 @cache
 def _python_validator():
     """python-jsonschema's Draft 2020-12 validator class with one change: ``5.0`` is not an integer
@@ -334,7 +347,9 @@ def _schema_message(doc: Document, error, error_paths: set[tuple]) -> str | None
         message = f"missing required key {missing[0]!r}" if missing else error.message
     elif kind == "type":
         message = f"expected {_expected(error.validator_value)}, got {_describe(error.instance)}"
-        message += _yaml_hint(doc, path, error.validator_value)
+        message += _yaml_hint(doc, path, error.validator_value) or _quoted_hint(
+            doc, path, error.instance, error.validator_value
+        )
     elif kind == "enum":
         choices = ", ".join(map(str, error.validator_value))
         message = f"must be one of: {choices} (got {_describe(error.instance)})"

@@ -38,6 +38,21 @@ def test_a_job_without_a_name_keeps_its_index(project, cli):
     ]
 
 
+def test_a_quoted_boolean_or_number_says_the_quotes_made_it_text(project, cli):
+    (project / "jobs.yaml").write_text(
+        'jobs:\n  - name: a\n    script: train_full.py\n    launch_external_process: "true"\n'
+        '    num_rounds: \'5\'\n    task_check_period: "0.5"\n    command: "python3 -u"\n'
+    )
+    assert cli("validate")[2] == [
+        "jobs.yaml:4:30: jobs[0] (a).launch_external_process: expected true or false, got 'true' "
+        "(in quotes it is text: write true without quotes)",
+        "jobs.yaml:5:17: jobs[0] (a).num_rounds: expected a whole number, got '5' "
+        "(in quotes it is text: write 5 without quotes)",
+        "jobs.yaml:6:24: jobs[0] (a).task_check_period: expected a number, got '0.5' "
+        "(in quotes it is text: write 0.5 without quotes)",
+    ]  # a quoted string where a string belongs (command) is fine
+
+
 @pytest.mark.parametrize(
     ("name", "got"),
     [
