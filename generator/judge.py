@@ -841,10 +841,6 @@ def points_sent(site_dir: Path) -> PointsSent | None:
             continue
         match = _POINTS_SENT.search(str(record.get("message", "")))
         if match:
-            if match["all"] is not None:
-                counts = PointsSent(int(match["all"]), int(match["all"]))
-            elif match["of"] is not None:
-                counts = PointsSent(int(match["of"]), int(match["had"]))
-            else:
-                counts = PointsSent(int(match["waiting"]), int(match["had_w"]))
+            sent = match["all"] or match["of"] or match["waiting"]
+            counts = PointsSent(int(sent), int(match["all"] or match["had"] or match["had_w"]))
     return counts

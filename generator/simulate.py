@@ -355,12 +355,12 @@ def _metric_problems(info: ManifestEntry, counts: dict, ws: Path | None = None) 
     for site in sites:
         if not counts.get(site):
             problems.append(f"no metric from {site} arrived in the receiver's store")
+    external = info.execution_mode == "external_process"
     for key, expected in info.expect.get("metric_points_per_site", {}).items():
         for site in sites:
             got = counts.get(site, {}).get(key, 0)
             if got != expected:
                 stored = sum(counts.get(site, {}).values())
-                external = info.execution_mode == "external_process"
                 where = _where_points_went(site, stored, ws, external) if got < expected else ""
                 problems.append(f"{site} stored {got} {key!r} points, expected {expected}{where}")
     return problems
@@ -371,7 +371,7 @@ def _metric_problems(info: ManifestEntry, counts: dict, ws: Path | None = None) 
 LOST_FROM_SCRIPT = "the rest never reached it from the training script"
 
 
-def _where_points_went(site: str, stored: int, ws: Path | None, external: bool = True) -> str:
+def _where_points_went(site: str, stored: int, ws: Path | None, external: bool) -> str:
     """Which leg lost a site's missing points, from the counts its client job logged (:func:`points_sent`):
     ``""`` when the site's log does not say (no ``ws``, or a ``submit`` download without site logs).
 

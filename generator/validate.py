@@ -149,31 +149,26 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _yaml_hint(doc: Document, path: tuple, expected) -> str:
-    """Explain YAML 1.1 surprises: ``no``/``on`` read as booleans, ``1e-3`` read as a string."""
-    text = doc.plain_scalars.get(path)
-    if text is None:
-        return ""
+def _yaml_hint(doc: Document, path: tuple, expected, instance) -> str:
+    """Explain YAML surprises: ``no``/``on`` read as booleans, ``1e-3`` read as a string, and a value
+    in quotes (``"true"``, ``"5"``) read as text where a boolean or a number belongs."""
     expected = expected if isinstance(expected, list) else [expected]
+    text = doc.plain_scalars.get(path)
+    if text is None:  # not a plain scalar: in quotes (or not in the document at all)
+        word = instance.strip() if isinstance(instance, str) else ""
+        if (
+            ("boolean" in expected and word in ("true", "false"))
+            or ("integer" in expected and re.fullmatch(r"[-+]?\d+", word))
+            or ("number" in expected and _is_number(word))
+        ):
+            return f" (in quotes it is text: write {word} without quotes)"
+        return ""
     if YAML11_BOOL_WORDS.match(text) and "string" in expected:
         return f' (YAML reads a bare {text} as a boolean: write "{text}" in quotes)'
     if NUMBER_LIKE.match(text) and ("number" in expected or "integer" in expected):
         return f" (YAML reads {text} as text: write it with a dot and a signed exponent, e.g. 1.0e-3)"
     if "string" in expected and _is_number(text):
         return f' (YAML reads a bare {text} as a number: write "{text}" in quotes)'
-    return ""
-
-
-def _quoted_hint(doc: Document, path: tuple, instance, expected) -> str:
-    """Explain a value in quotes where a boolean or a number belongs: ``"true"``, ``"5"`` are text."""
-    if not isinstance(instance, str) or doc.plain_scalars.get(path) is not None:
-        return ""
-    expected = expected if isinstance(expected, list) else [expected]
-    word = instance.strip()
-    if "boolean" in expected and word in ("true", "false"):
-        return f" (in quotes it is text: write {word} without quotes)"
-    if ("integer" in expected and re.fullmatch(r"[-+]?\d+", word)) or ("number" in expected and _is_number(word)):
-        return f" (in quotes it is text: write {word} without quotes)"
     return ""
 
 
@@ -347,9 +342,7 @@ def _schema_message(doc: Document, error, error_paths: set[tuple]) -> str | None
         message = f"missing required key {missing[0]!r}" if missing else error.message
     elif kind == "type":
         message = f"expected {_expected(error.validator_value)}, got {_describe(error.instance)}"
-        message += _yaml_hint(doc, path, error.validator_value) or _quoted_hint(
-            doc, path, error.instance, error.validator_value
-        )
+        message += _yaml_hint(doc, path, error.validator_value, error.instance)
     elif kind == "enum":
         choices = ", ".join(map(str, error.validator_value))
         message = f"must be one of: {choices} (got {_describe(error.instance)})"

@@ -74,16 +74,11 @@ def _again_if_nvflare_lost(project: Path, result, results: dict):
     runs under CI load, e.g. 1 of 1,890 points). Any other problem, or a loss again, still fails."""
     from generator.simulate import LOST_FROM_SCRIPT
 
-    lossy = [
-        name
-        for name, r in results.items()
-        if r["status"] != "ok" and r["problems"] and all(LOST_FROM_SCRIPT in p for p in r["problems"])
-    ]
-    failed = [name for name, r in results.items() if r["status"] != "ok"]
-    if not lossy or lossy != failed:
+    failed = {name: r["problems"] for name, r in results.items() if r["status"] != "ok"}
+    if not failed or not all(ps and all(LOST_FROM_SCRIPT in p for p in ps) for ps in failed.values()):
         return project, result, results
-    print(f"NVFlare lost metric points on the script leg of {lossy}: {[results[n]['problems'] for n in lossy]}")
-    again = run_cli(project, "simulate", *[a for n in lossy for a in ("--job", n)], "--results", "build/again.json")
+    print(f"NVFlare lost metric points on the script leg of {list(failed)}: {list(failed.values())}")
+    again = run_cli(project, "simulate", *[a for n in failed for a in ("--job", n)], "--results", "build/again.json")
     results.update({r["name"]: r for r in json.loads((project / "build/again.json").read_text())})
     result = subprocess.CompletedProcess(
         result.args, again.returncode, result.stdout + again.stdout, result.stderr + again.stderr
