@@ -57,7 +57,11 @@ def fake_wandb(folder: Path, mode: str) -> types.ModuleType:
             os._exit(9)
         state["run"].rows.append({"step": step, **row})
 
-    module.init, module.log = init, log
+    def teardown():  # W&B's service has ended: marked beside the run's file
+        if "run" in state:
+            state["run"].path.with_suffix(".teardown").write_text("")
+
+    module.init, module.log, module.teardown = init, log, teardown
     return module
 
 
@@ -114,6 +118,7 @@ def test_a_slow_wandb_service_keeps_every_point(tmp_path):
     assert time.monotonic() - started > 1.5  # longer than process_timeout, as long as rows kept coming
     for site in ("site-1", "site-2"):
         assert written(tmp_path, site) == [{"step": s, "x": s} for s in range(ROWS)]
+        assert (tmp_path / f"{site}.teardown").exists()  # the writer waited for W&B's service to end
     receiver.log_error.assert_not_called()
     assert not any(p.is_alive() for p in receiver.processes.values())
 

@@ -87,6 +87,12 @@ class OrderedWandBReceiver(WandBReceiver):
                     if run:
                         run.finish()
                         run = None
+                    # This writer is a multiprocessing child and ends without Python's atexit hooks,
+                    # so wandb's own teardown never runs, and its service (wandb-core) could still be
+                    # writing the run's last records when the job's processes are stopped: seen, a run
+                    # that lacked its last 9 steps although finish() had returned. teardown waits
+                    # for the service to end.
+                    wandb.teardown()
                     self.log_info(
                         self.fl_ctx,
                         f"wrote {written} steps for {site} in {time.monotonic() - started:.1f} s (W&B run finished)",
@@ -103,6 +109,7 @@ class OrderedWandBReceiver(WandBReceiver):
         finally:
             if run:
                 run.finish()
+            wandb.teardown()  # nothing to do once done above
 
     def _progress(self, run_files):
         """Rows handed to W&B so far and the size in bytes of each run's transaction log."""
