@@ -288,6 +288,9 @@ def _fake_provisioner(monkeypatch) -> list[list[str]]:
         (prod / "server/startup/fed_server.json").write_text('{"servers": [{"service": {"target": "server:1"}}]}')
         (prod / "server/local/resources.json").write_text('{"components": [{"id": "job_scheduler"}]}')
         (prod / "server/startup/server.crt").write_bytes(os.urandom(16))
+        for site in poc.site_names(8):  # more clients than any test asks for
+            (prod / site / "startup").mkdir(parents=True, exist_ok=True)
+            (prod / site / "startup/fed_client.json").write_text(f'{{"client": {{"fqsn": "{site}"}}}}')
         (root / "home/.nvflare").mkdir()
         return 0
 
@@ -322,6 +325,9 @@ def test_a_poc_system_provisioned_before_is_reused_without_any_state_of_the_earl
     assert not (root / "home" / ".nvflare" / "config.conf").exists()
     served = json.loads((system.sites_dir / "server/startup/fed_server.json").read_text())
     assert served["servers"][0]["service"]["target"] == f"127.0.0.1:{port}"
+    for site in ("site-1", "site-2"):  # a client retries its registration soon after the server is up
+        client = json.loads((system.sites_dir / site / "startup/fed_client.json").read_text())["client"]
+        assert client == {"fqsn": site, "client_register_interval": poc.CLIENT_REGISTER_INTERVAL}
 
 
 def _time_wait(port: int) -> None:
