@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 import threading
 from typing import NoReturn
@@ -317,8 +318,7 @@ def _submit(args) -> int:
 
 
 def _view(args) -> int:
-    import subprocess
-
+    from .runner import run_attached
     from .viewers import logdir_spec, pick_view, viewer_command
 
     label, store = pick_view(args.results, args.tracker, args.job)
@@ -327,10 +327,14 @@ def _view(args) -> int:
     shown = logdir_spec(store) if isinstance(store, dict) else store
     REPORTER.viewer_started(label, args.tracker, shown, where, argv)
     try:
-        return subprocess.call(argv)
+        code, stopped_by = run_attached(argv)
     except OSError as e:
         REPORTER.line(f"cannot start {argv[0]}: {e}", err=True)
         return 2
+    if stopped_by:
+        REPORTER.line(f"interrupted by {stopped_by}: stopped the {args.tracker} viewer", err=True)
+        return 128 + signal.Signals[stopped_by].value
+    return code
 
 
 def _lint(args) -> int:

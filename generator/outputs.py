@@ -246,12 +246,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def write_results(path: Path, entries: list[dict]) -> None:
+def write_results(path: Path, entries: list[dict], engine: str) -> None:
     """Write the results list to ``path``, each entry marked as ours, atomically.
 
     Args:
         path (Path): the ``--results`` file (default ``build/results.json``, set by the CLI).
-        entries (list[dict]): one JSON-ready mapping per job; :data:`RESULTS_MARK` is added first.
+        entries (list[dict]): one JSON-ready mapping per job; :data:`RESULTS_MARK` is added first,
+            then ``"engine"``.
+        engine (str): what ran the jobs: ``simulate``, ``poc`` or ``submit`` (``view`` opens the
+            project MLflow store, which only ``simulate`` fills, for ``simulate`` results only).
 
     Raises:
         OutputError: ``path`` holds something we did not write (checked again: it may have
@@ -261,7 +264,7 @@ def write_results(path: Path, entries: list[dict]) -> None:
     problems = check_results(path)
     if problems:
         raise OutputError(problems)
-    marked = [{RESULTS_MARK: GENERATOR_ID, **entry} for entry in entries]
+    marked = [{RESULTS_MARK: GENERATOR_ID, "engine": engine, **entry} for entry in entries]
     _atomic_write(path, (json.dumps(marked, indent=2) + "\n").encode("utf-8"))
 
 

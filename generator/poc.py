@@ -1260,7 +1260,7 @@ def _held(folders: dict[str, Path], command: str, events, jobs: Path) -> Iterato
 def _conclude(results: list[JobResult], results_path, events, received: list[int], command: str) -> list[JobResult]:
     events.all_finished(results)  # inside the caller's interrupt_on_signals: a signal now is only recorded
     if results_path and results:  # none: stopped before the first job, an earlier run's file is kept
-        write_results(Path(results_path), [result_record(r) for r in results])
+        write_results(Path(results_path), [result_record(r) for r in results], command)
     if received:
         raise RunInterrupted(signal.Signals(received[0]).name, results_path, len(results), command)
     return results

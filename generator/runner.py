@@ -426,6 +426,49 @@ def _pump(stream, log, lines: queue.Queue) -> None:
         lines.put(None)
 
 
+def run_attached(argv: list[str], grace: float = TERM_GRACE) -> tuple[int, str | None]:
+    """Run ``argv`` in this terminal until it ends or a stop signal comes; then stop every process it started.
+
+    Unlike :func:`run_process`, the command stays in this process's group and keeps the terminal
+    (standard input and output): a viewer such as ``wandb leet`` reads the keyboard, and a Ctrl-C
+    at the terminal reaches it as usual. A SIGINT, SIGTERM or SIGHUP sent to this process alone (a
+    process manager, ``timeout``, ``kill``) is what it would miss: it is recorded here, and the
+    command's whole tree (``mlflow ui`` runs uvicorn and job-runner workers) gets SIGTERM, then
+    SIGKILL after ``grace`` seconds (:class:`ProcessTree`, this process a subreaper meanwhile, so
+    workers that lost their parent are still found). Before this, such a signal killed this process
+    and left ``mlflow ui`` and its 8 workers serving the port.
+
+    Args:
+        argv (list[str]): the command; never passed through a shell.
+        grace (float): seconds between SIGTERM and SIGKILL when stopping.
+
+    Returns:
+        tuple[int, str | None]: its exit code, and the name of the stop signal that ended it (None:
+        it ended by itself).
+
+    Raises:
+        OSError: the command cannot be started (nothing runs then).
+    """
+    with _subreaper(), deferred_signals() as held:
+        with _RUNS_LOCK:
+            others = _children_of_self()
+            proc = subprocess.Popen(argv)
+            _LIVE_ROOTS.add(proc.pid)
+        tree = ProcessTree(proc, others)
+        try:
+            next_tick = time.monotonic() + TICK
+            while proc.poll() is None and not held:
+                time.sleep(0.1)
+                if time.monotonic() >= next_tick:
+                    tree.refresh()
+                    next_tick = time.monotonic() + TICK
+        finally:
+            tree.stop(grace)
+            with _RUNS_LOCK:
+                _LIVE_ROOTS.discard(proc.pid)
+        return proc.returncode, signal.Signals(held[0]).name if held else None
+
+
 def run_process(
     argv: list[str],
     *,

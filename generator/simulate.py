@@ -913,7 +913,7 @@ def _simulate_held(out, workspace, manifest, selected, results_path, reports, ti
         events.all_finished(results)  # a signal from here on is only recorded: the results are written
         events.sweeps_compared(compare_sweeps(results, manifest, reports))
         if results_path and results:  # none: stopped before the first job, an earlier run's file is kept
-            write_results(Path(results_path), [result_record(r) for r in results])
+            write_results(Path(results_path), [result_record(r) for r in results], "simulate")
     if received:
         raise RunInterrupted(signal.Signals(received[0]).name, results_path, len(results))
     return results

@@ -8,8 +8,9 @@ command line of that tracker's viewer on the job's store, bound to 127.0.0.1:
 - ``wandb``: ``wandb leet <wandb folder>`` (W&B's terminal viewer for local runs; no server)
 
 Without a job (:func:`pick_view`): MLflow opens the project store beside the results file, which
-``simulate`` fills with every MLflow job (:mod:`generator.tracking`; without it, the first MLflow
-job); TensorBoard opens every TensorBoard job of the results at once, ``--logdir_spec
+``simulate`` fills with every MLflow job (:mod:`generator.tracking`; without it, or for the results
+of ``poc`` and ``submit``, whose jobs' stores are not copied there, the first MLflow job);
+TensorBoard opens every TensorBoard job of the results at once, ``--logdir_spec
 job1:dir1,job2:dir2`` (:func:`logdir_spec`); W&B takes the first W&B job.
 """
 
@@ -65,9 +66,11 @@ def pick_view(results_path: Path, tracker: str, job: str | None = None) -> tuple
     folders by job name, for :func:`logdir_spec`).
 
     With ``job``: that job's store (:func:`pick_job`). Without: for ``mlflow`` the project store
-    (:func:`generator.tracking.store_path` of ``results_path``) when it exists and is ours, else
-    the first MLflow job; for ``tensorboard`` every TensorBoard job with a store, in results order;
-    for ``wandb`` the first W&B job.
+    (:func:`generator.tracking.store_path` of ``results_path``) when it exists and is ours and the
+    results are ``simulate``'s (their ``engine``; ``poc`` and ``submit`` do not fill that store: the
+    trial's ``view mlflow --results build/poc-results.json`` opened the simulated runs), else the
+    first MLflow job (its label names another, if any); for ``tensorboard`` every TensorBoard job
+    with a store, in results order; for ``wandb`` the first W&B job.
 
     Raises:
         SimulationError: see :func:`pick_job`.
@@ -76,12 +79,16 @@ def pick_view(results_path: Path, tracker: str, job: str | None = None) -> tuple
         entry = pick_job(results_path, tracker, job)
         return entry["name"], entry["store"]
     first = pick_job(results_path, tracker)  # the results exist and hold a job of this tracker
+    results = json.loads(Path(results_path).read_text(encoding="utf-8"))
     if tracker == "mlflow":
         project = store_path(results_path)
-        if is_our_store(project):
+        simulated = all(r.get("engine", "simulate") == "simulate" for r in results)
+        if simulated and is_our_store(project):
             return "every MLflow job of the run", store_uri(project)
+        others = [r["name"] for r in results if r.get("receiver") == tracker and r.get("store")][1:]
+        if others:
+            return f"{first['name']} (--job {others[0]} opens another of the run's MLflow jobs)", first["store"]
         return first["name"], first["store"]
-    results = json.loads(Path(results_path).read_text(encoding="utf-8"))
     dirs = {r["name"]: r["store"] for r in results if r.get("receiver") == tracker and r.get("store")}
     return f"{len(dirs)} TensorBoard job(s)", dirs
 

@@ -538,8 +538,10 @@ def test_the_read_back_is_bounded_and_fails_cleanly(monkeypatch):
 def test_results_are_written_over_our_own_results_only(tmp_path):
     path = tmp_path / "build/results.json"
     assert check_results(path) == []
-    write_results(path, [{"name": "a", "ok": True}])
-    assert json.loads(path.read_text()) == [{"generator": "nvflare-jobgen", "name": "a", "ok": True}]
+    write_results(path, [{"name": "a", "ok": True}], "simulate")
+    assert json.loads(path.read_text()) == [
+        {"generator": "nvflare-jobgen", "engine": "simulate", "name": "a", "ok": True}
+    ]
     assert is_our_results(path) and check_results(path) == []
     plain = tmp_path / "plain"
     plain.write_text("x")
@@ -638,7 +640,7 @@ def test_view_reads_the_marked_results(tmp_path):
     from generator.viewers import pick_job
 
     path = tmp_path / "results.json"
-    write_results(path, [{"name": "ml", "receiver": "mlflow", "store": "sqlite:////ws/mlflow.db"}])
+    write_results(path, [{"name": "ml", "receiver": "mlflow", "store": "sqlite:////ws/mlflow.db"}], "simulate")
     assert pick_job(path, "mlflow")["name"] == "ml"
 
 

@@ -383,3 +383,46 @@ def test_only_the_processes_a_run_marked_are_what_it_left_behind(tmp_path):
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+ATTACHED = r"""
+import sys
+from generator.runner import run_attached
+
+code, stopped_by = run_attached([sys.executable, sys.argv[1], sys.argv[2], "root"], grace=1.0)
+print("ended", code, stopped_by, flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_viewer_run_attached_is_stopped_with_its_whole_tree_when_only_we_get_the_signal(tree, tmp_path, signum):
+    """``view`` keeps its viewer in this terminal; a stop signal sent to the generator alone (not to
+    the terminal's group) must still end every process of the viewer (``mlflow ui`` and workers)."""
+    script, pids = tree
+    driver = tmp_path / "driver.py"
+    driver.write_text(ATTACHED)
+    proc = subprocess.Popen(
+        [sys.executable, str(driver), str(script), str(pids)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the signal below reaches the driver only, never its tree
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        started = pids_of(pids)
+        assert len(started) == 4
+        proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert out.split()[:1] == ["ended"] and out.split()[2] == signal.Signals(signum).name
+    assert_all_gone(started)
+
+
+def test_a_viewer_run_attached_that_ends_by_itself_gives_its_exit_code():
+    from generator.runner import run_attached
+
+    assert run_attached([sys.executable, "-c", "raise SystemExit(3)"]) == (3, None)

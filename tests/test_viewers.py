@@ -89,3 +89,31 @@ def test_the_printed_viewer_command_can_be_pasted_into_a_shell():
     argv = ["tensorboard", "--logdir", "/tmp/trial dir/ws/tb", "--port", "6006"]
     reporter.viewer_started("tb", "tensorboard", "/tmp/trial dir/ws/tb", "http://127.0.0.1:6006", argv)
     assert shlex.split(lines[1]) == argv
+
+
+@pytest.mark.parametrize("engine", ["poc", "submit"])
+def test_mlflow_without_a_job_never_opens_the_simulated_project_store_for_poc_results(tmp_path, monkeypatch, engine):
+    """``poc`` and ``submit`` keep one store per job in their downloads and do not fill the project
+    store beside their results file, which holds ``simulate``'s runs: those must not be shown as
+    the run's (a trial's ``view mlflow --results build/poc-results.json`` did)."""
+    from generator import viewers
+
+    monkeypatch.setattr(viewers, "is_our_store", lambda path: True)  # a project store filled by simulate
+    path = tmp_path / "poc-results.json"
+    path.write_text(json.dumps([{**r, "engine": engine} for r in RESULTS]))
+    assert viewers.pick_view(path, "mlflow") == (
+        "ml-a (--job ml-b opens another of the run's MLflow jobs)",
+        RESULTS[1]["store"],
+    )
+    path.write_text(json.dumps([{**r, "engine": "simulate"} for r in RESULTS]))
+    label, store = viewers.pick_view(path, "mlflow")
+    assert (label, store) == ("every MLflow job of the run", viewers.store_uri(tmp_path / "mlflow.db"))
+
+
+def test_poc_and_simulate_results_say_which_engine_ran_them(tmp_path):
+    from generator.outputs import write_results
+
+    write_results(tmp_path / "r.json", [{"name": "a"}], "poc")
+    assert json.loads((tmp_path / "r.json").read_text()) == [
+        {"generator": "nvflare-jobgen", "engine": "poc", "name": "a"}
+    ]
