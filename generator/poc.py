@@ -75,7 +75,7 @@ from .runner import (
     stop_earlier_run,
     stop_processes,
 )
-from .safepaths import path_problem
+from .safepaths import check_paths, path_problem, run_paths
 from .simulate import (
     FAILED,
     INTERRUPTED,
@@ -255,70 +255,59 @@ def check_poc_workspace(root: Path) -> list[Problem]:
 
     It must be a folder (or not exist yet), not a symbolic link, hold our marker
     :data:`generator.layout.POC_WORKSPACE_MARKER` when it holds anything (it is cleared), and have
-    a path that NVFlare's POC commands keep whole (they split a command at spaces,
-    ``poc_commands.async_process``; see :func:`generator.safepaths.path_problem`).
+    a path that NVFlare's POC system keeps whole: its start scripts and job launchers split command
+    lines at spaces (``sub_start.sh``, ``poc_commands.async_process``; see
+    :func:`generator.safepaths.path_problem`), and a link does not help, as NVFlare resolves the
+    workspace's real path for each job's folder (``Workspace._join_under_root``: ``os.path.realpath``).
     """
     root = Path(root)
-
-    def problem(message: str) -> list[Problem]:
-        return [Problem(str(root), 0, 0, "", f"--workspace: {message}")]
-
     unusable = folder_problems(root, "--workspace")
     if unusable:
         return unusable
     if root.is_dir() and any(root.iterdir()) and not (root / POC_WORKSPACE_MARKER).is_file():
-        return problem(
-            f"holds files the generator did not write (no {POC_WORKSPACE_MARKER}); refusing to clear it: "
-            "choose another --workspace"
-        )
+        return [
+            Problem(
+                str(root),
+                0,
+                0,
+                "",
+                f"--workspace: holds files the generator did not write (no {POC_WORKSPACE_MARKER}); refusing to "
+                "clear it: choose another --workspace",
+            )
+        ]
     absolute = os.path.abspath(root)
     why = path_problem(absolute)
     if why:
+        why = why.replace("NVFlare's simulator", "NVFlare's POC system").replace(
+            "when it starts a client worker (simulator_runner.py, do_one_task: shlex.split of a command joined "
+            "with spaces)",
+            "in the command lines that start its server, clients and job processes",
+        )
         return [
             Problem(
                 absolute,
                 0,
                 0,
                 "",
-                f"--workspace: {_for_poc(why)}: give --workspace a folder whose path has none "
-                "(e.g. `python -m generator poc --workspace /tmp/jobgen-poc --downloads /tmp/jobgen-poc-results`)",
+                f"--workspace: {why}: give a POC workspace whose path has none, e.g. "
+                "`make poc POC_WS=/tmp/jobgen-poc-$USER` or `python -m generator poc --workspace "
+                "/tmp/jobgen-poc-$USER` (the downloads and everything else may stay where they are)",
             )
         ]
     return []
 
 
-def _for_poc(why: str) -> str:
-    """A :func:`generator.safepaths.path_problem` reason, said of NVFlare's POC commands."""
-    return why.replace("NVFlare's simulator", "NVFlare's POC system").replace(
-        "when it starts a client worker "
-        "(simulator_runner.py, do_one_task: shlex.split of a command joined with spaces)",
-        "when it starts its server and clients (their start scripts and poc_commands.async_process split commands "
-        "at spaces)",
-    )
+def check_poc_paths(root: Path) -> list[Problem]:
+    """Why NVFlare's POC system cannot be started in the POC workspace ``root`` with this Python, not
+    even through a link (empty: it can; see :func:`generator.safepaths.check_paths`).
 
-
-def check_poc_python() -> list[Problem]:
-    """Why NVFlare's POC system cannot be started with this Python environment (empty: it can).
-
-    The POC start scripts run the server and the clients with this interpreter's path
-    (``sys.executable``, inside ``sys.prefix``); a path they split (a space, ...) makes every job
-    fail with ``FINISHED:FAILED_TO_RUN`` and only a ``FileNotFoundError`` in the server's log.
+    NVFlare's POC start scripts and job launchers split their command lines at spaces, so a Python
+    environment whose path holds a space (or a quote, ``#``, ``:``) is run through a link to it in
+    a safe folder (:func:`_poc_run`), as ``simulate`` does: NVFlare keeps ``sys.executable`` as it
+    was started. Only when no such folder can be made, or the Python lies outside its environment's
+    prefix, is that a problem. The workspace's own path is :func:`check_poc_workspace`'s.
     """
-    for path in (sys.prefix, sys.executable):
-        why = path_problem(os.path.abspath(path))
-        if why:
-            return [
-                Problem(
-                    os.path.abspath(path),
-                    0,
-                    0,
-                    "",
-                    f"this Python environment's path {_for_poc(why)}: make a Python environment at a path without "
-                    "it (e.g. `python3 -m venv /tmp/jobgen-venv && /tmp/jobgen-venv/bin/pip install -e .`) and run "
-                    "poc with that Python; `simulate` works from here",
-                )
-            ]
-    return []
+    return check_paths(os.path.abspath(root))
 
 
 def check_downloads(root: Path, option: str = "--downloads") -> list[Problem]:
@@ -345,8 +334,9 @@ def _poc_env(root: Path) -> dict[str, str]:
     return mark_run(env, root)  # every process of the system, its jobs' too: see processes_of
 
 
-def _nvflare(args: list[str], root: Path, log, timeout: float) -> int:
+def _nvflare(args: list[str], root: Path, log, timeout: float, python: str | None = None) -> int:
     """Run ``nvflare <args>`` in ``root`` with :func:`_poc_env`, output appended to ``log``; its exit code.
+    ``python``: the interpreter to run it with (default this one; a link to it, see :func:`_poc_run`).
 
     Raises:
         SimulationError: it did not end within ``timeout`` seconds (it is killed).
@@ -355,7 +345,7 @@ def _nvflare(args: list[str], root: Path, log, timeout: float) -> int:
     log.flush()
     try:
         return subprocess.run(
-            nvflare_command() + args,
+            nvflare_command(python) + args,
             cwd=root,
             env=_poc_env(root),
             stdin=subprocess.DEVNULL,
@@ -426,14 +416,17 @@ PROVISIONED_KEY = "provisioned.json"
 PROVISIONED_DAYS = 30
 
 
-def _provisioning(num_clients: int, port: int) -> dict:
-    """What a provisioned POC system depends on: the project (clients, port), NVFlare, this Python."""
+def _provisioning(root: Path, num_clients: int, port: int) -> dict:
+    """What a provisioned POC system depends on: the project (clients, port), NVFlare, this Python,
+    and the path the system was provisioned at (``nvflare poc prepare`` writes it into the server's
+    ``local/resources.json``, the job and snapshot stores, and into ``home/.nvflare/config.conf``)."""
     from importlib import metadata
 
     return {
         "project_yml": project_yaml(num_clients, port),
         "nvflare": metadata.version("nvflare"),
         "python": sys.executable,
+        "workspace": str(root),
     }
 
 
@@ -464,7 +457,9 @@ def _kept_port(root: Path, num_clients: int) -> int | None:
         fresh = time.time() - float(key["created"]) < PROVISIONED_DAYS * 86400
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if fresh and {k: key.get(k) for k in ("project_yml", "nvflare", "python")} == _provisioning(num_clients, port):
+    if fresh and {k: key.get(k) for k in ("project_yml", "nvflare", "python", "workspace")} == _provisioning(
+        root, num_clients, port
+    ):
         if (root / PROVISIONED / "poc").is_dir() and _port_free(port):
             return port
     return None
@@ -480,7 +475,9 @@ def _copy_children(source: Path, target: Path, skip: tuple[str, ...] = ()) -> No
             shutil.copy2(child, target / child.name, follow_symlinks=False)
 
 
-def prepare_poc(root: Path, num_clients: int, log, max_jobs: int = POC_MAX_JOBS) -> tuple[System, int, bool]:
+def prepare_poc(
+    root: Path, num_clients: int, log, max_jobs: int = POC_MAX_JOBS, python: str | None = None
+) -> tuple[System, int, bool]:
     """Provision a POC system of ``num_clients`` clients in ``root/poc`` (``root`` cleared first)
     whose server runs up to ``max_jobs`` jobs at once (:data:`POC_MAX_JOBS` as provisioned).
 
@@ -518,13 +515,13 @@ def prepare_poc(root: Path, num_clients: int, log, max_jobs: int = POC_MAX_JOBS)
         (root / "home").mkdir()
         port = free_port()
         (root / "project.yml").write_text(project_yaml(num_clients, port), encoding="utf-8")
-        code = _nvflare(["poc", "prepare", "-i", str(root / "project.yml"), "--force"], root, log, 120)
+        code = _nvflare(["poc", "prepare", "-i", str(root / "project.yml"), "--force"], root, log, 120, python)
         if code != 0 or not (prod / POC_ADMIN / "startup").is_dir():
             raise SimulationError(f"`nvflare poc prepare` failed (exit code {code}); log: {log.name}")
         _loopback_only(prod, port)
         kept.mkdir()
         _copy_children(root, kept, skip=(POC_LOG, PROVISIONED, POC_WORKSPACE_MARKER))
-        key = {**_provisioning(num_clients, port), "port": port, "created": time.time()}
+        key = {**_provisioning(root, num_clients, port), "port": port, "created": time.time()}
         (kept / PROVISIONED_KEY).write_text(json.dumps(key, indent=2), encoding="utf-8")
     _register_sooner(prod, num_clients)
     if max_jobs != POC_MAX_JOBS:
@@ -544,13 +541,13 @@ SERVICE_CONSOLE_LOG = "poc_console.log"
 _STARTED: dict[Path, list[subprocess.Popen]] = {}
 
 
-def _service_dirs(system: System, num_clients: int) -> list[Path]:
-    """The server's folder, then ``site-1`` .. ``site-<num_clients>``'s, in the provisioned POC project."""
-    prod = system.sites_dir
+def _service_dirs(root: Path, num_clients: int) -> list[Path]:
+    """The server's folder, then ``site-1`` .. ``site-<num_clients>``'s, in the POC project in ``root``."""
+    prod = _prod_dir(root)
     return [prod / SERVER_SITE, *(prod / site for site in site_names(num_clients))]
 
 
-def _launch_services(root: Path, system: System, num_clients: int, log) -> None:
+def _launch_services(root: Path, num_clients: int, log, bin_dir: str | None = None) -> None:
     """Start the server and each client with their startup kit's own ``startup/sub_start.sh --once``.
 
     This is what ``nvflare poc start`` runs, minus its wrapper: ``start.sh`` puts ``sub_start.sh`` in
@@ -558,12 +555,14 @@ def _launch_services(root: Path, system: System, num_clients: int, log) -> None:
     the system is shut down, notices only on its next 5 s tick; ``--once`` (the script's own option,
     "Start NVFlare directly") execs the same ``python3 -m nvflare.private.fed.app...`` at once. Each
     service runs in its own session, its output in its folder's :data:`SERVICE_CONSOLE_LOG`, with
-    the interpreter of this environment first on ``PATH`` (as ``nvflare poc start`` does).
+    the interpreter of this environment first on ``PATH`` (as ``nvflare poc start`` does; ``bin_dir``:
+    its folder as reached through a link, see :func:`_poc_run`).
     """
     env = _poc_env(root)
-    env["PATH"] = os.pathsep.join(filter(None, [os.path.dirname(sys.executable), env.get("PATH", "")]))
+    bin_dir = bin_dir or os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join(filter(None, [bin_dir, env.get("PATH", "")]))
     started = _STARTED.setdefault(root, [])
-    for service in _service_dirs(system, num_clients):
+    for service in _service_dirs(root, num_clients):
         log.write(f"$ {service / 'startup/sub_start.sh'} --once\n")
         log.flush()
         with open(service / SERVICE_CONSOLE_LOG, "a", encoding="utf-8") as console:
@@ -580,8 +579,11 @@ def _launch_services(root: Path, system: System, num_clients: int, log) -> None:
             )
 
 
-def start_poc(root: Path, system: System, port: int, num_clients: int, log) -> tuple[float, object]:
-    """Start the POC server and clients and wait until every client is connected.
+def start_poc(
+    root: Path, system: System, port: int, num_clients: int, log, bin_dir: str | None = None
+) -> tuple[float, object]:
+    """Start the POC server and clients of the POC workspace ``root`` and wait until every client is
+    connected (``bin_dir``: see :func:`_launch_services`).
 
     Returns:
         tuple[float, Session]: the seconds it took, and the project admin's session that saw every
@@ -595,7 +597,7 @@ def start_poc(root: Path, system: System, port: int, num_clients: int, log) -> t
     if _port_taken(port):
         raise SimulationError(f"port {port} on 127.0.0.1 is already in use: the POC server cannot listen there")
     try:
-        _launch_services(root, system, num_clients, log)
+        _launch_services(root, num_clients, log, bin_dir)
     except OSError as e:
         raise SimulationError(f"cannot start the POC system: {e}; log: {log.name}") from None
     session = ready_session(system, num_clients, READY_SECONDS)
@@ -626,7 +628,7 @@ def _shutdown(root: Path, log) -> int:
         _close(session)
 
 
-def stop_poc(root: Path, log, at_once: str | None = None) -> tuple[int, int]:
+def stop_poc(root: Path, log, at_once: str | None = None, python: str | None = None) -> tuple[int, int]:
     """Stop the POC system (``shutdown all`` through the admin API, see :func:`_shutdown`; else
     ``nvflare poc stop``), then every process of it still running (:func:`generator.runner.processes_of`:
     each is marked with ``root``, see :func:`_poc_env`).
@@ -640,6 +642,7 @@ def stop_poc(root: Path, log, at_once: str | None = None) -> tuple[int, int]:
             processes are then sent SIGTERM at once: NVFlare's server and clients take about 5.6 s
             to exit after ``shutdown all`` here (0.9 s for the command, 4.7 s to exit) and have no
             SIGTERM handler of their own (the signal ends them at once). None: ``shutdown all``.
+        python (str | None): the interpreter for ``nvflare poc stop`` (see :func:`_nvflare`).
 
     Returns:
         tuple[int, int]: 0 if the system accepted ``shutdown all`` or was stopped at once (else the
@@ -657,7 +660,7 @@ def stop_poc(root: Path, log, at_once: str | None = None) -> tuple[int, int]:
     if code != 0:
         grace = LEFTOVER_GRACE
         try:
-            code = _nvflare(["poc", "stop"], root, log, STOP_SECONDS)
+            code = _nvflare(["poc", "stop"], root, log, STOP_SECONDS, python)
         except SimulationError:
             code = -1
     end = time.monotonic() + grace
@@ -1300,6 +1303,8 @@ def poc_all(
     out, root, downloads = Path(out), Path(workspace), Path(downloads)
     manifest, selected = _selected_jobs(out, names)
     problems = check_poc_workspace(root)
+    if any(_refused(n, manifest[n]) is None for n in selected):  # a system is to be started
+        problems += [p for p in check_poc_paths(root) if p.file != os.path.abspath(root)]  # the workspace's: above
     if problems:
         raise OutputError(problems)
     managed = {"the generated jobs folder": out, "the POC workspace": root, DOWNLOADS: downloads}
@@ -1320,24 +1325,31 @@ def _poc_run(out, root, manifest, selected, downloads, results_path, timeout, ev
                 received,
                 "poc",
             )
-    blocked = check_poc_python()  # only once a system is to be started: other refusals come first
-    if blocked:
-        raise OutputError(blocked)
     num_clients = max(manifest[n].num_clients for n in runnable)
     results: list[JobResult] = []
     prepared, stopped = False, []
 
     def stop_now(session) -> None:  # every job's result is downloaded: the system ends before the last is judged
         _close(session)
-        stopped.append(stop_poc(root, log, at_once="every job ended and was downloaded"))
+        stopped.append(stop_poc(root, log, at_once="every job ended and was downloaded", python=paths.python))
 
-    with interrupt_on_signals() as received, open(root / POC_LOG, "w", encoding="utf-8") as log:
+    # NVFlare's POC start scripts and job launchers split their command lines at spaces: the system
+    # runs this Python through a link in a safe folder when its path needs it (generator.safepaths,
+    # as simulate does; the link goes when the block ends). The workspace's own path must be safe
+    # (check_poc_workspace): NVFlare resolves it (Workspace._join_under_root: os.path.realpath).
+    with (
+        run_paths(root) as paths,
+        interrupt_on_signals() as received,
+        open(root / POC_LOG, "w", encoding="utf-8") as log,
+    ):
+        if paths.links:
+            log.write(f"NVFlare runs this Python as {paths.python} (a link: its path has a space or the like)\n")
         try:
-            system, port, reused = prepare_poc(root, num_clients, log, max(parallel, POC_MAX_JOBS))
+            system, port, reused = prepare_poc(root, num_clients, log, max(parallel, POC_MAX_JOBS), paths.python)
             prepared = True
             again = " (reusing the one an earlier run provisioned)" if reused else ""
             events.system_step(f"prepared a POC system of {num_clients} client(s) in {root / 'poc'}{again}")
-            seconds, session = start_poc(root, system, port, num_clients, log)
+            seconds, session = start_poc(root, system, port, num_clients, log, paths.bin_dir)
             try:
                 events.system_step(f"started server (127.0.0.1:{port}) and {num_clients} client(s) in {seconds:.1f} s")
             except BaseException:  # the session is run_jobs' to close only once it has it
@@ -1351,15 +1363,14 @@ def _poc_run(out, root, manifest, selected, downloads, results_path, timeout, ev
         finally:
             if prepared:  # after a stop signal nothing of the system is left to keep
                 why = f"stopped by {signal.Signals(received[0]).name}" if received else None
-                _stop(root, log, events, stopped[0] if stopped else None, why)
+                outcome = stopped[0] if stopped else stop_poc(root, log, why, paths.python)
+                _stop(root, events, outcome)
         return _conclude(results, results_path, events, received, "poc")
 
 
-def _stop(root: Path, log, events, outcome: tuple[int, int] | None = None, at_once: str | None = None) -> None:
-    """Stop the POC system in ``root`` (inside the caller's :func:`generator.runner.interrupt_on_signals`,
-    which records the signals that come meanwhile); tell ``events``. ``outcome``: :func:`stop_poc`'s,
-    when it was already stopped (every job downloaded); else :func:`stop_poc` with ``at_once``."""
-    code, left = outcome or stop_poc(root, log, at_once)
+def _stop(root: Path, events, outcome: tuple[int, int]) -> None:
+    """Tell ``events`` how the POC system in ``root`` stopped: ``outcome`` is :func:`stop_poc`'s."""
+    code, left = outcome
     if code == 0:  # its processes' last seconds of wind-down are cut short by design (SHUTDOWN_GRACE)
         step, extra = "stopped the POC system", ""
     else:

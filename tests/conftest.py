@@ -77,11 +77,13 @@ def pytest_addoption(parser):
 
 
 def _poc_cannot_start() -> str | None:
-    """Why NVFlare's POC system cannot start with this Python environment (its start scripts split a
-    path with a space: ``generator.poc.check_poc_python``, which ``poc`` refuses with), else None."""
-    from generator.poc import check_poc_python
+    """Why NVFlare's POC system cannot start with this Python environment, not even through links
+    (``generator.poc.check_poc_paths``, which ``poc`` refuses with), else None."""
+    import tempfile
 
-    problems = check_poc_python()
+    from generator.poc import check_poc_paths
+
+    problems = check_poc_paths(Path(tempfile.gettempdir()))
     return f"{problems[0].file}: {problems[0].message}" if problems else None
 
 

@@ -280,7 +280,7 @@ def _fake_provisioner(monkeypatch) -> list[list[str]]:
 
     calls: list[list[str]] = []
 
-    def nvflare(args, root, log, timeout):
+    def nvflare(args, root, log, timeout, python=None):
         calls.append(args)
         prod = poc._prod_dir(root)
         for folder in ("admin@nvidia.com/startup", "server/startup", "server/local", "site-1/startup"):
@@ -375,7 +375,11 @@ def test_a_kept_poc_system_is_provisioned_again_for_other_clients_a_taken_port_o
     assert poc.prepare_poc(root, 3, log)[2] is False
     key.write_text("{not json")
     assert poc.prepare_poc(root, 3, log)[2] is False
-    assert len(calls) == 6
+    # provisioned at another path (a moved folder, or the link of a run from a path with a space):
+    # NVFlare wrote that path into the server's resources.json (job and snapshot stores)
+    key.write_text(json.dumps({**json.loads(key.read_text()), "workspace": "/elsewhere/ws"}))
+    assert poc.prepare_poc(root, 3, log)[2] is False
+    assert len(calls) == 7
 
 
 def test_a_download_is_laid_out_as_a_simulator_workspace(tmp_path):
@@ -446,7 +450,9 @@ def test_poc_refuses_a_folder_another_run_is_using_and_changes_nothing(tmp_path,
 
 
 def test_poc_refuses_a_workspace_path_with_a_space_naming_it_and_the_fix(tmp_path):
-    """NVFlare's POC start scripts split their commands at spaces: refused before anything runs."""
+    """NVFlare's POC start scripts split their commands at spaces, and NVFlare resolves the
+    workspace's real path for each job (a link does not help): refused before anything runs, with
+    the make variable that gives another workspace; nothing is created."""
     project = make_project(tmp_path / "my project")
 
     result = run_main(project, "poc")
@@ -454,20 +460,23 @@ def test_poc_refuses_a_workspace_path_with_a_space_naming_it_and_the_fix(tmp_pat
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"{project / 'build/poc-workspace'}: --workspace: contains ' ', which NVFlare's POC system ")
-    assert "give --workspace a folder whose path has none" in line
+    assert "`make poc POC_WS=/tmp/jobgen-poc-$USER`" in line
     assert not (project / "build/poc-workspace").exists() and not (project / "build/poc").exists()
 
 
-def test_poc_refuses_a_python_environment_at_a_path_with_a_space(monkeypatch):
-    from generator import poc
+def test_poc_refuses_a_python_it_cannot_reach_through_a_link(monkeypatch, tmp_path):
+    """A Python environment whose path has a space is reached through a link to its prefix; one
+    outside its prefix cannot be, and is refused before anything starts."""
+    from generator import safepaths
+    from generator.poc import check_poc_paths
 
-    monkeypatch.setattr(poc.sys, "prefix", "/opt/my envs/jobgen")
-    (problem,) = poc.check_poc_python()
-    assert problem.file == "/opt/my envs/jobgen"
-    assert problem.message.startswith("this Python environment's path contains ' ', which NVFlare's POC system ")
-    monkeypatch.setattr(poc.sys, "prefix", "/opt/envs/jobgen")
-    monkeypatch.setattr(poc.sys, "executable", "/opt/envs/jobgen/bin/python")
-    assert poc.check_poc_python() == []
+    monkeypatch.setattr(safepaths.sys, "prefix", "/opt/my envs/jobgen")
+    monkeypatch.setattr(safepaths.sys, "executable", "/opt/my envs/jobgen/bin/python")
+    assert check_poc_paths(tmp_path) == []
+    monkeypatch.setattr(safepaths.sys, "executable", "/usr/my bin/python")
+    (problem,) = check_poc_paths(tmp_path)
+    assert problem.file == "/usr/my bin/python"
+    assert "not inside its environment's prefix /opt/my envs/jobgen" in problem.message
 
 
 def test_poc_refuses_downloads_inside_the_generated_jobs(tmp_path):
