@@ -16,7 +16,7 @@ PARALLEL ?=
 KIT    ?=
 USER_NAME ?=
 # poc's workspace (the POC system, HOME of its commands); default build/poc-workspace. NVFlare's POC
-# system needs a path without spaces: in a clone whose path has one, give e.g. POC_WS=/tmp/jobgen-poc-$$USER.
+# system needs a path without spaces: in a clone whose path has one, give e.g. POC_WS=/tmp/jobgen-poc-$$(id -u).
 POC_WS ?=
 VIEW_ARGS = $(if $(JOB),--job $(JOB)) $(if $(PORT),--port $(PORT)) $(if $(RESULTS),--results $(RESULTS))
 

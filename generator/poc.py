@@ -290,8 +290,8 @@ def check_poc_workspace(root: Path) -> list[Problem]:
                 0,
                 "",
                 f"--workspace: {why}: give a POC workspace whose path has none, e.g. "
-                "`make poc POC_WS=/tmp/jobgen-poc-$USER` or `python -m generator poc --workspace "
-                "/tmp/jobgen-poc-$USER` (the downloads and everything else may stay where they are)",
+                "`make poc POC_WS=/tmp/jobgen-poc-$(id -u)` or `python -m generator poc --workspace "
+                "/tmp/jobgen-poc-$(id -u)` (the downloads and everything else may stay where they are)",
             )
         ]
     return []
@@ -1030,6 +1030,7 @@ def _submit(
             result.problems.append(job_problem(name, f"the server refused the job folder {out / name}: {e}"))
             events.job_finished(result)
             return result
+    result.job_id = job_id
     run = _Run(name, info, result, job_id, started, started + result.timeout)
     if system.sites_dir is not None:
         run.tracker = _LiveTracker(
@@ -1212,6 +1213,8 @@ def run_jobs(
                 run.result.status = INTERRUPTED
                 run.result.wall_seconds = round(time.monotonic() - run.started, 2)
                 ended_by = f"NVFlare aborted job {run.job_id}" if abort else f"job {run.job_id} stopped with the system"
+                if run.tracker is None:  # a remote system: its result stays there, not downloaded
+                    ended_by += f"; its result is kept on the server (nvflare job download {run.job_id})"
                 run.result.problems.append(job_problem(run.name, f"interrupted by {e.name}: {ended_by}"))
                 results[run.name] = run.result
                 events.job_finished(run.result)

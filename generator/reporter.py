@@ -144,7 +144,9 @@ class Reporter:
         name = result.name
         with self._lock:  # one block: a parallel job's lines cannot come between these
             out, err = self._stdout or sys.stdout, self._stderr or sys.stderr
-            log = result.log or "none (not started)"
+            log = result.log or (
+                f"not downloaded (NVFlare job {result.job_id})" if result.job_id else "none (not started)"
+            )
             out.write(f"{name}: {result.status} in {result.wall_seconds:.1f} s; log: {log}\n")
             out.flush()
             for problem in result.problems:

@@ -116,6 +116,8 @@ class JobResult:
         retried (str | None): why the job was run a second time (its first run lost a client before
             any code of the job ran there: see :func:`_lost_before_start`), else None. Everything
             else in the result is the second run's.
+        job_id (str | None): NVFlare's id of the job on the system ``poc`` or ``submit`` ran it on
+            (``nvflare job download <id>`` etc.); None for ``simulate``.
     """
 
     name: str
@@ -141,6 +143,7 @@ class JobResult:
     series: dict = field(default_factory=dict, repr=False, compare=False)
     cross_site: dict | None = None
     retried: str | None = None
+    job_id: str | None = None
 
 
 def nvflare_command(python: str | None = None) -> list[str]:

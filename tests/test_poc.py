@@ -460,7 +460,7 @@ def test_poc_refuses_a_workspace_path_with_a_space_naming_it_and_the_fix(tmp_pat
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"{project / 'build/poc-workspace'}: --workspace: contains ' ', which NVFlare's POC system ")
-    assert "`make poc POC_WS=/tmp/jobgen-poc-$USER`" in line
+    assert "`make poc POC_WS=/tmp/jobgen-poc-$(id -u)`" in line
     assert not (project / "build/poc-workspace").exists() and not (project / "build/poc").exists()
 
 

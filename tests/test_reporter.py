@@ -231,3 +231,10 @@ def test_a_console_whose_reader_went_away_is_dropped_and_the_command_goes_on(tmp
     )
     os.close(write)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_a_job_that_ran_on_a_remote_system_but_was_not_downloaded_names_its_nvflare_job():
+    """``submit`` interrupted: the server ran the job (it is not "not started"); its result stays there."""
+    reporter, out, _ = streams()
+    reporter.job_finished(JobResult(name="j", status="INTERRUPTED", job_id="f93b1e7b"))
+    assert out.getvalue() == "j: INTERRUPTED in 0.0 s; log: not downloaded (NVFlare job f93b1e7b)\n"
