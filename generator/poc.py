@@ -39,6 +39,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -180,9 +181,8 @@ def admin_kit(path: str | Path, username: str | None = None) -> System:
         kit = kit.parent
     config = kit / "startup" / "fed_admin.json"
     if not config.is_file():
-        raise OptionError(
-            [Problem(str(path), 0, 0, "", "--startup-kit: no startup/fed_admin.json here: give an admin's startup kit")]
-        )
+        what = "no startup/fed_admin.json here" if kit.exists() else "does not exist"
+        raise OptionError([Problem(str(path), 0, 0, "", f"--startup-kit: {what}: give an admin's startup kit")])
     try:
         admin = json.loads(config.read_text(encoding="utf-8")).get("admin", {})
     except (OSError, ValueError, AttributeError) as e:
@@ -970,7 +970,8 @@ def _finish(system: System, session, run: _Run, downloads: Path) -> JobResult:
         tracker = RoundTracker.for_job(job_dir, run.info, server=system.server_identity)
         tracker.poll()
         result.rounds_started = tracker.rounds_started
-        result.problems[:0] = [job_problem(run.name, m) for m in client_exceptions(job_dir)]
+        raised = [m for m in client_exceptions(job_dir) if not ABORTED_IN_SCRIPT.search(m)]
+        result.problems[:0] = [job_problem(run.name, m) for m in raised]
         result.problems += run.problems
         return result
     if run.fetched:
@@ -1039,6 +1040,13 @@ def _submit(
     events.job_submitted(name, info, result.timeout, job_id)
     return run
 
+
+#: What NVFlare's Client API raises in a training script once the job is aborted (``RuntimeError:
+#: request to abort the job for reason '<task>' is aborted, abort_signal_triggered``:
+#: ``nvflare/client/in_process/api.py``, the reason from ``client_api/*_backend.py``). For a job
+#: aborted at its timeout that is the abort's effect, not an error of the script: a trial read it
+#: as its script having raised.
+ABORTED_IN_SCRIPT = re.compile(r"request to abort the job for reason .*abort_signal_triggered")
 
 #: The last line NVFlare's job process logs in its run log (``<site>/<job id>/log.txt``) as it exits
 #: (``nvflare/private/fed/app/utils.py`` via ``mpm``: "MPM: Good Bye!").

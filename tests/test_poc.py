@@ -498,7 +498,11 @@ def test_submit_needs_an_admin_startup_kit(tmp_path):
     result = run_main(project, "submit", "--startup-kit", "nowhere")
 
     assert result.returncode == 2
-    assert result.stderr == "nowhere: --startup-kit: no startup/fed_admin.json here: give an admin's startup kit\n"
+    assert result.stderr == "nowhere: --startup-kit: does not exist: give an admin's startup kit\n"
+    (project / "kit").mkdir()
+    result = run_main(project, "submit", "--startup-kit", "kit")
+    assert result.returncode == 2
+    assert result.stderr == "kit: --startup-kit: no startup/fed_admin.json here: give an admin's startup kit\n"
 
 
 ABANDONED_LOGIN = """\
@@ -864,7 +868,19 @@ def test_submit_aborts_a_job_at_its_timeout(running_poc):
     (record,) = json.loads((project / "build/timeout.json").read_text())
     assert record["status"] == "TIMEOUT"
     assert "slow: timed out after 12 s: NVFlare aborted job " in result.stderr
+    assert "abort_signal_triggered" not in result.stderr  # the abort's effect in the script is not its error
     assert (project / "build/timeout/slow/server/log.txt").is_file()
+
+
+def test_what_the_client_api_raises_in_an_aborted_script_is_told_from_a_scripts_own_error():
+    from generator.poc import ABORTED_IN_SCRIPT
+
+    seen = (  # a trial's poc --timeout 5: the abort's effect, reported as if the script had raised
+        "site-1: RuntimeError: request to abort the job for reason 'train' is aborted, abort_signal_triggered "
+        "(custom/train_full.py:27)"
+    )
+    assert ABORTED_IN_SCRIPT.search(seen)
+    assert not ABORTED_IN_SCRIPT.search("site-1: RuntimeError: boom in round 1 (custom/train_crash.py:10)")
 
 
 @pocs
