@@ -261,20 +261,18 @@ def check_poc_workspace(root: Path) -> list[Problem]:
     workspace's real path for each job's folder (``Workspace._join_under_root``: ``os.path.realpath``).
     """
     root = Path(root)
+
+    def problem(message: str, where: str = str(root)) -> list[Problem]:
+        return [Problem(where, 0, 0, "", f"--workspace: {message}")]
+
     unusable = folder_problems(root, "--workspace")
     if unusable:
         return unusable
     if root.is_dir() and any(root.iterdir()) and not (root / POC_WORKSPACE_MARKER).is_file():
-        return [
-            Problem(
-                str(root),
-                0,
-                0,
-                "",
-                f"--workspace: holds files the generator did not write (no {POC_WORKSPACE_MARKER}); refusing to "
-                "clear it: choose another --workspace",
-            )
-        ]
+        return problem(
+            f"holds files the generator did not write (no {POC_WORKSPACE_MARKER}); refusing to clear it: "
+            "choose another --workspace"
+        )
     absolute = os.path.abspath(root)
     why = path_problem(absolute)
     if why:
@@ -283,17 +281,12 @@ def check_poc_workspace(root: Path) -> list[Problem]:
             "with spaces)",
             "in the command lines that start its server, clients and job processes",
         )
-        return [
-            Problem(
-                absolute,
-                0,
-                0,
-                "",
-                f"--workspace: {why}: give a POC workspace whose path has none, e.g. "
-                "`make poc POC_WS=/tmp/jobgen-poc-$(id -u)` or `python -m generator poc --workspace "
-                "/tmp/jobgen-poc-$(id -u)` (the downloads and everything else may stay where they are)",
-            )
-        ]
+        return problem(
+            f"{why}: give a POC workspace whose path has none, e.g. `make poc POC_WS=/tmp/jobgen-poc-$(id -u)` or "
+            "`python -m generator poc --workspace /tmp/jobgen-poc-$(id -u)` (the downloads and everything else "
+            "may stay where they are)",
+            absolute,
+        )
     return []
 
 
