@@ -925,8 +925,8 @@ def _judge(system: System, run: _Run, job_dir: Path) -> None:
         result.problems.append(job_problem(run.name, f"NVFlare ended job {run.job_id} with status {run.status}"))
     if info.cross_site_eval:
         judge_cross_site(result, info, job_dir)
-    if result.receiver:
-        judge_metrics(result, info, job_dir, since_ms=0, reports=None)
+    if result.receiver:  # the plot goes beside the download, <downloads>/<job>/<job>.png, as simulate's
+        judge_metrics(result, info, job_dir, since_ms=0, reports=job_dir)
     if result.problems:
         result.problems[:0] = [job_problem(run.name, m) for m in client_exceptions(job_dir)]
 

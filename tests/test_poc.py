@@ -766,6 +766,9 @@ def test_poc_stores_every_metric_point_and_the_dotted_tags(poc_run):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "global_step")]
         assert sorted(steps) == list(range(750))
     assert results["metrics"]["metric_points"] == {"site-1": {"global_step": 750}, "site-2": {"global_step": 750}}
+    plot = project / "build/poc/metrics/metrics.png"  # as simulate plots a metrics job, beside the download
+    assert (project / results["metrics"]["report"]).resolve() == plot.resolve()
+    assert plot.read_bytes().startswith(b"\x89PNG")
 
 
 @pocs
