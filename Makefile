@@ -60,16 +60,16 @@ validate: setup
 
 ## generate: render one NVFlare job folder per job into build/jobs/
 generate: setup
-	"$(BIN)/python" -m generator generate $(FILES_ARGS) --out $(OUT) $(SET_ARGS)
+	"$(BIN)/python" -m generator generate $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS)
 
 ## check: exit 1 if build/jobs/ differs from what jobs.yaml renders now
 check: setup
-	"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out $(OUT) $(SET_ARGS)
+	"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS)
 
 # simulate, poc and submit run the generated folders as they are; this says (a warning, never a
 # failure) when they are not what the jobs files generate now (`generate --check` exit 1), or when
 # the jobs files do not generate at all (exit 2): `make check` names the differences or the problem.
-STALE_NOTE = @"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out $(OUT) $(SET_ARGS) >/dev/null 2>&1; \
+STALE_NOTE = @"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS) >/dev/null 2>&1; \
 	case $$? in \
 	0) ;; \
 	1) echo "warning: $(OUT) is not what $(JOBS) generates now (see make check): running the folders as they are; make generate first to run what $(JOBS) says" >&2 ;; \
@@ -79,20 +79,18 @@ STALE_NOTE = @"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out 
 ## simulate: run every generated job (or JOB=name ...) with nvflare simulator and check the results (PARALLEL=n jobs at once)
 simulate: setup
 	$(STALE_NOTE)
-	"$(BIN)/python" -m generator simulate --out $(OUT) --workspace $(WS) $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
+	"$(BIN)/python" -m generator simulate --out "$(OUT)" --workspace "$(WS)" $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 ## poc: run every generated job on a POC system (server and clients on 127.0.0.1) started for them, then stop it (PARALLEL=n jobs at once, POC_WS=its workspace)
 poc: setup
 	$(STALE_NOTE)
-	"$(BIN)/python" -m generator poc --out $(OUT) $(if $(POC_WS),--workspace "$(POC_WS)") $(foreach j,$(JOB),--job $(j)) \
-		$(if $(PARALLEL),--parallel $(PARALLEL))
+	"$(BIN)/python" -m generator poc --out "$(OUT)" $(if $(POC_WS),--workspace "$(POC_WS)") $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 ## submit: run every generated job on a running NVFlare system through an admin startup kit (KIT=dir, USER_NAME=admin)
 submit: setup
 	@test -n "$(KIT)" || { echo "make submit needs KIT=<an admin's startup kit folder>" >&2; exit 2; }
 	$(STALE_NOTE)
-	"$(BIN)/python" -m generator submit --out $(OUT) --startup-kit $(KIT) $(if $(USER_NAME),--username $(USER_NAME)) \
-		$(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
+	"$(BIN)/python" -m generator submit --out "$(OUT)" --startup-kit "$(KIT)" $(if $(USER_NAME),--username "$(USER_NAME)") $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 # The example sweep gets a folder of its own, so it never touches build/jobs or the main results.
 # Its scripts are looked up beside the jobs file, so the file and client_scripts/ are copied there.
@@ -121,7 +119,7 @@ wandb-view: setup
 
 ## lint: check the generated configs against the installed nvflare
 lint: setup
-	"$(BIN)/python" -m generator lint $(FILES_ARGS) --out $(OUT) $(SET_ARGS)
+	"$(BIN)/python" -m generator lint $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS)
 
 RUFF_PATHS := generator tests client_scripts templates bench
 

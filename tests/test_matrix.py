@@ -314,7 +314,7 @@ def test_make_generate_passes_each_file_of_jobs_and_each_set():
     )
     assert result.returncode == 0, result.stderr
     assert (
-        "-m generator generate --jobs a.yaml --jobs lab.yaml --out build/jobs "
+        '-m generator generate --jobs a.yaml --jobs lab.yaml --out "build/jobs" '
         "--set defaults.num_rounds=2 --set jobs.a.x=1" in result.stdout
     )
 
@@ -332,6 +332,15 @@ def test_make_simulate_and_poc_run_only_the_jobs_named_by_job(target):
     assert result.returncode == 0, result.stderr
     (command,) = [line for line in result.stdout.splitlines() if f"-m generator {target} " in line]
     assert "--job np-full-in-process --job np-cyclic" in command
+
+
+def test_make_passes_folders_with_a_space_as_one_argument():
+    """A trial's ``make submit KIT="/path/kit dir"`` reached argparse as two words."""
+    argv = ["make", "-n", "--no-print-directory", "submit", "KIT=/tmp/kit dir", "OUT=/tmp/my jobs"]
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    (command,) = [line for line in result.stdout.splitlines() if "-m generator submit " in line]
+    assert shlex.split(command)[-4:] == ["--out", "/tmp/my jobs", "--startup-kit", "/tmp/kit dir"]
 
 
 @pytest.mark.simulator
