@@ -805,21 +805,23 @@ def test_poc_leaves_no_process_and_writes_nothing_to_home(poc_run):
 
 @pytest.fixture(scope="module")
 def running_poc(tmp_path_factory):
-    """A POC system started here (as someone's running system), stopped after the module's tests."""
+    """A POC system started here (as someone's running system), stopped after the module's tests;
+    this Python reached through a link when its path has a space, as ``poc`` does."""
     from generator.poc import prepare_poc, start_poc, stop_poc
+    from generator.safepaths import run_paths
 
     base = tmp_path_factory.mktemp("submit")
     project, home, root = make_project(base / "project"), base / "home", base / "poc-ws"
     home.mkdir()
     root.mkdir()
-    with ProcessWatch(root) as watch, open(base / "poc.log", "w") as log:
+    with ProcessWatch(root) as watch, open(base / "poc.log", "w") as log, run_paths(root) as paths:
         try:
-            system, port, _ = prepare_poc(root, 2, log)
-            _, session = start_poc(root, system, port, 2, log)
+            system, port, _ = prepare_poc(root, 2, log, python=paths.python)
+            _, session = start_poc(root, system, port, 2, log, paths.bin_dir)
             session.close()
             yield project, home, system, watch
         finally:
-            stop_poc(root, log)
+            stop_poc(root, log, python=paths.python)
     assert watch.left() == []
 
 
