@@ -298,9 +298,11 @@ def check_poc_paths(root: Path) -> list[Problem]:
     environment whose path holds a space (or a quote, ``#``, ``:``) is run through a link to it in
     a safe folder (:func:`_poc_run`), as ``simulate`` does: NVFlare keeps ``sys.executable`` as it
     was started. Only when no such folder can be made, or the Python lies outside its environment's
-    prefix, is that a problem. The workspace's own path is :func:`check_poc_workspace`'s.
+    prefix, is that a problem. The workspace's own path is :func:`check_poc_workspace`'s, so what
+    :func:`generator.safepaths.check_paths` says of it is left out here.
     """
-    return check_paths(os.path.abspath(root))
+    root = os.path.abspath(root)
+    return [p for p in check_paths(root) if p.file != root]
 
 
 def check_downloads(root: Path, option: str = "--downloads") -> list[Problem]:
@@ -1308,7 +1310,7 @@ def poc_all(
     manifest, selected = _selected_jobs(out, names)
     problems = check_poc_workspace(root)
     if any(_refused(n, manifest[n]) is None for n in selected):  # a system is to be started
-        problems += [p for p in check_poc_paths(root) if p.file != os.path.abspath(root)]  # the workspace's: above
+        problems += check_poc_paths(root)
     if problems:
         raise OutputError(problems)
     managed = {"the generated jobs folder": out, "the POC workspace": root, DOWNLOADS: downloads}

@@ -80,17 +80,16 @@ def pick_view(results_path: Path, tracker: str, job: str | None = None) -> tuple
         return entry["name"], entry["store"]
     first = pick_job(results_path, tracker)  # the results exist and hold a job of this tracker
     results = json.loads(Path(results_path).read_text(encoding="utf-8"))
+    stored = [r for r in results if r.get("receiver") == tracker and r.get("store")]  # first is stored[0]
     if tracker == "mlflow":
         project = store_path(results_path)
         simulated = all(r.get("engine", "simulate") == "simulate" for r in results)
         if simulated and is_our_store(project):
             return "every MLflow job of the run", store_uri(project)
-        others = [r["name"] for r in results if r.get("receiver") == tracker and r.get("store")][1:]
-        if others:
-            return f"{first['name']} (--job {others[0]} opens another of the run's MLflow jobs)", first["store"]
+        if len(stored) > 1:
+            return f"{first['name']} (--job {stored[1]['name']} opens another of the run's MLflow jobs)", first["store"]
         return first["name"], first["store"]
-    dirs = {r["name"]: r["store"] for r in results if r.get("receiver") == tracker and r.get("store")}
-    return f"{len(dirs)} TensorBoard job(s)", dirs
+    return f"{len(stored)} TensorBoard job(s)", {r["name"]: r["store"] for r in stored}
 
 
 def logdir_spec(dirs: dict[str, str]) -> str:
