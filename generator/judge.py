@@ -374,6 +374,13 @@ LOST_CLIENT = re.compile(
 #: The first record of a simulator worker that reached its parent: ``ClientTaskWorker.run`` (the
 #: worker's ``__main__``) logs it right after the parent's connection is accepted, before any job code.
 WORKER_STARTED = ("ClientTaskWorker", "ClientTaskWorker started to run")
+#: What NVFlare's process monitor logs at ERROR when a process's main function raised (``MPM.run``,
+#: ``nvflare/fuel/f3/mpm.py``, 2.7 and 2.9), as (``fullName``, start of the message). In a simulator
+#: worker before :data:`WORKER_STARTED` it means the worker ended before it reached the simulator,
+#: e.g. it could not listen on the port the simulator chose for it (``simulator_worker.py``
+#: ``_create_connection``: "Execute exception: OSError: [Errno 98] Address already in use"). The
+#: simulator does not notice: it tries to connect until its 60 s timeout ("run_client_thread error").
+WORKER_FAILED = ("nvflare.fuel.f3.mpm.MPM", "Execute exception: ")
 
 
 @dataclass(frozen=True)
@@ -398,17 +405,25 @@ def lost_client(message: str) -> LostClient | None:
 
 
 class LostClientWatch:
-    """The clients NVFlare's simulator stopped running, from the server's ``log.json`` as it grows.
+    """The clients NVFlare's simulator stopped running, from the server's ``log.json`` as it grows,
+    and the clients whose worker ended before it reached the simulator, from each worker's
+    ``log.json`` (:data:`WORKER_FAILED`; the simulator itself notices those only after 60 s).
 
     Call :meth:`poll` as often as wanted; it reads only what was appended since the last call, and
-    only the lines of :data:`SIMULATOR_CLIENT_RUNNER`.
+    only the lines of :data:`SIMULATOR_CLIENT_RUNNER`, :data:`WORKER_STARTED` and :data:`WORKER_FAILED`.
+    A worker's log is read until that worker started.
 
     Args:
         workspace (Path): the simulator workspace (``-w``).
+        sites (list[str]): the clients whose workers to watch (``WS/<site>/log.json``); none: only
+            the server's log is read.
     """
 
-    def __init__(self, workspace: Path):
-        self._tail = LogJsonTail(Path(workspace) / SERVER_LOG, (json.dumps(SIMULATOR_CLIENT_RUNNER).encode(),))
+    def __init__(self, workspace: Path, sites: list[str] | tuple = ()):
+        workspace = Path(workspace)
+        self._tail = LogJsonTail(workspace / SERVER_LOG, (json.dumps(SIMULATOR_CLIENT_RUNNER).encode(),))
+        needles = (json.dumps(WORKER_STARTED[1]).encode(), json.dumps(WORKER_FAILED[0]).encode())
+        self._workers = {site: LogJsonTail(workspace / site / LOG_JSON, needles) for site in sites}
 
     def poll(self) -> list[LostClient]:
         """The clients lost since the last poll (usually none)."""
@@ -419,6 +434,25 @@ class LostClientWatch:
             client = lost_client(_first_line(str(record.get("message", ""))))
             if client:
                 lost.append(client)
+        for site, tail in list(self._workers.items()):
+            for record in tail.read():
+                message = str(record.get("message", ""))
+                if record.get("name") == WORKER_STARTED[0] and message == WORKER_STARTED[1]:
+                    del self._workers[site]  # it reached the simulator: the server's log tells the rest
+                    break
+                if (
+                    record.get("fullName") == WORKER_FAILED[0]
+                    and record.get("levelname") in ERROR_LEVELS
+                    and message.startswith(WORKER_FAILED[1])
+                ):
+                    del self._workers[site]
+                    lost.append(
+                        LostClient(
+                            site,
+                            f"{site}'s simulator worker ended before it reached the simulator: {_first_line(message)}",
+                        )
+                    )
+                    break
         return lost
 
 

@@ -45,11 +45,11 @@ from .components import FRAMEWORKS
 from .errors import JobgenError, OptionError, OutputError, Problem, SimulationError
 from .judge import (
     LOG_JSON,
+    LostClient,
     LostClientWatch,
     RoundTracker,
     client_exceptions,
     cross_site_problems,
-    lost_client,
     nvflare_errors,
     points_sent,
     worker_connected,
@@ -539,8 +539,8 @@ def simulate_job(
                 first_log.unlink()  # a first run's log left by an earlier simulate
         started_epoch = time.time()
         tracker = RoundTracker.for_job(ws, info)
-        outcome = _run_simulator(out, ws, log, result, info, tracker, events)
-        reason = _lost_before_start(outcome, ws, info) if attempt == 1 else None
+        outcome, lost = _run_simulator(out, ws, log, result, info, tracker, events)
+        reason = _lost_before_start(outcome, lost, ws, info) if attempt == 1 else None
         if not reason:
             break
         log.replace(first_log)
@@ -553,7 +553,7 @@ def simulate_job(
         _stopped(result, info, outcome, tracker, ws, log, timeout)
         return result
     if outcome.stopped_for:
-        _lost_client(result, info, outcome, tracker, ws, log)
+        _lost_client(result, info, outcome, lost, tracker, ws, log)
         return result
     if outcome.stopped:  # not a failed check: the run's own outputs are judged below
         events.leftovers_stopped(name, outcome.stopped)
@@ -591,17 +591,24 @@ def _refused(result: JobResult, info: ManifestEntry, workspace_root: Path) -> bo
     return False
 
 
-def _run_simulator(out, ws: Path, log: Path, result: JobResult, info: ManifestEntry, tracker, events) -> RunOutcome:
-    """Run ``nvflare simulator`` on the job folder, telling ``events`` of each round the server starts."""
+def _run_simulator(
+    out, ws: Path, log: Path, result: JobResult, info: ManifestEntry, tracker, events
+) -> tuple[RunOutcome, LostClient | None]:
+    """Run ``nvflare simulator`` on the job folder, telling ``events`` of each round the server starts.
+
+    Returns the run's outcome and, when the run was stopped because the simulator lost a client
+    (``outcome.stopped_for`` is its message), that client."""
     name, n = result.name, str(info.num_clients)
     started = time.monotonic()
 
-    lost = LostClientWatch(ws)
+    watch = LostClientWatch(ws, list(info.clients or site_names(info.num_clients)))
+    lost: list[LostClient] = []
 
     def on_tick() -> None:
         for number in tracker.poll():
             events.round_started(name, number, result.rounds, time.monotonic() - started)
-        for client in lost.poll():  # nothing runs that client any more: the run can only time out
+        for client in watch.poll():  # nothing runs that client any more: the run can only time out
+            lost.append(client)
             raise StopRun(client.message)
 
     check_interrupted()  # a signal while the job was being prepared: nothing is started
@@ -610,7 +617,7 @@ def _run_simulator(out, ws: Path, log: Path, result: JobResult, info: ManifestEn
         cmd += ["simulator", "-w", paths.workspace, "-n", n, "-t", n]
         cmd += ["-c", ",".join(info.clients)] if info.clients else []  # the job's client names
         cmd.append(str(Path(out).resolve() / name))
-        return run_process(
+        outcome = run_process(
             cmd,
             cwd=paths.cwd,
             env=mark_run(_run_env(paths.bin_dir, ws, tmp), ws.parent),  # see stop_earlier_run
@@ -618,6 +625,7 @@ def _run_simulator(out, ws: Path, log: Path, result: JobResult, info: ManifestEn
             timeout=result.timeout,
             on_tick=on_tick,
         )
+    return outcome, (lost[0] if lost and outcome.stopped_for else None)
 
 
 def _stopped(
@@ -643,7 +651,7 @@ def _stopped(
     result.problems[:0] = [job_problem(result.name, m) for m in [*client_exceptions(ws, log, info.clients), message]]
 
 
-def _lost_before_start(outcome: RunOutcome, ws: Path, info: ManifestEntry) -> str | None:
+def _lost_before_start(outcome: RunOutcome, lost: LostClient | None, ws: Path, info: ManifestEntry) -> str | None:
     """Why the job should run again: the run was stopped because the simulator lost a client
     whose worker never reached it, so no code of the job ran there; else None.
 
@@ -651,11 +659,13 @@ def _lost_before_start(outcome: RunOutcome, ws: Path, info: ManifestEntry) -> st
     the simulator picks a free port for a client's worker (``get_open_ports``), starts the worker,
     which listens on it only after its imports, and connects to it; another process that took the
     port in between answers instead and resets the connection ("Communication error with client
-    site-1: [Errno 104] Connection reset by peer", ``simulator_runner.py``). The job is not at fault.
+    site-1: [Errno 104] Connection reset by peer", ``simulator_runner.py``). Or the worker itself
+    finds its port taken and ends ("OSError: [Errno 98] Address already in use",
+    :data:`generator.judge.WORKER_FAILED`). The job is not at fault.
     """
-    if not outcome.stopped_for or outcome.interrupted or outcome.timed_out:
+    if not lost or outcome.interrupted or outcome.timed_out:
         return None
-    site = lost_client(outcome.stopped_for).site
+    site = lost.site
     sites = [site] if site else list(info.clients or site_names(info.num_clients))
     never = [s for s in sites if not worker_connected(ws, s)]
     if not never:
@@ -666,12 +676,14 @@ def _lost_before_start(outcome: RunOutcome, ws: Path, info: ManifestEntry) -> st
     )
 
 
-def _lost_client(result: JobResult, info: ManifestEntry, outcome: RunOutcome, tracker, ws: Path, log: Path) -> None:
+def _lost_client(
+    result: JobResult, info: ManifestEntry, outcome: RunOutcome, lost: LostClient | None, tracker, ws: Path, log: Path
+) -> None:
     """Record a run stopped because NVFlare's simulator stopped running a client (``FAILED``)."""
     tracker.poll()
     result.rounds_started = tracker.rounds_started
     result.status = FAILED
-    site = lost_client(outcome.stopped_for).site
+    site = lost.site if lost else None
     who = site or "a client"
     site_log = f"; {site}'s log: {ws / site / 'log.txt'}" if site else ""
     message = (

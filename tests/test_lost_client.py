@@ -20,7 +20,7 @@ import textwrap
 import pytest
 
 from generator import simulate
-from generator.judge import SIMULATOR_CLIENT_RUNNER, LostClient, LostClientWatch, worker_connected
+from generator.judge import SIMULATOR_CLIENT_RUNNER, WORKER_FAILED, LostClient, LostClientWatch, worker_connected
 from generator.layout import ManifestEntry
 from generator.lines import installed_line
 
@@ -41,6 +41,18 @@ def record(message: str, full_name: str = SIMULATOR_CLIENT_RUNNER, level: str = 
 
 
 WORKER_STARTED = record("ClientTaskWorker started to run", "__main__.ClientTaskWorker", "INFO")
+#: The records a simulator worker writes when its listener cannot bind the port the simulator chose
+#: (seen on NVFlare 2.9 under ``simulate --parallel``; reproduced by running NVFlare's
+#: ``simulator_worker`` with ``--port`` of a bound socket): MPM's message, then its traceback.
+BIND = "Execute exception: OSError: [Errno 98] Address already in use"
+WORKER_BIND_FAILED = record(BIND, WORKER_FAILED[0], name="MPM") + record(
+    "Traceback (most recent call last):\n"
+    '  File ".../nvflare/private/fed/app/simulator/simulator_worker.py", line 228, in _create_connection\n'
+    "    listener = Listener(address)\n"
+    "OSError: [Errno 98] Address already in use",
+    WORKER_FAILED[0],
+    name="MPM",
+)
 
 
 def test_the_watch_finds_each_message_of_a_lost_client_once(tmp_path):
@@ -66,6 +78,28 @@ def test_the_watch_finds_each_message_of_a_lost_client_once(tmp_path):
     ]
 
 
+def test_the_watch_finds_a_worker_that_ended_before_it_reached_the_simulator(tmp_path):
+    for site in ("site-1", "site-2", "site-3"):
+        (tmp_path / site).mkdir()
+    watch = LostClientWatch(tmp_path, ["site-1", "site-2", "site-3"])
+    assert watch.poll() == []
+    # site-1 started, then failed: NVFlare's own messages tell of that ("Subprocess died ...")
+    (tmp_path / "site-1" / "log.json").write_text(WORKER_STARTED + WORKER_BIND_FAILED)
+    (tmp_path / "site-2" / "log.json").write_text(
+        record(BIND, WORKER_FAILED[0], level="WARNING", name="MPM")  # not an error
+        + record(BIND, "custom.train.Logger")  # not NVFlare's process monitor
+    )
+    assert watch.poll() == []
+    with (tmp_path / "site-2" / "log.json").open("a") as f:
+        f.write(WORKER_BIND_FAILED)
+    expected = LostClient("site-2", f"site-2's simulator worker ended before it reached the simulator: {BIND}")
+    assert watch.poll() == [expected]
+    with (tmp_path / "site-2" / "log.json").open("a") as f:
+        f.write(WORKER_BIND_FAILED)  # a later worker of the same site (the END_RUN task's) is not read
+    assert watch.poll() == []
+    assert LostClientWatch(tmp_path).poll() == []  # no sites: only the server's log
+
+
 def test_a_worker_connected_only_when_its_own_record_says_so(tmp_path):
     assert not worker_connected(tmp_path, "site-1")  # no folder, no log: it never started
     site = tmp_path / "site-1"
@@ -79,8 +113,9 @@ def test_a_worker_connected_only_when_its_own_record_says_so(tmp_path):
 
 #: A stand-in for ``python -m nvflare.cli simulator -w WS ...``: each run appends a line to
 #: ``runs``, then does what the next word of ``plan`` says: ``race`` (site-1 lost before its worker
-#: started, then wait as the real simulator does), ``died`` (site-1's worker started, then lost), or
-#: ``exit`` (exit 0 at once without writing anything).
+#: started, then wait as the real simulator does), ``died`` (site-1's worker started, then lost),
+#: ``bind`` (site-2's worker ended at once, its port taken, and the simulator, as NVFlare's, does not
+#: notice for 60 s), or ``exit`` (exit 0 at once without writing anything).
 FAKE = textwrap.dedent(
     """
     import json, os, sys, time
@@ -94,6 +129,11 @@ FAKE = textwrap.dedent(
     print(f"fake simulator run {runs}: {step}", flush=True)
     if step == "exit":
         sys.exit(0)
+    if step == "bind":
+        os.makedirs(os.path.join(ws, "site-2"), exist_ok=True)
+        with open(os.path.join(ws, "site-2", "log.json"), "w") as f:
+            f.write(WORKER_BIND_FAILED)
+        time.sleep(600)
     os.makedirs(os.path.join(ws, "server"), exist_ok=True)
     if step == "died":
         os.makedirs(os.path.join(ws, "site-1"), exist_ok=True)
@@ -125,7 +165,7 @@ def fake(tmp_path, monkeypatch):
     script = bin_dir / "nvflare_fake.py"
     script.write_text(
         f"SIMULATOR_CLIENT_RUNNER = {SIMULATOR_CLIENT_RUNNER!r}\nRESET = {RESET!r}\n"
-        f"WORKER_STARTED = {WORKER_STARTED!r}\n" + FAKE
+        f"WORKER_STARTED = {WORKER_STARTED!r}\nWORKER_BIND_FAILED = {WORKER_BIND_FAILED!r}\n" + FAKE
     )
     monkeypatch.setattr(simulate, "nvflare_command", lambda python=None: [sys.executable, str(script)])
 
@@ -156,6 +196,25 @@ def test_a_client_lost_before_its_worker_started_runs_the_job_again(fake):
     # the result is the second run's: it wrote nothing, so it fails its checks (not a TIMEOUT)
     assert result.status == simulate.FAILED
     assert any("server log" in p.message and "was not written" in p.message for p in result.problems)
+
+
+def test_a_worker_that_could_not_bind_its_port_runs_the_job_again_at_once(fake):
+    result, events, runs, root = fake("bind exit")
+
+    assert len(runs) == 2  # not after the simulator's 60 s (its stand-in would wait 600 s)
+    assert "lost site-2 before its worker reached the simulator" in result.retried
+    assert f"site-2's simulator worker ended before it reached the simulator: {BIND}" in result.retried
+    assert "fake simulator run 2: exit" in (root / "_logs" / "j.log").read_text()
+
+
+def test_a_worker_that_could_not_bind_twice_fails_the_job_naming_the_site(fake):
+    result, events, runs, root = fake("bind bind")
+
+    assert len(runs) == 2 and len(events.retried) == 1
+    assert result.status == simulate.FAILED
+    (problem,) = [p.message for p in result.problems]
+    assert problem.startswith("NVFlare's simulator stopped running site-2 after ")
+    assert BIND in problem and f"site-2's log: {root / 'j' / 'site-2' / 'log.txt'}" in problem
 
 
 def test_a_second_lost_client_fails_the_job_at_once(fake):
