@@ -838,6 +838,8 @@ def test_submit_runs_a_job_on_a_running_system_and_leaves_it_running(running_poc
     (record,) = json.loads((project / "build/submit-results.json").read_text())
     assert record["final_model"] == (np.array(INITIAL_MODEL) + 2).tolist()
     assert "poc:" not in result.stdout  # nothing was started or stopped
+    # each round, read from the server's run log through the admin API (no local files)
+    assert "full-sub: round 1 of 2 (" in result.stdout and "full-sub: round 2 of 2 (" in result.stdout
     assert wait_for_clients(system, 2, 30) == ["site-1", "site-2"]
     listening = set()
     for pid, _ in watch.processes():
@@ -1054,3 +1056,76 @@ def _poc_interrupted_at(
                 proc.kill()
                 proc.wait()
     return proc, "".join(seen) + out, err, watch.left()
+
+
+def _fedavg_record(message: str, identity: str = "proj") -> str:
+    """One line of a POC server's run log (``<job id>/log.json``) as NVFlare 2.9 writes it."""
+    return json.dumps(
+        {
+            "name": "FedAvg",
+            "fullName": "nvflare.app_common.workflows.fedavg.FedAvg",
+            "levelname": "INFO",
+            "fl_ctx": f"[identity={identity}, run=job-1, wf=controller]",
+            "message": f"\n{'-' * 80}\n{message:^80}\n{'-' * 80}\n",
+        }
+    )
+
+
+def test_submit_reads_round_progress_from_the_remote_servers_run_log(monkeypatch):
+    """``submit`` has no local files: each job's rounds come from the server's run log through the admin
+    API's grep, at most every REMOTE_PROGRESS_SECONDS, at once when the job ended; a refusal ends it."""
+    from generator import poc
+    from generator.layout import ManifestEntry
+
+    class Session:
+        def __init__(self):
+            self.lines: list[str] = []
+            self.calls: list[tuple] = []
+            self.refuse = False
+
+        def grep_target(self, target, options=None, pattern=None, file=None):
+            self.calls.append((target, pattern, file))
+            if self.refuse:
+                raise RuntimeError("not authorized")
+            return "\n".join(self.lines)
+
+    clock = [100.0]
+    monkeypatch.setattr(poc.time, "monotonic", lambda: clock[0])
+    session = Session()
+    tracker = poc._RemoteTracker(session, "job-1", ManifestEntry("2.9", 2, 3, "in_process", "t.py"), "proj")
+    assert tracker.poll() == []  # nothing deployed yet
+    assert session.calls == [("server", "nvflare.app_common.workflows.fedavg.FedAvg", "job-1/log.json")]
+    session.lines += [_fedavg_record("Round 0 started."), _fedavg_record("Round 0 started.", identity="other")]
+    assert tracker.poll() == [] and len(session.calls) == 1  # not asked again within 3 s
+    clock[0] += poc.REMOTE_PROGRESS_SECONDS
+    assert tracker.poll() == [1]
+    session.lines += ["not json", _fedavg_record("Round 1 started."), _fedavg_record("Round 2 started.")]
+    assert tracker.poll(final=True) == [2, 3]  # the job ended: read at once
+    clock[0] += poc.REMOTE_PROGRESS_SECONDS
+    assert tracker.poll() == [] and tracker.rounds_started == 3
+    session.lines = [_fedavg_record("Finished FedAvg.")]  # rotated: a shorter, newer file
+    clock[0] += poc.REMOTE_PROGRESS_SECONDS
+    assert tracker.poll() == [] and tracker.finished
+    session.refuse = True
+    clock[0] += poc.REMOTE_PROGRESS_SECONDS
+    assert tracker.poll() == [] and tracker.off
+    asked = len(session.calls)
+    clock[0] += poc.REMOTE_PROGRESS_SECONDS
+    assert tracker.poll(final=True) == [] and len(session.calls) == asked  # never asked again
+
+
+def test_poc_progress_reads_the_records_of_the_jobs_own_workflow(tmp_path):
+    """A cyclic job's rounds on a local POC server are its task scheduler's records, not FedAvg's
+    (the live tracker once read every job as FedAvg and showed no round of a cyclic job)."""
+    from generator import poc
+    from generator.judge import WF_COMM_SERVER
+    from generator.layout import ManifestEntry
+
+    log = tmp_path / "server" / "job-1" / "log.json"
+    log.parent.mkdir(parents=True)
+    info = ManifestEntry("2.9", 2, 2, "in_process", "t.py", workflow="cyclic")
+    tracker = poc._LiveTracker(log, info, "proj")
+    record = {"fullName": WF_COMM_SERVER, "levelname": "INFO", "message": "scheduled task train"}
+    lines = [dict(record, fl_ctx=f"[identity=proj, run=job-1, wf=controller, task={n}]") for n in (1, 2)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert tracker.poll() == [1, 2]
