@@ -956,7 +956,7 @@ def _copy_site_logs(system: System, session, run: _Run, job_dir: Path) -> None:
     """Put each client's run logs in ``job_dir/<site>/``: from the local POC workspace
     (``<sites_dir>/<site>/<job id>/``), else what ``Session.get_job_logs`` can give (NVFlare keeps
     client logs on the server only when the system streams them)."""
-    for site in site_names(run.info.num_clients):
+    for site in job_sites(run.info):
         target = job_dir / site
         if system.sites_dir is not None:
             source = system.sites_dir / site / run.job_id
@@ -1033,11 +1033,13 @@ def _finish(system: System, session, run: _Run, downloads: Path) -> JobResult:
     return result
 
 
-def _refused(name: str, info: ManifestEntry) -> JobResult | None:
+def _refused(name: str, info: ManifestEntry, poc: bool = True) -> JobResult | None:
     """A FAILED result when the job was written for another NVFlare line than this environment's
-    (whose admin API, and POC system, it would be submitted through), or when the job names its clients
-    (``clients``: the POC system has ``site-1`` .. ``site-N``); else None."""
-    if info.clients:
+    (whose admin API, and POC system, it would be submitted through), or, for the POC system ``poc``
+    prepares (``poc`` True; it has ``site-1`` .. ``site-N``), when the job names its clients
+    (``clients``); else None. ``submit`` checks a named job's clients against the system's instead
+    (:func:`missing_clients`)."""
+    if info.clients and poc:
         result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver)
         result.problems.append(
             job_problem(
@@ -1062,6 +1064,71 @@ def _refused(name: str, info: ManifestEntry) -> JobResult | None:
     return None
 
 
+def job_sites(info: ManifestEntry) -> list[str]:
+    """The clients a job was written for: its ``clients``, else ``site-1`` .. ``site-<num_clients>``
+    (the sites ``simulate`` runs it on)."""
+    return list(info.clients or site_names(info.num_clients))
+
+
+def pin_sites(job_dir: Path, info: ManifestEntry) -> bool:
+    """Replace ``@ALL`` in the ``deploy_map`` of ``job_dir/meta.json`` (a copy about to be submitted)
+    with the server and the clients the job was written for (:func:`job_sites`); True when changed.
+
+    In NVFlare ``@ALL`` means every site of the system the job is deployed to. In the simulator those
+    are exactly the job's clients; a POC system made for several jobs has as many clients as the
+    largest of them, and a production system has its own: there ``@ALL`` would deploy a 2-client
+    job to every client, and its workflow would sample the clients that train each round (seen:
+    FedAvg of ``num_clients`` 1 on 2 clients trained one or the other at random). Pinned, the job
+    runs where ``simulate`` ran it; a deploy_map that names sites is left as it is.
+    """
+    meta_path = job_dir / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    deploy_map = meta.get("deploy_map")
+    if not isinstance(deploy_map, dict) or not any("@ALL" in (sites or []) for sites in deploy_map.values()):
+        return False
+    pinned = [SERVER_SITE, *job_sites(info)]
+    meta["deploy_map"] = {app: (pinned if "@ALL" in (sites or []) else sites) for app, sites in deploy_map.items()}
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return True
+
+
+def missing_clients(name: str, info: ManifestEntry, connected: list[str] | None) -> JobResult | None:
+    """A FAILED result, not submitted, when a client the job was written for (:func:`job_sites`) is
+    not connected to the system (``connected``: the clients ``get_system_info`` lists; None: not
+    known, nothing is refused); else None. NVFlare would keep such a job waiting for that client
+    until its timeout, and the job would be judged on sites it never ran on."""
+    if connected is None:
+        return None
+    missing = [site for site in job_sites(info) if site not in connected]
+    if not missing:
+        return None
+    listed = ", ".join(connected) or "none"
+    if len(missing) == len(job_sites(info)) and not info.clients:
+        why = (
+            f"is written for {', '.join(missing)} (site-1 .. site-N: the job sets no `clients`) but the "
+            f"system's connected clients are {listed}: it is not submitted; name the clients to run it on "
+            f"in the job's `clients` (jobs.yaml)"
+        )
+    else:
+        why = (
+            f"needs {', '.join(missing)}, not connected to the system (connected clients: {listed}): it is "
+            f"not submitted (the server would keep it waiting until its timeout); start "
+            f"{'that client' if len(missing) == 1 else 'those clients'}, or run the job on the clients there are"
+        )
+    result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver, matrix=info.matrix)
+    result.problems.append(job_problem(name, why))
+    return result
+
+
+def _connected_clients(session) -> list[str] | None:
+    """The clients connected to the server (``Session.get_system_info``); None when it cannot say."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return sorted(c.name for c in session.get_system_info().client_info)
+    except Exception:
+        return None
+
+
 def _submit(
     session, out: Path, name: str, info: ManifestEntry, timeout, events, system: System, staging: Path
 ) -> _Run | JobResult:
@@ -1076,6 +1143,7 @@ def _submit(
     with tempfile.TemporaryDirectory(prefix=".submit-", dir=staging) as tmp:
         copy = Path(tmp) / name
         shutil.copytree(out / name, copy, symlinks=True)
+        pin_sites(copy, info)
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 job_id = session.submit_job(str(copy.resolve()))
@@ -1158,7 +1226,7 @@ def _poll(session, run: _Run, events, sites_dir: Path | None = None) -> bool:
     now = time.monotonic()
     if finished:
         return True
-    if run.aborted_at is None and clients_exited(sites_dir, run.job_id, site_names(run.info.num_clients)):
+    if run.aborted_at is None and clients_exited(sites_dir, run.job_id, job_sites(run.info)):
         run.clients_ended_at = run.clients_ended_at or now
         if now - run.clients_ended_at > CLIENTS_GONE_GRACE:
             _abort(session, run, now)
@@ -1211,19 +1279,30 @@ def run_jobs(
         list[JobResult]: in the order of ``selected``.
     """
     results: dict[str, JobResult] = {}
+
+    def refuse(name: str, refused: JobResult) -> None:
+        results[name] = refused
+        events.job_finished(refused)
+
     for name in selected:
-        refused = _refused(name, manifest[name])
+        refused = _refused(name, manifest[name], poc=system is None or system.sites_dir is not None)
         if refused:
-            results[name] = refused
-            events.job_finished(refused)
+            refuse(name, refused)
     pending, running, ended = [n for n in selected if n not in results], [], []
     for name in selected:  # an earlier run's result of a job run now would pass for this run's
         if (downloads / name).is_dir() and not (downloads / name).is_symlink():
             shutil.rmtree(downloads / name)
+    if pending:
+        session = session or open_session(system)
+        connected = _connected_clients(session)
+        for name in list(pending):
+            refused = missing_clients(name, manifest[name], connected)
+            if refused:
+                pending.remove(name)
+                refuse(name, refused)
     if not pending:
         _close(session)
         return [results[n] for n in selected]
-    session = session or open_session(system)
 
     def fill() -> None:
         """Submit pending jobs until ``parallel`` run (a job the server accepted is in ``running``

@@ -896,7 +896,8 @@ def test_every_shipped_job_reaches_the_server_with_its_configs_unchanged(running
     ``Session.submit_job``: NVFlare signs and zips it, the server stores it); the stored job, as
     downloaded, has the same configs: dotted keys (``mlflow.note.content``) stay flat."""
     from generator.lint import config_files  # every app's configs (app/, or app_server/ and app_<site>/)
-    from generator.poc import open_session
+    from generator.poc import open_session, pin_sites
+    from generator.write import read_entries
 
     _, _, system, _ = running_poc
     project = tmp_path / "shipped"
@@ -905,20 +906,34 @@ def test_every_shipped_job_reaches_the_server_with_its_configs_unchanged(running
     shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
     assert run_main(project, "generate").returncode == 0
     jobs = sorted(p.name for p in (project / "build/jobs").iterdir() if p.is_dir())
+    manifest = read_entries(project / "build/jobs")
     session = open_session(system)
     try:
         for name in jobs:
             copy = tmp_path / "staging" / name
             shutil.copytree(project / "build/jobs" / name, copy)
+            pinned = pin_sites(copy, manifest[name])  # as poc and submit do: @ALL -> the job's own sites
+            submitted = json.loads((copy / "meta.json").read_text())
             job_id = session.submit_job(str(copy))
             session.abort_job(job_id)
+            for _ in range(300):  # the abort is asynchronous: a job already deployed takes a few seconds
+                if str(session.get_job_meta(job_id).get("status", "")).startswith("FINISHED"):
+                    break
+                time.sleep(0.2)
             stored = Path(session.download_job_result(job_id, str(tmp_path / "downloads" / name))) / "job" / name
             for config in [c for c in config_files(project / "build/jobs" / name) if c != "meta.json"]:
                 ours = json.loads((project / "build/jobs" / name / config).read_text())
                 assert json.loads((stored / config).read_text()) == ours, (name, config)
             meta = json.loads((stored / "meta.json").read_text())
             ours = json.loads((project / "build/jobs" / name / "meta.json").read_text())
-            assert {key: meta[key] for key in ours} == ours, name
+            assert {key: meta[key] for key in submitted} == submitted, name
+            assert {k: v for k, v in submitted.items() if k != "deploy_map"} == {
+                k: v for k, v in ours.items() if k != "deploy_map"
+            }, name
+            if pinned:
+                assert set(map(tuple, submitted["deploy_map"].values())) == {("server", "site-1", "site-2")}
+            else:
+                assert submitted["deploy_map"] == ours["deploy_map"], name
     finally:
         session.close()
     assert jobs == sorted(shipped_job_names())  # every shipped job went through
@@ -1129,3 +1144,78 @@ def test_poc_progress_reads_the_records_of_the_jobs_own_workflow(tmp_path):
     lines = [dict(record, fl_ctx=f"[identity=proj, run=job-1, wf=controller, task={n}]") for n in (1, 2)]
     log.write_text("".join(json.dumps(r) + "\n" for r in lines))
     assert tracker.poll() == [1, 2]
+
+
+def test_a_submitted_copy_is_pinned_to_the_sites_the_job_was_written_for(tmp_path):
+    from generator.layout import ManifestEntry
+    from generator.poc import pin_sites
+
+    job = tmp_path / "j"
+    job.mkdir()
+    meta = {"name": "j", "resource_spec": {}, "min_clients": 1, "deploy_map": {"app": ["@ALL"]}}
+    (job / "meta.json").write_text(json.dumps(meta))
+    assert pin_sites(job, ManifestEntry("2.9", 3, 1, "in_process", "t.py"))
+    assert json.loads((job / "meta.json").read_text()) == {
+        **meta,
+        "deploy_map": {"app": ["server", "site-1", "site-2", "site-3"]},
+    }
+    (job / "meta.json").write_text(json.dumps(meta))
+    named = ManifestEntry("2.9", 2, 1, "in_process", "t.py", clients=["hospital-a", "hospital-b"])
+    assert pin_sites(job, named)
+    assert json.loads((job / "meta.json").read_text())["deploy_map"] == {"app": ["server", "hospital-a", "hospital-b"]}
+    per_site = {**meta, "deploy_map": {"app_server": ["server"], "app_site-1": ["site-1"]}}
+    (job / "meta.json").write_text(json.dumps(per_site))
+    assert not pin_sites(job, ManifestEntry("2.9", 1, 1, "in_process", "t.py"))
+    assert json.loads((job / "meta.json").read_text()) == per_site  # names its sites: left as it is
+
+
+def test_a_job_whose_clients_are_not_connected_is_not_submitted_and_says_which():
+    from generator.layout import ManifestEntry
+    from generator.poc import missing_clients
+
+    two = ManifestEntry("2.9", 2, 1, "in_process", "t.py")
+    assert missing_clients("j", two, ["site-1", "site-2", "site-3"]) is None
+    assert missing_clients("j", two, None) is None  # the server could not say: submitted
+    (problem,) = missing_clients("j", two, ["hospital-a", "hospital-b"]).problems
+    assert problem.message == (
+        "is written for site-1, site-2 (site-1 .. site-N: the job sets no `clients`) but the system's connected "
+        "clients are hospital-a, hospital-b: it is not submitted; name the clients to run it on in the job's "
+        "`clients` (jobs.yaml)"
+    )
+    (problem,) = missing_clients("j", two, ["site-1"]).problems
+    assert problem.message.startswith("needs site-2, not connected to the system (connected clients: site-1): ")
+    named = ManifestEntry("2.9", 2, 1, "in_process", "t.py", clients=["hospital-a", "hospital-b"])
+    (problem,) = missing_clients("j", named, []).problems
+    assert problem.message.startswith(
+        "needs hospital-a, hospital-b, not connected to the system (connected clients: none)"
+    )
+
+
+@pocs
+def test_submit_runs_a_job_only_on_its_own_clients_and_refuses_one_whose_clients_are_not_there(running_poc, tmp_path):
+    """On a system with more clients than a job's (``@ALL`` would deploy it to all of them) the job
+    runs on its own sites only; a job naming clients the system does not have is not submitted."""
+    _, home, system, _ = running_poc
+    project = tmp_path / "sites"
+    project.mkdir()
+    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
+    (project / "jobs.yaml").write_text(
+        "defaults: {num_rounds: 2, server: {task_request_interval: 0.1}, script: train_full.py}\n"
+        "jobs:\n"
+        "  - {name: one, num_clients: 1, min_clients: 1}\n"
+        "  - {name: named, clients: [hospital-a, hospital-b]}\n"
+    )
+    assert run_main(project, "generate").returncode == 0
+    result = cli(project, home, "submit", "--startup-kit", str(system.startup_kit))
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    one, named = json.loads((project / "build/submit-results.json").read_text())
+    assert one["status"] == "ok" and one["final_model"] == (np.array(INITIAL_MODEL) + 2).tolist()
+    kit_sites = system.startup_kit.parent  # the POC's prod_00: server, site-1, site-2, admin
+    assert (kit_sites / "site-1" / one["job_id"]).is_dir()
+    assert not (kit_sites / "site-2" / one["job_id"]).exists()  # never deployed there
+    assert named["status"] == "FAILED" and named.get("job_id") is None
+    assert (
+        "named: needs hospital-a, hospital-b, not connected to the system (connected clients: site-1, site-2): "
+        "it is not submitted"
+    ) in result.stderr
