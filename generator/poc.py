@@ -1014,6 +1014,67 @@ def _fetch(system: System, session, run: _Run, downloads: Path) -> None:
     run.fetched = bool(location)
 
 
+def server_reasons(system: System, session, job_id: str, limit: int = 3) -> list[str]:
+    """What the server's own log (``log.json`` of its workspace, not a job's run log) says at ERROR
+    about ``job_id``: read as a file on a local POC system, else through the admin API's ``grep``
+    (``Session.grep_target``; nothing when refused). At most ``limit`` distinct messages, first lines.
+
+    Seen: a job NVFlare could not start (``FINISHED:FAILED_TO_RUN``) has no run log at all; only
+    the server's log says why, e.g. ``JobRunner``'s "Failed to run the Job (<id>): FileNotFoundError:
+    [Errno 2] No such file or directory: '/work/my'" for a system started from a Python environment
+    whose path has a space (NVFlare's job launcher splits its command at spaces)."""
+    text = ""
+    if system.sites_dir is not None:
+        with contextlib.suppress(OSError):
+            text = (system.sites_dir / SERVER_SITE / "log.json").read_text(encoding="utf-8", errors="replace")
+    else:
+        with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
+            text = str(session.grep_target(SERVER_SITE, pattern=job_id, file="log.json") or "")
+    reasons: list[str] = []
+    for line in text.splitlines():
+        if job_id not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or record.get("levelname") not in ("ERROR", "CRITICAL"):
+            continue
+        message = str(record.get("message", "")).strip().split("\n", 1)[0]
+        if message and message not in reasons:
+            reasons.append(message)
+    return reasons[:limit]
+
+
+def _never_ran(system: System, session, run: _Run, job_dir: Path) -> bool:
+    """Record in ``run.result`` a job NVFlare ended before it ran (a ``FINISHED`` status other than
+    COMPLETED and no server run log in its download), with the server's reason; True if it is one.
+    Its other checks (rounds, model, metric points) would only repeat that nothing ran."""
+    if (
+        not run.status.startswith("FINISHED")
+        or run.status == COMPLETED
+        or (job_dir / SERVER_SITE / "log.json").exists()
+    ):
+        return False
+    result = run.result
+    reasons = server_reasons(system, session, run.job_id)
+    said = "; ".join(reasons) if reasons else "nothing at ERROR about it"
+    if system.sites_dir is not None:
+        result.log = str(system.sites_dir / SERVER_SITE / "log.txt")
+        where = result.log
+    else:
+        result.log = None  # nothing of it was downloaded: see the problem
+        where = "log.txt in the server's workspace"
+    result.problems.append(
+        job_problem(
+            run.name,
+            f"NVFlare ended job {run.job_id} with status {run.status} before it ran (no run log was made); "
+            f"the server's log ({where}) says: {said}",
+        )
+    )
+    return True
+
+
 def _finish(system: System, session, run: _Run, downloads: Path) -> JobResult:
     """Fetch (:func:`_fetch`, if not done yet) and judge a job that ended."""
     _fetch(system, session, run, downloads)
@@ -1026,7 +1087,7 @@ def _finish(system: System, session, run: _Run, downloads: Path) -> JobResult:
         result.problems[:0] = [job_problem(run.name, m) for m in raised]
         result.problems += run.problems
         return result
-    if run.fetched:
+    if run.fetched and not _never_ran(system, session, run, job_dir):
         _judge(system, run, job_dir)
     result.ok = not result.problems
     result.status = OK if result.ok else FAILED

@@ -1219,3 +1219,53 @@ def test_submit_runs_a_job_only_on_its_own_clients_and_refuses_one_whose_clients
         "named: needs hospital-a, hospital-b, not connected to the system (connected clients: site-1, site-2): "
         "it is not submitted"
     ) in result.stderr
+
+
+def _server_record(message: str, level: str = "ERROR") -> str:
+    """One line of a POC server's own ``log.json`` (its workspace's, not a job's)."""
+    fields = {"name": "JobRunner", "fullName": "nvflare.private.fed.server.job_runner.JobRunner"}
+    return json.dumps({**fields, "levelname": level, "fl_ctx": "[identity=server, run=?]", "message": message})
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_a_job_nvflare_could_not_run_is_reported_with_the_servers_reason_only(tmp_path, local):
+    """A trial's submit to a system started from a Python path with a space: FINISHED:FAILED_TO_RUN,
+    nothing but meta.json downloaded. Reported: the status and the server's own log line, not six
+    lines of what follows from it (no run log, no model, no metric points), nor a log that was not
+    downloaded."""
+    from generator import poc
+    from generator.layout import ManifestEntry
+    from generator.simulate import JobResult
+
+    failed = "Failed to run the Job (job-1): FileNotFoundError: [Errno 2] No such file or directory: '/work/my'"
+    lines = [
+        _server_record("Got the job: job-1 from the scheduler to run", "INFO"),
+        _server_record("Failed to run the Job (job-2): OSError: another job's"),
+        _server_record(failed + "\nTraceback (most recent call last): ..."),
+        _server_record(failed),  # said twice: told once
+    ]
+    prod = tmp_path / "prod_00"
+    (prod / "server").mkdir(parents=True)
+    (prod / "server" / "log.json").write_text("\n".join(lines) + "\n")
+
+    class Session:
+        def grep_target(self, target, options=None, pattern=None, file=None):
+            assert (target, file) == ("server", "log.json")
+            return "\n".join(line for line in lines if pattern in line)
+
+    system = poc.System(tmp_path / "kit", "admin", "proj", prod if local else None)
+    info = ManifestEntry("2.9", 2, 5, "in_process", "t.py", receiver="mlflow")
+    run = poc._Run("j", info, JobResult(name="j", rounds=5, receiver="mlflow"), "job-1", 0.0, 600.0)
+    run.status, run.fetched = "FINISHED:FAILED_TO_RUN", True
+    (tmp_path / "downloads" / "j").mkdir(parents=True)
+    (tmp_path / "downloads" / "j" / "meta.json").write_text("{}")
+
+    result = poc._finish(system, Session(), run, tmp_path / "downloads")
+
+    assert result.status == poc.FAILED
+    where = str(prod / "server" / "log.txt") if local else "log.txt in the server's workspace"
+    assert [p.message for p in result.problems] == [
+        f"NVFlare ended job job-1 with status FINISHED:FAILED_TO_RUN before it ran (no run log was made); the "
+        f"server's log ({where}) says: {failed}"
+    ]
+    assert result.log == (str(prod / "server" / "log.txt") if local else None)
