@@ -253,3 +253,13 @@ def example_jobs_yaml(nvflare_version: str | None = None) -> str:
     if nvflare_version:
         data.setdefault("defaults", {})["nvflare_version"] = nvflare_version
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def progress_lines(stdout: str, name: str) -> list[str]:
+    """``  <name>: round N of R`` lines (without the time) of the job's last run in ``stdout``: a
+    job run again after NVFlare's simulator lost a client before its worker started (its line ends
+    "running the job again") starts its rounds over, and only the second run's count."""
+    lines = stdout.splitlines()
+    again = [i for i, line in enumerate(lines) if line.startswith(f"  {name}: ") and line.endswith("job again")]
+    last = lines[again[-1] + 1 :] if again else lines
+    return [line.split(" (")[0] for line in last if line.startswith(f"  {name}: round")]

@@ -32,7 +32,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, run_main
+from conftest import progress_lines, run_cli, run_main
 
 from generator.judge import (
     FEDAVG_LOGGER,
@@ -747,7 +747,7 @@ def test_a_script_printing_rounds_and_errors_does_not_change_the_verdict(project
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("noisy-in", "noisy-sub"):
         assert "Round 7 started" in (project / f"build/workspaces/{name}/site-1/log.txt").read_text()
-        progress = [line.split(" (")[0] for line in result.stdout.splitlines() if line.startswith(f"  {name}: round")]
+        progress = progress_lines(result.stdout, name)
         assert progress == [f"  {name}: round 1 of 2", f"  {name}: round 2 of 2"]
     results = {r["name"]: r for r in json.loads((project / "build/results.json").read_text())}
     for r in results.values():

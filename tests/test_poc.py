@@ -1015,7 +1015,10 @@ def test_a_client_killed_mid_job_fails_the_job(running_poc):
     assert result.returncode == 1, result.stdout + result.stderr
     (record,) = json.loads((project / "build/killed.json").read_text())
     assert record["status"] == "FAILED"
-    assert "slow: NVFlare ended job " in result.stderr and "FINISHED:EXECUTION_EXCEPTION" in result.stderr
+    # NVFlare's status for it: EXECUTION_EXCEPTION, or ABNORMAL (seen once, CI beside a trial, load ~20)
+    assert re.search(
+        r"^slow: NVFlare ended job \S+ with status FINISHED:(EXECUTION_EXCEPTION|ABNORMAL)$", result.stderr, re.M
+    )
     assert "of 10 rounds started" in result.stderr
     assert record["final_model"] is None
 

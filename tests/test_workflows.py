@@ -22,7 +22,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import INITIAL_MODEL, ROOT, shipped_defaults, simulate_project
+from conftest import INITIAL_MODEL, ROOT, progress_lines, shipped_defaults, simulate_project
 
 from generator.judge import RoundTracker, cross_site_problems
 from generator.layout import CROSS_VAL_RESULTS, ManifestEntry
@@ -244,7 +244,7 @@ def test_cyclic_final_model_is_initial_plus_rounds_times_sites(cyclic_run, name)
 def test_cyclic_progress_lines_count_rounds(cyclic_run):
     _, result, _ = cyclic_run
     for name in SIMULATED:
-        progress = [line.split(" (")[0] for line in result.stdout.splitlines() if line.startswith(f"  {name}: round")]
+        progress = progress_lines(result.stdout, name)
         assert progress == [f"  {name}: round 1 of 2", f"  {name}: round 2 of 2"], result.stdout
 
 
