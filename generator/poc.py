@@ -1137,10 +1137,10 @@ def pin_sites(job_dir: Path, info: ManifestEntry) -> bool:
 
     In NVFlare ``@ALL`` means every site of the system the job is deployed to. In the simulator those
     are exactly the job's clients; a POC system made for several jobs has as many clients as the
-    largest of them, and a production system has its own: there ``@ALL`` would deploy a 2-client
-    job to every client, and its workflow would sample the clients that train each round (seen:
-    FedAvg of ``num_clients`` 1 on 2 clients trained one or the other at random). Pinned, the job
-    runs where ``simulate`` ran it; a deploy_map that names sites is left as it is.
+    largest of them, and a production system has its own: there ``@ALL`` deploys the job to every
+    client (seen: a job of ``num_clients`` 1 started a job process on both clients of a POC system),
+    and the workflow picks which of them train. Pinned, the job runs where ``simulate`` ran it; a
+    deploy_map that names sites is left as it is.
     """
     meta_path = job_dir / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
