@@ -5,8 +5,9 @@ judged from NVFlare's own records exactly as a simulated run is (:func:`generato
 :func:`generator.simulate.judge_metrics`).
 
 - ``poc`` (:func:`poc_all`) prepares NVFlare's POC system on this machine (``nvflare poc prepare``
-  from a ``project.yml`` written here: server ``server``, clients ``site-1`` .. ``site-N`` with N
-  the largest ``num_clients`` of the selected jobs, one free loopback port), with ``HOME`` and
+  from a ``project.yml`` written here: server ``server``, the clients the selected jobs run on
+  (:func:`sites_for`: ``site-1`` .. ``site-N`` with N the largest ``num_clients`` of the jobs that
+  do not name their ``clients``, and every name they do), one free loopback port), with ``HOME`` and
   ``NVFLARE_POC_WORKSPACE`` inside the ``--workspace`` folder so nothing is written to the user's
   home; starts the server and the clients with their startup kits' own ``sub_start.sh --once``
   (what ``nvflare poc start`` runs, without its 5 s supervision loop; no admin console), waits until
@@ -20,8 +21,9 @@ judged from NVFlare's own records exactly as a simulated run is (:func:`generato
   admin startup kit (production, or someone's POC); it never starts or stops anything.
 
 Each job goes through NVFlare's Python admin API (``nvflare.fuel.flare_api.flare_api``):
-``Session.submit_job`` (the folder as generated: this path keeps every config key as written, a
-dotted key such as ``mlflow.note.content`` included), the job's status polled with
+``Session.submit_job`` (a copy of the folder as generated, its ``@ALL`` deploy_map pinned to the
+job's own sites, :func:`pin_sites`: this path keeps every config key as written, a dotted key such
+as ``mlflow.note.content`` included), the job's status polled with
 ``get_job_meta`` until it ends or its timeout (:func:`generator.simulate.job_timeout`) passes
 (then ``abort_job``: ``TIMEOUT``), ``download_job_result`` into ``<downloads>/<job>/`` laid out
 as a simulator workspace (:data:`generator.layout.DOWNLOAD_MAP`), the clients' run logs added
@@ -48,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,15 +226,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def project_yaml(num_clients: int, port: int) -> str:
-    """The ``project.yml`` of the POC system: NVFlare's ``dummy_project.yml`` with ``num_clients``
-    clients ``site-1`` .. ``site-N``, the project admin only, and ``port`` (FL and admin service).
+#: The clients of a POC system: a number N (``site-1`` .. ``site-N``) or their names.
+Clients = int | Sequence[str]
+
+
+def poc_sites(clients: Clients) -> list[str]:
+    """The client names of ``clients`` (:data:`Clients`)."""
+    return site_names(clients) if isinstance(clients, int) else list(clients)
+
+
+def sites_for(infos: list[ManifestEntry]) -> list[str]:
+    """The clients a POC system needs to run every job of ``infos`` on its own sites (see
+    :func:`pin_sites`): ``site-1`` .. ``site-N`` for N the largest ``num_clients`` of the jobs that
+    do not name their clients, then every name of the jobs' ``clients``, in order, each once."""
+    unnamed = [info.num_clients for info in infos if not info.clients]
+    names = site_names(max(unnamed)) if unnamed else []
+    for info in infos:
+        names += [site for site in info.clients or [] if site not in names]
+    return names
+
+
+def _counted_sites(sites: list[str]) -> str:
+    """``2 client(s)``, or with names that are not ``site-1`` .. ``site-N``: ``3 client(s) (site-1, alpha, beta)``."""
+    named = "" if sites == site_names(len(sites)) else f" ({', '.join(sites)})"
+    return f"{len(sites)} client(s){named}"
+
+
+def project_yaml(clients: Clients, port: int) -> str:
+    """The ``project.yml`` of the POC system: NVFlare's ``dummy_project.yml`` with ``clients``
+    (:data:`Clients`), the project admin only, and ``port`` (FL and admin service).
 
     Args:
-        num_clients (int): clients. port (int): the server's port (``fed_learn_port``; NVFlare 2.9
+        clients (Clients): the clients. port (int): the server's port (``fed_learn_port``; NVFlare 2.9
             serves the admin API on the same port).
     """
-    clients = "".join(f"- name: {site}\n  org: nvidia\n  type: client\n" for site in site_names(num_clients))
+    clients = "".join(f"- name: {site}\n  org: nvidia\n  type: client\n" for site in poc_sites(clients))
     return (
         "api_version: 3\n"
         f"name: {POC_PROJECT}\n"
@@ -387,9 +415,9 @@ def _allow_jobs(prod: Path, max_jobs: int) -> None:
 CLIENT_REGISTER_INTERVAL = 0.5
 
 
-def _register_sooner(prod: Path, num_clients: int) -> None:
+def _register_sooner(prod: Path, clients: Clients) -> None:
     """Set :data:`CLIENT_REGISTER_INTERVAL` in each client's ``startup/fed_client.json``."""
-    for site in site_names(num_clients):
+    for site in poc_sites(clients):
         path = prod / site / "startup" / "fed_client.json"
         config = json.loads(path.read_text(encoding="utf-8"))
         config.setdefault("client", {})["client_register_interval"] = CLIENT_REGISTER_INTERVAL
@@ -411,14 +439,14 @@ PROVISIONED_KEY = "provisioned.json"
 PROVISIONED_DAYS = 30
 
 
-def _provisioning(root: Path, num_clients: int, port: int) -> dict:
+def _provisioning(root: Path, clients: Clients, port: int) -> dict:
     """What a provisioned POC system depends on: the project (clients, port), NVFlare, this Python,
     and the path the system was provisioned at (``nvflare poc prepare`` writes it into the server's
     ``local/resources.json``, the job and snapshot stores, and into ``home/.nvflare/config.conf``)."""
     from importlib import metadata
 
     return {
-        "project_yml": project_yaml(num_clients, port),
+        "project_yml": project_yaml(clients, port),
         "nvflare": metadata.version("nvflare"),
         "python": sys.executable,
         "workspace": str(root),
@@ -443,8 +471,8 @@ def _port_free(port: int, reuse: bool = True) -> bool:
     return True
 
 
-def _kept_port(root: Path, num_clients: int) -> int | None:
-    """The port of the system kept in ``root/.provisioned`` if it can serve ``num_clients`` clients
+def _kept_port(root: Path, clients: Clients) -> int | None:
+    """The port of the system kept in ``root/.provisioned`` if it was made for ``clients``
     now (same project, NVFlare and Python; younger than :data:`PROVISIONED_DAYS`; its port free)."""
     try:
         key = json.loads((root / PROVISIONED / PROVISIONED_KEY).read_text(encoding="utf-8"))
@@ -453,7 +481,7 @@ def _kept_port(root: Path, num_clients: int) -> int | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if fresh and {k: key.get(k) for k in ("project_yml", "nvflare", "python", "workspace")} == _provisioning(
-        root, num_clients, port
+        root, clients, port
     ):
         if (root / PROVISIONED / "poc").is_dir() and _port_free(port):
             return port
@@ -471,9 +499,9 @@ def _copy_children(source: Path, target: Path, skip: tuple[str, ...] = ()) -> No
 
 
 def prepare_poc(
-    root: Path, num_clients: int, log, max_jobs: int = POC_MAX_JOBS, python: str | None = None
+    root: Path, clients: Clients, log, max_jobs: int = POC_MAX_JOBS, python: str | None = None
 ) -> tuple[System, int, bool]:
-    """Provision a POC system of ``num_clients`` clients in ``root/poc`` (``root`` cleared first)
+    """Provision a POC system of ``clients`` (:data:`Clients`) in ``root/poc`` (``root`` cleared first)
     whose server runs up to ``max_jobs`` jobs at once (:data:`POC_MAX_JOBS` as provisioned).
 
     The system a previous run provisioned in ``root`` is kept in ``root/.provisioned`` and copied
@@ -499,7 +527,7 @@ def prepare_poc(
             child.unlink()
     (root / POC_WORKSPACE_MARKER).write_text("POC workspace made by nvflare-jobgen\n")
     prod = _prod_dir(root)
-    port = _kept_port(root, num_clients)
+    port = _kept_port(root, clients)
     reused = port is not None
     if reused:
         _copy_children(kept, root, skip=(PROVISIONED_KEY,))
@@ -509,16 +537,16 @@ def prepare_poc(
         shutil.rmtree(kept, ignore_errors=True)
         (root / "home").mkdir()
         port = free_port()
-        (root / "project.yml").write_text(project_yaml(num_clients, port), encoding="utf-8")
+        (root / "project.yml").write_text(project_yaml(clients, port), encoding="utf-8")
         code = _nvflare(["poc", "prepare", "-i", str(root / "project.yml"), "--force"], root, log, 120, python)
         if code != 0 or not (prod / POC_ADMIN / "startup").is_dir():
             raise SimulationError(f"`nvflare poc prepare` failed (exit code {code}); log: {log.name}")
         _loopback_only(prod, port)
         kept.mkdir()
         _copy_children(root, kept, skip=(POC_LOG, PROVISIONED, POC_WORKSPACE_MARKER))
-        key = {**_provisioning(root, num_clients, port), "port": port, "created": time.time()}
+        key = {**_provisioning(root, clients, port), "port": port, "created": time.time()}
         (kept / PROVISIONED_KEY).write_text(json.dumps(key, indent=2), encoding="utf-8")
-    _register_sooner(prod, num_clients)
+    _register_sooner(prod, clients)
     if max_jobs != POC_MAX_JOBS:
         _allow_jobs(prod, max_jobs)
     return System(prod / POC_ADMIN, POC_ADMIN, POC_PROJECT, prod), port, reused
@@ -536,13 +564,13 @@ SERVICE_CONSOLE_LOG = "poc_console.log"
 _STARTED: dict[Path, list[subprocess.Popen]] = {}
 
 
-def _service_dirs(root: Path, num_clients: int) -> list[Path]:
-    """The server's folder, then ``site-1`` .. ``site-<num_clients>``'s, in the POC project in ``root``."""
+def _service_dirs(root: Path, clients: Clients) -> list[Path]:
+    """The server's folder, then each client's (:data:`Clients`), in the POC project in ``root``."""
     prod = _prod_dir(root)
-    return [prod / SERVER_SITE, *(prod / site for site in site_names(num_clients))]
+    return [prod / SERVER_SITE, *(prod / site for site in poc_sites(clients))]
 
 
-def _launch_services(root: Path, num_clients: int, log, bin_dir: str | None = None) -> None:
+def _launch_services(root: Path, clients: Clients, log, bin_dir: str | None = None) -> None:
     """Start the server and each client with their startup kit's own ``startup/sub_start.sh --once``.
 
     This is what ``nvflare poc start`` runs, minus its wrapper: ``start.sh`` puts ``sub_start.sh`` in
@@ -557,7 +585,7 @@ def _launch_services(root: Path, num_clients: int, log, bin_dir: str | None = No
     bin_dir = bin_dir or os.path.dirname(sys.executable)
     env["PATH"] = os.pathsep.join(filter(None, [bin_dir, env.get("PATH", "")]))
     started = _STARTED.setdefault(root, [])
-    for service in _service_dirs(root, num_clients):
+    for service in _service_dirs(root, clients):
         log.write(f"$ {service / 'startup/sub_start.sh'} --once\n")
         log.flush()
         with open(service / SERVICE_CONSOLE_LOG, "a", encoding="utf-8") as console:
@@ -575,7 +603,7 @@ def _launch_services(root: Path, num_clients: int, log, bin_dir: str | None = No
 
 
 def start_poc(
-    root: Path, system: System, port: int, num_clients: int, log, bin_dir: str | None = None
+    root: Path, system: System, port: int, clients: Clients, log, bin_dir: str | None = None
 ) -> tuple[float, object]:
     """Start the POC server and clients of the POC workspace ``root`` and wait until every client is
     connected (``bin_dir``: see :func:`_launch_services`).
@@ -592,10 +620,10 @@ def start_poc(
     if _port_taken(port):
         raise SimulationError(f"port {port} on 127.0.0.1 is already in use: the POC server cannot listen there")
     try:
-        _launch_services(root, num_clients, log, bin_dir)
+        _launch_services(root, clients, log, bin_dir)
     except OSError as e:
         raise SimulationError(f"cannot start the POC system: {e}; log: {log.name}") from None
-    session = ready_session(system, num_clients, READY_SECONDS)
+    session = ready_session(system, clients, READY_SECONDS)
     return time.monotonic() - started, session
 
 
@@ -794,8 +822,9 @@ def _close(session) -> None:
             session.close()
 
 
-def ready_session(system: System, num_clients: int, timeout: float):
-    """A logged-in admin session once the server lists ``site-1`` .. ``site-<num_clients>`` as connected.
+def ready_session(system: System, clients: Clients, timeout: float):
+    """A logged-in admin session once the server lists every client of ``clients`` (:data:`Clients`)
+    as connected.
 
     One login (retried until it works), then the server is asked every :data:`READY_POLL_SECONDS`
     on that session; each step is abandoned after :data:`CHECK_SECONDS` (see :func:`_within`), and
@@ -805,7 +834,7 @@ def ready_session(system: System, num_clients: int, timeout: float):
         SimulationError: not all of them within ``timeout`` seconds (the ones seen are named).
     """
     end = time.monotonic() + timeout
-    wanted = set(site_names(num_clients))
+    wanted = set(poc_sites(clients))
     session, seen = None, set()
     try:
         while True:
@@ -833,13 +862,13 @@ def ready_session(system: System, num_clients: int, timeout: float):
         _close(session)
 
 
-def wait_for_clients(system: System, num_clients: int, timeout: float) -> list[str]:
-    """Wait until the server lists ``site-1`` .. ``site-<num_clients>`` as connected; their names.
+def wait_for_clients(system: System, clients: Clients, timeout: float) -> list[str]:
+    """Wait until the server lists every client of ``clients`` (:data:`Clients`) as connected; their names.
 
     Raises:
         SimulationError: not all of them within ``timeout`` seconds (the ones seen are named).
     """
-    session = ready_session(system, num_clients, timeout)
+    session = ready_session(system, clients, timeout)
     try:
         return sorted(c.name for c in session.get_system_info().client_info)
     finally:
@@ -1094,22 +1123,10 @@ def _finish(system: System, session, run: _Run, downloads: Path) -> JobResult:
     return result
 
 
-def _refused(name: str, info: ManifestEntry, poc: bool = True) -> JobResult | None:
+def _refused(name: str, info: ManifestEntry) -> JobResult | None:
     """A FAILED result when the job was written for another NVFlare line than this environment's
-    (whose admin API, and POC system, it would be submitted through), or, for the POC system ``poc``
-    prepares (``poc`` True; it has ``site-1`` .. ``site-N``), when the job names its clients
-    (``clients``); else None. ``submit`` checks a named job's clients against the system's instead
-    (:func:`missing_clients`)."""
-    if info.clients and poc:
-        result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver)
-        result.problems.append(
-            job_problem(
-                name,
-                f"names its clients ({', '.join(info.clients)}) but the POC system poc prepares has "
-                f"site-1 .. site-N: it is not submitted; run it with simulate, or leave `clients` out",
-            )
-        )
-        return result
+    (whose admin API, and POC system, it would be submitted through); else None. (Its clients are
+    checked against the system's once it runs: :func:`missing_clients`.)"""
     line = info.nvflare_version
     if line and line != installed_line():
         result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver)
@@ -1346,7 +1363,7 @@ def run_jobs(
         events.job_finished(refused)
 
     for name in selected:
-        refused = _refused(name, manifest[name], poc=system is None or system.sites_dir is not None)
+        refused = _refused(name, manifest[name])
         if refused:
             refuse(name, refused)
     pending, running, ended = [n for n in selected if n not in results], [], []
@@ -1531,7 +1548,7 @@ def _poc_run(out, root, manifest, selected, downloads, results_path, timeout, ev
                 received,
                 "poc",
             )
-    num_clients = max(manifest[n].num_clients for n in runnable)
+    sites = sites_for([manifest[n] for n in runnable])
     results: list[JobResult] = []
     prepared, stopped = False, []
 
@@ -1551,13 +1568,13 @@ def _poc_run(out, root, manifest, selected, downloads, results_path, timeout, ev
         if paths.links:
             log.write(f"NVFlare runs this Python as {paths.python} (a link: its path has a space or the like)\n")
         try:
-            system, port, reused = prepare_poc(root, num_clients, log, max(parallel, POC_MAX_JOBS), paths.python)
+            system, port, reused = prepare_poc(root, sites, log, max(parallel, POC_MAX_JOBS), paths.python)
             prepared = True
             again = " (reusing the one an earlier run provisioned)" if reused else ""
-            events.system_step(f"prepared a POC system of {num_clients} client(s) in {root / 'poc'}{again}")
-            seconds, session = start_poc(root, system, port, num_clients, log, paths.bin_dir)
+            events.system_step(f"prepared a POC system of {_counted_sites(sites)} in {root / 'poc'}{again}")
+            seconds, session = start_poc(root, system, port, sites, log, paths.bin_dir)
             try:
-                events.system_step(f"started server (127.0.0.1:{port}) and {num_clients} client(s) in {seconds:.1f} s")
+                events.system_step(f"started server (127.0.0.1:{port}) and {_counted_sites(sites)} in {seconds:.1f} s")
             except BaseException:  # the session is run_jobs' to close only once it has it
                 _close(session)
                 raise

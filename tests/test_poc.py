@@ -1272,3 +1272,36 @@ def test_a_job_nvflare_could_not_run_is_reported_with_the_servers_reason_only(tm
         f"server's log ({where}) says: {failed}"
     ]
     assert result.log == (str(prod / "server" / "log.txt") if local else None)
+
+
+@pocs
+def test_poc_runs_a_job_on_its_named_clients_and_another_on_its_own_site_only(tmp_path):
+    """A job that names its clients (production-like names) and a 1-client job: one POC system has
+    site-1, alpha and beta; each job runs on its own sites only, and nothing is left running."""
+    project, home = tmp_path / "project", tmp_path / "home"
+    home.mkdir()
+    project.mkdir()
+    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
+    (project / "jobs.yaml").write_text(
+        "defaults: {num_rounds: 2, server: {task_request_interval: 0.1}, script: train_full.py}\n"
+        "jobs:\n"
+        "  - {name: named, clients: [alpha, beta]}\n"
+        "  - {name: one, num_clients: 1, min_clients: 1}\n"
+    )
+    assert run_main(project, "generate").returncode == 0
+    with ProcessWatch(project) as watch:
+        result = cli(project, home, "poc", "--parallel", "2")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "poc: prepared a POC system of 3 client(s) (site-1, alpha, beta) in " in result.stdout
+    named, one = json.loads((project / "build/poc-results.json").read_text())
+    for record in (named, one):
+        assert record["status"] == "ok" and record["final_model"] == (np.array(INITIAL_MODEL) + 2).tolist()
+    assert (project / "build/poc/named/alpha/log.txt").is_file() and (
+        project / "build/poc/named/beta/log.txt"
+    ).is_file()
+    prod = project / "build/poc-workspace/poc/example_project/prod_00"
+    assert (prod / "alpha" / named["job_id"]).is_dir() and not (prod / "site-1" / named["job_id"]).exists()
+    assert (prod / "site-1" / one["job_id"]).is_dir()
+    assert not (prod / "alpha" / one["job_id"]).exists() and not (prod / "beta" / one["job_id"]).exists()
+    assert watch.left() == []

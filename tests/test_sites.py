@@ -210,13 +210,21 @@ def test_lint_checks_every_app_of_a_multi_app_job(tmp_path):
     assert any("unexpected keyword argument 'task_script_arg'" in m for m in messages), messages
 
 
-def test_poc_refuses_a_job_with_named_clients_and_says_why():
-    from generator.poc import _refused
+def test_a_poc_system_has_the_clients_of_every_job_it_runs():
+    """``poc`` provisions ``site-1`` .. ``site-N`` for the jobs that do not name their clients (N the
+    largest ``num_clients``) and every name the others give; each job then runs on its own sites only
+    (``pin_sites``)."""
+    from generator.poc import _counted_sites, _refused, poc_sites, project_yaml, sites_for
 
-    entry = ManifestEntry("2.9", 2, 1, "in_process", "train_full.py", clients=["alpha", "beta"])
-    result = _refused("named", entry)
-    assert result is not None and not result.ok
-    assert [p.message for p in result.problems] == [
-        "names its clients (alpha, beta) but the POC system poc prepares has site-1 .. site-N: "
-        "it is not submitted; run it with simulate, or leave `clients` out"
-    ]
+    named = ManifestEntry("2.9", 2, 1, "in_process", "train_full.py", clients=["alpha", "beta"])
+    assert _refused("named", named) is None  # once refused: the POC system had site-1 .. site-N only
+    three = ManifestEntry("2.9", 3, 1, "in_process", "train_full.py")
+    one = ManifestEntry("2.9", 1, 1, "in_process", "train_full.py")
+    other = ManifestEntry("2.9", 2, 1, "in_process", "train_full.py", clients=["beta", "site-2"])
+    assert sites_for([one, named, three, other]) == ["site-1", "site-2", "site-3", "alpha", "beta"]
+    assert sites_for([named]) == ["alpha", "beta"] and sites_for([one]) == ["site-1"]
+    assert poc_sites(2) == ["site-1", "site-2"] and poc_sites(["alpha"]) == ["alpha"]
+    assert "- name: alpha\n  org: nvidia\n  type: client\n" in project_yaml(["site-1", "alpha"], 40123)
+    assert project_yaml(2, 40123) == project_yaml(["site-1", "site-2"], 40123)
+    assert _counted_sites(["site-1", "site-2"]) == "2 client(s)"
+    assert _counted_sites(["site-1", "alpha"]) == "2 client(s) (site-1, alpha)"
