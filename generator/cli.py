@@ -112,8 +112,9 @@ def _files(args) -> list[str]:
 
 #: What ``poc`` and ``submit --help`` say they do (the README's "Run on a real NVFlare system" has more).
 _RUN_DESCRIPTIONS = {
-    "poc": "Prepare and start NVFlare's POC system on this machine (server and site-1..site-N on 127.0.0.1, "
-    "its files and HOME under --workspace), submit each generated job (run `generate` first) through the "
+    "poc": "Prepare and start NVFlare's POC system on this machine (server and the jobs' clients: site-1..site-N "
+    "and the names jobs give in `clients`; 127.0.0.1 only; its files and HOME under --workspace), submit each "
+    "generated job (run `generate` first) through the "
     "admin API, download each result into --downloads/<job>/ and judge it as `simulate` does, then stop the "
     "system, whatever happened. Prints a table; exit 1 if a job failed.",
     "submit": "Submit each generated job to an NVFlare system that is already running (production, or someone's "
