@@ -1194,21 +1194,28 @@ def test_a_job_whose_clients_are_not_connected_is_not_submitted_and_says_which()
     )
 
 
+#: A job whose clients have their own names, as on a production system.
+NAMED_JOB = "  - {name: named, clients: [hospital-a, hospital-b]}"
+
+
+def sites_project(folder: Path, *jobs: str) -> Path:
+    """A generated project of ``jobs`` (``jobs.yaml`` lines), each training with ``train_full.py`` for 2 rounds."""
+    folder.mkdir(parents=True)
+    shutil.copytree(ROOT / "client_scripts", folder / "client_scripts")
+    (folder / "jobs.yaml").write_text(
+        "defaults: {num_rounds: 2, server: {task_request_interval: 0.1}, script: train_full.py}\njobs:\n"
+        + "".join(f"{job}\n" for job in jobs)
+    )
+    assert run_main(folder, "generate").returncode == 0
+    return folder
+
+
 @pocs
 def test_submit_runs_a_job_only_on_its_own_clients_and_refuses_one_whose_clients_are_not_there(running_poc, tmp_path):
     """On a system with more clients than a job's (``@ALL`` would deploy it to all of them) the job
     runs on its own sites only; a job naming clients the system does not have is not submitted."""
     _, home, system, _ = running_poc
-    project = tmp_path / "sites"
-    project.mkdir()
-    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
-    (project / "jobs.yaml").write_text(
-        "defaults: {num_rounds: 2, server: {task_request_interval: 0.1}, script: train_full.py}\n"
-        "jobs:\n"
-        "  - {name: one, num_clients: 1, min_clients: 1}\n"
-        "  - {name: named, clients: [hospital-a, hospital-b]}\n"
-    )
-    assert run_main(project, "generate").returncode == 0
+    project = sites_project(tmp_path / "sites", "  - {name: one, num_clients: 1, min_clients: 1}", NAMED_JOB)
     result = cli(project, home, "submit", "--startup-kit", str(system.startup_kit))
 
     assert result.returncode == 1, result.stdout + result.stderr
@@ -1278,17 +1285,13 @@ def test_a_job_nvflare_could_not_run_is_reported_with_the_servers_reason_only(tm
 def test_poc_runs_a_job_on_its_named_clients_and_another_on_its_own_site_only(tmp_path):
     """A job that names its clients (production-like names) and a 1-client job: one POC system has
     site-1, alpha and beta; each job runs on its own sites only, and nothing is left running."""
-    project, home = tmp_path / "project", tmp_path / "home"
+    home = tmp_path / "home"
     home.mkdir()
-    project.mkdir()
-    shutil.copytree(ROOT / "client_scripts", project / "client_scripts")
-    (project / "jobs.yaml").write_text(
-        "defaults: {num_rounds: 2, server: {task_request_interval: 0.1}, script: train_full.py}\n"
-        "jobs:\n"
-        "  - {name: named, clients: [alpha, beta]}\n"
-        "  - {name: one, num_clients: 1, min_clients: 1}\n"
+    project = sites_project(
+        tmp_path / "project",
+        "  - {name: named, clients: [alpha, beta]}",
+        "  - {name: one, num_clients: 1, min_clients: 1}",
     )
-    assert run_main(project, "generate").returncode == 0
     with ProcessWatch(project) as watch:
         result = cli(project, home, "poc", "--parallel", "2")
 
