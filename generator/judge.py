@@ -383,6 +383,11 @@ WORKER_STARTED = ("ClientTaskWorker", "ClientTaskWorker started to run")
 WORKER_FAILED = ("nvflare.fuel.f3.mpm.MPM", "Execute exception: ")
 
 
+def _worker_started(record: dict) -> bool:
+    """Whether ``record`` (of a simulator worker's ``log.json``) is :data:`WORKER_STARTED`."""
+    return record.get("name") == WORKER_STARTED[0] and record.get("message") == WORKER_STARTED[1]
+
+
 @dataclass(frozen=True)
 class LostClient:
     """A client NVFlare's simulator stopped running before the run ended.
@@ -437,7 +442,7 @@ class LostClientWatch:
         for site, tail in list(self._workers.items()):
             for record in tail.read():
                 message = str(record.get("message", ""))
-                if record.get("name") == WORKER_STARTED[0] and message == WORKER_STARTED[1]:
+                if _worker_started(record):
                     del self._workers[site]  # it reached the simulator: the server's log tells the rest
                     break
                 if (
@@ -459,11 +464,8 @@ class LostClientWatch:
 def worker_connected(workspace: Path, site: str) -> bool:
     """Whether ``site``'s simulator worker ever reached the simulator (:data:`WORKER_STARTED` in
     ``WS/<site>/log.json``). False: the worker never got its job, so no code of the job ran there."""
-    name, message = WORKER_STARTED
-    for record in read_records(Path(workspace) / site / LOG_JSON, (json.dumps(message).encode(),)):
-        if record.get("name") == name and record.get("message") == message:
-            return True
-    return False
+    records = read_records(Path(workspace) / site / LOG_JSON, (json.dumps(WORKER_STARTED[1]).encode(),))
+    return any(_worker_started(record) for record in records)
 
 
 def _workflow_id(record: dict) -> str:

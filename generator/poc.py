@@ -260,7 +260,7 @@ def project_yaml(clients: Clients, port: int) -> str:
         clients (Clients): the clients. port (int): the server's port (``fed_learn_port``; NVFlare 2.9
             serves the admin API on the same port).
     """
-    clients = "".join(f"- name: {site}\n  org: nvidia\n  type: client\n" for site in poc_sites(clients))
+    entries = "".join(f"- name: {site}\n  org: nvidia\n  type: client\n" for site in poc_sites(clients))
     return (
         "api_version: 3\n"
         f"name: {POC_PROJECT}\n"
@@ -268,7 +268,7 @@ def project_yaml(clients: Clients, port: int) -> str:
         "participants:\n"
         f"- name: {SERVER_SITE}\n  org: nvidia\n  type: server\n  default_host: localhost\n  fed_learn_port: {port}\n"
         f"- name: {POC_ADMIN}\n  org: nvidia\n  role: project_admin\n  type: admin\n"
-        f"{clients}"
+        f"{entries}"
         "builders:\n"
         "- path: nvflare.lighter.impl.workspace.WorkspaceBuilder\n"
         "  args:\n    template_file: [master_template.yml, aws_template.yml, azure_template.yml]\n"
@@ -985,7 +985,7 @@ def _copy_site_logs(system: System, session, run: _Run, job_dir: Path) -> None:
     """Put each client's run logs in ``job_dir/<site>/``: from the local POC workspace
     (``<sites_dir>/<site>/<job id>/``), else what ``Session.get_job_logs`` can give (NVFlare keeps
     client logs on the server only when the system streams them)."""
-    for site in job_sites(run.info):
+    for site in run.info.sites:
         target = job_dir / site
         if system.sites_dir is not None:
             source = system.sites_dir / site / run.job_id
@@ -1142,15 +1142,10 @@ def _refused(name: str, info: ManifestEntry) -> JobResult | None:
     return None
 
 
-def job_sites(info: ManifestEntry) -> list[str]:
-    """The clients a job was written for: its ``clients``, else ``site-1`` .. ``site-<num_clients>``
-    (the sites ``simulate`` runs it on)."""
-    return list(info.clients or site_names(info.num_clients))
-
-
 def pin_sites(job_dir: Path, info: ManifestEntry) -> bool:
     """Replace ``@ALL`` in the ``deploy_map`` of ``job_dir/meta.json`` (a copy about to be submitted)
-    with the server and the clients the job was written for (:func:`job_sites`); True when changed.
+    with the server and the clients the job was written for (``ManifestEntry.sites``: the sites
+    ``simulate`` runs it on); True when changed.
 
     In NVFlare ``@ALL`` means every site of the system the job is deployed to. In the simulator those
     are exactly the job's clients; a POC system made for several jobs has as many clients as the
@@ -1164,24 +1159,25 @@ def pin_sites(job_dir: Path, info: ManifestEntry) -> bool:
     deploy_map = meta.get("deploy_map")
     if not isinstance(deploy_map, dict) or not any("@ALL" in (sites or []) for sites in deploy_map.values()):
         return False
-    pinned = [SERVER_SITE, *job_sites(info)]
+    pinned = [SERVER_SITE, *info.sites]
     meta["deploy_map"] = {app: (pinned if "@ALL" in (sites or []) else sites) for app, sites in deploy_map.items()}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return True
 
 
 def missing_clients(name: str, info: ManifestEntry, connected: list[str] | None) -> JobResult | None:
-    """A FAILED result, not submitted, when a client the job was written for (:func:`job_sites`) is
+    """A FAILED result, not submitted, when a client the job was written for (``ManifestEntry.sites``) is
     not connected to the system (``connected``: the clients ``get_system_info`` lists; None: not
     known, nothing is refused); else None. NVFlare would keep such a job waiting for that client
     until its timeout, and the job would be judged on sites it never ran on."""
     if connected is None:
         return None
-    missing = [site for site in job_sites(info) if site not in connected]
+    sites = info.sites
+    missing = [site for site in sites if site not in connected]
     if not missing:
         return None
     listed = ", ".join(connected) or "none"
-    if len(missing) == len(job_sites(info)) and not info.clients:
+    if len(missing) == len(sites) and not info.clients:
         why = (
             f"is written for {', '.join(missing)} (site-1 .. site-N: the job sets no `clients`) but the "
             f"system's connected clients are {listed}: it is not submitted; name the clients to run it on "
@@ -1304,7 +1300,7 @@ def _poll(session, run: _Run, events, sites_dir: Path | None = None) -> bool:
     now = time.monotonic()
     if finished:
         return True
-    if run.aborted_at is None and clients_exited(sites_dir, run.job_id, job_sites(run.info)):
+    if run.aborted_at is None and clients_exited(sites_dir, run.job_id, run.info.sites):
         run.clients_ended_at = run.clients_ended_at or now
         if now - run.clients_ended_at > CLIENTS_GONE_GRACE:
             _abort(session, run, now)

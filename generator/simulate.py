@@ -601,7 +601,7 @@ def _run_simulator(
     name, n = result.name, str(info.num_clients)
     started = time.monotonic()
 
-    watch = LostClientWatch(ws, list(info.clients or site_names(info.num_clients)))
+    watch = LostClientWatch(ws, info.sites)
     lost: list[LostClient] = []
 
     def on_tick() -> None:
@@ -666,7 +666,7 @@ def _lost_before_start(outcome: RunOutcome, lost: LostClient | None, ws: Path, i
     if not lost or outcome.interrupted or outcome.timed_out:
         return None
     site = lost.site
-    sites = [site] if site else list(info.clients or site_names(info.num_clients))
+    sites = [site] if site else info.sites
     never = [s for s in sites if not worker_connected(ws, s)]
     if not never:
         return None
