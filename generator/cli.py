@@ -232,6 +232,14 @@ def _parser() -> argparse.ArgumentParser:
             help="submit up to N jobs at once (default: %(default)s"
             + ("; the POC server's max_jobs is raised to N above 4)" if name == "poc" else ")"),
         )
+        if name == "poc":
+            r.add_argument(
+                "--relay",
+                action="store_true",
+                help="route every message between a job's client and server processes through the POC "
+                "server's parent process, as NVFlare's own POC and production systems do by default "
+                "(default: they connect directly over 127.0.0.1, NVFlare's ad-hoc connections; faster)",
+            )
 
     w = sub.add_parser("view", help="open a tracker's own viewer on a simulated job's metrics (127.0.0.1)")
     w.add_argument("tracker", choices=["mlflow", "tensorboard", "wandb"], help="whose viewer")
@@ -294,7 +302,15 @@ def _poc(args) -> int:
     from .poc import poc_all
 
     results = poc_all(
-        args.out, args.workspace, args.job, args.results, args.downloads, args.timeout, REPORTER, args.parallel
+        args.out,
+        args.workspace,
+        args.job,
+        args.results,
+        args.downloads,
+        args.timeout,
+        REPORTER,
+        args.parallel,
+        args.relay,
     )
     REPORTER.line(f"results: {args.results}; each job's downloaded result: {args.downloads}/<job>/")
     return 0 if results and all(r.ok for r in results) else 1

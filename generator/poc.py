@@ -424,6 +424,29 @@ def _register_sooner(prod: Path, clients: Clients) -> None:
         path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
+#: The POC server's ``local/comm_config.json`` (NVFlare's communication configuration, read by every
+#: process of that site, ``nvflare.fuel.f3.comm_config.CommConfigurator``) unless ``poc --relay``:
+#: NVFlare's ad-hoc connections allowed, listening on 127.0.0.1 only, clear TCP (the scheme and the
+#: security of NVFlare's internal connections between a site's own processes). A job's server process
+#: then offers its clients' job processes a listener of its own and they connect to it directly
+#: (``CoreCell._add_adhoc_connector``); without it, every message of a job, each metric point among
+#: them, is relayed by the server's parent process (``CoreCell._forward``) and checked there. Measured
+#: here: a metrics job of 3,750 points took the server's parent 4.6 CPU-s relayed, 1.0 direct, and 42.7
+#: to 43.0 s instead of 39.5 to 39.9. NVFlare's default (``allow_adhoc_conns`` false) relays; its docs
+#: ("Communication Configuration", "Ad-hoc Connections") describe the setting for sites whose network
+#: allows it. Only the server needs it: its job process offers the listener, a client's connects.
+DIRECT_COMM_CONFIG = {
+    "allow_adhoc_conns": True,
+    "adhoc": {"scheme": "tcp", "resources": {"host": "127.0.0.1", "secure": False}},
+}
+
+
+def _connect_directly(prod: Path) -> None:
+    """Write :data:`DIRECT_COMM_CONFIG` as the POC server's ``local/comm_config.json``."""
+    path = prod / SERVER_SITE / "local" / "comm_config.json"
+    path.write_text(json.dumps(DIRECT_COMM_CONFIG, indent=2), encoding="utf-8")
+
+
 def _prod_dir(root: Path) -> Path:
     """The provisioned POC project in the POC workspace ``root``: one folder per server, client and admin."""
     return root / "poc" / POC_PROJECT / "prod_00"
@@ -499,10 +522,17 @@ def _copy_children(source: Path, target: Path, skip: tuple[str, ...] = ()) -> No
 
 
 def prepare_poc(
-    root: Path, clients: Clients, log, max_jobs: int = POC_MAX_JOBS, python: str | None = None
+    root: Path,
+    clients: Clients,
+    log,
+    max_jobs: int = POC_MAX_JOBS,
+    python: str | None = None,
+    relay: bool = False,
 ) -> tuple[System, int, bool]:
     """Provision a POC system of ``clients`` (:data:`Clients`) in ``root/poc`` (``root`` cleared first)
-    whose server runs up to ``max_jobs`` jobs at once (:data:`POC_MAX_JOBS` as provisioned).
+    whose server runs up to ``max_jobs`` jobs at once (:data:`POC_MAX_JOBS` as provisioned) and whose
+    job processes connect to each other directly (:data:`DIRECT_COMM_CONFIG`), or, with ``relay``,
+    through the server's parent process as NVFlare's own POC does.
 
     The system a previous run provisioned in ``root`` is kept in ``root/.provisioned`` and copied
     back instead of running ``nvflare poc prepare`` again (1.0-1.4 s here, certificates and all)
@@ -549,6 +579,12 @@ def prepare_poc(
     _register_sooner(prod, clients)
     if max_jobs != POC_MAX_JOBS:
         _allow_jobs(prod, max_jobs)
+    if relay:
+        log.write("job processes talk through the server's parent process (--relay: NVFlare's default)\n")
+    else:
+        _connect_directly(prod)
+        log.write("job processes connect directly, 127.0.0.1 only (server local/comm_config.json)\n")
+    log.flush()
     return System(prod / POC_ADMIN, POC_ADMIN, POC_PROJECT, prod), port, reused
 
 
@@ -1497,6 +1533,7 @@ def poc_all(
     timeout: float | None = None,
     events=None,
     parallel: int = 1,
+    relay: bool = False,
 ) -> list[JobResult]:
     """Run every generated job (or those in ``names``) on a POC system started for them, then stop it.
 
@@ -1508,6 +1545,8 @@ def poc_all(
         timeout: seconds per job, overriding each job's (:func:`generator.simulate.job_timeout`).
         events (PocEvents | None): told of the system's steps and each job's progress.
         parallel (int): jobs submitted at once (>= 1).
+        relay (bool): the system's job processes talk through the server's parent process, as on
+            NVFlare's own POC, instead of directly (:data:`DIRECT_COMM_CONFIG`).
 
     Returns:
         list[JobResult]: one per job run, in file order.
@@ -1529,10 +1568,14 @@ def poc_all(
     managed = {"the generated jobs folder": out, "the POC workspace": root, DOWNLOADS: downloads}
     _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
     with _held({"--workspace": root, "--downloads": downloads}, "poc", events, out):
-        return _poc_run(out, root.resolve(), manifest, selected, downloads, results_path, timeout, events, parallel)
+        return _poc_run(
+            out, root.resolve(), manifest, selected, downloads, results_path, timeout, events, parallel, relay
+        )
 
 
-def _poc_run(out, root, manifest, selected, downloads, results_path, timeout, events, parallel) -> list[JobResult]:
+def _poc_run(
+    out, root, manifest, selected, downloads, results_path, timeout, events, parallel, relay
+) -> list[JobResult]:
     """:func:`poc_all` once its folders are checked and held."""
     runnable = [n for n in selected if _refused(n, manifest[n]) is None]
     if not runnable:  # nothing to start a system for
@@ -1564,7 +1607,7 @@ def _poc_run(out, root, manifest, selected, downloads, results_path, timeout, ev
         if paths.links:
             log.write(f"NVFlare runs this Python as {paths.python} (a link: its path has a space or the like)\n")
         try:
-            system, port, reused = prepare_poc(root, sites, log, max(parallel, POC_MAX_JOBS), paths.python)
+            system, port, reused = prepare_poc(root, sites, log, max(parallel, POC_MAX_JOBS), paths.python, relay)
             prepared = True
             again = " (reusing the one an earlier run provisioned)" if reused else ""
             events.system_step(f"prepared a POC system of {_counted_sites(sites)} in {root / 'poc'}{again}")

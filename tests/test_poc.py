@@ -115,11 +115,13 @@ def _python(code: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 class ProcessWatch:
     """Every process whose command line or working folder is in ``root``, seen while the block runs,
-    remembered by PID and start time (a reused PID is not mistaken for it)."""
+    remembered by PID and start time (a reused PID is not mistaken for it), and the addresses any of
+    them was seen listening on (``listening``)."""
 
     def __init__(self, root: Path):
         self.root = str(root.resolve())
         self.seen: dict[tuple[int, float], str] = {}
+        self.listening: set[str] = set()
         self._lock = threading.Lock()  # the watching thread adds to `seen` while a test reads it
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -130,8 +132,13 @@ class ProcessWatch:
         for proc in psutil.process_iter(["pid", "cmdline", "cwd", "create_time"]):
             cmdline, cwd = proc.info.get("cmdline") or [], proc.info.get("cwd") or ""
             if proc.pid != os.getpid() and (cwd.startswith(self.root) or any(self.root in a for a in cmdline)):
+                try:
+                    listening = {c.laddr.ip for c in proc.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+                except psutil.Error:
+                    listening = set()
                 with self._lock:
                     self.seen[(proc.pid, proc.info["create_time"])] = " ".join(cmdline)
+                    self.listening |= listening
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -328,6 +335,27 @@ def test_a_poc_system_provisioned_before_is_reused_without_any_state_of_the_earl
     for site in ("site-1", "site-2"):  # a client retries its registration soon after the server is up
         client = json.loads((system.sites_dir / site / "startup/fed_client.json").read_text())["client"]
         assert client == {"fqsn": site, "client_register_interval": poc.CLIENT_REGISTER_INTERVAL}
+
+
+def test_the_poc_server_lets_job_processes_connect_directly_unless_relay(tmp_path, monkeypatch):
+    from generator import poc
+
+    _fake_provisioner(monkeypatch)
+    root = tmp_path / "ws"
+    root.mkdir()
+    log = io.StringIO()
+    system, _, _ = poc.prepare_poc(root, 2, log)
+    server_config = system.sites_dir / "server/local/comm_config.json"
+    assert json.loads(server_config.read_text()) == {
+        "allow_adhoc_conns": True,
+        "adhoc": {"scheme": "tcp", "resources": {"host": "127.0.0.1", "secure": False}},
+    }
+    assert not list(system.sites_dir.glob("site-*/local/comm_config.json"))  # a client's job process connects
+
+    again, _, reused = poc.prepare_poc(root, 2, log, relay=True)
+    assert reused and not (again.sites_dir / "server/local/comm_config.json").exists()  # NVFlare's default
+    assert "(--relay: NVFlare's default)" in log.getvalue()
+    assert poc.prepare_poc(root, 2, log)[2] and server_config.exists()
 
 
 def _time_wait(port: int) -> None:
@@ -795,9 +823,23 @@ def test_poc_submission_keeps_every_config_key_and_the_generated_folders(poc_run
 
 
 @pocs
+def test_poc_job_processes_connect_directly_over_loopback(poc_run):
+    """poc's default (no --relay): each job's server process listens on 127.0.0.1 for its clients'
+    job processes (NVFlare's ad-hoc connections), and each client's connects there."""
+    project, _, _, _, _, _ = poc_run
+    for name in ("full-sub", "metrics", "wandb-sub"):
+        server_log = (project / "build/poc" / name / "server/log.txt").read_text()
+        (url,) = re.findall(r"created adhoc external listener \S+ for (tcp://127\.0\.0\.1:\d+)", server_log)
+        for site in ("site-1", "site-2"):
+            site_log = (project / "build/poc" / name / site / "log.txt").read_text()
+            assert re.search(rf"{site}\.\S+: created adhoc connector \S+ to {url} on server\.", site_log), name
+
+
+@pocs
 def test_poc_leaves_no_process_and_writes_nothing_to_home(poc_run):
     project, home, _, _, watch, _ = poc_run
     assert len(watch.processes()) >= 3  # the server, two clients (and their jobs)
+    assert watch.listening == {"127.0.0.1"}  # the server, its job processes' direct listeners, the jobs' own
     assert watch.left() == []
     assert list(home.iterdir()) == []
     assert (project / "build/poc-workspace/home/.nvflare").is_dir()
@@ -806,7 +848,8 @@ def test_poc_leaves_no_process_and_writes_nothing_to_home(poc_run):
 @pytest.fixture(scope="module")
 def running_poc(tmp_path_factory):
     """A POC system started here (as someone's running system), stopped after the module's tests;
-    this Python reached through a link when its path has a space, as ``poc`` does."""
+    this Python reached through a link when its path has a space, as ``poc`` does. Its job processes
+    talk through the server's parent process (``relay``), as on NVFlare's own POC and production."""
     from generator.poc import prepare_poc, start_poc, stop_poc
     from generator.safepaths import run_paths
 
@@ -816,7 +859,7 @@ def running_poc(tmp_path_factory):
     root.mkdir()
     with ProcessWatch(root) as watch, open(base / "poc.log", "w") as log, run_paths(root) as paths:
         try:
-            system, port, _ = prepare_poc(root, 2, log, python=paths.python)
+            system, port, _ = prepare_poc(root, 2, log, python=paths.python, relay=True)
             _, session = start_poc(root, system, port, 2, log, paths.bin_dir)
             session.close()
             yield project, home, system, watch
@@ -850,6 +893,9 @@ def test_submit_runs_a_job_on_a_running_system_and_leaves_it_running(running_poc
         listening |= {c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN}
     assert listening == {"127.0.0.1"}
     assert list(home.iterdir()) == []
+    # a relaying system: the job's server process offered its clients no direct connection
+    server_log = (project / "build/submit/full-sub/server/log.txt").read_text()
+    assert "Server app stopped" in server_log and "adhoc" not in server_log
 
 
 @pocs
