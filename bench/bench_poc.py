@@ -23,8 +23,9 @@ runs at once); each turn also runs ``poc --parallel N`` (``--poc-parallel``, def
 run), compared the same way: with 1 it tells the POC system's own cost from the cost of running the
 jobs one at a time.
 
-Usage: ``python bench/bench_poc.py [--repeat 2] [--poc-parallel 1] [--out build/bench]``; ``make
-bench`` runs it as part (f) with the same defaults.
+Usage: ``python bench/bench_poc.py [--repeat 2] [--poc-parallel 1] [--relay] [--out build/bench]``
+(``--relay``: each turn also runs ``poc --relay``, its job messages through the POC server as NVFlare's
+default; not a target); ``make bench`` runs it as part (f) with the same defaults.
 """
 
 from __future__ import annotations
@@ -61,13 +62,16 @@ MARKS = {
 }
 
 
-def variants(poc_parallel: int | None) -> list[tuple[str, str, list[str]]]:
+def variants(poc_parallel: int | None, relay: bool = False) -> list[tuple[str, str, list[str]]]:
     """The commands of one turn, in the order of the first turn: ``(label, command, extra options)``;
     ``simulate`` and ``poc`` at their defaults, then ``poc --parallel N`` (label ``poc-pN``) unless
-    ``poc_parallel`` is 0 or None."""
+    ``poc_parallel`` is 0 or None, then ``poc --relay`` (label ``poc-relay``: job messages through the
+    POC server, NVFlare's default) if ``relay``."""
     out = [(SIMULATE, SIMULATE, []), (POC, POC, [])]
     if poc_parallel:
         out.append((f"poc-p{poc_parallel}", POC, ["--parallel", str(poc_parallel)]))
+    if relay:
+        out.append(("poc-relay", POC, ["--relay"]))
     return out
 
 
@@ -241,7 +245,7 @@ def compare(project: Path, sim: dict, poc: dict) -> list[dict]:
     return rows
 
 
-def bench_poc(work: Path, repeat: int, poc_parallel: int | None = None, log=print) -> dict:
+def bench_poc(work: Path, repeat: int, poc_parallel: int | None = None, log=print, relay: bool = False) -> dict:
     """Part (f): ``simulate`` and ``poc`` of the example's jobs in turns, ``repeat`` times; then compared.
 
     Args:
@@ -249,6 +253,7 @@ def bench_poc(work: Path, repeat: int, poc_parallel: int | None = None, log=prin
         repeat (int): turns (>= 1); the order of the commands is reversed every other turn.
         poc_parallel (int | None): also run ``poc --parallel poc_parallel`` each turn (0, None: not).
         log: called with one line of progress at a time.
+        relay (bool): also run ``poc --relay`` each turn.
 
     Returns:
         dict: ``jobs`` (names), ``runs`` (one per command run, see :func:`run_once`, with its
@@ -259,13 +264,13 @@ def bench_poc(work: Path, repeat: int, poc_parallel: int | None = None, log=prin
     """
     names = example_jobs()
     project = prepare(work)
-    order = variants(poc_parallel)
+    order = variants(poc_parallel, relay)
     runs, comparisons = [], []
     for i in range(max(1, repeat)):
         mine = {}
         for label, engine, extra in order if i % 2 == 0 else order[::-1]:
             row = run_once(project, engine, names, f"{label}-r{i + 1}", extra)
-            row.update(label=label, repeat=i + 1)
+            row.update(label=label, repeat=i + 1, options=extra)
             runs.append(row)
             mine[label] = row
             log(
@@ -308,6 +313,7 @@ def _summary(runs: list[dict], comparisons: list[dict], label: str) -> dict:
     poc_s = statistics.median(r["wall_s"] for r in poc.values())
     return {
         "command": next(iter(poc.values()))["command"],
+        "options": next(iter(poc.values())).get("options", []),
         "simulate_median_s": sim_s,
         "poc_median_s": poc_s,
         "ratio": poc_s / sim_s,
@@ -356,8 +362,8 @@ def targets(result: dict | None) -> list[list[str]]:
         return []
     n, goal = len(result["jobs"]), result["target_ratio"]
     rows = []
-    for label, s in result["summary"].items():
-        what = "poc" if label == POC else f"poc --parallel {label.removeprefix('poc-p')}"
+    for s in result["summary"].values():
+        what = " ".join([POC, *s.get("options", [])])
         rows.append(
             [
                 f"{n} example jobs: {what} / simulate wall time",
@@ -393,11 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="also run poc --parallel N each turn; 0: not (default: %(default)s)",
     )
+    parser.add_argument("--relay", action="store_true", help="also run poc --relay each turn")
     parser.add_argument("--out", default=str(ROOT / "build" / "bench"), help="work folder (default: %(default)s)")
     args = parser.parse_args(argv)
     work = Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
-    result = bench_poc(work, args.repeat, args.poc_parallel, log=lambda line: print(line, flush=True))
+    result = bench_poc(work, args.repeat, args.poc_parallel, lambda line: print(line, flush=True), args.relay)
     print(summary_table(result))
     for row in targets(result):
         print("  ".join(row))
