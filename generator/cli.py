@@ -301,34 +301,21 @@ def _simulate(args) -> int:
 def _poc(args) -> int:
     from .poc import poc_all
 
-    results = poc_all(
-        args.out,
-        args.workspace,
-        args.job,
-        args.results,
-        args.downloads,
-        args.timeout,
-        REPORTER,
-        args.parallel,
-        args.relay,
-    )
-    REPORTER.line(f"results: {args.results}; each job's downloaded result: {args.downloads}/<job>/")
-    return 0 if results and all(r.ok for r in results) else 1
+    return _run_on_a_system(args, poc_all, args.workspace, relay=args.relay)
 
 
 def _submit(args) -> int:
     from .poc import submit_all
 
-    results = submit_all(
-        args.out,
-        args.startup_kit,
-        args.username,
-        args.job,
-        args.results,
-        args.downloads,
-        args.timeout,
-        REPORTER,
-        args.parallel,
+    return _run_on_a_system(args, submit_all, args.startup_kit, args.username)
+
+
+def _run_on_a_system(args, run, *system, **options) -> int:
+    """``poc``/``submit``: ``run(out, *system, names, results, downloads, timeout, events, parallel,
+    **options)`` (:func:`generator.poc.poc_all`, :func:`generator.poc.submit_all`), then where the
+    results went; exit code 0 only if it ran jobs and every one is ok."""
+    results = run(
+        args.out, *system, args.job, args.results, args.downloads, args.timeout, REPORTER, args.parallel, **options
     )
     REPORTER.line(f"results: {args.results}; each job's downloaded result: {args.downloads}/<job>/")
     return 0 if results and all(r.ok for r in results) else 1

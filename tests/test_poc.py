@@ -358,6 +358,20 @@ def test_the_poc_server_lets_job_processes_connect_directly_unless_relay(tmp_pat
     assert poc.prepare_poc(root, 2, log)[2] and server_config.exists()
 
 
+@pytest.mark.parametrize("extra, relay", [((), False), (("--relay",), True)])
+def test_poc_relays_only_when_asked_and_submit_has_no_such_option(tmp_path, monkeypatch, extra, relay):
+    from generator import poc
+
+    calls = []
+    monkeypatch.setattr(poc, "poc_all", lambda *args, **options: calls.append((args, options)) or [])
+    result = run_main(tmp_path, "poc", "--job", "a", *extra)
+    assert result.returncode == 1  # no job ran
+    ((args, options),) = calls
+    assert args[:3] == ("build/jobs", "build/poc-workspace", ["a"]) and options == {"relay": relay}
+    refused = run_main(tmp_path, "submit", "--startup-kit", "kit", "--relay")
+    assert refused.returncode == 2 and "unrecognized arguments: --relay" in refused.stderr
+
+
 def _time_wait(port: int) -> None:
     """Leave a connection to ``port`` of 127.0.0.1 in TIME-WAIT there (its server side closes first)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
