@@ -18,7 +18,7 @@ USER_NAME ?=
 # poc's workspace (the POC system, HOME of its commands); default build/poc-workspace. NVFlare's POC
 # system needs a path without spaces: in a clone whose path has one, give e.g. POC_WS=/tmp/jobgen-poc-$$(id -u).
 POC_WS ?=
-# RELAY=1: poc --relay (job messages through the POC server, as NVFlare's default comm_config)
+# RELAY=1: poc --relay (job messages through the POC server, as NVFlare's default comm_config); 0, no, false: not
 RELAY ?=
 VIEW_ARGS = $(if $(JOB),--job $(JOB)) $(if $(PORT),--port $(PORT)) $(if $(RESULTS),--results $(RESULTS))
 
@@ -86,7 +86,7 @@ simulate: setup
 ## poc: run every generated job on a POC system (server and clients on 127.0.0.1) started for them, then stop it (PARALLEL=n jobs at once, POC_WS=its workspace, RELAY=1 for --relay)
 poc: setup
 	$(STALE_NOTE)
-	"$(BIN)/python" -m generator poc --out "$(OUT)" $(if $(POC_WS),--workspace "$(POC_WS)") $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(RELAY),--relay)
+	"$(BIN)/python" -m generator poc --out "$(OUT)" $(if $(POC_WS),--workspace "$(POC_WS)") $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(filter-out 0 no false,$(RELAY)),--relay)
 
 ## submit: run every generated job on a running NVFlare system through an admin startup kit (KIT=dir, USER_NAME=admin)
 submit: setup

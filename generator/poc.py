@@ -441,6 +441,11 @@ DIRECT_COMM_CONFIG = {
 }
 
 
+def _route(relay: bool) -> str:
+    """How the job processes of a POC system made with ``relay`` reach each other, for the console."""
+    return "through the server (--relay)" if relay else "directly, 127.0.0.1 only (--relay: through the server)"
+
+
 def _connect_directly(prod: Path) -> None:
     """Write :data:`DIRECT_COMM_CONFIG` as the POC server's ``local/comm_config.json``."""
     path = prod / SERVER_SITE / "local" / "comm_config.json"
@@ -1610,7 +1615,10 @@ def _poc_run(
             system, port, reused = prepare_poc(root, sites, log, max(parallel, POC_MAX_JOBS), paths.python, relay)
             prepared = True
             again = " (reusing the one an earlier run provisioned)" if reused else ""
-            events.system_step(f"prepared a POC system of {_counted_sites(sites)} in {root / 'poc'}{again}")
+            events.system_step(
+                f"prepared a POC system of {_counted_sites(sites)} in {root / 'poc'}{again}; "
+                f"job processes connect {_route(relay)}"
+            )
             seconds, session = start_poc(root, system, port, sites, log, paths.bin_dir)
             try:
                 events.system_step(f"started server (127.0.0.1:{port}) and {_counted_sites(sites)} in {seconds:.1f} s")

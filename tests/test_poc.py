@@ -840,7 +840,8 @@ def test_poc_submission_keeps_every_config_key_and_the_generated_folders(poc_run
 def test_poc_job_processes_connect_directly_over_loopback(poc_run):
     """poc's default (no --relay): each job's server process listens on 127.0.0.1 for its clients'
     job processes (NVFlare's ad-hoc connections), and each client's connects there."""
-    project, _, _, _, _, _ = poc_run
+    project, _, result, _, _, _ = poc_run
+    assert "; job processes connect directly, 127.0.0.1 only (--relay: through the server)\n" in result.stdout
     for name in ("full-sub", "metrics", "wandb-sub"):
         server_log = (project / "build/poc" / name / "server/log.txt").read_text()
         (url,) = re.findall(r"created adhoc external listener \S+ for (tcp://127\.0\.0\.1:\d+)", server_log)
