@@ -8,7 +8,10 @@ machine's load does not fall on one level only). Per run it records the wall tim
 stored: ``simulate`` itself fails a job whose receiver's store lacks a point
 (``expect.metric_points_per_site``), so "all stored" is "every job with a receiver is ok and
 its store holds points from every site". The load average before and after each run is
-recorded: other work on the machine slows the runs and makes losses likelier.
+recorded: other work on the machine slows the runs and makes losses likelier. Each run but the
+first starts with the results file of the run before it (as ``make simulate`` run again finds the
+``build/results.json`` it left), so above 1 at once its jobs start longest first
+(``generator.order``); the first run takes them in ``jobs.yaml`` order.
 
 Usage: ``python bench/bench_parallel.py [--levels 1,2,3] [--repeat 5] [--out build/bench]``; ``make
 bench`` runs levels 1, the default and 2 once each.
@@ -56,9 +59,13 @@ def prepare(work: Path) -> Path:
     return project
 
 
-def simulate_once(project: Path, level: int, tag: str) -> dict:
-    """One ``simulate --parallel level`` run of every shipped job: wall s, statuses, points stored."""
+def simulate_once(project: Path, level: int, tag: str, earlier: Path | None = None) -> dict:
+    """One ``simulate --parallel level`` run of every shipped job: wall s, statuses, points stored.
+    ``earlier``: a results file copied to this run's first, as the ``build/results.json`` an earlier
+    ``make simulate`` left (above 1 at once, the jobs start longest first by it: ``generator.order``)."""
     results = project / f"results-{tag}.json"
+    if earlier is not None and earlier.is_file():
+        shutil.copy(earlier, results)
     cmd = [sys.executable, "-m", "generator", "simulate", "--out", "out", "--workspace", f"ws-{tag}"]
     cmd += ["--results", str(results.name), "--reports", f"reports-{tag}", "--parallel", str(level)]
     load_before = _load()
@@ -82,10 +89,11 @@ def simulate_once(project: Path, level: int, tag: str) -> dict:
 def bench_parallel(work: Path, levels: list[int], repeat: int, log=print) -> list[dict]:
     """Run every level ``repeat`` times (order alternating per repeat); one row per run."""
     project = prepare(work)
-    rows = []
+    rows, earlier = [], None
     for i in range(repeat):
         for level in levels if i % 2 == 0 else levels[::-1]:
-            row = simulate_once(project, level, f"p{level}-r{i + 1}")
+            row = simulate_once(project, level, f"p{level}-r{i + 1}", earlier)
+            earlier = project / f"results-p{level}-r{i + 1}.json"  # the next run starts from these times
             row["repeat"] = i + 1
             rows.append(row)
             log(

@@ -8,7 +8,11 @@ each in a fresh process, ``--repeat`` times, the order of the two commands alter
 repeat to the next (so a change in the machine's load does not fall on one command only). Each
 run has its own ``--workspace`` (for ``poc``: ``--downloads``; its POC workspace is one for all
 ``poc`` runs, as for ``make poc`` run again: the first provisions, the others reuse that) in the project;
-``HOME`` points into the project, so nothing lands in the user's home.
+``HOME`` points into the project, so nothing lands in the user's home. From the second turn on,
+each run starts with the results file of the same command's run in the turn before (as ``make
+simulate`` or ``make poc`` run again finds its own ``build/results.json`` or
+``build/poc-results.json``), so its jobs start longest first by those times (``generator.order``);
+the first turn runs them in ``jobs.yaml`` order.
 
 Per run it records the wall time of the whole command (for ``poc``: preparing, starting and
 stopping the POC system included: what a user waits for), its exit code, each job's status and
@@ -127,14 +131,20 @@ def command(engine: str, names: list[str], tag: str, extra: list[str] = ()) -> l
     return cmd + ["--workspace", POC_WORKSPACE, "--downloads", f"{tag}/downloads"]
 
 
-def run_once(project: Path, engine: str, names: list[str], tag: str, extra: list[str] = ()) -> dict:
+def run_once(
+    project: Path, engine: str, names: list[str], tag: str, extra: list[str] = (), earlier: Path | None = None
+) -> dict:
     """One run of ``engine`` over ``names`` in a fresh process: wall s of the whole command, exit
     code, each job's results record (``<tag>/results.json``), for ``poc`` the seconds it took to
     start the system (None if not printed), the seconds from the start to each of :data:`MARKS`
-    (last occurrence), load before and after. Its console output, each line with its second, goes to
-    ``<tag>/console.log``."""
+    (last occurrence), the start order it printed (``order``: None when ``jobs.yaml``'s), load before
+    and after. ``earlier``: a results file copied to ``<tag>/results.json`` first, as the file an
+    earlier run of the same command left (its start order comes from it: ``generator.order``).
+    Its console output, each line with its second, goes to ``<tag>/console.log``."""
     cmd = command(engine, names, tag, extra)
     (project / tag).mkdir()
+    if earlier is not None and earlier.is_file():
+        shutil.copy(earlier, project / tag / "results.json")
     env = {**_env(project), "PYTHONUNBUFFERED": "1"}  # each line when it is printed
     load_before = _load()
     started = time.perf_counter()
@@ -161,6 +171,7 @@ def run_once(project: Path, engine: str, names: list[str], tag: str, extra: list
         "system_start_s": float(started_in.group(1)) if started_in else None,
         "marks": marks,
         "phases": phases(marks, wall),
+        "order": next((line.rsplit(": ", 1)[1].split(", ") for _, line in lines if line.startswith("order: ")), None),
         "code": proc.returncode,
         "all_ok": len(jobs) == len(names) and all(j["ok"] for j in jobs.values()),
         "jobs": {
@@ -269,7 +280,8 @@ def bench_poc(work: Path, repeat: int, poc_parallel: int | None = None, log=prin
     for i in range(max(1, repeat)):
         mine = {}
         for label, engine, extra in order if i % 2 == 0 else order[::-1]:
-            row = run_once(project, engine, names, f"{label}-r{i + 1}", extra)
+            earlier = project / f"{label}-r{i}" / "results.json" if i else None  # as `make poc` run again
+            row = run_once(project, engine, names, f"{label}-r{i + 1}", extra, earlier)
             row.update(label=label, repeat=i + 1, options=extra)
             runs.append(row)
             mine[label] = row
@@ -277,7 +289,8 @@ def bench_poc(work: Path, repeat: int, poc_parallel: int | None = None, log=prin
                 f"  {row['command'].split(' --out')[0]}{' ' + ' '.join(extra) if extra else ''} (repeat {i + 1}): "
                 f"{row['wall_s']:.1f} s (jobs' own {row['jobs_s']:.1f} s; s to each mark: "
                 f"{_phases_text(row['phases'])}), exit {row['code']}, all ok: {row['all_ok']}, "
-                f"load {row['load_before']} -> {row['load_after']}"
+                f"load {row['load_before']} -> {row['load_after']}; started "
+                + (f"longest first: {', '.join(row['order'])}" if row["order"] else "in jobs.yaml order")
             )
             for name, job in row["jobs"].items():
                 if job["status"] != "ok":

@@ -182,8 +182,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_count,
         metavar="N",
         default=DEFAULT_PARALLEL,
-        help="run up to N jobs at once, each in its own workspace and log (default: %(default)s, chosen by "
-        "measurement: see the README's Speed section)",
+        help="run up to N jobs at once, each in its own workspace and log, those that took longest in the "
+        "results file first (default: %(default)s, chosen by measurement: see the README's Speed section)",
     )
 
     for name, help_text in (
@@ -229,7 +229,7 @@ def _parser() -> argparse.ArgumentParser:
             type=_count,
             metavar="N",
             default=DEFAULT_POC_PARALLEL if name == "poc" else 1,
-            help="submit up to N jobs at once (default: %(default)s"
+            help="submit up to N jobs at once, those that took longest in the results file first (default: %(default)s"
             + ("; the POC server's max_jobs is raised to N above 4)" if name == "poc" else ")"),
         )
         if name == "poc":

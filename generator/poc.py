@@ -68,6 +68,7 @@ from .layout import (
     site_names,
 )
 from .lines import installed_line
+from .order import earlier_seconds, start_order
 from .outputs import check_results, folder_problems, one_run_in, write_results
 from .runner import (
     Interrupted,
@@ -139,6 +140,10 @@ class PocEvents:
 
     def round_started(self, name: str, number: int, rounds: int, seconds: float) -> None:
         """The server of job ``name`` started round ``number`` of ``rounds``, ``seconds`` after submission."""
+
+    def order_chosen(self, order: list[str], source: str) -> None:
+        """Before the first submission: the jobs go in ``order``, not in file order, longest first
+        by their wall times in the earlier results file ``source`` (:mod:`generator.order`)."""
 
     def job_finished(self, result: JobResult) -> None:
         """A job ended (any status), judged."""
@@ -1376,8 +1381,11 @@ def run_jobs(
     when_done: Callable[[object], None] | None = None,
     session=None,
     abort: bool = True,
+    order: list[str] | None = None,
 ) -> list[JobResult]:
-    """Submit, wait for, download and judge each job on ``system``, up to ``parallel`` at once.
+    """Submit, wait for, download and judge each job on ``system``, up to ``parallel`` at once,
+    submitted in ``order`` (the names of ``selected``; None: as ``selected``, see
+    :func:`generator.order.start_order`).
 
     ``when_done`` (None: nothing) is called with the admin session once the last job's result is
     downloaded, before it is judged (``poc`` stops its system there, so that it is down by the time
@@ -1403,7 +1411,7 @@ def run_jobs(
         refused = _refused(name, manifest[name])
         if refused:
             refuse(name, refused)
-    pending, running, ended = [n for n in selected if n not in results], [], []
+    pending, running, ended = [n for n in order or selected if n not in results], [], []
     for name in selected:  # an earlier run's result of a job run now would pass for this run's
         if (downloads / name).is_dir() and not (downloads / name).is_symlink():
             shutil.rmtree(downloads / name)
@@ -1549,7 +1557,8 @@ def poc_all(
         downloads: where each job's result goes, ``<downloads>/<job>/``.
         timeout: seconds per job, overriding each job's (:func:`generator.simulate.job_timeout`).
         events (PocEvents | None): told of the system's steps and each job's progress.
-        parallel (int): jobs submitted at once (>= 1).
+        parallel (int): jobs submitted at once (>= 1); above 1 the longest first by their times in
+            the earlier ``results_path`` (:mod:`generator.order`).
         relay (bool): the system's job processes talk through the server's parent process, as on
             NVFlare's own POC, instead of directly (:data:`DIRECT_COMM_CONFIG`).
 
@@ -1573,15 +1582,23 @@ def poc_all(
     managed = {"the generated jobs folder": out, "the POC workspace": root, DOWNLOADS: downloads}
     _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
     with _held({"--workspace": root, "--downloads": downloads}, "poc", events, out):
-        return _poc_run(
-            out, root.resolve(), manifest, selected, downloads, results_path, timeout, events, parallel, relay
-        )
+        order = _start_order(selected, results_path, parallel, events)
+        return _poc_run(out, root.resolve(), manifest, order, downloads, results_path, timeout, events, parallel, relay)
 
 
-def _poc_run(
-    out, root, manifest, selected, downloads, results_path, timeout, events, parallel, relay
-) -> list[JobResult]:
-    """:func:`poc_all` once its folders are checked and held."""
+def _start_order(selected: list[str], results_path, parallel: int, events) -> list[str]:
+    """The order to submit ``selected`` in (:func:`generator.order.start_order`, from the earlier
+    ``results_path``), told to ``events`` when it is not file order."""
+    order = start_order(selected, earlier_seconds(results_path), parallel)
+    if order != selected:
+        events.order_chosen(order, str(results_path))
+    return order
+
+
+def _poc_run(out, root, manifest, order, downloads, results_path, timeout, events, parallel, relay) -> list[JobResult]:
+    """:func:`poc_all` once its folders are checked and held: the jobs submitted in ``order``
+    (the selected names), the results in file order."""
+    selected = [name for name in manifest if name in order]
     runnable = [n for n in selected if _refused(n, manifest[n]) is None]
     if not runnable:  # nothing to start a system for
         with interrupt_on_signals() as received:
@@ -1626,7 +1643,18 @@ def _poc_run(
                 _close(session)
                 raise
             results = run_jobs(
-                system, out, manifest, selected, downloads, timeout, events, parallel, stop_now, session, abort=False
+                system,
+                out,
+                manifest,
+                selected,
+                downloads,
+                timeout,
+                events,
+                parallel,
+                stop_now,
+                session,
+                abort=False,
+                order=order,
             )
         except Interrupted:  # preparing or starting the system: no job ran
             pass
@@ -1675,6 +1703,7 @@ def submit_all(
     _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
     results: list[JobResult] = []
     with _held({"--downloads": downloads}, "submit", events, out), interrupt_on_signals() as received:
+        order = _start_order(selected, results_path, parallel, events)
         with contextlib.suppress(Interrupted):  # between two polls: the results so far are returned
-            results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel)
+            results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel, order=order)
         return _conclude(results, results_path, events, received, "submit")

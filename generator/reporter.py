@@ -135,6 +135,11 @@ class Reporter:
         """``  <job>: <reason>`` (the first run was stopped and the job runs again)."""
         self.line(f"  {name}: {reason}")
 
+    def order_chosen(self, order: list[str], source: str) -> None:
+        """``order: longest first by the wall times in <source> (untimed jobs before them): a, b, ...``
+        (:mod:`generator.order`)."""
+        self.line(f"order: longest first by the wall times in {source} (untimed jobs before them): {', '.join(order)}")
+
     def job_finished(self, result) -> None:
         """A job's closing block: status, wall time and log; then its problems (stderr); its store and plot.
 

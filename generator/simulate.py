@@ -57,6 +57,7 @@ from .judge import (
 from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry, site_names  # noqa: F401
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
+from .order import earlier_seconds, start_order
 from .outputs import check_reports, check_results, folder_problems, one_run_in, record_report, write_results
 from .plot import matplotlib_dir
 from .runner import (
@@ -476,6 +477,10 @@ class SimulateEvents:
     def job_retried(self, name: str, reason: str) -> None:
         """Job ``name``'s first run was stopped for ``reason`` and the job runs again (once)."""
 
+    def order_chosen(self, order: list[str], source: str) -> None:
+        """Before the first job: the jobs start in ``order``, not in file order, longest first by
+        their wall times in the earlier results file ``source`` (:mod:`generator.order`)."""
+
     def job_finished(self, result: JobResult) -> None:
         """A job ended (any status): its result, problems, store and plot are known."""
 
@@ -891,7 +896,9 @@ def simulate_all(
         timeout: seconds per job, overriding each job's (see :func:`job_timeout`).
         events (SimulateEvents | None): told of each job's start, rounds and end, and of the results.
         parallel (int): how many simulator runs may go on at once (>= 1), each in its own workspace
-            and log; results stay in the order of the manifest (``jobs.yaml``).
+            and log; above 1 the jobs start longest first by their times in the earlier
+            ``results_path`` (:mod:`generator.order`); results stay in the order of the manifest
+            (``jobs.yaml``).
 
     Returns:
         list[JobResult]: one per job, in file order; every ``ok``: every job passed its checks.
@@ -913,18 +920,24 @@ def simulate_all(
     if store:
         events = ProjectStoreFiller(events, store, manifest, _READERS_LOCK)
     run = _run_parallel if parallel > 1 else _run_serial
+    order = start_order(selected, earlier_seconds(results_path), parallel)  # before results_path is replaced
     with one_run_in({"--workspace": Path(workspace)}, "simulate", jobs=out):
         stopped = stop_earlier_run(workspace)
         if stopped:
             events.earlier_run_stopped(str(workspace), stopped)
         remove_stale_links(workspace)  # what such a run left in /tmp
-        return _simulate_held(out, workspace, manifest, selected, results_path, reports, timeout, events, parallel, run)
+        if order != selected:
+            events.order_chosen(order, str(results_path))
+        return _simulate_held(out, workspace, manifest, order, results_path, reports, timeout, events, parallel, run)
 
 
-def _simulate_held(out, workspace, manifest, selected, results_path, reports, timeout, events, parallel, run):
-    """:func:`simulate_all` once its workspaces folder is held (:func:`generator.outputs.one_run_in`)."""
+def _simulate_held(out, workspace, manifest, order, results_path, reports, timeout, events, parallel, run):
+    """:func:`simulate_all` once its workspaces folder is held (:func:`generator.outputs.one_run_in`):
+    the jobs started in ``order`` (:func:`generator.order.start_order`), the results in file order."""
     with interrupt_on_signals() as received, matplotlib_dir(Path(workspace) / MPL_DIR):
-        results = run(out, Path(workspace), manifest, selected, reports, timeout, events, received, parallel)
+        results = run(out, Path(workspace), manifest, order, reports, timeout, events, received, parallel)
+        rank = {name: i for i, name in enumerate(manifest)}
+        results.sort(key=lambda r: rank[r.name])  # file order, as started or not
         events.all_finished(results)  # a signal from here on is only recorded: the results are written
         events.sweeps_compared(compare_sweeps(results, manifest, reports))
         if results_path and results:  # none: stopped before the first job, an earlier run's file is kept
@@ -999,12 +1012,13 @@ def _run_serial(out, workspace, manifest, selected, reports, timeout, events, re
 
 
 def _run_parallel(out, workspace, manifest, selected, reports, timeout, events, received, parallel) -> list[JobResult]:
-    """Run up to ``parallel`` jobs at once in worker threads; on a stop signal stop them all.
+    """Run up to ``parallel`` jobs at once in worker threads, started in the order of ``selected``;
+    on a stop signal stop them all.
 
     The main thread only waits (and receives the signal, :func:`interrupt_on_signals`, which
     records it in ``received``); each worker's run sees it within 0.1 s and stops
     (:func:`generator.runner.run_process`). Jobs not started by then are not run. Returns the
-    results in file order.
+    results in the order of ``selected``.
     """
     done: dict[str, JobResult] = {}
 

@@ -734,13 +734,27 @@ def test_a_job_for_another_nvflare_line_is_refused_and_no_system_is_started(tmp_
 # --- on a POC system ---------------------------------------------------------------------------------
 
 
+#: ``poc_run``'s earlier ``poc-results.json``: crash failed and wandb-sub is not in it (both untimed).
+EARLIER_POC_RESULTS = [
+    {"generator": "nvflare-jobgen", "engine": "poc", "name": name, "status": status, "wall_seconds": seconds}
+    for name, status, seconds in (
+        ("full-sub", "ok", 5.0),
+        ("metrics", "ok", 40.0),
+        ("crash", "FAILED", 90.0),
+        ("badimport", "ok", 50.0),
+    )
+]
+
+
 @pytest.fixture(scope="module")
 def poc_run(tmp_path_factory):
-    """``poc`` of five jobs (``slow`` left out), two at a time, in one POC system, watched for its processes."""
+    """``poc`` of five jobs (``slow`` left out), two at a time, in one POC system, watched for its
+    processes, after an earlier run whose results are :data:`EARLIER_POC_RESULTS`."""
     base = tmp_path_factory.mktemp("poc")
     project, home = make_project(base / "project"), base / "home"
     home.mkdir()
     generated = snapshot(project / "build/jobs")
+    (project / "build/poc-results.json").write_text(json.dumps(EARLIER_POC_RESULTS))
     with ProcessWatch(project) as watch:
         jobs = ("--job", "full-sub", "--job", "metrics", "--job", "wandb-sub", "--job", "crash", "--job", "badimport")
         result = cli(project, home, "poc", *jobs, "--parallel", "2")
@@ -775,6 +789,20 @@ def test_poc_runs_each_job_and_reports_the_failed_one(poc_run):
     assert "badimport: no final model saved at build/poc/badimport/server/simulate_job/models/server.npy" in (
         result.stderr
     )
+
+
+@pocs
+def test_poc_submits_untimed_jobs_then_the_longest_first_by_the_earlier_results(poc_run):
+    _, _, result, results, _, _ = poc_run
+    order = ["wandb-sub", "crash", "badimport", "metrics", "full-sub"]
+    assert (
+        "order: longest first by the wall times in build/poc-results.json (untimed jobs before them): "
+        + ", ".join(order)
+        in result.stdout.splitlines()
+    )
+    submitted = [line.split(":")[0] for line in result.stdout.splitlines() if ": submitted as job " in line]
+    assert submitted == order
+    assert list(results) == ["full-sub", "metrics", "wandb-sub", "crash", "badimport"]  # the new file: jobs.yaml order
 
 
 @pocs

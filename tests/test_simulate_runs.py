@@ -518,22 +518,33 @@ def test_an_empty_path_option_is_a_usage_error_not_the_default(project, option):
 
 
 @pytest.mark.simulator
-def test_parallel_2_runs_two_jobs_at_once_and_keeps_the_file_order(project):
+def test_parallel_2_runs_two_jobs_at_once_the_longest_last_time_first_and_keeps_the_file_order(project):
     (project / "jobs.yaml").write_text(
         ONE_ROUND.replace("num_rounds: 1", "num_rounds: 2")
         + "  - name: slow\n    script: train_full.py\n    launch_external_process: true\n"
         + "  - name: fast\n    script: train_diff.py\n"
     )
     assert run_cli(project, "generate").returncode == 0
+    earlier = [
+        {"generator": "nvflare-jobgen", "name": n, "status": "ok", "wall_seconds": s}
+        for n, s in (("slow", 9.5), ("fast", 20.0))
+    ]
+    (project / "build/results.json").write_text(json.dumps(earlier))  # an earlier run: fast took longer
 
     result = run_cli(project, "simulate", "--parallel", "2", timeout=900)
 
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    # both started before either finished: they ran at once
-    assert lines.index("fast: simulating 2 clients, 2 rounds (timeout 240 s)") < min(
-        i for i, line in enumerate(lines) if re.match(r"(slow|fast): ok in ", line)
+    assert (
+        lines[0]
+        == "order: longest first by the wall times in build/results.json (untimed jobs before them): fast, slow"
     )
+    starts = [
+        i for i, line in enumerate(lines) if re.fullmatch(r"(slow|fast): simulating 2 clients, 2 rounds .*", line)
+    ]
+    assert [lines[i].split(":")[0] for i in starts] == ["fast", "slow"]
+    # both started before either finished: they ran at once
+    assert starts[-1] < min(i for i, line in enumerate(lines) if re.match(r"(slow|fast): ok in ", line))
     for name in ("slow", "fast"):  # every progress line names its job, whole
         assert [line for line in lines if line.startswith(f"  {name}: round ")] == [
             line for line in lines if re.fullmatch(rf"  {name}: round [12] of 2 \(\d+\.\d s\)", line)
