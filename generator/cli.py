@@ -26,12 +26,14 @@ DEFAULT_JOBS = "jobs.yaml"
 DEFAULT_OUT = "build/jobs"
 DEFAULT_WORKSPACE = "build/workspaces"
 DEFAULT_POC_WORKSPACE = "build/poc-workspace"
-#: ``simulate --parallel``'s default: see the README's "Speed" section for the measurements.
-DEFAULT_PARALLEL = 3
+#: ``simulate --parallel``'s default: see the README's "Parallel simulation" for the measurements
+#: (4 with the longest jobs started first, ``generator.order``: the 14 shipped jobs 92-98 s against
+#: 115-119 s at 3; it was 3 while jobs started in file order).
+DEFAULT_PARALLEL = 4
 #: ``poc --parallel``'s default: the jobs NVFlare's POC server runs at once (the provisioning
 #: template's ``DefaultJobScheduler`` ``max_jobs``, ``nvflare/lighter/templates/master_template.yml``);
 #: a fifth would wait on the server (``poc --parallel N`` above 4 raises its ``max_jobs`` to N).
-#: Bench part (f), the example's five jobs: 1.02-1.03x ``simulate``'s time at 4 (README, Speed).
+#: The same as ``simulate``'s default: bench part (f) compares the two at equal parallelism.
 DEFAULT_POC_PARALLEL = 4
 #: The reporter every command prints through.
 REPORTER = Reporter()
