@@ -381,6 +381,17 @@ WORKER_STARTED = ("ClientTaskWorker", "ClientTaskWorker started to run")
 #: ``_create_connection``: "Execute exception: OSError: [Errno 98] Address already in use"). The
 #: simulator does not notice: it tries to connect until its 60 s timeout ("run_client_thread error").
 WORKER_FAILED = ("nvflare.fuel.f3.mpm.MPM", "Execute exception: ")
+#: What a simulator worker logs right after :data:`WORKER_STARTED`, once it was told which client it
+#: runs: its cell ``<client>.simulate_job`` (``CoreCell``, "site-1.simulate_job: created backbone
+#: external connector to tcp://localhost:PORT"; ``simulate_job`` is ``SimulatorConstants.JOB_NAME``),
+#: as (``fullName``, pattern with group ``client``). NVFlare 2.9's simulator can name the wrong client:
+#: ``SimulatorClientRunner.do_one_task`` writes the client's name into ``self.build_ctx``, which
+#: every client thread shares, then sends it to that client's worker; when two threads do it at
+#: once (their workers started together, as every job's do), one worker gets the other client's name
+#: (seen once, 2026-12-02, with four simulators at once: ``site-2``'s worker ran as ``site-1`` in
+#: ``site-2``'s workspace and its executor failed; ``site-2`` never ran, and the server would have
+#: waited for it until the job's timeout).
+WORKER_CELL = ("nvflare.fuel.f3.cellnet.core_cell.CoreCell", re.compile(r"^(?P<client>\S+)\.simulate_job: created "))
 
 
 def _worker_started(record: dict) -> bool:
@@ -400,6 +411,7 @@ class LostClient:
 
     site: str | None
     message: str
+    before_job: bool = False  #: known to have run no code of the job (besides :func:`worker_connected`)
 
 
 def lost_client(message: str) -> LostClient | None:
@@ -411,12 +423,14 @@ def lost_client(message: str) -> LostClient | None:
 
 class LostClientWatch:
     """The clients NVFlare's simulator stopped running, from the server's ``log.json`` as it grows,
-    and the clients whose worker ended before it reached the simulator, from each worker's
-    ``log.json`` (:data:`WORKER_FAILED`; the simulator itself notices those only after 60 s).
+    and, from each worker's ``log.json``, the clients whose worker ended before it reached the
+    simulator (:data:`WORKER_FAILED`; the simulator itself notices those only after 60 s) or was
+    given another client's name (:data:`WORKER_CELL`; the simulator never notices: that client
+    never runs).
 
     Call :meth:`poll` as often as wanted; it reads only what was appended since the last call, and
-    only the lines of :data:`SIMULATOR_CLIENT_RUNNER`, :data:`WORKER_STARTED` and :data:`WORKER_FAILED`.
-    A worker's log is read until that worker started.
+    only the lines of :data:`SIMULATOR_CLIENT_RUNNER`, :data:`WORKER_STARTED`, :data:`WORKER_FAILED`
+    and :data:`WORKER_CELL`. A worker's log is read until it names the worker's cell.
 
     Args:
         workspace (Path): the simulator workspace (``-w``).
@@ -427,8 +441,13 @@ class LostClientWatch:
     def __init__(self, workspace: Path, sites: list[str] | tuple = ()):
         workspace = Path(workspace)
         self._tail = LogJsonTail(workspace / SERVER_LOG, (json.dumps(SIMULATOR_CLIENT_RUNNER).encode(),))
-        needles = (json.dumps(WORKER_STARTED[1]).encode(), json.dumps(WORKER_FAILED[0]).encode())
+        needles = (
+            json.dumps(WORKER_STARTED[1]).encode(),
+            json.dumps(WORKER_FAILED[0]).encode(),
+            b".simulate_job: created ",
+        )
         self._workers = {site: LogJsonTail(workspace / site / LOG_JSON, needles) for site in sites}
+        self._started: set[str] = set()
 
     def poll(self) -> list[LostClient]:
         """The clients lost since the last poll (usually none)."""
@@ -443,8 +462,23 @@ class LostClientWatch:
             for record in tail.read():
                 message = str(record.get("message", ""))
                 if _worker_started(record):
-                    del self._workers[site]  # it reached the simulator: the server's log tells the rest
+                    self._started.add(site)  # it reached the simulator: the server's log tells the rest
+                    continue
+                cell = WORKER_CELL[1].match(message) if record.get("fullName") == WORKER_CELL[0] else None
+                if cell and site in self._started:
+                    del self._workers[site]
+                    if cell.group("client") != site:
+                        lost.append(
+                            LostClient(
+                                site,
+                                f"NVFlare's simulator gave {site}'s worker the name of client "
+                                f"{cell.group('client')} (its shared build_ctx), so {site} would never run",
+                                before_job=True,
+                            )
+                        )
                     break
+                if site in self._started:
+                    continue
                 if (
                     record.get("fullName") == WORKER_FAILED[0]
                     and record.get("levelname") in ERROR_LEVELS

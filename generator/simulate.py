@@ -666,10 +666,14 @@ def _lost_before_start(outcome: RunOutcome, lost: LostClient | None, ws: Path, i
     port in between answers instead and resets the connection ("Communication error with client
     site-1: [Errno 104] Connection reset by peer", ``simulator_runner.py``). Or the worker itself
     finds its port taken and ends ("OSError: [Errno 98] Address already in use",
-    :data:`generator.judge.WORKER_FAILED`). The job is not at fault.
+    :data:`generator.judge.WORKER_FAILED`). Or the simulator told a worker another client's name
+    (:data:`generator.judge.WORKER_CELL`; the run is stopped as soon as the worker names its cell,
+    before it is sent a task). The job is not at fault.
     """
     if not lost or outcome.interrupted or outcome.timed_out:
         return None
+    if lost.before_job:
+        return f"{lost.message}; no code of the job ran there"
     site = lost.site
     sites = [site] if site else info.sites
     never = [s for s in sites if not worker_connected(ws, s)]

@@ -20,7 +20,14 @@ import textwrap
 import pytest
 
 from generator import simulate
-from generator.judge import SIMULATOR_CLIENT_RUNNER, WORKER_FAILED, LostClient, LostClientWatch, worker_connected
+from generator.judge import (
+    SIMULATOR_CLIENT_RUNNER,
+    WORKER_CELL,
+    WORKER_FAILED,
+    LostClient,
+    LostClientWatch,
+    worker_connected,
+)
 from generator.layout import ManifestEntry
 from generator.lines import installed_line
 
@@ -100,6 +107,38 @@ def test_the_watch_finds_a_worker_that_ended_before_it_reached_the_simulator(tmp
     assert LostClientWatch(tmp_path).poll() == []  # no sites: only the server's log
 
 
+def cell(client: str) -> str:
+    """The record a simulator worker writes once it knows its client (copied from a run, 2026-12-02)."""
+    return record(
+        f"{client}.simulate_job: created backbone external connector to tcp://localhost:49315",
+        WORKER_CELL[0],
+        "INFO",
+        name="CoreCell",
+    )
+
+
+def test_the_watch_finds_a_worker_given_another_clients_name(tmp_path):
+    for site in ("site-1", "site-2"):
+        (tmp_path / site).mkdir()
+    watch = LostClientWatch(tmp_path, ["site-1", "site-2"])
+    (tmp_path / "site-1" / "log.json").write_text(WORKER_STARTED + cell("site-1"))  # its own name
+    (tmp_path / "site-2" / "log.json").write_text(cell("site-1"))  # before it started: not its cell
+    assert watch.poll() == []
+    with (tmp_path / "site-2" / "log.json").open("a") as f:
+        f.write(WORKER_STARTED + record(cell("site-1").strip(), "custom.train.Logger", "INFO"))  # a script's words
+    assert watch.poll() == []
+    with (tmp_path / "site-2" / "log.json").open("a") as f:
+        f.write(cell("site-1"))
+    message = (
+        "NVFlare's simulator gave site-2's worker the name of client site-1 (its shared build_ctx), "
+        "so site-2 would never run"
+    )
+    assert watch.poll() == [LostClient("site-2", message, before_job=True)]
+    with (tmp_path / "site-2" / "log.json").open("a") as f:
+        f.write(WORKER_STARTED + cell("site-1"))  # read no more
+    assert watch.poll() == []
+
+
 def test_a_worker_connected_only_when_its_own_record_says_so(tmp_path):
     assert not worker_connected(tmp_path, "site-1")  # no folder, no log: it never started
     site = tmp_path / "site-1"
@@ -115,7 +154,8 @@ def test_a_worker_connected_only_when_its_own_record_says_so(tmp_path):
 #: ``runs``, then does what the next word of ``plan`` says: ``race`` (site-1 lost before its worker
 #: started, then wait as the real simulator does), ``died`` (site-1's worker started, then lost),
 #: ``bind`` (site-2's worker ended at once, its port taken, and the simulator, as NVFlare's, does not
-#: notice for 60 s), or ``exit`` (exit 0 at once without writing anything).
+#: notice for 60 s), ``swap`` (site-2's worker started as client site-1, and the simulator, as
+#: NVFlare's, waits), or ``exit`` (exit 0 at once without writing anything).
 FAKE = textwrap.dedent(
     """
     import json, os, sys, time
@@ -133,6 +173,11 @@ FAKE = textwrap.dedent(
         os.makedirs(os.path.join(ws, "site-2"), exist_ok=True)
         with open(os.path.join(ws, "site-2", "log.json"), "w") as f:
             f.write(WORKER_BIND_FAILED)
+        time.sleep(600)
+    if step == "swap":
+        os.makedirs(os.path.join(ws, "site-2"), exist_ok=True)
+        with open(os.path.join(ws, "site-2", "log.json"), "w") as f:
+            f.write(WORKER_STARTED + SITE_1_CELL)
         time.sleep(600)
     os.makedirs(os.path.join(ws, "server"), exist_ok=True)
     if step == "died":
@@ -165,7 +210,8 @@ def fake(tmp_path, monkeypatch):
     script = bin_dir / "nvflare_fake.py"
     script.write_text(
         f"SIMULATOR_CLIENT_RUNNER = {SIMULATOR_CLIENT_RUNNER!r}\nRESET = {RESET!r}\n"
-        f"WORKER_STARTED = {WORKER_STARTED!r}\nWORKER_BIND_FAILED = {WORKER_BIND_FAILED!r}\n" + FAKE
+        f"WORKER_STARTED = {WORKER_STARTED!r}\nWORKER_BIND_FAILED = {WORKER_BIND_FAILED!r}\n"
+        f"SITE_1_CELL = {cell('site-1')!r}\n" + FAKE
     )
     monkeypatch.setattr(simulate, "nvflare_command", lambda python=None: [sys.executable, str(script)])
 
@@ -205,6 +251,25 @@ def test_a_worker_that_could_not_bind_its_port_runs_the_job_again_at_once(fake):
     assert "lost site-2 before its worker reached the simulator" in result.retried
     assert f"site-2's simulator worker ended before it reached the simulator: {BIND}" in result.retried
     assert "fake simulator run 2: exit" in (root / "_logs" / "j.log").read_text()
+
+
+def test_a_worker_given_another_clients_name_runs_the_job_again_at_once(fake):
+    result, events, runs, root = fake("swap exit")
+
+    assert len(runs) == 2  # not after the job's 300 s timeout (its stand-in would wait 600 s)
+    assert result.retried.startswith("NVFlare's simulator gave site-2's worker the name of client site-1 ")
+    assert "no code of the job ran there: stopped that run after " in result.retried
+    assert "fake simulator run 2: exit" in (root / "_logs" / "j.log").read_text()
+
+
+def test_a_worker_given_another_clients_name_twice_fails_the_job_naming_the_site(fake):
+    result, events, runs, root = fake("swap swap")
+
+    assert len(runs) == 2 and len(events.retried) == 1
+    assert result.status == simulate.FAILED
+    (problem,) = [p.message for p in result.problems]
+    assert problem.startswith("NVFlare's simulator stopped running site-2 after ")
+    assert "the name of client site-1" in problem and f"site-2's log: {root / 'j' / 'site-2' / 'log.txt'}" in problem
 
 
 def test_a_worker_that_could_not_bind_twice_fails_the_job_naming_the_site(fake):
