@@ -22,7 +22,7 @@ each results file's ``workspace``: the simulator workspace, or the downloaded re
 one) bit for bit (dtype, shape and bytes), and the metric points per site and key
 (``metric_points`` of ``results.json`` and ``poc-results.json``) equal.
 
-Each command runs at its default ``--parallel`` (``simulate`` 3, ``poc`` 4: the jobs its POC server
+Each command runs at its default ``--parallel`` (4 for both: for ``poc`` the jobs its POC server
 runs at once); each turn also runs ``poc --parallel N`` (``--poc-parallel``, default 1; 0: not
 run), compared the same way: with 1 it tells the POC system's own cost from the cost of running the
 jobs one at a time.

@@ -664,7 +664,7 @@ def test_results_over_jobs_yaml_is_refused_before_any_job_runs(generated, cli):
     assert (code, out) == (2, [])
     assert err == [
         "jobs.yaml: holds something nvflare-jobgen did not write (not a results list marked "
-        '"generator": "nvflare-jobgen"); refusing to overwrite it: choose another --results'
+        '"generator": "nvflare-jobgen"); refusing to overwrite it: move it away or choose another --results'
     ]
     assert (generated / "jobs.yaml").read_bytes() == before
     assert not (generated / "build/workspaces").exists()
