@@ -262,24 +262,19 @@ def test_a_worker_given_another_clients_name_runs_the_job_again_at_once(fake):
     assert "fake simulator run 2: exit" in (root / "_logs" / "j.log").read_text()
 
 
-def test_a_worker_given_another_clients_name_twice_fails_the_job_naming_the_site(fake):
-    result, events, runs, root = fake("swap swap")
+@pytest.mark.parametrize(
+    "plan, why",
+    [("bind bind", BIND), ("swap swap", "the name of client site-1")],
+    ids=["port taken", "another client's name"],
+)
+def test_a_worker_lost_before_the_job_twice_fails_the_job_naming_the_site(fake, plan, why):
+    result, events, runs, root = fake(plan)
 
     assert len(runs) == 2 and len(events.retried) == 1
     assert result.status == simulate.FAILED
     (problem,) = [p.message for p in result.problems]
     assert problem.startswith("NVFlare's simulator stopped running site-2 after ")
-    assert "the name of client site-1" in problem and f"site-2's log: {root / 'j' / 'site-2' / 'log.txt'}" in problem
-
-
-def test_a_worker_that_could_not_bind_twice_fails_the_job_naming_the_site(fake):
-    result, events, runs, root = fake("bind bind")
-
-    assert len(runs) == 2 and len(events.retried) == 1
-    assert result.status == simulate.FAILED
-    (problem,) = [p.message for p in result.problems]
-    assert problem.startswith("NVFlare's simulator stopped running site-2 after ")
-    assert BIND in problem and f"site-2's log: {root / 'j' / 'site-2' / 'log.txt'}" in problem
+    assert why in problem and f"site-2's log: {root / 'j' / 'site-2' / 'log.txt'}" in problem
 
 
 def test_a_second_lost_client_fails_the_job_at_once(fake):
