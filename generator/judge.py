@@ -384,7 +384,7 @@ WORKER_FAILED = ("nvflare.fuel.f3.mpm.MPM", "Execute exception: ")
 #: What a simulator worker logs right after :data:`WORKER_STARTED`, once it was told which client it
 #: runs: its cell ``<client>.simulate_job`` (``CoreCell``, "site-1.simulate_job: created backbone
 #: external connector to tcp://localhost:PORT"; ``simulate_job`` is ``SimulatorConstants.JOB_NAME``),
-#: as (``fullName``, pattern with group ``client``). NVFlare 2.9's simulator can name the wrong client:
+#: as (``fullName``, pattern with group ``client``). NVFlare's simulator (2.7, 2.9) can name the wrong client:
 #: ``SimulatorClientRunner.do_one_task`` writes the client's name into ``self.build_ctx``, which
 #: every client thread shares, then sends it to that client's worker; when two threads do it at
 #: once (their workers started together, as every job's do), one worker gets the other client's name

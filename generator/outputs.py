@@ -218,7 +218,8 @@ def check_results(path: Path, managed: dict[str, Path] | None = None) -> list[Pr
             _problem(
                 path,
                 "holds something nvflare-jobgen did not write (not a results list marked "
-                f'"{RESULTS_MARK}": "{GENERATOR_ID}"); refusing to overwrite it: move it away or choose another --results',
+                f'"{RESULTS_MARK}": "{GENERATOR_ID}"); refusing to overwrite it: move it away or choose '
+                "another --results",
             )
         ]
     return []
