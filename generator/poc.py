@@ -59,6 +59,7 @@ from .judge import RoundTracker, client_exceptions
 from .layout import (
     DOWNLOAD_LOGS,
     DOWNLOAD_MAP,
+    MPL_DIR,
     POC_ADMIN,
     POC_PROJECT,
     POC_RESULTS_MARKER,
@@ -70,6 +71,7 @@ from .layout import (
 from .lines import installed_line
 from .order import earlier_seconds, start_order
 from .outputs import check_results, folder_problems, one_run_in, write_results
+from .plot import matplotlib_dir
 from .runner import (
     Interrupted,
     check_interrupted,
@@ -1514,12 +1516,14 @@ def _held(folders: dict[str, Path], command: str, events, jobs: Path) -> Iterato
     """Make and lock ``folders`` (``{option: folder}``) and the generated jobs folder ``jobs`` for this
     run (:func:`generator.outputs.one_run_in`: a second run on one of them, or a ``generate`` of
     ``jobs``, is refused), mark the downloads folder as ours, and stop what an earlier run in the
-    POC workspace (``--workspace``) left running (told to ``events``).
+    POC workspace (``--workspace``) left running (told to ``events``). matplotlib (the metrics
+    plots) keeps its config and font cache in ``<downloads>/_mpl`` for the block, not in ``HOME``
+    (:func:`generator.plot.matplotlib_dir`; a job folder's name starts with a letter or digit).
 
     Raises:
         OutputError: another run holds a folder (nothing is changed).
     """
-    with one_run_in(folders, command, jobs):
+    with one_run_in(folders, command, jobs), matplotlib_dir(folders["--downloads"] / MPL_DIR):
         (folders["--downloads"] / POC_RESULTS_MARKER).write_text("job results downloaded by nvflare-jobgen\n")
         if "--workspace" in folders:
             stopped = stop_earlier_run(folders["--workspace"])

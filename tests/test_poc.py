@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import INITIAL_MODEL, ROOT, run_main, run_main_while_held, shipped_job_names, snapshot
+from conftest import INITIAL_MODEL, ROOT, run_main, run_main_while_held, shipped_job_names, snapshot, user_environ
 
 from generator.layout import DOWNLOAD_MAP, POC_RESULTS_MARKER, POC_WORKSPACE_MARKER
 
@@ -98,8 +98,9 @@ def make_project(folder: Path) -> Path:
 
 
 def cli(cwd: Path, home: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """``python -m generator ARGS`` in ``cwd`` with ``HOME`` at ``home``."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    """``python -m generator ARGS`` in ``cwd`` with ``HOME`` at ``home``, in a user's environment
+    (without the test session's ``MPLCONFIGDIR``: what lands in ``home`` is what a user would get)."""
+    env = {**user_environ(), "PYTHONPATH": str(ROOT), "HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
     return subprocess.run(
         [sys.executable, "-m", "generator", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
     )
