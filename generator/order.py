@@ -71,3 +71,13 @@ def start_order(selected: list[str], known: dict[str, float], parallel: int) -> 
     unknown = [name for name in selected if name not in known]
     timed = sorted((name for name in selected if name in known), key=lambda name: -known[name])
     return unknown + timed
+
+
+def chosen_order(selected: list[str], results_path: str | Path | None, parallel: int, events) -> list[str]:
+    """:func:`start_order` of ``selected`` from the earlier ``results_path`` (:func:`earlier_seconds`),
+    told to ``events`` (``order_chosen(order, source)``) when it is not file order; what
+    ``simulate``, ``poc`` and ``submit`` call before their first job."""
+    order = start_order(selected, earlier_seconds(results_path), parallel)
+    if order != selected:
+        events.order_chosen(order, str(results_path))
+    return order

@@ -69,7 +69,7 @@ from .layout import (
     site_names,
 )
 from .lines import installed_line
-from .order import earlier_seconds, start_order
+from .order import chosen_order
 from .outputs import check_results, folder_problems, one_run_in, write_results
 from .plot import matplotlib_dir
 from .runner import (
@@ -1586,23 +1586,17 @@ def poc_all(
     managed = {"the generated jobs folder": out, "the POC workspace": root, DOWNLOADS: downloads}
     _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
     with _held({"--workspace": root, "--downloads": downloads}, "poc", events, out):
-        order = _start_order(selected, results_path, parallel, events)
-        return _poc_run(out, root.resolve(), manifest, order, downloads, results_path, timeout, events, parallel, relay)
+        return _poc_run(
+            out, root.resolve(), manifest, selected, downloads, results_path, timeout, events, parallel, relay
+        )
 
 
-def _start_order(selected: list[str], results_path, parallel: int, events) -> list[str]:
-    """The order to submit ``selected`` in (:func:`generator.order.start_order`, from the earlier
-    ``results_path``), told to ``events`` when it is not file order."""
-    order = start_order(selected, earlier_seconds(results_path), parallel)
-    if order != selected:
-        events.order_chosen(order, str(results_path))
-    return order
-
-
-def _poc_run(out, root, manifest, order, downloads, results_path, timeout, events, parallel, relay) -> list[JobResult]:
-    """:func:`poc_all` once its folders are checked and held: the jobs submitted in ``order``
-    (the selected names), the results in file order."""
-    selected = [name for name in manifest if name in order]
+def _poc_run(
+    out, root, manifest, selected, downloads, results_path, timeout, events, parallel, relay
+) -> list[JobResult]:
+    """:func:`poc_all` once its folders are checked and held: the jobs submitted in the order
+    :func:`generator.order.chosen_order` gives, the results in file order."""
+    order = chosen_order(selected, results_path, parallel, events)
     runnable = [n for n in selected if _refused(n, manifest[n]) is None]
     if not runnable:  # nothing to start a system for
         with interrupt_on_signals() as received:
@@ -1707,7 +1701,7 @@ def submit_all(
     _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
     results: list[JobResult] = []
     with _held({"--downloads": downloads}, "submit", events, out), interrupt_on_signals() as received:
-        order = _start_order(selected, results_path, parallel, events)
+        order = chosen_order(selected, results_path, parallel, events)
         with contextlib.suppress(Interrupted):  # between two polls: the results so far are returned
             results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel, order=order)
         return _conclude(results, results_path, events, received, "submit")

@@ -57,7 +57,7 @@ from .judge import (
 from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry, site_names  # noqa: F401
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
-from .order import earlier_seconds, start_order
+from .order import chosen_order
 from .outputs import check_reports, check_results, folder_problems, one_run_in, record_report, write_results
 from .plot import matplotlib_dir
 from .runner import (
@@ -924,14 +924,12 @@ def simulate_all(
     if store:
         events = ProjectStoreFiller(events, store, manifest, _READERS_LOCK)
     run = _run_parallel if parallel > 1 else _run_serial
-    order = start_order(selected, earlier_seconds(results_path), parallel)  # before results_path is replaced
     with one_run_in({"--workspace": Path(workspace)}, "simulate", jobs=out):
         stopped = stop_earlier_run(workspace)
         if stopped:
             events.earlier_run_stopped(str(workspace), stopped)
         remove_stale_links(workspace)  # what such a run left in /tmp
-        if order != selected:
-            events.order_chosen(order, str(results_path))
+        order = chosen_order(selected, results_path, parallel, events)  # read before results_path is replaced
         return _simulate_held(out, workspace, manifest, order, results_path, reports, timeout, events, parallel, run)
 
 
