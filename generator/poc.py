@@ -1362,6 +1362,13 @@ JOB_PROCESS_EXIT = "MPM: Good Bye!"
 #: fed_server.py``): a client job that dies in its first seconds (a sub-process script whose
 #: import fails) was seen to leave the server waiting until the job's timeout.
 CLIENTS_GONE_GRACE = 20
+#: Seconds a job may keep running on the server once every one of its job processes exited, the
+#: server's too (its run log ends with :data:`JOB_PROCESS_EXIT`: its run ended), before it is aborted
+#: and reported FAILED. The server's parent then only has to notice the exit, collect each client's
+#: outcome and archive the result, which takes about 1 s; seen once in CI under heavy load (a test
+#: run and a fresh-clone trial at once), it took the parent about 15 s to notice two jobs' server
+#: processes had ended, and :data:`CLIENTS_GONE_GRACE` aborted a metrics job that had run well.
+ENDED_RUN_GRACE = 120
 
 
 def clients_exited(sites_dir: Path | None, job_id: str, sites: list[str]) -> bool:
@@ -1392,8 +1399,9 @@ def _poll(session, run: _Run, events, sites_dir: Path | None = None) -> bool:
     """Look at a running job once; True when it ended (or its abort has had its grace period).
 
     A job still running :data:`CLIENTS_GONE_GRACE` seconds after every client's job process exited
-    (:func:`clients_exited`, local systems only) is aborted and reported FAILED; one still running at
-    its deadline is aborted and reported TIMEOUT."""
+    (:func:`clients_exited`, local systems only), or :data:`ENDED_RUN_GRACE` seconds when the
+    server's job process has exited too, is aborted and reported FAILED; one still running at its
+    deadline is aborted and reported TIMEOUT."""
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             meta = session.get_job_meta(run.job_id) or {}
@@ -1412,13 +1420,17 @@ def _poll(session, run: _Run, events, sites_dir: Path | None = None) -> bool:
         return True
     if run.aborted_at is None and clients_exited(sites_dir, run.job_id, run.info.sites):
         run.clients_ended_at = run.clients_ended_at or now
-        if now - run.clients_ended_at > CLIENTS_GONE_GRACE:
+        if clients_exited(sites_dir, run.job_id, [SERVER_SITE]):  # its run ended: NVFlare is finishing it
+            grace, why = ENDED_RUN_GRACE, "every job process of it (the server's too) had exited"
+        else:
+            grace, why = CLIENTS_GONE_GRACE, "every client's job process had exited"
+        if now - run.clients_ended_at > grace:
             _abort(session, run, now)
             run.result.problems.append(
                 job_problem(
                     run.name,
-                    f"every client's job process had exited for {CLIENTS_GONE_GRACE} s while the server "
-                    f"still ran the job: NVFlare aborted job {run.job_id} (abort_job)",
+                    f"{why} for {grace} s while the server still ran the job: NVFlare aborted job "
+                    f"{run.job_id} (abort_job)",
                 )
             )
     if run.aborted_at is None and now >= run.deadline:
