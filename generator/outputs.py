@@ -131,7 +131,9 @@ def holding(folder: Path, refusal: str, shared: bool = False) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def one_run_in(folders: dict[str, Path], command: str, jobs: Path | None = None) -> Iterator[None]:
+def one_run_in(
+    folders: dict[str, Path], command: str, jobs: Path | None = None, results: Path | None = None
+) -> Iterator[None]:
     """Make each folder of ``folders`` (``{option: folder}``, e.g. ``{"--workspace": ...}``) and hold
     :func:`lock_folder` on it until the block ends, so that a second run of ``simulate``, ``poc``
     or ``submit`` on one of them is refused before it changes anything there (it would clear a
@@ -144,10 +146,14 @@ def one_run_in(folders: dict[str, Path], command: str, jobs: Path | None = None)
         folders (dict[str, Path]): the folders, checked beforehand (:func:`folder_problems`), by the
             option that names them. command (str): this run's command, for the message.
         jobs (Path | None): the generated jobs folder the run reads (None: none held).
+        results (Path | None): the results file the run will replace (``--results``), held like a
+            folder when it exists (a run's first results file does not, and is not made here: two
+            first runs on one results file at once are not told apart; the last to end writes it).
 
     Raises:
-        OutputError: another run holds a folder's lock, or ``generate`` is writing ``jobs`` (exit
-            code 2); the folders taken so far are released, and the refused one is left as it was.
+        OutputError: another run holds a folder's lock or the results file's, or ``generate`` is
+            writing ``jobs`` (exit code 2); the ones taken so far are released, and the refused
+            one is left as it was.
     """
     with contextlib.ExitStack() as held:
         if jobs is not None and jobs.is_dir():
@@ -156,6 +162,12 @@ def one_run_in(folders: dict[str, Path], command: str, jobs: Path | None = None)
                 "half-written: try again when it has finished"
             )
             held.enter_context(holding(jobs, refusal, shared=True))
+        if results is not None and results.is_file():
+            refusal = (
+                f"--results: another run of the generator is writing its results to this file; `{command}` "
+                "would replace them with its own: wait until it has finished, or give another --results"
+            )
+            held.enter_context(holding(results, refusal))
         # the folders there already first (only those can be another run's), then the new ones:
         # a refusal has made nothing
         for option, folder in sorted(folders.items(), key=lambda item: not item[1].is_dir()):
@@ -163,7 +175,7 @@ def one_run_in(folders: dict[str, Path], command: str, jobs: Path | None = None)
             refusal = (
                 f"{option}: another run of the generator (simulate, poc or submit) is using this folder; "
                 f"`{command}` would clear what that run writes there: wait until it has finished, or give "
-                f"another {option}"
+                f"another {option} (and another --results, which that run will write too)"
             )
             held.enter_context(holding(folder, refusal))
         yield

@@ -82,7 +82,7 @@ from .runner import (
     stop_earlier_run,
     stop_processes,
 )
-from .safepaths import check_paths, path_problem, run_paths
+from .safepaths import check_paths, path_problem, remove_stale_links, run_paths
 from .simulate import (
     FAILED,
     INTERRUPTED,
@@ -1445,6 +1445,22 @@ def _poll(session, run: _Run, events, sites_dir: Path | None = None) -> bool:
     return run.aborted_at is not None and now - run.aborted_at > ABORT_GRACE
 
 
+def _ended_meanwhile(session, run: _Run) -> bool:
+    """Whether the server has ``run``'s job as ended (its status ``FINISHED...``, then kept in
+    ``run.status``) although the last poll had it running; False when it cannot say. A trial's
+    Ctrl-C came 0.3 s after one job was downloaded, while another had ended and waited for the next
+    poll: that one was recorded INTERRUPTED and its result was left behind."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            status = str((session.get_job_meta(run.job_id) or {}).get("status", ""))
+    except Exception:
+        return False
+    if status.startswith("FINISHED"):
+        run.status = status
+        return True
+    return False
+
+
 def run_jobs(
     system: System,
     out: Path,
@@ -1475,8 +1491,9 @@ def run_jobs(
 
     A stop signal that the caller's :func:`generator.runner.interrupt_on_signals` recorded is
     looked for (:func:`generator.runner.check_interrupted`) before each submission and after each
-    poll: it aborts every running job (each recorded ``INTERRUPTED``), the jobs being judged are
-    waited for, and no more are submitted; the results so far are returned. ``abort`` False: the running jobs are
+    poll: it aborts every running job (each recorded ``INTERRUPTED``; one the server has as ended
+    by then is downloaded and judged), the jobs being judged are waited for, and no more are
+    submitted; the results so far are returned. ``abort`` False: the running jobs are
     recorded but not aborted one by one (``poc`` then stops its whole system at once).
 
     Returns:
@@ -1562,6 +1579,10 @@ def run_jobs(
                 results[run.name] = _finish(system, session, run, downloads)
                 events.job_finished(results[run.name])
             for run in running:
+                if _ended_meanwhile(session, run):  # before the signal was seen: fetched and judged as usual
+                    results[run.name] = _finish(system, session, run, downloads)
+                    events.job_finished(results[run.name])
+                    continue
                 if abort:
                     with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
                         session.abort_job(run.job_id)
@@ -1609,23 +1630,25 @@ def _prepare_outputs(downloads: Path, results_path: Path | None, managed: dict) 
 
 
 @contextlib.contextmanager
-def _held(folders: dict[str, Path], command: str, events, jobs: Path) -> Iterator[None]:
+def _held(folders: dict[str, Path], command: str, events, jobs: Path, results: Path | None = None) -> Iterator[None]:
     """Make and lock ``folders`` (``{option: folder}``) and the generated jobs folder ``jobs`` for this
     run (:func:`generator.outputs.one_run_in`: a second run on one of them, or a ``generate`` of
-    ``jobs``, is refused), mark the downloads folder as ours, and stop what an earlier run in the
-    POC workspace (``--workspace``) left running (told to ``events``). matplotlib (the metrics
+    ``jobs``, is refused; so is a second run on the existing ``results`` file), mark the downloads
+    folder as ours, and stop what an earlier run in the POC workspace (``--workspace``) left
+    running (told to ``events``). matplotlib (the metrics
     plots) keeps its config and font cache in ``<downloads>/_mpl`` for the block, not in ``HOME``
     (:func:`generator.plot.matplotlib_dir`; a job folder's name starts with a letter or digit).
 
     Raises:
         OutputError: another run holds a folder (nothing is changed).
     """
-    with one_run_in(folders, command, jobs), matplotlib_dir(folders["--downloads"] / MPL_DIR):
+    with one_run_in(folders, command, jobs, results), matplotlib_dir(folders["--downloads"] / MPL_DIR):
         (folders["--downloads"] / POC_RESULTS_MARKER).write_text("job results downloaded by nvflare-jobgen\n")
         if "--workspace" in folders:
             stopped = stop_earlier_run(folders["--workspace"])
             if stopped:
                 events.earlier_run_stopped(str(folders["--workspace"]), stopped)
+            remove_stale_links(folders["--workspace"])  # what a killed run left in /tmp
         yield
 
 
@@ -1682,7 +1705,8 @@ def poc_all(
         raise OutputError(problems)
     managed = {"the generated jobs folder": out, "the POC workspace": root, DOWNLOADS: downloads}
     _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
-    with _held({"--workspace": root, "--downloads": downloads}, "poc", events, out):
+    results = Path(results_path) if results_path else None
+    with _held({"--workspace": root, "--downloads": downloads}, "poc", events, out, results):
         return _poc_run(
             out, root.resolve(), manifest, selected, downloads, results_path, timeout, events, parallel, relay
         )
@@ -1797,7 +1821,8 @@ def submit_all(
     }
     _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
     results: list[JobResult] = []
-    with _held({"--downloads": downloads}, "submit", events, out), interrupt_on_signals() as received:
+    held = _held({"--downloads": downloads}, "submit", events, out, Path(results_path) if results_path else None)
+    with held, interrupt_on_signals() as received:
         order = chosen_order(selected, results_path, parallel, events)
         with contextlib.suppress(Interrupted):  # between two polls: the results so far are returned
             results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel, order=order)

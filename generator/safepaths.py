@@ -206,6 +206,28 @@ def remove_links(folder: str) -> None:
         os.rmdir(folder)
 
 
+def new_link_folder(parent: str | None) -> str:
+    """Make an empty folder for links in ``parent`` (see :func:`link_parent`), named
+    ``jobgen-run-<this process's PID>-<random>`` so that :func:`remove_stale_links` can tell one
+    whose run was killed before its clean-up."""
+    return tempfile.mkdtemp(prefix=f"{LINK_PREFIX}{os.getpid()}-", dir=parent)
+
+
+def _maker_gone(name: str) -> bool:
+    """Whether the process that made the link folder ``name`` (:func:`new_link_folder`) has ended;
+    False when the name does not say which it was, or it runs (or it is another user's)."""
+    pid = name[len(LINK_PREFIX) :].split("-", 1)[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process
+        return False
+    return False
+
+
 def remove_stale_links(workspace: str | Path) -> list[str]:
     """Remove the link folders (``jobgen-run-*`` in :data:`LINK_PARENTS`) that a run in ``workspace``
     left behind because it was killed (SIGKILL) before its clean-up: those holding only links, one
@@ -214,7 +236,9 @@ def remove_stale_links(workspace: str | Path) -> list[str]:
     simulate.run_tmp`'s ``t``; never a link into a workspaces folder nested deeper, which another
     run may hold). The caller holds the
     workspace's lock (:func:`generator.outputs.one_run_in`), so no run in progress uses them; only
-    the links and their folder are removed, never what they point to.
+    the links and their folder are removed, never what they point to. A folder of links whose maker
+    has ended (:func:`_maker_gone`) goes too, whatever it points to: e.g. the link to this Python
+    that a ``poc`` run killed with SIGKILL left (a trial found one; ``poc`` links no workspace).
 
     Returns:
         list[str]: the folders removed.
@@ -236,7 +260,9 @@ def remove_stale_links(workspace: str | Path) -> list[str]:
             try:
                 links = [entry.path for entry in os.scandir(folder)]
                 targets = [os.readlink(link) for link in links]  # OSError: not a link
-                if any(of_a_run_here(os.path.join(folder, t)) for t in targets):
+                if _maker_gone(os.path.basename(folder)) or any(
+                    of_a_run_here(os.path.join(folder, t)) for t in targets
+                ):
                     remove_links(folder)
                     removed.append(folder)
             except OSError:  # not ours to judge (not a folder of links, another user's)
@@ -274,7 +300,7 @@ def run_paths(workspace: str | Path, python: str | None = None, prefix: str | No
     if not bad_ws and not bad_py:
         yield RunPaths(workspace=workspace, python=python, bin_dir=os.path.dirname(python))
         return
-    links = tempfile.mkdtemp(prefix=LINK_PREFIX, dir=link_parent())
+    links = new_link_folder(link_parent())
     try:
         paths = RunPaths(workspace=workspace, python=python, bin_dir=os.path.dirname(python), cwd=links, links=links)
         if bad_ws:

@@ -33,7 +33,6 @@ import shutil
 import signal
 import struct
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -71,7 +70,7 @@ from .runner import (
     run_process,
     stop_earlier_run,
 )
-from .safepaths import LINK_PREFIX, check_paths, link_parent, remove_links, remove_stale_links, run_paths
+from .safepaths import check_paths, link_parent, new_link_folder, remove_links, remove_stale_links, run_paths
 from .sweep import compare, last_values, model_mean, plot_names, plot_sweep
 from .tracking import ProjectStoreFiller, check_store, project_store
 from .write import read_entries
@@ -327,7 +326,7 @@ def run_tmp(root: Path, name: str) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     parent = link_parent(shortest=True)
-    links = tempfile.mkdtemp(prefix=LINK_PREFIX, dir=parent) if parent else None
+    links = new_link_folder(parent) if parent else None
     try:
         if links:
             os.symlink(folder, os.path.join(links, "t"))
@@ -924,7 +923,8 @@ def simulate_all(
     if store:
         events = ProjectStoreFiller(events, store, manifest, _READERS_LOCK)
     run = _run_parallel if parallel > 1 else _run_serial
-    with one_run_in({"--workspace": Path(workspace)}, "simulate", jobs=out):
+    results = Path(results_path) if results_path else None
+    with one_run_in({"--workspace": Path(workspace)}, "simulate", jobs=out, results=results):
         stopped = stop_earlier_run(workspace)
         if stopped:
             events.earlier_run_stopped(str(workspace), stopped)

@@ -350,6 +350,78 @@ def test_a_job_being_judged_does_not_hold_up_noticing_and_downloading_the_others
     assert sorted(told) == ["quick", "slow"]
 
 
+def test_a_stop_signal_after_a_job_ended_on_the_server_still_downloads_and_judges_it(tmp_path, monkeypatch):
+    """A trial's Ctrl-C came just after one job had ended on the server and before the next poll saw
+    it: it was recorded INTERRUPTED, "log: not downloaded". Now it is downloaded and judged; the job
+    still running is recorded INTERRUPTED (and, on ``poc``, stopped with the system)."""
+    import signal
+
+    from generator import poc
+    from generator.layout import ManifestEntry
+    from generator.runner import Interrupted
+    from generator.simulate import JobResult
+
+    info = ManifestEntry("2.9", 2, 1, "in_process", "t.py")
+    asked: list[str] = []
+
+    class Session:
+        def get_system_info(self):
+            raise OSError("cannot say")
+
+        def get_job_meta(self, job_id):
+            asked.append(job_id)
+            ended = job_id == "done" and len(asked) > 2  # after the first poll of each
+            return {"status": poc.COMPLETED if ended else "RUNNING"}
+
+        def abort_job(self, job_id):
+            raise AssertionError("poc stops its system instead")
+
+        def close(self):
+            pass
+
+    def submit(session, out, name, info, timeout, events, system, staging):
+        return poc._Run(name, info, JobResult(name=name, rounds=1), name, time.monotonic(), time.monotonic() + 600)
+
+    def fetch(system, session, run, downloads):
+        run.fetched = True
+
+    checks = []
+
+    def check_interrupted():
+        checks.append(1)
+        if len(asked) >= 2:  # the signal comes after the first poll
+            raise Interrupted(signal.SIGINT)
+
+    class Events:
+        def round_started(self, *args):
+            pass
+
+        def job_finished(self, result):
+            pass
+
+    monkeypatch.setattr(poc, "_submit", submit)
+    monkeypatch.setattr(poc, "_fetch", fetch)
+    monkeypatch.setattr(poc, "_judge", lambda system, run, job_dir: None)
+    monkeypatch.setattr(poc, "check_interrupted", check_interrupted)
+    system = poc.System(tmp_path / "kit", "admin", "proj", None)
+    names = ["done", "running"]
+    results = poc.run_jobs(
+        system,
+        tmp_path,
+        {n: info for n in names},
+        names,
+        tmp_path / "dl",
+        None,
+        Events(),
+        2,
+        session=Session(),
+        abort=False,
+    )
+
+    assert [(r.name, r.status) for r in results] == [("done", poc.OK), ("running", poc.INTERRUPTED)]
+    assert "interrupted by SIGINT" in results[1].problems[-1].message
+
+
 def test_project_yaml_has_the_server_the_admin_and_sites_on_one_port():
     from generator.poc import project_yaml
 
@@ -586,7 +658,8 @@ def test_poc_refuses_a_folder_another_run_is_using_and_changes_nothing(tmp_path,
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr == (
         f"{folder}: {option}: another run of the generator (simulate, poc or submit) is using this folder; "
-        f"`poc` would clear what that run writes there: wait until it has finished, or give another {option}\n"
+        f"`poc` would clear what that run writes there: wait until it has finished, or give another {option} "
+        "(and another --results, which that run will write too)\n"
     )
     assert result.stdout == ""
     assert snapshot(project) == before

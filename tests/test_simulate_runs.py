@@ -407,6 +407,26 @@ def test_a_workspace_that_cannot_be_used_is_refused_before_any_job(project, work
     assert snapshot(project) == before
 
 
+def test_a_results_file_another_run_is_writing_is_refused_and_left_as_it_is(project):
+    """A trial: a second `poc` told to give another --downloads (and --workspace) ran beside the first
+    and both wrote build/poc-results.json: the one that ended last kept only its own jobs. A run
+    holds its existing results file as it holds its workspace; the second is refused."""
+    assert run_main(project, "generate").returncode == 0
+    results = project / "build/results.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    earlier = {"generator": "nvflare-jobgen", "name": "np-full-in-process", "ok": True, "status": "ok"}
+    results.write_text(json.dumps([earlier]))  # an earlier run's
+    result, before = run_main_while_held(project, results, "simulate", "--workspace", "build/other-workspaces")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (
+        "build/results.json: --results: another run of the generator is writing its results to this file; "
+        "`simulate` would replace them with its own: wait until it has finished, or give another --results\n"
+    )
+    assert result.stdout == ""
+    assert snapshot(project) == before
+
+
 def test_a_workspace_another_run_is_using_is_refused_and_left_as_it_is(project):
     """Two `make simulate` at once: the second would clear the job folders the first is running in."""
     from generator.outputs import lock_folder
@@ -422,7 +442,7 @@ def test_a_workspace_another_run_is_using_is_refused_and_left_as_it_is(project):
     assert result.stderr == (
         "build/workspaces: --workspace: another run of the generator (simulate, poc or submit) is using this "
         "folder; `simulate` would clear what that run writes there: wait until it has finished, or give another "
-        "--workspace\n"
+        "--workspace (and another --results, which that run will write too)\n"
     )
     assert result.stdout == ""
     assert snapshot(project) == before
@@ -491,6 +511,13 @@ def test_simulate_stops_what_a_killed_run_left_running_in_its_workspace(project,
     (project / "tmp/jobgen-run-via-link/t").symlink_to(project / "wslink/_tmp/np-diff-in-process")
     (project / "tmp/jobgen-run-nested").mkdir()  # a live run's, its workspaces folder inside this one
     (project / "tmp/jobgen-run-nested/t").symlink_to(ws.absolute() / "extra/_tmp/np-full-in-process")
+    # the link to its Python that a `poc` run killed with SIGKILL left (named by its PID, ended), and
+    # one of a run whose process still runs (this one's)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (project / f"tmp/jobgen-run-{ended.stdout.strip()}-abc").mkdir()
+    (project / f"tmp/jobgen-run-{ended.stdout.strip()}-abc/py").symlink_to(Path(sys.prefix))
+    (project / f"tmp/jobgen-run-{os.getpid()}-def").mkdir()
+    (project / f"tmp/jobgen-run-{os.getpid()}-def/py").symlink_to(Path(sys.prefix))
     try:
         result = run_main(project, "simulate")
         assert result.returncode == 0, result.stderr
@@ -500,7 +527,11 @@ def test_simulate_stops_what_a_killed_run_left_running_in_its_workspace(project,
         )
         left.wait(timeout=5)
         assert shell.poll() is None
-        assert sorted(p.name for p in (project / "tmp").iterdir()) == ["jobgen-run-nested", "jobgen-run-other"]
+        assert sorted(p.name for p in (project / "tmp").iterdir()) == [
+            f"jobgen-run-{os.getpid()}-def",
+            "jobgen-run-nested",
+            "jobgen-run-other",
+        ]
     finally:
         for proc in (left, shell):
             proc.kill()
