@@ -12,9 +12,12 @@ job ended) and 40 s with the two metrics jobs first (measured here, 2026-12-02).
 longest first is the classic rule for this (longest processing time first, LPT: R. L. Graham,
 "Bounds on multiprocessing timing anomalies", SIAM J. Appl. Math. 17(2), 1969). A job's length is
 its ``wall_seconds`` in the earlier results file at the same path, if that run judged it ``ok``;
-a job with no such record (new, renamed, failed or stopped last time) is assumed long and starts
-first, in file order. One job at a time (``--parallel 1``) keeps file order: the order then
-changes nothing but what runs when.
+a job with no such record is looked up in the other commands' results files beside it
+(:data:`ENGINE_RESULTS`: ``make poc`` after ``make run`` takes the times ``simulate`` wrote; a
+trial's ``poc`` of all jobs after a ``poc`` of three put the job known to be longest 13th of 14,
+and it ended last, alone), and one with no record anywhere (new, renamed, failed or stopped last
+time) is assumed long and starts first, in file order. One job at a time (``--parallel 1``) keeps
+file order: the order then changes nothing but what runs when.
 """
 
 from __future__ import annotations
@@ -73,11 +76,45 @@ def start_order(selected: list[str], known: dict[str, float], parallel: int) -> 
     return unknown + timed
 
 
+#: The results files' names as the commands write them by default (``--results``: ``simulate``'s
+#: ``build/results.json``, ``poc``'s and ``submit``'s ``build/<command>-results.json``, in
+#: :mod:`generator.cli`), looked at beside a run's own for the jobs it does not time.
+ENGINE_RESULTS = ("results.json", "poc-results.json", "submit-results.json")
+
+
+def borrowed_seconds(selected: list[str], results_path: str | Path, known: dict[str, float]) -> tuple[dict, list]:
+    """Times for the jobs of ``selected`` that ``known`` lacks, from the other results files beside
+    ``results_path`` (:data:`ENGINE_RESULTS`, in that order; the first that times a job gives it).
+
+    Returns:
+        tuple[dict[str, float], list[Path]]: seconds per job found, and the files that gave any.
+    """
+    own = Path(results_path)
+    found: dict[str, float] = {}
+    sources: list[Path] = []
+    for name in ENGINE_RESULTS:
+        other = own.with_name(name)
+        if other.name == own.name or not other.is_file():
+            continue
+        times = earlier_seconds(other)
+        got = {job: times[job] for job in selected if job not in known and job not in found and job in times}
+        if got:
+            found.update(got)
+            sources.append(other)
+    return found, sources
+
+
 def chosen_order(selected: list[str], results_path: str | Path | None, parallel: int, events) -> list[str]:
-    """:func:`start_order` of ``selected`` from the earlier ``results_path`` (:func:`earlier_seconds`),
-    told to ``events`` (``order_chosen(order, source)``) when it is not file order; what
-    ``simulate``, ``poc`` and ``submit`` call before their first job."""
-    order = start_order(selected, earlier_seconds(results_path), parallel)
+    """:func:`start_order` of ``selected`` from the earlier ``results_path`` (:func:`earlier_seconds`;
+    jobs it does not time: :func:`borrowed_seconds`), told to ``events`` (``order_chosen(order,
+    source)``) when it is not file order; what ``simulate``, ``poc`` and ``submit`` call before
+    their first job."""
+    known, sources = earlier_seconds(results_path), []
+    if parallel > 1 and results_path and any(job not in known for job in selected):
+        found, sources = borrowed_seconds(selected, results_path, known)
+        known.update(found)
+    order = start_order(selected, known, parallel)
     if order != selected:
-        events.order_chosen(order, str(results_path))
+        also = f" and, for the jobs it does not time, {' and '.join(map(str, sources))}" if sources else ""
+        events.order_chosen(order, f"{results_path}{also}")
     return order

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 from generator import simulate
-from generator.order import earlier_seconds, start_order
+from generator.order import chosen_order, earlier_seconds, start_order
 
 
 def _results(path, entries) -> str:
@@ -113,3 +113,34 @@ def test_simulate_starts_the_longest_first_and_keeps_file_order_in_its_results(t
     assert [r.name for r in got] == ["a", "b", "c", "d"]
     written = json.loads(Path(results).read_text())
     assert [(r["name"], r["wall_seconds"]) for r in written] == [("a", 97.0), ("b", 98.0), ("c", 99.0), ("d", 100.0)]
+
+
+def test_jobs_the_results_file_does_not_time_take_their_times_from_the_other_commands_results(tmp_path):
+    """A trial: `make poc` of all jobs after a `poc` of three started the job known (to `simulate`)
+    to be longest 13th of 14, as untimed, and it ended last, alone. The other commands' results
+    files beside it time the rest; a job timed nowhere still starts first."""
+    build = tmp_path / "build"
+    build.mkdir()
+    poc = _results(build / "poc-results.json", [{"name": "a", "status": "ok", "wall_seconds": 10.0}])
+    _results(
+        build / "results.json",
+        [
+            {"name": "a", "status": "ok", "wall_seconds": 99.0},  # poc's own time wins
+            {"name": "b", "status": "ok", "wall_seconds": 40.0},
+            {"name": "c", "status": "ok", "wall_seconds": 5.0},
+        ],
+    )
+    _results(build / "submit-results.json", [{"name": "c", "status": "ok", "wall_seconds": 50.0}])  # results.json first
+    (build / "other-results.json").write_text(json.dumps([{"name": "d", "status": "ok", "wall_seconds": 80.0}]))
+    events = _Events()
+
+    order = chosen_order(["a", "b", "c", "d"], poc, 2, events)
+
+    assert order == ["d", "b", "a", "c"]  # d: timed nowhere we look
+    assert events.seen == [
+        ("order", order, f"{poc} and, for the jobs it does not time, {build / 'results.json'}"),
+    ]
+    assert chosen_order(["a", "b", "c", "d"], poc, 1, events) == ["a", "b", "c", "d"]  # one at a time: file order
+    alone = _Events()
+    assert chosen_order(["b", "c"], build / "results.json", 2, alone) == ["b", "c"]
+    assert alone.seen == []  # its own file times both, in file order already
