@@ -18,6 +18,8 @@ USER_NAME ?=
 # poc's workspace (the POC system, HOME of its commands); default build/poc-workspace. NVFlare's POC
 # system needs a path without spaces: in a clone whose path has one, give e.g. POC_WS=/tmp/jobgen-poc-$$(id -u).
 POC_WS ?=
+# RESULTS=file (simulate, poc, submit: --results; make view reads it too), DOWNLOADS=folder (poc, submit: --downloads)
+DOWNLOADS ?=
 # RELAY=1: poc --relay (job messages through the POC server, as NVFlare's default comm_config); 0, no, false: not
 RELAY ?=
 VIEW_ARGS = $(if $(JOB),--job $(JOB)) $(if $(PORT),--port $(PORT)) $(if $(RESULTS),--results $(RESULTS))
@@ -78,21 +80,21 @@ STALE_NOTE = @"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out 
 	*) echo "warning: $(JOBS) does not generate (make check says where): running the folders in $(OUT) as they are" >&2 ;; \
 	esac
 
-## simulate: run every generated job (or JOB=name ...) with nvflare simulator and check the results (PARALLEL=n jobs at once)
+## simulate: run every generated job (or JOB=name ...) with nvflare simulator and check the results (PARALLEL=n jobs at once, RESULTS=file)
 simulate: setup
 	$(STALE_NOTE)
-	"$(BIN)/python" -m generator simulate --out "$(OUT)" --workspace "$(WS)" $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
+	"$(BIN)/python" -m generator simulate --out "$(OUT)" --workspace "$(WS)" $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(RESULTS),--results "$(RESULTS)")
 
-## poc: run every generated job on a POC system (server and clients on 127.0.0.1) started for them, then stop it (PARALLEL=n jobs at once, POC_WS=its workspace, RELAY=1 for --relay)
+## poc: run every generated job on a POC system (server and clients on 127.0.0.1) started for them, then stop it (PARALLEL=n jobs at once, POC_WS=its workspace, RELAY=1 for --relay, DOWNLOADS=folder, RESULTS=file)
 poc: setup
 	$(STALE_NOTE)
-	"$(BIN)/python" -m generator poc --out "$(OUT)" $(if $(POC_WS),--workspace "$(POC_WS)") $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(filter-out 0 no false,$(RELAY)),--relay)
+	"$(BIN)/python" -m generator poc --out "$(OUT)" $(if $(POC_WS),--workspace "$(POC_WS)") $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(filter-out 0 no false,$(RELAY)),--relay) $(if $(DOWNLOADS),--downloads "$(DOWNLOADS)") $(if $(RESULTS),--results "$(RESULTS)")
 
-## submit: run every generated job on a running NVFlare system through an admin startup kit (KIT=dir, USER_NAME=admin)
+## submit: run every generated job on a running NVFlare system through an admin startup kit (KIT=dir, USER_NAME=admin, DOWNLOADS=folder, RESULTS=file)
 submit: setup
 	@test -n "$(KIT)" || { echo "make submit needs KIT=<an admin's startup kit folder>" >&2; exit 2; }
 	$(STALE_NOTE)
-	"$(BIN)/python" -m generator submit --out "$(OUT)" --startup-kit "$(KIT)" $(if $(USER_NAME),--username "$(USER_NAME)") $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL))
+	"$(BIN)/python" -m generator submit --out "$(OUT)" --startup-kit "$(KIT)" $(if $(USER_NAME),--username "$(USER_NAME)") $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(DOWNLOADS),--downloads "$(DOWNLOADS)") $(if $(RESULTS),--results "$(RESULTS)")
 
 # The example sweep gets a folder of its own, so it never touches build/jobs or the main results.
 # Its scripts are looked up beside the jobs file, so the file and client_scripts/ are copied there.

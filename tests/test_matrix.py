@@ -334,6 +334,21 @@ def test_make_simulate_and_poc_run_only_the_jobs_named_by_job(target):
     assert "--job np-full-in-process --job np-cyclic" in command
 
 
+@pytest.mark.parametrize("target", ["simulate", "poc", "submit"])
+def test_make_gives_its_results_file_and_downloads_folder_to_each_run(target):
+    """A trial's second `make poc` was told to give another --downloads (and now --results): make had
+    no variable for either."""
+    argv = ["make", "-n", "--no-print-directory", target, "KIT=kit", "RESULTS=build/my results.json"]
+    result = subprocess.run([*argv, "DOWNLOADS=build/my poc"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    (command,) = [line for line in result.stdout.splitlines() if f"-m generator {target} " in line]
+    words = shlex.split(command)
+    assert words[words.index("--results") + 1] == "build/my results.json"
+    assert ("--downloads" in words) == (target != "simulate")  # simulate downloads nothing
+    if target != "simulate":
+        assert words[words.index("--downloads") + 1] == "build/my poc"
+
+
 def test_make_passes_folders_with_a_space_as_one_argument():
     """A trial's ``make submit KIT="/path/kit dir"`` reached argparse as two words."""
     argv = ["make", "-n", "--no-print-directory", "submit", "KIT=/tmp/kit dir", "OUT=/tmp/my jobs"]
