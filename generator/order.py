@@ -109,12 +109,20 @@ def chosen_order(selected: list[str], results_path: str | Path | None, parallel:
     jobs it does not time: :func:`borrowed_seconds`), told to ``events`` (``order_chosen(order,
     source)``) when it is not file order; what ``simulate``, ``poc`` and ``submit`` call before
     their first job."""
-    known, sources = earlier_seconds(results_path), []
+    own, sources = earlier_seconds(results_path), []
+    known = dict(own)
     if parallel > 1 and results_path and any(job not in known for job in selected):
         found, sources = borrowed_seconds(selected, results_path, known)
         known.update(found)
+    timed_here = any(job in own for job in selected)
     order = start_order(selected, known, parallel)
     if order != selected:
-        also = f" and, for the jobs it does not time, {' and '.join(map(str, sources))}" if sources else ""
-        events.order_chosen(order, f"{results_path}{also}")
+        borrowed = " and ".join(map(str, sources))
+        if not sources:
+            source = str(results_path)
+        elif timed_here:
+            source = f"{results_path} and, for the jobs it does not time, {borrowed}"
+        else:  # e.g. a first `poc` after `make run`: simulate's times only
+            source = borrowed
+        events.order_chosen(order, source)
     return order

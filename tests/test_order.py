@@ -141,6 +141,10 @@ def test_jobs_the_results_file_does_not_time_take_their_times_from_the_other_com
         ("order", order, f"{poc} and, for the jobs it does not time, {build / 'results.json'}"),
     ]
     assert chosen_order(["a", "b", "c", "d"], poc, 1, events) == ["a", "b", "c", "d"]  # one at a time: file order
+    first = _Events()  # a first `poc` after `make run`: its own file does not exist yet
+    (build / "poc-results.json").unlink()
+    assert chosen_order(["b", "a"], poc, 2, first) == ["a", "b"]  # a 99 s, b 40 s in results.json
+    assert first.seen == [("order", ["a", "b"], str(build / "results.json"))]
     alone = _Events()
     assert chosen_order(["b", "c"], build / "results.json", 2, alone) == ["b", "c"]
     assert alone.seen == []  # its own file times both, in file order already
