@@ -210,6 +210,24 @@ def test_clients_exited_reads_the_end_of_each_sites_job_log(tmp_path):
     assert not clients_exited(None, "job-1", sites)  # not a local system
 
 
+class _AbortingServer:
+    """A POC server's admin session for ``poc._poll``: the job runs until it is aborted."""
+
+    def __init__(self):
+        self.aborted: list[str] = []
+
+    def get_job_meta(self, job_id):
+        return {"status": "FINISHED:ABORTED" if self.aborted else "RUNNING"}
+
+    def abort_job(self, job_id):
+        self.aborted.append(job_id)
+
+
+class _NoEvents:
+    def round_started(self, *args):
+        pass
+
+
 def test_a_job_whose_server_process_ended_too_gets_longer_before_it_is_aborted(tmp_path, monkeypatch):
     """Seen once in CI under heavy load: a metrics job ran well, its clients' and then its server's job
     process exited, and NVFlare's server parent listed it as running for 15 s more; the clients-gone
@@ -219,31 +237,17 @@ def test_a_job_whose_server_process_ended_too_gets_longer_before_it_is_aborted(t
     from generator.layout import ManifestEntry
     from generator.simulate import JobResult
 
-    class Server:
-        def __init__(self):
-            self.aborted: list[str] = []
-
-        def get_job_meta(self, job_id):
-            return {"status": "FINISHED:ABORTED" if self.aborted else "RUNNING"}
-
-        def abort_job(self, job_id):
-            self.aborted.append(job_id)
-
-    class Events:
-        def round_started(self, *args):
-            pass
-
     info = ManifestEntry("2.9", 2, 1, "in_process", "t.py")
     run = poc._Run("j", info, JobResult(name="j", rounds=1), "job-1", time.monotonic(), time.monotonic() + 600)
-    session = Server()
+    session = _AbortingServer()
     for site in ("site-1", "site-2", "server"):
         (tmp_path / site / "job-1").mkdir(parents=True)
         (tmp_path / site / "job-1/log.txt").write_text(f"MPM - INFO - {poc.JOB_PROCESS_EXIT}\n")
     monkeypatch.setattr(poc, "CLIENTS_GONE_GRACE", -1)
-    assert not poc._poll(session, run, Events(), tmp_path)
+    assert not poc._poll(session, run, _NoEvents(), tmp_path)
     assert session.aborted == [] and not run.result.problems  # NVFlare is finishing it
     monkeypatch.setattr(poc, "ENDED_RUN_GRACE", -1)
-    assert not poc._poll(session, run, Events(), tmp_path)
+    assert not poc._poll(session, run, _NoEvents(), tmp_path)
     assert session.aborted == ["job-1"]
     assert [p.message for p in run.result.problems] == [
         "every job process of it (the server's too) had exited for -1 s while the server still ran the job: "
@@ -258,37 +262,23 @@ def test_a_job_the_server_keeps_after_its_clients_exited_is_aborted_as_failed(tm
     from generator.layout import ManifestEntry
     from generator.simulate import JobResult
 
-    class Server:
-        def __init__(self):
-            self.aborted: list[str] = []
-
-        def get_job_meta(self, job_id):
-            return {"status": "FINISHED:ABORTED" if self.aborted else "RUNNING"}
-
-        def abort_job(self, job_id):
-            self.aborted.append(job_id)
-
-    class Events:
-        def round_started(self, *args):
-            pass
-
     info = ManifestEntry("2.9", 2, 1, "external_process", "t.py")
     run = poc._Run("j", info, JobResult(name="j", rounds=1), "job-1", time.monotonic(), time.monotonic() + 600)
-    session = Server()
-    assert not poc._poll(session, run, Events(), tmp_path)  # no site logs: nothing known
+    session = _AbortingServer()
+    assert not poc._poll(session, run, _NoEvents(), tmp_path)  # no site logs: nothing known
     for site in ("site-1", "site-2"):
         (tmp_path / site / "job-1").mkdir(parents=True)
         (tmp_path / site / "job-1/log.txt").write_text(f"MPM - INFO - {poc.JOB_PROCESS_EXIT}\n")
-    assert not poc._poll(session, run, Events(), tmp_path)  # exited: the grace starts
+    assert not poc._poll(session, run, _NoEvents(), tmp_path)  # exited: the grace starts
     assert session.aborted == [] and run.clients_ended_at is not None
     monkeypatch.setattr(poc, "CLIENTS_GONE_GRACE", -1)
-    assert not poc._poll(session, run, Events(), tmp_path)
+    assert not poc._poll(session, run, _NoEvents(), tmp_path)
     assert session.aborted == ["job-1"] and run.result.status != poc.TIMEOUT
     assert [p.message for p in run.result.problems] == [
         "every client's job process had exited for -1 s while the server still ran the job: "
         "NVFlare aborted job job-1 (abort_job)"
     ]
-    assert poc._poll(session, run, Events(), tmp_path)  # NVFlare ended it
+    assert poc._poll(session, run, _NoEvents(), tmp_path)  # NVFlare ended it
 
 
 def test_a_job_being_judged_does_not_hold_up_noticing_and_downloading_the_others(tmp_path, monkeypatch):
