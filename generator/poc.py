@@ -1395,6 +1395,13 @@ def _abort(session, run: _Run, now: float) -> None:
         session.abort_job(run.job_id)
 
 
+def _job_status(session, job_id: str) -> str:
+    """NVFlare's status of ``job_id`` (``Session.get_job_meta``; e.g. ``RUNNING``, ``FINISHED:COMPLETED``;
+    empty when the meta has none). Raises whatever NVFlare raises when the server cannot say."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return str((session.get_job_meta(job_id) or {}).get("status", ""))
+
+
 def _poll(session, run: _Run, events, sites_dir: Path | None = None) -> bool:
     """Look at a running job once; True when it ended (or its abort has had its grace period).
 
@@ -1403,14 +1410,12 @@ def _poll(session, run: _Run, events, sites_dir: Path | None = None) -> bool:
     server's job process has exited too, is aborted and reported FAILED; one still running at its
     deadline is aborted and reported TIMEOUT."""
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            meta = session.get_job_meta(run.job_id) or {}
+        run.status = _job_status(session, run.job_id)
     except Exception as e:  # the server went away or refuses: the job is judged from what can be fetched
         run.result.problems.append(
             job_problem(run.name, f"lost contact with the server while job {run.job_id} ran: {type(e).__name__}: {e}")
         )
         return True
-    run.status = str(meta.get("status", ""))
     finished = run.status.startswith("FINISHED")
     if run.tracker is not None:
         for number in run.tracker.poll(final=finished):
@@ -1451,8 +1456,7 @@ def _ended_meanwhile(session, run: _Run) -> bool:
     Ctrl-C came 0.3 s after one job was downloaded, while another had ended and waited for the next
     poll: that one was recorded INTERRUPTED and its result was left behind."""
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            status = str((session.get_job_meta(run.job_id) or {}).get("status", ""))
+        status = _job_status(session, run.job_id)
     except Exception:
         return False
     if status.startswith("FINISHED"):
@@ -1575,14 +1579,12 @@ def run_jobs(
                 check_interrupted()
         except Interrupted as e:  # recorded by the caller's interrupt_on_signals (later ones are only recorded)
             report_judged(every=True)
+            ended += [run for run in running if _ended_meanwhile(session, run)]  # before the signal was seen
+            running[:] = [run for run in running if run not in ended]
             for run in ended:  # they ended on the server: their results are fetched as usual
                 results[run.name] = _finish(system, session, run, downloads)
                 events.job_finished(results[run.name])
             for run in running:
-                if _ended_meanwhile(session, run):  # before the signal was seen: fetched and judged as usual
-                    results[run.name] = _finish(system, session, run, downloads)
-                    events.job_finished(results[run.name])
-                    continue
                 if abort:
                     with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
                         session.abort_job(run.job_id)
@@ -1704,8 +1706,8 @@ def poc_all(
     if problems:
         raise OutputError(problems)
     managed = {"the generated jobs folder": out, "the POC workspace": root, DOWNLOADS: downloads}
-    _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
     results = Path(results_path) if results_path else None
+    _prepare_outputs(downloads, results, managed)
     with _held({"--workspace": root, "--downloads": downloads}, "poc", events, out, results):
         return _poc_run(
             out, root.resolve(), manifest, selected, downloads, results_path, timeout, events, parallel, relay
@@ -1819,10 +1821,10 @@ def submit_all(
         "the startup kit": system.startup_kit,
         DOWNLOADS: downloads,
     }
-    _prepare_outputs(downloads, Path(results_path) if results_path else None, managed)
+    results_file = Path(results_path) if results_path else None
+    _prepare_outputs(downloads, results_file, managed)
     results: list[JobResult] = []
-    held = _held({"--downloads": downloads}, "submit", events, out, Path(results_path) if results_path else None)
-    with held, interrupt_on_signals() as received:
+    with _held({"--downloads": downloads}, "submit", events, out, results_file), interrupt_on_signals() as received:
         order = chosen_order(selected, results_path, parallel, events)
         with contextlib.suppress(Interrupted):  # between two polls: the results so far are returned
             results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel, order=order)
