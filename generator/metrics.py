@@ -385,16 +385,38 @@ def store_location(info: ManifestEntry, server_dir: Path) -> str | None:
     return None
 
 
-def read_store(receiver: str, store: str, since_ms: int = 0) -> Series:
+def by_site(series: Series, sites: list[str]) -> Series:
+    """``series`` keyed by the job's ``sites``: a run name that starts with ``<site>-`` (MLflow's and
+    W&B's run name for a site, ``<site>-<job id>-<job>-<run name>``) is that site's, the longest
+    matching site name first (``hospital-a`` and ``hospital-a-2``); a key that is a site, or matches
+    none, stays as it is. Points of two runs of one site are put together."""
+    longest_first = sorted(sites, key=len, reverse=True)
+    out: Series = {}
+    for key, keys in series.items():
+        site = key if key in sites else next((s for s in longest_first if key.startswith(f"{s}-")), key)
+        merged = out.setdefault(site, {})
+        for metric, points in keys.items():
+            merged.setdefault(metric, []).extend(points)
+    return _sorted(out)
+
+
+def read_store(receiver: str, store: str, since_ms: int = 0, sites: list[str] | None = None) -> Series:
     """Every metric point in a receiver's store (see :func:`store_location`), per site.
+
+    Args:
+        sites (list[str] | None): the job's sites (``ManifestEntry.sites``); runs named after a site
+            that is not ``site-<N>`` (``clients: [hospital-a, ...]``) are keyed by it (:func:`by_site`).
+            None: only ``site-<N>`` names are recognised.
 
     Raises:
         SimulationError: the store exists but cannot be read.
     """
     if receiver == "mlflow":
-        return read_mlflow(store, since_ms)
-    if receiver == "tensorboard":
-        return read_tensorboard(Path(store))
-    if receiver == "wandb":
-        return read_wandb(Path(store))
-    raise SimulationError(f"cannot read the store of receiver type {receiver!r}")
+        series = read_mlflow(store, since_ms)
+    elif receiver == "tensorboard":
+        series = read_tensorboard(Path(store))
+    elif receiver == "wandb":
+        series = read_wandb(Path(store))
+    else:
+        raise SimulationError(f"cannot read the store of receiver type {receiver!r}")
+    return by_site(series, sites) if sites else series

@@ -340,21 +340,9 @@ def run_tmp(root: Path, name: str) -> Iterator[str]:
                 folder.parent.rmdir()
 
 
-def _by_site(counts: dict, sites: list[str]) -> dict:
-    """``counts`` keyed by site: a key that is a run name starting ``<site>-`` (MLflow's and W&B's run
-    names for a site, when the site is not named ``site-N``) counts for that site."""
-    longest_first = sorted(sites, key=len, reverse=True)
-    out = {}
-    for key, value in counts.items():
-        site = key if key in sites else next((s for s in longest_first if key.startswith(f"{s}-")), key)
-        out[site] = value
-    return out
-
-
 def _metric_problems(info: ManifestEntry, counts: dict, ws: Path | None = None) -> list[str]:
     problems = []
     sites = info.sites
-    counts = _by_site(counts, sites)
     for site in sites:
         if not counts.get(site):
             problems.append(f"no metric from {site} arrived in the receiver's store")
@@ -853,7 +841,7 @@ def judge_metrics(result: JobResult, info: ManifestEntry, ws: Path, since_ms: in
     result.store = store_location(info, ws / SERVER_SITE)
     with _READERS_LOCK:
         try:
-            series = read_store(result.receiver, result.store, since_ms=since_ms)
+            series = read_store(result.receiver, result.store, since_ms=since_ms, sites=info.sites)
         except SimulationError as e:
             result.problems += [job_problem(result.name, p.message) for p in e.problems]
             return

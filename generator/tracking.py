@@ -157,9 +157,14 @@ def _chunks(items: list, size: int):
         yield items[i : i + size]
 
 
-def _site(run_name: str | None) -> str | None:
+def _site(run_name: str | None, sites: list[str] | None = None) -> str | None:
+    """The site a run is of: the longest of ``sites`` its name starts with (``<site>-``), else the
+    first ``site-<N>`` or ``server`` in it; None when none is."""
     import re
 
+    for site in sorted(sites or [], key=len, reverse=True):
+        if (run_name or "").startswith(f"{site}-"):
+            return site
     found = re.search(SITE_PATTERN + r"|server", run_name or "")
     return found.group(0) if found else None
 
@@ -178,6 +183,7 @@ def copy_job(
     matrix: dict | None = None,
     since_ms: int = 0,
     lock: threading.Lock | None = None,
+    sites: list[str] | None = None,
 ) -> dict[str, int]:
     """Replace ``job``'s runs in the project store at ``path`` with a copy of its own store's runs.
 
@@ -191,6 +197,8 @@ def copy_job(
         lock (threading.Lock | None): held while copying (None: this module's own lock); give the
             lock other threads hold while they import or read MLflow (two threads importing MLflow
             at once fail).
+        sites (list[str] | None): the job's sites (``ManifestEntry.sites``), so that a run of a
+            client not named ``site-<N>`` gets its :data:`SITE_TAG` too.
 
     Returns:
         dict[str, int]: metric points copied per MLflow run name in the project store.
@@ -227,7 +235,7 @@ def copy_job(
                 name = f"{job}/{run.info.run_name}"
                 tags = {k: v for k, v in run.data.tags.items() if k != "mlflow.runName"}
                 tags[JOB_TAG] = job
-                site = _site(run.info.run_name)
+                site = _site(run.info.run_name, sites)
                 if site:
                     tags[SITE_TAG] = site
                 params = dict(run.data.params)
@@ -328,8 +336,8 @@ class ProjectStoreFiller:
             since = int(self._started.get(result.name, 0) * 1000) - 1000
             info = self._manifest.get(result.name)
             try:
-                matrix = info.matrix if info else None
-                copy_job(self._path, result.name, result.store, matrix, max(since, 0), self._lock)
+                matrix, sites = (info.matrix, info.sites) if info else (None, None)
+                copy_job(self._path, result.name, result.store, matrix, max(since, 0), self._lock, sites)
             except (OutputError, SimulationError) as e:
                 result.problems += [Problem(result.name, 0, 0, "", p.message) for p in e.problems]
                 result.ok, result.status = False, "FAILED"

@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT
 
 from generator.errors import SimulationError
-from generator.metrics import count_points, read_tensorboard, read_wandb, read_wandb_run
+from generator.metrics import by_site, count_points, read_tensorboard, read_wandb, read_wandb_run
 from generator.plot import matplotlib_dir, plot_metrics
 
 WANDB = str(Path(sys.executable).parent / "wandb")
@@ -98,6 +98,24 @@ def test_a_corrupt_wandb_log_is_an_error_and_a_cut_one_loses_only_its_tail(wandb
     (tmp_path / "not.wandb").write_bytes(b"hello world")
     with pytest.raises(SimulationError, match="not a W&B transaction log"):
         read_wandb_run(tmp_path / "not.wandb")
+
+
+def test_runs_named_after_a_client_are_that_clients_points():
+    """MLflow and W&B name a site's run ``<site>-<job id>-<job>-<run name>``; ``site-<N>`` is
+    recognised by the readers, any other client name by the job's sites (the longest first)."""
+    series = {
+        "hospital-a-2-f00-job-run": {"x": [(1, 2.0)]},
+        "hospital-a-f00-job-run": {"x": [(2, 1.0)], "y": [(0, 0.5)]},
+        "hospital-a": {"x": [(0, 3.0)]},
+        "site-1": {"x": [(0, 1.0)]},
+        "stranger-run": {"x": [(0, 1.0)]},
+    }
+    assert by_site(series, ["hospital-a", "hospital-a-2"]) == {
+        "hospital-a": {"x": [(0, 3.0), (2, 1.0)], "y": [(0, 0.5)]},
+        "hospital-a-2": {"x": [(1, 2.0)]},
+        "site-1": {"x": [(0, 1.0)]},
+        "stranger-run": {"x": [(0, 1.0)]},
+    }
 
 
 def test_tensorboard_reader_gets_add_scalar_and_add_scalars_series(tmp_path):

@@ -207,6 +207,28 @@ def test_the_filler_copies_a_finished_job_then_tells_the_reporter(tmp_path):
     )
 
 
+@pytest.mark.slow  # builds MLflow SQLite stores (each runs MLflow's schema migrations)
+def test_runs_of_named_clients_are_read_and_tagged_by_client(tmp_path):
+    """A job on ``clients: [hospital-a, hospital-a-2]``: MLflow names each site's run after it; the
+    read-back keys its points by the client (the longest matching name) and the project store tags it."""
+    from generator.metrics import read_store
+    from generator.simulate import JobResult
+
+    sites = ["hospital-a", "hospital-a-2"]
+    source = fabricate(tmp_path / "job.db", sites=sites, keys=("loss",), steps=3)
+    series = read_store("mlflow", source, sites=sites)
+    assert {site: {k: len(v) for k, v in keys.items()} for site, keys in series.items()} == {
+        "hospital-a": {"loss": 3},
+        "hospital-a-2": {"loss": 3},
+    }
+    info = ManifestEntry("2.9", 2, 2, "in_process", "t.py", receiver="mlflow", clients=sites)
+    filler = ProjectStoreFiller(Recorder(), tmp_path / "mlflow.db", {"a": info})
+    filler.job_started("a", info, 60)
+    filler.job_finished(JobResult(name="a", ok=True, status="ok", receiver="mlflow", store=source))
+    for site in sites:
+        assert run_tags(tmp_path / "mlflow.db", f"a/{site}-nvflare-fedavg-np")[SITE_TAG] == site
+
+
 # --- view: what `make mlflow-ui` / `make tensorboard` open without JOB ---------------------------------
 
 

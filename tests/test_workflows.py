@@ -280,12 +280,24 @@ def _per_site_entry(name: str, settings: dict) -> dict:
     return {"name": name, **settings, "sites": sites}
 
 
+#: An MLflow metrics job on named clients: 375 ``global_step`` points per site and round.
+NAMED_METRICS = {
+    "name": "sites-named-metrics",
+    "script": "train_metrics.py",
+    "script_args": "--epoch_seconds 0",
+    "clients": ["alpha", "beta"],
+    "receiver": {"type": "mlflow"},
+    "expect": {"metric_points_per_site": {"global_step": 750}},
+}
+
+
 @pytest.fixture(scope="module")
 def per_site_run(tmp_path_factory):
     """Generate and simulate the per-site jobs (2 rounds, 2 sites), as a user does."""
     project = tmp_path_factory.mktemp("sites")
     text = "defaults:\n  num_rounds: 2\n  server: {task_request_interval: 0.1}\n  task_check_period: 0.05\njobs:\n"
     text += "".join(f"  - {json.dumps(_per_site_entry(n, s))}\n" for n, (s, _) in PER_SITE.items())
+    text += f"  - {json.dumps(NAMED_METRICS)}\n"
     _, result, results = simulate_project(project, text)
     return project, result, results
 
@@ -315,6 +327,18 @@ def test_named_clients_are_the_simulated_sites_each_running_its_own_app(per_site
         assert [p.name for p in deployed.glob("app_*")] == [f"app_{site}"]
         config = json.loads((deployed / f"app_{site}/config/config_fed_client.json").read_text())
         assert config["executors"][0]["executor"]["args"]["task_script_args"] == args
+
+
+@pytest.mark.simulator
+def test_metric_points_of_named_clients_are_reported_per_client(per_site_run):
+    """MLflow names a site's run ``<site>-<job id>-...``: the table, ``metric_points`` and the plot
+    name the client (``alpha``), not the run (a trial saw ``hospital-a-c500bc-...-run`` there)."""
+    project, result, results = per_site_run
+    named = results[NAMED_METRICS["name"]]
+    assert named["ok"], (named, result.stdout + result.stderr)
+    assert named["metric_points"] == {"alpha": {"global_step": 750}, "beta": {"global_step": 750}}
+    row = next(line for line in result.stdout.splitlines() if line.startswith(NAMED_METRICS["name"] + " "))
+    assert "alpha: global_step=750; beta: global_step=750" in row, result.stdout
 
 
 # -- cross-site evaluation ----------------------------------------------------------------------------
