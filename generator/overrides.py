@@ -320,7 +320,12 @@ def _merged_problem(merged: Layered, path: tuple, message: str, at_key: bool = F
 
 
 def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
-    """Expand every job with a ``matrix`` in ``merged.data``, in place; the matrices' problems."""
+    """Expand every job with a ``matrix`` in ``merged.data``, in place; the matrices' problems (a job
+    whose matrix has one expands to no job, so that the others are still checked).
+
+    Raises:
+        SpecError: the matrices would make more jobs than ``max_jobs``: nothing is expanded.
+    """
     data = merged.data
     jobs = data.get("jobs") if isinstance(data, dict) else None
     if not isinstance(jobs, list):
@@ -345,7 +350,7 @@ def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
                         at_key=True,
                     )
                 )
-        return problems
+        raise SpecError(problems)
     out, problems = [], []
     for i, entry in enumerate(jobs):
         if not is_matrix_job(entry):
@@ -383,7 +388,9 @@ def load_all(files: str | Path | list, sets: list[str] | None = None, schema: di
     Raises:
         SpecError: a file cannot be read or parsed (named by its own path); YAML traps in any file
             (duplicate keys, ``!!python`` tags, ...: reported before anything is merged); a later
-            file that cannot be merged (see :func:`_layer_problems`); a bad ``--set``; a bad matrix.
+            file that cannot be merged (see :func:`_layer_problems`); a bad ``--set``; matrices that
+            make more than ``max_jobs`` jobs. A matrix's own problems are kept in ``problems`` of the
+            returned document, for the validate stage to report with the rest.
     """
     from .validate import load_schema
 
@@ -409,9 +416,13 @@ def load_all(files: str | Path | list, sets: list[str] | None = None, schema: di
         problems += _apply_set(merged, number, item, schema)
     if problems:
         raise SpecError(problems)
-    problems = _expand_all(merged, schema)
-    if problems:
-        raise SpecError(problems)
+    # A broken matrix does not stop the check: its problems are reported with every other job's
+    # (the validate stage, as load-stage problems; a trial's bad matrix hid four other mistakes).
+    merged.problems = _expand_all(merged, schema)
+    for problem in merged.problems:
+        merged.owners[problem] = set()  # its job expanded to none: no job of the data is affected
+    if merged.problems and merged.data["jobs"] == []:  # "jobs: must not be empty" would only echo them
+        merged.incomplete.add("jobs")
     if not merged.expanded and isinstance(merged.data, dict) and isinstance(merged.data.get("jobs"), list):
         merged.expanded = [(i, None) for i in range(len(merged.data["jobs"]))]
     return merged

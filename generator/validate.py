@@ -114,6 +114,11 @@ def _suggest(word: str, choices) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def _names(count: int) -> str:
+    """``"1 name"``, ``"3 names"``."""
+    return f"{count} name" if count == 1 else f"{count} names"
+
+
 #: JSON Schema type names in the words of YAML.
 YAML_TYPES = {
     "object": "a mapping",
@@ -683,7 +688,7 @@ def _clients_problems(doc: Document, job: Job) -> list[Problem]:
         problems.append(
             doc.problem(
                 at,
-                f"num_clients ({s['num_clients']}) differs from the {len(clients)} names in clients"
+                f"num_clients ({s['num_clients']}) differs from the {_names(len(clients))} in clients"
                 f"{_elsewhere(doc, where, at)}: leave num_clients out (it is their number)",
             )
         )
@@ -785,7 +790,7 @@ def _client_count_problems(doc: Document, job: Job) -> list[Problem]:
         problems.append(
             doc.problem(
                 at,
-                f"min_clients ({s['min_clients']}) is larger than the {len(s['clients'])} names in clients"
+                f"min_clients ({s['min_clients']}) is larger than the {_names(len(s['clients']))} in clients"
                 f"{_elsewhere(doc, other, at)}: the job could never start",
             )
         )
