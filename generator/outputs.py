@@ -312,23 +312,27 @@ def _our_plot(path: Path, job: str) -> bool:
         return False
 
 
-def check_reports(folder: Path, jobs: list[str], managed: dict[str, Path] | None = None) -> list[Problem]:
+def check_reports(
+    folder: Path, jobs: list[str], managed: dict[str, Path] | None = None, option: str = "--reports"
+) -> list[Problem]:
     """Why ``simulate`` may not write ``<job>.png`` for these jobs into ``folder`` (empty: it may).
 
     Args:
         folder (Path): the ``--reports`` folder.
         jobs (list[str]): the jobs that may get a plot (those with a receiver).
         managed (dict[str, Path] | None): folders it must not be inside, by description; None: none.
+        option (str): how messages name ``folder`` (``poc`` and ``submit`` put sweep plots into
+            their ``--downloads``).
 
     Returns:
         list[Problem]: one per path that may not be written (the folder, the manifest, a plot).
     """
     folder = Path(folder)
-    problems = _placement(folder / "x", "--reports", managed or {})
+    problems = _placement(folder / "x", option, managed or {})
     if problems or not jobs:
         return [_problem(folder, p.message) for p in problems]
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        return [_problem(folder, "--reports is not a folder: choose a folder path")]
+        return [_problem(folder, f"{option} is not a folder: choose a folder path")]
     if not folder.exists():
         return []
     manifest = _reports_manifest(folder)
@@ -346,7 +350,7 @@ def check_reports(folder: Path, jobs: list[str], managed: dict[str, Path] | None
             if png.name not in listed and _our_plot(png, job):
                 continue
             why = "changed since nvflare-jobgen wrote it" if png.name in listed else "was not written by nvflare-jobgen"
-            problems.append(_problem(png, f"{why}; refusing to overwrite it: move it away or choose another --reports"))
+            problems.append(_problem(png, f"{why}; refusing to overwrite it: move it away or choose another {option}"))
     return problems
 
 

@@ -42,6 +42,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -71,7 +72,7 @@ from .layout import (
 )
 from .lines import installed_line
 from .order import chosen_order
-from .outputs import check_results, folder_problems, one_run_in, write_results
+from .outputs import check_reports, check_results, folder_problems, one_run_in, write_results
 from .plot import matplotlib_dir
 from .runner import (
     Interrupted,
@@ -91,6 +92,7 @@ from .simulate import (
     JobResult,
     RunInterrupted,
     _selected_jobs,
+    compare_sweeps,
     job_problem,
     job_timeout,
     judge_cross_site,
@@ -99,6 +101,7 @@ from .simulate import (
     nvflare_command,
     result_record,
 )
+from .sweep import plot_names
 
 #: NVFlare's job status once the job ended normally (``nvflare/apis/job_def.py``, ``RunStatus.FINISHED_COMPLETED``).
 COMPLETED = "FINISHED:COMPLETED"
@@ -154,6 +157,9 @@ class PocEvents:
     def all_finished(self, results: list[JobResult]) -> None:
         """Every job ended (or the run was stopped): ``results`` in file order."""
 
+    def sweeps_compared(self, sweeps: list) -> None:
+        """After ``all_finished``: the :class:`generator.sweep.Sweep` of each matrix job (may be empty)."""
+
 
 @dataclass(frozen=True)
 class System:
@@ -167,12 +173,15 @@ class System:
             server's root cell after the project).
         sites_dir (Path | None): on a local POC system, the folder holding each client's folder
             (``<poc>/<project>/prod_00``), from which the clients' run logs are copied; else None.
+        address (tuple[str, int] | None): the server's admin host and port (``fed_admin.json``
+            ``admin.host``, ``admin.port``); None when the kit does not say.
     """
 
     startup_kit: Path
     username: str
     server_identity: str
     sites_dir: Path | None = None
+    address: tuple[str, int] | None = None
 
 
 def admin_kit(path: str | Path, username: str | None = None) -> System:
@@ -197,7 +206,32 @@ def admin_kit(path: str | Path, username: str | None = None) -> System:
         admin = json.loads(config.read_text(encoding="utf-8")).get("admin", {})
     except (OSError, ValueError, AttributeError) as e:
         raise OptionError([Problem(str(config), 0, 0, "", f"--startup-kit: cannot read it: {e}")]) from None
-    return System(kit.resolve(), username or kit.resolve().name, str(admin.get("project_name", "")))
+    host, port = admin.get("host"), admin.get("port")
+    address = (host, port) if isinstance(host, str) and host and isinstance(port, int) else None
+    return System(kit.resolve(), username or kit.resolve().name, str(admin.get("project_name", "")), address=address)
+
+
+#: Seconds :func:`unreachable` waits for the server's port to accept a connection.
+PROBE_SECONDS = 5.0
+
+
+def unreachable(system: System) -> str | None:
+    """Why the server of ``system`` cannot be reached (its ``address`` refuses connections, or its
+    host is not found), else None; a port that does not answer within :data:`PROBE_SECONDS` is left
+    to the login to judge. NVFlare's own login would retry a refused connection for its whole
+    timeout (30 s), logging each try, before saying "cannot connect to server" (seen in a trial)."""
+    if system.address is None:
+        return None
+    host, port = system.address
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_SECONDS):
+            return None
+    except TimeoutError:
+        return None
+    except socket.gaierror as e:
+        return f"its host {host!r} is not found: {e.strerror or e}"
+    except OSError as e:
+        return f"{host}:{port} {(e.strerror or str(e)).lower()}"
 
 
 # --- the POC system ----------------------------------------------------------------------------------
@@ -908,6 +942,38 @@ def _within(seconds: float, call: Callable[[], object], dispose: Callable[[objec
     return box[0] if box else None
 
 
+#: Seconds a login of ``submit`` may take before it is given up (NVFlare's own login gives up after 30 s).
+LOGIN_SECONDS = 40
+
+
+def _login(system: System):
+    """:func:`open_session` in a thread, so that a stop signal is seen within 0.1 s meanwhile (a
+    trial's Ctrl-C waited out NVFlare's 30 s login to a server that was down).
+
+    Raises:
+        SimulationError: the login failed (NVFlare's reason) or did not end within :data:`LOGIN_SECONDS`.
+        Interrupted: a stop signal was recorded meanwhile.
+    """
+    failures: list[SimulationError] = []
+
+    def login():
+        try:
+            return open_session(system)
+        except SimulationError as e:
+            failures.append(e)
+            raise
+
+    session = _within(LOGIN_SECONDS, login, _close)
+    if session is None:
+        if failures:
+            raise failures[0]
+        raise SimulationError(
+            f"cannot log in to the NVFlare server of {system.startup_kit} as {system.username}: "
+            f"no answer within {LOGIN_SECONDS} s"
+        )
+    return session
+
+
 def _close(session) -> None:
     """Log ``session`` out (None: nothing), whatever NVFlare raises (the server may be gone)."""
     if session is not None:
@@ -1331,8 +1397,9 @@ def _submit(
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 job_id = session.submit_job(str(copy.resolve()))
-        except Exception as e:
-            result.problems.append(job_problem(name, f"the server refused the job folder {out / name}: {e}"))
+        except Exception as e:  # NVFlare's reason names the copy: the user knows the generated folder
+            why = str(e).replace(str(copy.resolve()), str(out / name))
+            result.problems.append(job_problem(name, f"the server refused the job folder {out / name}: {why}"))
             events.job_finished(result)
             return result
     result.job_id = job_id
@@ -1518,7 +1585,7 @@ def run_jobs(
         if (downloads / name).is_dir() and not (downloads / name).is_symlink():
             shutil.rmtree(downloads / name)
     if pending:
-        session = session or open_session(system)
+        session = session or _login(system)
         connected = _connected_clients(session)
         for name in list(pending):
             refused = missing_clients(name, manifest[name], connected)
@@ -1598,9 +1665,15 @@ def run_jobs(
                         run.result.log = str(server_log)
                 run.result.status = INTERRUPTED
                 run.result.wall_seconds = round(time.monotonic() - run.started, 2)
-                ended_by = f"NVFlare aborted job {run.job_id}" if abort else f"job {run.job_id} stopped with the system"
+                # abort_job returns once the server has the request; the job ends there seconds later
+                ended_by = (
+                    f"asked NVFlare to abort job {run.job_id}" if abort else f"job {run.job_id} stopped with the system"
+                )
                 if not local:  # a remote system: its result stays there, not downloaded
-                    ended_by += f"; its result is kept on the server (nvflare job download {run.job_id})"
+                    kit = shlex.quote(str(system.startup_kit))
+                    ended_by += (
+                        f"; its result is kept on the server (nvflare job download {run.job_id} --startup-kit {kit})"
+                    )
                 run.result.problems.append(job_problem(run.name, f"interrupted by {e.name}: {ended_by}"))
                 results[run.name] = run.result
                 events.job_finished(run.result)
@@ -1613,13 +1686,16 @@ def run_jobs(
 # --- the commands ---------------------------------------------------------------------------------------
 
 
-def _prepare_outputs(downloads: Path, results_path: Path | None, managed: dict) -> None:
-    """Refuse, before anything runs, a downloads folder or results file we may not write.
+def _prepare_outputs(downloads: Path, results_path: Path | None, managed: dict, plots: list[str] = ()) -> None:
+    """Refuse, before anything runs, a downloads folder, results file or sweep plot we may not write.
 
     ``managed`` names the folders (``{what: path}``) the downloads folder must not overlap; the
-    results file must not be inside any of them.
+    results file must not be inside any of them. ``plots``: the sweep plots (file stems,
+    :func:`generator.sweep.plot_names`) the run may write into the downloads folder.
     """
     problems = check_downloads(downloads) + (check_results(results_path, managed) if results_path else [])
+    if plots:  # where the downloads folder may be is checked below
+        problems += check_reports(downloads, list(plots), None, "--downloads")
     here = Path(os.path.abspath(downloads))
     for what, folder in managed.items():
         there = Path(os.path.abspath(folder))
@@ -1654,8 +1730,11 @@ def _held(folders: dict[str, Path], command: str, events, jobs: Path, results: P
         yield
 
 
-def _conclude(results: list[JobResult], results_path, events, received: list[int], command: str) -> list[JobResult]:
+def _conclude(
+    results: list[JobResult], results_path, events, received: list[int], command: str, manifest: dict, downloads: Path
+) -> list[JobResult]:
     events.all_finished(results)  # inside the caller's interrupt_on_signals: a signal now is only recorded
+    events.sweeps_compared(compare_sweeps(results, manifest, downloads))  # as simulate: table, <job>-sweep.png
     if results_path and results:  # none: stopped before the first job, an earlier run's file is kept
         write_results(Path(results_path), [result_record(r) for r in results], command)
     if received:
@@ -1707,7 +1786,7 @@ def poc_all(
         raise OutputError(problems)
     managed = {"the generated jobs folder": out, "the POC workspace": root, DOWNLOADS: downloads}
     results = Path(results_path) if results_path else None
-    _prepare_outputs(downloads, results, managed)
+    _prepare_outputs(downloads, results, managed, plot_names(selected, manifest))
     with _held({"--workspace": root, "--downloads": downloads}, "poc", events, out, results):
         return _poc_run(
             out, root.resolve(), manifest, selected, downloads, results_path, timeout, events, parallel, relay
@@ -1729,6 +1808,8 @@ def _poc_run(
                 events,
                 received,
                 "poc",
+                manifest,
+                downloads,
             )
     sites = sites_for([manifest[n] for n in runnable])
     results: list[JobResult] = []
@@ -1784,7 +1865,7 @@ def _poc_run(
                 why = f"stopped by {signal.Signals(received[0]).name}" if received else None
                 outcome = stopped[0] if stopped else stop_poc(root, log, why, paths.python)
                 _stop(root, events, outcome)
-        return _conclude(results, results_path, events, received, "poc")
+        return _conclude(results, results_path, events, received, "poc", manifest, downloads)
 
 
 def _stop(root: Path, events, outcome: tuple[int, int]) -> None:
@@ -1816,16 +1897,23 @@ def submit_all(
     out, downloads = Path(out), Path(downloads)
     manifest, selected = _selected_jobs(out, names)
     system = admin_kit(startup_kit, username)
+    why = unreachable(system)
+    if why:  # before any folder is made
+        kit = shlex.quote(str(system.startup_kit))
+        raise SimulationError(
+            f"cannot reach the NVFlare server of {system.startup_kit}: {why}; is it running? "
+            f"(`nvflare system status --startup-kit {kit}` asks it)"
+        )
     managed = {
         "the generated jobs folder": out,
         "the startup kit": system.startup_kit,
         DOWNLOADS: downloads,
     }
     results_file = Path(results_path) if results_path else None
-    _prepare_outputs(downloads, results_file, managed)
+    _prepare_outputs(downloads, results_file, managed, plot_names(selected, manifest))
     results: list[JobResult] = []
     with _held({"--downloads": downloads}, "submit", events, out, results_file), interrupt_on_signals() as received:
         order = chosen_order(selected, results_path, parallel, events)
         with contextlib.suppress(Interrupted):  # between two polls: the results so far are returned
             results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel, order=order)
-        return _conclude(results, results_path, events, received, "submit")
+        return _conclude(results, results_path, events, received, "submit", manifest, downloads)

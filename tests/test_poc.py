@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -410,6 +411,9 @@ def test_a_stop_signal_after_a_job_ended_on_the_server_still_downloads_and_judge
 
     assert [(r.name, r.status) for r in results] == [("done", poc.OK), ("running", poc.INTERRUPTED)]
     assert "interrupted by SIGINT" in results[1].problems[-1].message
+    # a trial ran the printed command as it was and NVFlare asked for a startup kit
+    kit = shlex.quote(str(tmp_path / "kit"))
+    assert results[1].problems[-1].message.endswith(f"(nvflare job download running --startup-kit {kit})")
 
 
 def test_project_yaml_has_the_server_the_admin_and_sites_on_one_port():
@@ -867,6 +871,99 @@ def test_the_admin_client_retries_its_first_challenge_promptly():
     made = prompt(**dict.fromkeys(names), **files, msg_timeout=5.0, retry_interval=1.0, timeout=10.0)
     assert (made.retry_interval, made.timeout, made.msg_timeout) == (poc.ADMIN_RETRY_SECONDS, 10.0, 5.0)
     assert prompt(**dict.fromkeys(names), **files, msg_timeout=5.0, retry_interval=0.05).retry_interval == 0.05
+
+
+def test_submit_to_a_server_that_is_down_says_so_and_makes_nothing(tmp_path):
+    """A trial's stopped server: NVFlare's login retried for 30 s, logging each try, and the
+    downloads folder was made. The kit's address is probed first (a refused port, on 127.0.0.1)."""
+    from generator import poc
+
+    project = make_project(tmp_path / "p")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    kit = tmp_path / "kit"
+    (kit / "startup").mkdir(parents=True)
+    admin = {"admin": {"project_name": "p", "host": "127.0.0.1", "port": port}}
+    (kit / "startup/fed_admin.json").write_text(json.dumps(admin))
+    before = snapshot(project)
+
+    result = run_main(project, "submit", "--startup-kit", str(kit))
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"jobgen: cannot reach the NVFlare server of {kit}: 127.0.0.1:{port} connection refused; is it running? "
+        f"(`nvflare system status --startup-kit {kit}` asks it)\n"
+    )
+    assert snapshot(project) == before
+    assert poc.unreachable(poc.System(kit, "a", "p")) is None  # a kit without an address: the login judges
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert poc.unreachable(poc.System(kit, "a", "p", address=server.getsockname())) is None
+
+
+def test_a_login_that_hangs_gives_way_to_a_stop_signal_and_a_failed_one_says_why(monkeypatch):
+    """``submit``'s login runs beside the signal check (a trial's Ctrl-C waited out NVFlare's 30 s)."""
+    import signal
+
+    from generator import poc
+    from generator.errors import SimulationError
+    from generator.runner import Interrupted
+
+    system = poc.System(Path("kit"), "admin", "p")
+    monkeypatch.setattr(poc, "open_session", lambda system: time.sleep(3))
+    checks = []
+
+    def check_interrupted():
+        checks.append(1)
+        if len(checks) >= 3:
+            raise Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(poc, "check_interrupted", check_interrupted)
+    with pytest.raises(Interrupted):
+        poc._login(system)
+    assert len(checks) == 3  # 0.1 s apart: it did not wait for the login
+
+    def refused(system):
+        raise SimulationError("cannot log in to the NVFlare server of kit as admin: NoConnection: ...")
+
+    monkeypatch.setattr(poc, "open_session", refused)
+    monkeypatch.setattr(poc, "check_interrupted", lambda: None)
+    with pytest.raises(SimulationError, match="NoConnection"):
+        poc._login(system)
+
+
+def test_a_refused_submission_names_the_generated_folder_not_the_copy(tmp_path):
+    """NVFlare's refusal names the folder it was given, a copy in the downloads folder (a trial's
+    non-admin kit: ``... 'submit_job "<downloads>/.submit-8jen27xj/job"' ...``)."""
+    from generator import poc
+    from generator.layout import ManifestEntry
+
+    out = tmp_path / "jobs"
+    (out / "job").mkdir(parents=True)
+    (out / "job/meta.json").write_text('{"name": "job", "deploy_map": {"app": ["@ALL"]}}')
+
+    class Session:
+        def submit_job(self, folder):
+            raise RuntimeError(f"user not authorized for the action 'submit_job \"{folder}\"'")
+
+    finished = []
+
+    class Events(poc.PocEvents):
+        def job_finished(self, result):
+            finished.append(result)
+
+    info = ManifestEntry("2.9", 2, 1, "in_process", "t.py")
+    system = poc.System(tmp_path / "kit", "member", "p")
+    staging = tmp_path / "dl"
+    staging.mkdir()
+    result = poc._submit(Session(), out, "job", info, None, Events(), system, staging)
+    assert result.problems[0].message == (
+        f"the server refused the job folder {out / 'job'}: "
+        f"user not authorized for the action 'submit_job \"{out / 'job'}\"'"
+    )
+    assert finished == [result] and list(staging.iterdir()) == []
 
 
 def test_submit_refuses_a_job_that_is_not_generated(tmp_path):

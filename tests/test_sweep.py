@@ -162,6 +162,34 @@ def test_sweep_plot_text_chunks_and_reports_manifest(tmp_path):
     assert "changed since nvflare-jobgen wrote it" in problem.message
 
 
+def test_poc_and_submit_compare_sweeps_as_simulate_does_into_their_downloads(tmp_path):
+    """A trial's sweep through ``submit`` printed no comparison: ``poc`` and ``submit`` end with the
+    same table and plot as ``simulate``, the plot in their ``--downloads``, refused over a user's file."""
+    from generator import poc
+    from generator.errors import OutputError
+    from generator.layout import POC_RESULTS_MARKER
+
+    results, manifest = fabricated()
+    seen = []
+
+    class Events(poc.PocEvents):
+        def sweeps_compared(self, sweeps):
+            seen.append(sweeps)
+
+    downloads = tmp_path / "dl"
+    downloads.mkdir()
+    (downloads / POC_RESULTS_MARKER).touch()
+    poc._conclude(results, tmp_path / "submit-results.json", Events(), [], "submit", manifest, downloads)
+    [[sweep]] = seen
+    assert [row.job for row in sweep.rows] == ["np-1", "np-2"]
+    assert sweep.report == str(downloads / "np-{num_rounds}-sweep.png") and Path(sweep.report).is_file()
+    poc._prepare_outputs(downloads, None, {}, [sweep.plot_name])  # our plot: the next run may replace it
+    Path(sweep.report).write_bytes(b"user's picture")
+    with pytest.raises(OutputError) as e:
+        poc._prepare_outputs(downloads, None, {}, [sweep.plot_name])
+    assert "choose another --downloads" in e.value.problems[0].message
+
+
 def test_results_record_carries_the_comparison_but_not_the_series():
     results, manifest = fabricated()
     results[0].matrix = manifest["np-1"].matrix
