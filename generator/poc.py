@@ -211,6 +211,14 @@ def admin_kit(path: str | Path, username: str | None = None) -> System:
     return System(kit.resolve(), username or kit.resolve().name, str(admin.get("project_name", "")), address=address)
 
 
+def nvflare_cli() -> str:
+    """How a printed hint names the ``nvflare`` CLI: this environment's console script, quoted for a
+    shell, when there is one (a trial ran a printed ``nvflare job download ...`` where ``nvflare``
+    was only in ``.venv/bin``: "command not found"); else plain ``nvflare``."""
+    script = Path(sys.executable).parent / "nvflare"
+    return shlex.quote(str(script)) if script.is_file() else "nvflare"
+
+
 #: Seconds :func:`unreachable` waits for the server's port to accept a connection.
 PROBE_SECONDS = 5.0
 
@@ -1672,7 +1680,8 @@ def run_jobs(
                 if not local:  # a remote system: its result stays there, not downloaded
                     kit = shlex.quote(str(system.startup_kit))
                     ended_by += (
-                        f"; its result is kept on the server (nvflare job download {run.job_id} --startup-kit {kit})"
+                        f"; once it has ended, its result is kept on the server "
+                        f"({nvflare_cli()} job download {run.job_id} --startup-kit {kit})"
                     )
                 run.result.problems.append(job_problem(run.name, f"interrupted by {e.name}: {ended_by}"))
                 results[run.name] = run.result
@@ -1902,7 +1911,7 @@ def submit_all(
         kit = shlex.quote(str(system.startup_kit))
         raise SimulationError(
             f"cannot reach the NVFlare server of {system.startup_kit}: {why}; is it running? "
-            f"(`nvflare system status --startup-kit {kit}` asks it)"
+            f"(`{nvflare_cli()} system status --startup-kit {kit}` asks it)"
         )
     managed = {
         "the generated jobs folder": out,

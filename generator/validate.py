@@ -791,7 +791,7 @@ def _client_count_problems(doc: Document, job: Job) -> list[Problem]:
             doc.problem(
                 at,
                 f"min_clients ({s['min_clients']}) is larger than the {_names(len(s['clients']))} in clients"
-                f"{_elsewhere(doc, other, at)}: the job could never start",
+                f"{_elsewhere(doc, other, at)}: the job could never start; lower min_clients or name more clients",
             )
         )
     elif s["min_clients"] > s["num_clients"]:
@@ -801,7 +801,7 @@ def _client_count_problems(doc: Document, job: Job) -> list[Problem]:
             doc.problem(
                 at,
                 f"min_clients ({s['min_clients']}) is larger than num_clients ({s['num_clients']}{written}): "
-                "the job could never start",
+                "the job could never start; lower min_clients or raise num_clients",
             )
         )
     if "task_assignment_timeout" in s and s.get("workflow") != "cyclic":

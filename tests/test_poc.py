@@ -413,7 +413,9 @@ def test_a_stop_signal_after_a_job_ended_on_the_server_still_downloads_and_judge
     assert "interrupted by SIGINT" in results[1].problems[-1].message
     # a trial ran the printed command as it was and NVFlare asked for a startup kit
     kit = shlex.quote(str(tmp_path / "kit"))
-    assert results[1].problems[-1].message.endswith(f"(nvflare job download running --startup-kit {kit})")
+    nvflare = shlex.quote(str(Path(sys.executable).parent / "nvflare"))  # this environment's, as installed
+    hint = f"({nvflare} job download running --startup-kit {kit})"
+    assert results[1].problems[-1].message.endswith(f"; once it has ended, its result is kept on the server {hint}")
 
 
 def test_project_yaml_has_the_server_the_admin_and_sites_on_one_port():
@@ -893,7 +895,7 @@ def test_submit_to_a_server_that_is_down_says_so_and_makes_nothing(tmp_path):
     assert result.returncode == 1
     assert result.stderr == (
         f"jobgen: cannot reach the NVFlare server of {kit}: 127.0.0.1:{port} connection refused; is it running? "
-        f"(`nvflare system status --startup-kit {kit}` asks it)\n"
+        f"(`{shlex.quote(str(Path(sys.executable).parent / 'nvflare'))} system status --startup-kit {kit}` asks it)\n"
     )
     assert snapshot(project) == before
     assert poc.unreachable(poc.System(kit, "a", "p")) is None  # a kit without an address: the login judges
