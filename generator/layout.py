@@ -127,6 +127,16 @@ def site_number(name: str) -> int | None:
     return int(name.removeprefix(SITE_PREFIX)) if re.fullmatch(SITE_PATTERN, name) else None
 
 
+def site_of_run(name: str, sites: list[str]) -> str | None:
+    """The one of a job's ``sites`` a tracker's run ``name`` is of: ``name`` itself when it is one,
+    else the longest of them it starts with, then ``-`` (MLflow's and W&B's run name for a site,
+    ``<site>-<job id>-<job>-<run name>``: ``hospital-a-2-...`` is ``hospital-a-2``'s, not
+    ``hospital-a``'s); None when none is."""
+    if name in sites:
+        return name
+    return next((s for s in sorted(sites, key=len, reverse=True) if name.startswith(f"{s}-")), None)
+
+
 # --- the simulator's result layout -------------------------------------------------------------------
 
 #: The simulator's run folder of one site, ``<workspace>/<site>/simulate_job`` (NVFlare simulator layout).

@@ -30,7 +30,16 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from .errors import SimulationError
-from .layout import MLFLOW_DB, SERVER_SITE, SIMULATE_JOB, SITE_PATTERN, TB_FOLDER_DEFAULT, WANDB_DIR, ManifestEntry
+from .layout import (
+    MLFLOW_DB,
+    SERVER_SITE,
+    SIMULATE_JOB,
+    SITE_PATTERN,
+    TB_FOLDER_DEFAULT,
+    WANDB_DIR,
+    ManifestEntry,
+    site_of_run,
+)
 
 #: A run name that starts with a client site's name (``site-1-<job id>-...``); group 1: the site.
 SITE_PREFIX = re.compile(rf"^({SITE_PATTERN})-")
@@ -390,11 +399,9 @@ def by_site(series: Series, sites: list[str]) -> Series:
     W&B's run name for a site, ``<site>-<job id>-<job>-<run name>``) is that site's, the longest
     matching site name first (``hospital-a`` and ``hospital-a-2``); a key that is a site, or matches
     none, stays as it is. Points of two runs of one site are put together."""
-    longest_first = sorted(sites, key=len, reverse=True)
     out: Series = {}
     for key, keys in series.items():
-        site = key if key in sites else next((s for s in longest_first if key.startswith(f"{s}-")), key)
-        merged = out.setdefault(site, {})
+        merged = out.setdefault(site_of_run(key, sites) or key, {})
         for metric, points in keys.items():
             merged.setdefault(metric, []).extend(points)
     return _sorted(out)

@@ -211,12 +211,14 @@ def admin_kit(path: str | Path, username: str | None = None) -> System:
     return System(kit.resolve(), username or kit.resolve().name, str(admin.get("project_name", "")), address=address)
 
 
-def nvflare_cli() -> str:
-    """How a printed hint names the ``nvflare`` CLI: this environment's console script, quoted for a
-    shell, when there is one (a trial ran a printed ``nvflare job download ...`` where ``nvflare``
-    was only in ``.venv/bin``: "command not found"); else plain ``nvflare``."""
+def nvflare_hint(system: System, command: str) -> str:
+    """``nvflare <command> --startup-kit <kit>`` as a printed hint to run against ``system``, ready
+    for a shell: this environment's ``nvflare`` console script when there is one (a trial ran a
+    printed ``nvflare job download ...`` where ``nvflare`` was only in ``.venv/bin``: "command not
+    found"; else plain ``nvflare``), the kit's path quoted."""
     script = Path(sys.executable).parent / "nvflare"
-    return shlex.quote(str(script)) if script.is_file() else "nvflare"
+    cli = shlex.quote(str(script)) if script.is_file() else "nvflare"
+    return f"{cli} {command} --startup-kit {shlex.quote(str(system.startup_kit))}"
 
 
 #: Seconds :func:`unreachable` waits for the server's port to accept a connection.
@@ -1678,11 +1680,8 @@ def run_jobs(
                     f"asked NVFlare to abort job {run.job_id}" if abort else f"job {run.job_id} stopped with the system"
                 )
                 if not local:  # a remote system: its result stays there, not downloaded
-                    kit = shlex.quote(str(system.startup_kit))
-                    ended_by += (
-                        f"; once it has ended, its result is kept on the server "
-                        f"({nvflare_cli()} job download {run.job_id} --startup-kit {kit})"
-                    )
+                    hint = nvflare_hint(system, f"job download {run.job_id}")
+                    ended_by += f"; once it has ended, its result is kept on the server ({hint})"
                 run.result.problems.append(job_problem(run.name, f"interrupted by {e.name}: {ended_by}"))
                 results[run.name] = run.result
                 events.job_finished(run.result)
@@ -1908,10 +1907,9 @@ def submit_all(
     system = admin_kit(startup_kit, username)
     why = unreachable(system)
     if why:  # before any folder is made
-        kit = shlex.quote(str(system.startup_kit))
         raise SimulationError(
             f"cannot reach the NVFlare server of {system.startup_kit}: {why}; is it running? "
-            f"(`{nvflare_cli()} system status --startup-kit {kit}` asks it)"
+            f"(`{nvflare_hint(system, 'system status')}` asks it)"
         )
     managed = {
         "the generated jobs folder": out,

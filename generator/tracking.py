@@ -37,7 +37,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from .errors import OutputError, Problem, SimulationError
-from .layout import GENERATOR_ID, SITE_PATTERN
+from .layout import GENERATOR_ID, SITE_PATTERN, site_of_run
 from .metrics import sqlite_path
 
 #: The project store's file name, beside the results file (``build/mlflow.db`` by default).
@@ -158,13 +158,13 @@ def _chunks(items: list, size: int):
 
 
 def _site(run_name: str | None, sites: list[str] | None = None) -> str | None:
-    """The site a run is of: the longest of ``sites`` its name starts with (``<site>-``), else the
-    first ``site-<N>`` or ``server`` in it; None when none is."""
+    """The site a run is of: the job's site its name names (:func:`generator.layout.site_of_run`),
+    else the first ``site-<N>`` or ``server`` in it; None when none is."""
     import re
 
-    for site in sorted(sites or [], key=len, reverse=True):
-        if (run_name or "").startswith(f"{site}-"):
-            return site
+    site = site_of_run(run_name or "", sites or [])
+    if site:
+        return site
     found = re.search(SITE_PATTERN + r"|server", run_name or "")
     return found.group(0) if found else None
 
