@@ -286,7 +286,7 @@ def _generate(args) -> int:
             return 1
         REPORTER.up_to_date(args.out, shown)
         return 0
-    REPORTER.generated(result.out, [job.name for job in result.jobs], result.removed, shown)
+    REPORTER.generated(result.out, [job.name for job in result.jobs], result.removed, shown, result.unchanged)
     return 0
 
 

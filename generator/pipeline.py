@@ -59,6 +59,8 @@ class Generated:
         differences (list[str]): with ``check``: how disk differs from the rendering (empty: none).
         removed (list[str]): job folders of an earlier run that this run deleted (no longer in
             ``jobs.yaml``), so the CLI can say so.
+        unchanged (list[str]): jobs whose folders this run left as they were (already what
+            ``jobs.yaml`` renders), so the CLI does not say it generated them.
     """
 
     jobs: list
@@ -66,6 +68,7 @@ class Generated:
     warnings: list = field(default_factory=list)
     differences: list = field(default_factory=list)
     removed: list = field(default_factory=list)
+    unchanged: list = field(default_factory=list)
 
 
 class RenderedJobs(Mapping):
@@ -266,13 +269,14 @@ def generate(
                 differences = [d for d in differences if not d.startswith("unexpected job folder")]
             result.differences = differences
         else:
-            result.removed = write_jobs(
+            written = write_jobs(
                 Path(out),
                 RenderedJobs(renderer, jobs),
                 {job.name: _with_matrix(doc, job) for job in jobs},
                 keep_others=bool(names),
                 inputs=InputDigests(renderer, jobs),
             )
+            result.removed, result.unchanged = written.removed, written.unchanged
     return result
 
 

@@ -79,12 +79,23 @@ class Reporter:
         """``validate`` found ``jobs_file`` valid, holding the jobs ``names``."""
         self.line(f"{jobs_file}: {len(names)} job(s) valid: {', '.join(names)}")
 
-    def generated(self, out, names: list[str], removed: list[str], jobs_file: str) -> None:
-        """``generate`` wrote ``out/<name>`` for each of ``names`` and removed the folders ``removed``."""
-        self.lines(
-            [f"generated {out / name}" for name in names]
-            + [f"removed {out / name} (no longer in {jobs_file})" for name in removed]
-        )
+    def generated(self, out, names: list[str], removed: list[str], jobs_file: str, unchanged: list[str] = ()) -> None:
+        """``generate`` wrote ``out/<name>`` for each of ``names`` not in ``unchanged`` (those folders
+        already held what ``jobs_file`` renders and were left as they were: one line for all of them)
+        and removed the folders ``removed``."""
+        kept = set(unchanged)
+        written = [name for name in names if name not in kept]
+        lines = [f"generated {out / name}" for name in written]
+        lines += [f"removed {out / name} (no longer in {jobs_file})" for name in removed]
+        if kept:
+            count = len(kept)
+            folders = "job folder" if count == 1 else "job folders"
+            kept_as = "as it was" if count == 1 else "as they were"
+            if written or removed:
+                lines.append(f"left {count} other {folders} in {out} {kept_as} (already what {jobs_file} renders)")
+            else:
+                lines.append(f"{out} is up to date with {jobs_file}: left {count} {folders} {kept_as}")
+        self.lines(lines)
 
     def out_of_date(self, out: str, jobs_file: str, differences: list[str], fix: str) -> None:
         """``generate --check`` found ``differences`` (one line each); ``fix`` is the command that updates ``out``."""

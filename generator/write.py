@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import OutputError, Problem
@@ -438,13 +439,28 @@ def _write_pretty(file, manifest: dict) -> None:
         write_pretty(file, manifest, ensure_ascii=True)
 
 
+@dataclass
+class Written:
+    """What :func:`write_jobs` did to the output folder.
+
+    Attributes:
+        removed (list[str]): job folders of the earlier run that are gone now (not in ``info``;
+            none with ``keep_others``), in the earlier manifest's order.
+        unchanged (list[str]): jobs of ``rendered`` whose folders were left as they were (their
+            rendered files are the ones on disk: same bytes, mtime and inode), in ``rendered``'s order.
+    """
+
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
 def write_jobs(
     out: Path,
     rendered: dict[str, dict[str, bytes]] | Iterable[tuple[str, dict[str, bytes]]],
     info: dict[str, ManifestEntry],
     keep_others: bool = False,
     inputs: Mapping[str, str] | None = None,
-) -> list[str]:
+) -> Written:
     """Replace the output folder with freshly rendered job folders, atomically.
 
     Args:
@@ -463,8 +479,8 @@ def write_jobs(
             whose folder is intact is not rendered at all.
 
     Returns:
-        list[str]: the job folders of the earlier run that are gone now (not in ``info``; none
-        with ``keep_others``), in the earlier manifest's order.
+        Written: the job folders of the earlier run that are gone now, and the jobs whose folders
+        were left as they were.
 
     Raises:
         OutputError: ``out`` is not ours (see :func:`read_manifest`), a job folder in it holds a
@@ -494,19 +510,21 @@ def write_jobs(
             problems, intact = _not_ours(out, manifest, stamp)
             if problems:
                 raise OutputError(problems)
-            removed = [] if keep_others else [name for name in manifest["jobs"] if name not in info]
+            written = Written(removed=[] if keep_others else [name for name in manifest["jobs"] if name not in info])
             on_disk = _job_digests(manifest)
             tmp = _exchange_folder(out, manifest)
             if tmp is not None:
-                _exchange_in(out, tmp, rendered, info, manifest, keep_others, on_disk, intact, inputs, stamp)
-                return removed
+                written.unchanged = _exchange_in(
+                    out, tmp, rendered, info, manifest, keep_others, on_disk, intact, inputs, stamp
+                )
+                return written
             if not keep_others:  # the earlier run's file hashes (10,000 jobs: ~30 MB) are not needed
                 manifest = None
-            _swap_in(out, rendered, info, manifest, keep_others, on_disk, inputs)
+            written.unchanged = _swap_in(out, rendered, info, manifest, keep_others, on_disk, inputs)
     except OSError as e:
         where = e.filename or out
         raise _fail(Path(where), f"cannot write: {e.strerror or e}") from None
-    return removed
+    return written
 
 
 def _hashes(files: dict[str, bytes]) -> dict[str, str]:
@@ -558,16 +576,16 @@ def _swap_in(
     keep_others: bool,
     on_disk: dict[str, str],
     inputs: Mapping[str, str] | None = None,
-) -> None:
+) -> list[str]:
     """Build the new output in a temporary folder beside ``out`` and swap it in (see the module docstring).
 
     A job whose rendered files are the ones on disk (``on_disk``: name -> :func:`_job_digest` of
     the earlier run's files, checked against the disk by :func:`_not_ours`) is hard-linked from
-    ``out`` instead of written: its files keep their bytes, mtime and inode.
+    ``out`` instead of written: its files keep their bytes, mtime and inode. Returns those jobs' names.
     """
     jobs_info = _entries(out, manifest["jobs"]) if keep_others else {}
     jobs_info.update(info)
-    hashes, digests = {}, {}
+    hashes, digests, linked = {}, {}, []
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_TMP}-", dir=out.parent))
     try:
         _write_manifest(tmp, jobs_info, {})  # first: a leftover of a killed run is recognisably ours
@@ -577,7 +595,9 @@ def _swap_in(
             if inputs is not None:
                 digests[name] = inputs[name]
             same = on_disk.get(name) == _job_digest(hashes[name])
-            if not (same and _link_job(out / name, os.path.join(tmp, name), files)):
+            if same and _link_job(out / name, os.path.join(tmp, name), files):
+                linked.append(name)
+            else:
                 _write_job(os.path.join(tmp, name), files)
         if keep_others:
             for name in manifest["jobs"]:
@@ -604,6 +624,7 @@ def _swap_in(
         trash = out.parent / f".{out.name}.{_DEL}-{time.time_ns()}"
         os.rename(old, trash)
         _remove(trash)
+    return linked
 
 
 # --- per-job exchange ------------------------------------------------------------------------------
@@ -697,8 +718,9 @@ def _exchange_in(
     intact: set[str],
     inputs: Mapping[str, str] | None = None,
     stamp: int | None = None,
-) -> None:
-    """Replace only the changed job folders of ``out``, each in one atomic step; leave the others alone.
+) -> list[str]:
+    """Replace only the changed job folders of ``out``, each in one atomic step; leave the others
+    alone. Returns the jobs of ``rendered`` left alone, in its order.
 
     1. Each job whose files differ from the ones on disk (or whose folder is not ``intact``) is
        written into ``tmp`` (beside ``out``); unchanged job folders are not touched (same inode,
@@ -720,11 +742,12 @@ def _exchange_in(
     old_files = manifest["files"]
     old_inputs = manifest.get("inputs") if isinstance(manifest.get("inputs"), dict) else {}
     reuse = inputs is not None and isinstance(rendered, Mapping) and _code_unchanged_since(stamp)
-    hashes, digests, changed = {}, {}, []
+    hashes, digests, changed, kept = {}, {}, [], []
     try:
         jobs_info = _entries(out, old_jobs) if keep_others else {}
         jobs_info.update(info)
         for name, files in _lazily(rendered):
+            kept.append(name)
             if inputs is not None:
                 digests[name] = inputs[name]
             if (
@@ -750,11 +773,13 @@ def _exchange_in(
                         digests[name] = old_inputs[name]
         digests = digests or None
         removed = [name for name in old_jobs if name not in jobs_info and os.path.lexists(out / name)]
+        written = set(changed)
+        kept = [name for name in kept if name not in written]
         if not changed and not removed:
             if (out / MANIFEST).read_bytes() != _manifest_bytes(jobs_info, hashes, digests):
                 _write_manifest(out, jobs_info, hashes, digests)
             _remove(tmp)
-            return
+            return kept
         new_inodes = {name: os.lstat(tmp / name).st_ino for name in changed}
         plan = {"token": tmp.name, "changed": new_inodes, "removed": removed}
         _write_manifest(tmp, {}, {}, extra={"plan": plan})
@@ -767,6 +792,7 @@ def _exchange_in(
     _apply_plan(out, tmp, plan)
     _write_manifest(out, jobs_info, hashes, digests)
     _remove(tmp)
+    return kept
 
 
 def _lazily(rendered) -> Iterable[tuple[str, dict | None]]:

@@ -162,10 +162,40 @@ def test_generate_says_which_job_folders_it_removed(project, cli):
     (project / "jobs.yaml").write_text(text[: text.index("  - name: np-diff-in-process")], encoding="utf-8")
     code, out, err = cli("generate")
     assert (code, err) == (0, [])
-    assert out[0] == "generated build/jobs/np-full-in-process"
-    removed = [line for line in out if line.startswith("removed ")]
-    assert removed == [f"removed build/jobs/{name} (no longer in jobs.yaml)" for name in shipped_job_names()[1:]]
+    assert out == [f"removed build/jobs/{name} (no longer in jobs.yaml)" for name in shipped_job_names()[1:]] + [
+        "left 1 other job folder in build/jobs as it was (already what jobs.yaml renders)"
+    ]
     assert sorted(p.name for p in (project / "build/jobs").iterdir()) == [".jobgen.json", "np-full-in-process"]
+
+
+@pytest.mark.parametrize("mode", ["exchange", "whole-tree"])
+def test_generate_says_generated_only_for_the_folders_it_wrote(project, cli, monkeypatch, mode):
+    import generator.write
+
+    if mode == "whole-tree":  # as on a system without renameat2(RENAME_EXCHANGE)
+        monkeypatch.setattr(generator.write, "_libc_renameat2", lambda: None)
+    names = shipped_job_names()
+    code, out, err = cli("generate")
+    assert (code, err, out) == (0, [], [f"generated build/jobs/{name}" for name in names])
+    assert cli("generate") == (
+        0,
+        [f"build/jobs is up to date with jobs.yaml: left {len(names)} job folders as they were"],
+        [],
+    )
+    inode = os.stat(project / "build/jobs" / names[0] / "meta.json").st_ino
+    code, out, err = cli("generate", "--set", f"jobs.{names[1]}.num_rounds=7")
+    assert (code, err) == (0, [])
+    assert out == [
+        f"generated build/jobs/{names[1]}",
+        f"left {len(names) - 1} other job folders in build/jobs as they were (already what jobs.yaml renders)",
+    ]
+    assert os.stat(project / "build/jobs" / names[0] / "meta.json").st_ino == inode  # left as it was, as said
+    assert '"num_rounds": 7' in (project / "build/jobs" / names[1] / "app/config/config_fed_server.json").read_text()
+    assert cli("generate", "--job", names[0]) == (
+        0,
+        ["build/jobs is up to date with jobs.yaml: left 1 job folder as it was"],
+        [],
+    )
 
 
 #: Values of the wrong shape for every kind of schema rule the jobs schema uses (type, enum, const,
