@@ -114,7 +114,7 @@ def prepare(work: Path) -> Path:
 
 
 #: The one ``--workspace`` of every ``poc`` run, as ``make poc`` run again uses one: the first run
-#: provisions the POC system, later ones reuse it (``generator.poc.prepare_poc``); each is cleared.
+#: provisions the POC system, later ones reuse it (``generator.pocsystem.prepare_poc``); each is cleared.
 POC_WORKSPACE = "poc-workspace"
 
 

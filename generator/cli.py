@@ -369,7 +369,7 @@ def finish(code: int, crashed: bool = False) -> NoReturn:
     """Exit with ``code`` (``python -m generator`` calls it with :func:`main`'s; ``crashed``: main
     raised an unexpected error, whose traceback was printed).
 
-    When a call to NVFlare was given up on (:func:`generator.poc.abandoned_calls`: a login to a POC
+    When a call to NVFlare was given up on (:func:`generator.admin.abandoned_calls`: a login to a POC
     server stopped meanwhile, by Ctrl-C while the system started), NVFlare's connector threads retry
     it until the login's timeout and Python waits for them at exit: 14 s in a trial, then a stray
     NVFlare error ("cannot schedule new futures after shutdown"). The same after any stop signal
@@ -379,9 +379,9 @@ def finish(code: int, crashed: bool = False) -> NoReturn:
     once (``os._exit``, output flushed). The same after a crash (an error of ours: whatever it
     left open must not keep the process alive for good). Otherwise a normal ``sys.exit``.
     """
-    poc = sys.modules.get("generator.poc")  # only a command that ran it imported it
+    admin = sys.modules.get("generator.admin")  # only a command that used the admin API imported it
     waited_for = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if poc is not None and (poc.abandoned_calls() or ((code > 128 or crashed) and waited_for)):
+    if admin is not None and (admin.abandoned_calls() or ((code > 128 or crashed) and waited_for)):
         REPORTER.flush()
         os._exit(code)
     sys.exit(code)

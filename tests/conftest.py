@@ -78,10 +78,10 @@ def pytest_addoption(parser):
 
 def _poc_cannot_start() -> str | None:
     """Why NVFlare's POC system cannot start with this Python environment, not even through links
-    (``generator.poc.check_poc_paths``, which ``poc`` refuses with), else None."""
+    (``generator.pocsystem.check_poc_paths``, which ``poc`` refuses with), else None."""
     import tempfile
 
-    from generator.poc import check_poc_paths
+    from generator.pocsystem import check_poc_paths
 
     problems = check_poc_paths(Path(tempfile.gettempdir()))
     return f"{problems[0].file}: {problems[0].message}" if problems else None

@@ -180,7 +180,7 @@ class ProcessWatch:
 
 def test_the_poc_port_is_free_and_outside_the_kernels_ephemeral_range():
     """Outgoing connections and bind(0) (how nvflare simulator picks its ports) never get it."""
-    from generator.poc import EPHEMERAL_RANGE, free_port
+    from generator.pocsystem import EPHEMERAL_RANGE, free_port
 
     if not EPHEMERAL_RANGE.is_file():
         pytest.skip(f"{EPHEMERAL_RANGE} is not on this system (not Linux)")
@@ -286,7 +286,7 @@ def test_a_job_being_judged_does_not_hold_up_noticing_and_downloading_the_others
     """Reading a metrics job's store and plotting it took 2.2 s here; judged in line, the loop noticed
     the last job's end that much later. Here job "slow" ends first and its judging waits until job
     "quick" has been downloaded: in line, that would never happen (the wait gives up after 10 s)."""
-    from generator import poc
+    from generator import admin, poc
     from generator.layout import ManifestEntry
     from generator.simulate import JobResult
 
@@ -332,7 +332,7 @@ def test_a_job_being_judged_does_not_hold_up_noticing_and_downloading_the_others
     monkeypatch.setattr(poc, "_submit", submit)
     monkeypatch.setattr(poc, "_fetch", fetch)
     monkeypatch.setattr(poc, "_judge", judge)
-    system = poc.System(tmp_path / "kit", "admin", "proj", None)
+    system = admin.System(tmp_path / "kit", "admin", "proj", None)
     downloads = tmp_path / "downloads"
     names = ["slow", "quick"]
     results = poc.run_jobs(system, tmp_path, manifest, names, downloads, None, Events(), 2, session=Session())
@@ -347,7 +347,7 @@ def test_a_stop_signal_after_a_job_ended_on_the_server_still_downloads_and_judge
     still running is recorded INTERRUPTED (and, on ``poc``, stopped with the system)."""
     import signal
 
-    from generator import poc
+    from generator import admin, poc
     from generator.layout import ManifestEntry
     from generator.runner import Interrupted
     from generator.simulate import JobResult
@@ -394,7 +394,7 @@ def test_a_stop_signal_after_a_job_ended_on_the_server_still_downloads_and_judge
     monkeypatch.setattr(poc, "_fetch", fetch)
     monkeypatch.setattr(poc, "_judge", lambda system, run, job_dir: None)
     monkeypatch.setattr(poc, "check_interrupted", check_interrupted)
-    system = poc.System(tmp_path / "kit", "admin", "proj", None)
+    system = admin.System(tmp_path / "kit", "admin", "proj", None)
     names = ["done", "running"]
     results = poc.run_jobs(
         system,
@@ -419,7 +419,7 @@ def test_a_stop_signal_after_a_job_ended_on_the_server_still_downloads_and_judge
 
 
 def test_project_yaml_has_the_server_the_admin_and_sites_on_one_port():
-    from generator.poc import project_yaml
+    from generator.pocsystem import project_yaml
 
     project = yaml.safe_load(project_yaml(3, 40123))
     participants = {p["name"]: p for p in project["participants"]}
@@ -430,19 +430,19 @@ def test_project_yaml_has_the_server_the_admin_and_sites_on_one_port():
 
 
 def test_more_jobs_at_once_than_the_poc_server_runs_raise_its_max_jobs(tmp_path):
-    from generator import poc
+    from generator import pocsystem
 
     # the components of the server's local/resources.json as `nvflare poc prepare` writes them (2.9)
     local = tmp_path / "server" / "local"
     local.mkdir(parents=True)
     scheduler = "nvflare.app_common.job_schedulers.job_scheduler.DefaultJobScheduler"
     components = [
-        {"id": "job_scheduler", "path": scheduler, "args": {"max_jobs": poc.POC_MAX_JOBS}},
+        {"id": "job_scheduler", "path": scheduler, "args": {"max_jobs": pocsystem.POC_MAX_JOBS}},
         {"id": "job_manager", "path": "nvflare.apis.impl.job_def_manager.SimpleJobDefManager", "args": {}},
     ]
     (local / "resources.json").write_text(json.dumps({"format_version": 2, "components": components}))
 
-    poc._allow_jobs(tmp_path, 6)
+    pocsystem._allow_jobs(tmp_path, 6)
 
     config = json.loads((local / "resources.json").read_text())
     assert config["components"][0] == {"id": "job_scheduler", "path": scheduler, "args": {"max_jobs": 6}}
@@ -452,36 +452,36 @@ def test_more_jobs_at_once_than_the_poc_server_runs_raise_its_max_jobs(tmp_path)
 def _fake_provisioner(monkeypatch) -> list[list[str]]:
     """Replace ``nvflare poc prepare`` with one that writes the few files ``prepare_poc`` reads and a
     random certificate, recording each call."""
-    from generator import poc
+    from generator import pocsystem
 
     calls: list[list[str]] = []
 
     def nvflare(args, root, log, timeout, python=None):
         calls.append(args)
-        prod = poc._prod_dir(root)
+        prod = pocsystem._prod_dir(root)
         for folder in ("admin@nvidia.com/startup", "server/startup", "server/local", "site-1/startup"):
             (prod / folder).mkdir(parents=True, exist_ok=True)
         (prod / "server/startup/fed_server.json").write_text('{"servers": [{"service": {"target": "server:1"}}]}')
         (prod / "server/local/resources.json").write_text('{"components": [{"id": "job_scheduler"}]}')
         (prod / "server/startup/server.crt").write_bytes(os.urandom(16))
-        for site in poc.site_names(8):  # more clients than any test asks for
+        for site in pocsystem.site_names(8):  # more clients than any test asks for
             (prod / site / "startup").mkdir(parents=True, exist_ok=True)
             (prod / site / "startup/fed_client.json").write_text(f'{{"client": {{"fqsn": "{site}"}}}}')
         (root / "home/.nvflare").mkdir()
         return 0
 
-    monkeypatch.setattr(poc, "_nvflare", nvflare)
+    monkeypatch.setattr(pocsystem, "_nvflare", nvflare)
     return calls
 
 
 def test_a_poc_system_provisioned_before_is_reused_without_any_state_of_the_earlier_run(tmp_path, monkeypatch):
-    from generator import poc
+    from generator import pocsystem
 
     calls = _fake_provisioner(monkeypatch)
     root = tmp_path / "ws"
     root.mkdir()
     log = io.StringIO()
-    system, port, reused = poc.prepare_poc(root, 2, log)
+    system, port, reused = pocsystem.prepare_poc(root, 2, log)
     assert (len(calls), reused) == (1, False)
     first = snapshot(root / "poc")
     # what the run leaves: a job's folder, stored jobs, logs, a raised max_jobs
@@ -490,7 +490,7 @@ def test_a_poc_system_provisioned_before_is_reused_without_any_state_of_the_earl
     (system.sites_dir / "server" / "log.txt").write_text("run 1")
     (root / "home" / ".nvflare" / "config.conf").write_text("written later")
 
-    again, same_port, reused = poc.prepare_poc(root, 2, log, max_jobs=6)
+    again, same_port, reused = pocsystem.prepare_poc(root, 2, log, max_jobs=6)
 
     assert (len(calls), reused, same_port, again) == (1, True, port, system)
     assert "`nvflare poc prepare` not run" in log.getvalue()
@@ -503,17 +503,17 @@ def test_a_poc_system_provisioned_before_is_reused_without_any_state_of_the_earl
     assert served["servers"][0]["service"]["target"] == f"127.0.0.1:{port}"
     for site in ("site-1", "site-2"):  # a client retries its registration soon after the server is up
         client = json.loads((system.sites_dir / site / "startup/fed_client.json").read_text())["client"]
-        assert client == {"fqsn": site, "client_register_interval": poc.CLIENT_REGISTER_INTERVAL}
+        assert client == {"fqsn": site, "client_register_interval": pocsystem.CLIENT_REGISTER_INTERVAL}
 
 
 def test_the_poc_server_lets_job_processes_connect_directly_unless_relay(tmp_path, monkeypatch):
-    from generator import poc
+    from generator import pocsystem
 
     _fake_provisioner(monkeypatch)
     root = tmp_path / "ws"
     root.mkdir()
     log = io.StringIO()
-    system, _, _ = poc.prepare_poc(root, 2, log)
+    system, _, _ = pocsystem.prepare_poc(root, 2, log)
     server_config = system.sites_dir / "server/local/comm_config.json"
     assert json.loads(server_config.read_text()) == {
         "allow_adhoc_conns": True,
@@ -521,10 +521,10 @@ def test_the_poc_server_lets_job_processes_connect_directly_unless_relay(tmp_pat
     }
     assert not list(system.sites_dir.glob("site-*/local/comm_config.json"))  # a client's job process connects
 
-    again, _, reused = poc.prepare_poc(root, 2, log, relay=True)
+    again, _, reused = pocsystem.prepare_poc(root, 2, log, relay=True)
     assert reused and not (again.sites_dir / "server/local/comm_config.json").exists()  # NVFlare's default
     assert "(--relay: NVFlare's default)" in log.getvalue()
-    assert poc.prepare_poc(root, 2, log)[2] and server_config.exists()
+    assert pocsystem.prepare_poc(root, 2, log)[2] and server_config.exists()
 
 
 @pytest.mark.parametrize("extra, relay", [((), False), (("--relay",), True)])
@@ -559,37 +559,37 @@ def _time_wait(port: int) -> None:
 def test_a_kept_poc_system_is_provisioned_again_for_other_clients_a_taken_port_or_another_nvflare(
     tmp_path, monkeypatch
 ):
-    from generator import poc
+    from generator import pocsystem
 
     calls = _fake_provisioner(monkeypatch)
     root = tmp_path / "ws"
     root.mkdir()
     log = io.StringIO()
-    _, port, _ = poc.prepare_poc(root, 2, log)
+    _, port, _ = pocsystem.prepare_poc(root, 2, log)
 
-    assert poc.prepare_poc(root, 3, log)[2] is False  # three clients
+    assert pocsystem.prepare_poc(root, 3, log)[2] is False  # three clients
     assert len(calls) == 2
-    _, port, _ = poc.prepare_poc(root, 3, log)
+    _, port, _ = pocsystem.prepare_poc(root, 3, log)
     assert len(calls) == 2
     _time_wait(port)  # what the previous run's connections leave for about 60 s: no reason to provision
-    assert poc.prepare_poc(root, 3, log)[1:] == (port, True)
+    assert pocsystem.prepare_poc(root, 3, log)[1:] == (port, True)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:  # another server listens there now
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        _, other, reused = poc.prepare_poc(root, 3, log)
+        _, other, reused = pocsystem.prepare_poc(root, 3, log)
     assert (len(calls), reused) == (3, False) and other != port
-    key = root / poc.PROVISIONED / poc.PROVISIONED_KEY
+    key = root / pocsystem.PROVISIONED / pocsystem.PROVISIONED_KEY
     key.write_text(json.dumps({**json.loads(key.read_text()), "nvflare": "2.0.0"}))
-    assert poc.prepare_poc(root, 3, log)[2] is False
+    assert pocsystem.prepare_poc(root, 3, log)[2] is False
     key.write_text(json.dumps({**json.loads(key.read_text()), "created": time.time() - 31 * 86400}))
-    assert poc.prepare_poc(root, 3, log)[2] is False
+    assert pocsystem.prepare_poc(root, 3, log)[2] is False
     key.write_text("{not json")
-    assert poc.prepare_poc(root, 3, log)[2] is False
+    assert pocsystem.prepare_poc(root, 3, log)[2] is False
     # provisioned at another path (a moved folder, or the link of a run from a path with a space):
     # NVFlare wrote that path into the server's resources.json (job and snapshot stores)
     key.write_text(json.dumps({**json.loads(key.read_text()), "workspace": "/elsewhere/ws"}))
-    assert poc.prepare_poc(root, 3, log)[2] is False
+    assert pocsystem.prepare_poc(root, 3, log)[2] is False
     assert len(calls) == 7
 
 
@@ -680,7 +680,7 @@ def test_poc_refuses_a_python_it_cannot_reach_through_a_link(monkeypatch, tmp_pa
     """A Python environment whose path has a space is reached through a link to its prefix; one
     outside its prefix cannot be, and is refused before anything starts."""
     from generator import safepaths
-    from generator.poc import check_poc_paths
+    from generator.pocsystem import check_poc_paths
 
     monkeypatch.setattr(safepaths.sys, "prefix", "/opt/my envs/jobgen")
     monkeypatch.setattr(safepaths.sys, "executable", "/opt/my envs/jobgen/bin/python")
@@ -721,7 +721,7 @@ ABANDONED_LOGIN = """\
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from generator import poc
+from generator import admin, poc, pocsystem
 from generator.cli import finish
 
 
@@ -730,7 +730,7 @@ def login():  # as NVFlare's login to a server that is gone: its connector retri
     time.sleep(60)
 
 
-assert poc._within(0.2, login) is None
+assert admin._within(0.2, login) is None
 print("gave up", flush=True)
 finish(130)
 """
@@ -750,7 +750,7 @@ def test_a_login_that_succeeds_as_a_stop_signal_comes_is_closed_not_left_open():
     looked at, so ``Interrupted`` left its session open and NVFlare's connector thread alive."""
     import signal
 
-    from generator import poc
+    from generator import admin
     from generator.runner import Interrupted, interrupt_on_signals
 
     disposed = []
@@ -762,7 +762,7 @@ def test_a_login_that_succeeds_as_a_stop_signal_comes_is_closed_not_left_open():
 
     with interrupt_on_signals():
         with pytest.raises(Interrupted):
-            poc._within(5, login, disposed.append)
+            admin._within(5, login, disposed.append)
         time.sleep(0.3)  # had the call still run when the signal was seen, its thread disposes of it
     assert disposed == ["session"]
 
@@ -823,7 +823,7 @@ from pathlib import Path
 
 from nvflare.fuel.f3.comm_config import CommConfigurator
 
-from generator.poc import _search_configs_in
+from generator.admin import _search_configs_in
 
 if sys.argv[1] == "kit":
     _search_configs_in(Path(sys.argv[2]))
@@ -861,24 +861,24 @@ def test_the_admin_client_retries_its_first_challenge_promptly():
 
     from nvflare.fuel.hci.client import api
 
-    from generator import poc
+    from generator import admin
 
-    poc._prompt_admin_login()
+    admin._prompt_admin_login()
     prompt = api.Authenticator
-    poc._prompt_admin_login()  # once: not wrapped again
+    admin._prompt_admin_login()  # once: not wrapped again
     assert api.Authenticator is prompt
     assert "Authenticator(" in inspect.getsource(api.AdminAPI.connect)
     names = ("cell", "project_name", "client_name", "client_type", "expected_sp_identity", "secure_mode")
     files = dict.fromkeys(("root_cert_file", "private_key_file", "cert_file"), "")
     made = prompt(**dict.fromkeys(names), **files, msg_timeout=5.0, retry_interval=1.0, timeout=10.0)
-    assert (made.retry_interval, made.timeout, made.msg_timeout) == (poc.ADMIN_RETRY_SECONDS, 10.0, 5.0)
+    assert (made.retry_interval, made.timeout, made.msg_timeout) == (admin.ADMIN_RETRY_SECONDS, 10.0, 5.0)
     assert prompt(**dict.fromkeys(names), **files, msg_timeout=5.0, retry_interval=0.05).retry_interval == 0.05
 
 
 def test_submit_to_a_server_that_is_down_says_so_and_makes_nothing(tmp_path):
     """A trial's stopped server: NVFlare's login retried for 30 s, logging each try, and the
     downloads folder was made. The kit's address is probed first (a refused port, on 127.0.0.1)."""
-    from generator import poc
+    from generator import admin
 
     project = make_project(tmp_path / "p")
     with socket.socket() as probe:
@@ -886,8 +886,8 @@ def test_submit_to_a_server_that_is_down_says_so_and_makes_nothing(tmp_path):
         port = probe.getsockname()[1]
     kit = tmp_path / "kit"
     (kit / "startup").mkdir(parents=True)
-    admin = {"admin": {"project_name": "p", "host": "127.0.0.1", "port": port}}
-    (kit / "startup/fed_admin.json").write_text(json.dumps(admin))
+    config = {"admin": {"project_name": "p", "host": "127.0.0.1", "port": port}}
+    (kit / "startup/fed_admin.json").write_text(json.dumps(config))
     before = snapshot(project)
 
     result = run_main(project, "submit", "--startup-kit", str(kit))
@@ -898,23 +898,23 @@ def test_submit_to_a_server_that_is_down_says_so_and_makes_nothing(tmp_path):
         f"(`{shlex.quote(str(Path(sys.executable).parent / 'nvflare'))} system status --startup-kit {kit}` asks it)\n"
     )
     assert snapshot(project) == before
-    assert poc.unreachable(poc.System(kit, "a", "p")) is None  # a kit without an address: the login judges
+    assert admin.unreachable(admin.System(kit, "a", "p")) is None  # a kit without an address: the login judges
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        assert poc.unreachable(poc.System(kit, "a", "p", address=server.getsockname())) is None
+        assert admin.unreachable(admin.System(kit, "a", "p", address=server.getsockname())) is None
 
 
 def test_a_login_that_hangs_gives_way_to_a_stop_signal_and_a_failed_one_says_why(monkeypatch):
     """``submit``'s login runs beside the signal check (a trial's Ctrl-C waited out NVFlare's 30 s)."""
     import signal
 
-    from generator import poc
+    from generator import admin
     from generator.errors import SimulationError
     from generator.runner import Interrupted
 
-    system = poc.System(Path("kit"), "admin", "p")
-    monkeypatch.setattr(poc, "open_session", lambda system: time.sleep(3))
+    system = admin.System(Path("kit"), "admin", "p")
+    monkeypatch.setattr(admin, "open_session", lambda system: time.sleep(3))
     checks = []
 
     def check_interrupted():
@@ -922,24 +922,24 @@ def test_a_login_that_hangs_gives_way_to_a_stop_signal_and_a_failed_one_says_why
         if len(checks) >= 3:
             raise Interrupted(signal.SIGINT)
 
-    monkeypatch.setattr(poc, "check_interrupted", check_interrupted)
+    monkeypatch.setattr(admin, "check_interrupted", check_interrupted)
     with pytest.raises(Interrupted):
-        poc._login(system)
+        admin.login(system)
     assert len(checks) == 3  # 0.1 s apart: it did not wait for the login
 
     def refused(system):
         raise SimulationError("cannot log in to the NVFlare server of kit as admin: NoConnection: ...")
 
-    monkeypatch.setattr(poc, "open_session", refused)
-    monkeypatch.setattr(poc, "check_interrupted", lambda: None)
+    monkeypatch.setattr(admin, "open_session", refused)
+    monkeypatch.setattr(admin, "check_interrupted", lambda: None)
     with pytest.raises(SimulationError, match="NoConnection"):
-        poc._login(system)
+        admin.login(system)
 
 
 def test_a_refused_submission_names_the_generated_folder_not_the_copy(tmp_path):
     """NVFlare's refusal names the folder it was given, a copy in the downloads folder (a trial's
     non-admin kit: ``... 'submit_job "<downloads>/.submit-8jen27xj/job"' ...``)."""
-    from generator import poc
+    from generator import admin, poc
     from generator.layout import ManifestEntry
 
     out = tmp_path / "jobs"
@@ -957,7 +957,7 @@ def test_a_refused_submission_names_the_generated_folder_not_the_copy(tmp_path):
             finished.append(result)
 
     info = ManifestEntry("2.9", 2, 1, "in_process", "t.py")
-    system = poc.System(tmp_path / "kit", "member", "p")
+    system = admin.System(tmp_path / "kit", "member", "p")
     staging = tmp_path / "dl"
     staging.mkdir()
     result = poc._submit(Session(), out, "job", info, None, Events(), system, staging)
@@ -1179,7 +1179,7 @@ def running_poc(tmp_path_factory):
     """A POC system started here (as someone's running system), stopped after the module's tests;
     this Python reached through a link when its path has a space, as ``poc`` does. Its job processes
     talk through the server's parent process (``relay``), as on NVFlare's own POC and production."""
-    from generator.poc import prepare_poc, start_poc, stop_poc
+    from generator.pocsystem import prepare_poc, start_poc, stop_poc
     from generator.safepaths import run_paths
 
     base = tmp_path_factory.mktemp("submit")
@@ -1199,7 +1199,7 @@ def running_poc(tmp_path_factory):
 
 @pocs
 def test_submit_runs_a_job_on_a_running_system_and_leaves_it_running(running_poc):
-    from generator.poc import wait_for_clients
+    from generator.admin import wait_for_clients
 
     project, home, system, watch = running_poc
     result = cli(project, home, "submit", "--startup-kit", str(system.startup_kit), "--job", "full-sub")
@@ -1261,8 +1261,9 @@ def test_every_shipped_job_reaches_the_server_with_its_configs_unchanged(running
     """Each shipped job folder goes through the submission path poc and submit take (a copy,
     ``Session.submit_job``: NVFlare signs and zips it, the server stores it); the stored job, as
     downloaded, has the same configs: dotted keys (``mlflow.note.content``) stay flat."""
+    from generator.admin import open_session
     from generator.lint import config_files  # every app's configs (app/, or app_server/ and app_<site>/)
-    from generator.poc import open_session, pin_sites
+    from generator.poc import pin_sites
     from generator.write import read_entries
 
     _, _, system, _ = running_poc
@@ -1609,7 +1610,7 @@ def test_a_job_nvflare_could_not_run_is_reported_with_the_servers_reason_only(tm
     nothing but meta.json downloaded. Reported: the status and the server's own log line, not six
     lines of what follows from it (no run log, no model, no metric points), nor a log that was not
     downloaded."""
-    from generator import poc
+    from generator import admin, poc
     from generator.layout import ManifestEntry
     from generator.simulate import JobResult
 
@@ -1629,7 +1630,7 @@ def test_a_job_nvflare_could_not_run_is_reported_with_the_servers_reason_only(tm
             assert (target, file) == ("server", "log.json")
             return "\n".join(line for line in lines if pattern in line)
 
-    system = poc.System(tmp_path / "kit", "admin", "proj", prod if local else None)
+    system = admin.System(tmp_path / "kit", "admin", "proj", prod if local else None)
     info = ManifestEntry("2.9", 2, 5, "in_process", "t.py", receiver="mlflow")
     run = poc._Run("j", info, JobResult(name="j", rounds=5, receiver="mlflow"), "job-1", 0.0, 600.0)
     run.status, run.fetched = "FINISHED:FAILED_TO_RUN", True

@@ -214,7 +214,9 @@ def test_a_poc_system_has_the_clients_of_every_job_it_runs():
     """``poc`` provisions ``site-1`` .. ``site-N`` for the jobs that do not name their clients (N the
     largest ``num_clients``) and every name the others give; each job then runs on its own sites only
     (``pin_sites``)."""
-    from generator.poc import _counted_sites, _refused, poc_sites, project_yaml, sites_for
+    from generator.admin import poc_sites
+    from generator.poc import _refused
+    from generator.pocsystem import counted_sites, project_yaml, sites_for
 
     named = ManifestEntry("2.9", 2, 1, "in_process", "train_full.py", clients=["alpha", "beta"])
     assert _refused("named", named) is None  # once refused: the POC system had site-1 .. site-N only
@@ -226,5 +228,5 @@ def test_a_poc_system_has_the_clients_of_every_job_it_runs():
     assert poc_sites(2) == ["site-1", "site-2"] and poc_sites(["alpha"]) == ["alpha"]
     assert "- name: alpha\n  org: nvidia\n  type: client\n" in project_yaml(["site-1", "alpha"], 40123)
     assert project_yaml(2, 40123) == project_yaml(["site-1", "site-2"], 40123)
-    assert _counted_sites(["site-1", "site-2"]) == "2 client(s)"
-    assert _counted_sites(["site-1", "alpha"]) == "2 client(s) (site-1, alpha)"
+    assert counted_sites(["site-1", "site-2"]) == "2 client(s)"
+    assert counted_sites(["site-1", "alpha"]) == "2 client(s) (site-1, alpha)"
