@@ -74,7 +74,6 @@ from .simulate import (
     TIMEOUT,
     JobResult,
     RunInterrupted,
-    _selected_jobs,
     compare_sweeps,
     job_problem,
     job_timeout,
@@ -82,6 +81,7 @@ from .simulate import (
     judge_metrics,
     judge_run,
     result_record,
+    selected_jobs,
 )
 from .sweep import plot_names
 
@@ -866,7 +866,7 @@ def poc_all(
     """
     events = events or PocEvents()
     out, root, downloads = Path(out), Path(workspace), Path(downloads)
-    manifest, selected = _selected_jobs(out, names)
+    manifest, selected = selected_jobs(out, names)
     problems = check_poc_workspace(root)
     if any(_refused(n, manifest[n]) is None for n in selected):  # a system is to be started
         problems += check_poc_paths(root)
@@ -983,7 +983,7 @@ def submit_all(
     (``startup_kit``, ``username``: see :func:`admin_kit`)."""
     events = events or PocEvents()
     out, downloads = Path(out), Path(downloads)
-    manifest, selected = _selected_jobs(out, names)
+    manifest, selected = selected_jobs(out, names)
     system = admin_kit(startup_kit, username)
     why = unreachable(system)
     if why:  # before any folder is made

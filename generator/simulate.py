@@ -905,7 +905,7 @@ def simulate_all(
     """
     events = events or SimulateEvents()
     out = Path(out)
-    manifest, selected = _selected_jobs(out, names)
+    manifest, selected = selected_jobs(out, names)
     _check_outputs(out, Path(workspace), manifest, selected, results_path, reports)
     store = project_store(results_path, [manifest[n] for n in selected])
     if store:
@@ -958,8 +958,20 @@ def compare_sweeps(results: list[JobResult], manifest: dict, reports) -> list:
     return sweeps
 
 
-def _selected_jobs(out: Path, names: list[str] | None) -> tuple[dict, list[str]]:
-    """The manifest's jobs and the names to run, in file order (``--out`` and ``--job`` checked)."""
+def selected_jobs(out: Path, names: list[str] | None) -> tuple[dict, list[str]]:
+    """The generated jobs of ``out`` and the ones to run (``simulate``, ``poc``, ``submit``).
+
+    Args:
+        out (Path): the output folder of ``generate`` (``--out``). names (list[str] | None): the
+            ``--job`` names, in any order, repeats allowed; None: every job.
+
+    Returns:
+        tuple[dict, list[str]]: the manifest (name -> :class:`generator.layout.ManifestEntry`) and
+        the names to run, in file order, each once.
+
+    Raises:
+        OptionError: ``out`` is not a folder of generated jobs, or a name is not one of its jobs.
+    """
     if not out.is_dir():
         why = "is a file, not a folder of generated jobs" if out.exists() else "no such folder"
         raise OptionError([Problem(str(out), 0, 0, "", f"--out: {why}: run `make generate` first")])

@@ -98,8 +98,8 @@ def test_jobs_named_with_job_run_in_file_order(tmp_path):
     generate(tmp_path / "jobs.yaml", tmp_path / "out")
 
     # the table, results.json and the order of the runs follow jobs.yaml, as the README says
-    assert simulate._selected_jobs(tmp_path / "out", ["c", "a", "c"])[1] == ["a", "c"]
-    assert simulate._selected_jobs(tmp_path / "out", None)[1] == ["a", "b", "c"]
+    assert simulate.selected_jobs(tmp_path / "out", ["c", "a", "c"])[1] == ["a", "c"]
+    assert simulate.selected_jobs(tmp_path / "out", None)[1] == ["a", "b", "c"]
 
 
 @pytest.mark.parametrize("char", [" ", "\t", "'", '"', "\\", "#", ":", "?", "%", "\n"])
