@@ -243,8 +243,8 @@ def timeout_source(info: ManifestEntry, override: float | None = None) -> str:
     if override:
         return "simulate --timeout"
     if info.timeout:
-        return "the job's `timeout` key in jobs.yaml"
-    return "the default from the job's rounds, clients, mode and receiver; set `timeout` in jobs.yaml for more"
+        return "the job's `timeout` key"
+    return "the default from the job's rounds, clients, mode and receiver; set the job's `timeout` for more"
 
 
 def prepare_workspace(root: Path, name: str) -> Path:
@@ -349,12 +349,29 @@ def _metric_problems(info: ManifestEntry, counts: dict, ws: Path | None = None) 
     external = info.execution_mode == "external_process"
     for key, expected in info.expect.get("metric_points_per_site", {}).items():
         for site in sites:
-            got = counts.get(site, {}).get(key, 0)
-            if got != expected:
+            stored_keys = counts.get(site, {})
+            got = stored_keys.get(key, 0)
+            if got != expected and key not in stored_keys and stored_keys:
+                problems.append(_key_not_stored(site, key, expected, stored_keys))
+            elif got != expected:
                 stored = sum(counts.get(site, {}).values())
                 where = _where_points_went(site, stored, ws, external) if got < expected else ""
                 problems.append(f"{site} stored {got} {key!r} points, expected {expected}{where}")
     return problems
+
+
+def _key_not_stored(site: str, key: str, expected: int, stored: dict[str, int]) -> str:
+    """The problem of an ``expect.metric_points_per_site`` key that ``site`` stored no point of while
+    it stored others (``stored``: key -> points): a key the script does not log under that name, not
+    points lost on the way (a trial's ``loss`` for the script's ``train_loss`` was blamed on the
+    server's receiver)."""
+    close = difflib.get_close_matches(key, list(stored), n=1, cutoff=0.5)
+    keys = ", ".join(f"{name}={count}" for name, count in sorted(stored.items()))
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (
+        f"{site} stored no {key!r} point, expected {expected} (expect.metric_points_per_site): the keys it "
+        f"stored are {keys}{hint}"
+    )
 
 
 #: What a missing-points problem says when NVFlare's Client API lost them between a sub-process

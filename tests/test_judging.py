@@ -831,3 +831,22 @@ def test_a_tracking_server_problem_never_shows_its_password():
     info = _entry(receiver="mlflow", tracking_uri=f"http://me:s3cret@127.0.0.1:{closed_port()}/mlflow")
     why = tracking_server_problem(info, Path("unused"), timeout=1)
     assert why.startswith("the MLflow tracking server http://me:***@127.0.0.1:") and "s3cret" not in why
+
+
+def test_an_expected_key_the_script_does_not_log_is_named_as_such_not_as_lost_points(tmp_path):
+    """A trial's ``expect.metric_points_per_site: {loss: 80}`` for a script logging ``train_loss`` was
+    blamed on the server's receiver ("the rest were lost ..."), though every point was stored."""
+    from generator.simulate import _metric_problems
+
+    ws = workspace(tmp_path, site_1="site-points-sent.log.json")
+    info = ManifestEntry("2.9", 1, 2, "in_process", "t.py", expect={"metric_points_per_site": {"loss": 80}})
+    (problem,) = _metric_problems(info, {"site-1": {"train_loss": 80, "lr": 4}}, ws)
+    assert problem == (
+        "site-1 stored no 'loss' point, expected 80 (expect.metric_points_per_site): the keys it stored are "
+        "lr=4, train_loss=80; did you mean 'train_loss'?"
+    )
+    (unlike,) = _metric_problems(info, {"site-1": {"accuracy": 80}}, ws)
+    assert unlike.endswith("the keys it stored are accuracy=80")  # nothing close: no guess
+    nothing = _metric_problems(info, {"site-1": {}}, ws)
+    assert nothing[0] == "no metric from site-1 arrived in the receiver's store"  # no key at all: as before
+    assert nothing[1].startswith("site-1 stored 0 'loss' points, expected 80")

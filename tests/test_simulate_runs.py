@@ -163,7 +163,7 @@ def test_default_timeout_follows_rounds_clients_mode_and_receiver():
     assert job_timeout(replace(base, num_clients=8)) > job_timeout(base)
     assert job_timeout(replace(base, timeout=7.5)) == 7.5  # the job's own key
     assert timeout_source(base).startswith("the default from the job's rounds")
-    assert timeout_source(replace(base, timeout=7.5)) == "the job's `timeout` key in jobs.yaml"
+    assert timeout_source(replace(base, timeout=7.5)) == "the job's `timeout` key"
     assert timeout_source(replace(base, timeout=7.5), override=3) == "simulate --timeout"
     assert job_timeout(replace(base, timeout=7.5), override=3) == 3  # simulate --timeout wins
 
@@ -281,7 +281,7 @@ def test_a_hanging_job_times_out_its_processes_are_stopped_and_the_next_job_runs
     hung = results["hangs"]
     assert (hung["status"], hung["ok"], hung["timeout"]) == ("TIMEOUT", False, 45)
     assert hung["log"] == "build/workspaces/_logs/hangs.log"
-    assert "timed out after 45 s (the job's `timeout` key in jobs.yaml)" in result.stderr
+    assert "timed out after 45 s (the job's `timeout` key)" in result.stderr
     assert "log: build/workspaces/_logs/hangs.log" in result.stderr
     assert (project / hung["log"]).is_file()
     assert re.search(r"^hangs\s+TIMEOUT\s", result.stdout, re.M)
