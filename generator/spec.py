@@ -43,6 +43,9 @@ class Job:
             ``sites`` entry its settings include (:meth:`path_of` then locates those keys there).
         apps (list[ClientApp]): a multi-app job's client apps (see :func:`client_apps`); empty
             when every site runs the same client app (one app, ``app``, as without ``sites``).
+        no_receiver (bool): the job's ``receiver`` is ``{type: none}`` (its own, or from ``defaults``
+            or an override): ``settings`` then holds no ``receiver``, and a tracking writer its script
+            imports is not refused for want of one.
     """
 
     name: str
@@ -54,6 +57,7 @@ class Job:
     model_shipment: object = field(default=None, repr=False)
     site: str | None = None
     apps: list = field(default_factory=list, repr=False)
+    no_receiver: bool = False
 
     def path_of(self, key: str) -> tuple:
         """Key path in ``jobs.yaml`` that set ``key`` (the job entry itself if nothing did).
@@ -130,7 +134,15 @@ def client_apps(job: Job) -> list[ClientApp]:
         if key in groups:
             groups[key].sites.append(name)
             continue
-        app_job = Job(job.name, job.index, settings, job.entry, job.defaults, site=name if own else None)
+        app_job = Job(
+            job.name,
+            job.index,
+            settings,
+            job.entry,
+            job.defaults,
+            site=name if own else None,
+            no_receiver=job.no_receiver,
+        )
         groups[key] = ClientApp(client_app_name(name), [name], app_job)
     return list(groups.values()) if len(groups) > 1 else []
 
@@ -222,6 +234,10 @@ def fill_defaults(schema: dict, value: dict, root: dict | None = None) -> dict:
     return out
 
 
+#: The ``receiver`` ``type`` that means no receiver, on purpose (``schema/jobs.schema.json``, ``receiver_none``).
+NO_RECEIVER = "none"
+
+
 def effective_jobs(data: dict, schema: dict, only: set[int] | None = None) -> list[Job]:
     """Build the effective jobs of schema-valid ``jobs.yaml`` data.
 
@@ -238,6 +254,7 @@ def effective_jobs(data: dict, schema: dict, only: set[int] | None = None) -> li
         (:func:`generator.lines.installed_line`; 2.9 when none or an unsupported one is installed),
         the one default the schema cannot hold. A job with ``clients`` and no ``num_clients``
         written gets ``num_clients`` = the number of its clients. ``Job.apps``: :func:`client_apps`.
+        A ``receiver`` of type :data:`NO_RECEIVER` is removed from the settings (``Job.no_receiver``).
     """
     settings_schema = schema["$defs"]["job_settings"]
     defaults = data.get("defaults") or {}
@@ -250,7 +267,12 @@ def effective_jobs(data: dict, schema: dict, only: set[int] | None = None) -> li
         settings.setdefault("nvflare_version", line)
         if settings.get("clients") and "num_clients" not in entry and "num_clients" not in defaults:
             settings["num_clients"] = len(settings["clients"])
-        job = Job(name=entry["name"], index=i, settings=settings, entry=entry, defaults=defaults)
+        no_receiver = (settings.get("receiver") or {}).get("type") == NO_RECEIVER
+        if no_receiver:
+            del settings["receiver"]
+        job = Job(
+            name=entry["name"], index=i, settings=settings, entry=entry, defaults=defaults, no_receiver=no_receiver
+        )
         job.apps = client_apps(job)
         jobs.append(job)
     return jobs

@@ -1000,13 +1000,14 @@ def _deploy_map_problems(doc: Document, job: Job) -> list[Problem]:
 
 def _metrics_problems(doc: Document, job: Job, writers: set[str]) -> list[Problem]:
     receiver = job.settings.get("receiver")
-    if writers and not receiver:
+    if writers and not receiver and not job.no_receiver:
         names = ", ".join(sorted(writers))
         return [
             doc.problem(
                 job.path_of("script"),
                 f"script streams metrics with {names} but the job has no `receiver`: every metric would be lost "
-                f"(add `receiver: {{type: {WRITERS[sorted(writers)[0]]}}}`)",
+                f"(add `receiver: {{type: {WRITERS[sorted(writers)[0]]}}}`; or, if the script streams nothing in "
+                "this job, say so with `receiver: {type: none}`)",
             )
         ]
     return []

@@ -283,8 +283,47 @@ def test_writer_imported_by_a_shipped_module_needs_a_receiver(project, cli):
     assert code == 2
     assert err == [
         "jobs.yaml:8:17: jobs[0] (a).script: script streams metrics with MLflowWriter but the job has no `receiver`: "
-        "every metric would be lost (add `receiver: {type: mlflow}`)"
+        "every metric would be lost (add `receiver: {type: mlflow}`; or, if the script streams nothing in this job, "
+        "say so with `receiver: {type: none}`)"
     ]
+
+
+def test_receiver_none_runs_a_script_with_an_unused_writer_without_a_receiver(project, cli):
+    """A trial's script imported its writer only behind an option: without a receiver the job was
+    refused, with one ``simulate`` failed it for want of points. ``receiver: {type: none}`` says the
+    job streams nothing; it also drops a ``defaults`` receiver, and ``--set`` can give it."""
+    from generator.write import read_entries
+
+    write(
+        project,
+        {
+            "client_scripts/train.py": """\
+                import sys
+
+                if "--tb" in sys.argv:
+                    from nvflare.client.tracking import SummaryWriter
+            """,
+        },
+    )
+    jobs = [
+        {"name": "tb", "script": "train.py", "script_args": "--tb"},
+        {"name": "quiet", "script": "train.py", "receiver": {"type": "none"}},
+        {"name": "later", "script": "train.py"},
+    ]
+    jobs_yaml(project, jobs, defaults={"receiver": {"type": "tensorboard"}})
+    code, out, err = cli("generate", "--set", "jobs.later.receiver.type=none")
+    assert (code, err) == (0, [])
+    entries = read_entries(project / "build/jobs")
+    assert {name: entries[name].receiver for name in ("tb", "quiet", "later")} == {
+        "tb": "tensorboard",
+        "quiet": None,
+        "later": None,
+    }
+    for name, receivers in (("tb", 1), ("quiet", 0), ("later", 0)):
+        server = (project / f"build/jobs/{name}/app/config/config_fed_server.json").read_text(encoding="utf-8")
+        assert server.count("TBAnalyticsReceiver") == receivers
+    code, _, err = cli("generate", "--set", "jobs.later.receiver.type=nothing")
+    assert code == 2 and "mlflow, tensorboard, wandb, none" in err[0], err
 
 
 # -- custom_files ----------------------------------------------------------------------------------
