@@ -25,37 +25,57 @@ TORCH_MODULES = frozenset({"torch", "lightning", "pytorch_lightning"})
 NUMPY_MODULE = "numpy"
 
 
-def model_files(scripts_root: Path, class_path: str) -> tuple[list[tuple[str, str]], str | None]:
+def model_files(
+    scripts_root: Path, class_path: str, script: str | None = None
+) -> tuple[list[tuple[str, str]], str | None]:
     """The files importing the module of ``class_path`` runs, as NVFlare finds it from ``app/custom/``.
 
     ``pkg.mod.Net``: ``pkg/__init__.py`` (none for a folder without one, a namespace package) and
     ``pkg/mod.py`` (or ``pkg/mod/__init__.py``) below ``client_scripts/``, each shipped to the same
-    path below ``app/custom/``.
+    path below ``app/custom/``. Not there, the module is looked for beside the job's ``script`` (a
+    script in ``client_scripts/exp/`` that imports its sibling ``net`` ships ``exp/net.py`` to
+    ``app/custom/net.py``, where the server's ``net.Net`` is found too: a trial's ``model.path`` of
+    the model its script imports was refused, and ``exp.net.Net`` shipped the file twice).
 
     Args:
         scripts_root (Path): the project's ``client_scripts/`` folder.
         class_path (str): ``model.path``, ``module.Class`` (the schema's pattern: dotted identifiers).
+        script (str | None): the job's ``script``, a posix path below ``client_scripts/``.
 
     Returns:
         (files, problem): ``[(destination below app/custom/, source below client_scripts/)]``, the
         module's own file last; ``problem`` says why the module cannot be found (files then empty).
     """
+    files, why = _module_files(scripts_root, class_path, "")
+    folder = str(PurePosixPath(script).parent) if script else "."
+    if why is None or folder == ".":
+        return files, why
+    beside, _ = _module_files(scripts_root / folder, class_path, folder + "/")
+    if beside:
+        return beside, None
+    return [], why.replace(
+        " (the model's module", f", nor beside the script in client_scripts/{folder}/ (the model's module", 1
+    )
+
+
+def _module_files(root: Path, class_path: str, prefix: str) -> tuple[list[tuple[str, str]], str | None]:
+    """:func:`model_files` below ``root``, a folder ``prefix`` (``""`` or ``"exp/"``) below ``client_scripts/``."""
     parts = class_path.split(".")[:-1]
     files: list[tuple[str, str]] = []
-    folder = scripts_root
+    folder = root
     for i, part in enumerate(parts):
         rel = "/".join(parts[: i + 1])
         last = i == len(parts) - 1
         if (folder / part / "__init__.py").is_file():
-            files.append((f"{rel}/__init__.py", f"{rel}/__init__.py"))
+            files.append((f"{rel}/__init__.py", f"{prefix}{rel}/__init__.py"))
             folder = folder / part
         elif last and (folder / f"{part}.py").is_file():
-            files.append((f"{rel}.py", f"{rel}.py"))
+            files.append((f"{rel}.py", f"{prefix}{rel}.py"))
         elif not last and (folder / part).is_dir():  # a namespace package: nothing to run in it
             folder = folder / part
         else:
             module = ".".join(parts)
-            looked = f"client_scripts/{rel}.py" if last else f"client_scripts/{rel}/"
+            looked = f"client_scripts/{prefix}{rel}.py" if last else f"client_scripts/{prefix}{rel}/"
             return [], (
                 f"module {module!r} of {class_path!r} not found: no {looked} (the model's module is shipped "
                 "from client_scripts/ into app/custom/, where the server imports it; an installed class such as "
@@ -223,7 +243,7 @@ def framework_problems(doc: Document, job: Job, scripts_root: Path, shipper: Shi
     model_at = job.path_of("model")
     at = (*model_at, "path") if model_at[-1] == "model" else model_at
     class_path = s["model"]["path"]
-    files, why = model_files(scripts_root, class_path)
+    files, why = model_files(scripts_root, class_path, s.get("script"))
     if why is None:
         why = class_problem(scripts_root / files[-1][1], class_path)
     shipped_files = job.shipment.files if job.shipment is not None else {}

@@ -363,7 +363,12 @@ class Renderer:
         each client app, for a multi-app job), and a PyTorch job's model module and its imports."""
         model = []
         if job.settings["framework"] == "pytorch":
-            model += [source for _, source in model_files(self.scripts_dir, job.settings["model"]["path"])[0]]
+            model += [
+                source
+                for _, source in model_files(
+                    self.scripts_dir, job.settings["model"]["path"], job.settings.get("script")
+                )[0]
+            ]
             model += job.model_shipment.files.values() if job.model_shipment else ()
         scripts = []
         for one in [app.job for app in job.apps] or [job]:
@@ -459,7 +464,8 @@ class Renderer:
         where the server's PTFileModelPersistor imports it (validate has checked it is there)."""
         if job.settings["framework"] != "pytorch":
             return
-        for dest, source in model_files(self.scripts_dir, job.settings["model"]["path"])[0]:
+        found, _ = model_files(self.scripts_dir, job.settings["model"]["path"], job.settings.get("script"))
+        for dest, source in found:
             files[place(dest)] = self.script(source)
         for dest, source in job.model_shipment.files.items() if job.model_shipment else ():
             files[place(dest)] = self.script(source)

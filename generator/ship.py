@@ -439,7 +439,8 @@ class Shipper:
 
         Args:
             files (tuple[tuple[str, str], ...]): ``(destination, source)`` of the model module's files,
-                posix paths below ``app/custom/`` and ``client_scripts/``, the module's own file last.
+                posix paths below ``app/custom/`` and ``client_scripts/``, the module's own file last;
+                a source is the destination, or the destination below the script's folder.
 
         Returns:
             Shipment: ``files`` holds what they import (not ``files`` themselves); errors and findings
@@ -451,7 +452,11 @@ class Shipper:
             for dest, src in files:
                 packing.origin[dest] = (src, ("model",))
             packing.files = len(files)
-            self._pack_imports(packing, [(dest, src, self.root) for dest, src in files if src.endswith(".py")])
+            # absolute imports start where the module lands: client_scripts/, or the script's folder
+            # for a model module found beside the script (``exp/net.py`` shipped to ``net.py``)
+            self._pack_imports(
+                packing, [(dest, src, self.root / src[: -len(dest)]) for dest, src in files if src.endswith(".py")]
+            )
             self._plans[key] = packing.out
         return self._plans[key]
 

@@ -211,6 +211,47 @@ def test_a_model_module_clashing_with_a_shipped_module_is_refused(project, cli):
     assert not (project / "build").exists()
 
 
+def test_a_model_module_beside_the_script_is_found_and_shipped_once(project, cli):
+    """A trial's ``client_scripts/myexp/train.py`` imported its sibling ``reg_net`` (shipped as
+    app/custom/reg_net.py); ``model.path: reg_net.RegNet`` was refused (looked for in client_scripts/
+    only) and ``myexp.reg_net.RegNet`` shipped the file twice. The server imports ``reg_net`` from
+    app/custom/ as the script does: found beside the script, shipped once, its own imports with it."""
+    exp = project / "client_scripts/myexp"
+    exp.mkdir()
+    (exp / "train.py").write_text("import torch\nfrom reg_net import RegNet\n")
+    (exp / "reg_net.py").write_text(
+        "import torch\nfrom reg_layers import WIDTH\n\n\nclass RegNet(torch.nn.Module):\n    pass\n"
+    )
+    (exp / "reg_layers.py").write_text("WIDTH = 4\n")
+    (project / "jobs.yaml").write_text(
+        "jobs:\n  - {name: pt, script: myexp/train.py, framework: pytorch, model: {path: reg_net.RegNet}}\n"
+        "  - {name: nope, script: myexp/train.py, framework: pytorch, model: {path: reg_nett.RegNet}}\n"
+    )
+    code, _, err = cli("generate")
+    assert code == 2
+    assert err == [
+        "jobs.yaml:3:76: jobs[1] (nope).model.path: module 'reg_nett' of 'reg_nett.RegNet' not found: no "
+        "client_scripts/reg_nett.py, nor beside the script in client_scripts/myexp/ (the model's module is shipped "
+        "from client_scripts/ into app/custom/, where the server imports it; an installed class such as "
+        "torch.nn.Linear is not shipped: define your model in a module of your own)"
+    ]
+    (project / "jobs.yaml").write_text(
+        "jobs:\n  - {name: pt, script: myexp/train.py, framework: pytorch, model: {path: reg_net.RegNet}}\n"
+    )
+    code, _, err = cli("generate")
+    assert (code, err) == (0, [])
+    custom = project / "build/jobs/pt/app/custom"
+    assert sorted(p.relative_to(custom).as_posix() for p in custom.rglob("*.py")) == [
+        "myexp/train.py",
+        "reg_layers.py",
+        "reg_net.py",
+    ]
+    assert (custom / "reg_net.py").read_bytes() == (exp / "reg_net.py").read_bytes()
+    server = json.loads((project / "build/jobs/pt/app/config/config_fed_server.json").read_text())
+    persistor = next(c for c in server["components"] if c["path"] == PERSISTOR)
+    assert persistor["args"]["model"]["path"] == "reg_net.RegNet"
+
+
 def test_lint_says_a_pytorch_job_needs_torch(project, cli, monkeypatch):
     """Without torch, lint names the job's framework key and how to install it (exit 2)."""
     assert cli("generate", "--job", "pt-full-in-process")[0] == 0
