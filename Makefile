@@ -73,11 +73,14 @@ check: setup
 # simulate, poc and submit run the generated folders as they are; this says (a warning, never a
 # failure) when they are not what the jobs files generate now (`generate --check` exit 1), or when
 # the jobs files do not generate at all (exit 2): `make check` names the differences or the problem.
+# The make variables in use, for the commands the warning names (a trial ran plain `make check` on
+# jobs.yaml after a warning about JOBS=myjobs.yaml OUT=build/myjobs).
+GEN_VARS = $(strip $(if $(filter-out jobs.yaml,$(JOBS)),JOBS='$(JOBS)') $(if $(filter-out build/jobs,$(OUT)),OUT='$(OUT)') $(if $(SET),SET='$(SET)'))
 STALE_NOTE = @"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS) >/dev/null 2>&1; \
 	case $$? in \
 	0) ;; \
-	1) echo "warning: $(OUT) is not what $(JOBS) generates now (see make check): running the folders as they are; make generate first to run what $(JOBS) says" >&2 ;; \
-	*) echo "warning: $(JOBS) does not generate (make check says where): running the folders in $(OUT) as they are" >&2 ;; \
+	1) echo "warning: $(OUT) is not what $(JOBS) generates now (see make check$(if $(GEN_VARS), $(GEN_VARS))): running the folders as they are; make generate$(if $(GEN_VARS), $(GEN_VARS)) first to run what $(JOBS) says" >&2 ;; \
+	*) echo "warning: $(JOBS) does not generate (make check$(if $(GEN_VARS), $(GEN_VARS)) says where): running the folders in $(OUT) as they are" >&2 ;; \
 	esac
 
 ## simulate: run every generated job (or JOB=name ...) with nvflare simulator and check the results (PARALLEL=n jobs at once, RESULTS=file)

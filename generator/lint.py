@@ -363,7 +363,8 @@ def shipped_module_file(module_name: str) -> Path | None:
 
 
 def _stale_problems(out: Path, rendered: dict, jobs_file: str, fix: str) -> list[Problem]:
-    hint = f"not what {jobs_file} generates now: run `{fix}` (move a file you edited by hand away first)"
+    hint = f"not what {jobs_file} generates now: run `{fix}`"
+    by_hand = f"not what {jobs_file} generates now, and not the file generate wrote: move it away, then run `{fix}`"
     problems = []
     missing_jobs = set()
     for kind, path in differences(out, rendered):
@@ -374,6 +375,8 @@ def _stale_problems(out: Path, rendered: dict, jobs_file: str, fix: str) -> list
             if job not in missing_jobs:
                 missing_jobs.add(job)
                 problems.append(Problem(str(out / job), 0, 0, "", f"job {job!r} is not generated yet: run `{fix}`"))
+        elif kind == "edited":
+            problems.append(Problem(str(path), 0, 0, "", f"edited: {by_hand}"))
         else:
             problems.append(Problem(str(path), 0, 0, "", f"{kind}: {hint}"))
     return problems

@@ -100,9 +100,10 @@ class Reporter:
     def out_of_date(self, out: str, jobs_file: str, differences: list[str], fix: str) -> None:
         """``generate --check`` found ``differences`` (one line each); ``fix`` is the command that updates ``out``."""
         self.lines(differences)
+        by_hand = any(line.startswith(("edited:", "unexpected:")) for line in differences)
         self.line(
-            f"{out} is out of date with {jobs_file}: run `{fix}` "
-            "(move a file you edited by hand away first: generate never overwrites it)",
+            f"{out} is out of date with {jobs_file}: run `{fix}`"
+            + (" (move a file you edited by hand away first: generate never overwrites it)" if by_hand else ""),
             err=True,
         )
 

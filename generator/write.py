@@ -885,15 +885,19 @@ def differences(out: Path, rendered: Mapping[str, dict[str, bytes]]) -> list[tup
 
     Returns:
         list[tuple[str, Path]]: ``(kind, path)`` with kind ``unexpected job folder``,
-        ``missing``, ``unexpected`` or ``changed``; empty when ``out`` is byte-identical to what
-        would be generated (the manifest aside).
+        ``missing``, ``unexpected``, ``changed`` (what is rendered now differs from the file the
+        generator wrote: ``generate`` updates it) or ``edited`` (the file is not the one the
+        generator wrote, by the manifest's SHA-256: ``generate`` refuses to overwrite it); empty
+        when ``out`` is byte-identical to what would be generated (the manifest aside).
 
     Raises:
         OutputError: ``out`` is not a folder the generator made (see :func:`read_manifest`).
     """
     out = Path(out)
     found = []
-    on_disk = read_manifest(out)["jobs"]
+    manifest = read_manifest(out)
+    on_disk = manifest["jobs"]
+    written = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
     for name in sorted(set(on_disk) - set(rendered)):
         found.append(("unexpected job folder", out / name))
     for name in sorted(rendered):
@@ -904,14 +908,19 @@ def differences(out: Path, rendered: Mapping[str, dict[str, bytes]]) -> list[tup
             if job_dir.is_dir() and not job_dir.is_symlink()
             else set()
         )
+        hashes = written.get(name) if isinstance(written.get(name), dict) else {}
         for rel in sorted(set(files) | present):
             path = job_dir / rel
             if rel not in present:
                 found.append(("missing", path))
             elif rel not in files:
                 found.append(("unexpected", path))
-            elif path.is_symlink() or path.read_bytes() != files[rel]:
-                found.append(("changed", path))
+            elif path.is_symlink():
+                found.append(("edited", path))
+            else:
+                data = path.read_bytes()
+                if data != files[rel]:
+                    found.append(("edited" if rel in hashes and sha256(data) != hashes[rel] else "changed", path))
     return found
 
 

@@ -64,14 +64,14 @@ def test_wrong_class_path_is_reported_at_the_generated_file(generated, capsys):
     code, err, _ = lint(capsys)
     assert code == 2
     assert (
-        f"{server.relative_to(generated.parent.parent)}: changed: not what jobs.yaml generates now: "
-        "run `make generate` (move a file you edited by hand away first)" in err
+        f"{server.relative_to(generated.parent.parent)}: edited: not what jobs.yaml generates now, and not the "
+        "file generate wrote: move it away, then run `make generate`" in err
     )
     assert (
         "build/jobs/np-full-in-process/app/config/config_fed_server.json:7:5: workflows[0]: "
         "nvflare.app_common.workflows.fedavg has no class 'FedAvgg'; did you mean 'FedAvg'?"
     ) in err
-    assert all(LOCATED.match(line) or ": changed: " in line for line in err)
+    assert all(LOCATED.match(line) or ": edited: " in line for line in err)
 
 
 def test_unknown_arg_is_reported_even_when_passed_on_through_kwargs(generated, capsys):
@@ -82,7 +82,7 @@ def test_unknown_arg_is_reported_even_when_passed_on_through_kwargs(generated, c
     )
     code, err, _ = lint(capsys)
     assert code == 2
-    located = [line for line in err if ": changed: " not in line]
+    located = [line for line in err if ": edited: " not in line]
     assert located == [
         "build/jobs/np-diff-in-process/app/config/config_fed_client.json:8:19: executors[0].executor: "
         "nvflare.app_common.executors.client_api_executor.ClientAPIExecutor: got an unexpected keyword argument "
@@ -142,7 +142,7 @@ def test_missing_or_stale_output_says_make_generate(project, monkeypatch, capsys
     assert "build/jobs/np-diff-in-process: job 'np-diff-in-process' is not in jobs.yaml: run `make generate`" in err
     assert (
         "build/jobs/np-full-in-process/app/config/config_fed_server.json: changed: "
-        "not what jobs.yaml generates now: run `make generate` (move a file you edited by hand away first)"
+        "not what jobs.yaml generates now: run `make generate`"
     ) in err
 
 
@@ -315,13 +315,14 @@ def test_make_simulate_poc_and_submit_warn_when_the_folders_are_not_what_the_job
             ran = subprocess.run(["sh", "-c", note], cwd=ROOT, capture_output=True, text=True, timeout=120)
             assert ran.returncode == 0 and ran.stdout == "", ran.stdout + ran.stderr
             warnings[target, case] = ran.stderr
+    given = f"JOBS='{project / 'now.yaml'}' OUT='{out}'"  # the commands it names act on these files
     for target in ("simulate", "poc", "submit"):
         assert warnings[target, "up to date"] == ""
         assert warnings[target, "stale"] == (
-            f"warning: {out} is not what {project / 'now.yaml'} generates now (see make check): running the folders "
-            f"as they are; make generate first to run what {project / 'now.yaml'} says\n"
+            f"warning: {out} is not what {project / 'now.yaml'} generates now (see make check {given}): running "
+            f"the folders as they are; make generate {given} first to run what {project / 'now.yaml'} says\n"
         )
         assert warnings[target, "broken"] == (
-            f"warning: {project / 'now.yaml'} does not generate (make check says where): running the folders in "
-            f"{out} as they are\n"
+            f"warning: {project / 'now.yaml'} does not generate (make check {given} says where): running the "
+            f"folders in {out} as they are\n"
         )

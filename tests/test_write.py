@@ -301,13 +301,30 @@ def test_check_lists_an_edited_file_and_writes_nothing(project, built, cli):
     before = snapshot(project)
     assert cli("generate", "--check") == (
         1,
-        ["changed: build/jobs/np-diff-in-process/app/config/config_fed_client.json"],
+        ["edited: build/jobs/np-diff-in-process/app/config/config_fed_client.json"],
         [
             "build/jobs is out of date with jobs.yaml: run `make generate` "
             "(move a file you edited by hand away first: generate never overwrites it)"
         ],
     )
     assert snapshot(project) == before
+
+
+def test_check_tells_a_file_generate_will_update_from_one_edited_by_hand(project, built, cli):
+    """A trial changed a script in client_scripts/ and was told to move "a file you edited by hand"
+    away: ``changed`` (generate updates it) is now told from ``edited`` (generate refuses it)."""
+    script = project / "client_scripts/train_diff.py"
+    script.write_text(script.read_text() + "\n# a new comment\n")
+    code, out, err = cli("generate", "--check")
+    assert code == 1
+    assert "changed: build/jobs/np-diff-in-process/app/custom/train_diff.py" in out
+    assert not any(line.startswith("edited:") for line in out)
+    assert err == ["build/jobs is out of date with jobs.yaml: run `make generate`"]
+    shipped = built / "np-diff-in-process/app/custom/train_diff.py"
+    shipped.write_text("# by hand\n")
+    code, out, err = cli("generate", "--check")
+    assert "edited: build/jobs/np-diff-in-process/app/custom/train_diff.py" in out
+    assert err[0].endswith("(move a file you edited by hand away first: generate never overwrites it)")
 
 
 def test_check_lists_a_job_removed_from_jobs_yaml_and_an_extra_file(project, built, cli):
