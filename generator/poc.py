@@ -80,6 +80,7 @@ from .simulate import (
     judge_cross_site,
     judge_metrics,
     judge_run,
+    report_edits,
     result_record,
     selected_jobs,
 )
@@ -122,6 +123,10 @@ class PocEvents:
     def order_chosen(self, order: list[str], source: str) -> None:
         """Before the first submission: the jobs go in ``order``, not in file order, longest first
         by their wall times in the earlier results file ``source`` (:mod:`generator.order`)."""
+
+    def folders_edited(self, files: list[tuple[Path, str]]) -> None:
+        """Before the first job: files of the jobs to run that are not what ``generate`` wrote
+        (:func:`generator.write.edited_files`); they are submitted as they are."""
 
     def job_finished(self, result: JobResult) -> None:
         """A job ended (any status), judged."""
@@ -876,6 +881,7 @@ def poc_all(
     results = Path(results_path) if results_path else None
     _prepare_outputs(downloads, results, managed, plot_names(selected, manifest))
     with _held({"--workspace": root, "--downloads": downloads}, "poc", events, out, results):
+        report_edits(out, selected, events)
         return _poc_run(
             out, root.resolve(), manifest, selected, downloads, results_path, timeout, events, parallel, relay
         )
@@ -1000,6 +1006,7 @@ def submit_all(
     _prepare_outputs(downloads, results_file, managed, plot_names(selected, manifest))
     results: list[JobResult] = []
     with _held({"--downloads": downloads}, "submit", events, out, results_file), interrupt_on_signals() as received:
+        report_edits(out, selected, events)
         order = chosen_order(selected, results_path, parallel, events)
         with contextlib.suppress(Interrupted):  # between two polls: the results so far are returned
             results = run_jobs(system, out, manifest, selected, downloads, timeout, events, parallel, order=order)

@@ -20,6 +20,7 @@ import shlex
 import sys
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TextIO
 
 from .layout import ManifestEntry, site_number
@@ -133,6 +134,17 @@ class Reporter:
     def leftovers_stopped(self, name: str, count: int) -> None:
         """``  <job>: stopped N process(es) the simulator left running``."""
         self.line(f"  {name}: stopped {count} process(es) the simulator left running")
+
+    def folders_edited(self, files: list[tuple[Path, str]]) -> None:
+        """One warning per file of a job to run that is not what ``generate`` wrote, then what it means, on stderr."""
+        for path, kind in files:
+            what = "was edited since generate wrote it" if kind == "edited" else "was not written by generate"
+            self.line(f"warning: {path}: {what}", err=True)
+        self.line(
+            "warning: the jobs of these files run as their folders are now, and are judged by what the jobs file said "
+            "(num_rounds, clients, expect): to run what it says, move the changes away and generate again",
+            err=True,
+        )
 
     def earlier_run_stopped(self, folder: str, pids: list[int]) -> None:
         """``<folder>: stopped N process(es) an earlier run left running (PID ...)``, on stderr."""

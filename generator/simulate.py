@@ -73,7 +73,7 @@ from .runner import (
 from .safepaths import check_paths, link_parent, new_link_folder, remove_links, remove_stale_links, run_paths
 from .sweep import compare, last_values, model_mean, plot_names, plot_sweep
 from .tracking import ProjectStoreFiller, check_store, project_store
-from .write import read_entries
+from .write import edited_files, read_entries
 
 #: Statuses of a job (``JobResult.status``).
 OK, FAILED, TIMEOUT, INTERRUPTED = "ok", "FAILED", "TIMEOUT", "INTERRUPTED"
@@ -484,6 +484,10 @@ class SimulateEvents:
     def order_chosen(self, order: list[str], source: str) -> None:
         """Before the first job: the jobs start in ``order``, not in file order, longest first by
         their wall times in the earlier results file ``source`` (:mod:`generator.order`)."""
+
+    def folders_edited(self, files: list[tuple[Path, str]]) -> None:
+        """Before the first job: files of the jobs to run that are not what ``generate`` wrote
+        (:func:`generator.write.edited_files`: ``(path, "edited" | "added")``); they run as they are."""
 
     def job_finished(self, result: JobResult) -> None:
         """A job ended (any status): its result, problems, store and plot are known."""
@@ -934,6 +938,7 @@ def simulate_all(
         if stopped:
             events.earlier_run_stopped(str(workspace), stopped)
         remove_stale_links(workspace)  # what such a run left in /tmp
+        report_edits(out, selected, events)
         order = chosen_order(selected, results_path, parallel, events)  # read before results_path is replaced
         return _simulate_held(out, workspace, manifest, order, results_path, reports, timeout, events, parallel, run)
 
@@ -973,6 +978,14 @@ def compare_sweeps(results: list[JobResult], manifest: dict, reports) -> list:
                 record_report(Path(reports), path)
                 sweep.report = str(path)
     return sweeps
+
+
+def report_edits(out: Path, selected: list[str], events) -> None:
+    """Tell ``events.folders_edited`` the files of the ``selected`` job folders of ``out`` that are
+    not what ``generate`` wrote (:func:`generator.write.edited_files`), if any."""
+    edited = edited_files(out, selected)
+    if edited:
+        events.folders_edited(edited)
 
 
 def selected_jobs(out: Path, names: list[str] | None) -> tuple[dict, list[str]]:

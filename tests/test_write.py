@@ -700,3 +700,60 @@ def test_an_interrupted_exchange_whose_temporary_folder_was_deleted_is_refused_n
     err = refused(cli, project)
     assert len(err) == 1 and err[0].startswith("build/jobs/.jobgen.json: names a run that was interrupted")
     assert err[0].endswith("move the output folder away and generate again")
+
+
+def test_simulate_poc_and_submit_warn_of_job_folders_edited_since_generate(project, built, capsys):
+    """A trial edited a generated config from 4 rounds to 6 and ran ``simulate`` directly: "6 of 4
+    rounds started", and nothing said why. The files of the jobs to run that are not what generate
+    wrote are listed first (only those jobs'), with what it means."""
+    from generator.reporter import Reporter
+    from generator.simulate import report_edits
+    from generator.write import edited_files
+
+    names = ["np-full-in-process", "np-diff-in-process"]
+    assert edited_files(built, names) == []
+    server = built / "np-full-in-process/app/config/config_fed_server.json"
+    server.write_text(server.read_text().replace('"num_rounds": 5', '"num_rounds": 6'))
+    (built / "np-full-in-process/app/custom/data.txt").write_text("x")
+    other = built / "np-cyclic/meta.json"
+    other.write_text(other.read_text() + " ")  # not among the jobs to run: not reported
+    assert edited_files(built, names) == [
+        (built / "np-full-in-process/app/config/config_fed_server.json", "edited"),
+        (built / "np-full-in-process/app/custom/data.txt", "added"),
+    ]
+    assert edited_files(project / "nowhere", names) == []
+
+    class Seen:
+        files = None
+
+        def folders_edited(self, files):
+            self.files = files
+
+    seen = Seen()
+    report_edits(built, ["np-diff-in-process"], seen)
+    assert seen.files is None  # nothing to say: not called
+    report_edits(built, names, seen)
+    capsys.readouterr()
+    Reporter().folders_edited(seen.files)
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {server}: was edited since generate wrote it",
+        f"warning: {built / 'np-full-in-process/app/custom/data.txt'}: was not written by generate",
+        "warning: the jobs of these files run as their folders are now, and are judged by what the jobs file "
+        "said (num_rounds, clients, expect): to run what it says, move the changes away and generate again",
+    ]
+
+
+def test_the_simulate_command_says_it_before_any_job_runs(project, built, cli, monkeypatch):
+    import generator.simulate
+
+    ran = []
+    monkeypatch.setattr(
+        generator.simulate, "_run_serial", lambda out, ws, manifest, order, *rest: ran.append(order) or []
+    )
+    server = built / "np-full-in-process/app/config/config_fed_server.json"
+    server.write_text(server.read_text().replace('"num_rounds": 5', '"num_rounds": 6'))
+    code, _, err = cli("simulate", "--job", "np-full-in-process", "--job", "np-diff-in-process", "--parallel", "1")
+    edited = "build/jobs/np-full-in-process/app/config/config_fed_server.json"
+    assert err[0] == f"warning: {edited}: was edited since generate wrote it"
+    assert err[1].startswith("warning: the jobs of these files run as their folders are now")
+    assert ran and sorted(ran[0]) == ["np-diff-in-process", "np-full-in-process"]  # then they run, as they are
