@@ -761,17 +761,22 @@ def judge_run(
         messages.append(f"the model saved at {model} is not final: it was saved {saved}")
     elif result.final_model is None and params is None:
         messages.append(f"no final model saved at {model}")
-    expected = (info.expect if info else {}).get("model_mean")
-    if expected is not None and result.model_mean is not None and result.model_mean != expected:
-        messages.append(f"the final model's mean is {result.model_mean:g}, expected {expected:g} (expect.model_mean)")
-    expected = (info.expect if info else {}).get("final_model")
+    expect = info.expect if info else {}
+    tolerance = expect.get("tolerance") or 0.0
+    within = f", tolerance {tolerance:g}" if tolerance else ""
+    expected = expect.get("model_mean")
+    if expected is not None and result.model_mean is not None and not _close(result.model_mean, expected, tolerance):
+        messages.append(
+            f"the final model's mean is {result.model_mean:g}, expected {expected:g} (expect.model_mean{within})"
+        )
+    expected = expect.get("final_model")
     if expected is not None and result.final_model is not None:
-        messages += final_model_differences(result.final_model, expected)
+        messages += final_model_differences(result.final_model, expected, tolerance)
     messages += nvflare_errors(ws)
     result.problems += [job_problem(result.name, m) for m in messages]
 
 
-def final_model_differences(model, expected) -> list[str]:
+def final_model_differences(model, expected, tolerance: float = 0.0) -> list[str]:
     """How a final model differs from ``expect.final_model``, one message per difference (empty: equal).
 
     Args:
@@ -780,36 +785,49 @@ def final_model_differences(model, expected) -> list[str]:
         expected (list | dict): ``expect.final_model`` from jobs.yaml, of the same shape. Values are
             compared exactly (``6 == 6.0``) or as float32 (:func:`_same_values`), shapes by the
             nesting of the lists.
+        tolerance (float): ``expect.tolerance``: a value within this of the expected one (absolute)
+            is equal too; 0: not.
     """
-    where = "(expect.final_model)"
+    where = f"(expect.final_model, tolerance {tolerance:g})" if tolerance else "(expect.final_model)"
     if not isinstance(model, dict):
-        return [] if _same_values(model, expected) else [f"the final model is {model}, expected {expected} {where}"]
+        if _same_values(model, expected, tolerance):
+            return []
+        return [f"the final model is {model}, expected {expected} {where}"]
     messages = [f"the final model has no parameter {name!r} {where}" for name in expected if name not in model]
     extra = [name for name in model if name not in expected]
     if extra:
         messages.append(f"the final model has parameters that are not expected: {', '.join(extra)} {where}")
     for name, value in expected.items():
-        if name in model and not _same_values(model[name], value):
+        if name in model and not _same_values(model[name], value, tolerance):
             messages.append(f"the final model's {name} is {model[name]}, expected {value} {where}")
     return messages
 
 
-def _same_values(saved, expected) -> bool:
+def _same_values(saved, expected, tolerance: float = 0.0) -> bool:
     """``saved`` (a model's ``tolist()``) equals ``expected`` value by value, with the same nesting.
 
     A saved value equals the number written in ``jobs.yaml`` or that number rounded to float32, the
-    dtype of the example's models (``0.1`` is saved as ``0.10000000149011612``).
+    dtype of the example's models (``0.1`` is saved as ``0.10000000149011612``), or lies within
+    ``tolerance`` of it (:func:`_close`).
     """
     if isinstance(saved, list) or isinstance(expected, list):
         return (
             isinstance(saved, list)
             and isinstance(expected, list)
             and len(saved) == len(expected)
-            and all(_same_values(a, b) for a, b in zip(saved, expected, strict=True))
+            and all(_same_values(a, b, tolerance) for a, b in zip(saved, expected, strict=True))
         )
     if isinstance(expected, bool) or not isinstance(expected, int | float):
         return False
-    if saved == expected:
+    return _close(saved, expected, tolerance)
+
+
+def _close(saved, expected: float, tolerance: float = 0.0) -> bool:
+    """One saved number against the one written: equal, equal to it rounded to float32, or (with a
+    ``tolerance`` above 0) within that of it, ``|saved - expected| <= tolerance``."""
+    if isinstance(saved, bool) or not isinstance(saved, int | float):
+        return False
+    if saved == expected or (tolerance and abs(saved - expected) <= tolerance):
         return True
     try:
         return saved == struct.unpack("f", struct.pack("f", expected))[0]

@@ -329,6 +329,30 @@ def test_judge_fails_a_model_whose_mean_is_not_expected(tmp_path):
     assert [p.message for p in result.problems] == ["the final model's mean is 3, expected 4 (expect.model_mean)"]
 
 
+def test_expect_tolerance_lets_a_trained_model_pass_near_the_numbers_written(tmp_path):
+    """A trial's regression converged to weights 1.00037, -2.0002, ...: ``expect`` compared exactly and
+    could not check a real training run. ``tolerance`` is absolute, for the mean and every value."""
+    from generator.simulate import final_model_differences
+
+    ws = _saved_run(tmp_path, 1.0)  # mean 3
+    assert _judge(ws, {"model_mean": 3.0004, "tolerance": 0.001}).problems == []
+    assert [p.message for p in _judge(ws, {"model_mean": 3.0004, "tolerance": 0.0001}).problems] == [
+        "the final model's mean is 3, expected 3.0004 (expect.model_mean, tolerance 0.0001)"
+    ]
+    near = {
+        name: [[v + 0.0005 for v in row] if isinstance(row, list) else row + 0.0005 for row in value]
+        for name, value in _expected(1.0).items()
+    }
+    assert _judge(ws, {"final_model": near, "tolerance": 0.001}).problems == []
+    assert len(_judge(ws, {"final_model": near}).problems) == 4  # exact: every parameter differs
+    trained = [[1.0003690719604492, -2.000200033187866]]
+    assert final_model_differences(trained, [[1.0, -2.0]], 0.001) == []
+    assert final_model_differences(trained, [[1.0, -2.0]], 0.0001) == [
+        "the final model is [[1.0003690719604492, -2.000200033187866]], expected [[1.0, -2.0]] "
+        "(expect.final_model, tolerance 0.0001)"
+    ]
+
+
 def test_judge_checks_every_final_weight_against_expect_final_model(tmp_path):
     ws = _saved_run(tmp_path, 2.0)
     assert _judge(ws, {"final_model": _expected(2.0)}).problems == []
