@@ -173,10 +173,13 @@ class Reporter:
         name = result.name
         with self._lock:  # one block: a parallel job's lines cannot come between these
             out, err = self._stdout or sys.stdout, self._stderr or sys.stderr
-            log = result.log or (
-                f"not downloaded (NVFlare job {result.job_id})" if result.job_id else "none (not started)"
-            )
-            out.write(f"{name}: {result.status} in {result.wall_seconds:.1f} s; log: {log}\n")
+            if not _started(result):
+                out.write(f"{name}: {result.status}, not started; log: none\n")
+            else:
+                log = result.log or (
+                    f"not downloaded (NVFlare job {result.job_id})" if result.job_id else "none (not started)"
+                )
+                out.write(f"{name}: {result.status} in {result.wall_seconds:.1f} s; log: {log}\n")
             out.flush()
             for problem in result.problems:
                 err.write(f"{problem}\n")  # a Problem of the job: "<job>: <message>"
@@ -252,6 +255,13 @@ def _count(value) -> int:
     return sum(_count(v) for v in value) if isinstance(value, list | tuple) else 1
 
 
+def _started(result) -> bool:
+    """Whether the job of ``result`` was started at all (a simulator run, or a submission): a job
+    refused before (another NVFlare line, a client not connected) or never reached after a stop
+    signal has no wall time, log or NVFlare job ID."""
+    return bool(result.wall_seconds or result.log or result.job_id)
+
+
 def model_cell(result) -> str:
     """The table's "final model" cell of a :class:`generator.simulate.JobResult`: the final model,
     or a saved model marked as not final, or ``-``."""
@@ -289,7 +299,7 @@ def table(results: list) -> list[str]:
                 r.name,
                 r.status,
                 f"{r.rounds_started}/{r.rounds}",
-                f"{r.wall_seconds:.1f}",
+                f"{r.wall_seconds:.1f}" if _started(r) else "-",
                 model_cell(r),
                 _points_text(r.metric_points),
             )

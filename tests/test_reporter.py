@@ -62,7 +62,13 @@ def test_a_finished_job_prints_status_problems_store_and_plot():
 def test_a_job_that_never_started_says_so():
     reporter, out, _ = streams()
     reporter.job_finished(JobResult(name="j", status="FAILED"))
-    assert out.getvalue() == "j: FAILED in 0.0 s; log: none (not started)\n"
+    assert out.getvalue() == "j: FAILED, not started; log: none\n"
+    # its row has no wall time rather than 0.0 s (a poc job refused before it was submitted)
+    ran = JobResult(name="k", status="ok", rounds=1, rounds_started=1, wall_seconds=12.34, log="k.log")
+    assert [line.split()[:4] for line in table([JobResult(name="j", status="FAILED", rounds=2), ran])[1:]] == [
+        ["j", "FAILED", "0/2", "-"],
+        ["k", "ok", "1/1", "12.3"],
+    ]
 
 
 def test_an_interrupted_job_prints_its_log_once(tmp_path):
