@@ -87,7 +87,8 @@ def _children(root: dict, node: dict) -> tuple[dict, object, bool]:
     """(named properties, the schema of any other key or None, whether it is a mapping) of a schema node.
 
     Properties of ``allOf`` parts and of their if/then branches are included: a ``receiver`` has the
-    keys of every ``type``.
+    keys of every ``type``. A mapping that names no property and does not forbid others takes any
+    key, each of any value (``{}``).
     """
     node = _resolve(root, node)
     props: dict = {}
@@ -102,6 +103,8 @@ def _children(root: dict, node: dict) -> tuple[dict, object, bool]:
             if "then" in sub:
                 stack.append(sub["then"])
     other = node.get("additionalProperties")
+    if other in (None, True) and not props and mapping:
+        other = {}  # a mapping of any keys (``model.args``: the class's own keyword arguments)
     return props, other if isinstance(other, dict) else None, mapping
 
 

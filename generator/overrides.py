@@ -286,6 +286,8 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
         inner = node_data.get(key)
         node_data[key] = dict(inner) if isinstance(inner, dict) else {}
         node_data, at = node_data[key], at + (key,)
+        if not isinstance(inner, dict):  # made by this --set: a problem of the new mapping is its
+            _record(merged.sources, at, value_doc, ())  # (a receiver without `type`), not the file's
     node_data[keys[-1]] = _copy(value)
     _record(merged.sources, at + (keys[-1],), value_doc, ())
     return []

@@ -241,6 +241,14 @@ def framework_problems(doc: Document, job: Job, scripts_root: Path, shipper: Shi
             )
         ]
     model_at = job.path_of("model")
+    if "path" not in s["model"]:  # the schema leaves it to the merge: a job may set only model.args
+        return [
+            doc.problem(
+                model_at,
+                "missing required key 'path' (set it here or in `defaults`: model.path is module.Class, the "
+                "torch.nn.Module the server's PTFileModelPersistor builds)",
+            )
+        ]
     at = (*model_at, "path") if model_at[-1] == "model" else model_at
     class_path = s["model"]["path"]
     files, why = model_files(scripts_root, class_path, s.get("script"))
@@ -259,7 +267,7 @@ def framework_problems(doc: Document, job: Job, scripts_root: Path, shipper: Shi
         job.model_shipment = shipper.plan_model(tuple(files))
         problems += [doc.problem(at, message) for _, message in job.model_shipment.errors]
         for arg, message in args_problems(scripts_root / files[-1][1], class_path, s["model"].get("args") or {}):
-            where = (*model_at, "args", arg) if model_at[-1] == "model" and arg else model_at
+            where = job.path_of("model", "args", arg) if arg else model_at
             problems.append(doc.problem(where, message))
     ckpt_why = _checkpoint_problem(s.get("initial_ckpt"), job)
     if ckpt_why:

@@ -142,7 +142,8 @@ class Reporter:
             self.line(f"warning: {path}: {what}", err=True)
         self.line(
             "warning: the jobs of these files run as their folders are now, and are judged by what the jobs file said "
-            "(num_rounds, clients, expect): to run what it says, move the changes away and generate again",
+            "(num_rounds, clients, expect); to keep a change, make it in the jobs file or client_scripts/, then move "
+            "the edited file away and generate again (generate never overwrites it)",
             err=True,
         )
 

@@ -766,9 +766,11 @@ def judge_run(
     within = f", tolerance {tolerance:g}" if tolerance else ""
     expected = expect.get("model_mean")
     if expected is not None and result.model_mean is not None and not _close(result.model_mean, expected, tolerance):
-        messages.append(
-            f"the final model's mean is {result.model_mean:g}, expected {expected:g} (expect.model_mean{within})"
-        )
+        got, want = f"{result.model_mean:g}", f"{expected:g}"
+        if got == want:  # apart in digits %g does not show (a trial: "-0.123827, expected -0.123827")
+            got, want = repr(float(result.model_mean)), repr(float(expected))
+        off = f": off by {abs(result.model_mean - expected):.3g}" if tolerance else ""
+        messages.append(f"the final model's mean is {got}, expected {want} (expect.model_mean{within}{off})")
     expected = expect.get("final_model")
     if expected is not None and result.final_model is not None:
         messages += final_model_differences(result.final_model, expected, tolerance)
@@ -788,19 +790,37 @@ def final_model_differences(model, expected, tolerance: float = 0.0) -> list[str
         tolerance (float): ``expect.tolerance``: a value within this of the expected one (absolute)
             is equal too; 0: not.
     """
-    where = f"(expect.final_model, tolerance {tolerance:g})" if tolerance else "(expect.final_model)"
+
+    def where(saved, wanted) -> str:
+        if not tolerance:
+            return "(expect.final_model)"
+        off = _largest_difference(saved, wanted)
+        return f"(expect.final_model, tolerance {tolerance:g}" + (f": off by up to {off:.3g})" if off else ")")
+
     if not isinstance(model, dict):
         if _same_values(model, expected, tolerance):
             return []
-        return [f"the final model is {model}, expected {expected} {where}"]
-    messages = [f"the final model has no parameter {name!r} {where}" for name in expected if name not in model]
+        return [f"the final model is {model}, expected {expected} {where(model, expected)}"]
+    plain = where(None, None)
+    messages = [f"the final model has no parameter {name!r} {plain}" for name in expected if name not in model]
     extra = [name for name in model if name not in expected]
     if extra:
-        messages.append(f"the final model has parameters that are not expected: {', '.join(extra)} {where}")
+        messages.append(f"the final model has parameters that are not expected: {', '.join(extra)} {plain}")
     for name, value in expected.items():
         if name in model and not _same_values(model[name], value, tolerance):
-            messages.append(f"the final model's {name} is {model[name]}, expected {value} {where}")
+            messages.append(f"the final model's {name} is {model[name]}, expected {value} {where(model[name], value)}")
     return messages
+
+
+def _largest_difference(saved, expected) -> float | None:
+    """The largest ``|saved - expected|`` over two nested lists of numbers of the same nesting, else None."""
+    if isinstance(saved, list) and isinstance(expected, list):
+        if len(saved) != len(expected):
+            return None
+        parts = [_largest_difference(a, b) for a, b in zip(saved, expected, strict=True)]
+        return None if any(p is None for p in parts) else max(parts, default=0.0)
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (saved, expected))
+    return abs(saved - expected) if numbers else None
 
 
 def _same_values(saved, expected, tolerance: float = 0.0) -> bool:

@@ -23,6 +23,10 @@ from .lines import installed_line
 SITE_KEYS = ("script", "script_args", "launch_external_process", "command", "custom_files", "client")
 
 
+#: A key :meth:`Job.path_of` did not find (``None`` is a value a key may hold).
+_ABSENT = object()
+
+
 @dataclass
 class Job:
     """One job with all its settings.
@@ -59,25 +63,35 @@ class Job:
     apps: list = field(default_factory=list, repr=False)
     no_receiver: bool = False
 
-    def path_of(self, key: str) -> tuple:
+    def path_of(self, key: str, *inner: str) -> tuple:
         """Key path in ``jobs.yaml`` that set ``key`` (the job entry itself if nothing did).
 
         Args:
             key (str): a top-level job setting, e.g. ``"min_clients"``.
+            inner (str): keys inside it (``path_of("model", "args", "hidden")``): the layer whose
+                mapping holds that key is the one that set it (a job's ``model`` may hold only
+                ``path`` while ``defaults`` gives ``args``); where none holds it, ``key``'s own path.
 
         Returns:
             tuple: ``("jobs", index, key)``, ``("defaults", key)`` or, for a schema default,
             ``("jobs", index)``; for a client app's job, ``("jobs", index, "sites", site, key)`` (or
-            under ``defaults``) when its site's entry sets ``key``.
+            under ``defaults``) when its site's entry sets ``key``; with ``inner``, those keys appended.
         """
+        layers = []
         if self.site is not None:
             for where, layer in ((("jobs", self.index), self.entry), (("defaults",), self.defaults)):
-                if key in ((layer.get("sites") or {}).get(self.site) or {}):
-                    return (*where, "sites", self.site, key)
-        if key in self.entry:
-            return ("jobs", self.index, key)
-        if key in self.defaults:
-            return ("defaults", key)
+                layers.append(((*where, "sites", self.site), (layer.get("sites") or {}).get(self.site) or {}))
+        layers += [(("jobs", self.index), self.entry), (("defaults",), self.defaults)]
+        if inner:
+            for where, layer in layers:
+                node = layer.get(key)
+                for part in inner:
+                    node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+                if node is not _ABSENT:
+                    return (*where, key, *inner)
+        for where, layer in layers:
+            if key in layer:
+                return (*where, key)
         return ("jobs", self.index)
 
     @property

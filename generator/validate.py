@@ -842,8 +842,9 @@ def _command_line_problems(doc: Document, job: Job) -> list[Problem]:
 
 def _expect_problems(doc: Document, job: Job) -> list[Problem]:
     """``expect.metric_points_per_site`` needs a receiver: points are counted in the receiver's store.
-    ``expect.final_model`` has the shape of the framework's model: one array (numpy's ``server.npy``)
-    or a ``{parameter: array}`` state_dict (PyTorch)."""
+    ``expect.tolerance`` needs ``model_mean`` or ``final_model`` to apply to. ``expect.final_model``
+    has the shape of the framework's model: one array (numpy's ``server.npy``) or a
+    ``{parameter: array}`` state_dict (PyTorch)."""
     s = job.settings
     problems = []
 
@@ -855,8 +856,20 @@ def _expect_problems(doc: Document, job: Job) -> list[Problem]:
         problems.append(
             doc.problem(
                 where("metric_points_per_site"),
-                "metric points can only be counted in a receiver's store, and this job has no `receiver`: "
+                "metric points can only be counted in a receiver's store, and this job's receiver is "
+                "{type: none}: give it the receiver its script's writer is made for (mlflow, tensorboard or "
+                "wandb) or leave expect.metric_points_per_site out"
+                if job.no_receiver
+                else "metric points can only be counted in a receiver's store, and this job has no `receiver`: "
                 "add one (e.g. receiver: {type: mlflow}) or leave expect.metric_points_per_site out",
+            )
+        )
+    if "tolerance" in s["expect"] and not ({"model_mean", "final_model"} & set(s["expect"])):
+        problems.append(
+            doc.problem(
+                where("tolerance"),
+                "expect.tolerance applies to expect.model_mean and expect.final_model, and this job expects "
+                "neither: add one, or leave tolerance out",
             )
         )
     final = s["expect"].get("final_model")

@@ -457,3 +457,64 @@ def test_a_later_files_job_whose_name_is_a_near_miss_is_added_with_a_located_war
         "'np-ful-in-process', so this is a new job; did you mean 'np-full-in-process' (jobs merge by name)?"
     ]
     assert "np-full-in-process, np-ful-in-process, np-full-r10" in out[-1]
+
+
+def test_a_pytorch_model_argument_can_be_swept_and_set_alone(project):
+    """A trial's ``--set defaults.model.args.hidden=3`` was refused ("'hidden' is not a setting of
+    model.args": its keys are the class's own), and a job or matrix that set only ``model.args``
+    was refused for want of ``path``, which ``defaults`` gave: a model's hyperparameter could not
+    be swept. ``model.args`` takes any key (checked against the class's ``__init__``); ``path`` is
+    required of the merged job."""
+    _files(
+        project,
+        **{
+            "jobs.yaml": "defaults:\n  framework: pytorch\n"
+            "  model: {path: pt_net.SimpleNet, args: {in_features: 2, hidden: 4}}\n"
+            "jobs:\n  - name: h{model.args.hidden}\n    script: train_pt.py\n"
+            "    matrix: {model.args.hidden: [4, 8]}\n"
+            "  - name: own\n    script: train_pt.py\n    model: {args: {hidden: 3}}\n",
+        },
+    )
+    jobs = {j.name: j.settings["model"] for j in check_only(project / "jobs.yaml").jobs}
+    assert jobs == {
+        "h4": {"path": "pt_net.SimpleNet", "args": {"in_features": 2, "hidden": 4}},
+        "h8": {"path": "pt_net.SimpleNet", "args": {"in_features": 2, "hidden": 8}},
+        "own": {"path": "pt_net.SimpleNet", "args": {"in_features": 2, "hidden": 3}},
+    }
+    jobs = {
+        j.name: j.settings["model"]["args"]
+        for j in check_only(
+            project / "jobs.yaml", ["jobs.own.model.args.hidden=5", "defaults.model.args.in_features=3"]
+        ).jobs
+    }
+    assert jobs == {
+        "h4": {"in_features": 3, "hidden": 4},
+        "h8": {"in_features": 3, "hidden": 8},
+        "own": {"in_features": 3, "hidden": 5},
+    }
+    with pytest.raises(SpecError) as e:  # a typo is still caught, by the class's own __init__
+        check_only(project / "jobs.yaml", ["defaults.model.args.hiden=3"])
+    shown = [str(p) for p in e.value.problems]
+    typo = "--set #1: defaults.model.args.hiden: pt_net.SimpleNet.__init__ takes no argument 'hiden'; did you mean"
+    assert any(line.startswith(typo) for line in shown), shown
+    (project / "jobs.yaml").write_text(
+        "defaults: {framework: pytorch}\njobs:\n  - {name: a, script: train_pt.py, model: {args: {hidden: 3}}}\n"
+    )
+    with pytest.raises(SpecError) as e:
+        check_only(project / "jobs.yaml")
+    assert [str(p) for p in e.value.problems] == [
+        f"{project / 'jobs.yaml'}:3:43: jobs[0] (a).model: missing required key 'path' (set it here or in "
+        "`defaults`: model.path is module.Class, the torch.nn.Module the server's PTFileModelPersistor builds)"
+    ]
+
+
+def test_a_mapping_a_set_makes_is_located_at_that_set(project):
+    """A trial's ``--set defaults.receiver.tb_folder=tbx`` (no receiver in ``defaults``) was reported at
+    the file's ``defaults:`` line: the receiver it made, without ``type``, is the ``--set``'s."""
+    _files(project, **{"jobs.yaml": "defaults:\n  num_rounds: 3\njobs:\n  - name: c\n    script: train_full.py\n"})
+    with pytest.raises(SpecError) as e:
+        check_only(project / "jobs.yaml", ["defaults.receiver.tb_folder=tbx"])
+    assert [str(p) for p in e.value.problems] == [
+        "--set #1: defaults.receiver.tb_folder: missing required key 'type' (every receiver names its type: mlflow, "
+        "tensorboard, wandb or none, also when `defaults` sets one)"
+    ]

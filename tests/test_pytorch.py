@@ -337,7 +337,11 @@ def test_expect_tolerance_lets_a_trained_model_pass_near_the_numbers_written(tmp
     ws = _saved_run(tmp_path, 1.0)  # mean 3
     assert _judge(ws, {"model_mean": 3.0004, "tolerance": 0.001}).problems == []
     assert [p.message for p in _judge(ws, {"model_mean": 3.0004, "tolerance": 0.0001}).problems] == [
-        "the final model's mean is 3, expected 3.0004 (expect.model_mean, tolerance 0.0001)"
+        "the final model's mean is 3, expected 3.0004 (expect.model_mean, tolerance 0.0001: off by 0.0004)"
+    ]
+    # numbers %g prints alike are shown in full (a trial: "-0.123827, expected -0.123827")
+    assert [p.message for p in _judge(ws, {"model_mean": 3.000001, "tolerance": 1e-7}).problems] == [
+        "the final model's mean is 3.0, expected 3.000001 (expect.model_mean, tolerance 1e-07: off by 1e-06)"
     ]
     near = {
         name: [[v + 0.0005 for v in row] if isinstance(row, list) else row + 0.0005 for row in value]
@@ -349,7 +353,7 @@ def test_expect_tolerance_lets_a_trained_model_pass_near_the_numbers_written(tmp
     assert final_model_differences(trained, [[1.0, -2.0]], 0.001) == []
     assert final_model_differences(trained, [[1.0, -2.0]], 0.0001) == [
         "the final model is [[1.0003690719604492, -2.000200033187866]], expected [[1.0, -2.0]] "
-        "(expect.final_model, tolerance 0.0001)"
+        "(expect.final_model, tolerance 0.0001: off by up to 0.000369)"
     ]
 
 

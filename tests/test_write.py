@@ -739,7 +739,8 @@ def test_simulate_poc_and_submit_warn_of_job_folders_edited_since_generate(proje
         f"warning: {server}: was edited since generate wrote it",
         f"warning: {built / 'np-full-in-process/app/custom/data.txt'}: was not written by generate",
         "warning: the jobs of these files run as their folders are now, and are judged by what the jobs file "
-        "said (num_rounds, clients, expect): to run what it says, move the changes away and generate again",
+        "said (num_rounds, clients, expect); to keep a change, make it in the jobs file or client_scripts/, then "
+        "move the edited file away and generate again (generate never overwrites it)",
     ]
 
 
