@@ -24,6 +24,7 @@ from pathlib import Path
 from .errors import Problem, SpecError
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document, format_path, load, load_text
 from .matrix import DEFAULT_MAX_JOBS, combination_count, expand, is_matrix_job, setting_problem
+from .matrix import RESERVED as MATRIX_RESERVED  # include, exclude
 from .spec import TYPED_MAPPINGS, _copy
 
 
@@ -231,7 +232,10 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
     data = merged.data
     if not isinstance(data, dict) or not isinstance(data.get("jobs", []), list):
         return []  # the schema reports the file's shape; the override has nowhere to go
-    if path.startswith("defaults."):
+    if path == "max_jobs":  # the one top-level setting besides defaults and jobs
+        keys, target = ["max_jobs"], ()
+        node = schema
+    elif path.startswith("defaults."):
         keys, target = path.split(".")[1:], ("defaults",)
         node = schema["$defs"]["job_settings"]
     elif path.startswith("jobs."):
@@ -255,9 +259,13 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
         keys, target = rest[len(found) + 1 :].split("."), ("jobs", names.index(found))
         node = None
     else:
-        return fail("PATH must start with defaults. or jobs.NAME. (a job by its name)")
+        return fail("PATH must start with defaults. or jobs.NAME. (a job by its name), or be max_jobs")
     if not all(keys):
         return fail("empty key in PATH")
+    if len(keys) > 2 and keys[0] == "matrix" and keys[1] not in MATRIX_RESERVED:
+        # a matrix key is a dotted setting path itself: matrix.model.args.hidden=[2, 3] sets the
+        # key "model.args.hidden" (a trial's was split at every dot: "expected a list, got a mapping")
+        keys = ["matrix", ".".join(keys[1:])]
     if keys != ["matrix"] and keys[0] != "matrix" and keys != ["name"]:
         problem = setting_problem(schema, keys, node)
         if problem:
@@ -338,17 +346,27 @@ def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
     counts = [combination_count(e["matrix"]) if is_matrix_job(e) else 1 for e in jobs]
     total = sum(counts)
     if total > cap:
+        if "max_jobs" in data:
+            at = _merged_problem(merged, ("max_jobs",), "")
+            limit = f"max_jobs ({cap:,}, set at {at.file}" + (f":{at.line})" if at.line else ")")
+        else:
+            limit = f"max_jobs ({cap:,}, the default)"
         problems = []
         for i, entry in enumerate(jobs):
             if is_matrix_job(entry) and counts[i] > 1:
-                sizes = " x ".join(str(len(v)) for k, v in entry["matrix"].items() if isinstance(v, list))
-                whole = "" if counts[i] == total else f"; the file's jobs come to {total:,}"
+                matrix = entry["matrix"]
+                axes = [v for k, v in matrix.items() if k not in MATRIX_RESERVED and isinstance(v, list)]
+                sizes = " x ".join(str(len(v)) for v in axes) or "no axis"
+                include = matrix.get("include")
+                if isinstance(include, list) and include:
+                    sizes += f" + {len(include)} include"
+                whole = "" if counts[i] == total else f"; with the other jobs, {total:,} in all"
                 problems.append(
                     _merged_problem(
                         merged,
                         ("jobs", i, "matrix"),
-                        f"expands to up to {counts[i]:,} jobs ({sizes}){whole}, more than max_jobs ({cap:,}): "
-                        "shorten the lists, or raise max_jobs (a top-level key) if you mean it",
+                        f"expands to up to {counts[i]:,} jobs ({sizes}){whole}, more than {limit}: shorten the "
+                        "lists, or raise max_jobs (a top-level key of a jobs file, or --set max_jobs=N) if you mean it",
                         at_key=True,
                     )
                 )

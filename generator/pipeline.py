@@ -257,9 +257,10 @@ def generate(
     """
     with no_cyclic_gc():
         doc = load_all(jobs_file, sets)
-        checked = check_document(doc)
-        jobs = effective_jobs(doc.data, checked.schema, only=checked.fitting)
-        jobs = select(doc, check_jobs(checked, jobs), names)
+        with _warned_on_failure(doc):
+            checked = check_document(doc)
+            jobs = effective_jobs(doc.data, checked.schema, only=checked.fitting)
+            jobs = select(doc, check_jobs(checked, jobs), names)
         renderer = Renderer(doc.root / SCRIPTS_DIR)
         result = Generated(jobs=jobs, out=Path(out), warnings=_warnings(doc, jobs))
     with collect_only_new():
@@ -295,10 +296,25 @@ def check_only(jobs_file: str | Path | list, sets: list[str] | None = None) -> G
             :func:`generator.validate.check_jobs`.
     """
     doc = load_all(jobs_file, sets)
-    checked = check_document(doc)
-    jobs = effective_jobs(doc.data, checked.schema, only=checked.fitting)
-    jobs = check_jobs(checked, jobs)
+    with _warned_on_failure(doc):
+        checked = check_document(doc)
+        jobs = effective_jobs(doc.data, checked.schema, only=checked.fitting)
+        jobs = check_jobs(checked, jobs)
     return Generated(jobs=jobs, out=Path(), warnings=_warnings(doc, jobs))
+
+
+@contextmanager
+def _warned_on_failure(doc) -> Iterator[None]:
+    """Re-raise a :class:`SpecError` of the block with the warnings of loading ``doc`` among its
+    problems, in file order: a later file's job whose name is close to an earlier one's (``did you
+    mean 'np-diff-in-process' (jobs merge by name)?``) is a new job, and its error (``missing
+    required key 'script'``) alone sent a trial to add a script instead of fixing the name."""
+    try:
+        yield
+    except SpecError as e:
+        if doc.warnings:
+            raise SpecError([*e.problems, *doc.warnings]) from None
+        raise
 
 
 def _warnings(doc, jobs: list[Job]) -> list[Problem]:

@@ -518,3 +518,64 @@ def test_a_mapping_a_set_makes_is_located_at_that_set(project):
         "--set #1: defaults.receiver.tb_folder: missing required key 'type' (every receiver names its type: mlflow, "
         "tensorboard, wandb or none, also when `defaults` sets one)"
     ]
+
+
+def test_set_replaces_one_dotted_axis_of_a_matrix(project):
+    """A trial's ``--set 'jobs.NAME.matrix.model.args.hidden=[2, 3]'`` was split at every dot ("expected
+    a list of values, got a mapping"), and replacing the whole matrix dropped its ``include``. A matrix
+    key is a dotted setting path itself: the rest of the PATH after ``matrix.`` is that one key."""
+    _files(
+        project,
+        **{
+            "jobs.yaml": "defaults:\n  framework: pytorch\n"
+            "  model: {path: pt_net.SimpleNet, args: {in_features: 2, hidden: 4}}\n"
+            "jobs:\n  - name: h{model.args.hidden}-{params_transfer_type}\n    script: train_pt.py\n"
+            "    matrix:\n      model.args.hidden: [4, 8]\n      params_transfer_type: [FULL]\n"
+            "      include: [{params_transfer_type: DIFF, model.args.hidden: 1}]\n",
+        },
+    )
+    job = "jobs.h{model.args.hidden}-{params_transfer_type}"
+    names = [j.name for j in check_only(project / "jobs.yaml", [f"{job}.matrix.model.args.hidden=[2, 3]"]).jobs]
+    assert names == ["h2-FULL", "h3-FULL", "h1-DIFF"]  # the include is kept
+    names = [j.name for j in check_only(project / "jobs.yaml", [f"{job}.matrix.include=[]"]).jobs]
+    assert names == ["h4-FULL", "h8-FULL"]  # include and exclude are the matrix's own keys
+
+
+def test_a_mistyped_job_name_in_a_later_file_is_hinted_beside_its_error(project):
+    """A trial's layer ``jobs: [{name: np-diff-in-proces, num_rounds: 2}]`` got only "missing required
+    key 'script'": the did-you-mean warning came only when the new job was otherwise valid."""
+    _files(project, **{"near.yaml": "jobs:\n  - name: np-diff-in-proces\n    num_rounds: 2\n"})
+    with pytest.raises(SpecError) as e:
+        check_only([project / "jobs.yaml", project / "near.yaml"])
+    near = project / "near.yaml"
+    assert [str(p) for p in e.value.problems] == [
+        f"{near}:2:5: jobs[0] (np-diff-in-proces): missing required key 'script' (set it here or in `defaults`)",
+        f"{near}:2:11: jobs[0] (np-diff-in-proces).name: warning: no earlier file has a job 'np-diff-in-proces', "
+        "so this is a new job; did you mean 'np-diff-in-process' (jobs merge by name)?",
+    ]
+
+
+def test_too_many_jobs_counts_right_says_where_max_jobs_is_and_set_can_raise_it(project):
+    """A trial's "up to 10 jobs (2 x 2 x 6)" was 2 x 2 plus 6 include entries, "the file's jobs"
+    came from three files, and `--set max_jobs=500`, which the advice called for, was refused."""
+    _files(
+        project,
+        **{
+            "big.yaml": "max_jobs: 20\njobs:\n  - name: s-{num_rounds}-{num_clients}\n    script: train_full.py\n"
+            "    matrix:\n      num_rounds: [1, 2, 3, 4, 5]\n      num_clients: [2, 3, 4, 5]\n"
+            "      include: [{num_rounds: 9, num_clients: 2}, {num_rounds: 8, num_clients: 2}]\n",
+        },
+    )
+    files = [project / "jobs.yaml", project / "big.yaml"]
+    with pytest.raises(SpecError) as e:
+        check_only(files)
+    big = project / "big.yaml"
+    assert [str(p) for p in e.value.problems] == [
+        f"{big}:5:5: jobs[0] (s-{{num_rounds}}-{{num_clients}}).matrix: expands to up to 22 jobs (5 x 4 + 2 include); "
+        f"with the other jobs, 36 in all, more than max_jobs (20, set at {big}:1): shorten the lists, or raise "
+        "max_jobs (a top-level key of a jobs file, or --set max_jobs=N) if you mean it"
+    ]
+    assert len(check_only(files, ["max_jobs=36"]).jobs) == 36
+    with pytest.raises(SpecError) as e:
+        check_only(files, ["max_jobs=35"])
+    assert "more than max_jobs (35, set at --set #1)" in str(e.value.problems[0])
