@@ -18,7 +18,8 @@ USER_NAME ?=
 # poc's workspace (the POC system, HOME of its commands); default build/poc-workspace. NVFlare's POC
 # system needs a path without spaces: in a clone whose path has one, give e.g. POC_WS=/tmp/jobgen-poc-$$(id -u).
 POC_WS ?=
-# RESULTS=file (simulate, poc, submit: --results; make view reads it too), DOWNLOADS=folder (poc, submit: --downloads)
+# RESULTS=file (simulate, poc, submit: --results; make view reads it too), DOWNLOADS=folder (poc, submit: --downloads),
+# REPORTS=folder (simulate: --reports, the plots), SHOW=job names (validate --show)
 DOWNLOADS ?=
 # RELAY=1: poc --relay (job messages through the POC server, as NVFlare's default comm_config); 0, no, false: not
 RELAY ?=
@@ -58,9 +59,9 @@ $(STAMP27): Makefile
 ## setup27: create .venv-nvflare27 with NVFlare 2.7 and the generator's dependencies
 setup27: $(STAMP27)
 
-## validate: check jobs.yaml against the schema and across fields
+## validate: check jobs.yaml against the schema and across fields (SHOW="name ...": print those jobs' effective settings)
 validate: setup
-	"$(BIN)/python" -m generator validate $(FILES_ARGS) $(SET_ARGS)
+	"$(BIN)/python" -m generator validate $(FILES_ARGS) $(SET_ARGS) $(foreach j,$(SHOW),--show $(j))
 
 ## generate: render one NVFlare job folder per job into build/jobs/
 generate: setup
@@ -86,7 +87,7 @@ STALE_NOTE = @"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out 
 ## simulate: run every generated job (or JOB=name ...) with nvflare simulator and check the results (PARALLEL=n jobs at once, RESULTS=file)
 simulate: setup
 	$(STALE_NOTE)
-	"$(BIN)/python" -m generator simulate --out "$(OUT)" --workspace "$(WS)" $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(RESULTS),--results "$(RESULTS)")
+	"$(BIN)/python" -m generator simulate --out "$(OUT)" --workspace "$(WS)" $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(RESULTS),--results "$(RESULTS)") $(if $(REPORTS),--reports "$(REPORTS)")
 
 ## poc: run every generated job on a POC system (server and clients on 127.0.0.1) started for them, then stop it (PARALLEL=n jobs at once, POC_WS=its workspace, RELAY=1 for --relay, DOWNLOADS=folder, RESULTS=file)
 poc: setup

@@ -141,6 +141,13 @@ def _parser() -> argparse.ArgumentParser:
         "write nothing. Errors name file:line:column and the key; exit 2.",
     )
     _add_jobs_options(v)
+    v.add_argument(
+        "--show",
+        action="append",
+        metavar="NAME",
+        help="print the effective settings of job NAME (after every file, --set, defaults and the schema's "
+        "defaults; a matrix job by an expanded name) as YAML (repeatable)",
+    )
 
     g = sub.add_parser(
         "generate",
@@ -266,9 +273,11 @@ def _validate(args) -> int:
     from .pipeline import check_only
 
     files = _files(args)
-    result = check_only(files, args.set)
+    result = check_only(files, args.set, args.show)
     REPORTER.problems(result.warnings)
-    REPORTER.validated(" ".join(files), [j.name for j in result.jobs])
+    REPORTER.validated(" ".join(files), [j.name for j in result.jobs], comment=bool(result.shown))
+    if result.shown:
+        REPORTER.settings({job.name: job.settings for job in result.shown})
     return 0
 
 

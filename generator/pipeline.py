@@ -61,6 +61,7 @@ class Generated:
             ``jobs.yaml``), so the CLI can say so.
         unchanged (list[str]): jobs whose folders this run left as they were (already what
             ``jobs.yaml`` renders), so the CLI does not say it generated them.
+        shown (list[Job]): with ``validate --show``: the jobs whose effective settings to print.
     """
 
     jobs: list
@@ -69,6 +70,7 @@ class Generated:
     differences: list = field(default_factory=list)
     removed: list = field(default_factory=list)
     unchanged: list = field(default_factory=list)
+    shown: list = field(default_factory=list)
 
 
 class RenderedJobs(Mapping):
@@ -161,13 +163,14 @@ def _once(problems: list) -> list:
     return list(dict.fromkeys(problems))
 
 
-def select(doc, jobs: list[Job], names: list[str] | None) -> list[Job]:
-    """Keep the jobs named by ``--job``.
+def select(doc, jobs: list[Job], names: list[str] | None, option: str = "--job") -> list[Job]:
+    """Keep the jobs named by ``--job`` (or another ``option``: ``validate --show``).
 
     Args:
         doc (Document): the loaded ``jobs.yaml`` (its ``file`` names it in messages).
         jobs (list[Job]): the validated jobs.
         names (list[str] | None): the ``--job`` values; None or empty: keep every job.
+        option (str): the option the names were given with, for messages.
 
     Returns:
         list[Job]: the jobs named, in file order.
@@ -184,7 +187,7 @@ def select(doc, jobs: list[Job], names: list[str] | None) -> list[Job]:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; jobs are: {', '.join(known)}"
-            problems.append(Problem(doc.file, 0, 0, "", f"--job {name!r}: no job of that name in this file{hint}"))
+            problems.append(Problem(doc.file, 0, 0, "", f"{option} {name!r}: no job of that name in this file{hint}"))
     if problems:
         raise SpecError(problems)
     return [j for j in jobs if j.name in names]
@@ -281,26 +284,28 @@ def generate(
     return result
 
 
-def check_only(jobs_file: str | Path | list, sets: list[str] | None = None) -> Generated:
+def check_only(jobs_file: str | Path | list, sets: list[str] | None = None, show: list[str] | None = None) -> Generated:
     """Load, validate and build the jobs of ``jobs_file`` (``validate`` command); write nothing.
 
     Args:
         jobs_file (str | Path | list): the ``jobs.yaml`` to read, or several, merged in order.
         sets (list[str] | None): ``--set PATH=VALUE`` overrides, applied after the files.
+        show (list[str] | None): ``validate --show`` names: :attr:`Generated.shown` gets those jobs.
 
     Returns:
         Generated: the jobs and the warnings (``out`` is unused).
 
     Raises:
         SpecError: see :func:`generator.load.load`, :func:`generator.validate.check_document` and
-            :func:`generator.validate.check_jobs`.
+            :func:`generator.validate.check_jobs`; a ``show`` name that is no job.
     """
     doc = load_all(jobs_file, sets)
     with _warned_on_failure(doc):
         checked = check_document(doc)
         jobs = effective_jobs(doc.data, checked.schema, only=checked.fitting)
         jobs = check_jobs(checked, jobs)
-    return Generated(jobs=jobs, out=Path(), warnings=_warnings(doc, jobs))
+        shown = select(doc, jobs, show, option="--show") if show else []
+    return Generated(jobs=jobs, out=Path(), warnings=_warnings(doc, jobs), shown=shown)
 
 
 @contextmanager

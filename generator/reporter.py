@@ -76,9 +76,17 @@ class Reporter:
 
     # -- validate, generate, lint, view ---------------------------------------------------------
 
-    def validated(self, jobs_file: str, names: list[str]) -> None:
-        """``validate`` found ``jobs_file`` valid, holding the jobs ``names``."""
-        self.line(f"{jobs_file}: {len(names)} job(s) valid: {', '.join(names)}")
+    def validated(self, jobs_file: str, names: list[str], comment: bool = False) -> None:
+        """``validate`` found ``jobs_file`` valid, holding the jobs ``names``; ``comment``: as a YAML
+        comment (``# ...``), before the settings of ``validate --show``, so that stdout is YAML."""
+        self.line(f"{'# ' if comment else ''}{jobs_file}: {len(names)} job(s) valid: {', '.join(names)}")
+
+    def settings(self, jobs: dict[str, dict]) -> None:
+        """``validate --show``: each job's effective settings, ``{name: settings}``, as one YAML mapping
+        in the order given (keys as the settings hold them), ready to paste into a jobs file."""
+        import yaml
+
+        self.line(yaml.safe_dump(jobs, sort_keys=False, allow_unicode=True, width=100).rstrip("\n"))
 
     def generated(self, out, names: list[str], removed: list[str], jobs_file: str, unchanged: list[str] = ()) -> None:
         """``generate`` wrote ``out/<name>`` for each of ``names`` not in ``unchanged`` (those folders

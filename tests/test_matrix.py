@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import CASES, INITIAL_MODEL, ROOT, run_cli, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -579,3 +580,42 @@ def test_too_many_jobs_counts_right_says_where_max_jobs_is_and_set_can_raise_it(
     with pytest.raises(SpecError) as e:
         check_only(files, ["max_jobs=35"])
     assert "more than max_jobs (35, set at --set #1)" in str(e.value.problems[0])
+
+
+def test_validate_show_prints_a_jobs_effective_settings_as_yaml(project, cli):
+    """A trial layering a lab file and --set over jobs.yaml had no way to see what a job came to
+    (``validate`` named the jobs only). ``--show NAME`` prints its settings after every layer, as
+    YAML on stdout (the summary a comment), an expanded matrix job by its own name."""
+    _files(
+        project,
+        **{
+            "lab.yaml": "defaults: {num_rounds: 3}\njobs:\n  - name: np-diff-in-process\n    num_clients: 3\n"
+            "  - name: s-r{num_rounds}\n    script: train_full.py\n    matrix: {num_rounds: [1, 2]}\n",
+        },
+    )
+    code, out, err = cli(
+        "validate",
+        "--jobs",
+        "jobs.yaml",
+        "--jobs",
+        "lab.yaml",
+        "--set",
+        "jobs.np-diff-in-process.min_clients=3",
+        "--show",
+        "np-diff-in-process",
+        "--show",
+        "s-r2",
+    )
+    assert (code, err) == (0, [])
+    assert out[0].startswith("# jobs.yaml lab.yaml: 16 job(s) valid: ")
+    shown = yaml.safe_load("\n".join(out))
+    assert list(shown) == ["np-diff-in-process", "s-r2"]
+    diff = shown["np-diff-in-process"]
+    assert (diff["num_rounds"], diff["num_clients"], diff["min_clients"]) == (3, 3, 3)
+    assert diff["params_transfer_type"] == "DIFF" and diff["script"] == "train_diff.py"
+    assert shown["s-r2"]["num_rounds"] == 2 and "matrix" not in shown["s-r2"]
+    code, _, err = cli("validate", "--show", "np-dif-in-process")
+    assert (code, err) == (
+        2,
+        ["jobs.yaml: --show 'np-dif-in-process': no job of that name in this file; did you mean 'np-diff-in-process'?"],
+    )
