@@ -17,6 +17,7 @@ With one file, no ``--set`` and no ``matrix``, the loaded document is returned a
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from pathlib import Path
@@ -270,6 +271,18 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
         problem = setting_problem(schema, keys, node)
         if problem:
             return fail(problem)
+        swept = _swept_by(data, target, keys)
+        if swept:  # every combination sets it again: the value would go nowhere, without a word
+            merged.warnings.append(
+                Problem(
+                    f"--set #{number}",
+                    0,
+                    0,
+                    path,
+                    f"warning: the matrix of job {swept!r} sets {'.'.join(keys)} in every combination, over this "
+                    f"value: set that axis instead (jobs.{swept}.matrix.{'.'.join(keys)}=[...])",
+                )
+            )
     value_doc = SetValue(number, path, text, merged.root)
     if text.strip():
         try:
@@ -299,6 +312,20 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
     node_data[keys[-1]] = _copy(value)
     _record(merged.sources, at + (keys[-1],), value_doc, ())
     return []
+
+
+def _swept_by(data: dict, target: tuple, keys: list[str]) -> str | None:
+    """The name of the matrix job whose axes set the setting ``keys`` that a ``--set`` of ``target``
+    (``("jobs", i)``) writes; None for another target, or a job whose matrix has no such axis."""
+    if len(target) != 2 or target[0] != "jobs":
+        return None
+    entry = data["jobs"][target[1]]
+    matrix = entry.get("matrix") if isinstance(entry, dict) else None
+    if not isinstance(matrix, dict):
+        return None
+    dotted = ".".join(keys)
+    axes = [k for k in matrix if k not in MATRIX_RESERVED]
+    return entry.get("name") if any(k == dotted or dotted.startswith(k + ".") for k in axes) else None
 
 
 def _core_schema(value, plain: dict, path: tuple):
@@ -379,13 +406,34 @@ def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
             continue
         combos, found = expand(entry, schema)
         for where, message, at_key in found:
-            problems.append(_merged_problem(merged, ("jobs", i) + where, message, at_key=at_key))
+            problem = _merged_problem(merged, ("jobs", i) + where, message, at_key=at_key)
+            if where[:2] == ("matrix", "include"):
+                problem = _with_axes_elsewhere(merged, i, entry["matrix"], problem)
+            problems.append(problem)
         for combo in combos:
             out.append(combo.entry)
             merged.expanded.append((i, combo))
             merged.combinations[combo.entry["name"]] = (entry.get("name"), combo.values)
     data["jobs"] = out
     return problems
+
+
+def _with_axes_elsewhere(merged: Layered, i: int, matrix: dict, problem: Problem) -> Problem:
+    """``problem`` of an ``include`` entry of job ``i``'s ``matrix``, naming the axes a later file or
+    a ``--set`` gave that matrix: an entry that matched the axes as written may not match them as
+    merged (a trial's ``--set ...matrix.params_transfer_type=[FULL]`` made the file's include entry a
+    combination of its own, and the error named only the file)."""
+    elsewhere = []
+    for key in matrix:
+        if key in MATRIX_RESERVED:
+            continue
+        source = _merged_problem(merged, ("jobs", i, "matrix", key), "")
+        if source.file != problem.file:
+            elsewhere.append(f"{key} from {source.file}" + (f":{source.line}" if source.line else ""))
+    if not elsewhere:
+        return problem
+    merged_axes = f" (the matrix's axes as merged: {', '.join(elsewhere)})"
+    return dataclasses.replace(problem, message=problem.message + merged_axes)
 
 
 def _without_matrix(data) -> bool:

@@ -619,3 +619,45 @@ def test_validate_show_prints_a_jobs_effective_settings_as_yaml(project, cli):
         2,
         ["jobs.yaml: --show 'np-dif-in-process': no job of that name in this file; did you mean 'np-diff-in-process'?"],
     )
+
+
+def test_an_include_that_a_set_axis_no_longer_matches_names_that_set(project):
+    """A trial's ``--set ...matrix.params_transfer_type=[FULL]`` left the file's ``include`` entry for
+    DIFF without a combination to extend; the error named only the file's include entry."""
+    _files(
+        project,
+        **{
+            "jobs.yaml": "jobs:\n  - name: np-{params_transfer_type}-r{num_rounds}\n    script: train_full.py\n"
+            "    matrix:\n      params_transfer_type: [FULL, DIFF]\n      num_rounds: [1, 2]\n"
+            "      include:\n        - {params_transfer_type: DIFF, script: train_diff.py}\n",
+        },
+    )
+    assert len(check_only(project / "jobs.yaml").jobs) == 4
+    with pytest.raises(SpecError) as e:
+        check_only(
+            project / "jobs.yaml", ["jobs.np-{params_transfer_type}-r{num_rounds}.matrix.params_transfer_type=[FULL]"]
+        )
+    (problem,) = e.value.problems
+    assert str(problem).endswith(
+        "matrix.include[0]: makes a combination without num_rounds, which the name's {num_rounds} needs "
+        "(the matrix's axes as merged: params_transfer_type from --set #1)"
+    )
+    assert problem.file == str(project / "jobs.yaml") and problem.line == 8
+
+
+def test_a_set_of_a_setting_the_matrix_sweeps_is_warned_of(project):
+    """A trial's ``--set ...model.args.hidden=8`` on a job whose matrix sweeps ``model.args.hidden``
+    was accepted without a word, and every combination set its own value over it."""
+    _files(
+        project,
+        **{
+            "jobs.yaml": "jobs:\n  - name: s-r{num_rounds}\n    script: train_full.py\n    matrix: {num_rounds: [1, 2]}\n"
+            "  - name: plain\n    script: train_full.py\n",
+        },
+    )
+    result = check_only(project / "jobs.yaml", ["jobs.s-r{num_rounds}.num_rounds=7", "jobs.plain.num_rounds=7"])
+    assert [str(w) for w in result.warnings] == [
+        "--set #1: jobs.s-r{num_rounds}.num_rounds: warning: the matrix of job 's-r{num_rounds}' sets num_rounds in "
+        "every combination, over this value: set that axis instead (jobs.s-r{num_rounds}.matrix.num_rounds=[...])"
+    ]
+    assert [j.settings["num_rounds"] for j in result.jobs] == [1, 2, 7]
