@@ -651,8 +651,8 @@ def test_a_set_of_a_setting_the_matrix_sweeps_is_warned_of(project):
     _files(
         project,
         **{
-            "jobs.yaml": "jobs:\n  - name: s-r{num_rounds}\n    script: train_full.py\n    matrix: {num_rounds: [1, 2]}\n"
-            "  - name: plain\n    script: train_full.py\n",
+            "jobs.yaml": "jobs:\n  - name: s-r{num_rounds}\n    script: train_full.py\n"
+            "    matrix: {num_rounds: [1, 2]}\n  - name: plain\n    script: train_full.py\n",
         },
     )
     result = check_only(project / "jobs.yaml", ["jobs.s-r{num_rounds}.num_rounds=7", "jobs.plain.num_rounds=7"])
