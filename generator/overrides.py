@@ -271,18 +271,18 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
         problem = setting_problem(schema, keys, node)
         if problem:
             return fail(problem)
-        swept = _swept_by(data, target, keys)
-        if swept:  # every combination sets it again: the value would go nowhere, without a word
-            merged.warnings.append(
-                Problem(
-                    f"--set #{number}",
-                    0,
-                    0,
-                    path,
-                    f"warning: the matrix of job {swept!r} sets {'.'.join(keys)} in every combination, over this "
-                    f"value: set that axis instead (jobs.{swept}.matrix.{'.'.join(keys)}=[...])",
-                )
+        swept, how = _swept_by(data, target, keys)
+        if swept:  # the matrix sets it again: the value would go nowhere, without a word
+            dotted = ".".join(keys)
+            message = (
+                f"warning: the matrix of job {swept!r} sets {dotted} in every combination, over this value: "
+                f"set that axis instead (jobs.{swept}.matrix.{dotted}=[...])"
+                if how == "axis"
+                else f"warning: include entries of the matrix of job {swept!r} set {dotted} in the combinations "
+                "they make or extend, over this value: change it there (in the file, or replace "
+                f"jobs.{swept}.matrix.include)"
             )
+            merged.warnings.append(Problem(f"--set #{number}", 0, 0, path, message))
     value_doc = SetValue(number, path, text, merged.root)
     if text.strip():
         try:
@@ -314,18 +314,27 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
     return []
 
 
-def _swept_by(data: dict, target: tuple, keys: list[str]) -> str | None:
-    """The name of the matrix job whose axes set the setting ``keys`` that a ``--set`` of ``target``
-    (``("jobs", i)``) writes; None for another target, or a job whose matrix has no such axis."""
+def _swept_by(data: dict, target: tuple, keys: list[str]) -> tuple[str | None, str]:
+    """``(name, how)`` of the matrix job whose matrix sets the setting ``keys`` that a ``--set`` of
+    ``target`` (``("jobs", i)``) writes: ``how`` is ``"axis"`` (every combination sets it) or
+    ``"include"`` (an include entry does); ``(None, "")`` for another target or no such key."""
     if len(target) != 2 or target[0] != "jobs":
-        return None
+        return None, ""
     entry = data["jobs"][target[1]]
     matrix = entry.get("matrix") if isinstance(entry, dict) else None
     if not isinstance(matrix, dict):
-        return None
+        return None, ""
     dotted = ".".join(keys)
-    axes = [k for k in matrix if k not in MATRIX_RESERVED]
-    return entry.get("name") if any(k == dotted or dotted.startswith(k + ".") for k in axes) else None
+
+    def sets(written) -> bool:
+        return any(k == dotted or dotted.startswith(k + ".") for k in written if isinstance(k, str))
+
+    if sets(k for k in matrix if k not in MATRIX_RESERVED):
+        return entry.get("name"), "axis"
+    include = matrix.get("include")
+    if isinstance(include, list) and any(isinstance(item, dict) and sets(item) for item in include):
+        return entry.get("name"), "include"
+    return None, ""
 
 
 def _core_schema(value, plain: dict, path: tuple):
@@ -372,7 +381,7 @@ def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
         cap = DEFAULT_MAX_JOBS  # the schema reports the bad max_jobs
     counts = [combination_count(e["matrix"]) if is_matrix_job(e) else 1 for e in jobs]
     total = sum(counts)
-    if total > cap:
+    if total > cap and any(is_matrix_job(e) for e in jobs):  # max_jobs caps what matrices expand to
         if "max_jobs" in data:
             at = _merged_problem(merged, ("max_jobs",), "")
             limit = f"max_jobs ({cap:,}, set at {at.file}" + (f":{at.line})" if at.line else ")")
@@ -397,6 +406,15 @@ def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
                         at_key=True,
                     )
                 )
+        if not problems:  # matrices of one combination each: the plain jobs make the total
+            problems.append(
+                _merged_problem(
+                    merged,
+                    ("max_jobs",) if "max_jobs" in data else ("jobs",),
+                    f"the jobs, their matrices expanded, come to {total:,}, more than {limit}: raise max_jobs "
+                    "(a top-level key of a jobs file, or --set max_jobs=N) or leave it out",
+                )
+            )
         raise SpecError(problems)
     out, problems = [], []
     for i, entry in enumerate(jobs):
@@ -414,8 +432,32 @@ def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
             out.append(combo.entry)
             merged.expanded.append((i, combo))
             merged.combinations[combo.entry["name"]] = (entry.get("name"), combo.values)
+            lone = _lone_include(merged, i, entry["matrix"], combo)
+            if lone:
+                merged.warnings.append(lone)
     data["jobs"] = out
     return problems
+
+
+def _lone_include(merged: Layered, i: int, matrix: dict, combo) -> Problem | None:
+    """A warning when ``combo`` of job ``i`` comes from one ``include`` entry alone (it extends no
+    combination of the axes) and those axes were given by another file or a ``--set``: the entry
+    meant to extend a combination that the axes as merged no longer have (a trial's ``--set
+    ...matrix.model.args.hidden=[2, 3]`` left ``{model.args.hidden: 4, script_args: --hidden 4}``
+    a job of its own, and the new 3 without its ``--hidden``). None otherwise: an entry that fits
+    no combination of the axes as written makes a job of its own on purpose (GitHub's semantics)."""
+    sources = [s for path, s in combo.sources.items() if path != ("name",)]
+    if not sources or not all(s[:2] == ("matrix", "include") for s in sources):
+        return None
+    at = _merged_problem(merged, ("jobs", i, "matrix", "include", sources[0][2]), "")
+    elsewhere = _axes_elsewhere(merged, i, matrix, at.file)
+    if not elsewhere:
+        return None
+    message = (
+        f"warning: extends no combination of the matrix's axes as merged ({', '.join(elsewhere)}), so it makes "
+        f"a job of its own, {combo.entry['name']!r}: give the axes that value too, or change the entry"
+    )
+    return dataclasses.replace(at, message=message)
 
 
 def _with_axes_elsewhere(merged: Layered, i: int, matrix: dict, problem: Problem) -> Problem:
@@ -423,17 +465,24 @@ def _with_axes_elsewhere(merged: Layered, i: int, matrix: dict, problem: Problem
     a ``--set`` gave that matrix: an entry that matched the axes as written may not match them as
     merged (a trial's ``--set ...matrix.params_transfer_type=[FULL]`` made the file's include entry a
     combination of its own, and the error named only the file)."""
+    elsewhere = _axes_elsewhere(merged, i, matrix, problem.file)
+    if not elsewhere:
+        return problem
+    merged_axes = f" (the matrix's axes as merged: {', '.join(elsewhere)})"
+    return dataclasses.replace(problem, message=problem.message + merged_axes)
+
+
+def _axes_elsewhere(merged: Layered, i: int, matrix: dict, file: str) -> list[str]:
+    """``key from FILE[:LINE]`` for each axis of job ``i``'s ``matrix`` that a document other than
+    ``file`` wrote (a later jobs file, or ``--set #N``)."""
     elsewhere = []
     for key in matrix:
         if key in MATRIX_RESERVED:
             continue
         source = _merged_problem(merged, ("jobs", i, "matrix", key), "")
-        if source.file != problem.file:
+        if source.file != file:
             elsewhere.append(f"{key} from {source.file}" + (f":{source.line}" if source.line else ""))
-    if not elsewhere:
-        return problem
-    merged_axes = f" (the matrix's axes as merged: {', '.join(elsewhere)})"
-    return dataclasses.replace(problem, message=problem.message + merged_axes)
+    return elsewhere
 
 
 def _without_matrix(data) -> bool:

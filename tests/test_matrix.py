@@ -661,3 +661,57 @@ def test_a_set_of_a_setting_the_matrix_sweeps_is_warned_of(project):
         "every combination, over this value: set that axis instead (jobs.s-r{num_rounds}.matrix.num_rounds=[...])"
     ]
     assert [j.settings["num_rounds"] for j in result.jobs] == [1, 2, 7]
+
+
+def test_max_jobs_below_the_plain_jobs_is_no_silent_failure(project, cli):
+    """A trial's ``validate --set max_jobs=5`` on 14 plain jobs exited 2 with nothing printed: the cap
+    counted them but only matrix jobs got a message. It caps what matrices expand to: a file without
+    a matrix is not capped, and one whose matrices are single combinations is told at max_jobs."""
+    assert cli("validate", "--set", "max_jobs=5")[0] == 0
+    _files(
+        project,
+        **{
+            "m.yaml": "max_jobs: 2\njobs:\n  - {name: a, script: train_full.py}\n  - {name: b, script: train_full.py}\n"
+            "  - name: c-{num_rounds}\n    script: train_full.py\n    matrix: {num_rounds: [1]}\n",
+        },
+    )
+    assert cli("validate", "--jobs", "m.yaml") == (
+        2,
+        [],
+        [
+            "m.yaml:1:11: max_jobs: the jobs, their matrices expanded, come to 3, more than max_jobs (2, set at "
+            "m.yaml:1): raise max_jobs (a top-level key of a jobs file, or --set max_jobs=N) or leave it out"
+        ],
+    )
+
+
+def test_include_entries_a_set_leaves_alone_or_overrides_are_warned_of(project):
+    """A trial swept ``model.args.hidden: [2, 4]`` with include entries adding ``--hidden N``; a
+    ``--set`` of the axis to [2, 3] left the 4 entry a job of its own and 3 without its option, and
+    a ``--set`` of ``script_args`` went nowhere (the include entries set it): both without a word."""
+    _files(
+        project,
+        **{
+            "jobs.yaml": "defaults:\n  framework: pytorch\n  model: {path: pt_net.SimpleNet, args: {in_features: 2}}\n"
+            "jobs:\n  - name: h{model.args.hidden}\n    script: train_pt.py\n    matrix:\n"
+            "      model.args.hidden: [2, 4]\n      include:\n"
+            "        - {model.args.hidden: 2, script_args: --hidden 2}\n"
+            "        - {model.args.hidden: 4, script_args: --hidden 4}\n",
+        },
+    )
+    plain = check_only(project / "jobs.yaml")
+    assert [j.name for j in plain.jobs] == ["h2", "h4"] and plain.warnings == []
+    result = check_only(project / "jobs.yaml", ["jobs.h{model.args.hidden}.matrix.model.args.hidden=[2, 3]"])
+    assert [j.name for j in result.jobs] == ["h2", "h3", "h4"]
+    assert [str(w) for w in result.warnings] == [
+        f"{project / 'jobs.yaml'}:11:11: jobs[0] (h{{model.args.hidden}}).matrix.include[1]: warning: extends no "
+        "combination of the matrix's axes as merged (model.args.hidden from --set #1), so it makes a job of its "
+        "own, 'h4': give the axes that value too, or change the entry"
+    ]
+    result = check_only(project / "jobs.yaml", ["jobs.h{model.args.hidden}.script_args=--hidden 8"])
+    assert [str(w) for w in result.warnings] == [
+        "--set #1: jobs.h{model.args.hidden}.script_args: warning: include entries of the matrix of job "
+        "'h{model.args.hidden}' set script_args in the combinations they make or extend, over this value: change "
+        "it there (in the file, or replace jobs.h{model.args.hidden}.matrix.include)"
+    ]
+    assert [j.settings["script_args"] for j in result.jobs] == ["--hidden 2", "--hidden 4"]
