@@ -183,10 +183,15 @@ def select(doc, jobs: list[Job], names: list[str] | None, option: str = "--job")
         return jobs
     known = [j.name for j in jobs]
     problems = []
+    expanded_from: dict[str, list[str]] = {}
+    for job_name, (matrix_job, _) in getattr(doc, "combinations", {}).items():
+        expanded_from.setdefault(matrix_job, []).append(job_name)
     for name in names:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; jobs are: {', '.join(known)}"
+            if name in expanded_from:  # a matrix job as written: its jobs have names of their own
+                hint = f": a matrix job, which expands to {', '.join(expanded_from[name])}; name one of those"
             problems.append(Problem(doc.file, 0, 0, "", f"{option} {name!r}: no job of that name in this file{hint}"))
     if problems:
         raise SpecError(problems)

@@ -614,6 +614,14 @@ def test_validate_show_prints_a_jobs_effective_settings_as_yaml(project, cli):
     assert (diff["num_rounds"], diff["num_clients"], diff["min_clients"]) == (3, 3, 3)
     assert diff["params_transfer_type"] == "DIFF" and diff["script"] == "train_diff.py"
     assert shown["s-r2"]["num_rounds"] == 2 and "matrix" not in shown["s-r2"]
+    code, _, err = cli("validate", "--jobs", "jobs.yaml", "--jobs", "lab.yaml", "--show", "s-r{num_rounds}")
+    assert (code, err) == (
+        2,
+        [
+            "jobs.yaml: --show 's-r{num_rounds}': no job of that name in this file: a matrix job, which expands to "
+            "s-r1, s-r2; name one of those"
+        ],
+    )
     code, _, err = cli("validate", "--show", "np-dif-in-process")
     assert (code, err) == (
         2,
