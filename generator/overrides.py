@@ -253,10 +253,17 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
                 for g in guesses
                 for n in difflib.get_close_matches(g, names, n=1)
             ]
+            matrix_jobs = [e["name"] for e in data["jobs"] if is_matrix_job(e) and isinstance(e.get("name"), str)]
+            expanded = (
+                f"; a job a matrix expands to is set through its matrix job, by the name as written "
+                f"(matrix jobs: {', '.join(matrix_jobs)}), for all its jobs, or one of them with the matrix's include"
+                if matrix_jobs
+                else ""
+            )
             if scored:
                 _, guess, close = max(scored)
-                return fail(f"no job named {guess!r}; did you mean {close!r}?")
-            return fail(f"no job named {parts[0]!r} (jobs: {', '.join(names)})")
+                return fail(f"no job named {guess!r}; did you mean {close!r}?{expanded}")
+            return fail(f"no job named {parts[0]!r} (jobs: {', '.join(names)}){expanded}")
         keys, target = rest[len(found) + 1 :].split("."), ("jobs", names.index(found))
         node = None
     else:

@@ -723,3 +723,22 @@ def test_include_entries_a_set_leaves_alone_or_overrides_are_warned_of(project):
         "it there (in the file, or replace jobs.h{model.args.hidden}.matrix.include)"
     ]
     assert [j.settings["script_args"] for j in result.jobs] == ["--hidden 2", "--hidden 4"]
+
+
+def test_a_set_of_an_expanded_job_name_says_how_to_reach_it(project):
+    """A trial's ``--set jobs.pt-sweep-h2.num_rounds=3`` said only "no job named": the jobs a matrix
+    expands to exist after the ``--set``s, reached through the matrix job as written."""
+    _files(
+        project,
+        **{
+            "jobs.yaml": "jobs:\n  - name: s-r{num_rounds}\n    script: train_full.py\n"
+            "    matrix: {num_rounds: [1, 2]}\n"
+        },
+    )
+    with pytest.raises(SpecError) as e:
+        check_only(project / "jobs.yaml", ["jobs.s-r2.script=train_diff.py"])
+    assert [str(p) for p in e.value.problems] == [
+        "--set #1: jobs.s-r2.script: no job named 's-r2' (jobs: s-r{num_rounds}); a job a matrix expands to is set "
+        "through its matrix job, by the name as written (matrix jobs: s-r{num_rounds}), for all its jobs, or one of "
+        "them with the matrix's include"
+    ]
