@@ -556,7 +556,14 @@ def _without_double_start(path: Path, errors: list[dict]) -> list[dict]:
 #: A cell reporting a streamed reply that its own process's shutdown cancelled: ``ByteStreamer.shutdown``
 #: stops every outgoing stream with ``StreamError("streaming shutdown")`` and ``Cell._handle_reply_stream_done``
 #: logs each at ERROR (``nvflare/fuel/f3/streaming/byte_streamer.py``, ``nvflare/fuel/f3/cellnet/cell.py``).
-_SHUTDOWN_CANCEL = re.compile(r"^streamed response from \S+ failed asynchronously: StreamError: streaming shutdown$")
+#: The same shutdown at times stops a stream whose process's messenger is already down, and
+#: ``TxTask.stop`` logs that it could not tell the target (seen on POC under load, a W&B job's
+#: client: "Tx[SID:... to server for aux_communication/ObjectStreamer.Abort] failed to notify
+#: stream error to target server: Messenger is not running", its run complete, every point delivered).
+_SHUTDOWN_CANCEL = re.compile(
+    r"^(?:streamed response from \S+ failed asynchronously: StreamError: streaming shutdown"
+    r"|Tx\[SID:\d+ to \S+ for \S+\] failed to notify stream error to target \S+: Messenger is not running)$"
+)
 #: What NVFlare's ``ServerRunner`` and ``ClientRunner`` log once a run ended (``END_RUN`` handled).
 _RUN_ENDED = "END_RUN fired"
 
@@ -578,7 +585,7 @@ def _without_shutdown_cancels(path: Path, errors: list[dict]) -> list[dict]:
     if not any(_SHUTDOWN_CANCEL.match(str(r.get("message", ""))) for r in errors):
         return errors
     ended, excused = False, set()
-    for record in read_records(path, (_RUN_ENDED.encode(), b"streaming shutdown")):
+    for record in read_records(path, (_RUN_ENDED.encode(), b"streaming shutdown", b"Messenger is not running")):
         message = str(record.get("message", ""))
         if message.strip() == _RUN_ENDED:
             ended = True

@@ -249,6 +249,18 @@ def test_a_reply_cancelled_by_the_shutdown_after_the_run_ended_is_no_error_but_o
     (server / "log.json").write_text("\n".join(during) + "\n")
     assert nvflare_errors(tmp_path) == [f"server: NVFlare logged 1 error (see {server}/log.txt): {CANCELLED}"]
 
+    # the same shutdown stopping a stream once the messenger is down (a W&B job's client on POC)
+    streamer = "fuel.f3.streaming.byte_streamer"
+    unsent = (
+        "Tx[SID:1796260939397032 to server for aux_communication/ObjectStreamer.Abort] failed to notify stream "
+        "error to target server: Messenger is not running"
+    )
+    (server / "log.json").write_text("\n".join(ended + [_timed(streamer, "ERROR", unsent, "18:05:49,000")]) + "\n")
+    assert nvflare_errors(tmp_path) == []
+    early = [_timed(streamer, "ERROR", unsent, "2026-12-01 18:05:40,001")] + ended
+    (server / "log.json").write_text("\n".join(early) + "\n")
+    assert nvflare_errors(tmp_path) == [f"server: NVFlare logged 1 error (see {server}/log.txt): {unsent}"]
+
     other = "streamed response from server.job-1 failed asynchronously: StreamError: timeout"
     (server / "log.json").write_text("\n".join(ended + [_timed(adapter, "ERROR", other, "18:05:49,000")]) + "\n")
     assert nvflare_errors(tmp_path) == [f"server: NVFlare logged 1 error (see {server}/log.txt): {other}"]
