@@ -46,20 +46,26 @@ def model_files(
         (files, problem): ``[(destination below app/custom/, source below client_scripts/)]``, the
         module's own file last; ``problem`` says why the module cannot be found (files then empty).
     """
-    files, why = _module_files(scripts_root, class_path, "")
+    files, looked = _module_files(scripts_root, class_path, "")
     folder = str(PurePosixPath(script).parent) if script else "."
-    if why is None or folder == ".":
-        return files, why
-    beside, _ = _module_files(scripts_root / folder, class_path, folder + "/")
-    if beside:
-        return beside, None
-    return [], why.replace(
-        " (the model's module", f", nor beside the script in client_scripts/{folder}/ (the model's module", 1
+    if looked and folder != ".":
+        beside, _ = _module_files(scripts_root / folder, class_path, folder + "/")
+        if beside:
+            return beside, None
+        looked += f", nor beside the script in client_scripts/{folder}/"
+    if not looked:
+        return files, None
+    module = class_path.rpartition(".")[0]
+    return [], (
+        f"module {module!r} of {class_path!r} not found: no {looked} (the model's module is shipped "
+        "from client_scripts/ into app/custom/, where the server imports it; an installed class such as "
+        "torch.nn.Linear is not shipped: define your model in a module of your own)"
     )
 
 
 def _module_files(root: Path, class_path: str, prefix: str) -> tuple[list[tuple[str, str]], str | None]:
-    """:func:`model_files` below ``root``, a folder ``prefix`` (``""`` or ``"exp/"``) below ``client_scripts/``."""
+    """:func:`model_files` below ``root``, a folder ``prefix`` (``""`` or ``"exp/"``) below
+    ``client_scripts/``: ``(files, None)``, or ``([], what was not there)`` (``client_scripts/pkg/``)."""
     parts = class_path.split(".")[:-1]
     files: list[tuple[str, str]] = []
     folder = root
@@ -74,13 +80,7 @@ def _module_files(root: Path, class_path: str, prefix: str) -> tuple[list[tuple[
         elif not last and (folder / part).is_dir():  # a namespace package: nothing to run in it
             folder = folder / part
         else:
-            module = ".".join(parts)
-            looked = f"client_scripts/{prefix}{rel}.py" if last else f"client_scripts/{prefix}{rel}/"
-            return [], (
-                f"module {module!r} of {class_path!r} not found: no {looked} (the model's module is shipped "
-                "from client_scripts/ into app/custom/, where the server imports it; an installed class such as "
-                "torch.nn.Linear is not shipped: define your model in a module of your own)"
-            )
+            return [], f"client_scripts/{prefix}{rel}.py" if last else f"client_scripts/{prefix}{rel}/"
     return files, None
 
 

@@ -363,12 +363,8 @@ class Renderer:
         each client app, for a multi-app job), and a PyTorch job's model module and its imports."""
         model = []
         if job.settings["framework"] == "pytorch":
-            model += [
-                source
-                for _, source in model_files(
-                    self.scripts_dir, job.settings["model"]["path"], job.settings.get("script")
-                )[0]
-            ]
+            found, _ = model_files(self.scripts_dir, job.settings["model"]["path"], job.settings.get("script"))
+            model += [source for _, source in found]
             model += job.model_shipment.files.values() if job.model_shipment else ()
         scripts = []
         for one in [app.job for app in job.apps] or [job]:
