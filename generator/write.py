@@ -192,6 +192,10 @@ def _unchanged_since(job_dir: Path, recorded: dict, needed: set, stamp: int | No
     return True
 
 
+#: What :func:`_not_ours` says of a file or folder in a job folder that the manifest does not list.
+NOT_WRITTEN = "was not written by the generator; refusing to delete it (move it away)"
+
+
 def _not_ours(out: Path, manifest: dict, stamp: int | None = None) -> tuple[list[Problem], set[str]]:
     """Files and folders inside the listed job folders that the generator did not write as they are.
 
@@ -243,7 +247,7 @@ def _not_ours(out: Path, manifest: dict, stamp: int | None = None) -> tuple[list
                             0,
                             0,
                             "",
-                            "was not written by the generator; refusing to delete it (move it away)",
+                            NOT_WRITTEN,
                         )
                     )
                 elif path.is_symlink() or not (_older(path, stamp) or sha256(path.read_bytes()) == recorded[rel]):
@@ -283,7 +287,7 @@ def edited_files(out: Path, names: Iterable[str]) -> list[tuple[Path, str]]:
         return []
     wanted = set(names)
     problems, _ = _not_ours(out, {**manifest, "jobs": [n for n in manifest["jobs"] if n in wanted]}, _stamp(out))
-    return [(Path(p.file), "added" if "not written by the generator" in p.message else "edited") for p in problems]
+    return [(Path(p.file), "added" if p.message == NOT_WRITTEN else "edited") for p in problems]
 
 
 def _folders(rels) -> set[str]:
