@@ -372,6 +372,11 @@ def _merged_problem(merged: Layered, path: tuple, message: str, at_key: bool = F
     return doc.problem(where, message, at_key)
 
 
+def _place(problem: Problem) -> str:
+    """Where ``problem`` is, for a message: ``FILE:LINE``, or ``FILE`` alone (``--set #N``)."""
+    return f"{problem.file}:{problem.line}" if problem.line else problem.file
+
+
 def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
     """Expand every job with a ``matrix`` in ``merged.data``, in place; the matrices' problems (a job
     whose matrix has one expands to no job, so that the others are still checked).
@@ -390,8 +395,7 @@ def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
     total = sum(counts)
     if total > cap and any(is_matrix_job(e) for e in jobs):  # max_jobs caps what matrices expand to
         if "max_jobs" in data:
-            at = _merged_problem(merged, ("max_jobs",), "")
-            limit = f"max_jobs ({cap:,}, set at {at.file}" + (f":{at.line})" if at.line else ")")
+            limit = f"max_jobs ({cap:,}, set at {_place(_merged_problem(merged, ('max_jobs',), ''))})"
         else:
             limit = f"max_jobs ({cap:,}, the default)"
         problems = []
@@ -488,7 +492,7 @@ def _axes_elsewhere(merged: Layered, i: int, matrix: dict, file: str) -> list[st
             continue
         source = _merged_problem(merged, ("jobs", i, "matrix", key), "")
         if source.file != file:
-            elsewhere.append(f"{key} from {source.file}" + (f":{source.line}" if source.line else ""))
+            elsewhere.append(f"{key} from {_place(source)}")
     return elsewhere
 
 
