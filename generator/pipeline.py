@@ -34,7 +34,7 @@ from pathlib import Path
 from . import extras
 from .errors import Problem, SpecError
 from .layout import ManifestEntry
-from .overrides import load_all
+from .overrides import SetValue, load_all
 from .render import Renderer, tracking_uri
 from .spec import Job, effective_jobs
 from .validate import (
@@ -163,6 +163,16 @@ def _once(problems: list) -> list:
     return list(dict.fromkeys(problems))
 
 
+def _files_of(doc) -> list[str]:
+    """The files ``doc`` was read from, in the order given: one, or each ``--jobs`` file of a
+    :class:`generator.overrides.Layered` that wrote some of it (a ``--set`` is not a file)."""
+    sources = getattr(doc, "sources", None)
+    if not sources:
+        return [doc.file]
+    found = [doc.file] + [s[0].file for k, s in sources.items() if k is not None and not isinstance(s[0], SetValue)]
+    return list(dict.fromkeys(found))
+
+
 def select(doc, jobs: list[Job], names: list[str] | None, option: str = "--job") -> list[Job]:
     """Keep the jobs named by ``--job`` (or another ``option``: ``validate --show``).
 
@@ -182,6 +192,8 @@ def select(doc, jobs: list[Job], names: list[str] | None, option: str = "--job")
     if not names:
         return jobs
     known = [j.name for j in jobs]
+    files = _files_of(doc)
+    where = "in this file" if len(files) < 2 else f"in {' or '.join(files)}"
     problems = []
     expanded_from: dict[str, list[str]] = {}
     for job_name, (matrix_job, _) in getattr(doc, "combinations", {}).items():
@@ -192,7 +204,7 @@ def select(doc, jobs: list[Job], names: list[str] | None, option: str = "--job")
             hint = f"; did you mean {close[0]!r}?" if close else f"; jobs are: {', '.join(known)}"
             if name in expanded_from:  # a matrix job as written: its jobs have names of their own
                 hint = f": a matrix job, which expands to {', '.join(expanded_from[name])}; name one of those"
-            problems.append(Problem(doc.file, 0, 0, "", f"{option} {name!r}: no job of that name in this file{hint}"))
+            problems.append(Problem(doc.file, 0, 0, "", f"{option} {name!r}: no job of that name {where}{hint}"))
     if problems:
         raise SpecError(problems)
     return [j for j in jobs if j.name in names]

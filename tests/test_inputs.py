@@ -124,6 +124,15 @@ def test_unknown_job_name_on_the_command_line(project, cli):
     assert snapshot(project) == before
 
 
+def test_unknown_job_name_names_every_jobs_file_but_no_set(project, cli):
+    (project / "lab.yaml").write_text("jobs:\n  - name: extra\n    script: train_full.py\n", encoding="utf-8")
+    code, out, err = cli(
+        "validate", "--jobs", "jobs.yaml", "--jobs", "lab.yaml", "--set", "defaults.num_rounds=2", "--show", "extr"
+    )
+    assert (code, out) == (2, [])
+    assert err == ["jobs.yaml: --show 'extr': no job of that name in jobs.yaml or lab.yaml; did you mean 'extra'?"]
+
+
 def test_receiver_without_writer_is_a_located_warning_with_exit_0(project, cli):
     (project / "jobs.yaml").write_text(
         "jobs:\n  - name: a\n    script: train_full.py\n    receiver: {type: mlflow}\n", encoding="utf-8"
