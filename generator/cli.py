@@ -295,7 +295,14 @@ def _generate(args) -> int:
             return 1
         REPORTER.up_to_date(args.out, shown)
         return 0
-    REPORTER.generated(result.out, [job.name for job in result.jobs], result.removed, shown, result.unchanged)
+    try:
+        REPORTER.generated(result.out, [job.name for job in result.jobs], result.removed, shown, result.unchanged)
+    except KeyboardInterrupt:  # the folders are written by now: only the listing was cut short (a trial's
+        # Ctrl-C during the lines of a large generate read as if the generate had not finished)
+        REPORTER.line(
+            f"interrupted while listing: every job folder was written ({len(result.jobs)} in {result.out})", err=True
+        )
+        return 130
     return 0
 
 

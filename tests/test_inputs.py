@@ -133,6 +133,19 @@ def test_unknown_job_name_names_every_jobs_file_but_no_set(project, cli):
     assert err == ["jobs.yaml: --show 'extr': no job of that name in jobs.yaml or lab.yaml; did you mean 'extra'?"]
 
 
+def test_ctrl_c_while_generate_lists_its_folders_says_they_were_written(project, cli, monkeypatch):
+    from generator.cli import REPORTER
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(REPORTER, "generated", interrupted)
+    code, out, err = cli("generate", "--job", "np-full-in-process")
+    assert (code, out) == (130, [])
+    assert err == ["interrupted while listing: every job folder was written (1 in build/jobs)"]
+    assert (project / "build/jobs/np-full-in-process/meta.json").is_file()
+
+
 def test_receiver_without_writer_is_a_located_warning_with_exit_0(project, cli):
     (project / "jobs.yaml").write_text(
         "jobs:\n  - name: a\n    script: train_full.py\n    receiver: {type: mlflow}\n", encoding="utf-8"
