@@ -618,7 +618,8 @@ def test_validate_show_prints_a_jobs_effective_settings_as_yaml(project, cli):
     assert (code, err) == (
         2,
         [
-            "jobs.yaml: --show 's-r{num_rounds}': no job of that name in this file: a matrix job, which expands to "
+            "jobs.yaml: --show 's-r{num_rounds}': no job of that name in jobs.yaml or lab.yaml: a matrix job, which "
+            "expands to "
             "s-r1, s-r2; name one of those"
         ],
     )
