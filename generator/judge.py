@@ -594,6 +594,15 @@ def _without_shutdown_cancels(path: Path, errors: list[dict]) -> list[dict]:
     return [r for r in errors if key(r) not in excused]
 
 
+#: Errors NVFlare logs for a known mistake in a script -> what to tell (appended to the error's line).
+ERROR_HINTS = {
+    "KeyError: 'numpy_key'": (
+        "the numpy workflow's model is NPModelPersistor's {'numpy_key': array}: the script must send "
+        "FLModel(params={'numpy_key': ...}) (README: Writing a client script)"
+    ),
+}
+
+
 def nvflare_errors(workspace: Path) -> list[str]:
     """One line per site whose NVFlare loggers recorded an error: how many, and the first.
 
@@ -619,6 +628,10 @@ def nvflare_errors(workspace: Path) -> list[str]:
         errors = _without_shutdown_cancels(path, _without_double_start(path, errors))
         if errors:
             first = _first_line(str(errors[0].get("message", "")))[:300]
+            hints = [
+                hint for needle, hint in ERROR_HINTS.items() if any(needle in str(r.get("message")) for r in errors)
+            ]
+            first += "".join(f"; {hint}" for hint in hints)
             count = f"{len(errors)} error" + ("s" if len(errors) > 1 else "")
             problems.append(f"{path.parent.name}: NVFlare logged {count} (see {path.with_name('log.txt')}): {first}")
     return problems

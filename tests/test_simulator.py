@@ -15,6 +15,7 @@ simulator exits 0.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -268,16 +269,32 @@ def test_a_crashing_client_fails_the_job(project):
         "        raise RuntimeError('boom in round 1')\n"
         "    flare.send(flare.FLModel(params={'numpy_key': received.params['numpy_key'] + 1}, params_type='FULL'))\n"
     )
+    (project / "client_scripts/train_other_key.py").write_text(  # a result under a key of its own
+        "import nvflare.client as flare\n\n"
+        "flare.init()\n"
+        "while flare.is_running():\n"
+        "    received = flare.receive()\n"
+        "    flare.send(flare.FLModel(params={'weights': received.params['numpy_key'] + 1}, params_type='FULL'))\n"
+    )
     (project / "jobs.yaml").write_text(
-        "jobs:\n  - name: crash\n    script: train_crash.py\n    server: {task_request_interval: 0.1}\n"
+        "defaults: {server: {task_request_interval: 0.1}}\n"
+        "jobs:\n  - name: crash\n    script: train_crash.py\n"
+        "  - name: other-key\n    script: train_other_key.py\n    num_rounds: 1\n"
     )
     assert run_cli(project, "generate").returncode == 0
 
     result = run_cli(project, "simulate", timeout=600)
 
     assert result.returncode == 1
-    assert "crash  FAILED  2/5" in result.stdout
+    assert "crash      FAILED  2/5" in result.stdout
     assert "RuntimeError: boom in round 1" in result.stderr
+    # NVFlare's own error, and what it means for the script
+    assert re.search(
+        r"other-key: server: NVFlare logged \d+ errors? .*KeyError: 'numpy_key'.*; the numpy workflow's model is "
+        r"NPModelPersistor's \{'numpy_key': array\}: the script must send FLModel\(params=\{'numpy_key': \.\.\.\}\)",
+        result.stderr,
+    ), result.stderr
+    assert re.search(r"other-key +FAILED", result.stdout)
 
 
 def small_metrics_project(project: Path, script: str, receiver: str, mode: bool) -> None:
