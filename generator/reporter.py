@@ -214,13 +214,18 @@ class Reporter:
 
     def all_finished(self, results: list) -> None:
         """An empty line, then :func:`table` of ``results`` (file order), then each cross-site
-        evaluation matrix (:func:`cross_site_table`); nothing when no job ran (stopped before the first)."""
+        evaluation matrix (:func:`cross_site_table`), then, of several jobs, :func:`failures`;
+        nothing when no job ran (stopped before the first)."""
         if not results:
             return
         self.lines(["", *table(results)])
         for result in results:
             if getattr(result, "cross_site", None) is not None:
                 self.lines(["", *cross_site_table(result.name, result.cross_site)])
+        if len(results) > 1:
+            summary = failures(results)
+            if summary:
+                self.lines(["", *summary])
 
     def sweeps_compared(self, sweeps: list) -> None:
         """After the main table: per :class:`generator.sweep.Sweep` an empty line and its table
@@ -289,6 +294,27 @@ def _points_text(points: dict) -> str:
         f"{site}: " + (", ".join(f"{k}={v}" for k, v in sorted(keys.items())) or "no points")
         for site, keys in sorted(points.items())
     )
+
+
+def failures(results: list) -> list[str]:
+    """Why each job of ``results`` that is not ``ok`` failed, grouped under the table: its problems
+    were printed when it ended, between other jobs' lines in a parallel run (a trial had to scroll
+    back through 14 jobs' progress for them). Per job ``<job>: <status>; log: <log>``, then each of
+    its problems indented; empty when every job is ok or was interrupted (stopped by the user).
+
+    Args:
+        results (list[generator.simulate.JobResult]): the jobs' results, in table order.
+    """
+    lines = []
+    for r in results:
+        if r.status in ("ok", "INTERRUPTED"):  # interrupted: the user stopped it, and the run says so last
+            continue
+        log = r.log or (f"not downloaded (NVFlare job {r.job_id})" if r.job_id else "none")
+        lines.append(f"{r.name}: {r.status}; log: {log}")
+        for problem in r.problems:
+            text = str(problem)
+            lines.append("  " + text.removeprefix(f"{r.name}: "))
+    return lines
 
 
 def table(results: list) -> list[str]:

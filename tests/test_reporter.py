@@ -92,8 +92,11 @@ def test_the_table_keeps_the_order_given_and_pads_columns():
     done.metric_points = {"site-2": {"loss": 2}, "site-1": {"loss": 2, "acc": 2}}
     cut = JobResult(name="b", status="INTERRUPTED", rounds=5, rounds_started=1, wall_seconds=3.0)
     cut.last_model, cut.model_round = [[1.0]], 1
+    cut.log, cut.problems = "ws/_logs/b.log", [job_problem("b", "interrupted by SIGINT")]
+    failed = JobResult(name="c", status="FAILED", rounds=5, log="ws/_logs/c.log")
+    failed.problems = [job_problem("c", "nvflare simulator exited with code 2"), job_problem("c", "server: boom")]
     reporter, out, _ = streams()
-    reporter.all_finished([done, cut])
+    reporter.all_finished([done, cut, failed])
     assert out.getvalue().splitlines() == [
         "",
         "job            status       rounds  wall s  final model" + " " * 28 + "metric points per site",
@@ -101,7 +104,16 @@ def test_the_table_keeps_the_order_given_and_pads_columns():
         + " " * 23
         + "site-1: acc=2, loss=2; site-2: loss=2",
         "b              INTERRUPTED  1/5     3.0     not final (after round 1 of 5): [[1]]  -",
+        "c              FAILED       0/5     0.0     -" + " " * 38 + "-",
+        # of several jobs, why each one that failed did, grouped under the table (not one the user stopped)
+        "",
+        "c: FAILED; log: ws/_logs/c.log",
+        "  nvflare simulator exited with code 2",
+        "  server: boom",
     ]
+    reporter, out, _ = streams()
+    reporter.all_finished([failed])  # one job: its problems are right above the table
+    assert out.getvalue().splitlines()[-1].startswith("c  ")
     assert table([]) == ["job  status  rounds  wall s  final model  metric points per site"]
 
 
