@@ -299,7 +299,7 @@ def _points_text(points: dict) -> str:
 def failures(results: list) -> list[str]:
     """Why each job of ``results`` that is not ``ok`` failed, grouped under the table: its problems
     were printed when it ended, between other jobs' lines in a parallel run (a trial had to scroll
-    back through 14 jobs' progress for them). Per job ``<job>: <status>; log: <log>``, then each of
+    back through 14 jobs' progress for them). Per job ``<status> <job>; log: <log>``, then each of
     its problems indented; empty when every job is ok or was interrupted (stopped by the user).
 
     Args:
@@ -309,8 +309,11 @@ def failures(results: list) -> list[str]:
     for r in results:
         if r.status in ("ok", "INTERRUPTED"):  # interrupted: the user stopped it, and the run says so last
             continue
-        log = r.log or (f"not downloaded (NVFlare job {r.job_id})" if r.job_id else "none")
-        lines.append(f"{r.name}: {r.status}; log: {log}")
+        if not _started(r):
+            log = "none (not started)"
+        else:
+            log = r.log or (f"not downloaded (NVFlare job {r.job_id})" if r.job_id else "none")
+        lines.append(f"{r.status} {r.name}; log: {log}")
         for problem in r.problems:
             text = str(problem)
             lines.append("  " + text.removeprefix(f"{r.name}: "))

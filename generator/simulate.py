@@ -392,7 +392,8 @@ def _where_points_went(site: str, stored: int, ws: Path | None, external: bool) 
 
     One event the client job sent carries one value or more (W&B's ``log({a: 1, b: 2})``: two), so
     fewer stored values than events the server had means the server's receiver (or its store) lost
-    some; more stored values than events cannot tell the script's leg from the receiver, and says so.
+    some; more stored values than events cannot tell the script's leg from the receiver, and says so;
+    as many stored values as events, in-process, means nothing was lost: the expectation is off.
     """
     counts = points_sent(ws / site) if ws is not None else None
     if counts is None:
@@ -404,12 +405,18 @@ def _where_points_went(site: str, stored: int, ws: Path | None, external: bool) 
             "of them when the run ended: the rest were lost between the client job and the server)"
         )
     receiver = f"in the server's receiver or its store; see {SERVER_SITE}/log.txt"
+    fewer = "the script logged fewer than expect.metric_points_per_site says"
+    if not external and stored == counts.sent:  # one value per point, each stored (a trial's expect was off by one)
+        return (
+            f" (nothing was lost on the way: {site}'s client job sent {counts.sent} points in all ({log}), the "
+            f"server had them and its receiver stored {stored} values: {fewer})"
+        )
     if external and stored >= counts.sent:
         also = f" (or, as some of its points carry several values, {receiver})" if stored > counts.sent else ""
         return (
             f" ({site}'s client job sent the server every point it got, {counts.sent} in all ({log}): "
-            f"{LOST_FROM_SCRIPT}{also}; in a sub-process job NVFlare's Client API sends each point from the "
-            "script's process fire-and-forget)"
+            f"{LOST_FROM_SCRIPT}{also}, or {fewer}; in a sub-process job NVFlare's Client API sends each point "
+            "from the script's process fire-and-forget)"
         )
     return (
         f" (the server had all {counts.sent} points {site}'s client job sent ({log}); its receiver stored "

@@ -107,7 +107,7 @@ def test_the_table_keeps_the_order_given_and_pads_columns():
         "c              FAILED       0/5     0.0     -" + " " * 38 + "-",
         # of several jobs, why each one that failed did, grouped under the table (not one the user stopped)
         "",
-        "c: FAILED; log: ws/_logs/c.log",
+        "FAILED c; log: ws/_logs/c.log",
         "  nvflare simulator exited with code 2",
         "  server: boom",
     ]
