@@ -80,7 +80,7 @@ GEN_VARS = $(strip $(if $(filter-out jobs.yaml,$(JOBS)),JOBS='$(JOBS)') $(if $(f
 STALE_NOTE = @"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS) >/dev/null 2>&1; \
 	case $$? in \
 	0) ;; \
-	1) echo "warning: $(OUT) is not what $(JOBS) generates now (see make check$(if $(GEN_VARS), $(GEN_VARS))): running the folders as they are; make generate$(if $(GEN_VARS), $(GEN_VARS)) first to run what $(JOBS) says$(if $(filter jobs.yaml,$(JOBS)),$(if $(filter-out build/jobs,$(OUT)), (if $(OUT) was generated from other files or SET, give the same JOBS= and SET=: generate removes the jobs they do not name)))" >&2 ;; \
+	1) echo "warning: $(OUT) is not what $(JOBS) generates now (see make check$(if $(GEN_VARS), $(GEN_VARS))): running the folders as they are; make generate$(if $(GEN_VARS), $(GEN_VARS)) first to run what $(JOBS) says$(if $(filter jobs.yaml,$(JOBS)), (if $(OUT) was generated from other files or SET, give the same JOBS= and SET=: generate removes the jobs they do not name))" >&2 ;; \
 	*) echo "warning: $(JOBS) does not generate (make check$(if $(GEN_VARS), $(GEN_VARS)) says where): running the folders in $(OUT) as they are" >&2 ;; \
 	esac
 
