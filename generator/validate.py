@@ -26,6 +26,7 @@ worked out here too, by :mod:`generator.ship`, and kept in ``Job.shipment`` for 
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -496,9 +497,32 @@ def _script_problem(doc: Document, job: Job) -> Problem | None:
         available = sorted(p.relative_to(scripts_root).as_posix() for p in scripts_root.rglob("*.py"))
         return doc.problem(
             job.path_of("script"),
-            f"script {s['script']!r} not found in {SCRIPTS_DIR}/{_suggest(s['script'], available)}",
+            f"script {s['script']!r} not found in {_shown_folder(scripts_root)}{_suggest(s['script'], available)}"
+            + _in_current_folder(scripts_root, s["script"]),
         )
     return None
+
+
+def _shown_folder(folder: Path) -> str:
+    """``folder`` as a message names it: relative to the current folder when below it (``client_scripts/``,
+    ``exp/client_scripts/``), else in full; with a trailing ``/``."""
+    with contextlib.suppress(ValueError, OSError):
+        folder = folder.relative_to(Path.cwd().resolve())
+    return f"{folder.as_posix()}/"
+
+
+def _in_current_folder(scripts_root: Path, script: str) -> str:
+    """When the current folder's ``client_scripts/`` is not ``scripts_root`` but holds ``script``: a note
+    that scripts are looked up beside the first jobs file (a trial layered ``--jobs exp/exp.yaml --jobs
+    mine.yaml`` and was told its script, in ./client_scripts/, was not found)."""
+    with contextlib.suppress(OSError):
+        here = Path.cwd().resolve() / SCRIPTS_DIR
+        if here != scripts_root and (here / script).is_file():
+            return (
+                f" ({_shown_folder(here)}{script} exists, but scripts are looked up in the client_scripts/ "
+                "beside the first --jobs file)"
+            )
+    return ""
 
 
 def _relative_path_problem(value: str) -> str | None:

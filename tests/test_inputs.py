@@ -146,6 +146,20 @@ def test_ctrl_c_while_generate_lists_its_folders_says_they_were_written(project,
     assert (project / "build/jobs/np-full-in-process/meta.json").is_file()
 
 
+def test_a_script_missing_from_the_first_files_scripts_folder_names_that_folder(project, cli):
+    (project / "exp/client_scripts").mkdir(parents=True)
+    (project / "exp/client_scripts/train_full.py").write_text("", encoding="utf-8")
+    (project / "exp/exp.yaml").write_text("jobs:\n  - name: a\n    script: train_full.py\n", encoding="utf-8")
+    (project / "mine.yaml").write_text("jobs:\n  - name: b\n    script: train_diff.py\n", encoding="utf-8")
+    code, out, err = cli("validate", "--jobs", "exp/exp.yaml", "--jobs", "mine.yaml")
+    assert (code, out) == (2, [])
+    assert err == [
+        "mine.yaml:3:13: jobs[0] (b).script: script 'train_diff.py' not found in exp/client_scripts/; did you mean "
+        "'train_full.py'? (client_scripts/train_diff.py exists, but scripts are looked up in the client_scripts/ "
+        "beside the first --jobs file)"
+    ]
+
+
 def test_receiver_without_writer_is_a_located_warning_with_exit_0(project, cli):
     (project / "jobs.yaml").write_text(
         "jobs:\n  - name: a\n    script: train_full.py\n    receiver: {type: mlflow}\n", encoding="utf-8"

@@ -40,7 +40,8 @@ jobs:
     file = str(project / "jobs.yaml")
     assert [str(p) for p in raised.value.problems] == [
         f"{file}:4:17: jobs[0] (a).num_rounds: expected a whole number, got 'zero'",
-        f"{file}:6:13: jobs[1] (b).script: script 'missing.py' not found in client_scripts/",
+        # run from another folder: the scripts folder in full
+        f"{file}:6:13: jobs[1] (b).script: script 'missing.py' not found in {project}/client_scripts/",
     ]
 
 
