@@ -36,7 +36,7 @@ DEPS27      := "nvflare==$(NVFLARE27)" "mlflow>=3.0,<4" "numpy>=1.24,<3" "pyyaml
                "jsonschema-rs>=0.61,<1" "orjson>=3.10,<4" "pytest>=8" "pytest-xdist>=3.5" \
                "torch==2.13.0"
 
-.PHONY: run setup setup27 validate generate check simulate poc submit sweep lint test test-fast test29 test27 bench clean mlflow-ui tensorboard wandb-view
+.PHONY: help run setup setup27 validate generate check simulate poc submit sweep lint test test-fast test29 test27 bench clean mlflow-ui tensorboard wandb-view
 
 ## run: set up, generate and simulate every job of jobs.yaml (the quick start)
 run: generate simulate
@@ -166,6 +166,10 @@ test27: setup27
 ## bench: generate 1..10,000 jobs vs FedJob export vs cp -r, the example's runs vs FedJob, --parallel 1 vs the default (not a test)
 bench: setup
 	"$(BIN)/python" bench/bench.py
+
+## help: list the targets and what each does (these ## lines)
+help:
+	@sed -n 's/^## \([a-z0-9-]*\): /\1\t/p' $(firstword $(MAKEFILE_LIST)) | expand -t 14
 
 ## clean: remove build/ (generated jobs, workspaces, results)
 clean:
