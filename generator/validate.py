@@ -171,11 +171,32 @@ def _yaml_hint(doc: Document, path: tuple, expected, instance) -> str:
         return ""
     if YAML11_BOOL_WORDS.match(text) and "string" in expected:
         return f' (YAML reads a bare {text} as a boolean: write "{text}" in quotes)'
-    if NUMBER_LIKE.match(text) and ("number" in expected or "integer" in expected):
-        return f" (YAML reads {text} as text: write it with a dot and a signed exponent, e.g. 1.0e-3)"
+    if NUMBER_LIKE.match(text) and isinstance(instance, str) and ("number" in expected or "integer" in expected):
+        return f" (YAML reads {text} as text: {_number_spelling(text, whole='number' not in expected)})"
     if "string" in expected and _is_number(text):
         return f' (YAML reads a bare {text} as a number: write "{text}" in quotes)'
     return ""
+
+
+def _number_spelling(text: str, whole: bool) -> str:
+    """How to write ``text`` (a number YAML 1.1 reads as text, :data:`generator.load.NUMBER_LIKE`) so it is
+    one: for a whole-number key its digits (``1e3``: 1000; a trial was told ``e.g. 1.0e-3`` for
+    ``num_rounds``), else with a dot and a signed exponent (``1e-3``: 1.0e-3; ``.5``: 0.5)."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        return "write it with a dot and a signed exponent, e.g. 1.0e-3"
+    if whole:
+        return f"write {int(value)}" if value.is_integer() else f"it is not a whole number ({value:g})"
+    mantissa, e, exponent = text.lower().partition("e")
+    if not e:  # .5
+        return f"write {value!r}"
+    sign = mantissa[:1] if mantissa[:1] in "+-" else ""
+    digits = mantissa.lstrip("+-") or "0"
+    digits = digits if "." in digits else digits + ".0"
+    digits = "0" + digits if digits.startswith(".") else digits
+    exponent = exponent if exponent[:1] in "+-" else "+" + exponent
+    return f"write it with a dot and a signed exponent: {sign}{digits}e{exponent}"
 
 
 @cache
@@ -404,6 +425,15 @@ _SIZE_MESSAGES = {
 
 #: Keywords whose jsonschema message shows only numbers (``0 is less than the minimum of 1``).
 _NUMBER_KEYWORDS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
+#: How a number limit reads (``must be at least 1, got 0``; jsonschema's own words for an exclusive
+#: minimum, ``-5 is less than or equal to the minimum of 0``, puzzled a trial).
+_NUMBER_WORDS = {
+    "minimum": "at least",
+    "exclusiveMinimum": "more than",
+    "maximum": "at most",
+    "exclusiveMaximum": "less than",
+    "multipleOf": "a multiple of",
+}
 
 
 def _plain_message(error) -> str:
@@ -415,6 +445,8 @@ def _plain_message(error) -> str:
         return message if message == "must not be empty" else f"{message} (has {len(error.instance)})"
     if kind == "const":
         return f"must be {_json_text(limit)} (got {_describe(error.instance)})"
+    if kind in _NUMBER_WORDS and isinstance(error.instance, (int, float)):
+        return f"must be {_NUMBER_WORDS[kind]} {_json_text(limit)}, got {_json_text(error.instance)}"
     if kind in _NUMBER_KEYWORDS or kind == "required":
         return error.message
     return f"does not fit the schema here ({kind})"

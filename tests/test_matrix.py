@@ -286,7 +286,7 @@ def test_a_problem_in_a_later_file_is_located_in_that_file(project):
     with pytest.raises(SpecError) as e:
         check_only([project / "jobs.yaml", project / "lab.yaml"])
     assert [str(p) for p in e.value.problems] == [
-        f"{project / 'lab.yaml'}:3:17: jobs[0] (a).num_rounds: 0 is less than the minimum of 1"
+        f"{project / 'lab.yaml'}:3:17: jobs[0] (a).num_rounds: must be at least 1, got 0"
     ]
 
 
