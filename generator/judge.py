@@ -55,6 +55,7 @@ ROUND_STARTED = re.compile(r"^\s*Round (\d+) started\.\s*$", re.MULTILINE)
 FINISHED = re.compile(r"^\s*Finished FedAvg\.\s*$", re.MULTILINE)
 MODEL_SAVED = "End persist model on server."
 _IDENTITY = re.compile(r"\bidentity=([^,\]]+)")
+_PEER = re.compile(r"\bpeer=([^,\]]+)")
 _WORKFLOW_ID = re.compile(r"\bwf=([^,\]]+)")
 
 #: The id of the generated workflow (``config_fed_server.json`` ``workflows[0].id``); NVFlare puts
@@ -82,6 +83,9 @@ class WorkflowRecords:
         round_started, model_saved, finished (tuple[str, re.Pattern]): the records of each event.
         site_trained (tuple[str, re.Pattern] | None): for a workflow that must hear from every
             client each round, the record of one client's result (group 1: the site); None: not checked.
+        result_received (tuple[str, re.Pattern] | None): the record of one client's result whose
+            site is the ``peer`` of its ``fl_ctx``, only to say where a stopped run was
+            (:meth:`RoundTracker.where_stopped`); None: ``site_trained`` says it, or nothing does.
     """
 
     name: str
@@ -90,12 +94,14 @@ class WorkflowRecords:
     model_saved: tuple
     finished: tuple
     site_trained: tuple | None = None
+    result_received: tuple | None = None
 
     @property
     def loggers(self) -> tuple[str, ...]:
         """Every logger whose records are read."""
         found = [self.controller, *(r[0] for r in self.events)]
-        return tuple(dict.fromkeys(found + ([self.site_trained[0]] if self.site_trained else [])))
+        found += [r[0] for r in (self.site_trained, self.result_received) if r]
+        return tuple(dict.fromkeys(found))
 
     @property
     def events(self) -> tuple:
@@ -123,6 +129,7 @@ WORKFLOW_RECORDS = {
         round_started=(FEDAVG.path, ROUND_STARTED),
         model_saved=(FEDAVG.path, _SAVED),
         finished=(FEDAVG.path, FINISHED),
+        result_received=(SERVER_RUNNER, re.compile(r"^finished processing client result by controller")),
     ),
     "cyclic": WorkflowRecords(
         name="CyclicController",
@@ -240,6 +247,7 @@ class RoundTracker:
         records (int): records of the workflow seen (0: the server never ran it).
         trained (dict): round (1-based) -> the sites whose result the server got in it, in order
             (only for a workflow with ``site_trained``).
+        results (dict): the same from ``result_received`` records (only to say where a run stopped).
     """
 
     workspace: Path
@@ -253,6 +261,7 @@ class RoundTracker:
     finished: bool = False
     records: int = 0
     trained: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)
     _tail: LogJsonTail | None = field(default=None, repr=False)
 
     @classmethod
@@ -289,6 +298,11 @@ class RoundTracker:
         if logger != spec.controller and _workflow_id(record) != WORKFLOW_ID:
             return None
         message = str(record.get("message", ""))
+        if spec.result_received and logger == spec.result_received[0] and spec.result_received[1].search(message):
+            peer = _PEER.search(str(record.get("fl_ctx", "")))
+            if peer:
+                self.results.setdefault(self.rounds_started, []).append(peer.group(1))
+            return None
         if spec.site_trained and logger == spec.site_trained[0]:
             site = spec.site_trained[1].search(message)
             if site:
@@ -344,6 +358,25 @@ class RoundTracker:
                 return [f"FedAvg did not finish round {self.num_rounds} (no 'Finished FedAvg.' in {self.log_path})"]
             return [f"{name} did not finish round {self.num_rounds} (its workflow never ended in {self.log_path})"]
         return []
+
+    def where_stopped(self) -> str:
+        """Where the run was, by its records, when it was stopped (for a timeout's message): ``in round
+        2 of 5, waiting for site-1 (the server had no result from it)``; the sites for a workflow whose
+        records name them (a trial's hung script timed out with nothing to say where)."""
+        if not self.records:
+            return f"the {self.spec.name} workflow had not started"
+        if self.finished:
+            return f"the {self.spec.name} workflow had finished; the run had not ended"
+        if not self.rounds_started:
+            return "no round had started"
+        where = f"in round {self.rounds_started} of {self.num_rounds}"
+        if (self.spec.site_trained or self.spec.result_received) and self.num_clients:
+            got = (self.trained if self.spec.site_trained else self.results).get(self.rounds_started, [])
+            waiting = [s for s in self.sites or site_names(self.num_clients) if s not in got]
+            if waiting:
+                them = "it" if len(waiting) == 1 else "them"
+                where += f", waiting for {', '.join(waiting)} (the server had no result from {them})"
+        return where
 
     def skipped_sites(self) -> dict[int, list[str]]:
         """Round (1-based) -> the sites ``site-1..site-<num_clients>`` the server got no result from in

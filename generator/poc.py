@@ -606,10 +606,20 @@ def _poll(session, run: _Run, events, sites_dir: Path | None = None) -> bool:
         run.problems.append(
             job_problem(
                 run.name,
-                f"timed out after {run.result.timeout:g} s: NVFlare aborted job {run.job_id} (abort_job)",
+                f"timed out after {run.result.timeout:g} s: NVFlare aborted job {run.job_id} (abort_job)"
+                + _where_stopped(run),
             )
         )
     return run.aborted_at is not None and now - run.aborted_at > ABORT_GRACE
+
+
+def _where_stopped(run: _Run) -> str:
+    """``; it was in round 2 of 5, waiting for site-1 (...)`` from a local system's server log
+    (:meth:`generator.judge.RoundTracker.where_stopped`); ``""`` where only round starts are read
+    (``submit``: :class:`_RemoteTracker`) or there is no tracker."""
+    if not isinstance(run.tracker, _LiveTracker):  # polled at the start of this poll (_poll)
+        return ""
+    return f"; it was {run.tracker.where_stopped()}"
 
 
 def _ended_meanwhile(session, run: _Run) -> bool:

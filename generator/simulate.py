@@ -665,7 +665,7 @@ def _stopped(
     result.status = TIMEOUT
     message = (
         f"timed out after {result.timeout:g} s ({timeout_source(info, timeout)}): stopped the simulator and "
-        f"every process it started ({outcome.stopped}); log: {log}"
+        f"every process it started ({outcome.stopped}); it was {tracker.where_stopped()}; log: {log}"
     )
     # a client that failed may be why the run hung
     result.problems[:0] = [job_problem(result.name, m) for m in [*client_exceptions(ws, log, info.clients), message]]

@@ -873,3 +873,36 @@ def test_an_expected_key_the_script_does_not_log_is_named_as_such_not_as_lost_po
     nothing = _metric_problems(info, {"site-1": {}}, ws)
     assert nothing[0] == "no metric from site-1 arrived in the receiver's store"  # no key at all: as before
     assert nothing[1].startswith("site-1 stored 0 'loss' points, expected 80")
+
+
+def test_a_stopped_run_says_where_it_was_by_its_records(tmp_path):
+    tracker = RoundTracker(tmp_path, num_rounds=5, num_clients=2)
+    assert tracker.where_stopped() == "the FedAvg workflow had not started"
+    tracker.records, tracker.rounds_started = 3, 2
+    tracker.results = {1: ["site-1", "site-2"], 2: ["site-2"]}
+    assert tracker.where_stopped() == "in round 2 of 5, waiting for site-1 (the server had no result from it)"
+    tracker.results[2].append("site-1")
+    assert tracker.where_stopped() == "in round 2 of 5"  # every result in: the workflow itself hung
+    named = RoundTracker(tmp_path, num_rounds=1, num_clients=2, sites=["a", "b"], records=1, rounds_started=1)
+    assert named.where_stopped() == "in round 1 of 1, waiting for a, b (the server had no result from them)"
+    tracker.finished = True
+    assert tracker.where_stopped() == "the FedAvg workflow had finished; the run had not ended"
+    # from a real run's records: FedAvg's results name their site in fl_ctx (peer=...)
+    ran = RoundTracker(tmp_path / "ran", num_rounds=1, num_clients=2)
+    (tmp_path / "ran/server").mkdir(parents=True)
+    ctx = "[identity=simulator_server, run=simulate_job, wf=controller, peer=site-2, task_name=train]"
+    records = [
+        {
+            "fullName": FEDAVG_LOGGER,
+            "fl_ctx": "[identity=simulator_server, wf=controller]",
+            "message": "Round 0 started.",
+        },
+        {
+            "fullName": "nvflare.private.fed.server.server_runner.ServerRunner",
+            "fl_ctx": ctx,
+            "message": "finished processing client result by controller",
+        },
+    ]
+    (tmp_path / "ran/server/log.json").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert ran.poll() == [1]
+    assert ran.where_stopped() == "in round 1 of 1, waiting for site-1 (the server had no result from it)"

@@ -282,6 +282,8 @@ def test_a_hanging_job_times_out_its_processes_are_stopped_and_the_next_job_runs
     assert (hung["status"], hung["ok"], hung["timeout"]) == ("TIMEOUT", False, 45)
     assert hung["log"] == "build/workspaces/_logs/hangs.log"
     assert "timed out after 45 s (the job's `timeout` key)" in result.stderr
+    # where it hung: both sites' scripts took the task and never answered
+    assert "; it was in round 1 of 1, waiting for site-1, site-2 (the server had no result from them);" in result.stderr
     assert "log: build/workspaces/_logs/hangs.log" in result.stderr
     assert (project / hung["log"]).is_file()
     assert re.search(r"^hangs\s+TIMEOUT\s", result.stdout, re.M)
