@@ -516,6 +516,7 @@ def simulate_job(
     events: SimulateEvents | None = None,
     reports: Path | None = None,
     timeout: float | None = None,
+    refusal_checked: bool = False,
 ) -> JobResult:
     """Run one generated job in the simulator and check what it produced.
 
@@ -530,6 +531,7 @@ def simulate_job(
         events (SimulateEvents | None): told of each started round (None: nobody).
         reports (Path | None): where to write ``<job>.png`` for a metrics job (None: no plot).
         timeout (float | None): seconds, overriding the job's (see :func:`job_timeout`).
+        refusal_checked (bool): the caller already found the job may start here (:func:`_refused`).
 
     When NVFlare's simulator stops running a client mid-run (its worker died, or the link to it
     broke: see :class:`generator.judge.LostClientWatch`), the run is stopped at once instead of
@@ -545,7 +547,7 @@ def simulate_job(
     """
     events = events or SimulateEvents()
     result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver)
-    if _refused(result, info, workspace_root):
+    if not refusal_checked and _refused(result, info, workspace_root):
         return result
     log = log_path(workspace_root, name)
     result.log = str(log)
@@ -1112,10 +1114,18 @@ def _run_parallel(out, workspace, manifest, selected, reports, timeout, events, 
 
 
 def _simulate_one(out: Path, workspace, name: str, info: ManifestEntry, reports, timeout, events) -> JobResult:
-    """Simulate one job of :func:`simulate_all`, telling ``events`` when it starts and ends."""
+    """Simulate one job of :func:`simulate_all`, telling ``events`` when it starts (not for a job
+    refused here: a trial saw "simulating" and then "FAILED, not started") and ends."""
+    refused = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver)
+    if _refused(refused, info, Path(workspace)):
+        refused.matrix = info.matrix
+        events.job_finished(refused)
+        return refused
     events.job_started(name, info, job_timeout(info, timeout))
     try:
-        result = simulate_job(out, Path(workspace), name, info, events, reports=reports, timeout=timeout)
+        result = simulate_job(
+            out, Path(workspace), name, info, events, reports=reports, timeout=timeout, refusal_checked=True
+        )
     except Interrupted as e:  # while it was being prepared (see _run_simulator): it never started
         result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver, status=INTERRUPTED)
         result.problems.append(job_problem(name, f"interrupted by {e.name}"))

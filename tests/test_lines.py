@@ -160,3 +160,16 @@ def test_simulate_refuses_a_folder_written_for_another_line(tmp_path):
         f"{lines.installed_line()} line: simulate it with NVFlare {other}, or generate it for {lines.installed_line()}"
     ]
     assert not (tmp_path / "ws").exists()
+
+
+def test_simulate_never_says_it_is_simulating_a_job_of_another_line(project, cli):
+    other = "2.7" if lines.installed_line() == "2.9" else "2.9"
+    (project / "jobs.yaml").write_text(
+        f"jobs:\n  - name: old\n    script: train_full.py\n    nvflare_version: '{other}'\n", encoding="utf-8"
+    )
+    assert cli("generate")[0] == 0
+    code, out, err = cli("simulate")
+    assert code == 1
+    assert out[0] == "old: FAILED, not started; log: none"  # no "old: simulating ..." before it (trial 40)
+    assert err[0].startswith(f"old: written for NVFlare {other} (nvflare_version)")
+    assert not (project / "build/workspaces/old").exists()
