@@ -9,8 +9,9 @@ receiver wrote, which the judge reads as before) and gives a copy of its runs in
   makes the store ours, as ``"generator"`` marks ``results.json``, see :mod:`generator.outputs`);
 - one MLflow run per job and site (NVFlare's MLflowReceiver makes one run per site), named
   ``<job>/<source run name>``, with the source run's tags, params, status, start and end time, and
-  every metric point with its step and timestamp; tagged :data:`JOB_TAG` = the job and
-  :data:`SITE_TAG` = the site, and for a job expanded from a ``matrix:`` each matrix value as tag
+  every metric point with its step and timestamp; tagged :data:`JOB_TAG` = the job,
+  :data:`SITE_TAG` = the site and :data:`EXPERIMENT_TAG` = the job's own experiment, and for a
+  job expanded from a ``matrix:`` each matrix value as tag
   and param ``jobgen.matrix.<key>`` (MLflow's compare view and parallel-coordinates plot use them);
 - a job simulated again replaces its runs (they are deleted for good first, as ``mlflow gc`` does).
 
@@ -49,6 +50,9 @@ MARK_TAG = "jobgen.generator"
 #: Run tags: the job, the site, and (prefix) each matrix value of a job expanded from a ``matrix:``.
 JOB_TAG = "jobgen.job"
 SITE_TAG = "jobgen.site"
+#: Run tag: the job's own experiment (the receiver's ``experiment_name``), which the project store's
+#: one experiment would otherwise hide (a trial looked for its experiment name there).
+EXPERIMENT_TAG = "jobgen.experiment"
 MATRIX_PREFIX = "jobgen.matrix."
 #: MLflow's ``log_batch`` limits per call (``mlflow/utils/validation.py``: ``MAX_METRICS_PER_BATCH``,
 #: ``MAX_PARAMS_TAGS_PER_BATCH``).
@@ -226,7 +230,8 @@ def copy_job(
             if source_file is None or not source_file.is_file():
                 return {}
             source = client_class(tracking_uri=source_uri)
-            experiments = [e.experiment_id for e in source.search_experiments()]
+            names = {e.experiment_id: e.name for e in source.search_experiments()}
+            experiments = list(names)
             copied: dict[str, int] = {}
             runs = source.search_runs(experiments, max_results=50000) if experiments else []
             for run in sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_name or "")):
@@ -235,6 +240,7 @@ def copy_job(
                 name = f"{job}/{run.info.run_name}"
                 tags = {k: v for k, v in run.data.tags.items() if k != "mlflow.runName"}
                 tags[JOB_TAG] = job
+                tags[EXPERIMENT_TAG] = names.get(run.info.experiment_id, "")
                 site = _site(run.info.run_name, sites)
                 if site:
                     tags[SITE_TAG] = site

@@ -52,7 +52,14 @@ def pick_job(results_path: Path, tracker: str, job: str | None = None) -> dict:
     if job:
         entry = next((r for r in results if r["name"] == job), None)
         if entry is None:
-            raise fail(f"no job {job!r} in the results (have: {', '.join(r['name'] for r in results)})")
+            kept = results_path.parent / "workspaces" / job / "server" / "simulate_job" / "mlflow.db"
+            note = (
+                f"; a later run rewrote the results, but its store is still at {kept}: "
+                f"mlflow ui --backend-store-uri sqlite:///{kept.resolve()}"
+                if tracker == "mlflow" and kept.is_file()
+                else ""
+            )
+            raise fail(f"no job {job!r} in the results (have: {', '.join(r['name'] for r in results)}){note}")
         if entry.get("receiver") != tracker:
             raise fail(f"job {job!r} stored its metrics with {entry.get('receiver') or 'no receiver'}, not {tracker}")
         return entry
@@ -85,7 +92,10 @@ def pick_view(results_path: Path, tracker: str, job: str | None = None) -> tuple
         project = store_path(results_path)
         simulated = all(r.get("engine", "simulate") == "simulate" for r in results)
         if simulated and is_our_store(project):
-            return "every MLflow job of the run", store_uri(project)
+            return (
+                f"every MLflow job simulated with its results in {Path(results_path).parent}/ (this run's and "
+                f"earlier runs'; a job simulated again replaces its runs)"
+            ), store_uri(project)
         if len(stored) > 1:
             return f"{first['name']} (--job {stored[1]['name']} opens another of the run's MLflow jobs)", first["store"]
         return first["name"], first["store"]

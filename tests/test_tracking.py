@@ -12,6 +12,7 @@ from generator.errors import OutputError
 from generator.layout import ManifestEntry
 from generator.tracking import (
     EXPERIMENT,
+    EXPERIMENT_TAG,
     JOB_TAG,
     MATRIX_PREFIX,
     SITE_TAG,
@@ -23,6 +24,9 @@ from generator.tracking import (
     store_uri,
 )
 
+#: The experiment :func:`fabricate` makes, as the shipped jobs' receivers name theirs.
+FABRICATED_EXPERIMENT = "nvflare-fedavg-np-experiment"
+
 
 def fabricate(path, sites=("site-1", "site-2"), keys=("loss", "acc"), steps=5, tag="x"):
     """A job's own MLflow store as NVFlare's MLflowReceiver leaves it: one run per site."""
@@ -30,7 +34,7 @@ def fabricate(path, sites=("site-1", "site-2"), keys=("loss", "acc"), steps=5, t
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=store_uri(path))
-    experiment = client.create_experiment("nvflare-fedavg-np-experiment")
+    experiment = client.create_experiment(FABRICATED_EXPERIMENT)
     for i, site in enumerate(sites):
         run = client.create_run(experiment, run_name=f"{site}-nvflare-fedavg-np", tags={"mine": tag})
         client.log_param(run.info.run_id, "lr", str(0.1 * (i + 1)))
@@ -76,6 +80,7 @@ def test_a_job_is_copied_run_by_run_with_every_point(tmp_path):
         assert history(project, f"sweep-2/{name}") == history(tmp_path / "job.db", name)
         tags = run_tags(project, f"sweep-2/{name}")
         assert tags[JOB_TAG] == "sweep-2" and tags[SITE_TAG] == site and tags["mine"] == "x"
+        assert tags[EXPERIMENT_TAG] == FABRICATED_EXPERIMENT  # the job's own experiment, by name
         assert tags[MATRIX_PREFIX + "num_rounds"] == "2" and tags[MATRIX_PREFIX + "receiver.type"] == "mlflow"
     from mlflow.tracking import MlflowClient
 
@@ -258,7 +263,8 @@ def test_mlflow_without_a_job_opens_the_project_store_once_it_is_ours(tmp_path):
     (tmp_path / "build" / "mlflow.db").unlink()
     copy_job(tmp_path / "build" / "mlflow.db", "ml-a", fabricate(tmp_path / "job.db"))
     label, store = pick_view(results, "mlflow")
-    assert (label, store) == ("every MLflow job of the run", store_uri(tmp_path / "build" / "mlflow.db"))
+    assert label.startswith("every MLflow job simulated with its results in ")
+    assert store == store_uri(tmp_path / "build" / "mlflow.db")
     assert viewer_command("mlflow", store)[1:4] == ["ui", "--backend-store-uri", store]
     assert pick_view(results, "mlflow", "ml-a") == ("ml-a", ENTRIES[0]["store"])
 
@@ -346,7 +352,9 @@ def test_two_mlflow_jobs_simulated_in_parallel_all_land_in_the_project_store(pro
             tags = run_tags(project / "build/mlflow.db", f"{entry['name']}/{run}")
             assert tags[JOB_TAG] == entry["name"] and tags[MATRIX_PREFIX + "num_rounds"] == str(rounds)
             assert tags[SITE_TAG] in ("site-1", "site-2")
-    assert pick_view(project / "build/results.json", "mlflow")[0] == "every MLflow job of the run"
+    assert pick_view(project / "build/results.json", "mlflow")[0].startswith(
+        f"every MLflow job simulated with its results in {project / 'build'}/ (this run's and earlier runs'"
+    )
 
 
 def test_simulate_refuses_a_users_mlflow_db_beside_the_results_before_any_job(project):

@@ -46,6 +46,22 @@ def test_a_wrong_job_is_refused(results, tracker, job, message):
         pick_job(results, tracker, job)
 
 
+def test_a_job_a_later_run_left_out_of_the_results_is_found_in_its_workspace(results):
+    """A trial's JOB= failed once a later ``simulate --job`` rewrote the results, its store still on disk."""
+    kept = results.parent / "workspaces/gone/server/simulate_job/mlflow.db"
+    with pytest.raises(SimulationError) as caught:
+        pick_job(results, "mlflow", "gone")
+    assert "still at" not in str(caught.value.problems[0])
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"")
+    with pytest.raises(SimulationError) as caught:
+        pick_job(results, "mlflow", "gone")
+    assert str(caught.value.problems[0]).endswith(
+        f"; a later run rewrote the results, but its store is still at {kept}: "
+        f"mlflow ui --backend-store-uri sqlite:///{kept}"
+    )
+
+
 def test_no_results_yet(tmp_path):
     with pytest.raises(SimulationError, match="run `make simulate` first"):
         pick_job(tmp_path / "results.json", "mlflow")
@@ -107,7 +123,11 @@ def test_mlflow_without_a_job_never_opens_the_simulated_project_store_for_poc_re
     )
     path.write_text(json.dumps([{**r, "engine": "simulate"} for r in RESULTS]))
     label, store = viewers.pick_view(path, "mlflow")
-    assert (label, store) == ("every MLflow job of the run", viewers.store_uri(tmp_path / "mlflow.db"))
+    assert label == (
+        f"every MLflow job simulated with its results in {tmp_path}/ (this run's and earlier runs'; "
+        "a job simulated again replaces its runs)"
+    )
+    assert store == viewers.store_uri(tmp_path / "mlflow.db")
 
 
 def test_poc_and_simulate_results_say_which_engine_ran_them(tmp_path):
