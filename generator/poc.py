@@ -265,6 +265,24 @@ def _copy_site_logs(system: System, session, run: _Run, job_dir: Path) -> None:
                     (target / name).write_text(text, encoding="utf-8")
 
 
+def _keep_logs(system: System, run: _Run, downloads: Path) -> Path | None:
+    """Copy an interrupted job's run logs, as they are, from the local POC workspace into
+    ``<downloads>/<job>/`` (``server/`` and each site's folder, as a download lays them out), so that
+    they outlive the workspace, which the next ``poc`` clears (a trial found its interrupted jobs'
+    logs gone); the copied server ``log.txt``, or None when the server had not deployed the job."""
+    server_dir = run.tracker.log_path.parent
+    if not (server_dir / "log.txt").is_file():
+        return None
+    job_dir = downloads / run.name
+    (job_dir / SERVER_SITE).mkdir(parents=True, exist_ok=True)
+    for name in DOWNLOAD_LOGS:
+        with contextlib.suppress(OSError):
+            shutil.copy2(server_dir / name, job_dir / SERVER_SITE / name)
+    with contextlib.suppress(OSError):
+        _copy_site_logs(system, None, run, job_dir)
+    return job_dir / SERVER_SITE / "log.txt"
+
+
 def _judge(system: System, run: _Run, job_dir: Path) -> None:
     """Judge a downloaded run as ``simulate`` judges a simulated one (``judge_run``, ``judge_cross_site``,
     ``judge_metrics``)."""
@@ -764,10 +782,10 @@ def run_jobs(
                 if run.tracker is not None:  # the rounds it ran (on a remote system: as last read)
                     run.tracker.poll()
                     run.result.rounds_started = run.tracker.rounds_started
-                if local:  # its run log is here
-                    server_log = run.tracker.log_path.with_name("log.txt")
-                    if server_log.is_file():  # else the server had not deployed it yet
-                        run.result.log = str(server_log)
+                if local:  # its run logs are here: kept in the downloads (the next poc clears the workspace)
+                    kept = _keep_logs(system, run, downloads)
+                    if kept:  # else the server had not deployed it yet
+                        run.result.log = str(kept)
                 run.result.status = INTERRUPTED
                 run.result.wall_seconds = round(time.monotonic() - run.started, 2)
                 # abort_job returns once the server has the request; the job ends there seconds later

@@ -1332,9 +1332,12 @@ def test_a_stop_signal_aborts_the_job_and_stops_the_poc_system(tmp_path):
     (record,) = json.loads((project / "build/poc-results.json").read_text())
     assert record["status"] == "INTERRUPTED"
     assert record["rounds_started"] >= 2  # what the server's run log showed, not "never started"
-    assert "/build/poc-workspace/poc/" in record["log"] and Path(record["log"]).is_file(), record["log"]
+    # its run logs as they were, kept beside the downloads: the next poc clears the POC workspace
+    assert record["log"] == "build/poc/slow/server/log.txt", record["log"]
+    assert "Round 1 started." in (project / record["log"]).read_text()
+    assert (project / "build/poc/slow/site-1/log.txt").is_file()
     assert f"slow: INTERRUPTED in {record['wall_seconds']:.1f} s; log: {record['log']}" in stdout
-    assert not stale.exists()  # not left to pass for this run's result
+    assert not (stale / "meta.json").exists()  # the earlier download is not left to pass for this run's result
     assert left == []
     assert list(home.iterdir()) == []
 
