@@ -345,7 +345,10 @@ def _unknown_key_problems(doc: Document, schema: dict, error) -> list[Problem]:
     hint = error.schema.get("x-hint")
     problems = []
     job_keys = schema["$defs"]["job_settings"]["properties"] if error.schema.get("x-per-site") else {}
+    patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]  # x- extension fields
     for key in sorted(set(error.instance) - set(known)):
+        if any(p.search(key) for p in patterns):
+            continue
         message = f"unknown key {key!r}" + (_suggest(key, known) or (f" ({hint})" if hint else ""))
         if key in job_keys:
             message = (
