@@ -27,7 +27,12 @@ Nothing here imports nvflare.
 
 from __future__ import annotations
 
+import ast
+import difflib
 import json
+from functools import lru_cache
+from importlib.machinery import PathFinder
+from pathlib import Path
 
 from .errors import Problem
 from .load import Document
@@ -338,6 +343,108 @@ def locate(config: dict, job: Job, side: str) -> dict[int, tuple]:
     return at
 
 
+@lru_cache(maxsize=1)
+def _nvflare_folder() -> Path | None:
+    """The installed ``nvflare`` package's folder, found without importing it (None: not installed)."""
+    spec = PathFinder.find_spec("nvflare")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else None
+
+
+@lru_cache(maxsize=1024)
+def _top_level_names(file: str) -> tuple[list[str], list[str]]:
+    """(every name a module defines or imports at its top level, its classes) by its syntax tree."""
+    try:
+        tree = ast.parse(Path(file).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return [], []
+    names, classes = [], []
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            classes.append(node.name)
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            names.append(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names += [(a.asname or a.name).split(".")[0] for a in node.names]
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names, classes
+
+
+@lru_cache(maxsize=1024)
+def nvflare_class_problem(path: str) -> str | None:
+    """Why the class path ``nvflare.<module>.<Class>`` names nothing in the installed nvflare, read
+    from its files without importing it (the generate path must not import nvflare); None when it is
+    there, or nvflare is not installed. A misspelled class of an escape-hatch entry otherwise passed
+    generate and failed only in the simulator (a trial): ``lint`` checks it by importing."""
+    root = _nvflare_folder()
+    parts = path.split(".")
+    if root is None or parts[0] != "nvflare" or len(parts) < 2:
+        return None
+    module, name = parts[:-1], parts[-1]
+    folder, file = root, root / "__init__.py"
+    for i, part in enumerate(module[1:], 1):
+        if (folder / part / "__init__.py").is_file():
+            folder = folder / part
+            file = folder / "__init__.py"
+        elif i == len(module) - 1 and (folder / f"{part}.py").is_file():
+            file = folder / f"{part}.py"
+        else:
+            have = [p.stem for p in folder.glob("*.py") if p.stem != "__init__"]
+            have += [p.parent.name for p in folder.glob("*/__init__.py")]
+            close = difflib.get_close_matches(part, have, n=1)
+            hint = f"; did you mean {'.'.join([*module[:i], close[0]])!r}?" if close else ""
+            return f"the installed nvflare has no module {'.'.join(module[: i + 1])!r}{hint}"
+    names, classes = _top_level_names(str(file))
+    if names and name not in names:
+        close = difflib.get_close_matches(name, classes or names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"the installed nvflare's {'.'.join(module)} has no {name!r}{hint}"
+    return None
+
+
+def _class_paths(value, where: tuple) -> list[tuple[tuple, str]]:
+    """Every ``path`` string below ``value`` (an entry of a component, executor or filter list), with its key path."""
+    found = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "path" and isinstance(item, str):
+                found.append(((*where, key), item))
+            elif key != "args":  # a component's arguments are its own
+                found += _class_paths(item, (*where, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found += _class_paths(item, (*where, i))
+    return found
+
+
+def class_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
+    """Escape-hatch entries whose ``nvflare.`` class path names nothing in the installed nvflare
+    (:func:`nvflare_class_problem`), for jobs written for the installed line: warnings located at
+    the ``path``, once each (one in ``defaults`` names its jobs)."""
+    from .lines import installed_line
+    from .validate import _naming_jobs
+
+    line = installed_line()
+    out, owners = [], []
+    for job in jobs:
+        if job.line != line:
+            continue
+        for side in LISTS:
+            for app_job in _app_jobs(job, side):
+                for name, items in extras_of(app_job, side).items():
+                    where = list_path(app_job, side, name)
+                    for path, value in _class_paths(items, where):
+                        why = nvflare_class_problem(value) if value.startswith("nvflare.") else None
+                        if why:
+                            problem = doc.problem(path, f"warning: {why} (NVFlare would fail to load {value!r})")
+                            if (problem, job.name) not in zip(out, owners, strict=True):
+                                out.append(problem)
+                                owners.append(job.name)
+    return _naming_jobs(out, owners)
+
+
 def warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
     """Escape-hatch entries NVFlare accepts but that fail at run time on the job's line.
 
@@ -376,4 +483,4 @@ def warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
             if (problem, job.name) not in zip(out, owners, strict=True):
                 out.append(problem)
                 owners.append(job.name)
-    return _naming_jobs(out, owners)
+    return _naming_jobs(out, owners) + class_warnings(doc, jobs)
