@@ -349,6 +349,14 @@ def _unknown_key_problems(doc: Document, schema: dict, error) -> list[Problem]:
     for key in sorted(set(error.instance) - set(known)):
         if any(p.search(key) for p in patterns):
             continue
+        glued = re.fullmatch(r"([^:\s]+):(\S.*)", key)  # {a:1}: YAML reads one key 'a:1' (no space after ':')
+        if glued and glued.group(1) in known:
+            message = (
+                f"unknown key {key!r}: YAML needs a space after the colon, or it reads one key: "
+                f"write {glued.group(1)}: {glued.group(2)}"
+            )
+            problems.append(doc.problem(path + (key,), message, at_key=True))
+            continue
         message = f"unknown key {key!r}" + (_suggest(key, known) or (f" ({hint})" if hint else ""))
         if key in job_keys:
             message = (
