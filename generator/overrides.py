@@ -229,7 +229,13 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
         return [Problem(f"--set #{number}", 0, 0, path, message)]
 
     if not eq:
-        return fail("expected PATH=VALUE, e.g. defaults.num_rounds=3 or jobs.NAME.num_rounds=3")
+        split = (  # a trial's SET="jobs.a.expect={model_mean: 9.375}" reached the CLI as two --set
+            f" (the rest of --set #{number - 1}, split at a space? make's SET= makes one --set of each word, "
+            "and a shell splits an unquoted one: give such a value as python -m generator ... --set 'PATH=VALUE')"
+            if number > 1
+            else ""
+        )
+        return fail(f"expected PATH=VALUE, e.g. defaults.num_rounds=3 or jobs.NAME.num_rounds=3{split}")
     data = merged.data
     if not isinstance(data, dict) or not isinstance(data.get("jobs", []), list):
         return []  # the schema reports the file's shape; the override has nowhere to go
