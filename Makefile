@@ -41,10 +41,12 @@ DEPS27      := "nvflare==$(NVFLARE27)" "mlflow>=3.0,<4" "numpy>=1.24,<3" "pyyaml
 ## run: set up, generate and simulate every job of jobs.yaml (the quick start)
 run: generate simulate
 
+# PYTHONWARNINGS: setuptools' BuildBackendWarning "Editable installation" (a package folder at the
+# project root may shadow imports) is what this layout is meant to do; it cluttered the first run.
 $(STAMP): pyproject.toml
 	test -x "$(BIN)/python" || $(PYTHON) -m venv $(VENV)
 	"$(BIN)/python" -m pip install --quiet --upgrade pip
-	"$(BIN)/python" -m pip install --quiet -e '.[test,pt]'
+	PYTHONWARNINGS="ignore:Editable installation" "$(BIN)/python" -m pip install --quiet -e '.[test,pt]'
 	touch $(STAMP)
 
 ## setup: create .venv and install the project (reuses an existing .venv)
