@@ -183,12 +183,9 @@ class Reporter:
         with self._lock:  # one block: a parallel job's lines cannot come between these
             out, err = self._stdout or sys.stdout, self._stderr or sys.stderr
             if not _started(result):
-                out.write(f"{name}: {result.status}, not started; log: none\n")
+                out.write(f"{name}: {result.status}, not started; log: {_log_text(result)}\n")
             else:
-                log = result.log or (
-                    f"not downloaded (NVFlare job {result.job_id})" if result.job_id else "none (not started)"
-                )
-                out.write(f"{name}: {result.status} in {result.wall_seconds:.1f} s; log: {log}\n")
+                out.write(f"{name}: {result.status} in {result.wall_seconds:.1f} s; log: {_log_text(result)}\n")
             out.flush()
             for problem in result.problems:
                 err.write(f"{problem}\n")  # a Problem of the job: "<job>: <message>"
@@ -276,6 +273,14 @@ def _started(result) -> bool:
     return bool(result.wall_seconds or result.log or result.job_id)
 
 
+def _log_text(result) -> str:
+    """Where a :class:`generator.simulate.JobResult`'s log is, as its lines name it: the path, or why
+    there is none (not started; a job of a remote system whose result was not downloaded)."""
+    if not _started(result):
+        return "none"
+    return result.log or (f"not downloaded (NVFlare job {result.job_id})" if result.job_id else "none (not started)")
+
+
 def model_cell(result) -> str:
     """The table's "final model" cell of a :class:`generator.simulate.JobResult`: the final model,
     or a saved model marked as not final, or ``-``."""
@@ -309,11 +314,7 @@ def failures(results: list) -> list[str]:
     for r in results:
         if r.status in ("ok", "INTERRUPTED"):  # interrupted: the user stopped it, and the run says so last
             continue
-        if not _started(r):
-            log = "none (not started)"
-        else:
-            log = r.log or (f"not downloaded (NVFlare job {r.job_id})" if r.job_id else "none")
-        lines.append(f"{r.status} {r.name}; log: {log}")
+        lines.append(f"{r.status} {r.name}; log: {_log_text(r)}" + ("" if _started(r) else " (not started)"))
         for problem in r.problems:
             text = str(problem)
             lines.append("  " + text.removeprefix(f"{r.name}: "))
