@@ -516,7 +516,6 @@ def simulate_job(
     events: SimulateEvents | None = None,
     reports: Path | None = None,
     timeout: float | None = None,
-    refusal_checked: bool = False,
 ) -> JobResult:
     """Run one generated job in the simulator and check what it produced.
 
@@ -531,7 +530,6 @@ def simulate_job(
         events (SimulateEvents | None): told of each started round (None: nobody).
         reports (Path | None): where to write ``<job>.png`` for a metrics job (None: no plot).
         timeout (float | None): seconds, overriding the job's (see :func:`job_timeout`).
-        refusal_checked (bool): the caller already found the job may start here (:func:`_refused`).
 
     When NVFlare's simulator stops running a client mid-run (its worker died, or the link to it
     broke: see :class:`generator.judge.LostClientWatch`), the run is stopped at once instead of
@@ -547,7 +545,7 @@ def simulate_job(
     """
     events = events or SimulateEvents()
     result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver)
-    if not refusal_checked and _refused(result, info, workspace_root):
+    if _refused(result, info, workspace_root):
         return result
     log = log_path(workspace_root, name)
     result.log = str(log)
@@ -591,9 +589,9 @@ def simulate_job(
     return result
 
 
-def _refused(result: JobResult, info: ManifestEntry, workspace_root: Path) -> bool:
-    """Whether the job cannot start here (another NVFlare line, or its MLflow server does not answer);
-    records why in ``result``."""
+def _other_line(result: JobResult, info: ManifestEntry) -> bool:
+    """Whether the job is written for another NVFlare line than the installed one (it would not
+    load); records why in ``result``. No I/O once :func:`generator.lines.installed_line` is cached."""
     line = info.nvflare_version
     if line and line != installed_line():
         result.problems.append(
@@ -603,6 +601,14 @@ def _refused(result: JobResult, info: ManifestEntry, workspace_root: Path) -> bo
                 f"{installed_line()} line: simulate it with NVFlare {line}, or generate it for {installed_line()}",
             )
         )
+        return True
+    return False
+
+
+def _refused(result: JobResult, info: ManifestEntry, workspace_root: Path) -> bool:
+    """Whether the job cannot start here (another NVFlare line, :func:`_other_line`, or its MLflow
+    server does not answer); records why in ``result``."""
+    if _other_line(result, info):
         return True
     probe_started = time.monotonic()
     unreachable = tracking_server_problem(info, Path(workspace_root) / result.name / SERVER_SITE)
@@ -1105,6 +1111,7 @@ def _run_parallel(out, workspace, manifest, selected, reports, timeout, events, 
         if not received:
             done[name] = _simulate_one(out, workspace, name, manifest[name], reports, timeout, events)
 
+    installed_line()  # read once here: a worker's first lines then come with no I/O before them (_simulate_one)
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="simulate") as pool:
         futures = [pool.submit(work, name) for name in selected]
         wait(futures)
@@ -1114,18 +1121,18 @@ def _run_parallel(out, workspace, manifest, selected, reports, timeout, events, 
 
 
 def _simulate_one(out: Path, workspace, name: str, info: ManifestEntry, reports, timeout, events) -> JobResult:
-    """Simulate one job of :func:`simulate_all`, telling ``events`` when it starts (not for a job
-    refused here: a trial saw "simulating" and then "FAILED, not started") and ends."""
-    refused = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver)
-    if _refused(refused, info, Path(workspace)):
-        refused.matrix = info.matrix
-        events.job_finished(refused)
-        return refused
+    """Simulate one job of :func:`simulate_all`, telling ``events`` when it starts (not for a job of
+    another NVFlare line: a trial saw "simulating" and then "FAILED, not started") and ends. The
+    check comes before the job's first line at no cost (no I/O: the parallel jobs' first lines keep
+    their start order); a tracking server's probe, which can take seconds, comes after it."""
+    other = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver)
+    if _other_line(other, info):
+        other.matrix = info.matrix
+        events.job_finished(other)
+        return other
     events.job_started(name, info, job_timeout(info, timeout))
     try:
-        result = simulate_job(
-            out, Path(workspace), name, info, events, reports=reports, timeout=timeout, refusal_checked=True
-        )
+        result = simulate_job(out, Path(workspace), name, info, events, reports=reports, timeout=timeout)
     except Interrupted as e:  # while it was being prepared (see _run_simulator): it never started
         result = JobResult(name=name, rounds=info.num_rounds, receiver=info.receiver, status=INTERRUPTED)
         result.problems.append(job_problem(name, f"interrupted by {e.name}"))
