@@ -71,7 +71,7 @@ def _add_jobs_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="PATH=VALUE",
-        help="override one setting after the files: defaults.KEY=VALUE or jobs.NAME.KEY=VALUE, "
+        help="override one setting after the files: defaults.KEY=VALUE, jobs.NAME.KEY=VALUE or max_jobs=N, "
         "VALUE read as YAML (repeatable)",
     )
 
@@ -263,7 +263,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--port", type=_port, help="port (default: 5000 for mlflow, 6006 for tensorboard)")
 
-    li = sub.add_parser("lint", help="check generated folders against the installed nvflare")
+    li = sub.add_parser(
+        "lint",
+        help="check generated folders against the installed nvflare",
+        description="Import every component class of the generated configs from the installed nvflare (or the "
+        "job's custom/ folder) and bind its args to the class's __init__; problems are located in jobs.yaml and "
+        "the config. Exit 2 if any.",
+    )
     _add_jobs_options(li)
     li.add_argument("--out", type=_path, default=DEFAULT_OUT, help="folder of generated jobs (default: %(default)s)")
     return p

@@ -524,7 +524,12 @@ class _Builder:
         first = {}  # key -> mark of its first occurrence
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                self.fail(key_node, path + ("<<",), "merge keys (<<) are not supported: use `defaults:` instead")
+                self.fail(
+                    key_node,
+                    path + ("<<",),
+                    "merge keys (<<) are not supported: put shared settings under `defaults:` (merged under every "
+                    "job), or reuse a whole value through an alias (receiver: *name)",
+                )
                 self.doc.incomplete.add(format_path(path))
                 continue
             problem = self._key_problem(key_node)

@@ -342,7 +342,7 @@ def _unknown_key_problems(doc: Document, schema: dict, error) -> list[Problem]:
     """One problem per key the schema does not know, located at the key, with a did-you-mean."""
     path = tuple(error.absolute_path)
     known = _known_keys(schema, error)
-    hint = error.schema.get("x-hint")
+    hint = error.schema.get("x-unknown-hint") or error.schema.get("x-hint")  # the first: for unknown keys only
     problems = []
     job_keys = schema["$defs"]["job_settings"]["properties"] if error.schema.get("x-per-site") else {}
     patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]  # x- extension fields
