@@ -537,11 +537,11 @@ def _script_problem(doc: Document, job: Job) -> Problem | None:
         plain = resolved.relative_to(scripts_root).as_posix()
         return doc.problem(job.path_of("script"), f"script {s['script']!r} must not contain '..': write {plain!r}")
     if not resolved.is_file():
+        elsewhere = _found_elsewhere(scripts_root, s["script"], _writer_folder(doc, job.path_of("script")))
         available = sorted(p.relative_to(scripts_root).as_posix() for p in scripts_root.rglob("*.py"))
+        hint = elsewhere or _suggest(s["script"], available)  # found elsewhere: no other name to suggest
         return doc.problem(
-            job.path_of("script"),
-            f"script {s['script']!r} not found in {_shown_folder(scripts_root)}{_suggest(s['script'], available)}"
-            + _in_current_folder(scripts_root, s["script"]),
+            job.path_of("script"), f"script {s['script']!r} not found in {_shown_folder(scripts_root)}{hint}"
         )
     return None
 
@@ -554,18 +554,29 @@ def _shown_folder(folder: Path) -> str:
     return f"{folder.as_posix()}/"
 
 
-def _in_current_folder(scripts_root: Path, script: str) -> str:
-    """When the current folder's ``client_scripts/`` is not ``scripts_root`` but holds ``script``: a note
-    that scripts are looked up beside the first jobs file (a trial layered ``--jobs exp/exp.yaml --jobs
-    mine.yaml`` and was told its script, in ./client_scripts/, was not found)."""
+def _found_elsewhere(scripts_root: Path, script: str, writer: Path | None = None) -> str:
+    """When another ``client_scripts/`` than ``scripts_root`` holds ``script``, the one beside the jobs
+    file ``writer`` that named it (a later ``--jobs`` file) or the current folder's: a note that scripts
+    are looked up beside the first jobs file (a trial layered ``--jobs exp/exp.yaml --jobs mine.yaml``
+    and was told its script, in ./client_scripts/, was not found)."""
     with contextlib.suppress(OSError):
-        here = Path.cwd().resolve() / SCRIPTS_DIR
-        if here != scripts_root and (here / script).is_file():
-            return (
-                f" ({_shown_folder(here)}{script} exists, but scripts are looked up in the client_scripts/ "
-                "beside the first --jobs file)"
-            )
+        folders = [writer / SCRIPTS_DIR] if writer is not None else []
+        for folder in [*folders, Path.cwd().resolve() / SCRIPTS_DIR]:
+            if folder.resolve() != scripts_root and (folder / script).is_file():
+                return (
+                    f" ({_shown_folder(folder.resolve())}{script} exists, but scripts are looked up in the "
+                    "client_scripts/ beside the first --jobs file)"
+                )
     return ""
+
+
+def _writer_folder(doc: Document, path: tuple) -> Path | None:
+    """The folder of the jobs file that wrote ``path`` (a layered document's later file), else None."""
+    origin = getattr(doc, "origin", None)
+    if origin is None:
+        return None
+    written_by = origin(path)[0]
+    return None if written_by is doc else Path(written_by.root)
 
 
 def _relative_path_problem(value: str) -> str | None:

@@ -154,9 +154,19 @@ def test_a_script_missing_from_the_first_files_scripts_folder_names_that_folder(
     code, out, err = cli("validate", "--jobs", "exp/exp.yaml", "--jobs", "mine.yaml")
     assert (code, out) == (2, [])
     assert err == [
-        "mine.yaml:3:13: jobs[0] (b).script: script 'train_diff.py' not found in exp/client_scripts/; did you mean "
-        "'train_full.py'? (client_scripts/train_diff.py exists, but scripts are looked up in the client_scripts/ "
-        "beside the first --jobs file)"
+        "mine.yaml:3:13: jobs[0] (b).script: script 'train_diff.py' not found in exp/client_scripts/ "
+        "(client_scripts/train_diff.py exists, but scripts are looked up in the client_scripts/ beside the first "
+        "--jobs file)"
+    ]
+    # beside the later file that named it
+    (project / "other/client_scripts").mkdir(parents=True)
+    (project / "other/client_scripts/mine.py").write_text("", encoding="utf-8")
+    (project / "other/extra.yaml").write_text("jobs:\n  - name: c\n    script: mine.py\n", encoding="utf-8")
+    code, out, err = cli("validate", "--jobs", "jobs.yaml", "--jobs", "other/extra.yaml")
+    assert err == [
+        "other/extra.yaml:3:13: jobs[0] (c).script: script 'mine.py' not found in client_scripts/ "
+        "(other/client_scripts/mine.py exists, but scripts are looked up in the client_scripts/ beside the first "
+        "--jobs file)"
     ]
 
 
