@@ -178,6 +178,16 @@ def _yaml_hint(doc: Document, path: tuple, expected, instance) -> str:
     return ""
 
 
+def _whole_hint(error) -> str:
+    """`` (write 5)`` for a float with nothing after the point (``5.0``, ``1e3`` read as 1000.0 by a
+    ``--set``) where only a whole number fits (NVFlare's ``range(num_rounds)`` fails on a float)."""
+    expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+    value = error.instance
+    if "integer" in expected and "number" not in expected and isinstance(value, float) and value.is_integer():
+        return f" (write {int(value)})"
+    return ""
+
+
 def _number_spelling(text: str, whole: bool) -> str:
     """How to write ``text`` (a number YAML 1.1 reads as text, :data:`generator.load.NUMBER_LIKE`) so it is
     one: for a whole-number key its digits (``1e3``: 1000; a trial was told ``e.g. 1.0e-3`` for
@@ -380,7 +390,7 @@ def _schema_message(doc: Document, error, error_paths: set[tuple]) -> str | None
         message = f"missing required key {missing[0]!r}" if missing else error.message
     elif kind == "type":
         message = f"expected {_expected(error.validator_value)}, got {_describe(error.instance)}"
-        message += _yaml_hint(doc, path, error.validator_value, error.instance)
+        message += _yaml_hint(doc, path, error.validator_value, error.instance) or _whole_hint(error)
     elif kind == "enum":
         choices = ", ".join(map(str, error.validator_value))
         message = f"must be one of: {choices} (got {_describe(error.instance)})"
