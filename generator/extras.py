@@ -343,6 +343,14 @@ def locate(config: dict, job: Job, side: str) -> dict[int, tuple]:
     return at
 
 
+def _add_once(out: list[Problem], owners: list[str], problem: Problem, job: str) -> None:
+    """Record ``problem`` for ``job`` unless already recorded for it (client apps share entries);
+    :func:`generator.validate._naming_jobs` then says once which jobs one in ``defaults`` is about."""
+    if (problem, job) not in zip(out, owners, strict=True):
+        out.append(problem)
+        owners.append(job)
+
+
 @lru_cache(maxsize=1)
 def _nvflare_folder() -> Path | None:
     """The installed ``nvflare`` package's folder, found without importing it (None: not installed)."""
@@ -439,9 +447,7 @@ def class_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
                         why = nvflare_class_problem(value) if value.startswith("nvflare.") else None
                         if why:
                             problem = doc.problem(path, f"warning: {why} (NVFlare would fail to load {value!r})")
-                            if (problem, job.name) not in zip(out, owners, strict=True):
-                                out.append(problem)
-                                owners.append(job.name)
+                            _add_once(out, owners, problem, job.name)
     return _naming_jobs(out, owners)
 
 
@@ -480,7 +486,5 @@ def warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
                 'the run with TASK_RESULT_FILTER_ERROR; run the script in-process or use nvflare_version "2.9", '
                 "which fetches them first",
             )
-            if (problem, job.name) not in zip(out, owners, strict=True):
-                out.append(problem)
-                owners.append(job.name)
+            _add_once(out, owners, problem, job.name)
     return _naming_jobs(out, owners) + class_warnings(doc, jobs)

@@ -246,8 +246,7 @@ class RoundTracker:
         finished (bool): the workflow logged its end (FedAvg's ``Finished FedAvg.``).
         records (int): records of the workflow seen (0: the server never ran it).
         trained (dict): round (1-based) -> the sites whose result the server got in it, in order
-            (only for a workflow with ``site_trained``).
-        results (dict): the same from ``result_received`` records (only to say where a run stopped).
+            (for a workflow with ``site_trained`` or ``result_received`` records).
     """
 
     workspace: Path
@@ -261,7 +260,6 @@ class RoundTracker:
     finished: bool = False
     records: int = 0
     trained: dict = field(default_factory=dict)
-    results: dict = field(default_factory=dict)
     _tail: LogJsonTail | None = field(default=None, repr=False)
 
     @classmethod
@@ -301,7 +299,7 @@ class RoundTracker:
         if spec.result_received and logger == spec.result_received[0] and spec.result_received[1].search(message):
             peer = _PEER.search(str(record.get("fl_ctx", "")))
             if peer:
-                self.results.setdefault(self.rounds_started, []).append(peer.group(1))
+                self.trained.setdefault(self.rounds_started, []).append(peer.group(1))
             return None
         if spec.site_trained and logger == spec.site_trained[0]:
             site = spec.site_trained[1].search(message)
@@ -371,7 +369,7 @@ class RoundTracker:
             return "no round had started"
         where = f"in round {self.rounds_started} of {self.num_rounds}"
         if (self.spec.site_trained or self.spec.result_received) and self.num_clients:
-            got = (self.trained if self.spec.site_trained else self.results).get(self.rounds_started, [])
+            got = self.trained.get(self.rounds_started, [])
             waiting = [s for s in self.sites or site_names(self.num_clients) if s not in got]
             if waiting:
                 them = "it" if len(waiting) == 1 else "them"

@@ -244,6 +244,14 @@ def arrange_download(downloaded: Path, job_dir: Path) -> None:
             shutil.move(str(downloaded / source), str(job_dir / target))
 
 
+def _copy_logs(source: Path, target: Path) -> None:
+    """Copy the run logs (:data:`DOWNLOAD_LOGS`) a local site's ``source`` folder holds into ``target``."""
+    for name in DOWNLOAD_LOGS:
+        if (source / name).is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / name, target / name)
+
+
 def _copy_site_logs(system: System, session, run: _Run, job_dir: Path) -> None:
     """Put each client's run logs in ``job_dir/<site>/``: from the local POC workspace
     (``<sites_dir>/<site>/<job id>/``), else what ``Session.get_job_logs`` can give (NVFlare keeps
@@ -251,11 +259,7 @@ def _copy_site_logs(system: System, session, run: _Run, job_dir: Path) -> None:
     for site in run.info.sites:
         target = job_dir / site
         if system.sites_dir is not None:
-            source = system.sites_dir / site / run.job_id
-            for name in DOWNLOAD_LOGS:
-                if (source / name).is_file():
-                    target.mkdir(exist_ok=True)
-                    shutil.copy2(source / name, target / name)
+            _copy_logs(system.sites_dir / site / run.job_id, target)
             continue
         for name in ("log.json", "log.txt"):
             with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
@@ -274,10 +278,8 @@ def _keep_logs(system: System, run: _Run, downloads: Path) -> Path | None:
     if not (server_dir / "log.txt").is_file():
         return None
     job_dir = downloads / run.name
-    (job_dir / SERVER_SITE).mkdir(parents=True, exist_ok=True)
-    for name in DOWNLOAD_LOGS:
-        with contextlib.suppress(OSError):
-            shutil.copy2(server_dir / name, job_dir / SERVER_SITE / name)
+    with contextlib.suppress(OSError):
+        _copy_logs(server_dir, job_dir / SERVER_SITE)
     with contextlib.suppress(OSError):
         _copy_site_logs(system, None, run, job_dir)
     return job_dir / SERVER_SITE / "log.txt"

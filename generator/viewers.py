@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from .errors import Problem, SimulationError
+from .layout import MLFLOW_DB, SERVER_RESULT
 from .tracking import is_our_store, store_path, store_uri
 
 DEFAULT_PORTS = {"mlflow": 5000, "tensorboard": 6006}
@@ -52,10 +53,11 @@ def pick_job(results_path: Path, tracker: str, job: str | None = None) -> dict:
     if job:
         entry = next((r for r in results if r["name"] == job), None)
         if entry is None:
-            kept = results_path.parent / "workspaces" / job / "server" / "simulate_job" / "mlflow.db"
+            # where simulate's default workspace (beside the results file) keeps the job's own store
+            kept = results_path.parent / "workspaces" / job / SERVER_RESULT / MLFLOW_DB
             note = (
                 f"; a later run rewrote the results, but its store is still at {kept}: "
-                f"mlflow ui --backend-store-uri sqlite:///{kept.resolve()}"
+                f"mlflow ui --backend-store-uri {store_uri(kept)}"
                 if tracker == "mlflow" and kept.is_file()
                 else ""
             )

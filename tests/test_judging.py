@@ -879,9 +879,9 @@ def test_a_stopped_run_says_where_it_was_by_its_records(tmp_path):
     tracker = RoundTracker(tmp_path, num_rounds=5, num_clients=2)
     assert tracker.where_stopped() == "the FedAvg workflow had not started"
     tracker.records, tracker.rounds_started = 3, 2
-    tracker.results = {1: ["site-1", "site-2"], 2: ["site-2"]}
+    tracker.trained = {1: ["site-1", "site-2"], 2: ["site-2"]}
     assert tracker.where_stopped() == "in round 2 of 5, waiting for site-1 (the server had no result from it)"
-    tracker.results[2].append("site-1")
+    tracker.trained[2].append("site-1")
     assert tracker.where_stopped() == "in round 2 of 5"  # every result in: the workflow itself hung
     named = RoundTracker(tmp_path, num_rounds=1, num_clients=2, sites=["a", "b"], records=1, rounds_started=1)
     assert named.where_stopped() == "in round 1 of 1, waiting for a, b (the server had no result from them)"
