@@ -61,15 +61,15 @@ $(STAMP27): Makefile
 ## setup27: create .venv-nvflare27 with NVFlare 2.7 and the generator's dependencies
 setup27: $(STAMP27)
 
-## validate: check jobs.yaml against the schema and across fields (SHOW="name ...": print those jobs' effective settings)
+## validate: check jobs.yaml (JOBS="a.yaml b.yaml", SET="PATH=VALUE ...") against the schema and across fields (SHOW="name ...": print those jobs' effective settings)
 validate: setup
 	"$(BIN)/python" -m generator validate $(FILES_ARGS) $(SET_ARGS) $(foreach j,$(SHOW),--show $(j))
 
-## generate: render one NVFlare job folder per job into build/jobs/
+## generate: render one NVFlare job folder per job of jobs.yaml (JOBS=, SET=) into build/jobs/ (OUT=folder)
 generate: setup
 	"$(BIN)/python" -m generator generate $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS)
 
-## check: exit 1 if build/jobs/ differs from what jobs.yaml renders now
+## check: exit 1 if build/jobs/ (OUT=) differs from what jobs.yaml (JOBS=, SET=) renders now
 check: setup
 	"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS)
 
@@ -86,7 +86,7 @@ STALE_NOTE = @"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out 
 	*) echo "warning: $(JOBS) does not generate (make check$(if $(GEN_VARS), $(GEN_VARS)) says where): running the folders in $(OUT) as they are" >&2 ;; \
 	esac
 
-## simulate: run every generated job (or JOB=name ...) with nvflare simulator and check the results (PARALLEL=n jobs at once, RESULTS=file)
+## simulate: run every generated job of build/jobs (OUT=; or JOB=name ...) with nvflare simulator and check the results (PARALLEL=n jobs at once, WS=workspaces, RESULTS=file, REPORTS=folder)
 simulate: setup
 	$(STALE_NOTE)
 	"$(BIN)/python" -m generator simulate --out "$(OUT)" --workspace "$(WS)" $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(RESULTS),--results "$(RESULTS)") $(if $(REPORTS),--reports "$(REPORTS)")
@@ -127,7 +127,7 @@ tensorboard: setup
 wandb-view: setup
 	"$(BIN)/python" -m generator view wandb $(VIEW_ARGS)
 
-## lint: check the generated configs against the installed nvflare
+## lint: check the generated configs (OUT=, from JOBS= and SET=) against the installed nvflare
 lint: setup
 	"$(BIN)/python" -m generator lint $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS)
 

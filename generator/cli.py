@@ -98,12 +98,14 @@ _port = _whole_number(1, 65535, "a port number from 1 to 65535")
 _count = _whole_number(1, None, "a whole number >= 1")
 
 
-def _generate_command(files: list[str], out: str, sets: list[str]) -> str:
-    """The command that regenerates ``out`` from ``files`` and ``sets``: ``make generate`` for the
-    defaults, else the ``python -m generator generate`` line with every option, shell-quoted."""
-    if (files, out, sets) == ([DEFAULT_JOBS], DEFAULT_OUT, []):
+def _generate_command(files: list[str], out: str, sets: list[str], names: list[str] | None = None) -> str:
+    """The command that regenerates ``out`` from ``files``, ``sets`` and the ``--job`` ``names``:
+    ``make generate`` for the defaults, else the ``python -m generator generate`` line with every
+    option given, shell-quoted (a trial's ``--check --job a`` was told a command that wrote job b too)."""
+    if (files, out, sets, names or []) == ([DEFAULT_JOBS], DEFAULT_OUT, [], []):
         return "make generate"
-    options = [("--jobs", f) for f in files] + [("--out", out)] + [("--set", s) for s in sets]
+    options = [("--jobs", f) for f in files] + [("--job", n) for n in names or []]
+    options += [("--out", out)] + [("--set", s) for s in sets]
     return "python -m generator generate " + " ".join(f"{o} {shlex.quote(v)}" for o, v in options)
 
 
@@ -296,7 +298,7 @@ def _generate(args) -> int:
     REPORTER.problems(result.warnings)
     if args.check:
         if result.differences:
-            fix = _generate_command(files, args.out, args.set)
+            fix = _generate_command(files, args.out, args.set, args.job)
             REPORTER.out_of_date(args.out, shown, result.differences, fix)
             return 1
         REPORTER.up_to_date(args.out, shown)

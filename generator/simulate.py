@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import shlex
 import shutil
 import signal
 import struct
@@ -1041,6 +1042,14 @@ def report_edits(out: Path, selected: list[str], events) -> None:
         events.folders_edited(edited)
 
 
+def _generate_into(out: Path) -> str:
+    """The make command that writes generated jobs into ``out``: ``make generate``, with ``OUT=`` when
+    ``out`` is not the default ``build/jobs`` (a trial's ``--out /tmp/x`` was told plain ``make generate``)."""
+    if out == Path("build/jobs"):
+        return "make generate"
+    return f"make generate OUT={shlex.quote(str(out))}"
+
+
 def selected_jobs(out: Path, names: list[str] | None) -> tuple[dict, list[str]]:
     """The generated jobs of ``out`` and the ones to run (``simulate``, ``poc``, ``submit``).
 
@@ -1055,12 +1064,13 @@ def selected_jobs(out: Path, names: list[str] | None) -> tuple[dict, list[str]]:
     Raises:
         OptionError: ``out`` is not a folder of generated jobs, or a name is not one of its jobs.
     """
+    first = f"run `{_generate_into(out)}` first"
     if not out.is_dir():
         why = "is a file, not a folder of generated jobs" if out.exists() else "no such folder"
-        raise OptionError([Problem(str(out), 0, 0, "", f"--out: {why}: run `make generate` first")])
+        raise OptionError([Problem(str(out), 0, 0, "", f"--out: {why}: {first}")])
     manifest = read_entries(out)
     if not manifest:
-        raise OptionError([Problem(str(out), 0, 0, "", "--out: no generated jobs here: run `make generate` first")])
+        raise OptionError([Problem(str(out), 0, 0, "", f"--out: no generated jobs here: {first}")])
     unknown = [n for n in names or [] if n not in manifest]
     if unknown:
         raise OptionError([Problem(str(out), 0, 0, "", f"--job {n!r}: {_no_such_job(n, manifest)}") for n in unknown])

@@ -39,7 +39,7 @@ from pathlib import Path
 import jsonschema_rs
 
 from . import extras
-from .components import receivers_of, reserved_custom_files, writer_types
+from .components import NP_PERSISTOR, receivers_of, reserved_custom_files, writer_types
 from .errors import Problem, SpecError
 from .layout import APP_NAME, MLFLOW_DB, SERVER_SITE
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
@@ -750,6 +750,7 @@ def _one_job_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem
         *_deploy_map_problems(doc, job),
         *_line_problems(doc, job),
         *extras.problems(doc, job),
+        *_starting_model_problems(doc, job),
     ]
 
 
@@ -1006,6 +1007,32 @@ def _array_shape(value) -> tuple | str:
     if len(set(shapes)) > 1:
         return "is ragged: its lists at one depth differ in length or nesting (an array's rows are all alike)"
     return (len(value), *shapes[0])
+
+
+def _starting_model_problems(doc: Document, job: Job) -> list[Problem]:
+    """A ``server.components`` NPModelPersistor's ``model`` is an array NVFlare can build.
+
+    NPModelPersistor turns its ``model`` argument into ``np.array(model, dtype=np.float32)`` when the
+    server app starts (``nvflare/app_common/np/np_model_persistor.py``); a ragged list, or one holding
+    text, fails there, after the job was deployed. An empty list is left alone: numpy builds it.
+    """
+    items = extras.extras_of(job, "server").get("components", [])
+    where = extras.list_path(job, "server", "components")
+    out = []
+    for i, item in enumerate(items):
+        model = (item.get("args") or {}).get("model") if isinstance(item.get("args"), dict) else None
+        if item.get("path") != NP_PERSISTOR.path or model is None or model == []:
+            continue
+        why = _array_problem(model)
+        if why and why != "has an empty list":
+            out.append(
+                doc.problem(
+                    (*where, i, "args", "model"),
+                    f"the starting model {why}: NPModelPersistor needs an array of numbers "
+                    "(it builds np.array(model, dtype=float32) when the server app starts)",
+                )
+            )
+    return out
 
 
 def _compare_problems(doc: Document, job: Job) -> list[Problem]:

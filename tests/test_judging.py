@@ -705,17 +705,26 @@ def test_a_users_png_in_the_reports_folder_is_refused_before_any_job_runs(genera
     assert not (generated / "build/workspaces").exists()
 
 
+def test_the_default_out_folder_missing_is_told_make_generate(project, cli):
+    assert cli("simulate", "--out", "./build/jobs/") == (
+        2,
+        [],
+        ["build/jobs: --out: no such folder: run `make generate` first"],
+    )
+
+
 def test_a_missing_out_folder_and_an_unknown_job_are_bad_options(generated, cli):
     assert cli("simulate", "--out", "missing-folder") == (
         2,
         [],
-        ["missing-folder: --out: no such folder: run `make generate` first"],
+        ["missing-folder: --out: no such folder: run `make generate OUT=missing-folder` first"],
     )
     assert cli("simulate", "--out", "jobs.yaml") == (
         2,
         [],
-        ["jobs.yaml: --out: is a file, not a folder of generated jobs: run `make generate` first"],
+        ["jobs.yaml: --out: is a file, not a folder of generated jobs: run `make generate OUT=jobs.yaml` first"],
     )
+
     assert cli("simulate", "--job", "np-ful") == (
         2,
         [],

@@ -371,6 +371,18 @@ def test_check_of_another_jobs_file_advises_the_command_for_that_file(project, c
     ]
 
 
+def test_check_of_some_jobs_advises_the_command_for_those_jobs(project, cli):
+    assert cli("generate")[0] == 0
+    (project / "build/jobs/np-full-in-process/meta.json").write_text("{}\n")
+    code, _, err = cli("generate", "--check", "--job", "np-full-in-process")
+    assert code == 1
+    assert err == [
+        "build/jobs is out of date with jobs.yaml: run `python -m generator generate --jobs jobs.yaml "
+        "--job np-full-in-process --out build/jobs` (move a file you edited by hand away first: generate never "
+        "overwrites it)"
+    ]
+
+
 # --- the checks before a job is written ----------------------------------------------------------
 
 
