@@ -267,8 +267,11 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
                 else ""
             )
             if scored:
-                _, guess, close = max(scored)
-                return fail(f"no job named {guess!r}; did you mean {close!r}?{expanded}")
+                ratio, guess, close = max(scored)
+                # a near typo of a plain job's name is not about matrices (a trial's `rings`, for
+                # the plain job `ring`, was told how to set a matrix's jobs)
+                typo = ratio >= 0.85 and close not in matrix_jobs
+                return fail(f"no job named {guess!r}; did you mean {close!r}?{'' if typo else expanded}")
             return fail(f"no job named {parts[0]!r} (jobs: {', '.join(names)}){expanded}")
         keys, target = rest[len(found) + 1 :].split("."), ("jobs", names.index(found))
         node = None

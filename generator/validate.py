@@ -160,6 +160,15 @@ def _yaml_hint(doc: Document, path: tuple, expected, instance) -> str:
     in quotes (``"true"``, ``"5"``) read as text where a boolean or a number belongs."""
     expected = expected if isinstance(expected, list) else [expected]
     text = doc.plain_scalars.get(path)
+    if "boolean" in expected and isinstance(instance, str) and YAML11_BOOL_WORDS.match(instance):
+        # a jobs file reads a bare `on` as true (YAML 1.1, as PyYAML does); a --set value is read
+        # as YAML 1.2's core schema, whose booleans are only true and false (a trial's
+        # `--set ...launch_external_process=on` was refused where the same word in its file passed)
+        word = "true" if instance.lower() in ("y", "yes", "on") else "false"
+        origin = getattr(doc, "origin", None)
+        if origin is not None and origin(path)[0].file.startswith("--set #"):
+            return f" (write {word}: a --set value is read as YAML 1.2, whose only booleans are true and false)"
+        return f" (in quotes it is text: write {word})"
     if text is None:  # not a plain scalar: in quotes (or not in the document at all)
         word = instance.strip() if isinstance(instance, str) else ""
         if (
@@ -335,6 +344,7 @@ def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
     # A value of the wrong type also fails its enum/pattern/...: report only the type.
     mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
     error_paths = {tuple(e.absolute_path) for e in errors} | {_path_of(p.path) for p in doc.problems}
+    typed: dict[tuple, int] = {}  # path -> index in problems of its type problem
     for error in errors:
         path = tuple(error.absolute_path)
         if path in mistyped and error.validator != "type":
@@ -343,8 +353,18 @@ def _schema_problems(doc: Document, schema: dict) -> list[Problem]:
             problems.extend(_unknown_key_problems(doc, schema, error))
             continue
         message = _schema_message(doc, error, error_paths)
-        if message is not None:
-            problems.append(doc.problem(path, message))
+        if message is None:
+            continue
+        if error.validator == "type" and path in typed:
+            # one type problem per value: a receiver's schema and each of its per-type branches
+            # say it; only the receiver's own knows its `type` words (the hint), so the longest wins
+            at = typed[path]
+            if len(message) > len(problems[at].message):
+                problems[at] = doc.problem(path, message)
+            continue
+        if error.validator == "type":
+            typed[path] = len(problems)
+        problems.append(doc.problem(path, message))
     return problems
 
 
@@ -377,6 +397,16 @@ def _unknown_key_problems(doc: Document, schema: dict, error) -> list[Problem]:
     return problems
 
 
+def _type_key_hint(error, path: tuple) -> str:
+    """`` (write receiver: {type: mlflow})`` for a word where a mapping is expected whose ``type``
+    key takes that word (a trial wrote ``receiver: mlflow``); else empty."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    choices = ((schema.get("properties") or {}).get("type") or {}).get("enum") or []
+    if not (isinstance(error.instance, str) and error.instance in choices and path and isinstance(path[-1], str)):
+        return ""
+    return f" (write {path[-1]}: {{type: {error.instance}}})"
+
+
 def _schema_message(doc: Document, error, error_paths: set[tuple]) -> str | None:
     """The message for one schema error (not an unknown key), or None when another error says it.
 
@@ -390,7 +420,11 @@ def _schema_message(doc: Document, error, error_paths: set[tuple]) -> str | None
         message = f"missing required key {missing[0]!r}" if missing else error.message
     elif kind == "type":
         message = f"expected {_expected(error.validator_value)}, got {_describe(error.instance)}"
-        message += _yaml_hint(doc, path, error.validator_value, error.instance) or _whole_hint(error)
+        message += (
+            _yaml_hint(doc, path, error.validator_value, error.instance)
+            or _whole_hint(error)
+            or _type_key_hint(error, path)
+        )
     elif kind == "enum":
         choices = ", ".join(map(str, error.validator_value))
         message = f"must be one of: {choices} (got {_describe(error.instance)})"
