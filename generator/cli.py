@@ -20,6 +20,7 @@ import threading
 from typing import NoReturn
 
 from .errors import JobgenError
+from .layout import made_from
 from .reporter import Reporter
 
 DEFAULT_JOBS = "jobs.yaml"
@@ -299,12 +300,20 @@ def _generate(args) -> int:
     if args.check:
         if result.differences:
             fix = _generate_command(files, args.out, args.set, args.job)
-            REPORTER.out_of_date(args.out, shown, result.differences, fix)
+            REPORTER.out_of_date(args.out, shown, result.differences, fix, result.made_elsewhere)
             return 1
         REPORTER.up_to_date(args.out, shown)
         return 0
     try:
-        REPORTER.generated(result.out, [job.name for job in result.jobs], result.removed, shown, result.unchanged)
+        REPORTER.generated(
+            result.out,
+            [job.name for job in result.jobs],
+            result.removed,
+            shown,
+            result.unchanged,
+            result.removed_from,
+            made_from(files, args.set or []),
+        )
     except KeyboardInterrupt:  # the folders are written by now: only the listing was cut short (a trial's
         # Ctrl-C during the lines of a large generate read as if the generate had not finished)
         REPORTER.line(

@@ -26,7 +26,9 @@ Every other module takes these names from here. Nothing here imports nvflare.
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -224,6 +226,29 @@ MPL_DIR = "_mpl"
 # --- the manifest entry ----------------------------------------------------------------------------------
 
 
+#: The jobs file ``generate`` reads by default (the CLI's ``--jobs``, the Makefile's ``JOBS``).
+DEFAULT_JOBS_FILE = "jobs.yaml"
+
+
+def made_from(files: list[str], sets: list[str]) -> dict | None:
+    """:attr:`ManifestEntry.made_from` of a job generated from the ``--jobs`` ``files`` and the
+    ``--set`` items ``sets``: None for the default (``jobs.yaml`` alone, no ``--set``)."""
+    files = [os.path.normpath(f) for f in files]  # ./exp.yaml is exp.yaml
+    if files == [DEFAULT_JOBS_FILE] and not sets:
+        return None
+    return {"jobs": files, "set": list(sets)}
+
+
+def made_from_text(origin: dict | None) -> str:
+    """``exp.yaml``, ``a.yaml and b.yaml``, ``jobs.yaml with --set defaults.num_rounds=3``: the
+    files (and overrides) of a :attr:`ManifestEntry.made_from`, for messages."""
+    origin = origin or {"jobs": [DEFAULT_JOBS_FILE], "set": []}
+    files = [str(f) for f in origin.get("jobs") or [DEFAULT_JOBS_FILE]]
+    text = files[0] if len(files) == 1 else ", ".join(files[:-1]) + " and " + files[-1]
+    sets = origin.get("set") or []
+    return text + (" with " + " ".join(f"--set {shlex.quote(str(s))}" for s in sets) if sets else "")
+
+
 @dataclass(frozen=True)
 class ManifestEntry:
     """Facts about one generated job that ``simulate`` needs, stored in the output manifest.
@@ -254,6 +279,11 @@ class ManifestEntry:
             when true.
         framework (str): the job's ``framework`` (``numpy``, ``pytorch``: which model file the
             persistor writes); written only when it is not ``numpy``.
+        made_from (dict | None): what ``generate`` made the job from, ``{"jobs": [the --jobs files
+            as given], "set": [the --set items]}``; written only when that is not the default
+            ``jobs.yaml`` alone (None: the default, or a manifest from before it was recorded). A
+            trial's ``make check`` after ``generate --jobs exp.yaml`` advised a ``make generate``
+            that would have replaced every job with those of ``jobs.yaml``.
     """
 
     nvflare_version: str
@@ -272,6 +302,7 @@ class ManifestEntry:
     apps: dict | None = None
     cross_site_eval: bool = False
     framework: str = "numpy"
+    made_from: dict | None = None
 
     @property
     def sites(self) -> list[str]:
@@ -311,6 +342,8 @@ class ManifestEntry:
             data["cross_site_eval"] = True
         if self.framework != "numpy":
             data["framework"] = self.framework
+        if self.made_from is not None:
+            data["made_from"] = self.made_from
         return data
 
     @classmethod
@@ -338,4 +371,5 @@ class ManifestEntry:
             apps=data.get("apps"),
             cross_site_eval=bool(data.get("cross_site_eval", False)),
             framework=data.get("framework", "numpy"),
+            made_from=data.get("made_from") if isinstance(data.get("made_from"), dict) else None,
         )

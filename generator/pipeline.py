@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import extras
 from .errors import Problem, SpecError
-from .layout import ManifestEntry
+from .layout import ManifestEntry, made_from, made_from_text
 from .overrides import SetValue, load_all
 from .render import Renderer, tracking_uri
 from .spec import Job, effective_jobs
@@ -45,7 +45,7 @@ from .validate import (
     receiver_warnings,
     shipping_warnings,
 )
-from .write import diff_jobs, write_jobs
+from .write import diff_jobs, made_from_of, write_jobs
 
 
 @dataclass
@@ -62,6 +62,12 @@ class Generated:
         unchanged (list[str]): jobs whose folders this run left as they were (already what
             ``jobs.yaml`` renders), so the CLI does not say it generated them.
         shown (list[Job]): with ``validate --show``: the jobs whose effective settings to print.
+        removed_from (dict[str, dict | None]): each removed job's
+            :attr:`generator.layout.ManifestEntry.made_from`, to say what it was generated from.
+        made_elsewhere (list[tuple[dict | None, list[str]]]): with ``check``: the jobs of ``out``
+            that an earlier ``generate`` made from other files or ``--set`` items than this run's,
+            as ``(made_from, names)`` per origin (:attr:`generator.layout.ManifestEntry.made_from`;
+            empty: none).
     """
 
     jobs: list
@@ -71,6 +77,8 @@ class Generated:
     removed: list = field(default_factory=list)
     unchanged: list = field(default_factory=list)
     shown: list = field(default_factory=list)
+    removed_from: dict = field(default_factory=dict)
+    made_elsewhere: list = field(default_factory=list)
 
 
 class RenderedJobs(Mapping):
@@ -283,22 +291,40 @@ def generate(
             jobs = select(doc, check_jobs(checked, jobs), names)
         renderer = Renderer(doc.root / SCRIPTS_DIR)
         result = Generated(jobs=jobs, out=Path(out), warnings=_warnings(doc, jobs))
+    files = [str(f) for f in (jobs_file if isinstance(jobs_file, list) else [jobs_file])]
+    origin = made_from(files, sets or [])
     with collect_only_new():
         if check:
             differences = diff_jobs(Path(out), RenderedJobs(renderer, jobs))
             if names:  # the other job folders in ``out`` are kept, not unexpected
                 differences = [d for d in differences if not d.startswith("unexpected job folder")]
             result.differences = differences
+            if differences:
+                result.made_elsewhere = _made_elsewhere(Path(out), origin, names)
         else:
+            info = {job.name: _with_matrix(doc, job) for job in jobs}
+            if origin is not None:
+                info = {name: replace(entry, made_from=origin) for name, entry in info.items()}
             written = write_jobs(
                 Path(out),
                 RenderedJobs(renderer, jobs),
-                {job.name: _with_matrix(doc, job) for job in jobs},
+                info,
                 keep_others=bool(names),
                 inputs=InputDigests(renderer, jobs),
             )
             result.removed, result.unchanged = written.removed, written.unchanged
+            result.removed_from = written.removed_from
     return result
+
+
+def _made_elsewhere(out: Path, origin: dict | None, names: list[str] | None) -> list[tuple[dict | None, list[str]]]:
+    """The jobs of ``out`` (only ``names`` when given) made from other files or ``--set`` items than
+    ``origin``, grouped by what they were made from (:attr:`Generated.made_elsewhere`)."""
+    groups: dict[str, tuple[dict | None, list[str]]] = {}
+    for name, theirs in made_from_of(out, names).items():
+        if theirs != origin:
+            groups.setdefault(made_from_text(theirs), (theirs, []))[1].append(name)
+    return list(groups.values())
 
 
 def check_only(jobs_file: str | Path | list, sets: list[str] | None = None, show: list[str] | None = None) -> Generated:

@@ -481,7 +481,7 @@ def missing_clients(name: str, info: ManifestEntry, connected: list[str] | None)
         why = (
             f"is written for {', '.join(missing)} (site-1 .. site-N: the job sets no `clients`) but the "
             f"system's connected clients are {listed}: it is not submitted; name the clients to run it on "
-            f"in the job's `clients` (jobs.yaml)"
+            f"in the job's `clients` ({' or '.join((info.made_from or {}).get('jobs') or ['jobs.yaml'])})"
         )
     else:
         why = (

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from .layout import ManifestEntry, site_number
+from .layout import ManifestEntry, made_from_text, site_number
 
 
 class Reporter:
@@ -88,14 +88,29 @@ class Reporter:
 
         self.line(yaml.safe_dump(jobs, sort_keys=False, allow_unicode=True, width=100).rstrip("\n"))
 
-    def generated(self, out, names: list[str], removed: list[str], jobs_file: str, unchanged: list[str] = ()) -> None:
+    def generated(
+        self,
+        out,
+        names: list[str],
+        removed: list[str],
+        jobs_file: str,
+        unchanged: list[str] = (),
+        removed_from: dict | None = None,
+        origin: dict | None = None,
+    ) -> None:
         """``generate`` wrote ``out/<name>`` for each of ``names`` not in ``unchanged`` (those folders
         already held what ``jobs_file`` renders and were left as they were: one line for all of them)
-        and removed the folders ``removed``."""
+        and removed the folders ``removed``; ``removed_from``: name -> what a removed job was made
+        from (:attr:`generator.layout.ManifestEntry.made_from`), said when not ``origin``, this run's."""
         kept = set(unchanged)
         written = [name for name in names if name not in kept]
         lines = [f"generated {out / name}" for name in written]
-        lines += [f"removed {out / name} (no longer in {jobs_file})" for name in removed]
+        for name in removed:
+            theirs = (removed_from or {}).get(name)
+            why = f"no longer in {jobs_file}"
+            if theirs != origin:  # a trial's exp.yaml jobs were said to be "no longer in jobs.yaml"
+                why = f"generated from {made_from_text(theirs)}; not in {jobs_file}"
+            lines.append(f"removed {out / name} ({why})")
         if kept:
             count = len(kept)
             folders = "job folder" if count == 1 else "job folders"
@@ -106,15 +121,33 @@ class Reporter:
                 lines.append(f"{out} is up to date with {jobs_file}: left {count} {folders} {kept_as}")
         self.lines(lines)
 
-    def out_of_date(self, out: str, jobs_file: str, differences: list[str], fix: str) -> None:
-        """``generate --check`` found ``differences`` (one line each); ``fix`` is the command that updates ``out``."""
+    def out_of_date(
+        self, out: str, jobs_file: str, differences: list[str], fix: str, made_elsewhere: dict | None = None
+    ) -> None:
+        """``generate --check`` found ``differences`` (one line each); ``fix`` is the command that updates ``out``.
+
+        ``made_elsewhere`` (:attr:`generator.pipeline.Generated.made_elsewhere`): the jobs an earlier
+        ``generate`` made from other files or ``--set`` items; then ``fix`` would replace them, and
+        the line says so and what they were made from instead of advising it alone.
+        """
         self.lines(differences)
         by_hand = any(line.startswith(("edited:", "unexpected:")) for line in differences)
-        self.line(
-            f"{out} is out of date with {jobs_file}: run `{fix}`"
-            + (" (move a file you edited by hand away first: generate never overwrites it)" if by_hand else ""),
-            err=True,
-        )
+        hand = " (move a file you edited by hand away first: generate never overwrites it)" if by_hand else ""
+        if made_elsewhere:
+            count = sum(len(names) for _, names in made_elsewhere)
+            sources = "; ".join(
+                f"{_counted(len(names), 'job')} from {made_from_text(o)}" for o, names in made_elsewhere
+            )
+            checks = " or ".join(f"`{_check_command(o, str(out))}`" for o, _ in made_elsewhere)
+            self.line(
+                f"{out} is out of date with {jobs_file}, but {_counted(count, 'job')} in it "
+                f"{'was' if count == 1 else 'were'} generated from other files or --set ({sources}): to check "
+                f"{'it' if count == 1 else 'them'}, run {checks}; `{fix}` would replace "
+                f"{'it' if count == 1 else 'them'} with what {jobs_file} renders{hand}",
+                err=True,
+            )
+            return
+        self.line(f"{out} is out of date with {jobs_file}: run `{fix}`{hand}", err=True)
 
     def up_to_date(self, out: str, jobs_file: str) -> None:
         """``generate --check`` found ``out`` to be what ``jobs_file`` renders."""
@@ -255,6 +288,20 @@ def _model_text(model) -> str:
         count = sum(_count(v) for v in model.values())
         return f"{len(model)} tensors, {count} values, mean {model_mean(model):g}"
     return "[" + ", ".join("[" + " ".join(f"{v:g}" for v in row) + "]" for row in model) + "]"
+
+
+def _check_command(origin: dict | None, out: str) -> str:
+    """The ``make check`` that compares ``out`` with what ``origin`` renders
+    (:attr:`generator.layout.ManifestEntry.made_from`): its ``JOBS=``, ``SET=`` and ``OUT=``."""
+    parts = ["make check"]
+    origin = origin or {}
+    if origin.get("jobs") and origin["jobs"] != ["jobs.yaml"]:
+        parts.append("JOBS=" + shlex.quote(" ".join(origin["jobs"])))
+    if origin.get("set"):
+        parts.append("SET=" + shlex.quote(" ".join(origin["set"])))
+    if os.path.normpath(out) != "build/jobs":
+        parts.append("OUT=" + shlex.quote(out))
+    return " ".join(parts)
 
 
 def _counted(number: int, noun: str) -> str:

@@ -473,10 +473,13 @@ class Written:
             none with ``keep_others``), in the earlier manifest's order.
         unchanged (list[str]): jobs of ``rendered`` whose folders were left as they were (their
             rendered files are the ones on disk: same bytes, mtime and inode), in ``rendered``'s order.
+        removed_from (dict[str, dict | None]): each removed job's
+            :attr:`generator.layout.ManifestEntry.made_from` in the earlier manifest.
     """
 
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    removed_from: dict[str, dict | None] = field(default_factory=dict)
 
 
 def write_jobs(
@@ -536,6 +539,7 @@ def write_jobs(
             if problems:
                 raise OutputError(problems)
             written = Written(removed=[] if keep_others else [name for name in manifest["jobs"] if name not in info])
+            written.removed_from = {name: _made_from(manifest["jobs"][name]) for name in written.removed}
             on_disk = _job_digests(manifest)
             tmp = _exchange_folder(out, manifest)
             if tmp is not None:
@@ -550,6 +554,23 @@ def write_jobs(
         where = e.filename or out
         raise _fail(Path(where), f"cannot write: {e.strerror or e}") from None
     return written
+
+
+def _made_from(entry) -> dict | None:
+    """A manifest entry's ``made_from`` (None: the default jobs file, or not a recorded one)."""
+    found = entry.get("made_from") if isinstance(entry, dict) else None
+    return found if isinstance(found, dict) else None
+
+
+def made_from_of(out: Path, names: Iterable[str] | None = None) -> dict[str, dict | None]:
+    """Job name -> :attr:`generator.layout.ManifestEntry.made_from` of the jobs in ``out``'s
+    manifest (only ``names`` when given); empty when ``out`` holds no manifest of ours."""
+    try:
+        jobs = read_manifest(Path(out))["jobs"]
+    except OutputError:
+        return {}
+    wanted = jobs if names is None else [n for n in names if n in jobs]
+    return {name: _made_from(jobs[name]) for name in wanted}
 
 
 def _hashes(files: dict[str, bytes]) -> dict[str, str]:

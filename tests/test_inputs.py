@@ -6,6 +6,7 @@ runs in-process (``generator.cli.main``) for speed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -212,6 +213,30 @@ def test_generate_says_which_job_folders_it_removed(project, cli):
         "left 1 other job folder in build/jobs as it was (already what jobs.yaml renders)"
     ]
     assert sorted(p.name for p in (project / "build/jobs").iterdir()) == [".jobgen.json", "np-full-in-process"]
+
+
+def test_generate_records_what_it_was_made_from_and_says_so_when_others_replace_it(project, cli):
+    (project / "exp.yaml").write_text("jobs:\n  - name: mine\n    script: train_full.py\n", encoding="utf-8")
+    assert cli("generate", "--jobs", "./exp.yaml", "--set", "defaults.num_rounds=2")[0] == 0
+    manifest = json.loads((project / "build/jobs/.jobgen.json").read_text())
+    assert manifest["jobs"]["mine"]["made_from"] == {"jobs": ["exp.yaml"], "set": ["defaults.num_rounds=2"]}
+    assert cli("generate", "--check", "--jobs", "exp.yaml", "--set", "defaults.num_rounds=2")[0] == 0
+
+    code, _, err = cli("generate", "--check")  # a trial followed this advice and lost exp.yaml's jobs
+    assert code == 1
+    assert err[-1] == (
+        "build/jobs is out of date with jobs.yaml, but 1 job in it was generated from other files or --set (1 job "
+        "from exp.yaml with --set defaults.num_rounds=2): to check it, run `make check JOBS=exp.yaml "
+        "SET=defaults.num_rounds=2`; `make generate` would replace it with what jobs.yaml renders"
+    )
+    code, out, err = cli("generate")
+    assert (code, err) == (0, [])
+    assert (
+        out[-1]
+        == "removed build/jobs/mine (generated from exp.yaml with --set defaults.num_rounds=2; not in jobs.yaml)"
+    )
+    manifest = json.loads((project / "build/jobs/.jobgen.json").read_text())
+    assert not any("made_from" in entry for entry in manifest["jobs"].values())  # the default: not written
 
 
 @pytest.mark.parametrize("mode", ["exchange", "whole-tree"])

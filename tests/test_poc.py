@@ -1557,6 +1557,9 @@ def test_a_job_whose_clients_are_not_connected_is_not_submitted_and_says_which()
         "clients are hospital-a, hospital-b: it is not submitted; name the clients to run it on in the job's "
         "`clients` (jobs.yaml)"
     )
+    made = ManifestEntry("2.9", 2, 1, "in_process", "t.py", made_from={"jobs": ["exp.yaml"], "set": []})
+    (problem,) = missing_clients("j", made, ["hospital-a"]).problems
+    assert problem.message.endswith("name the clients to run it on in the job's `clients` (exp.yaml)")
     (problem,) = missing_clients("j", two, ["site-1"]).problems
     assert problem.message.startswith("needs site-2, not connected to the system (connected clients: site-1): ")
     named = ManifestEntry("2.9", 2, 1, "in_process", "t.py", clients=["hospital-a", "hospital-b"])
