@@ -808,11 +808,20 @@ def _clients_problems(doc: Document, job: Job) -> list[Problem]:
         first.setdefault(name, i)
     at = job.path_of("num_clients")
     if at[-1] == "num_clients" and s["num_clients"] != len(clients):
+        elsewhere = _elsewhere(doc, where, at)
+        # a later file or --set can change a key but not remove it (a trial's production layer
+        # that named its clients was told to leave out a num_clients its base file set)
+        keep = (
+            f", or set num_clients: {len(clients)} where clients is set (a later file or --set changes a key, "
+            "it cannot remove one)"
+            if elsewhere
+            else ""
+        )
         problems.append(
             doc.problem(
                 at,
                 f"num_clients ({s['num_clients']}) differs from the {_names(len(clients))} in clients"
-                f"{_elsewhere(doc, where, at)}: leave num_clients out (it is their number)",
+                f"{elsewhere}: leave num_clients out (it is their number){keep}",
             )
         )
     return problems
@@ -828,11 +837,25 @@ def _sites_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]:
     for name in sites:
         if name not in clients:
             layer = ("jobs", job.index) if name in (job.entry.get("sites") or {}) else ("defaults",)
+            elsewhere = ""
+            if (
+                s.get("clients")
+                and _written_at(doc, (*layer, "sites", name))[0] != _written_at(doc, job.path_of("clients"))[0]
+            ):
+                # files merge `sites` key by key: a later file that renames the clients keeps an
+                # earlier file's site (a trial's production layer); a --set of the whole mapping replaces it
+                owner = f"jobs.{job.entry.get('name', job.name)}" if layer[0] == "jobs" else "defaults"
+                file, line, column = _written_at(doc, job.path_of("clients"))
+                elsewhere = (
+                    f"; the clients are set {f'in {file}:{line}:{column}' if line else f'by {file}'}, and later "
+                    f"files merge sites key by key: replace the whole mapping with --set '{owner}.sites={{...}}', "
+                    f"or drop {name} from this file"
+                )
             problems.append(
                 doc.problem(
                     (*layer, "sites", name),
                     f"{name!r} is not a client of this job (its clients: {', '.join(clients)})"
-                    f"{_suggest(name, clients)}",
+                    f"{_suggest(name, clients)}{elsewhere}",
                     at_key=True,
                 )
             )
