@@ -38,6 +38,11 @@ DEFAULT_PARALLEL = 4
 DEFAULT_POC_PARALLEL = 4
 #: The reporter every command prints through.
 REPORTER = Reporter()
+#: ``--job``'s help: what a NAME selects (:mod:`generator.selection`).
+JOB_HELP = (
+    "only this job; a matrix job's name as written ('tr-{receiver.type}-r{num_rounds}'): every job it "
+    "expands to; a pattern with * ? [ ] ('tr-*', quoted): every job it matches (repeatable)"
+)
 
 
 def _seconds(text: str) -> float:
@@ -149,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME",
         help="print the effective settings of job NAME (after every file, --set, defaults and the schema's "
-        "defaults; a matrix job by an expanded name) as YAML (repeatable)",
+        "defaults) as YAML; NAME as --job takes it (repeatable)",
     )
 
     g = sub.add_parser(
@@ -161,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_jobs_options(g)
     g.add_argument("--out", type=_path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
-    g.add_argument("--job", action="append", metavar="NAME", help="only this job (repeatable)")
+    g.add_argument("--job", action="append", metavar="NAME", help=JOB_HELP)
     g.add_argument("--check", action="store_true", help="write nothing; exit 1 if the folders on disk differ")
 
     s = sub.add_parser(
@@ -175,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--workspace", type=_path, default=DEFAULT_WORKSPACE, help="simulator workspaces (default: %(default)s)"
     )
-    s.add_argument("--job", action="append", metavar="NAME", help="only this job (repeatable)")
+    s.add_argument("--job", action="append", metavar="NAME", help=JOB_HELP)
     s.add_argument(
         "--results", type=_path, default="build/results.json", help="where to write the results (default: %(default)s)"
     )
@@ -204,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         r = sub.add_parser(name, help=help_text, description=_RUN_DESCRIPTIONS[name])
         r.add_argument("--out", type=_path, default=DEFAULT_OUT, help="folder of generated jobs (default: %(default)s)")
-        r.add_argument("--job", action="append", metavar="NAME", help="only this job (repeatable)")
+        r.add_argument("--job", action="append", metavar="NAME", help=JOB_HELP)
         if name == "poc":
             r.add_argument(
                 "--workspace",

@@ -24,7 +24,6 @@ nodes and positions takes 239 MB).
 
 from __future__ import annotations
 
-import difflib
 import gc
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from .errors import Problem, SpecError
 from .layout import ManifestEntry, made_from, made_from_text
 from .overrides import SetValue, load_all
 from .render import Renderer, tracking_uri
+from .selection import matrix_jobs, nearest, not_found, select_names
 from .spec import Job, effective_jobs
 from .validate import (
     SCRIPTS_DIR,
@@ -185,37 +185,41 @@ def select(doc, jobs: list[Job], names: list[str] | None, option: str = "--job")
     """Keep the jobs named by ``--job`` (or another ``option``: ``validate --show``).
 
     Args:
-        doc (Document): the loaded ``jobs.yaml`` (its ``file`` names it in messages).
+        doc (Document): the loaded ``jobs.yaml`` (its ``file`` names it in messages; its
+            ``combinations``, when loaded by :func:`generator.overrides.load_all`, give the matrix
+            job each job was expanded from).
         jobs (list[Job]): the validated jobs.
-        names (list[str] | None): the ``--job`` values; None or empty: keep every job.
+        names (list[str] | None): the ``--job`` values: a job's name, a matrix job's name as
+            written (every job it expanded to) or a pattern (:mod:`generator.selection`); None or
+            empty: keep every job.
         option (str): the option the names were given with, for messages.
 
     Returns:
-        list[Job]: the jobs named, in file order.
+        list[Job]: the jobs selected, in file order, each once.
 
     Raises:
-        SpecError: a name is not a job of ``doc``; printed as ``jobs.yaml: --job 'x': ...`` (no
-            line: the mistake is on the command line), with the nearest job name as a suggestion.
+        SpecError: a name selects no job of ``doc``; printed as ``jobs.yaml: --job 'x': ...`` (no
+            line: the mistake is on the command line), with the nearest job or matrix job name as a
+            suggestion, else every name.
     """
     if not names:
         return jobs
     known = [j.name for j in jobs]
-    files = _files_of(doc)
-    where = "in this file" if len(files) < 2 else f"in {' or '.join(files)}"
-    problems = []
-    expanded_from: dict[str, list[str]] = {}
-    for job_name, (matrix_job, _) in getattr(doc, "combinations", {}).items():
-        expanded_from.setdefault(matrix_job, []).append(job_name)
-    for name in names:
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; jobs are: {', '.join(known)}"
-            if name in expanded_from:  # a matrix job as written: its jobs have names of their own
-                hint = f": a matrix job, which expands to {', '.join(expanded_from[name])}; name one of those"
-            problems.append(Problem(doc.file, 0, 0, "", f"{option} {name!r}: no job of that name {where}{hint}"))
-    if problems:
+    combinations = getattr(doc, "combinations", {})
+    matrices = matrix_jobs((name, combinations[name][0] if name in combinations else None) for name in known)
+    chosen = select_names(names, known, matrices)
+    if chosen.unknown:
+        files = _files_of(doc)
+        where = "in this file" if len(files) < 2 else f"in {' or '.join(files)}"
+        have = ", ".join(known) + (f"; matrix jobs: {', '.join(matrices)}" if matrices else "")
+        problems = []
+        for name in chosen.unknown:
+            close = nearest(name, known, matrices)
+            hint = f"; did you mean {close!r}?" if close else f"; jobs are: {have}"
+            problems.append(Problem(doc.file, 0, 0, "", f"{option} {name!r}: {not_found(name, 'job')} {where}{hint}"))
         raise SpecError(problems)
-    return [j for j in jobs if j.name in names]
+    wanted = set(chosen.jobs)
+    return [j for j in jobs if j.name in wanted]
 
 
 @contextmanager

@@ -72,6 +72,7 @@ from .runner import (
     stop_earlier_run,
 )
 from .safepaths import check_paths, link_parent, new_link_folder, remove_links, remove_stale_links, run_paths
+from .selection import matrix_jobs, nearest, not_found, select_names
 from .sweep import compare, last_values, model_mean, plot_names, plot_sweep
 from .tracking import ProjectStoreFiller, check_store, project_store
 from .write import edited_files, read_entries
@@ -1055,14 +1056,16 @@ def selected_jobs(out: Path, names: list[str] | None) -> tuple[dict, list[str]]:
 
     Args:
         out (Path): the output folder of ``generate`` (``--out``). names (list[str] | None): the
-            ``--job`` names, in any order, repeats allowed; None: every job.
+            ``--job`` values, in any order, repeats allowed: a job's name, a matrix job's name as
+            written (the manifest entries' ``matrix.job``: every job it expanded to) or a pattern
+            (:mod:`generator.selection`); None: every job.
 
     Returns:
         tuple[dict, list[str]]: the manifest (name -> :class:`generator.layout.ManifestEntry`) and
-        the names to run, in file order, each once.
+        the names to run, in file order (the manifest's), each once.
 
     Raises:
-        OptionError: ``out`` is not a folder of generated jobs, or a name is not one of its jobs.
+        OptionError: ``out`` is not a folder of generated jobs, or a name selects none of its jobs.
     """
     first = f"run `{_generate_into(out)}` first"
     if not out.is_dir():
@@ -1071,11 +1074,15 @@ def selected_jobs(out: Path, names: list[str] | None) -> tuple[dict, list[str]]:
     manifest = read_entries(out)
     if not manifest:
         raise OptionError([Problem(str(out), 0, 0, "", f"--out: no generated jobs here: {first}")])
-    unknown = [n for n in names or [] if n not in manifest]
-    if unknown:
-        raise OptionError([Problem(str(out), 0, 0, "", f"--job {n!r}: {_no_such_job(n, manifest)}") for n in unknown])
-    wanted = set(names or manifest)
-    return manifest, [n for n in manifest if n in wanted]
+    if not names:
+        return manifest, list(manifest)
+    matrices = matrix_jobs((n, e.matrix["job"] if e.matrix else None) for n, e in manifest.items())
+    chosen = select_names(names, list(manifest), matrices)
+    if chosen.unknown:
+        raise OptionError(
+            [Problem(str(out), 0, 0, "", f"--job {n!r}: {_no_such_job(n, manifest, matrices)}") for n in chosen.unknown]
+        )
+    return manifest, chosen.jobs
 
 
 def _check_outputs(out: Path, workspace: Path, manifest: dict, selected: list[str], results_path, reports) -> None:
@@ -1171,7 +1178,9 @@ class RunInterrupted(JobgenError):
         self.exit_code = 128 + signal.Signals[signal_name].value
 
 
-def _no_such_job(name: str, manifest: dict) -> str:
-    close = difflib.get_close_matches(name, list(manifest), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f" (have: {', '.join(manifest)})"
-    return f"no generated job of that name{hint}"
+def _no_such_job(name: str, manifest: dict, matrices: dict) -> str:
+    """Why ``--job name`` selects nothing, with the nearest job or matrix job name, else every name."""
+    close = nearest(name, list(manifest), matrices)
+    have = ", ".join(manifest) + (f"; matrix jobs: {', '.join(matrices)}" if matrices else "")
+    hint = f"; did you mean {close!r}?" if close else f" (have: {have})"
+    return f"{not_found(name, 'generated job')}{hint}"

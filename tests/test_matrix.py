@@ -614,13 +614,16 @@ def test_validate_show_prints_a_jobs_effective_settings_as_yaml(project, cli):
     assert (diff["num_rounds"], diff["num_clients"], diff["min_clients"]) == (3, 3, 3)
     assert diff["params_transfer_type"] == "DIFF" and diff["script"] == "train_diff.py"
     assert shown["s-r2"]["num_rounds"] == 2 and "matrix" not in shown["s-r2"]
-    code, _, err = cli("validate", "--jobs", "jobs.yaml", "--jobs", "lab.yaml", "--show", "s-r{num_rounds}")
+    # a matrix job as written shows every job it expanded to
+    code, out, err = cli("validate", "--jobs", "jobs.yaml", "--jobs", "lab.yaml", "--show", "s-r{num_rounds}")
+    assert (code, err) == (0, [])
+    assert list(yaml.safe_load("\n".join(out))) == ["s-r1", "s-r2"]
+    code, _, err = cli("validate", "--jobs", "jobs.yaml", "--jobs", "lab.yaml", "--show", "s-r{num_round}")
     assert (code, err) == (
         2,
         [
-            "jobs.yaml: --show 's-r{num_rounds}': no job of that name in jobs.yaml or lab.yaml: a matrix job, which "
-            "expands to "
-            "s-r1, s-r2; name one of those"
+            "jobs.yaml: --show 's-r{num_round}': no job of that name in jobs.yaml or lab.yaml; "
+            "did you mean 's-r{num_rounds}'?"
         ],
     )
     code, _, err = cli("validate", "--show", "np-dif-in-process")
