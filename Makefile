@@ -63,7 +63,7 @@ setup27: $(STAMP27)
 
 ## validate: check jobs.yaml (JOBS="a.yaml b.yaml", SET="PATH=VALUE ...") against the schema and across fields (SHOW="name ...": print those jobs' effective settings)
 validate: setup
-	"$(BIN)/python" -m generator validate $(FILES_ARGS) $(SET_ARGS) $(foreach j,$(SHOW),--show $(j))
+	"$(BIN)/python" -m generator validate $(FILES_ARGS) $(SET_ARGS) $(foreach j,$(SHOW),--show '$(j)')
 
 ## generate: render one NVFlare job folder per job of jobs.yaml (JOBS=, SET=) into build/jobs/ (OUT=folder)
 generate: setup
@@ -89,18 +89,18 @@ STALE_NOTE = @"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out 
 ## simulate: run every generated job of build/jobs (OUT=; or JOB=name ...) with nvflare simulator and check the results (PARALLEL=n jobs at once, WS=workspaces, RESULTS=file, REPORTS=folder)
 simulate: setup
 	$(STALE_NOTE)
-	"$(BIN)/python" -m generator simulate --out "$(OUT)" --workspace "$(WS)" $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(RESULTS),--results "$(RESULTS)") $(if $(REPORTS),--reports "$(REPORTS)")
+	"$(BIN)/python" -m generator simulate --out "$(OUT)" --workspace "$(WS)" $(foreach j,$(JOB),--job '$(j)') $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(RESULTS),--results "$(RESULTS)") $(if $(REPORTS),--reports "$(REPORTS)")
 
 ## poc: run every generated job on a POC system (server and clients on 127.0.0.1) started for them, then stop it (PARALLEL=n jobs at once, POC_WS=its workspace, RELAY=1 for --relay, DOWNLOADS=folder, RESULTS=file)
 poc: setup
 	$(STALE_NOTE)
-	"$(BIN)/python" -m generator poc --out "$(OUT)" $(if $(POC_WS),--workspace "$(POC_WS)") $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(filter-out 0 no false,$(RELAY)),--relay) $(if $(DOWNLOADS),--downloads "$(DOWNLOADS)") $(if $(RESULTS),--results "$(RESULTS)")
+	"$(BIN)/python" -m generator poc --out "$(OUT)" $(if $(POC_WS),--workspace "$(POC_WS)") $(foreach j,$(JOB),--job '$(j)') $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(filter-out 0 no false,$(RELAY)),--relay) $(if $(DOWNLOADS),--downloads "$(DOWNLOADS)") $(if $(RESULTS),--results "$(RESULTS)")
 
 ## submit: run every generated job on a running NVFlare system through an admin startup kit (KIT=dir, USER_NAME=admin, DOWNLOADS=folder, RESULTS=file)
 submit: setup
 	@test -n "$(KIT)" || { echo "make submit needs KIT=<an admin's startup kit folder>" >&2; exit 2; }
 	$(STALE_NOTE)
-	"$(BIN)/python" -m generator submit --out "$(OUT)" --startup-kit "$(KIT)" $(if $(USER_NAME),--username "$(USER_NAME)") $(foreach j,$(JOB),--job $(j)) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(DOWNLOADS),--downloads "$(DOWNLOADS)") $(if $(RESULTS),--results "$(RESULTS)")
+	"$(BIN)/python" -m generator submit --out "$(OUT)" --startup-kit "$(KIT)" $(if $(USER_NAME),--username "$(USER_NAME)") $(foreach j,$(JOB),--job '$(j)') $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(DOWNLOADS),--downloads "$(DOWNLOADS)") $(if $(RESULTS),--results "$(RESULTS)")
 
 # The example sweep gets a folder of its own, so it never touches build/jobs or the main results.
 # Its scripts are looked up beside the jobs file, so the file and client_scripts/ are copied there.

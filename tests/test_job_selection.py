@@ -6,9 +6,11 @@ job's name, a matrix job's name as written (every job it expanded to) or a shell
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 
 import pytest
-from conftest import snapshot
+from conftest import ROOT, snapshot
 
 from generator import simulate
 from generator.selection import is_pattern, matrix_jobs, select_names
@@ -150,3 +152,35 @@ def test_validate_show_takes_a_matrix_name_and_patterns(project, cli):
     code, out, err = cli("validate", "--show", "*-r2", "--show", "np-full")
     assert (code, [e for e in err if "--show" in e]) == (0, [])
     assert list(yaml.safe_load("\n".join(out))) == ["np-full", "tr-wandb-r2", "tr-tensorboard-r2"]
+
+
+# --- make JOB=... -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "variable", "option"),
+    [("simulate", "JOB", "--job"), ("poc", "JOB", "--job"), ("submit", "JOB", "--job"), ("validate", "SHOW", "--show")],
+)
+def test_make_passes_each_pattern_word_as_it_is(tmp_path, target, variable, option):
+    """Each word of ``JOB=`` (``SHOW=``) reaches the command unchanged, as the shell runs make's recipe
+    in a folder holding a file the pattern matches (unquoted, ``sh`` would have given ``tr-x``)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (fake / "python").chmod(0o755)
+    (tmp_path / "tr-x").write_text("")
+    words = f"{variable}=tr-* {MATRIX} np-full"
+    dry = subprocess.run(
+        ["make", "-n", "--no-print-directory", target, words, f"BIN={fake}", "KIT=kit"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dry.returncode == 0, dry.stderr
+    (command,) = [line for line in dry.stdout.splitlines() if f"-m generator {target} " in line]
+    ran = subprocess.run(["sh", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    given = ran.stdout.splitlines()
+    assert [given[i + 1] for i, w in enumerate(given) if w == option] == ["tr-*", MATRIX, "np-full"]
+    assert shlex.split(command)[0] == str(fake / "python")
