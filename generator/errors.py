@@ -6,6 +6,8 @@ problem, in the form ``FILE:LINE:COL: KEY.PATH: message``. Lines and columns are
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
 
 
@@ -46,6 +48,35 @@ _ONE_LINE = {
 }
 
 
+#: The note :meth:`generator.overrides.Layered.problem` adds to a problem located in a ``matrix``.
+_COMBINATION = re.compile(r"^(?P<head>.*) \(combination (?P<label>[^()]*)\)$", re.DOTALL)
+
+
+def _one_per_value(problems: set[Problem]) -> list[Problem]:
+    """``problems`` with those that differ only in their ``(combination ...)`` note made one, whose
+    note names every combination (the first three): a wrong matrix value is found once per
+    combination that takes it (a trial's ``[FULL, diff]`` beside ``num_rounds: [1, 3]`` printed
+    the same line twice)."""
+    groups: dict[tuple, list[str]] = {}
+    out = []
+    for problem in problems:
+        found = _COMBINATION.match(problem.message)
+        if not found:
+            out.append(problem)
+            continue
+        key = dataclasses.replace(problem, message=found["head"])
+        groups.setdefault(key, []).append(found["label"])
+    for problem, labels in groups.items():
+        labels = sorted(labels)
+        if len(labels) == 1:
+            note = f"combination {labels[0]}"
+        else:
+            more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
+            note = f"{len(labels)} combinations: {'; '.join(labels[:3])}{more}"
+        out.append(dataclasses.replace(problem, message=f"{problem.message} ({note})"))
+    return out
+
+
 class JobgenError(Exception):
     """Base of every error the generator reports to a user (exit code 2 unless said otherwise).
 
@@ -58,7 +89,9 @@ class JobgenError(Exception):
     def __init__(self, problems: list[Problem] | str):
         if isinstance(problems, str):
             problems = [Problem(file="jobgen", line=0, column=0, message=problems)]
-        self.problems = sorted(set(problems))  # one line per problem, however many schema branches found it
+        self.problems = sorted(
+            _one_per_value(set(problems))
+        )  # one line per problem, however many schema branches found it
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
