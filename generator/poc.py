@@ -326,6 +326,19 @@ def _fetch(system: System, session, run: _Run, downloads: Path) -> None:
     run.fetched = bool(location)
 
 
+def _missed_rounds(run: _Run, job_dir: Path, server: str) -> list[int]:
+    """The rounds a job on a remote system (``submit``) started that its progress never told, from
+    its downloaded server log (``job_dir``, laid out as a simulator workspace; ``server``: the
+    server's identity): :class:`_RemoteTracker` reads the server's run log every few seconds, and
+    NVFlare archives that log before the job's status says FINISHED, so a last round that started
+    after the last read was not told (a trial's 2-round job printed round 1 only)."""
+    if not isinstance(run.tracker, _RemoteTracker) or not run.fetched:
+        return []
+    told = run.tracker.rounds_started
+    downloaded = RoundTracker.for_job(job_dir, run.info, server=server)
+    return [number for number in downloaded.poll() if number > told]
+
+
 def server_reasons(system: System, session, job_id: str, limit: int = 3) -> list[str]:
     """What the server's own log (``log.json`` of its workspace, not a job's run log) says at ERROR
     about ``job_id``: read as a file on a local POC system, else through the admin API's ``grep``
@@ -761,6 +774,8 @@ def run_jobs(
                 while ended:
                     ran = _settle(system, session, ended[0], downloads)
                     run = ended.pop(0)
+                    for number in _missed_rounds(run, downloads / run.name, system.server_identity):
+                        events.round_started(run.name, number, run.info.num_rounds, time.monotonic() - run.started)
                     judging.append((run, pool.submit(_verdict, system, run, downloads, ran)))
                 report_judged()
                 check_interrupted()

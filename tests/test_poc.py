@@ -1504,6 +1504,33 @@ def test_submit_reads_round_progress_from_the_remote_servers_run_log(monkeypatch
     assert tracker.poll(final=True) == [] and len(session.calls) == asked  # never asked again
 
 
+def test_submit_tells_the_rounds_its_progress_missed_from_the_downloaded_log(tmp_path):
+    """NVFlare archives a job's run log before its status says FINISHED: a last round that started
+    after the last remote read is told from the downloaded server log, before the job's result
+    (a trial's 2-round job printed round 1 only)."""
+    from generator import poc
+    from generator.layout import ManifestEntry
+    from generator.simulate import JobResult
+
+    class Session:
+        def grep_target(self, target, options=None, pattern=None, file=None):
+            return _fedavg_record("Round 0 started.")
+
+    info = ManifestEntry("2.9", 2, 2, "in_process", "t.py")
+    run = poc._Run("ring", info, JobResult(name="ring", rounds=2), "job-1", 0.0, 9.0)
+    run.tracker = poc._RemoteTracker(Session(), "job-1", info, "proj")
+    assert run.tracker.poll() == [1]
+    log = tmp_path / "ring" / "server" / "log.json"
+    log.parent.mkdir(parents=True)
+    log.write_text(_fedavg_record("Round 0 started.") + "\n" + _fedavg_record("Round 1 started.") + "\n")
+    assert poc._missed_rounds(run, tmp_path / "ring", "proj") == []  # not downloaded
+    run.fetched = True
+    assert poc._missed_rounds(run, tmp_path / "ring", "proj") == [2]
+    run.tracker.poll(final=True)  # (nothing new remotely)
+    local = poc._Run("ring", info, JobResult(name="ring", rounds=2), "job-1", 0.0, 9.0, fetched=True)
+    assert poc._missed_rounds(local, tmp_path / "ring", "proj") == []  # a local system's progress is complete
+
+
 def test_poc_progress_reads_the_records_of_the_jobs_own_workflow(tmp_path):
     """A cyclic job's rounds on a local POC server are its task scheduler's records, not FedAvg's
     (the live tracker once read every job as FedAvg and showed no round of a cyclic job)."""
