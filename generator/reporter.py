@@ -259,11 +259,17 @@ class Reporter:
 
     def sweeps_compared(self, sweeps: list) -> None:
         """After the main table: per :class:`generator.sweep.Sweep` an empty line and its table
-        (:func:`generator.sweep.table`: matrix values, status, wall time, model mean, last metrics)."""
+        (:func:`generator.sweep.table`: matrix values, status, wall time, model mean, last metrics),
+        then on stderr the warning of :func:`generator.sweep.missing_warning` (combinations that stored no
+        point of the compared metric, so not in the plot)."""
+        from .sweep import missing_warning
         from .sweep import table as sweep_table
 
         for sweep in sweeps:
             self.lines(["", *sweep_table(sweep)])
+            warned = missing_warning(sweep)
+            if warned:
+                self.lines(warned, err=True)
 
 
 def _to_devnull(stream: TextIO) -> None:

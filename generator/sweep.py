@@ -8,7 +8,9 @@ per combination (its matrix values, status, wall time, the final model's mean, t
 each stored metric averaged over sites) and, when the jobs stored metrics, the plot data of one
 metric (``compare``; default: the first key stored, sorted) averaged over sites per step, drawn by
 :func:`plot_sweep` into ``<reports>/<matrix job>-sweep.png`` like :mod:`generator.plot` (object
-API, Agg canvas, text chunks saying what was drawn).
+API, Agg canvas, text chunks saying what was drawn). A combination that stored no point of that
+metric has no line; :func:`table`'s title counts the lines drawn and :func:`missing_warning` names
+the combinations left out (and any key of theirs ending with the metric's name).
 
 The comparison is not a file of its own: every entry of ``results.json`` carries ``matrix``,
 ``model_mean`` and ``metric_last`` (see :func:`generator.simulate.result_record`), so a reader
@@ -62,6 +64,12 @@ class Sweep:
         compare (str | None): the metric plotted across combinations (the job's ``compare`` key,
             else the first of ``metric_keys``; None: no metric stored, no plot).
         curves (dict[str, tuple[list, list]]): job -> (steps, values of ``compare`` averaged over sites).
+        missing (dict[str, list[str]]): job -> the keys it stored that end with ``compare``'s name
+            (``metrics_model_mean``: NVFlare's TensorBoard receiver stores a WandBWriter's or
+            MLflowWriter's key ``k`` as ``metrics_k``, :data:`generator.validate.CROSS_WRITER`), for
+            each combination that stored no point of ``compare`` and so has no curve (empty list:
+            no such key), in row order.
+        receivers (dict[str, str | None]): job -> its receiver type (the manifest's ``receiver``).
         report (str | None): the plot written (set by the caller), if any.
     """
 
@@ -71,6 +79,8 @@ class Sweep:
     metric_keys: list
     compare: str | None = None
     curves: dict = field(default_factory=dict)
+    missing: dict = field(default_factory=dict)
+    receivers: dict = field(default_factory=dict)
     report: str | None = None
 
     @property
@@ -169,7 +179,8 @@ def compare(results: list, manifest: dict) -> list[Sweep]:
         manifest (dict): name -> :class:`generator.layout.ManifestEntry` (``matrix`` read).
 
     Returns:
-        list[Sweep]: in the order of each matrix job's first result.
+        list[Sweep]: in the order of each matrix job's first result; a combination without a point
+        of ``compare`` is in its ``missing``, not in its ``curves``.
     """
     by_name = {r.name: r for r in results}
     sweeps = []
@@ -188,11 +199,14 @@ def compare(results: list, manifest: dict) -> list[Sweep]:
         keys = [k for k in keys if not any(isinstance(r.values.get(k), dict | list) for r in rows)]
         ordered = sorted(metric_keys)
         sweep = Sweep(job, keys, rows, ordered, chosen or (ordered[0] if ordered else None))
+        sweep.receivers = {name: manifest[name].receiver for name in members}
         if sweep.compare:
-            for name in members:
+            for name, row in zip(members, rows, strict=True):
                 steps, values = site_average(by_name[name].series, sweep.compare)
                 if steps:
                     sweep.curves[name] = (steps, values)
+                else:
+                    sweep.missing[name] = [k for k in row.metrics if k != sweep.compare and k.endswith(sweep.compare)]
         sweeps.append(sweep)
     return sweeps
 
@@ -206,7 +220,9 @@ def plot_sweep(sweep: Sweep, path: Path) -> dict[str, tuple[list, list]]:
     """Overlay ``sweep.compare`` across the combinations: x = step, one line per job, averaged over sites.
 
     The PNG's text chunks: ``Title`` = ``<matrix job>-sweep``, ``Metric`` = the metric, ``Series`` =
-    ``{metric: {job: points drawn}}`` (JSON), read back from the plotted lines.
+    ``{metric: {job: points drawn}}`` (JSON), read back from the plotted lines, and, when some
+    combinations stored no point of the metric (``sweep.missing``), ``Missing`` = their jobs (JSON
+    list); the figure's title then says how many of the combinations it shows.
 
     Args:
         sweep (Sweep): with ``compare`` and ``curves`` (see :func:`compare`). path (Path): the PNG;
@@ -237,11 +253,14 @@ def plot_sweep(sweep: Sweep, path: Path) -> dict[str, tuple[list, list]]:
     ax.set_ylabel(f"{sweep.compare} (mean over sites)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=7)
-    fig.suptitle(f"{sweep.name}: {sweep.compare} per combination")
+    shown = f" ({len(drawn)} of {len(sweep.rows)}: the others stored no {sweep.compare})" if sweep.missing else ""
+    fig.suptitle(f"{sweep.name}: {sweep.compare} per combination{shown}")
     counts = {sweep.compare: {job: len(xy[0]) for job, xy in drawn.items()}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"Title": sweep.plot_name, "Metric": sweep.compare, "Series": json.dumps(counts, sort_keys=True)}
+    if sweep.missing:
+        metadata["Missing"] = json.dumps(list(sweep.missing))
     fig.savefig(path, format="png", metadata=metadata)
     return drawn
 
@@ -276,6 +295,65 @@ def table(sweep: Sweep) -> list[str]:
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    compared = f"; {sweep.compare} compared in {sweep.report}" if sweep.report else ""
-    title = f"sweep {sweep.name}: {len(sweep.rows)} combinations{compared}"
+    title = f"sweep {sweep.name}: {len(sweep.rows)} combinations{_compared(sweep)}"
     return [title, *["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]]
+
+
+def _compared(sweep: Sweep) -> str:
+    """The title's end: where ``compare`` was plotted and, when some combinations are not in the
+    plot, how many are; when none stored it, that there is no plot."""
+    if not sweep.compare or not sweep.missing and not sweep.report:
+        return ""
+    if not sweep.curves:
+        return f"; none stored {sweep.compare}: no plot"
+    if not sweep.missing:
+        return f"; {sweep.compare} compared in {sweep.report}"
+    left_out = f"{len(sweep.missing)} stored no {sweep.compare}"
+    if not sweep.report:
+        return f"; {left_out}"
+    return f"; {sweep.compare} of {len(sweep.curves)} compared in {sweep.report} ({left_out})"
+
+
+#: The key NVFlare's TensorBoard receiver stores another writer's metric ``k`` under
+#: (:data:`generator.validate.CROSS_WRITER`: ``WandBWriter.log({k: v})`` is stored as ``metrics_k``).
+TENSORBOARD_PREFIX = "metrics_"
+
+
+def missing_warning(sweep: Sweep) -> list[str]:
+    """The warning line (``warning: sweep <name>: ...``) about the combinations of ``sweep`` that stored no
+    point of ``compare`` and so are not in its plot (``sweep.missing``); empty when every one did.
+
+    Each such job is named, with the keys it stored that end with the metric's name (a trial's
+    TensorBoard jobs stored ``model_mean`` as ``metrics_model_mean`` and the plot silently showed only
+    the W&B half of the sweep); when no combination stored the metric, the line says there is no
+    plot and lists the keys that were stored, for ``compare``.
+
+    Args:
+        sweep (Sweep): from :func:`compare`, ``report`` set if a plot was written.
+
+    Returns:
+        list[str]: one line without its newline, or none.
+    """
+    if not sweep.missing:
+        return []
+    metric, total = sweep.compare, len(sweep.rows)
+    named = [f"{job} stored {', '.join(keys)}" for job, keys in sweep.missing.items() if keys]
+    if not sweep.curves:
+        head = f"none of the {total} combinations stored {metric}, so there is no plot"
+        if named:
+            head += f" ({'; '.join(named)})"
+        if sweep.metric_keys:
+            head += f"; the combinations stored: {', '.join(sweep.metric_keys)}"
+    else:
+        where = "are not in the plot" if sweep.report else "have no curve"
+        left_out = ", ".join(sweep.missing)
+        head = f"{len(sweep.missing)} of {total} combinations stored no {metric} and {where}: {left_out}"
+        if named:
+            head += f" ({'; '.join(named)})"
+    if any(
+        f"{TENSORBOARD_PREFIX}{metric}" in keys and sweep.receivers.get(job) == "tensorboard"
+        for job, keys in sweep.missing.items()
+    ):
+        head += "; NVFlare's TensorBoard receiver stores a WandBWriter's or MLflowWriter's key k as "
+        head += f"{TENSORBOARD_PREFIX}k"
+    return [f"warning: sweep {sweep.name}: {head}"]

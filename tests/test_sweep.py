@@ -17,7 +17,16 @@ from conftest import ROOT, run_main
 from generator.layout import ManifestEntry
 from generator.outputs import REPORTS_MANIFEST, check_reports
 from generator.simulate import JobResult, compare_sweeps, result_record
-from generator.sweep import compare, groups, last_values, model_mean, plot_names, site_average, table
+from generator.sweep import (
+    compare,
+    groups,
+    last_values,
+    missing_warning,
+    model_mean,
+    plot_names,
+    site_average,
+    table,
+)
 
 MATRIX = "np-{num_rounds}"
 
@@ -133,11 +142,96 @@ def test_table_has_a_column_per_matrix_key_and_per_metric(tmp_path):
     [sweep] = compare(results, manifest)
     sweep.report = "build/reports/np-{num_rounds}-sweep.png"
     assert table(sweep) == [
-        "sweep np-{num_rounds}: 2 combinations; acc compared in build/reports/np-{num_rounds}-sweep.png",
+        "sweep np-{num_rounds}: 2 combinations; acc of 1 compared in build/reports/np-{num_rounds}-sweep.png "
+        "(1 stored no acc)",
         "num_rounds  job   status  wall s  model mean  last acc  last loss",
         "1           np-1  ok      1.5     2.5         0.6       3",
         "2           np-2  FAILED  2.2     -           -         1",
     ]
+
+
+TRIAL = "tr-{receiver.type}-r{num_rounds}"
+
+
+def trial_sweep() -> tuple[list[JobResult], dict]:
+    """A trial's sweep: ``train_metrics_wandb.py`` into W&B and TensorBoard receivers, 1 and 2 rounds,
+    ``compare: model_mean``; the TensorBoard jobs stored the WandBWriter's ``model_mean`` as
+    ``metrics_model_mean`` (NVFlare's TensorBoard receiver prefixes it)."""
+    manifest, results = {}, []
+    for receiver in ("wandb", "tensorboard"):
+        for rounds in (1, 2):
+            name = f"tr-{receiver}-r{rounds}"
+            values = {"receiver.type": receiver, "num_rounds": rounds}
+            manifest[name] = entry(name, {"job": TRIAL, "values": values, "compare": "model_mean"}, receiver)
+            key = "model_mean" if receiver == "wandb" else "metrics_model_mean"
+            points = {key: [(i, 5.0 + i) for i in range(3 * rounds)], "global_step": [(0, 0.0)]}
+            results.append(result(name, {"site-1": points, "site-2": points}, [[5.0 + 3 * rounds]]))
+    return results, manifest
+
+
+def test_combinations_that_stored_no_compare_metric_are_named_with_the_key_they_stored(tmp_path):
+    """A trial's sweep line said "4 combinations; model_mean compared in ..." over a plot of the 2
+    W&B jobs: the TensorBoard jobs stored ``metrics_model_mean``. The line, a warning on stderr and
+    the plot say which combinations are left out and which key they stored."""
+    import io
+
+    from PIL import Image
+
+    from generator.reporter import Reporter
+
+    results, manifest = trial_sweep()
+    reports = tmp_path / "reports"
+    [sweep] = compare_sweeps(results, manifest, reports)
+    assert list(sweep.curves) == ["tr-wandb-r1", "tr-wandb-r2"]
+    assert sweep.missing == {"tr-tensorboard-r1": ["metrics_model_mean"], "tr-tensorboard-r2": ["metrics_model_mean"]}
+    png = reports / f"{TRIAL}-sweep.png"
+    assert (
+        table(sweep)[0] == f"sweep {TRIAL}: 4 combinations; model_mean of 2 compared in {png} (2 stored no model_mean)"
+    )
+    assert missing_warning(sweep) == [
+        f"warning: sweep {TRIAL}: 2 of 4 combinations stored no model_mean and are not in the plot: "
+        "tr-tensorboard-r1, tr-tensorboard-r2 (tr-tensorboard-r1 stored metrics_model_mean; "
+        "tr-tensorboard-r2 stored metrics_model_mean); NVFlare's TensorBoard receiver stores a WandBWriter's "
+        "or MLflowWriter's key k as metrics_k"
+    ]
+    with Image.open(png) as image:
+        text = dict(image.text)
+    assert json.loads(text["Series"]) == {"model_mean": {"tr-wandb-r1": 3, "tr-wandb-r2": 6}}
+    assert json.loads(text["Missing"]) == ["tr-tensorboard-r1", "tr-tensorboard-r2"]
+
+    out, err = io.StringIO(), io.StringIO()
+    Reporter(out, err).sweeps_compared([sweep])
+    assert out.getvalue().splitlines()[:2] == ["", table(sweep)[0]]
+    assert "warning" not in out.getvalue()
+    assert err.getvalue() == missing_warning(sweep)[0] + "\n"
+
+
+def test_when_no_combination_stored_the_compare_metric_there_is_no_plot_and_it_says_so(tmp_path):
+    results, manifest = trial_sweep()
+    results, manifest = results[2:], {n: manifest[n] for n in ("tr-tensorboard-r1", "tr-tensorboard-r2")}
+    reports = tmp_path / "reports"
+    [sweep] = compare_sweeps(results, manifest, reports)
+    assert sweep.curves == {} and sweep.report is None and not reports.exists()
+    assert table(sweep)[0] == f"sweep {TRIAL}: 2 combinations; none stored model_mean: no plot"
+    assert missing_warning(sweep) == [
+        f"warning: sweep {TRIAL}: none of the 2 combinations stored model_mean, so there is no plot "
+        "(tr-tensorboard-r1 stored metrics_model_mean; tr-tensorboard-r2 stored metrics_model_mean); "
+        "the combinations stored: global_step, metrics_model_mean; NVFlare's TensorBoard receiver stores "
+        "a WandBWriter's or MLflowWriter's key k as metrics_k"
+    ]
+
+
+def test_a_combination_without_a_similar_key_is_named_alone_and_other_receivers_get_no_tensorboard_note():
+    results, manifest = fabricated()  # np-2 (FAILED) stored loss only; acc is compared by default
+    [sweep] = compare(results, manifest)
+    assert sweep.missing == {"np-2": []}
+    assert missing_warning(sweep) == [
+        "warning: sweep np-{num_rounds}: 1 of 2 combinations stored no acc and have no curve: np-2"
+    ]
+    for r in results:
+        r.series = {}
+    [sweep] = compare(results, manifest)
+    assert sweep.compare is None and sweep.missing == {} and missing_warning(sweep) == []
 
 
 def test_sweep_plot_text_chunks_and_reports_manifest(tmp_path):
@@ -154,6 +248,7 @@ def test_sweep_plot_text_chunks_and_reports_manifest(tmp_path):
         text = dict(image.text)
     assert text["Title"] == "np-{num_rounds}-sweep" and text["Metric"] == "loss"
     assert json.loads(text["Series"]) == {"loss": {"np-1": 2, "np-2": 3}}
+    assert "Missing" not in text  # every combination stored loss
     listed = json.loads((reports / REPORTS_MANIFEST).read_text())["files"]
     assert list(listed) == [png.name]
     assert check_reports(reports, [sweep.plot_name]) == []  # our plot: a later run may replace it
