@@ -17,6 +17,7 @@ job1:dir1,job2:dir2`` (:func:`logdir_spec`); W&B takes the first W&B job.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -34,8 +35,28 @@ def _tool(name: str) -> str:
     return str(local) if local.is_file() else name
 
 
+def mlflow_ui_line(store: str | Path) -> str:
+    """The shell line that opens the MLflow UI on the SQLite store file ``store``, to paste: ``mlflow``
+    as this environment's console script (:func:`_tool`: it need not be on ``PATH``), every word
+    quoted for a POSIX shell (``shlex.join``: a path may hold spaces), bound to 127.0.0.1 on
+    MLflow's default port (:func:`viewer_command`)."""
+    return shlex.join(viewer_command("mlflow", store_uri(store)))
+
+
 def pick_job(results_path: Path, tracker: str, job: str | None = None) -> dict:
     """The results entry of ``job``, or of the first job whose receiver is ``tracker``.
+
+    When the results lack what was asked for and an MLflow store that would show it is still on
+    disk, the error says where and gives the line that opens it (:func:`mlflow_ui_line`): a job
+    left out of the results by a later run (``simulate --job other`` rewrites them) still has its own
+    store in simulate's default workspace beside the results file
+    (``workspaces/<job>/server/simulate_job/mlflow.db``), and the project store
+    (:func:`generator.tracking.store_path`, filled by every simulated MLflow job) still holds the
+    earlier runs' jobs when the results hold no MLflow job.
+
+    Args:
+        results_path (Path): the results file (``simulate``'s, ``poc``'s or ``submit``'s).
+        tracker (str): ``mlflow``, ``tensorboard`` or ``wandb``. job (str | None): the job's name.
 
     Raises:
         SimulationError: no results file, no such job, the job used another tracker or stored nothing.
@@ -56,8 +77,7 @@ def pick_job(results_path: Path, tracker: str, job: str | None = None) -> dict:
             # where simulate's default workspace (beside the results file) keeps the job's own store
             kept = results_path.parent / "workspaces" / job / SERVER_RESULT / MLFLOW_DB
             note = (
-                f"; a later run rewrote the results, but its store is still at {kept}: "
-                f"mlflow ui --backend-store-uri {store_uri(kept)}"
+                f"; a later run rewrote the results, but its store is still at {kept}: {mlflow_ui_line(kept)}"
                 if tracker == "mlflow" and kept.is_file()
                 else ""
             )
@@ -66,7 +86,14 @@ def pick_job(results_path: Path, tracker: str, job: str | None = None) -> dict:
             raise fail(f"job {job!r} stored its metrics with {entry.get('receiver') or 'no receiver'}, not {tracker}")
         return entry
     if not candidates:
-        raise fail(f"no simulated job stored metrics with {tracker}")
+        project = store_path(results_path)
+        note = (
+            f"; the project store {project} still holds the MLflow jobs of earlier simulate runs: "
+            f"{mlflow_ui_line(project)}"
+            if tracker == "mlflow" and is_our_store(project)
+            else ""
+        )
+        raise fail(f"no simulated job stored metrics with {tracker}{note}")
     return candidates[0]
 
 

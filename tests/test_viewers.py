@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import run_main
 
 from generator.errors import SimulationError
-from generator.viewers import DEFAULT_PORTS, pick_job, viewer_command
+from generator.tracking import GENERATOR_ID, MARK_TAG
+from generator.viewers import DEFAULT_PORTS, HOST, mlflow_ui_line, pick_job, pick_view, viewer_command
 
 RESULTS = [
     {"name": "full", "receiver": None, "store": None},
@@ -58,8 +63,75 @@ def test_a_job_a_later_run_left_out_of_the_results_is_found_in_its_workspace(res
         pick_job(results, "mlflow", "gone")
     assert str(caught.value.problems[0]).endswith(
         f"; a later run rewrote the results, but its store is still at {kept}: "
-        f"mlflow ui --backend-store-uri sqlite:///{kept}"
+        f"{MLFLOW} ui --backend-store-uri sqlite:///{kept} --host 127.0.0.1 --port 5000"
     )
+
+
+#: ``mlflow`` of the running environment: the hints name it by its path (it need not be on PATH).
+MLFLOW = str(Path(sys.executable).parent / "mlflow")
+
+
+def project_store(path: Path) -> None:
+    """A SQLite file :func:`generator.tracking.is_our_store` takes for the project store (its one
+    table and tag, as ``simulate``'s copy into it leaves them), made without MLflow."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE experiment_tags (key TEXT, value TEXT, experiment_id INTEGER)")
+        db.execute("INSERT INTO experiment_tags VALUES (?, ?, 1)", (MARK_TAG, GENERATOR_ID))
+        db.commit()
+
+
+def test_the_hints_to_open_a_kept_store_can_be_pasted_into_a_shell(tmp_path):
+    """A trial's hint printed ``mlflow ui --backend-store-uri sqlite:////work/trial 42/...``: the space
+    not quoted, and ``mlflow`` not on PATH. It names this environment's mlflow, every word quoted."""
+    import shlex
+
+    folder = tmp_path / "trial 42" / "build"
+    kept = folder / "workspaces/metrics/server/simulate_job/mlflow.db"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"")
+    results = folder / "results.json"
+    results.write_text(json.dumps([RESULTS[3]]))  # a later run: only the TensorBoard job
+    with pytest.raises(SimulationError) as caught:
+        pick_job(results, "mlflow", "metrics")
+    line = str(caught.value.problems[0]).split(f"still at {kept}: ")[1]
+    assert shlex.split(line) == [
+        MLFLOW,
+        "ui",
+        "--backend-store-uri",
+        f"sqlite:///{kept}",
+        "--host",
+        HOST,
+        "--port",
+        "5000",
+    ]
+    assert line == mlflow_ui_line(kept)
+
+
+def test_mlflow_without_a_job_names_the_project_store_the_results_no_longer_show(tmp_path):
+    """A trial's ``view mlflow`` said only "no simulated job stored metrics with mlflow" after a later
+    run rewrote the results, with ``build/mlflow.db`` (every earlier MLflow job) still there."""
+    folder = tmp_path / "trial 42" / "build"
+    folder.mkdir(parents=True)
+    results = folder / "results.json"
+    results.write_text(json.dumps([RESULTS[0], RESULTS[3]]))
+    with pytest.raises(SimulationError) as caught:
+        pick_view(results, "mlflow")
+    assert str(caught.value.problems[0]) == f"{results}: no simulated job stored metrics with mlflow"
+    (folder / "mlflow.db").write_bytes(b"not ours")  # a user's file: not named
+    with pytest.raises(SimulationError) as caught:
+        pick_view(results, "mlflow")
+    assert str(caught.value.problems[0]) == f"{results}: no simulated job stored metrics with mlflow"
+    (folder / "mlflow.db").unlink()
+    project_store(folder / "mlflow.db")
+    with pytest.raises(SimulationError) as caught:
+        pick_view(results, "mlflow")
+    assert str(caught.value.problems[0]) == (
+        f"{results}: no simulated job stored metrics with mlflow; the project store {folder / 'mlflow.db'} still "
+        f"holds the MLflow jobs of earlier simulate runs: {mlflow_ui_line(folder / 'mlflow.db')}"
+    )
+    with pytest.raises(SimulationError) as caught:  # another tracker: no word of MLflow's store
+        pick_view(results, "wandb")
+    assert "project store" not in str(caught.value.problems[0])
 
 
 def test_no_results_yet(tmp_path):
