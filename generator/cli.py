@@ -12,6 +12,7 @@ differences, 2 bad input (``jobs.yaml``, options, output folder), 128 + N when `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
@@ -363,18 +364,24 @@ def _run_on_a_system(args, run, *system, **options) -> int:
 
 def _view(args) -> int:
     from .runner import run_attached
-    from .viewers import logdir_spec, pick_view, viewer_command
+    from .viewers import logdir_spec, pick_view, viewer_command, viewer_env, viewer_tmp
 
     label, store = pick_view(args.results, args.tracker, args.job)
     argv = viewer_command(args.tracker, store, args.port)
     where = f"http://127.0.0.1:{argv[argv.index('--port') + 1]}" if "--port" in argv else "this terminal"
     shown = logdir_spec(store) if isinstance(store, dict) else store
     REPORTER.viewer_started(label, args.tracker, shown, where, argv)
-    try:
-        code, stopped_by = run_attached(argv)
-    except OSError as e:
-        REPORTER.line(f"cannot start {argv[0]}: {e}", err=True)
-        return 2
+    with contextlib.ExitStack() as stack:
+        try:  # the viewer's temporary files stay in the project (TensorBoard's .tensorboard-info/)
+            tmp = stack.enter_context(viewer_tmp(args.results, args.tracker))
+        except OSError as e:
+            REPORTER.line(f"cannot make the viewer's temporary folder: {e}", err=True)
+            return 2
+        try:
+            code, stopped_by = run_attached(argv, env=viewer_env(tmp))
+        except OSError as e:
+            REPORTER.line(f"cannot start {argv[0]}: {e}", err=True)
+            return 2
     if stopped_by:
         REPORTER.line(f"interrupted by {stopped_by}: stopped the {args.tracker} viewer", err=True)
         return 128 + signal.Signals[stopped_by].value

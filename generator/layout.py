@@ -216,7 +216,8 @@ WORKSPACE_MARKER = ".jobgen-workspaces"
 LOGS_DIR = "_logs"
 #: The temporary files' folder of each run in the workspaces folder: ``<workspace>/_tmp/<job>`` is the
 #: run's ``TMPDIR``, made before and removed after it (not inside ``<workspace>/<job>``: NVFlare's
-#: simulator deletes and re-creates that folder when it starts).
+#: simulator deletes and re-creates that folder when it starts). ``view`` gives its viewer a
+#: ``_tmp/view-<tracker>-*`` beside the results file likewise (:func:`generator.viewers.viewer_tmp`).
 TMP_DIR = "_tmp"
 #: matplotlib's config and cache folder (``MPLCONFIGDIR``: its font list) in the workspaces folder,
 #: kept between runs, so that drawing the plots writes nothing to ``$HOME``.

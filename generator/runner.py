@@ -426,7 +426,9 @@ def _pump(stream, log, lines: queue.Queue) -> None:
         lines.put(None)
 
 
-def run_attached(argv: list[str], grace: float = TERM_GRACE) -> tuple[int, str | None]:
+def run_attached(
+    argv: list[str], grace: float = TERM_GRACE, env: dict[str, str] | None = None
+) -> tuple[int, str | None]:
     """Run ``argv`` in this terminal until it ends or a stop signal comes; then stop every process it started.
 
     Unlike :func:`run_process`, the command stays in this process's group and keeps the terminal
@@ -441,6 +443,7 @@ def run_attached(argv: list[str], grace: float = TERM_GRACE) -> tuple[int, str |
     Args:
         argv (list[str]): the command; never passed through a shell.
         grace (float): seconds between SIGTERM and SIGKILL when stopping.
+        env (dict[str, str] | None): the command's environment (None: this process's).
 
     Returns:
         tuple[int, str | None]: its exit code, and the name of the stop signal that ended it (None:
@@ -452,7 +455,7 @@ def run_attached(argv: list[str], grace: float = TERM_GRACE) -> tuple[int, str |
     with _subreaper(), deferred_signals() as held:
         with _RUNS_LOCK:
             others = _children_of_self()
-            proc = subprocess.Popen(argv)
+            proc = subprocess.Popen(argv, env=env)
             _LIVE_ROOTS.add(proc.pid)
         tree = ProcessTree(proc, others)
         try:

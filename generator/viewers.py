@@ -12,17 +12,29 @@ Without a job (:func:`pick_view`): MLflow opens the project store beside the res
 of ``poc`` and ``submit``, whose jobs' stores are not copied there, the first MLflow job);
 TensorBoard opens every TensorBoard job of the results at once, ``--logdir_spec
 job1:dir1,job2:dir2`` (:func:`logdir_spec`); W&B takes the first W&B job.
+
+The viewer runs with its temporary files inside the project (:func:`viewer_tmp`): a fresh
+``<results folder>/_tmp/view-<tracker>-*`` (``build/_tmp/...``) as its ``TMPDIR``, removed when it
+ends. TensorBoard otherwise leaves ``.tensorboard-info/`` in ``/tmp`` (its ``manager._get_info_dir``:
+``tempfile.gettempdir()``, a ``pid-<n>.info`` file per server, the folder kept), and ``wandb leet``
+its ``debug-cli.<user>.log`` (``wandb/cli/cli.py``: in ``./wandb/`` or ``$WANDB_DIR/wandb/`` when
+that folder exists, else ``tempfile.gettempdir()``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import Problem, SimulationError
-from .layout import MLFLOW_DB, SERVER_RESULT
+from .layout import MLFLOW_DB, SERVER_RESULT, TMP_DIR
 from .tracking import is_our_store, store_path, store_uri
 
 DEFAULT_PORTS = {"mlflow": 5000, "tensorboard": 6006}
@@ -178,3 +190,39 @@ def viewer_command(tracker: str, store: str | dict[str, str], port: int | None =
     if tracker == "wandb":
         return [_tool("wandb"), "leet", store]
     raise SimulationError(f"unknown tracker {tracker!r}")
+
+
+@contextlib.contextmanager
+def viewer_tmp(results_path: str | Path, tracker: str) -> Iterator[str]:
+    """The ``TMPDIR`` of one viewer: a fresh ``<results folder>/_tmp/view-<tracker>-*``
+    (:data:`generator.layout.TMP_DIR`; the results folder is the project's ``build/`` by default),
+    removed with everything in it when the block ends, and ``_tmp`` too if this made it and it is
+    empty (another viewer's folder may be in it: each gets its own, ``tempfile.mkdtemp``).
+
+    Args:
+        results_path (str | Path): the results file the viewer's store was picked from.
+        tracker (str): ``mlflow``, ``tensorboard`` or ``wandb`` (in the folder's name).
+
+    Yields:
+        str: the folder's absolute path, for :func:`viewer_env`.
+
+    Raises:
+        OSError: the folder cannot be made.
+    """
+    parent = Path(results_path).absolute().parent / TMP_DIR
+    made = not parent.exists()
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix=f"view-{tracker}-", dir=parent)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if made:
+            with contextlib.suppress(OSError):  # another viewer still uses it
+                parent.rmdir()
+
+
+def viewer_env(tmp: str) -> dict[str, str]:
+    """This process's environment with ``TMPDIR``, ``TEMP`` and ``TMP`` set to ``tmp`` (Python's
+    ``tempfile.gettempdir`` reads them in that order), for the viewer's process and its children."""
+    return {**os.environ, "TMPDIR": tmp, "TEMP": tmp, "TMP": tmp}

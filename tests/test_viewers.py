@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -209,3 +210,47 @@ def test_poc_and_simulate_results_say_which_engine_ran_them(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text()) == [
         {"generator": "nvflare-jobgen", "engine": "poc", "name": "a"}
     ]
+
+
+def test_a_viewer_gets_a_tmpdir_in_the_project_removed_when_it_ends(tmp_path):
+    """A trial's ``view tensorboard`` left ``/tmp/.tensorboard-info/`` (TensorBoard's
+    ``manager._get_info_dir``: ``tempfile.gettempdir()``). Each viewer gets its own folder in
+    ``<results folder>/_tmp``, removed with ``_tmp`` when it ends; a ``_tmp`` that was there stays."""
+    from generator.viewers import viewer_env, viewer_tmp
+
+    results = tmp_path / "build" / "results.json"
+    results.parent.mkdir()
+    with viewer_tmp(results, "tensorboard") as one, viewer_tmp(results, "tensorboard") as two:
+        assert one != two and Path(one).is_dir() and Path(two).is_dir()
+        assert Path(one).parent == results.parent / "_tmp" and Path(one).name.startswith("view-tensorboard-")
+        (Path(one) / ".tensorboard-info").mkdir()
+        env = viewer_env(one)
+        assert env["TMPDIR"] == env["TEMP"] == env["TMP"] == one and env["PATH"] == os.environ["PATH"]
+    assert not (results.parent / "_tmp").exists()
+    (results.parent / "_tmp").mkdir()
+    with viewer_tmp(results, "wandb") as three:
+        assert Path(three).is_dir()
+    assert list((results.parent / "_tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("tracker", ["tensorboard", "wandb"])
+def test_view_starts_the_viewer_with_that_tmpdir(tmp_path, monkeypatch, tracker):
+    """The command ``view`` starts sees the folder as its temporary folder: a stand-in viewer (this
+    Python) records ``tempfile.gettempdir()`` and makes ``.tensorboard-info`` there as TensorBoard
+    does; the folder is in the project and gone once the viewer ended."""
+    from generator import viewers
+
+    project = tmp_path / "trial 42"
+    (project / "build").mkdir(parents=True)
+    (project / "build/results.json").write_text(json.dumps(RESULTS))
+    seen = tmp_path / "seen.txt"
+    code = (
+        "import os, sys, tempfile; d = os.path.join(tempfile.gettempdir(), '.tensorboard-info'); os.makedirs(d); "
+        "open(sys.argv[1], 'w').write(tempfile.gettempdir())"
+    )
+    monkeypatch.setattr(viewers, "viewer_command", lambda *a, **k: [sys.executable, "-c", code, str(seen)])
+    result = run_main(project, "view", tracker)
+    assert result.returncode == 0, result.stderr
+    used = Path(seen.read_text())
+    assert used.parent == project / "build" / "_tmp" and used.name.startswith(f"view-{tracker}-")
+    assert not (project / "build" / "_tmp").exists()
