@@ -18,7 +18,7 @@ USER_NAME ?=
 # poc's workspace (the POC system, HOME of its commands); default build/poc-workspace. NVFlare's POC
 # system needs a path without spaces: in a clone whose path has one, give e.g. POC_WS=/tmp/jobgen-poc-$$(id -u).
 POC_WS ?=
-# RESULTS=file (simulate, poc, submit: --results; make view reads it too), DOWNLOADS=folder (poc, submit: --downloads),
+# RESULTS=file (simulate, poc, submit: --results; mlflow-ui, tensorboard, wandb-view read it too), DOWNLOADS=folder (poc, submit: --downloads),
 # REPORTS=folder (simulate: --reports, the plots), SHOW=job names (validate --show)
 DOWNLOADS ?=
 # RELAY=1: poc --relay (job messages through the POC server, as NVFlare's default comm_config); 0, no, false: not
