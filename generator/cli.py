@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -22,7 +21,7 @@ from typing import NoReturn
 
 from .errors import JobgenError
 from .layout import made_from
-from .reporter import Reporter
+from .reporter import Reporter, generate_command
 
 DEFAULT_JOBS = "jobs.yaml"
 DEFAULT_OUT = "build/jobs"
@@ -105,17 +104,6 @@ _port = _whole_number(1, 65535, "a port number from 1 to 65535")
 _count = _whole_number(1, None, "a whole number >= 1")
 
 
-def _generate_command(files: list[str], out: str, sets: list[str], names: list[str] | None = None) -> str:
-    """The command that regenerates ``out`` from ``files``, ``sets`` and the ``--job`` ``names``:
-    ``make generate`` for the defaults, else the ``python -m generator generate`` line with every
-    option given, shell-quoted (a trial's ``--check --job a`` was told a command that wrote job b too)."""
-    if (files, out, sets, names or []) == ([DEFAULT_JOBS], DEFAULT_OUT, [], []):
-        return "make generate"
-    options = [("--jobs", f) for f in files] + [("--job", n) for n in names or []]
-    options += [("--out", out)] + [("--set", s) for s in sets]
-    return "python -m generator generate " + " ".join(f"{o} {shlex.quote(v)}" for o, v in options)
-
-
 def _files(args) -> list[str]:
     """The ``--jobs`` files, in order."""
     return args.jobs or [DEFAULT_JOBS]
@@ -134,14 +122,43 @@ _RUN_DESCRIPTIONS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``argparse`` parser that takes no abbreviated option: a trial's ``validate --job NAME`` was
+    read as ``--jobs NAME`` (argparse's prefix matching) and answered "NAME: file not found"."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
+#: What an option another command takes means to a command without it (``unrecognized arguments``).
+_NOT_HERE = {
+    ("validate", "--job"): "validate checks every job; --show NAME prints one job's effective settings",
+    ("lint", "--job"): "lint checks every generated job of --out",
+}
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """``argv`` parsed; an option the command does not take exits 2 with argparse's usage error of
+    that command, and for ``--job`` on ``validate`` or ``lint`` what to give instead."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = parser.command_parsers[args.command]
+        hints = [_NOT_HERE[(args.command, word)] for word in extra if (args.command, word) in _NOT_HERE]
+        command.error(f"unrecognized arguments: {' '.join(extra)}" + (f" ({hints[0]})" if hints else ""))
+    return args
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m generator",
         description="Generate NVFlare job folders from jobs.yaml.",
         epilog="Usual flow: generate (writes build/jobs/<job>/), then simulate (nvflare simulator) or poc (a POC "
         "system on 127.0.0.1); `make run` does generate + simulate. See README.md.",
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p.command_parsers = sub.choices  # command -> its parser (for _parse's errors)
 
     v = sub.add_parser(
         "validate",
@@ -305,10 +322,10 @@ def _generate(args) -> int:
     REPORTER.problems(result.warnings)
     if args.check:
         if result.differences:
-            fix = _generate_command(files, args.out, args.set, args.job)
-            REPORTER.out_of_date(args.out, shown, result.differences, fix, result.made_elsewhere)
+            fix = generate_command(files, args.out, args.set, args.job)
+            REPORTER.out_of_date(args.out, shown, result.differences, fix, result.made_elsewhere, result.whole)
             return 1
-        REPORTER.up_to_date(args.out, shown)
+        REPORTER.up_to_date(args.out, shown, len(result.jobs) if args.job else None)
         return 0
     try:
         REPORTER.generated(
@@ -391,7 +408,7 @@ def _view(args) -> int:
 def _lint(args) -> int:
     from .lint import lint
 
-    problems = lint(_files(args), args.out, args.set, fix=_generate_command(_files(args), args.out, args.set))
+    problems = lint(_files(args), args.out, args.set, fix=generate_command(_files(args), args.out, args.set))
     REPORTER.problems(problems)
     if problems:
         return 2
@@ -440,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     (simulator, POC, ``mlflow ui``), unless the user set ``MLFLOW_DISABLE_TELEMETRY`` themselves.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return COMMANDS[args.command](args)
     except JobgenError as e:

@@ -241,9 +241,10 @@ def made_from(files: list[str], sets: list[str]) -> dict | None:
 
 
 def made_from_text(origin: dict | None) -> str:
-    """``exp.yaml``, ``a.yaml and b.yaml``, ``jobs.yaml with --set defaults.num_rounds=3``: the
-    files (and overrides) of a :attr:`ManifestEntry.made_from`, for messages."""
-    origin = origin or {"jobs": [DEFAULT_JOBS_FILE], "set": []}
+    """``exp.yaml``, ``a.yaml and b.yaml``, ``jobs.yaml with --set defaults.num_rounds=3``, ``jobs.yaml
+    alone`` (None): the files (and overrides) of a :attr:`ManifestEntry.made_from`, for messages."""
+    if not origin:
+        return f"{DEFAULT_JOBS_FILE} alone"
     files = [str(f) for f in origin.get("jobs") or [DEFAULT_JOBS_FILE]]
     text = files[0] if len(files) == 1 else ", ".join(files[:-1]) + " and " + files[-1]
     sets = origin.get("set") or []

@@ -32,10 +32,10 @@ from pathlib import Path
 
 from . import extras
 from .errors import Problem, SpecError
-from .layout import ManifestEntry, made_from, made_from_text
+from .layout import DEFAULT_JOBS_FILE, ManifestEntry, made_from, made_from_text
 from .overrides import SetValue, load_all
 from .render import Renderer, tracking_uri
-from .selection import matrix_jobs, nearest, not_found, select_names
+from .selection import listed, matrix_jobs, nearest, not_found, select_names
 from .spec import Job, effective_jobs
 from .validate import (
     SCRIPTS_DIR,
@@ -67,7 +67,7 @@ class Generated:
         made_elsewhere (list[tuple[dict | None, list[str]]]): with ``check``: the jobs of ``out``
             that an earlier ``generate`` made from other files or ``--set`` items than this run's,
             as ``(made_from, names)`` per origin (:attr:`generator.layout.ManifestEntry.made_from`;
-            empty: none).
+            empty: none). whole (int): with them, how many jobs ``out`` holds.
     """
 
     jobs: list
@@ -79,6 +79,7 @@ class Generated:
     shown: list = field(default_factory=list)
     removed_from: dict = field(default_factory=dict)
     made_elsewhere: list = field(default_factory=list)
+    whole: int = 0
 
 
 class RenderedJobs(Mapping):
@@ -211,7 +212,7 @@ def select(doc, jobs: list[Job], names: list[str] | None, option: str = "--job")
     if chosen.unknown:
         files = _files_of(doc)
         where = "in this file" if len(files) < 2 else f"in {' or '.join(files)}"
-        have = ", ".join(known) + (f"; matrix jobs: {', '.join(matrices)}" if matrices else "")
+        have = listed(list(known)) + (f"; matrix jobs: {listed(list(matrices))}" if matrices else "")
         problems = []
         for name in chosen.unknown:
             close = nearest(name, known, matrices)
@@ -292,11 +293,12 @@ def generate(
         with _warned_on_failure(doc):
             checked = check_document(doc)
             jobs = effective_jobs(doc.data, checked.schema, only=checked.fitting)
+            written = {_written_name(doc, job.name) for job in jobs}
             jobs = select(doc, check_jobs(checked, jobs), names)
         renderer = Renderer(doc.root / SCRIPTS_DIR)
         result = Generated(jobs=jobs, out=Path(out), warnings=_warnings(doc, jobs))
     files = [str(f) for f in (jobs_file if isinstance(jobs_file, list) else [jobs_file])]
-    origin = made_from(files, sets or [])
+    origins = _Origins(files, sets or [], written)
     with collect_only_new():
         if check:
             differences = diff_jobs(Path(out), RenderedJobs(renderer, jobs))
@@ -304,11 +306,13 @@ def generate(
                 differences = [d for d in differences if not d.startswith("unexpected job folder")]
             result.differences = differences
             if differences:
-                result.made_elsewhere = _made_elsewhere(Path(out), origin, names)
+                result.made_elsewhere, result.whole = _made_elsewhere(Path(out), origins, names)
         else:
             info = {job.name: _with_matrix(doc, job) for job in jobs}
-            if origin is not None:
-                info = {name: replace(entry, made_from=origin) for name, entry in info.items()}
+            if files != [DEFAULT_JOBS_FILE] or sets:
+                info = {
+                    name: replace(entry, made_from=origins.of(_written_name(doc, name))) for name, entry in info.items()
+                }
             written = write_jobs(
                 Path(out),
                 RenderedJobs(renderer, jobs),
@@ -321,14 +325,44 @@ def generate(
     return result
 
 
-def _made_elsewhere(out: Path, origin: dict | None, names: list[str] | None) -> list[tuple[dict | None, list[str]]]:
+def _written_name(doc, name: str) -> str:
+    """The name job ``name`` is written under: its matrix job's as written, else its own."""
+    combination = getattr(doc, "combinations", {}).get(name)
+    return combination[0] if combination else name
+
+
+class _Origins:
+    """:attr:`generator.layout.ManifestEntry.made_from` of each job of a run from the ``--jobs``
+    ``files`` and the ``--set`` items ``sets``: a ``--set jobs.NAME...`` counts only for the job
+    written as NAME (the longest of ``written``, the names as written, that the path starts with,
+    as :mod:`generator.overrides` reads it): a trial's ``--set jobs.np-cyclic.num_rounds=3`` was
+    recorded on all 14 jobs, and a check then said all 14 were made from it."""
+
+    def __init__(self, files: list[str], sets: list[str], written: set[str]):
+        self.files, self.sets = files, sets
+        self._targets = []
+        for item in sets:
+            path = item.partition("=")[0]
+            rest = path[len("jobs.") :] if path.startswith("jobs.") else None
+            target = max((n for n in written if rest is not None and rest.startswith(n + ".")), key=len, default=None)
+            self._targets.append(target if rest is not None else None)
+
+    def of(self, written: str) -> dict | None:
+        """What the job written as ``written`` (str) is made from (None: ``jobs.yaml`` alone)."""
+        return made_from(self.files, [s for s, t in zip(self.sets, self._targets, strict=True) if t in (None, written)])
+
+
+def _made_elsewhere(out: Path, origins: _Origins, names: list[str] | None) -> tuple[list, int]:
     """The jobs of ``out`` (only ``names`` when given) made from other files or ``--set`` items than
-    ``origin``, grouped by what they were made from (:attr:`Generated.made_elsewhere`)."""
+    ``origins`` gives them, grouped by what they were made from (:attr:`Generated.made_elsewhere`),
+    and how many jobs ``out`` holds."""
     groups: dict[str, tuple[dict | None, list[str]]] = {}
-    for name, theirs in made_from_of(out, names).items():
-        if theirs != origin:
+    recorded = made_from_of(out)
+    wanted = recorded if names is None else {n: recorded[n] for n in names if n in recorded}
+    for name, (theirs, matrix) in wanted.items():
+        if theirs != origins.of(matrix or name):
             groups.setdefault(made_from_text(theirs), (theirs, []))[1].append(name)
-    return list(groups.values())
+    return list(groups.values()), len(recorded)
 
 
 def check_only(jobs_file: str | Path | list, sets: list[str] | None = None, show: list[str] | None = None) -> Generated:

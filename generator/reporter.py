@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from .layout import ManifestEntry, made_from_text, site_number
+from .layout import DEFAULT_JOBS_FILE, ManifestEntry, made_from_text, site_number
+from .selection import listed
 
 
 class Reporter:
@@ -71,15 +72,18 @@ class Reporter:
                     _to_devnull(stream)
 
     def problems(self, problems: Iterable) -> None:
-        """One line per problem (a :class:`generator.errors.Problem`, printed by its ``str``) to stderr."""
-        self.lines([str(p) for p in problems], err=True)
+        """One line per problem (a :class:`generator.errors.Problem`, printed by its ``str``) to stderr,
+        a matrix value's once for all its combinations (:func:`generator.errors.one_per_value`)."""
+        from .errors import one_per_value
+
+        self.lines([str(p) for p in one_per_value(problems)], err=True)
 
     # -- validate, generate, lint, view ---------------------------------------------------------
 
     def validated(self, jobs_file: str, names: list[str], comment: bool = False) -> None:
         """``validate`` found ``jobs_file`` valid, holding the jobs ``names``; ``comment``: as a YAML
         comment (``# ...``), before the settings of ``validate --show``, so that stdout is YAML."""
-        self.line(f"{'# ' if comment else ''}{jobs_file}: {len(names)} job(s) valid: {', '.join(names)}")
+        self.line(f"{'# ' if comment else ''}{jobs_file}: {len(names)} job(s) valid: {listed(names)}")
 
     def settings(self, jobs: dict[str, dict]) -> None:
         """``validate --show``: each job's effective settings, ``{name: settings}``, as one YAML mapping
@@ -122,13 +126,20 @@ class Reporter:
         self.lines(lines)
 
     def out_of_date(
-        self, out: str, jobs_file: str, differences: list[str], fix: str, made_elsewhere: dict | None = None
+        self,
+        out: str,
+        jobs_file: str,
+        differences: list[str],
+        fix: str,
+        made_elsewhere: list | None = None,
+        whole: int = 0,
     ) -> None:
         """``generate --check`` found ``differences`` (one line each); ``fix`` is the command that updates ``out``.
 
         ``made_elsewhere`` (:attr:`generator.pipeline.Generated.made_elsewhere`): the jobs an earlier
         ``generate`` made from other files or ``--set`` items; then ``fix`` would replace them, and
-        the line says so and what they were made from instead of advising it alone.
+        the line says so and what they were made from, with the check of each, instead of advising
+        it alone. ``whole``: how many jobs ``out`` holds (a check of fewer names its jobs).
         """
         self.lines(differences)
         by_hand = any(line.startswith(("edited:", "unexpected:")) for line in differences)
@@ -138,20 +149,25 @@ class Reporter:
             sources = "; ".join(
                 f"{_counted(len(names), 'job')} from {made_from_text(o)}" for o, names in made_elsewhere
             )
-            checks = " or ".join(f"`{_check_command(o, str(out))}`" for o, _ in made_elsewhere)
+            checks = " or ".join(f"`{_check_of(o, names, out, whole)}`" for o, names in made_elsewhere)
             self.line(
                 f"{out} is out of date with {jobs_file}, but {_counted(count, 'job')} in it "
-                f"{'was' if count == 1 else 'were'} generated from other files or --set ({sources}): to check "
-                f"{'it' if count == 1 else 'them'}, run {checks}; `{fix}` would replace "
-                f"{'it' if count == 1 else 'them'} with what {jobs_file} renders{hand}",
+                f"{'was' if count == 1 else 'were'} generated from other files or --set than this check's "
+                f"({sources}): to check {'it' if count == 1 else 'them'}, run {checks}; `{fix}` would "
+                f"replace {'it' if count == 1 else 'them'} with what {jobs_file} renders{hand}",
                 err=True,
             )
             return
         self.line(f"{out} is out of date with {jobs_file}: run `{fix}`{hand}", err=True)
 
-    def up_to_date(self, out: str, jobs_file: str) -> None:
-        """``generate --check`` found ``out`` to be what ``jobs_file`` renders."""
-        self.line(f"{out} is up to date with {jobs_file}")
+    def up_to_date(self, out: str, jobs_file: str, selected: int | None = None) -> None:
+        """``generate --check`` found ``out`` to be what ``jobs_file`` renders (``selected``: only that
+        many jobs, ``--job``, were compared; a trial read "up to date" as the whole file's)."""
+        if selected is None:
+            self.line(f"{out} is up to date with {jobs_file}")
+        else:
+            which = "the selected job is" if selected == 1 else f"the {selected} selected jobs are"
+            self.line(f"{out}: {which} up to date with {jobs_file}")
 
     def linted(self, out: str) -> None:
         """``lint`` found no problem in ``out``."""
@@ -296,18 +312,47 @@ def _model_text(model) -> str:
     return "[" + ", ".join("[" + " ".join(f"{v:g}" for v in row) + "]" for row in model) + "]"
 
 
-def _check_command(origin: dict | None, out: str) -> str:
-    """The ``make check`` that compares ``out`` with what ``origin`` renders
-    (:attr:`generator.layout.ManifestEntry.made_from`): its ``JOBS=``, ``SET=`` and ``OUT=``."""
-    parts = ["make check"]
+def generate_command(
+    files: list[str], out: str, sets: list[str], names: list[str] | None = None, check: bool = False
+) -> str:
+    """The command that (re)generates ``out`` from the ``--jobs`` ``files``, the ``--set`` items
+    ``sets`` and the ``--job`` ``names`` (``check``: compares instead): ``make generate`` (``make
+    check``) for the defaults, else the ``python -m generator generate`` line with every option
+    given, shell-quoted (a trial's ``--check --job a`` was told a command that wrote job b too; make's
+    ``SET=`` would split a value with a space).
+
+    Args:
+        files (list[str]): the jobs files. out (str): the output folder. sets (list[str]): the
+            overrides. names (list[str] | None): the jobs. check (bool): the ``--check`` command.
+    """
+    if (list(files), os.path.normpath(str(out)), list(sets), names or []) == (
+        [DEFAULT_JOBS_FILE],
+        "build/jobs",
+        [],
+        [],
+    ):
+        return "make check" if check else "make generate"
+    options = [("--jobs", f) for f in files] + [("--job", n) for n in names or []]
+    options += [("--out", str(out))] + [("--set", s) for s in sets]
+    head = "python -m generator generate" + (" --check" if check else "")
+    return head + " " + " ".join(f"{o} {shlex.quote(v)}" for o, v in options)
+
+
+#: Most ``--job`` names a suggested command lists; beyond, it says how many jobs to add.
+_NAMED_JOBS = 5
+
+
+def _check_of(origin: dict | None, names: list[str], out, whole: int) -> str:
+    """The ``generate --check`` of the jobs ``names`` of ``out`` with what they were made from
+    (``origin``, :attr:`generator.layout.ManifestEntry.made_from`): with their ``--job`` names when
+    they are not all ``whole`` jobs of ``out`` (a folder of two files' jobs: each file checks its own)."""
     origin = origin or {}
-    if origin.get("jobs") and origin["jobs"] != ["jobs.yaml"]:
-        parts.append("JOBS=" + shlex.quote(" ".join(origin["jobs"])))
-    if origin.get("set"):
-        parts.append("SET=" + shlex.quote(" ".join(origin["set"])))
-    if os.path.normpath(out) != "build/jobs":
-        parts.append("OUT=" + shlex.quote(out))
-    return " ".join(parts)
+    files, sets = origin.get("jobs") or [DEFAULT_JOBS_FILE], origin.get("set") or []
+    if len(names) >= whole:
+        return generate_command(files, str(out), sets, check=True)
+    if len(names) <= _NAMED_JOBS:
+        return generate_command(files, str(out), sets, names, check=True)
+    return generate_command(files, str(out), sets, check=True) + f" --job ... (its {len(names)} jobs)"
 
 
 def _counted(number: int, noun: str) -> str:

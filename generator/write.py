@@ -562,15 +562,18 @@ def _made_from(entry) -> dict | None:
     return found if isinstance(found, dict) else None
 
 
-def made_from_of(out: Path, names: Iterable[str] | None = None) -> dict[str, dict | None]:
-    """Job name -> :attr:`generator.layout.ManifestEntry.made_from` of the jobs in ``out``'s
-    manifest (only ``names`` when given); empty when ``out`` holds no manifest of ours."""
+def made_from_of(out: Path) -> dict[str, tuple[dict | None, str | None]]:
+    """Job name -> (:attr:`generator.layout.ManifestEntry.made_from`, the name of the matrix job it
+    was expanded from or None) of the jobs in ``out``'s manifest, in its order; empty when ``out``
+    holds no manifest of ours."""
     try:
         jobs = read_manifest(Path(out))["jobs"]
     except OutputError:
         return {}
-    wanted = jobs if names is None else [n for n in names if n in jobs]
-    return {name: _made_from(jobs[name]) for name in wanted}
+    return {
+        name: (_made_from(entry), (entry.get("matrix") or {}).get("job") if isinstance(entry, dict) else None)
+        for name, entry in jobs.items()
+    }
 
 
 def _hashes(files: dict[str, bytes]) -> dict[str, str]:
@@ -931,7 +934,9 @@ def differences(out: Path, rendered: Mapping[str, dict[str, bytes]]) -> list[tup
 
     Returns:
         list[tuple[str, Path]]: ``(kind, path)`` with kind ``unexpected job folder``,
-        ``missing``, ``unexpected``, ``changed`` (what is rendered now differs from the file the
+        ``missing``, ``no longer generated`` (a file the generator wrote, as it wrote it, that the
+        rendering no longer has: ``generate`` removes it), ``unexpected`` (any other file the
+        rendering does not have), ``changed`` (what is rendered now differs from the file the
         generator wrote: ``generate`` updates it) or ``edited`` (the file is not the one the
         generator wrote, by the manifest's SHA-256: ``generate`` refuses to overwrite it); empty
         when ``out`` is byte-identical to what would be generated (the manifest aside).
@@ -960,7 +965,8 @@ def differences(out: Path, rendered: Mapping[str, dict[str, bytes]]) -> list[tup
             if rel not in present:
                 found.append(("missing", path))
             elif rel not in files:
-                found.append(("unexpected", path))
+                ours = rel in hashes and not path.is_symlink() and sha256(path.read_bytes()) == hashes[rel]
+                found.append(("no longer generated" if ours else "unexpected", path))
             elif path.is_symlink():
                 found.append(("edited", path))
             else:

@@ -225,9 +225,10 @@ def test_generate_records_what_it_was_made_from_and_says_so_when_others_replace_
     code, _, err = cli("generate", "--check")  # a trial followed this advice and lost exp.yaml's jobs
     assert code == 1
     assert err[-1] == (
-        "build/jobs is out of date with jobs.yaml, but 1 job in it was generated from other files or --set (1 job "
-        "from exp.yaml with --set defaults.num_rounds=2): to check it, run `make check JOBS=exp.yaml "
-        "SET=defaults.num_rounds=2`; `make generate` would replace it with what jobs.yaml renders"
+        "build/jobs is out of date with jobs.yaml, but 1 job in it was generated from other files or --set than "
+        "this check's (1 job from exp.yaml with --set defaults.num_rounds=2): to check it, run `python -m generator "
+        "generate --check --jobs exp.yaml --out build/jobs --set defaults.num_rounds=2`; `make generate` would "
+        "replace it with what jobs.yaml renders"
     )
     code, out, err = cli("generate")
     assert (code, err) == (0, [])
@@ -237,6 +238,37 @@ def test_generate_records_what_it_was_made_from_and_says_so_when_others_replace_
     )
     manifest = json.loads((project / "build/jobs/.jobgen.json").read_text())
     assert not any("made_from" in entry for entry in manifest["jobs"].values())  # the default: not written
+
+
+def test_a_set_of_one_job_is_recorded_on_that_job_only_and_a_check_names_it(project, cli):
+    # a trial's --set jobs.np-cyclic... was recorded on all 14 jobs, and a check blamed all 14
+    assert cli("generate", "--set", "jobs.np-cyclic.num_rounds=3")[0] == 0
+    jobs = json.loads((project / "build/jobs/.jobgen.json").read_text())["jobs"]
+    assert {n: e["made_from"] for n, e in jobs.items() if "made_from" in e} == {
+        "np-cyclic": {"jobs": ["jobs.yaml"], "set": ["jobs.np-cyclic.num_rounds=3"]}
+    }
+    code, _, err = cli("generate", "--check")
+    assert code == 1
+    assert err[-1] == (
+        "build/jobs is out of date with jobs.yaml, but 1 job in it was generated from other files or --set than "
+        "this check's (1 job from jobs.yaml with --set jobs.np-cyclic.num_rounds=3): to check it, run `python -m "
+        "generator generate --check --jobs jobs.yaml --job np-cyclic --out build/jobs --set "
+        "jobs.np-cyclic.num_rounds=3`; `make generate` would replace it with what jobs.yaml renders"
+    )
+    assert cli("generate", "--check", "--set", "jobs.np-cyclic.num_rounds=3")[0] == 0
+
+
+def test_a_check_calls_a_file_generate_wrote_and_no_longer_renders_no_longer_generated(project, cli):
+    assert cli("generate")[0] == 0
+    code, out, err = cli("generate", "--check", "--set", "jobs.np-per-site.sites={}")
+    assert code == 1
+    gone = [line for line in out if line.startswith("no longer generated: build/jobs/np-per-site/app_site-")]
+    assert gone and not any(line.startswith("unexpected:") for line in out)
+    assert "move a file you edited by hand away first" not in err[-1]
+    assert "(1 job from jobs.yaml alone)" in err[-1]
+    (project / "build/jobs/np-per-site/app_site-1/custom/notes.txt").write_text("mine")
+    out = cli("generate", "--check", "--set", "jobs.np-per-site.sites={}")[1]
+    assert "unexpected: build/jobs/np-per-site/app_site-1/custom/notes.txt" in out
 
 
 @pytest.mark.parametrize("mode", ["exchange", "whole-tree"])

@@ -371,6 +371,31 @@ def test_check_of_another_jobs_file_advises_the_command_for_that_file(project, c
     ]
 
 
+def test_check_of_selected_jobs_says_only_those_are_up_to_date(project, cli):
+    assert cli("generate")[0] == 0
+    assert cli("generate", "--check", "--job", "np-cyclic") == (
+        0,
+        ["build/jobs: the selected job is up to date with jobs.yaml"],
+        [],
+    )
+    code, out, _ = cli("generate", "--check", "--job", "np-*")
+    assert (code, out) == (0, ["build/jobs: the 12 selected jobs are up to date with jobs.yaml"])
+
+
+def test_an_option_of_another_command_is_refused_and_validate_job_names_show(project, cli, capsys):
+    # argparse's prefix matching read a trial's `validate --job np-cyclic` as --jobs: "file not found"
+    for argv, hint in (
+        (["validate", "--job", "np-cyclic"], "--show NAME prints one job's effective settings"),
+        (["lint", "--job", "np-cyclic"], "lint checks every generated job of --out"),
+        (["simulate", "--jo", "np-cyclic"], None),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            cli(*argv)
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and f"unrecognized arguments: {' '.join(argv[1:])}" in err
+        assert hint is None or hint in err
+
+
 def test_check_of_some_jobs_advises_the_command_for_those_jobs(project, cli):
     assert cli("generate")[0] == 0
     (project / "build/jobs/np-full-in-process/meta.json").write_text("{}\n")
