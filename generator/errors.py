@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -52,14 +53,14 @@ _ONE_LINE = {
 _COMBINATION = re.compile(r"^(?P<head>.*) \(combination (?P<label>[^()]*)\)$", re.DOTALL)
 
 
-def _one_per_value(problems: set[Problem]) -> list[Problem]:
-    """``problems`` with those that differ only in their ``(combination ...)`` note made one, whose
-    note names every combination (the first three): a wrong matrix value is found once per
-    combination that takes it (a trial's ``[FULL, diff]`` beside ``num_rounds: [1, 3]`` printed
-    the same line twice)."""
-    groups: dict[tuple, list[str]] = {}
+def one_per_value(problems: Iterable[Problem]) -> list[Problem]:
+    """``problems``, each once, with those that differ only in their ``(combination ...)`` note made
+    one, whose note names the combinations in the order found (the first three): a wrong matrix
+    value is found once per combination that takes it (a trial's ``[FULL, diff]`` beside
+    ``num_rounds: [1, 3]`` printed the same line twice). Errors and warnings alike."""
+    groups: dict[Problem, list[str]] = {}
     out = []
-    for problem in problems:
+    for problem in dict.fromkeys(problems):
         found = _COMBINATION.match(problem.message)
         if not found:
             out.append(problem)
@@ -67,7 +68,6 @@ def _one_per_value(problems: set[Problem]) -> list[Problem]:
         key = dataclasses.replace(problem, message=found["head"])
         groups.setdefault(key, []).append(found["label"])
     for problem, labels in groups.items():
-        labels = sorted(labels)
         if len(labels) == 1:
             note = f"combination {labels[0]}"
         else:
@@ -89,9 +89,8 @@ class JobgenError(Exception):
     def __init__(self, problems: list[Problem] | str):
         if isinstance(problems, str):
             problems = [Problem(file="jobgen", line=0, column=0, message=problems)]
-        self.problems = sorted(
-            _one_per_value(set(problems))
-        )  # one line per problem, however many schema branches found it
+        # one line per problem, however many schema branches found it
+        self.problems = sorted(one_per_value(problems))
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

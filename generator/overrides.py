@@ -26,6 +26,7 @@ from .errors import Problem, SpecError
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document, format_path, load, load_text
 from .matrix import DEFAULT_MAX_JOBS, combination_count, expand, is_matrix_job, setting_problem
 from .matrix import RESERVED as MATRIX_RESERVED  # include, exclude
+from .selection import listed
 from .spec import TYPED_MAPPINGS, _copy
 
 
@@ -272,7 +273,10 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
                 # the plain job `ring`, was told how to set a matrix's jobs)
                 typo = ratio >= 0.85 and close not in matrix_jobs
                 return fail(f"no job named {guess!r}; did you mean {close!r}?{'' if typo else expanded}")
-            return fail(f"no job named {parts[0]!r} (jobs: {', '.join(names)}){expanded}")
+            # a name may hold dots: each way to read PATH is named (a trial's exp-lr-0.1 was
+            # reported as 'exp-lr-0')
+            readings = " or ".join(repr(g) for g in guesses[:3]) + (" or ..." if len(guesses) > 3 else "")
+            return fail(f"no job named {readings} (jobs: {listed(names)}){expanded}")
         keys, target = rest[len(found) + 1 :].split("."), ("jobs", names.index(found))
         node = None
     else:

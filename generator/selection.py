@@ -31,6 +31,16 @@ from dataclasses import dataclass, field
 PATTERN_CHARS = "*?["
 
 
+#: Most names a message lists; beyond, it says how many more (a 2,500-job matrix made one 30 kB line).
+LISTED_NAMES = 20
+
+
+def listed(names: Sequence[str]) -> str:
+    """``a, b, c`` for the first :data:`LISTED_NAMES` of ``names``, then ``and N more``."""
+    shown = ", ".join(names[:LISTED_NAMES])
+    return shown + (f" and {len(names) - LISTED_NAMES:,} more" if len(names) > LISTED_NAMES else "")
+
+
 def is_pattern(name: str) -> bool:
     """Whether ``name`` (str) is a shell-style pattern: it holds ``*``, ``?`` or ``[``."""
     return any(c in name for c in PATTERN_CHARS)

@@ -72,7 +72,7 @@ from .runner import (
     stop_earlier_run,
 )
 from .safepaths import check_paths, link_parent, new_link_folder, remove_links, remove_stale_links, run_paths
-from .selection import matrix_jobs, nearest, not_found, select_names
+from .selection import listed, matrix_jobs, nearest, not_found, select_names
 from .sweep import compare, last_values, model_mean, plot_names, plot_sweep
 from .tracking import ProjectStoreFiller, check_store, project_store
 from .write import edited_files, read_entries
@@ -1181,6 +1181,6 @@ class RunInterrupted(JobgenError):
 def _no_such_job(name: str, manifest: dict, matrices: dict) -> str:
     """Why ``--job name`` selects nothing, with the nearest job or matrix job name, else every name."""
     close = nearest(name, list(manifest), matrices)
-    have = ", ".join(manifest) + (f"; matrix jobs: {', '.join(matrices)}" if matrices else "")
+    have = listed(list(manifest)) + (f"; matrix jobs: {listed(list(matrices))}" if matrices else "")
     hint = f"; did you mean {close!r}?" if close else f" (have: {have})"
     return f"{not_found(name, 'generated job')}{hint}"

@@ -397,13 +397,17 @@ def _unknown_key_problems(doc: Document, schema: dict, error) -> list[Problem]:
     return problems
 
 
-def _type_key_hint(error, path: tuple) -> str:
+def _type_key_hint(doc: Document, error, path: tuple) -> str:
     """`` (write receiver: {type: mlflow})`` for a word where a mapping is expected whose ``type``
-    key takes that word (a trial wrote ``receiver: mlflow``); else empty."""
+    key takes that word (a trial wrote ``receiver: mlflow``; from a ``--set``: ``receiver.type=mlflow``
+    in the PATH); else empty."""
     schema = error.schema if isinstance(error.schema, dict) else {}
     choices = ((schema.get("properties") or {}).get("type") or {}).get("enum") or []
     if not (isinstance(error.instance, str) and error.instance in choices and path and isinstance(path[-1], str)):
         return ""
+    origin = getattr(doc, "origin", None)
+    if origin is not None and origin(path)[0].file.startswith("--set #"):
+        return f" (set {path[-1]}.type={error.instance}, or {path[-1]}={{type: {error.instance}}})"
     return f" (write {path[-1]}: {{type: {error.instance}}})"
 
 
@@ -423,7 +427,7 @@ def _schema_message(doc: Document, error, error_paths: set[tuple]) -> str | None
         message += (
             _yaml_hint(doc, path, error.validator_value, error.instance)
             or _whole_hint(error)
-            or _type_key_hint(error, path)
+            or _type_key_hint(doc, error, path)
         )
     elif kind == "enum":
         choices = ", ".join(map(str, error.validator_value))
@@ -714,6 +718,39 @@ def _duplicate_names(doc: Document) -> list[Problem]:
     return problems
 
 
+def _matrix_name_clashes(doc: Document) -> list[Problem]:
+    """A hand-written job named as a matrix job is written (``s`` beside a matrix job ``s``, whose
+    jobs are ``s-1``, ``s-3``): ``--job``, ``--set jobs.s...`` and a later file's ``name: s`` each
+    name one of them, not the same one (a trial's), so the name is refused at the hand-written job."""
+    combinations = getattr(doc, "combinations", {})
+    matrix_first: dict[str, int] = {}
+    plain: list[tuple[str, int]] = []
+    for index, entry in enumerate(doc.data["jobs"]):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in combinations:
+            matrix_first.setdefault(combinations[name][0], index)
+        else:
+            plain.append((name, index))
+    return [
+        doc.problem(
+            ("jobs", index, "name"),
+            f"job name {name!r} is also the name of a matrix job ({_shown_at(doc, matrix_first[name])}): --job "
+            f"{name}, --set jobs.{name}... and a later file's `name: {name}` could not tell them apart; "
+            "rename one of them",
+        )
+        for name, index in plain
+        if name in matrix_first
+    ]
+
+
+def _shown_at(doc: Document, index: int) -> str:
+    """``jobs.yaml:2:11``: where job ``index``'s ``name`` was written."""
+    file, line, column = _written_at(doc, ("jobs", index, "name"))
+    return f"{file}:{line}:{column}" if line else file
+
+
 def _combination_label(doc: Document, index: int) -> str:
     """``num_rounds=1, params_transfer_type=FULL``: the combination job ``index`` was expanded from, or ``""``."""
     expanded = getattr(doc, "expanded", ())
@@ -851,11 +888,17 @@ def _sites_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]:
                     f"files merge sites key by key: replace the whole mapping with --set '{owner}.sites={{...}}', "
                     f"or drop {name} from this file"
                 )
+            numbered = re.fullmatch(r"site-([1-9][0-9]*)", name)
+            if numbered and not s.get("clients") and int(numbered.group(1)) > s["num_clients"]:
+                # site-4 of a 3-client job: more likely num_clients than site-3 was meant (a trial)
+                wanted = numbered.group(1)
+                near = f" (num_clients is {s['num_clients']}: site-{wanted} needs num_clients: {wanted})"
+            else:
+                near = _suggest(name, clients)
             problems.append(
                 doc.problem(
                     (*layer, "sites", name),
-                    f"{name!r} is not a client of this job (its clients: {', '.join(clients)})"
-                    f"{_suggest(name, clients)}{elsewhere}",
+                    f"{name!r} is not a client of this job (its clients: {', '.join(clients)}){near}{elsewhere}",
                     at_key=True,
                 )
             )
@@ -1049,6 +1092,22 @@ def _array_problem(value) -> str | None:
     return found if isinstance(found, str) else None
 
 
+#: The largest float32 (``np.finfo(np.float32).max``): NPModelPersistor's dtype.
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _float32_problem(value) -> str | None:
+    """Why the numbers of ``value`` (nested lists of numbers) do not fit a float32, or None."""
+    numbers = [value]
+    while numbers:
+        x = numbers.pop()
+        if isinstance(x, list):
+            numbers.extend(x)
+        elif isinstance(x, int | float) and not isinstance(x, bool) and abs(x) > _FLOAT32_MAX:
+            return f"holds {x:g}, beyond float32 (at most {_FLOAT32_MAX:g})"
+    return None
+
+
 def _array_shape(value) -> tuple | str:
     """The shape of ``value`` as :func:`_array_problem` reads it (``()`` for a number), or why it has none."""
     if isinstance(value, bool) or not isinstance(value, int | float | list):
@@ -1071,17 +1130,19 @@ def _starting_model_problems(doc: Document, job: Job) -> list[Problem]:
 
     NPModelPersistor turns its ``model`` argument into ``np.array(model, dtype=np.float32)`` when the
     server app starts (``nvflare/app_common/np/np_model_persistor.py``); a ragged list, or one holding
-    text, fails there, after the job was deployed. An empty list is left alone: numpy builds it.
+    text, fails there, after the job was deployed; an integer past float32 raises OverflowError, a
+    float past it becomes ``inf``. An empty list builds an array of no numbers, which no round can
+    train: refused as ``expect.final_model`` refuses it.
     """
     items = extras.extras_of(job, "server").get("components", [])
     where = extras.list_path(job, "server", "components")
     out = []
     for i, item in enumerate(items):
         model = (item.get("args") or {}).get("model") if isinstance(item.get("args"), dict) else None
-        if item.get("path") != NP_PERSISTOR.path or model is None or model == []:
+        if item.get("path") != NP_PERSISTOR.path or model is None:
             continue
-        why = _array_problem(model)
-        if why and why != "has an empty list":
+        why = _array_problem(model) or _float32_problem(model)
+        if why:
             out.append(
                 doc.problem(
                     (*where, i, "args", "model"),
@@ -1422,7 +1483,9 @@ def check_jobs(checked: Checked, jobs: list[Job]) -> list[Job]:
         SpecError: with ``checked.problems`` and every cross-field problem, sorted by position.
     """
     doc = checked.doc
-    problems = checked.problems + _without_echoes(doc, _duplicate_names(doc) + _job_problems(doc, jobs))
+    problems = checked.problems + _without_echoes(
+        doc, _duplicate_names(doc) + _matrix_name_clashes(doc) + _job_problems(doc, jobs)
+    )
     if problems:
         raise SpecError(problems)
     return jobs

@@ -184,3 +184,12 @@ def test_make_passes_each_pattern_word_as_it_is(tmp_path, target, variable, opti
     given = ran.stdout.splitlines()
     assert [given[i + 1] for i, w in enumerate(given) if w == option] == ["tr-*", MATRIX, "np-full"]
     assert shlex.split(command)[0] == str(fake / "python")
+
+
+def test_a_list_of_names_in_a_message_stops_at_twenty():
+    # a 2,500-job matrix's "no job of that name" listed every job on one 30 kB line
+    from generator.selection import listed
+
+    names = [f"j{i}" for i in range(2500)]
+    assert listed(names) == ", ".join(names[:20]) + " and 2,480 more"
+    assert listed(names[:20]) == ", ".join(names[:20])
