@@ -126,6 +126,21 @@ def cli(project, monkeypatch, capsys):
     return run
 
 
+def make_recipe(target: str, *assignments: str) -> str:
+    """The ``python -m generator TARGET ...`` line ``make -n TARGET ASSIGNMENTS`` would run in the
+    repository (asserting make succeeded and printed exactly one such line)."""
+    result = subprocess.run(
+        ["make", "-n", "--no-print-directory", target, *assignments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    (command,) = [line for line in result.stdout.splitlines() if f"-m generator {target} " in line]
+    return command
+
+
 def run_main(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """Run ``generator.cli.main(ARGS)`` in this process with ``cwd`` as working folder.
 

@@ -10,7 +10,7 @@ import shlex
 import subprocess
 
 import pytest
-from conftest import ROOT, snapshot
+from conftest import make_recipe, snapshot
 
 from generator import simulate
 from generator.selection import is_pattern, matrix_jobs, select_names
@@ -170,15 +170,7 @@ def test_make_passes_each_pattern_word_as_it_is(tmp_path, target, variable, opti
     (fake / "python").chmod(0o755)
     (tmp_path / "tr-x").write_text("")
     words = f"{variable}=tr-* {MATRIX} np-full"
-    dry = subprocess.run(
-        ["make", "-n", "--no-print-directory", target, words, f"BIN={fake}", "KIT=kit"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert dry.returncode == 0, dry.stderr
-    (command,) = [line for line in dry.stdout.splitlines() if f"-m generator {target} " in line]
+    command = make_recipe(target, words, f"BIN={fake}", "KIT=kit")
     ran = subprocess.run(["sh", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert ran.returncode == 0, ran.stderr
     given = ran.stdout.splitlines()

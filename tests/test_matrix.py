@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import CASES, INITIAL_MODEL, ROOT, run_cli, snapshot
+from conftest import CASES, INITIAL_MODEL, ROOT, make_recipe, run_cli, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -323,15 +323,7 @@ def test_make_generate_passes_each_file_of_jobs_and_each_set():
 @pytest.mark.parametrize("target", ["simulate", "poc"])
 def test_make_simulate_and_poc_run_only_the_jobs_named_by_job(target):
     """`make simulate JOB=name` ran all 14 jobs in a trial (the recipe had no --job; poc's had)."""
-    result = subprocess.run(
-        ["make", "-n", "--no-print-directory", target, "JOB=np-full-in-process np-cyclic"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    (command,) = [line for line in result.stdout.splitlines() if f"-m generator {target} " in line]
+    command = make_recipe(target, "JOB=np-full-in-process np-cyclic")
     assert shlex.split(command)[-4:] == ["--job", "np-full-in-process", "--job", "np-cyclic"]
 
 
@@ -339,11 +331,7 @@ def test_make_simulate_and_poc_run_only_the_jobs_named_by_job(target):
 def test_make_gives_its_results_file_and_downloads_folder_to_each_run(target):
     """A trial's second `make poc` was told to give another --downloads (and now --results): make had
     no variable for either."""
-    argv = ["make", "-n", "--no-print-directory", target, "KIT=kit", "RESULTS=build/my results.json"]
-    result = subprocess.run([*argv, "DOWNLOADS=build/my poc"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    (command,) = [line for line in result.stdout.splitlines() if f"-m generator {target} " in line]
-    words = shlex.split(command)
+    words = shlex.split(make_recipe(target, "KIT=kit", "RESULTS=build/my results.json", "DOWNLOADS=build/my poc"))
     assert words[words.index("--results") + 1] == "build/my results.json"
     assert ("--downloads" in words) == (target != "simulate")  # simulate downloads nothing
     if target != "simulate":
@@ -352,10 +340,7 @@ def test_make_gives_its_results_file_and_downloads_folder_to_each_run(target):
 
 def test_make_passes_folders_with_a_space_as_one_argument():
     """A trial's ``make submit KIT="/path/kit dir"`` reached argparse as two words."""
-    argv = ["make", "-n", "--no-print-directory", "submit", "KIT=/tmp/kit dir", "OUT=/tmp/my jobs"]
-    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    (command,) = [line for line in result.stdout.splitlines() if "-m generator submit " in line]
+    command = make_recipe("submit", "KIT=/tmp/kit dir", "OUT=/tmp/my jobs")
     assert shlex.split(command)[-4:] == ["--out", "/tmp/my jobs", "--startup-kit", "/tmp/kit dir"]
 
 
