@@ -246,10 +246,33 @@ def _entry_problems(matrix: dict, axes: dict, schema: dict) -> list[EntryProblem
                     if key in NOT_AXES:
                         problems.append((where, f"{key} cannot be a matrix key", True))
                         continue
-                    problem = setting_problem(schema, key.split("."))
+                    problem = setting_problem(schema, key.split(".")) or _nested_axis_problem(key, item[key], axes)
                     if problem:
                         problems.append((where, problem, True))
     return problems
+
+
+def _nested_axis_problem(key: str, value, axes: dict) -> str | None:
+    """Why an ``include`` entry's ``key`` (a setting that is not a matrix key) may not hold ``value``:
+    it reaches a matrix key nested (``model: {args: {hidden: 4}}`` beside the axis
+    ``model.args.hidden``). GitHub Actions' ``include`` matches an entry to a combination by the
+    matrix keys it names; nested, the value names none, so it was added to every combination and
+    set the axis's setting there too (a trial's ``sw-h16`` was generated with ``hidden: 4``)."""
+    for axis in axes:
+        if not axis.startswith(key + "."):
+            continue
+        found = value
+        for part in axis[len(key) + 1 :].split("."):
+            if not isinstance(found, dict) or part not in found:
+                break
+            found = found[part]
+        else:
+            return (
+                f"{key!r} sets the matrix key {axis} inside it: an include entry matches combinations by the "
+                f"matrix keys it names, so write {axis}: {_text(found)} as a key of its own "
+                f"(nested, it would set {axis} in every combination)"
+            )
+    return None
 
 
 def combinations(matrix: dict, axes: dict) -> list[tuple[dict, dict]]:
