@@ -451,6 +451,74 @@ def class_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
     return _naming_jobs(out, owners)
 
 
+#: NVFlare's system variables (``SystemVarName``, ``nvflare/apis/fl_constant.py``, 2.7 and 2.9), which
+#: it fills in ``{NAME}`` in a config string with when the app starts: an escape-hatch argument may use
+#: them as NVFlare's own configs do.
+SYSTEM_VARIABLES = (
+    "SITE_NAME",
+    "WORKSPACE",
+    "JOB_ID",
+    "ROOT_URL",
+    "CP_URL",
+    "RELAY_URL",
+    "SECURE_MODE",
+    "JOB_CUSTOM_DIR",
+    "JOB_CONFIG_DIR",
+    "PYTHONPATH",
+)
+
+
+def _arg_strings(value, where: tuple) -> list[tuple[tuple, str]]:
+    """Every string value below ``value`` (an entry's ``args``, a model's ``args``), with its key path
+    (mapping keys are not rewritten by NVFlare, and are left out)."""
+    if isinstance(value, str):
+        return [(where, value)]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [found for key, item in items for found in _arg_strings(item, (*where, key))]
+
+
+def brace_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
+    """Strings of escape-hatch ``args`` and of a PyTorch ``model.args`` with a ``{...}`` NVFlare would
+    rewrite when the app starts (:mod:`generator.rewrites`: a value that is only ``{name}`` of an
+    unknown name becomes null, another is left as is or filled in), other than
+    :data:`SYSTEM_VARIABLES` and ``{$ENV}``: warnings, since NVFlare's configs may use its variables
+    (a trial's ``key_metric: "{metric}"`` and ``model.args.name: "{run}"`` passed without a word
+    where the same brace in ``script_args`` is refused)."""
+    from .rewrites import brace_left
+    from .validate import _naming_jobs
+
+    out, owners = [], []
+
+    def check(job: Job, where: tuple, value) -> None:
+        for path, text in _arg_strings(value, where):
+            brace = brace_left(text, SYSTEM_VARIABLES)
+            if brace is None or brace.startswith("{$"):
+                continue
+            message = (
+                f"warning: {json.dumps(brace)} would not reach the class as written: NVFlare fills in {{NAME}} in "
+                "config strings when the app starts (a value that is only an unknown {name} becomes null; "
+                "another is left as is); NVFlare's own variables are {SITE_NAME}, {WORKSPACE}, {JOB_ID}, ..."
+            )
+            _add_once(out, owners, doc.problem(path, message), job.name)
+
+    for job in jobs:
+        model = job.settings.get("model")
+        if isinstance(model, dict) and "args" in model:
+            check(job, job.path_of("model") + ("args",), model["args"])
+        for side in LISTS:
+            for app_job in _app_jobs(job, side):
+                for name, items in extras_of(app_job, side).items():
+                    where = list_path(app_job, side, name)
+                    for i, item in enumerate(items):
+                        for key, entry in (("", item), ("executor", item.get("executor"))):
+                            if isinstance(entry, dict) and "args" in entry:
+                                check(job, (*where, i, *((key,) if key else ()), "args"), entry["args"])
+                        for f, flt in enumerate(item.get("filters") or []):
+                            if isinstance(flt, dict) and "args" in flt:
+                                check(job, (*where, i, "filters", f, "args"), flt["args"])
+    return _naming_jobs(out, owners)
+
+
 def warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
     """Escape-hatch entries NVFlare accepts but that fail at run time on the job's line.
 
@@ -487,4 +555,4 @@ def warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
                 "which fetches them first",
             )
             _add_once(out, owners, problem, job.name)
-    return _naming_jobs(out, owners) + class_warnings(doc, jobs)
+    return _naming_jobs(out, owners) + class_warnings(doc, jobs) + brace_warnings(doc, jobs)

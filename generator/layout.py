@@ -227,6 +227,9 @@ MPL_DIR = "_mpl"
 # --- the manifest entry ----------------------------------------------------------------------------------
 
 
+#: The folder beside the (first) jobs file that holds the client scripts and their modules.
+SCRIPTS_DIR = "client_scripts"
+
 #: The jobs file ``generate`` reads by default (the CLI's ``--jobs``, the Makefile's ``JOBS``).
 DEFAULT_JOBS_FILE = "jobs.yaml"
 

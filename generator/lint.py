@@ -301,13 +301,15 @@ class _ConfigLinter:
             what = (
                 "in the app's custom/ folder (ship its module with custom_files)" if at else "one the generator ships"
             )
-            self.report(
-                comp,
-                where,
-                f"{class_path!r} is neither an nvflare class nor {what}: lint imports nothing else",
-                key,
-                at,
-            )
+            message = f"{class_path!r} is neither an nvflare class nor {what}: lint imports nothing else"
+            elsewhere = self.custom_import_names(module_name) if at is not None and module_name else []
+            if elsewhere:  # shipped below a folder: imported by its path there (a trial's mynet/my_widgets.py)
+                message = (
+                    f"{class_path!r} is neither an nvflare class nor in the app's custom/ folder, which holds "
+                    f"{elsewhere[0].replace('.', '/')}.py: did you mean {elsewhere[0] + '.' + class_name!r}? "
+                    "(NVFlare imports a custom/ module by its path below custom/)"
+                )
+            self.report(comp, where, message, key, at)
             return None
         try:
             if shipped:  # our own component (templates/<line or shared>/custom/), copied verbatim into app/custom/
@@ -335,6 +337,14 @@ class _ConfigLinter:
             self.report(comp, where, f"{module_name} has no class {class_name!r}{hint}", key, at)
             return None
         return cls
+
+    def custom_import_names(self, module_name: str) -> list[str]:
+        """The import names of the ``.py`` files in the app's ``custom/`` folder whose file name is
+        ``module_name``'s last part (``mynet.my_widgets`` for ``my_widgets``), sorted."""
+        custom = self.path.parent.parent / "custom"
+        last = module_name.rpartition(".")[2] + ".py"
+        found = custom.rglob(last) if custom.is_dir() else []
+        return sorted(".".join(p.relative_to(custom).with_suffix("").parts) for p in found)
 
     def custom_module_dir(self, module_name: str) -> Path | None:
         """The app's ``custom/`` folder when it holds ``module_name`` (a ``.py`` file or a package)."""

@@ -42,6 +42,7 @@ from .validate import (
     check_document,
     check_jobs,
     cross_site_warnings,
+    model_sweep_warnings,
     receiver_warnings,
     shipping_warnings,
 )
@@ -407,4 +408,5 @@ def _warnings(doc, jobs: list[Job]) -> list[Problem]:
     """Every non-fatal finding, each once: the load stage's, the receivers', cross-site evaluation's,
     the escape hatch's, then what the jobs ship."""
     found = doc.warnings + receiver_warnings(doc, jobs) + cross_site_warnings(doc, jobs) + extras.warnings(doc, jobs)
+    found += model_sweep_warnings(doc, jobs)
     return _once(sorted(found) + shipping_warnings(doc, jobs))

@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 from .errors import Problem
+from .layout import SCRIPTS_DIR
 from .load import Document
 from .ship import Shipper
 from .spec import Job
@@ -85,20 +86,38 @@ def _module_files(root: Path, class_path: str, prefix: str) -> tuple[list[tuple[
 
 
 @lru_cache(maxsize=256)
-def _parse(path: str, mtime_ns: int, size: int) -> ast.Module | None:
+def _parse(path: str, mtime_ns: int, size: int) -> ast.Module | str:
     try:
         return ast.parse(Path(path).read_bytes(), filename=path)
-    except (OSError, SyntaxError, ValueError):
-        return None
+    except SyntaxError as e:
+        return f"does not parse: line {e.lineno}, column {e.offset}: SyntaxError: {e.msg}"
+    except (OSError, ValueError) as e:
+        return f"cannot be read: {e}"
+
+
+def _parsed(path: Path) -> ast.Module | str:
+    """The syntax tree of a ``.py`` file (cached per version of it), or why there is none (str)."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    return _parse(str(path), st.st_mtime_ns, st.st_size)
 
 
 def _tree(path: Path) -> ast.Module | None:
     """The syntax tree of a ``.py`` file (cached per version of it); None if it cannot be read or parsed."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return _parse(str(path), st.st_mtime_ns, st.st_size)
+    tree = _parsed(path)
+    return tree if isinstance(tree, ast.Module) else None
+
+
+def _shown(module_file: Path) -> str:
+    """``client_scripts/mynet/model.py``: a module file as a user finds it, below ``client_scripts/``
+    (a trial's ``mynet/model.py`` was shown as ``client_scripts/model.py``)."""
+    parts = module_file.parts
+    if SCRIPTS_DIR in parts:
+        at = len(parts) - 1 - parts[::-1].index(SCRIPTS_DIR)
+        return "/".join(parts[at:])
+    return str(module_file)
 
 
 def class_problem(module_file: Path, class_path: str) -> str | None:
@@ -107,10 +126,9 @@ def class_problem(module_file: Path, class_path: str) -> str | None:
     A ``class Name`` statement is looked for (read with ``ast``; the module is never imported).
     """
     name = class_path.rsplit(".", 1)[-1]
-    tree = _tree(module_file)
-    shown = f"client_scripts/{module_file.name}"
-    if tree is None:
-        return f"{class_path!r}: {shown} cannot be read or does not parse"
+    tree = _parsed(module_file)
+    if isinstance(tree, str):
+        return f"{class_path!r}: {_shown(module_file)} {tree}"
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
     if name in classes:
         return None
@@ -129,20 +147,48 @@ def class_problem(module_file: Path, class_path: str) -> str | None:
     return f"module {module!r} defines no class {name!r}{hint}"
 
 
-def args_problems(module_file: Path, class_path: str, args: dict) -> list[tuple[str | None, str]]:
-    """How ``model.args`` does not fit the ``__init__`` the class defines (read with ``ast``).
+#: Base classes whose ``__init__`` takes no argument: ``torch.nn.Module`` as a model module names it.
+_MODULE_BASES = ("Module", "nn.Module", "torch.nn.Module")
 
-    PTFileModelPersistor builds the model as ``Class(**args)``. Checked only when the class itself
-    defines ``__init__`` (an inherited one is not read) and takes no ``**kwargs``: every argument is
-    a parameter of it (with a did-you-mean), and every parameter without a default is given.
+
+def _init_of(classes: dict[str, ast.ClassDef], name: str, seen: frozenset = frozenset()):
+    """The ``__init__`` class ``name`` runs: its own, else the first base's of this module that has
+    one (followed, in base order); ``"module"`` when it is ``torch.nn.Module``'s (no argument);
+    None when not known (a base imported from elsewhere)."""
+    node = classes.get(name)
+    if node is None or name in seen:
+        return None
+    init = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+    if init is not None:
+        return init
+    for base in node.bases:
+        text = ast.unparse(base)
+        if text in _MODULE_BASES:
+            return "module"
+        if isinstance(base, ast.Name) and base.id in classes:
+            return _init_of(classes, base.id, seen | {name})
+        return None  # a base from elsewhere: its __init__ is not read
+    return None
+
+
+def args_problems(module_file: Path, class_path: str, args: dict) -> list[tuple[str | None, str]]:
+    """How ``model.args`` does not fit the ``__init__`` the class runs (read with ``ast``).
+
+    PTFileModelPersistor builds the model as ``Class(**args)``. Checked when that ``__init__`` is
+    known: the class's own, one inherited from a class of the same module, or ``torch.nn.Module``'s
+    (which takes none; a trial's ``NoInit(nn.Module)`` with ``args: {hidden: 8}`` passed), and it takes
+    no ``**kwargs``: every argument is a parameter it takes by name (with a did-you-mean; a
+    positional-only one cannot be given by name), and every parameter without a default is given.
 
     Returns:
         list[tuple[str | None, str]]: ``(argument, message)``; the argument is None for a missing one.
     """
     name = class_path.rsplit(".", 1)[-1]
-    classes = [n for n in (_tree(module_file) or ast.Module(body=[])).body if isinstance(n, ast.ClassDef)]
-    body = next((n.body for n in classes if n.name == name), [])
-    init = next((n for n in body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+    tree = _tree(module_file) or ast.Module(body=[])
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    init = _init_of(classes, name)
+    if init == "module":
+        return [(arg, f"{class_path} takes no argument {arg!r}: it runs torch.nn.Module's __init__") for arg in args]
     if init is None or init.args.kwarg is not None:
         return []
     a = init.args
@@ -154,15 +200,32 @@ def args_problems(module_file: Path, class_path: str, args: dict) -> list[tuple[
     import difflib
 
     for arg in args:
-        if arg not in named:
+        if arg in posonly:
+            problems.append(
+                (
+                    arg,
+                    f"{class_path}.__init__ takes {arg!r} positional-only, and PTFileModelPersistor passes "
+                    "model.args by name",
+                )
+            )
+        elif arg not in named:
             close = difflib.get_close_matches(arg, named, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else f" (it takes {', '.join(named) or 'none'})"
             problems.append((arg, f"{class_path}.__init__ takes no argument {arg!r}{hint}"))
-    required = [p.arg for p in positional[: len(positional) - len(a.defaults)]]
+    required = [p.arg for p in positional[: len(positional) - len(a.defaults)] if p.arg not in posonly]
     required += [p.arg for p, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is None]
     missing = [p for p in required if p not in args]
     if missing:
         problems.append((None, f"{class_path}.__init__ needs {', '.join(map(repr, missing))}: give it in model.args"))
+    unreachable = [p.arg for p in positional[: len(positional) - len(a.defaults)] if p.arg in posonly]
+    if unreachable:
+        problems.append(
+            (
+                None,
+                f"{class_path}.__init__ needs {', '.join(map(repr, unreachable))} positional-only, and "
+                "PTFileModelPersistor passes model.args by name: give it a default or make it a named parameter",
+            )
+        )
     return problems
 
 
@@ -224,11 +287,18 @@ def framework_problems(doc: Document, job: Job, scripts_root: Path, shipper: Shi
     if framework != "pytorch":
         for key in ("model", "initial_ckpt"):
             if key in s:
+                where = job.path_of(key)
+                # a job cannot take out a key `defaults` sets (a trial's numpy job beside pytorch defaults)
+                fix = (
+                    f"move {key} from defaults into the pytorch jobs (a job cannot remove a key defaults sets)"
+                    if where[0] == "defaults"
+                    else f"remove {key}"
+                )
                 problems.append(
                     doc.problem(
-                        job.path_of(key),
+                        where,
                         f"{key} is for framework: pytorch (PTFileModelPersistor); this job's framework is "
-                        f"{framework}, whose NPModelPersistor takes no model: remove {key} or set framework: pytorch",
+                        f"{framework}, whose NPModelPersistor takes no model: {fix}, or set framework: pytorch",
                     )
                 )
         return problems
@@ -249,7 +319,9 @@ def framework_problems(doc: Document, job: Job, scripts_root: Path, shipper: Shi
                 "torch.nn.Module the server's PTFileModelPersistor builds)",
             )
         ]
-    at = (*model_at, "path") if model_at[-1] == "model" else model_at
+    # the layer whose model holds `path` (a matrix over model.args.hidden sets `model` too, and a
+    # defaults typo was reported at each matrix value as `...[0].path`)
+    at = job.path_of("model", "path")
     class_path = s["model"]["path"]
     files, why = model_files(scripts_root, class_path, s.get("script"))
     if why is None:

@@ -115,8 +115,10 @@ def in_process_split(value: str) -> list[str]:
 PATH_VARIABLES = ("WORKSPACE", "JOB_CUSTOM_DIR", "JOB_CONFIG_DIR")
 
 
-def _args_brace_message(value: str, brace: str) -> str:
-    """Why a brace in ``script_args`` or ``command`` is refused, naming the NVFlare feature behind it."""
+def _args_brace_message(value: str, brace: str, matrix_keys=()) -> str:
+    """Why a brace in ``script_args`` or ``command`` is refused, naming the NVFlare feature behind it
+    (``matrix_keys``: the keys of the matrix the job was expanded from, whose placeholders work
+    only in ``name``: a trial's ``script_args: --hidden {model.args.hidden}``)."""
     secret = re.search(r"\$\{secret:[^}]*\}?", value)
     if secret:
         return (
@@ -125,8 +127,14 @@ def _args_brace_message(value: str, brace: str) -> str:
             f"variable in the script instead ({_kept_text(ARGS_VARIABLES)})"
         )
     why = ""
-    if brace.strip("{}") in PATH_VARIABLES:
+    key = brace.strip("{}")
+    if key in PATH_VARIABLES:
         why = f" ({brace} is a folder path, which may hold spaces: an in-process split would cut it)"
+    elif key in matrix_keys:
+        why = (
+            f"; {brace} is a matrix key, and a matrix fills in placeholders only in name: give each value "
+            f"its own script_args with include, e.g. include: [{{{key}: VALUE, script_args: ...}}]"
+        )
     return (
         f"{_as_json(brace)} would not reach the script as written: NVFlare fills in {{NAME}} in config strings "
         "when the job starts (an unknown name turns the value into null or stops every other replacement in it); "
@@ -174,7 +182,8 @@ def _command_line_problems(doc: Document, job: Job) -> list[Problem]:
             continue  # reported by the validate stage: does not split like a shell command line
         brace = brace_left(value, ARGS_VARIABLES)
         if brace is not None:
-            problems.append(doc.problem(job.path_of(key), _args_brace_message(value, brace)))
+            matrix_keys = (getattr(doc, "combinations", {}).get(job.name) or (None, {}))[1]
+            problems.append(doc.problem(job.path_of(key), _args_brace_message(value, brace, matrix_keys)))
             continue
         if key == "command" and (not words or not words[0].strip()):
             problems.append(doc.problem(job.path_of(key), "must start with a program to run, e.g. python3 -u"))

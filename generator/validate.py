@@ -41,7 +41,7 @@ import jsonschema_rs
 from . import extras
 from .components import NP_PERSISTOR, receivers_of, reserved_custom_files, writer_types
 from .errors import Problem, SpecError
-from .layout import APP_NAME, MLFLOW_DB, SERVER_SITE
+from .layout import APP_NAME, MLFLOW_DB, SCRIPTS_DIR, SERVER_SITE
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
 from .ptmodel import framework_problems
 from .rewrites import rewrite_problems
@@ -50,7 +50,6 @@ from .spec import Job, client_names, effective_jobs, shell_words
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = PROJECT_ROOT / "schema" / "jobs.schema.json"
-SCRIPTS_DIR = "client_scripts"
 
 #: Client API tracking writers (``nvflare.client.tracking``) -> the receiver ``type`` that stores
 #: their events. Source: NVFlare's Client API docs, "Experiment tracking".
@@ -1353,6 +1352,42 @@ def _job_names(doc: Document, job: Job) -> set[str] | None:
     return found
 
 
+def model_sweep_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
+    """A matrix over ``model.args.*`` whose combinations all give the script the same ``script_args``:
+    ``model`` builds the server's model only, and the clients build theirs in the script, so a
+    changed shape fails round 1 with a state_dict size mismatch (the README's PyTorch section; a
+    trial's sweep of ``hidden`` passed generate without a word). A warning at each such matrix key.
+    """
+    combinations = getattr(doc, "combinations", {})
+    by_matrix: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        found = combinations.get(job.name)
+        if found and job.settings.get("framework") == "pytorch":
+            by_matrix.setdefault(found[0], []).append(job)
+    out = []
+    for group in by_matrix.values():
+        values = combinations[group[0].name][1]
+        swept = [key for key in values if key.startswith("model.args.")]
+        distinct = {combinations[job.name][1].get(key) for job in group for key in swept}
+        if not swept or len(group) < 2 or len(distinct) < 2:
+            continue
+        if len({job.settings.get("script_args", "") for job in group}) > 1:
+            continue  # the script is told something per combination
+        for key in swept:
+            out.append(
+                doc.problem(
+                    ("jobs", group[0].index, "matrix", key),
+                    f"warning: the matrix varies {key}, but every combination runs the script with the same "
+                    "script_args: model builds only the server's model, the clients build theirs in the script, "
+                    "so a changed shape fails round 1 (state_dict size mismatch); give each value its own "
+                    f"script_args with include, e.g. include: [{{{key}: VALUE, script_args: --{key.rsplit('.', 1)[-1]} "
+                    "VALUE}]",
+                    at_key=True,
+                )
+            )
+    return out
+
+
 def cross_site_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
     """A job with ``cross_site_eval: true`` whose script (and the files it ships) never spells
     ``is_evaluate`` or ``is_submit_model`` (:data:`CROSS_SITE_CALLS`): it cannot answer NVFlare's
@@ -1373,12 +1408,13 @@ def cross_site_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
         missing = [call for call in CROSS_SITE_CALLS if names is not None and call not in names]
         if missing:
             calls = " or ".join(f"flare.{call}()" for call in missing)
+            example = "train_pt.py" if job.settings.get("framework") == "pytorch" else "train_eval.py"
             out.append(
                 doc.problem(
                     job.path_of("cross_site_eval"),
                     f"warning: cross_site_eval is on but the script never calls {calls}: it cannot answer "
                     "NVFlare's cross-site evaluation tasks, and simulate will fail the job "
-                    "(train_eval.py answers them)",
+                    f"({example} answers them)",
                 )
             )
             owners.append(job.name)

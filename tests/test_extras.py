@@ -197,6 +197,26 @@ def test_lint_locates_each_entry_problem_in_jobs_yaml(project, cli):
     assert "my_filters" not in sys.modules  # imported from the job's custom/ folder, then forgotten
 
 
+def test_lint_names_the_import_path_of_a_module_shipped_below_a_folder(project, cli):
+    # a trial's custom_files: [mynet/my_widgets.py] with path: my_widgets.LossLogger was told to ship it
+    (project / "client_scripts/mynet").mkdir()
+    (project / "client_scripts/mynet/my_filters.py").write_text(MY_FILTERS, encoding="utf-8")
+    (project / "jobs.yaml").write_text(
+        "jobs:\n  - name: a\n    script: train_diff.py\n    params_transfer_type: DIFF\n"
+        "    custom_files: [mynet/my_filters.py]\n    client:\n      task_result_filters:\n"
+        "        - {tasks: [train], filters: [{path: my_filters.Scale}]}\n",
+        encoding="utf-8",
+    )
+    assert cli("generate")[0] == 0
+    code, _, err = cli("lint")
+    assert code == 2
+    assert [line.split(": ", 1)[1].split(" (in ")[0] for line in err] == [
+        "jobs[0] (a).client.task_result_filters[0].filters[0]: 'my_filters.Scale' is neither an nvflare class nor "
+        "in the app's custom/ folder, which holds mynet/my_filters.py: did you mean 'mynet.my_filters.Scale'? "
+        "(NVFlare imports a custom/ module by its path below custom/)"
+    ]
+
+
 def test_lint_passes_entries_that_fit(project, cli):
     shutil.copy(ROOT / "tests/cases/valid/extras.yaml", project / "jobs.yaml")
     text = (project / "jobs.yaml").read_text(encoding="utf-8")

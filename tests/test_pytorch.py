@@ -252,6 +252,53 @@ def test_a_model_module_beside_the_script_is_found_and_shipped_once(project, cli
     assert persistor["args"]["model"]["path"] == "reg_net.RegNet"
 
 
+def test_a_model_module_that_does_not_parse_is_named_where_it_is_with_the_syntax_error(project, cli):
+    # a trial's client_scripts/mynet/model.py was shown as client_scripts/model.py, with no line
+    exp = project / "client_scripts/mynet"
+    exp.mkdir()
+    (exp / "train.py").write_text("import torch\nfrom model import Net\n")
+    (exp / "model.py").write_text("import torch\n\n\nclass Net(torch.nn.Module:\n    pass\n")
+    (project / "jobs.yaml").write_text(
+        "jobs:\n  - {name: pt, script: mynet/train.py, framework: pytorch, model: {path: model.Net}}\n"
+    )
+    code, _, err = cli("generate")
+    assert code == 2
+    assert err[-1].startswith(
+        "jobs.yaml:2:74: jobs[0] (pt).model.path: 'model.Net': client_scripts/mynet/model.py does not parse: "
+        "line 4, column "
+    )
+    assert "SyntaxError" in err[-1]
+
+
+def test_model_args_are_checked_against_an_inherited_init_and_torch_modules(tmp_path):
+    # a trial's NoInit(nn.Module) with args {hidden: 8}, and Child(Base) with {hiden: 8}, passed generate
+    from generator.ptmodel import args_problems
+
+    module = tmp_path / "fmodel.py"
+    module.write_text(
+        "import torch.nn as nn\nfrom elsewhere import Remote\n\n\n"
+        "class Base(nn.Module):\n    def __init__(self, hidden: int = 8):\n        super().__init__()\n\n\n"
+        "class Child(Base):\n    pass\n\n\nclass NoInit(nn.Module):\n    pass\n\n\n"
+        "class PosOnly(nn.Module):\n    def __init__(self, hidden=2, /):\n        super().__init__()\n\n\n"
+        "class FromElsewhere(Remote):\n    pass\n"
+    )
+    assert args_problems(module, "fmodel.Child", {"hiden": 3}) == [
+        ("hiden", "fmodel.Child.__init__ takes no argument 'hiden'; did you mean 'hidden'?")
+    ]
+    assert args_problems(module, "fmodel.Child", {"hidden": 3}) == []
+    assert args_problems(module, "fmodel.NoInit", {"hidden": 3}) == [
+        ("hidden", "fmodel.NoInit takes no argument 'hidden': it runs torch.nn.Module's __init__")
+    ]
+    assert args_problems(module, "fmodel.PosOnly", {"hidden": 3}) == [
+        (
+            "hidden",
+            "fmodel.PosOnly.__init__ takes 'hidden' positional-only, and PTFileModelPersistor passes "
+            "model.args by name",
+        )
+    ]
+    assert args_problems(module, "fmodel.FromElsewhere", {"anything": 1}) == []  # its __init__ is not read
+
+
 def test_lint_says_a_pytorch_job_needs_torch(project, cli, monkeypatch):
     """Without torch, lint names the job's framework key and how to install it (exit 2)."""
     assert cli("generate", "--job", "pt-full-in-process")[0] == 0
@@ -478,12 +525,31 @@ def test_model_args_are_checked_against_the_init_the_class_defines(tmp_path):
         "    pass\n"
     )
     assert args_problems(module, "nets.Net", {"depth": 2, "act": "relu", "scale": 2}) == [
-        (None, "nets.Net.__init__ needs 'width': give it in model.args")
+        (
+            None,
+            "nets.Net.__init__ needs 'width' positional-only, and PTFileModelPersistor passes model.args by "
+            "name: give it a default or make it a named parameter",
+        )
     ]
     assert args_problems(module, "nets.Net", {"width": 1, "dept": 2}) == [
-        ("width", "nets.Net.__init__ takes no argument 'width'; did you mean 'depth'?"),  # width is positional-only
+        (
+            "width",
+            "nets.Net.__init__ takes 'width' positional-only, and PTFileModelPersistor passes model.args by name",
+        ),
         ("dept", "nets.Net.__init__ takes no argument 'dept'; did you mean 'depth'?"),
         (None, "nets.Net.__init__ needs 'depth', 'act': give it in model.args"),
+        (
+            None,
+            "nets.Net.__init__ needs 'width' positional-only, and PTFileModelPersistor passes model.args by "
+            "name: give it a default or make it a named parameter",
+        ),
     ]
     assert args_problems(module, "nets.Open", {"anything": 1}) == []  # **kwargs takes every name
-    assert args_problems(module, "nets.Inherits", {"anything": 1}) == []  # an inherited __init__ is not read
+    assert args_problems(module, "nets.Inherits", {"dept": 1, "depth": 2, "act": 0}) == [  # Net's, inherited
+        ("dept", "nets.Inherits.__init__ takes no argument 'dept'; did you mean 'depth'?"),
+        (
+            None,
+            "nets.Inherits.__init__ needs 'width' positional-only, and PTFileModelPersistor passes model.args "
+            "by name: give it a default or make it a named parameter",
+        ),
+    ]
