@@ -193,16 +193,29 @@ def test_model_paths_generate_cannot_follow_say_what_to_write(project, cli):
     assert not (project / "build").exists()
 
 
+def _generate_with(project, cli, folder: str, files: dict[str, str], model_path: str) -> tuple[int, list[str]]:
+    """``generate`` of one pytorch job whose script is ``<folder>/train.py`` among ``files`` (written
+    to ``client_scripts/<folder>/``) and whose model is ``model_path``: (exit code, stderr lines)."""
+    (project / "client_scripts" / folder).mkdir()
+    for name, text in files.items():
+        (project / "client_scripts" / folder / name).write_text(text)
+    (project / "jobs.yaml").write_text(
+        f"jobs:\n  - {{name: pt, script: {folder}/train.py, framework: pytorch, model: {{path: {model_path}}}}}\n"
+    )
+    code, _, err = cli("generate")
+    return code, err
+
+
 def test_a_model_module_clashing_with_a_shipped_module_is_refused(project, cli):
     """The script imports its own sibling ``pt_net`` (shipped as app/custom/pt_net.py); the model's
     ``pt_net`` of client_scripts/ would land on the same file."""
-    (project / "client_scripts/sub").mkdir()
-    (project / "client_scripts/sub/train.py").write_text("import torch\nimport pt_net\n")
-    (project / "client_scripts/sub/pt_net.py").write_text("class SimpleNet: pass\n")
-    (project / "jobs.yaml").write_text(
-        "jobs:\n  - {name: pt, script: sub/train.py, framework: pytorch, model: {path: pt_net.SimpleNet}}\n"
+    code, err = _generate_with(
+        project,
+        cli,
+        "sub",
+        {"train.py": "import torch\nimport pt_net\n", "pt_net.py": "class SimpleNet: pass\n"},
+        "pt_net.SimpleNet",
     )
-    code, _, err = cli("generate")
     assert code == 2
     assert err == [
         "jobs.yaml:2:72: jobs[0] (pt).model.path: the model's module file client_scripts/pt_net.py would land on "
@@ -254,14 +267,10 @@ def test_a_model_module_beside_the_script_is_found_and_shipped_once(project, cli
 
 def test_a_model_module_that_does_not_parse_is_named_where_it_is_with_the_syntax_error(project, cli):
     # a trial's client_scripts/mynet/model.py was shown as client_scripts/model.py, with no line
-    exp = project / "client_scripts/mynet"
-    exp.mkdir()
-    (exp / "train.py").write_text("import torch\nfrom model import Net\n")
-    (exp / "model.py").write_text("import torch\n\n\nclass Net(torch.nn.Module:\n    pass\n")
-    (project / "jobs.yaml").write_text(
-        "jobs:\n  - {name: pt, script: mynet/train.py, framework: pytorch, model: {path: model.Net}}\n"
+    broken = "import torch\n\n\nclass Net(torch.nn.Module:\n    pass\n"
+    code, err = _generate_with(
+        project, cli, "mynet", {"train.py": "import torch\nfrom model import Net\n", "model.py": broken}, "model.Net"
     )
-    code, _, err = cli("generate")
     assert code == 2
     assert err[-1].startswith(
         "jobs.yaml:2:74: jobs[0] (pt).model.path: 'model.Net': client_scripts/mynet/model.py does not parse: "
