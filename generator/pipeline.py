@@ -44,6 +44,7 @@ from .validate import (
     cross_site_warnings,
     model_sweep_warnings,
     receiver_warnings,
+    replaced_persistor_warnings,
     shipping_warnings,
 )
 from .write import diff_jobs, made_from_of, write_jobs
@@ -408,5 +409,5 @@ def _warnings(doc, jobs: list[Job]) -> list[Problem]:
     """Every non-fatal finding, each once: the load stage's, the receivers', cross-site evaluation's,
     the escape hatch's, then what the jobs ship."""
     found = doc.warnings + receiver_warnings(doc, jobs) + cross_site_warnings(doc, jobs) + extras.warnings(doc, jobs)
-    found += model_sweep_warnings(doc, jobs)
+    found += model_sweep_warnings(doc, jobs) + replaced_persistor_warnings(doc, jobs)
     return _once(sorted(found) + shipping_warnings(doc, jobs))

@@ -11,6 +11,7 @@ server and of every client), :func:`framework_problems` checks a job's ``framewo
 from __future__ import annotations
 
 import ast
+import re
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
@@ -131,6 +132,11 @@ def class_problem(module_file: Path, class_path: str) -> str | None:
         return f"{class_path!r}: {_shown(module_file)} {tree}"
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
     if name in classes:
+        if not _may_be_module({n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}, name):
+            return (
+                f"{class_path!r} is no torch.nn.Module (its class statement, and those of the bases in its module, "
+                "name no other base): PTFileModelPersistor builds, loads and saves a torch.nn.Module"
+            )
         return None
     module = class_path.rsplit(".", 1)[0]
     origin = _bound_elsewhere(tree, name, module, module_file.name == "__init__.py")
@@ -171,6 +177,18 @@ def _init_of(classes: dict[str, ast.ClassDef], name: str, seen: frozenset = froz
     return None
 
 
+def _may_be_module(classes: dict[str, ast.ClassDef], name: str, seen: frozenset = frozenset()) -> bool:
+    """Whether class ``name`` may be a ``torch.nn.Module``: False only when it and the bases of its
+    module it derives from name no base but ``object`` (a trial's plain ``class NotAModule:`` passed)."""
+    node = classes.get(name)
+    if node is None or name in seen:
+        return True  # not in this module: not known
+    bases = [b for b in node.bases if ast.unparse(b) != "object"]
+    return any(
+        not (isinstance(b, ast.Name) and b.id in classes) or _may_be_module(classes, b.id, seen | {name}) for b in bases
+    )
+
+
 def args_problems(module_file: Path, class_path: str, args: dict) -> list[tuple[str | None, str]]:
     """How ``model.args`` does not fit the ``__init__`` the class runs (read with ``ast``).
 
@@ -199,7 +217,14 @@ def args_problems(module_file: Path, class_path: str, args: dict) -> list[tuple[
     problems: list[tuple[str | None, str]] = []
     import difflib
 
+    annotations = {p.arg: ast.unparse(p.annotation) for p in [*positional, *a.kwonlyargs] if p.annotation is not None}
     for arg in args:
+        kind = annotations.get(arg)
+        if kind in ("int", "float") and isinstance(args[arg], str):
+            # nn.Linear(4, "8") fails when the server starts (a trial's hidden: "8")
+            word = args[arg].strip()
+            fix = f": write {word} without quotes" if re.fullmatch(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?", word) else ""
+            problems.append((arg, f"{class_path}.__init__ takes {arg}: {kind}, got {args[arg]!r} (text){fix}"))
         if arg in posonly:
             problems.append(
                 (

@@ -1388,6 +1388,48 @@ def model_sweep_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
     return out
 
 
+def replaced_persistor_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
+    """A PyTorch job whose ``server.components`` entry replaces the generated persistor: the job's
+    ``model`` then only ships its module (the entry's own ``args`` build the server's model), so its
+    ``model.args`` reach nothing; and when the entry's ``args.model.path`` is not ``model.path``,
+    generate checked and shipped another class than the one the server builds (a trial's replacing
+    persistor named ``model.MyNett`` with ``hiden: 3``, which passed without a word). Warnings at the
+    entry's ``replaces``; the entry's ``model.args`` are checked against the class when the paths agree."""
+    from .ptmodel import args_problems, model_files
+
+    out = []
+    for job in jobs:
+        s = job.settings
+        if s.get("framework") != "pytorch" or not isinstance(s.get("model"), dict) or "path" not in s["model"]:
+            continue
+        items = extras.extras_of(job, "server").get("components", [])
+        for i, item in enumerate(items):
+            if item.get("replaces") != "persistor":
+                continue
+            where = (*extras.list_path(job, "server", "components"), i)
+            theirs = (item.get("args") or {}).get("model") if isinstance(item.get("args"), dict) else None
+            theirs_path = theirs.get("path") if isinstance(theirs, dict) else None
+            if theirs_path is not None and theirs_path != s["model"]["path"]:
+                message = (
+                    f"warning: this persistor builds the server's model from its own args.model ({theirs_path!r}), "
+                    f"not the job's model.path ({s['model']['path']!r}), which generate checked and ships: make "
+                    "them the same class"
+                )
+            else:
+                message = (
+                    "warning: this persistor replaces the generated PTFileModelPersistor, so the job's model.args "
+                    "reach nothing: its own args build the server's model (model.path still ships its module)"
+                )
+            out.append(doc.problem((*where, "replaces"), message))
+            if theirs_path == s["model"]["path"] and isinstance(theirs.get("args"), dict):
+                files, why = model_files(doc.root / SCRIPTS_DIR, theirs_path, s.get("script"))
+                if why is None:
+                    for arg, text in args_problems(doc.root / SCRIPTS_DIR / files[-1][1], theirs_path, theirs["args"]):
+                        at = (*where, "args", "model", "args", *((arg,) if arg else ()))
+                        out.append(doc.problem(at, f"warning: {text}"))
+    return out
+
+
 def cross_site_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
     """A job with ``cross_site_eval: true`` whose script (and the files it ships) never spells
     ``is_evaluate`` or ``is_submit_model`` (:data:`CROSS_SITE_CALLS`): it cannot answer NVFlare's

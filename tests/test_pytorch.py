@@ -308,6 +308,30 @@ def test_model_args_are_checked_against_an_inherited_init_and_torch_modules(tmp_
     assert args_problems(module, "fmodel.FromElsewhere", {"anything": 1}) == []  # its __init__ is not read
 
 
+def test_a_brace_in_model_args_is_warned_of_and_a_plain_class_is_no_module(project, cli):
+    # NVFlare rewrites every config string: a trial's model.args name: "{run}" would become null
+    (project / "client_scripts/nets.py").write_text(
+        "import torch\n\n\nclass Net(torch.nn.Module):\n    def __init__(self, name='x'):\n        super().__init__()\n"
+        "\n\nclass Plain:\n    pass\n"
+    )
+    (project / "jobs.yaml").write_text(
+        "defaults: {framework: pytorch, script: train_pt.py}\njobs:\n"
+        "  - {name: a, model: {path: nets.Net, args: {name: '{run}'}}}\n"
+    )
+    code, _, err = cli("generate")
+    assert code == 0
+    assert err == [
+        'jobs.yaml:3:52: jobs[0] (a).model.args.name: warning: "{run}" would not reach the class as written: NVFlare '
+        "fills in {NAME} in config strings when the app starts (a value that is only an unknown {name} becomes null; "
+        "another is left as is); NVFlare's own variables are {SITE_NAME}, {WORKSPACE}, {JOB_ID}, ..."
+    ]
+    (project / "jobs.yaml").write_text(
+        "defaults: {framework: pytorch, script: train_pt.py}\njobs:\n  - {name: a, model: {path: nets.Plain}}\n"
+    )
+    code, _, err = cli("generate")
+    assert code == 2 and "'nets.Plain' is no torch.nn.Module" in err[0]
+
+
 def test_lint_says_a_pytorch_job_needs_torch(project, cli, monkeypatch):
     """Without torch, lint names the job's framework key and how to install it (exit 2)."""
     assert cli("generate", "--job", "pt-full-in-process")[0] == 0
