@@ -494,10 +494,14 @@ def brace_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
             brace = brace_left(text, SYSTEM_VARIABLES)
             if brace is None or brace.startswith("{$"):
                 continue
+            what = (
+                "the value becomes null"
+                if text.strip() == brace
+                else "the value is left as written, and none of its other {NAME} is filled in"
+            )
             message = (
-                f"warning: {json.dumps(brace)} would not reach the class as written: NVFlare fills in {{NAME}} in "
-                "config strings when the app starts (a value that is only an unknown {name} becomes null; "
-                "another is left as is); NVFlare's own variables are {SITE_NAME}, {WORKSPACE}, {JOB_ID}, ..."
+                f"warning: {json.dumps(brace)} is none of NVFlare's variables, which it fills in config strings when "
+                f"the app starts ({{SITE_NAME}}, {{WORKSPACE}}, {{JOB_ID}}, ...): {what}"
             )
             _add_once(out, owners, doc.problem(path, message), job.name)
 

@@ -11,7 +11,6 @@ server and of every client), :func:`framework_problems` checks a job's ``framewo
 from __future__ import annotations
 
 import ast
-import re
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
@@ -189,6 +188,27 @@ def _may_be_module(classes: dict[str, ast.ClassDef], name: str, seen: frozenset 
     )
 
 
+def _number_problem(kind: str | None, value) -> str | None:
+    """Why ``value`` does not fit a parameter annotated ``kind`` (``int`` or ``float``; None: any),
+    with the value to write: text (in quotes, or ``1e3``, which YAML reads as text), or a float with
+    nothing after the point for an ``int``; None when it fits or is not checked."""
+    if kind not in ("int", "float") or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return f"{value!r} (text)"
+        if kind == "int":
+            return (
+                f"{value!r} (text): write {int(number)}, without quotes" if number.is_integer() else f"{value!r} (text)"
+            )
+        return f"{value!r} (text): write {number!r}, without quotes"
+    if kind == "int" and isinstance(value, float):
+        return f"{value!r}: write {int(value)}" if value.is_integer() else f"{value!r}"
+    return None
+
+
 def args_problems(module_file: Path, class_path: str, args: dict) -> list[tuple[str | None, str]]:
     """How ``model.args`` does not fit the ``__init__`` the class runs (read with ``ast``).
 
@@ -219,12 +239,9 @@ def args_problems(module_file: Path, class_path: str, args: dict) -> list[tuple[
 
     annotations = {p.arg: ast.unparse(p.annotation) for p in [*positional, *a.kwonlyargs] if p.annotation is not None}
     for arg in args:
-        kind = annotations.get(arg)
-        if kind in ("int", "float") and isinstance(args[arg], str):
-            # nn.Linear(4, "8") fails when the server starts (a trial's hidden: "8")
-            word = args[arg].strip()
-            fix = f": write {word} without quotes" if re.fullmatch(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?", word) else ""
-            problems.append((arg, f"{class_path}.__init__ takes {arg}: {kind}, got {args[arg]!r} (text){fix}"))
+        why = _number_problem(annotations.get(arg), args[arg])
+        if why:  # nn.Linear(4, "8") or nn.Linear(4, 8.0) fails when the server starts (a trial's hidden: "8")
+            problems.append((arg, f"{class_path}.__init__ takes {arg}: {annotations[arg]}, got {why}"))
         if arg in posonly:
             problems.append(
                 (

@@ -874,16 +874,18 @@ def _sites_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]:
         if name not in clients:
             layer = ("jobs", job.index) if name in (job.entry.get("sites") or {}) else ("defaults",)
             elsewhere = ""
+            named_by = job.path_of("clients") if s.get("clients") else job.path_of("num_clients")
             if (
-                s.get("clients")
-                and _written_at(doc, (*layer, "sites", name))[0] != _written_at(doc, job.path_of("clients"))[0]
+                named_by[-1] in ("clients", "num_clients")
+                and _written_at(doc, (*layer, "sites", name))[0] != _written_at(doc, named_by)[0]
             ):
                 # files merge `sites` key by key: a later file that renames the clients keeps an
                 # earlier file's site (a trial's production layer); a --set of the whole mapping replaces it
                 owner = f"jobs.{job.entry.get('name', job.name)}" if layer[0] == "jobs" else "defaults"
-                file, line, column = _written_at(doc, job.path_of("clients"))
+                file, line, column = _written_at(doc, named_by)
+                what = "the clients are" if named_by[-1] == "clients" else "num_clients is"
                 elsewhere = (
-                    f"; the clients are set {f'in {file}:{line}:{column}' if line else f'by {file}'}, and later "
+                    f"; {what} set {f'in {file}:{line}:{column}' if line else f'by {file}'}, and later "
                     f"files merge sites key by key: replace the whole mapping with --set '{owner}.sites={{...}}', "
                     f"or drop {name} from this file"
                 )
@@ -1409,18 +1411,23 @@ def replaced_persistor_warnings(doc: Document, jobs: list[Job]) -> list[Problem]
             where = (*extras.list_path(job, "server", "components"), i)
             theirs = (item.get("args") or {}).get("model") if isinstance(item.get("args"), dict) else None
             theirs_path = theirs.get("path") if isinstance(theirs, dict) else None
+            unused = " (and the job's model.args reach nothing)" if s["model"].get("args") else ""
             if theirs_path is not None and theirs_path != s["model"]["path"]:
                 message = (
                     f"warning: this persistor builds the server's model from its own args.model ({theirs_path!r}), "
                     f"not the job's model.path ({s['model']['path']!r}), which generate checked and ships: make "
-                    "them the same class"
+                    f"them the same class{unused}"
                 )
-            else:
+            elif unused:
                 message = (
                     "warning: this persistor replaces the generated PTFileModelPersistor, so the job's model.args "
-                    "reach nothing: its own args build the server's model (model.path still ships its module)"
+                    "reach nothing: the persistor's own args build the server's model (model.path still ships "
+                    "the model's module)"
                 )
-            out.append(doc.problem((*where, "replaces"), message))
+            else:
+                message = ""
+            if message:
+                out.append(doc.problem((*where, "replaces"), message))
             if theirs_path == s["model"]["path"] and isinstance(theirs.get("args"), dict):
                 files, why = model_files(doc.root / SCRIPTS_DIR, theirs_path, s.get("script"))
                 if why is None:

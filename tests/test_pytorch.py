@@ -321,15 +321,26 @@ def test_a_brace_in_model_args_is_warned_of_and_a_plain_class_is_no_module(proje
     code, _, err = cli("generate")
     assert code == 0
     assert err == [
-        'jobs.yaml:3:52: jobs[0] (a).model.args.name: warning: "{run}" would not reach the class as written: NVFlare '
-        "fills in {NAME} in config strings when the app starts (a value that is only an unknown {name} becomes null; "
-        "another is left as is); NVFlare's own variables are {SITE_NAME}, {WORKSPACE}, {JOB_ID}, ..."
+        'jobs.yaml:3:52: jobs[0] (a).model.args.name: warning: "{run}" is none of NVFlare\'s variables, which it '
+        "fills in config strings when the app starts ({SITE_NAME}, {WORKSPACE}, {JOB_ID}, ...): the value becomes null"
     ]
     (project / "jobs.yaml").write_text(
         "defaults: {framework: pytorch, script: train_pt.py}\njobs:\n  - {name: a, model: {path: nets.Plain}}\n"
     )
     code, _, err = cli("generate")
     assert code == 2 and "'nets.Plain' is no torch.nn.Module" in err[0]
+
+
+def test_a_number_parameter_is_told_the_number_to_write():
+    from generator.ptmodel import _number_problem
+
+    assert _number_problem("int", "8") == "'8' (text): write 8, without quotes"
+    assert _number_problem("int", "8.0") == "'8.0' (text): write 8, without quotes"  # not 8.0: an int parameter
+    assert _number_problem("float", "1e3") == "'1e3' (text): write 1000.0, without quotes"  # YAML 1.1: text
+    assert _number_problem("int", 8.0) == "8.0: write 8"
+    assert _number_problem("int", 8.5) == "8.5"
+    assert _number_problem("float", 8) is None and _number_problem("int", True) is None
+    assert _number_problem(None, "x") is None and _number_problem("int", "x") == "'x' (text)"
 
 
 def test_lint_says_a_pytorch_job_needs_torch(project, cli, monkeypatch):
