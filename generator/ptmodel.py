@@ -56,12 +56,31 @@ def model_files(
         looked += f", nor beside the script in client_scripts/{folder}/"
     if not looked:
         return files, None
-    module = class_path.rpartition(".")[0]
+    module, _, name = class_path.rpartition(".")
+    close = _close_module(scripts_root, module, folder)
+    hint = f"; did you mean {close + '.' + name!r}?" if close else ""
     return [], (
-        f"module {module!r} of {class_path!r} not found: no {looked} (the model's module is shipped "
+        f"module {module!r} of {class_path!r} not found: no {looked}{hint} (the model's module is shipped "
         "from client_scripts/ into app/custom/, where the server imports it; an installed class such as "
         "torch.nn.Linear is not shipped: define your model in a module of your own)"
     )
+
+
+def _close_module(scripts_root: Path, module: str, folder: str) -> str | None:
+    """The import name nearest ``module`` among the ``.py`` modules below ``scripts_root`` (dotted from
+    there) and beside the script in ``folder`` (by file name), for a did-you-mean (a trial's
+    ``modle.MyNet`` beside ``mynet/model.py`` got none); None when none is close."""
+    import difflib
+
+    names = set()
+    if scripts_root.is_dir():
+        for file in scripts_root.rglob("*.py"):
+            parts = file.relative_to(scripts_root).with_suffix("").parts
+            names.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+            if folder != "." and file.parent == scripts_root / folder:
+                names.add(file.stem)
+    close = difflib.get_close_matches(module, sorted(n for n in names if n), n=1)
+    return close[0] if close else None
 
 
 def _module_files(root: Path, class_path: str, prefix: str) -> tuple[list[tuple[str, str]], str | None]:

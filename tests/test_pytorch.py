@@ -244,7 +244,8 @@ def test_a_model_module_beside_the_script_is_found_and_shipped_once(project, cli
     assert code == 2
     assert err == [
         "jobs.yaml:3:76: jobs[1] (nope).model.path: module 'reg_nett' of 'reg_nett.RegNet' not found: no "
-        "client_scripts/reg_nett.py, nor beside the script in client_scripts/myexp/ (the model's module is shipped "
+        "client_scripts/reg_nett.py, nor beside the script in client_scripts/myexp/; did you mean 'reg_net.RegNet'? "
+        "(the model's module is shipped "
         "from client_scripts/ into app/custom/, where the server imports it; an installed class such as "
         "torch.nn.Linear is not shipped: define your model in a module of your own)"
     ]
