@@ -20,11 +20,10 @@ import threading
 from typing import NoReturn
 
 from .errors import JobgenError
-from .layout import made_from
+from .layout import DEFAULT_JOBS_FILE as DEFAULT_JOBS
+from .layout import DEFAULT_OUT, made_from
 from .reporter import Reporter, generate_command
 
-DEFAULT_JOBS = "jobs.yaml"
-DEFAULT_OUT = "build/jobs"
 DEFAULT_WORKSPACE = "build/workspaces"
 DEFAULT_POC_WORKSPACE = "build/poc-workspace"
 #: ``simulate --parallel``'s default: see the README's "Parallel simulation" for the measurements

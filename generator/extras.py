@@ -412,18 +412,20 @@ def nvflare_class_problem(path: str) -> str | None:
     return None
 
 
-def _class_paths(value, where: tuple) -> list[tuple[tuple, str]]:
-    """Every ``path`` string below ``value`` (an entry of a component, executor or filter list), with its key path."""
+def _class_entries(value, where: tuple) -> list[tuple[tuple, dict]]:
+    """Every ``{path, args}`` entry below ``value`` (a component, executor or filter list, or one of
+    its items: an executor's ``executor``, a filter chain's ``filters``), with its key path; a
+    class's ``args`` are its own, and not looked into."""
     found = []
     if isinstance(value, dict):
+        if isinstance(value.get("path"), str):
+            found.append((where, value))
         for key, item in value.items():
-            if key == "path" and isinstance(item, str):
-                found.append(((*where, key), item))
-            elif key != "args":  # a component's arguments are its own
-                found += _class_paths(item, (*where, key))
+            if key not in ("path", "args"):
+                found += _class_entries(item, (*where, key))
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            found += _class_paths(item, (*where, i))
+            found += _class_entries(item, (*where, i))
     return found
 
 
@@ -443,10 +445,13 @@ def class_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
             for app_job in _app_jobs(job, side):
                 for name, items in extras_of(app_job, side).items():
                     where = list_path(app_job, side, name)
-                    for path, value in _class_paths(items, where):
+                    for at, entry in _class_entries(items, where):
+                        value = entry["path"]
                         why = nvflare_class_problem(value) if value.startswith("nvflare.") else None
                         if why:
-                            problem = doc.problem(path, f"warning: {why} (NVFlare would fail to load {value!r})")
+                            problem = doc.problem(
+                                (*at, "path"), f"warning: {why} (NVFlare would fail to load {value!r})"
+                            )
                             _add_once(out, owners, problem, job.name)
     return _naming_jobs(out, owners)
 
@@ -512,14 +517,9 @@ def brace_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
         for side in LISTS:
             for app_job in _app_jobs(job, side):
                 for name, items in extras_of(app_job, side).items():
-                    where = list_path(app_job, side, name)
-                    for i, item in enumerate(items):
-                        for key, entry in (("", item), ("executor", item.get("executor"))):
-                            if isinstance(entry, dict) and "args" in entry:
-                                check(job, (*where, i, *((key,) if key else ()), "args"), entry["args"])
-                        for f, flt in enumerate(item.get("filters") or []):
-                            if isinstance(flt, dict) and "args" in flt:
-                                check(job, (*where, i, "filters", f, "args"), flt["args"])
+                    for at, entry in _class_entries(items, list_path(app_job, side, name)):
+                        if "args" in entry:
+                            check(job, (*at, "args"), entry["args"])
     return _naming_jobs(out, owners)
 
 

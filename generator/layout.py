@@ -232,6 +232,9 @@ SCRIPTS_DIR = "client_scripts"
 
 #: The jobs file ``generate`` reads by default (the CLI's ``--jobs``, the Makefile's ``JOBS``).
 DEFAULT_JOBS_FILE = "jobs.yaml"
+#: The folder ``generate`` writes and ``simulate``/``poc``/``submit`` read by default (``--out``,
+#: the Makefile's ``OUT``).
+DEFAULT_OUT = "build/jobs"
 
 
 def made_from(files: list[str], sets: list[str]) -> dict | None:

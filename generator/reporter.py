@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from .layout import DEFAULT_JOBS_FILE, ManifestEntry, made_from_text, site_number
+from .layout import DEFAULT_JOBS_FILE, DEFAULT_OUT, ManifestEntry, made_from_text, site_number
 from .selection import listed
 
 
@@ -327,7 +327,7 @@ def generate_command(
     """
     if (list(files), os.path.normpath(str(out)), list(sets), names or []) == (
         [DEFAULT_JOBS_FILE],
-        "build/jobs",
+        DEFAULT_OUT,
         [],
         [],
     ):

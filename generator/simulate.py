@@ -54,7 +54,17 @@ from .judge import (
     points_sent,
     worker_connected,
 )
-from .layout import FINAL_MODEL, LOGS_DIR, MPL_DIR, SERVER_SITE, TMP_DIR, WORKSPACE_MARKER, ManifestEntry, site_names  # noqa: F401
+from .layout import (  # noqa: F401
+    DEFAULT_OUT,
+    FINAL_MODEL,
+    LOGS_DIR,
+    MPL_DIR,
+    SERVER_SITE,
+    TMP_DIR,
+    WORKSPACE_MARKER,
+    ManifestEntry,
+    site_names,
+)
 from .lines import installed_line
 from .metrics import PROBE_SECONDS, count_points, probe_mlflow_server, read_store, store_location
 from .order import chosen_order
@@ -1046,7 +1056,7 @@ def report_edits(out: Path, selected: list[str], events) -> None:
 def _generate_into(out: Path) -> str:
     """The make command that writes generated jobs into ``out``: ``make generate``, with ``OUT=`` when
     ``out`` is not the default ``build/jobs`` (a trial's ``--out /tmp/x`` was told plain ``make generate``)."""
-    if out == Path("build/jobs"):
+    if out == Path(DEFAULT_OUT):
         return "make generate"
     return f"make generate OUT={shlex.quote(str(out))}"
 

@@ -164,8 +164,7 @@ def _yaml_hint(doc: Document, path: tuple, expected, instance) -> str:
         # as YAML 1.2's core schema, whose booleans are only true and false (a trial's
         # `--set ...launch_external_process=on` was refused where the same word in its file passed)
         word = "true" if instance.lower() in ("y", "yes", "on") else "false"
-        origin = getattr(doc, "origin", None)
-        if origin is not None and origin(path)[0].file.startswith("--set #"):
+        if _from_set(doc, path):
             return f" (write {word}: a --set value is read as YAML 1.2, whose only booleans are true and false)"
         return f" (in quotes it is text: write {word})"
     if text is None:  # not a plain scalar: in quotes (or not in the document at all)
@@ -404,8 +403,7 @@ def _type_key_hint(doc: Document, error, path: tuple) -> str:
     choices = ((schema.get("properties") or {}).get("type") or {}).get("enum") or []
     if not (isinstance(error.instance, str) and error.instance in choices and path and isinstance(path[-1], str)):
         return ""
-    origin = getattr(doc, "origin", None)
-    if origin is not None and origin(path)[0].file.startswith("--set #"):
+    if _from_set(doc, path):
         return f" (set {path[-1]}.type={error.instance}, or {path[-1]}={{type: {error.instance}}})"
     return f" (write {path[-1]}: {{type: {error.instance}}})"
 
@@ -882,10 +880,9 @@ def _sites_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]:
                 # files merge `sites` key by key: a later file that renames the clients keeps an
                 # earlier file's site (a trial's production layer); a --set of the whole mapping replaces it
                 owner = f"jobs.{job.entry.get('name', job.name)}" if layer[0] == "jobs" else "defaults"
-                file, line, column = _written_at(doc, named_by)
                 what = "the clients are" if named_by[-1] == "clients" else "num_clients is"
                 elsewhere = (
-                    f"; {what} set {f'in {file}:{line}:{column}' if line else f'by {file}'}, and later "
+                    f"; {what} set {_set_where(doc, named_by)}, and later "
                     f"files merge sites key by key: replace the whole mapping with --set '{owner}.sites={{...}}', "
                     f"or drop {name} from this file"
                 )
@@ -959,10 +956,20 @@ def _written_at(doc: Document, path: tuple) -> tuple[str, int, int]:
 def _elsewhere(doc: Document, path: tuple, than: tuple) -> str:
     """``, set in lab.yaml:3:18`` when the value at ``path`` was written in another file (or ``--set``)
     than the value at ``than``, where a problem about both is located; else ``""``."""
-    file, line, column = _written_at(doc, path)
-    if file == _written_at(doc, than)[0]:
+    if _written_at(doc, path)[0] == _written_at(doc, than)[0]:
         return ""
-    return f", set in {file}:{line}:{column}" if line else f", set by {file}"
+    return f", set {_set_where(doc, path)}"
+
+
+def _set_where(doc: Document, path: tuple) -> str:
+    """``in lab.yaml:3:18``, or ``by --set #1`` (no line): where the value at ``path`` was written."""
+    file, line, column = _written_at(doc, path)
+    return f"in {file}:{line}:{column}" if line else f"by {file}"
+
+
+def _from_set(doc: Document, path: tuple) -> bool:
+    """Whether a ``--set`` wrote the value at ``path`` (it is read as YAML 1.2, and is fixed in a PATH)."""
+    return _written_at(doc, path)[0].startswith("--set #")
 
 
 def _client_count_problems(doc: Document, job: Job) -> list[Problem]:

@@ -567,13 +567,10 @@ def made_from_of(out: Path) -> dict[str, tuple[dict | None, str | None]]:
     was expanded from or None) of the jobs in ``out``'s manifest, in its order; empty when ``out``
     holds no manifest of ours."""
     try:
-        jobs = read_manifest(Path(out))["jobs"]
+        entries = read_entries(Path(out))
     except OutputError:
         return {}
-    return {
-        name: (_made_from(entry), (entry.get("matrix") or {}).get("job") if isinstance(entry, dict) else None)
-        for name, entry in jobs.items()
-    }
+    return {name: (entry.made_from, (entry.matrix or {}).get("job")) for name, entry in entries.items()}
 
 
 def _hashes(files: dict[str, bytes]) -> dict[str, str]:
