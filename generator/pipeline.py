@@ -308,7 +308,9 @@ def generate(
                 differences = [d for d in differences if not d.startswith("unexpected job folder")]
             result.differences = differences
             if differences:
-                result.made_elsewhere, result.whole = _made_elsewhere(Path(out), origins, names)
+                # the jobs selected, not the --job values (a matrix name or a pattern names none itself)
+                selected = [job.name for job in jobs] if names else None
+                result.made_elsewhere, result.whole = _made_elsewhere(Path(out), origins, selected)
         else:
             info = {job.name: _with_matrix(doc, job) for job in jobs}
             if files != [DEFAULT_JOBS_FILE] or sets:

@@ -256,6 +256,8 @@ def test_a_set_of_one_job_is_recorded_on_that_job_only_and_a_check_names_it(proj
         "jobs.np-cyclic.num_rounds=3`; `make generate` would replace it with what jobs.yaml renders"
     )
     assert cli("generate", "--check", "--set", "jobs.np-cyclic.num_rounds=3")[0] == 0
+    code, _, err = cli("generate", "--check", "--job", "np-cy*")  # a pattern selects it too
+    assert code == 1 and "1 job in it was generated from other files or --set than this check's" in err[-1]
 
 
 def test_a_check_calls_a_file_generate_wrote_and_no_longer_renders_no_longer_generated(project, cli):
