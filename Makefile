@@ -127,9 +127,9 @@ tensorboard: setup
 wandb-view: setup
 	"$(BIN)/python" -m generator view wandb $(VIEW_ARGS)
 
-## lint: check the generated configs (OUT=, from JOBS= and SET=) against the installed nvflare
+## lint: check the generated configs (OUT=, from JOBS= and SET=; JOB=name ... for only those jobs) against the installed nvflare
 lint: setup
-	"$(BIN)/python" -m generator lint $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS)
+	"$(BIN)/python" -m generator lint $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS) $(foreach j,$(JOB),--job '$(j)')
 
 RUFF_PATHS := generator tests client_scripts templates bench
 

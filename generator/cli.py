@@ -133,7 +133,6 @@ class _Parser(argparse.ArgumentParser):
 #: What an option another command takes means to a command without it (``unrecognized arguments``).
 _NOT_HERE = {
     ("validate", "--job"): "validate checks every job; --show NAME prints one job's effective settings",
-    ("lint", "--job"): "lint checks every generated job of --out",
 }
 
 
@@ -297,6 +296,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_jobs_options(li)
     li.add_argument("--out", type=_path, default=DEFAULT_OUT, help="folder of generated jobs (default: %(default)s)")
+    li.add_argument("--job", action="append", metavar="NAME", help=JOB_HELP)
     return p
 
 
@@ -335,6 +335,7 @@ def _generate(args) -> int:
             result.unchanged,
             result.removed_from,
             made_from(files, args.set or []),
+            result.replaced_from,
         )
     except KeyboardInterrupt:  # the folders are written by now: only the listing was cut short (a trial's
         # Ctrl-C during the lines of a large generate read as if the generate had not finished)
@@ -407,11 +408,12 @@ def _view(args) -> int:
 def _lint(args) -> int:
     from .lint import lint
 
-    problems = lint(_files(args), args.out, args.set, fix=generate_command(_files(args), args.out, args.set))
+    fix = generate_command(_files(args), args.out, args.set, args.job)
+    problems = lint(_files(args), args.out, args.set, fix=fix, names=args.job)
     REPORTER.problems(problems)
     if problems:
         return 2
-    REPORTER.linted(args.out)
+    REPORTER.linted(args.out, selected=bool(args.job))
     return 0
 
 

@@ -372,7 +372,9 @@ def shipped_module_file(module_name: str) -> Path | None:
     return shipped_file(DEFAULT_LINE, shipped) if shipped else None
 
 
-def _stale_problems(out: Path, rendered: dict, jobs_file: str, fix: str) -> list[Problem]:
+def _stale_problems(out: Path, rendered: dict, jobs_file: str, fix: str, only_selected: bool = False) -> list[Problem]:
+    """What in ``out`` is not what ``rendered`` (job name -> file -> bytes) says; ``only_selected``:
+    ``rendered`` holds the ``--job`` selection, and the other job folders are not reported."""
     hint = f"not what {jobs_file} generates now: run `{fix}`"
     by_hand = f"not what {jobs_file} generates now, and not the file generate wrote: move it away, then run `{fix}`"
     problems = []
@@ -380,6 +382,8 @@ def _stale_problems(out: Path, rendered: dict, jobs_file: str, fix: str) -> list
     for kind, path in differences(out, rendered):
         job = path.relative_to(out).parts[0]
         if kind == "unexpected job folder":
+            if only_selected:
+                continue
             problems.append(Problem(str(path), 0, 0, "", f"job {job!r} is not in {jobs_file}: run `{fix}`"))
         elif kind == "missing" and not (out / job).is_dir():
             if job not in missing_jobs:
@@ -399,7 +403,11 @@ def _app_job(job: Job, rel: str) -> Job:
 
 
 def lint(
-    jobs_file: str | Path | list, out: str | Path, sets: list[str] | None = None, fix: str = "make generate"
+    jobs_file: str | Path | list,
+    out: str | Path,
+    sets: list[str] | None = None,
+    fix: str = "make generate",
+    names: list[str] | None = None,
 ) -> list[Problem]:
     """Check the generated job folders in ``out`` against ``jobs_file`` and the installed NVFlare.
 
@@ -410,6 +418,9 @@ def lint(
             :func:`generator.overrides.load_all`).
         fix (str): the command that regenerates ``out`` from these files, named in the problems
             about stale or missing folders (the CLI passes the ``generate`` command of its options).
+        names (list[str] | None): ``--job`` values (a job's name, a matrix job's name as written, a
+            shell pattern: :func:`generator.pipeline.select`): only those jobs' folders are checked,
+            and the other folders of ``out`` are left alone; None or empty: every job.
 
     Returns:
         list[Problem]: stale or missing generated files, configs that do not parse, component
@@ -417,15 +428,18 @@ def lint(
         class's ``__init__``; empty when everything checks out.
 
     Raises:
-        SpecError: ``jobs_file`` itself is invalid (see :func:`generator.validate.validate`).
+        SpecError: ``jobs_file`` itself is invalid (see :func:`generator.validate.validate`), or a
+            ``names`` value selects no job.
         OutputError: ``out`` is not a folder the generator made.
         TemplateError: rendering ``jobs_file`` failed.
 
     Sources: NVFlare 2.9 ``nvflare.fuel.utils.component_builder.ComponentBuilder.build_component``
     (nested components in ``args``, ``class_attributes``) and ``class_utils.instantiate_class``.
     """
+    from .pipeline import select  # the --job reading of generate and simulate
+
     doc = load_all(jobs_file, sets)
-    jobs = validate(doc)
+    jobs = select(doc, validate(doc), names)
     out = Path(out)
     manifest = read_manifest(out)  # raises if out is a symlink, a file or a folder not ours
     if not manifest["jobs"]:
@@ -434,8 +448,10 @@ def lint(
     rendered = {job.name: renderer.render(job) for job in jobs}
     by_name = {job.name: job for job in jobs}
     shown = " ".join(map(str, jobs_file)) if isinstance(jobs_file, list) else str(jobs_file)
-    problems = _stale_problems(out, rendered, shown, fix)
+    problems = _stale_problems(out, rendered, shown, fix, only_selected=bool(names))
     for name in sorted(manifest["jobs"]):
+        if names and name not in by_name:
+            continue  # not selected: left alone, as generate --job leaves it
         for rel, lists in config_files(out / name).items():
             path = out / name / rel
             if not path.is_file():

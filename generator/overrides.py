@@ -222,6 +222,17 @@ def _job_names(data: dict) -> list[str]:
     return [e["name"] for e in data.get("jobs") or [] if isinstance(e, dict) and isinstance(e.get("name"), str)]
 
 
+def set_target(path: str, names) -> str | None:
+    """The job a ``--set`` ``path`` (str, the part before ``=``) names: of ``names`` (the job names
+    as written, an iterable of str), the longest that ``path`` continues after ``jobs.`` with a dot
+    (a name may hold dots: ``jobs.exp-lr-0.1.num_rounds`` names ``exp-lr-0.1`` when that is a job).
+    None: ``path`` names no such job, or does not start with ``jobs.``."""
+    if not path.startswith("jobs."):
+        return None
+    rest = path[len("jobs.") :]
+    return max((n for n in names if rest.startswith(n + ".")), key=len, default=None)
+
+
 def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Problem]:
     """Apply one ``--set PATH=VALUE`` to ``merged.data``; its problems, or []."""
     path, eq, text = item.partition("=")
@@ -249,7 +260,7 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
     elif path.startswith("jobs."):
         names = _job_names(data)
         rest = path[len("jobs.") :]
-        found = max((n for n in names if rest.startswith(n + ".")), key=len, default=None)
+        found = set_target(path, names)
         if found is None:
             if "." not in rest:
                 return fail("expected jobs.NAME.KEY")

@@ -33,7 +33,7 @@ from pathlib import Path
 from . import extras
 from .errors import Problem, SpecError
 from .layout import DEFAULT_JOBS_FILE, ManifestEntry, made_from, made_from_text
-from .overrides import SetValue, load_all
+from .overrides import SetValue, load_all, set_target
 from .render import Renderer, tracking_uri
 from .selection import listed, matrix_jobs, nearest, not_found, select_names
 from .spec import Job, effective_jobs
@@ -66,6 +66,8 @@ class Generated:
         shown (list[Job]): with ``validate --show``: the jobs whose effective settings to print.
         removed_from (dict[str, dict | None]): each removed job's
             :attr:`generator.layout.ManifestEntry.made_from`, to say what it was generated from.
+        replaced_from (dict[str, dict | None]): each job this run wrote over a folder an earlier
+            ``generate`` made from other files or ``--set`` items: what that one was made from.
         made_elsewhere (list[tuple[dict | None, list[str]]]): with ``check``: the jobs of ``out``
             that an earlier ``generate`` made from other files or ``--set`` items than this run's,
             as ``(made_from, names)`` per origin (:attr:`generator.layout.ManifestEntry.made_from`;
@@ -80,6 +82,7 @@ class Generated:
     unchanged: list = field(default_factory=list)
     shown: list = field(default_factory=list)
     removed_from: dict = field(default_factory=dict)
+    replaced_from: dict = field(default_factory=dict)
     made_elsewhere: list = field(default_factory=list)
     whole: int = 0
 
@@ -325,7 +328,7 @@ def generate(
                 inputs=InputDigests(renderer, jobs),
             )
             result.removed, result.unchanged = written.removed, written.unchanged
-            result.removed_from = written.removed_from
+            result.removed_from, result.replaced_from = written.removed_from, written.replaced_from
     return result
 
 
@@ -344,12 +347,8 @@ class _Origins:
 
     def __init__(self, files: list[str], sets: list[str], written: set[str]):
         self.files, self.sets = files, sets
-        self._targets = []
-        for item in sets:
-            path = item.partition("=")[0]
-            rest = path[len("jobs.") :] if path.startswith("jobs.") else None
-            target = max((n for n in written if rest is not None and rest.startswith(n + ".")), key=len, default=None)
-            self._targets.append(target if rest is not None else None)
+        # None: a --set of defaults or max_jobs, which counts for every job
+        self._targets = [set_target(item.partition("=")[0], written) for item in sets]
 
     def of(self, written: str) -> dict | None:
         """What the job written as ``written`` (str) is made from (None: ``jobs.yaml`` alone)."""

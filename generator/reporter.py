@@ -101,14 +101,22 @@ class Reporter:
         unchanged: list[str] = (),
         removed_from: dict | None = None,
         origin: dict | None = None,
+        replaced_from: dict | None = None,
     ) -> None:
         """``generate`` wrote ``out/<name>`` for each of ``names`` not in ``unchanged`` (those folders
         already held what ``jobs_file`` renders and were left as they were: one line for all of them)
         and removed the folders ``removed``; ``removed_from``: name -> what a removed job was made
-        from (:attr:`generator.layout.ManifestEntry.made_from`), said when not ``origin``, this run's."""
+        from (:attr:`generator.layout.ManifestEntry.made_from`), said when not ``origin``, this run's;
+        ``replaced_from``: name -> what the folder a written job replaced was made from (said always:
+        only jobs made from something else are in it)."""
         kept = set(unchanged)
         written = [name for name in names if name not in kept]
-        lines = [f"generated {out / name}" for name in written]
+        replaced = replaced_from or {}
+        lines = [
+            f"generated {out / name}"
+            + (f" (replaces the one generated from {made_from_text(replaced[name])})" if name in replaced else "")
+            for name in written
+        ]
         for name in removed:
             theirs = (removed_from or {}).get(name)
             why = f"no longer in {jobs_file}"
@@ -169,9 +177,10 @@ class Reporter:
             which = "the selected job is" if selected == 1 else f"the {selected} selected jobs are"
             self.line(f"{out}: {which} up to date with {jobs_file}")
 
-    def linted(self, out: str) -> None:
-        """``lint`` found no problem in ``out``."""
-        self.line(f"{out}: every component imports and its args fit the installed nvflare")
+    def linted(self, out: str, selected: bool = False) -> None:
+        """``lint`` found no problem in ``out`` (``selected``: in the folders of the jobs ``--job`` selects)."""
+        which = " (the jobs --job selects)" if selected else ""
+        self.line(f"{out}{which}: every component imports and its args fit the installed nvflare")
 
     def viewer_started(self, job: str, tracker: str, store: str, where: str, argv: list[str]) -> None:
         """``view`` starts ``argv``: ``tracker``'s viewer on job ``job``'s ``store``, reachable at ``where``."""

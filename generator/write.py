@@ -51,7 +51,7 @@ from pathlib import Path
 
 from .errors import OutputError, Problem
 from .jsonio import loads, pretty, write_pretty
-from .layout import CONFIG_FILES, GENERATOR_ID, MANIFEST, ManifestEntry
+from .layout import CONFIG_FILES, DEFAULT_JOBS_FILE, GENERATOR_ID, MANIFEST, ManifestEntry
 from .outputs import holding
 
 #: Kinds of leftovers a run may leave beside ``out`` if killed: ``.<out>.<kind>-<suffix>``.
@@ -475,11 +475,16 @@ class Written:
             rendered files are the ones on disk: same bytes, mtime and inode), in ``rendered``'s order.
         removed_from (dict[str, dict | None]): each removed job's
             :attr:`generator.layout.ManifestEntry.made_from` in the earlier manifest.
+        replaced_from (dict[str, dict | None]): each job of ``info`` whose earlier folder was made
+            from other files, or with a ``--set`` item ``info`` does not give it now: that earlier
+            ``made_from``. A trial's regenerated job, first made from
+            ``exp.yaml``, was replaced by ``jobs.yaml``'s without a word.
     """
 
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed_from: dict[str, dict | None] = field(default_factory=dict)
+    replaced_from: dict[str, dict | None] = field(default_factory=dict)
 
 
 def write_jobs(
@@ -540,6 +545,10 @@ def write_jobs(
                 raise OutputError(problems)
             written = Written(removed=[] if keep_others else [name for name in manifest["jobs"] if name not in info])
             written.removed_from = {name: _made_from(manifest["jobs"][name]) for name in written.removed}
+            earlier = {name: _made_from(manifest["jobs"][name]) for name in info if name in manifest["jobs"]}
+            written.replaced_from = {
+                name: theirs for name, theirs in earlier.items() if _made_elsewhere(theirs, info[name].made_from)
+            }
             on_disk = _job_digests(manifest)
             tmp = _exchange_folder(out, manifest)
             if tmp is not None:
@@ -554,6 +563,15 @@ def write_jobs(
         where = e.filename or out
         raise _fail(Path(where), f"cannot write: {e.strerror or e}") from None
     return written
+
+
+def _made_elsewhere(earlier: dict | None, now: dict | None) -> bool:
+    """Whether a job made from ``now`` (a :attr:`generator.layout.ManifestEntry.made_from`; None:
+    ``jobs.yaml`` alone) replaces one made from other files than ``now``'s, or with a ``--set``
+    item ``now`` does not give (``earlier``); adding ``--set`` items to the same files is not."""
+    earlier, now = earlier or {}, now or {}
+    files = (earlier.get("jobs") or [DEFAULT_JOBS_FILE], now.get("jobs") or [DEFAULT_JOBS_FILE])
+    return files[0] != files[1] or not set(earlier.get("set") or []) <= set(now.get("set") or [])
 
 
 def _made_from(entry) -> dict | None:

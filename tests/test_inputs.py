@@ -240,6 +240,33 @@ def test_generate_records_what_it_was_made_from_and_says_so_when_others_replace_
     assert not any("made_from" in entry for entry in manifest["jobs"].values())  # the default: not written
 
 
+def test_a_job_written_over_one_made_from_other_files_says_so(project, cli):
+    # a trial's job made from exp.yaml was regenerated from jobs.yaml without a word; only removed
+    # jobs said where they had come from
+    (project / "exp.yaml").write_text("jobs:\n  - name: np-cyclic\n    script: train_full.py\n", encoding="utf-8")
+    assert cli("generate", "--jobs", "exp.yaml")[0] == 0
+    assert cli("generate", "--job", "np-cyclic", "--set", "jobs.np-cyclic.num_rounds=2") == (
+        0,
+        ["generated build/jobs/np-cyclic (replaces the one generated from exp.yaml)"],
+        [],
+    )
+    code, out, _ = cli("generate", "--job", "np-cyclic")
+    assert (code, out) == (
+        0,
+        [
+            "generated build/jobs/np-cyclic (replaces the one generated from jobs.yaml with "
+            "--set jobs.np-cyclic.num_rounds=2)"
+        ],
+    )
+    assert cli("generate", "--job", "np-cyclic") == (  # the same origin: nothing to say
+        0,
+        ["build/jobs is up to date with jobs.yaml: left 1 job folder as it was"],
+        [],
+    )
+    code, out, _ = cli("generate")
+    assert code == 0 and not any("replaces" in line for line in out)
+
+
 def test_a_set_of_one_job_is_recorded_on_that_job_only_and_a_check_names_it(project, cli):
     # a trial's --set jobs.np-cyclic... was recorded on all 14 jobs, and a check blamed all 14
     assert cli("generate", "--set", "jobs.np-cyclic.num_rounds=3")[0] == 0

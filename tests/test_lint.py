@@ -282,6 +282,43 @@ def test_for_other_files_lint_names_the_generate_command_of_those_files(project,
     assert err and all(f"run `{fix}`" in line for line in err), err
 
 
+def test_lint_job_checks_only_the_selected_jobs_folders(project, monkeypatch, capsys):
+    """``lint --job`` (names, matrix names as written, patterns, as ``generate --job``): a folder of
+    ``--out`` made from another jobs file, or broken, is left alone unless selected (trial 44: lint
+    had no ``--job``, so a folder mixing two files' jobs could not be linted against either)."""
+    monkeypatch.chdir(project)
+    (project / "mine.yaml").write_text("jobs:\n  - name: mine\n    script: train_full.py\n")
+    assert main(["generate", "--job", "np-full-*"]) == 0
+    assert main(["generate", "--jobs", "mine.yaml", "--job", "mine"]) == 0
+    out = project / "build/jobs"
+    edit_json(out / "mine" / SERVER, lambda data: data["workflows"][0].update(path="nvflare.NoSuchController"))
+    capsys.readouterr()
+
+    assert main(["lint", "--job", "np-full-*"]) == 0
+    stdout, err = capsys.readouterr()
+    assert err == "" and "build/jobs (the jobs --job selects): every component imports" in stdout
+
+    assert main(["lint"]) == 2  # unselected: mine's folder is not in jobs.yaml, the other jobs not generated
+    err = capsys.readouterr().err
+    assert "job 'mine' is not in jobs.yaml" in err and "job 'np-diff-in-process' is not generated yet" in err
+
+    assert main(["lint", "--jobs", "mine.yaml", "--job", "mine"]) == 2
+    edited, bad_class = capsys.readouterr().err.splitlines()  # only mine's folder
+    assert edited.startswith("build/jobs/mine/app/config/config_fed_server.json: edited: not what mine.yaml")
+    assert edited.endswith("run `python -m generator generate --jobs mine.yaml --job mine --out build/jobs`")
+    assert bad_class.startswith("build/jobs/mine/app/config/config_fed_server.json:")
+    assert "NoSuchController" in bad_class
+
+    assert main(["lint", "--job", "np-diff-in-process"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "job 'np-diff-in-process' is not generated yet: run `python -m generator generate" in line
+    assert "--job np-diff-in-process" in line
+
+    assert main(["lint", "--job", "np-fulll-in-process"]) == 2
+    err = capsys.readouterr().err
+    assert "--job 'np-fulll-in-process'" in err and "did you mean 'np-full-in-process'" in err
+
+
 def test_make_simulate_poc_and_submit_warn_when_the_folders_are_not_what_the_jobs_file_generates(project):
     """The first line of their recipes (the Makefile's STALE_NOTE), run as make runs it: silent when
     the folders are up to date, a warning when they are stale or the jobs file does not generate."""

@@ -731,3 +731,16 @@ def test_a_set_of_an_expanded_job_name_says_how_to_reach_it(project):
         "through its matrix job, by the name as written (matrix jobs: s-r{num_rounds}), for all its jobs, or one of "
         "them with the matrix's include"
     ]
+
+
+def test_set_target_is_the_longest_job_name_the_path_continues():
+    """A job name may hold dots: ``--set`` and the manifest's ``made_from`` read a path the same way."""
+    from generator.overrides import set_target
+
+    names = ["exp-lr-0", "exp-lr-0.1", "ring"]
+    assert set_target("jobs.exp-lr-0.1.num_rounds", names) == "exp-lr-0.1"
+    assert set_target("jobs.exp-lr-0.num_rounds", names) == "exp-lr-0"
+    assert set_target("jobs.ring.matrix.num_rounds", names) == "ring"
+    assert set_target("jobs.rings.num_rounds", names) is None
+    assert set_target("jobs.ring", names) is None  # no key after the name
+    assert set_target("defaults.num_rounds", names) is None

@@ -386,7 +386,7 @@ def test_an_option_of_another_command_is_refused_and_validate_job_names_show(pro
     # argparse's prefix matching read a trial's `validate --job np-cyclic` as --jobs: "file not found"
     for argv, hint in (
         (["validate", "--job", "np-cyclic"], "--show NAME prints one job's effective settings"),
-        (["lint", "--job", "np-cyclic"], "lint checks every generated job of --out"),
+        (["lint", "--jobs-only"], None),
         (["simulate", "--jo", "np-cyclic"], None),
     ):
         with pytest.raises(SystemExit) as stopped:
