@@ -294,7 +294,11 @@ class _ConfigLinter:
                 )
 
     def import_class(self, comp, where: str, class_path: str, key, at: tuple | None = None):
+        """The class ``class_path`` names, imported (None: reported why not). An escape-hatch entry's
+        problems are located at its ``path`` key, where ``generate``'s own class-path warnings are."""
         module_name, _, class_name = class_path.rpartition(".")
+        if at is not None:
+            at = (*at, "path")
         shipped = shipped_module_file(module_name)
         custom = self.custom_module_dir(module_name) if at is not None else None
         if not (class_path.startswith(NVFLARE_PREFIX) or shipped or custom) or not module_name:

@@ -164,11 +164,31 @@ def class_problem(module_file: Path, class_path: str) -> str | None:
             f"module {module!r} imports or assigns {name!r} but defines no class {name!r} (generate reads the "
             f"module that defines the class, with a class statement at its top level){hint}"
         )
+    nested = _nested_class(tree, name)
+    if nested:  # a trial's class in a function was told only that the module defines no such class
+        return (
+            f"module {module!r} defines class {name!r} inside {nested}, not at its top level: "
+            "PTFileModelPersistor imports it by module and name, which reaches only a top-level class; "
+            "move the class statement out"
+        )
     import difflib
 
     close = difflib.get_close_matches(name, classes, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else (f" (it defines {', '.join(classes)})" if classes else "")
     return f"module {module!r} defines no class {name!r}{hint}"
+
+
+def _nested_class(tree: ast.Module, name: str) -> str | None:
+    """Where a ``class name`` statement stands below the top level of ``tree``: ``function 'build'
+    (line 3)``, ``class 'Outer' (line 1)``, or None when there is none."""
+    for outer in ast.walk(tree):
+        if outer is tree or not isinstance(outer, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            continue
+        for node in ast.walk(outer):
+            if node is not outer and isinstance(node, ast.ClassDef) and node.name == name:
+                kind = "class" if isinstance(outer, ast.ClassDef) else "function"
+                return f"{kind} {outer.name!r} (line {outer.lineno})"
+    return None
 
 
 #: Base classes whose ``__init__`` takes no argument: ``torch.nn.Module`` as a model module names it.

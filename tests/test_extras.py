@@ -182,12 +182,13 @@ def test_lint_locates_each_entry_problem_in_jobs_yaml(project, cli):
         f"did you mean 'percentile'? (in {client}:29:9, task_result_filters[0].filters[0])",
         f"jobs.yaml:13:30: {chain}[1].args.factor: my_filters.Scale: got an unexpected keyword argument 'factor' "
         f"(it accepts: scale) (in {client}:35:9, task_result_filters[0].filters[1])",
-        f"jobs.yaml:14:15: {chain}[2]: my_filters has no class 'Nope' "
+        f"jobs.yaml:14:21: {chain}[2].path: my_filters has no class 'Nope' "
         f"(in {client}:41:9, task_result_filters[0].filters[2])",
-        f"jobs.yaml:15:15: {chain}[3]: 'other_module.Scale' is neither an nvflare class nor in the app's custom/ "
+        f"jobs.yaml:15:21: {chain}[3].path: 'other_module.Scale' is neither an nvflare class nor in the app's custom/ "
         "folder (ship its module with custom_files): lint imports nothing else "
         f"(in {client}:45:9, task_result_filters[0].filters[3])",
-        f"jobs.yaml:16:15: {chain}[4]: cannot import nvflare.app_common.filters.no_such_module: ModuleNotFoundError: "
+        f"jobs.yaml:16:21: {chain}[4].path: cannot import nvflare.app_common.filters.no_such_module: "
+        "ModuleNotFoundError: "
         "No module named 'nvflare.app_common.filters.no_such_module' "
         f"(in {client}:49:9, task_result_filters[0].filters[4])",
         f"jobs.yaml:19:11: jobs[0] (a).server.components[0]: {PERSISTOR} is a ModelPersistor, and the generated config "
@@ -211,7 +212,7 @@ def test_lint_names_the_import_path_of_a_module_shipped_below_a_folder(project, 
     code, _, err = cli("lint")
     assert code == 2
     assert [line.split(": ", 1)[1].split(" (in ")[0] for line in err] == [
-        "jobs[0] (a).client.task_result_filters[0].filters[0]: 'my_filters.Scale' is neither an nvflare class nor "
+        "jobs[0] (a).client.task_result_filters[0].filters[0].path: 'my_filters.Scale' is neither an nvflare class nor "
         "in the app's custom/ folder, which holds mynet/my_filters.py: did you mean 'mynet.my_filters.Scale'? "
         "(NVFlare imports a custom/ module by its path below custom/)"
     ]

@@ -280,6 +280,24 @@ def test_a_model_module_that_does_not_parse_is_named_where_it_is_with_the_syntax
     assert "SyntaxError" in err[-1]
 
 
+@pytest.mark.parametrize(
+    ("model", "where"),
+    [
+        ("def build():\n    class Net(torch.nn.Module):\n        pass\n    return Net\n", "function 'build' (line 3)"),
+        ("class Outer:\n    class Net(torch.nn.Module):\n        pass\n", "class 'Outer' (line 3)"),
+    ],
+)
+def test_a_model_class_below_the_top_level_is_told_so(project, cli, model, where):
+    # trial 44: a class defined in a function was told only "defines no class 'Net'"
+    files = {"train.py": "import torch\n", "model.py": "import torch\n\n" + model}
+    code, err = _generate_with(project, cli, "mynet", files, "model.Net")
+    assert code == 2
+    assert err[-1].endswith(
+        f"model.path: module 'model' defines class 'Net' inside {where}, not at its top level: PTFileModelPersistor "
+        "imports it by module and name, which reaches only a top-level class; move the class statement out"
+    ), err
+
+
 def test_model_args_are_checked_against_an_inherited_init_and_torch_modules(tmp_path):
     # a trial's NoInit(nn.Module) with args {hidden: 8}, and Child(Base) with {hiden: 8}, passed generate
     from generator.ptmodel import args_problems
