@@ -6,8 +6,10 @@ STAMP  := $(VENV)/.installed
 JOBS   ?= jobs.yaml
 SET    ?=
 # JOBS may name several files (later ones merge over earlier ones); SET holds PATH=VALUE overrides.
-FILES_ARGS = $(foreach f,$(JOBS),--jobs $(f))
-SET_ARGS   = $(foreach s,$(SET),--set $(s))
+# Each word single-quoted for the shell: a trial's SET='defaults.num_rounds=3;echo INJECTED' ran echo.
+FILES_ARGS = $(foreach f,$(JOBS),--jobs '$(f)')
+SET_ARGS   = $(foreach s,$(SET),--set '$(s)')
+JOB_ARGS   = $(foreach j,$(JOB),--job '$(j)')
 OUT    ?= build/jobs
 WS     ?= build/workspaces
 JOB    ?=
@@ -23,7 +25,7 @@ POC_WS ?=
 DOWNLOADS ?=
 # RELAY=1: poc --relay (job messages through the POC server, as NVFlare's default comm_config); 0, no, false: not
 RELAY ?=
-VIEW_ARGS = $(if $(JOB),--job $(JOB)) $(if $(PORT),--port $(PORT)) $(if $(RESULTS),--results $(RESULTS))
+VIEW_ARGS = $(if $(JOB),--job '$(JOB)') $(if $(PORT),--port '$(PORT)') $(if $(RESULTS),--results '$(RESULTS)')
 
 # NVFlare 2.7 gets its own environment (the equivalence harness checks the 2.7 templates against
 # NVFlare 2.7 itself). The project pins nvflare>=2.9, so the generator's own dependencies are
@@ -65,13 +67,13 @@ setup27: $(STAMP27)
 validate: setup
 	"$(BIN)/python" -m generator validate $(FILES_ARGS) $(SET_ARGS) $(foreach j,$(SHOW),--show '$(j)')
 
-## generate: render one NVFlare job folder per job of jobs.yaml (JOBS=, SET=) into build/jobs/ (OUT=folder)
+## generate: render one NVFlare job folder per job of jobs.yaml (JOBS=, SET=; JOB=name ... for only those) into build/jobs/ (OUT=folder)
 generate: setup
-	"$(BIN)/python" -m generator generate $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS)
+	"$(BIN)/python" -m generator generate $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS) $(JOB_ARGS)
 
-## check: exit 1 if build/jobs/ (OUT=) differs from what jobs.yaml (JOBS=, SET=) renders now
+## check: exit 1 if build/jobs/ (OUT=) differs from what jobs.yaml (JOBS=, SET=; JOB=name ...) renders now
 check: setup
-	"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS)
+	"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS) $(JOB_ARGS)
 
 # simulate, poc and submit run the generated folders as they are; this says (a warning, never a
 # failure) when they are not what the jobs files generate now (`generate --check` exit 1), or when
@@ -89,18 +91,18 @@ STALE_NOTE = @"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out 
 ## simulate: run every generated job of build/jobs (OUT=; or JOB=name ...) with nvflare simulator and check the results (PARALLEL=n jobs at once, WS=workspaces, RESULTS=file, REPORTS=folder)
 simulate: setup
 	$(STALE_NOTE)
-	"$(BIN)/python" -m generator simulate --out "$(OUT)" --workspace "$(WS)" $(foreach j,$(JOB),--job '$(j)') $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(RESULTS),--results "$(RESULTS)") $(if $(REPORTS),--reports "$(REPORTS)")
+	"$(BIN)/python" -m generator simulate --out "$(OUT)" --workspace "$(WS)" $(JOB_ARGS) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(RESULTS),--results "$(RESULTS)") $(if $(REPORTS),--reports "$(REPORTS)")
 
 ## poc: run every generated job on a POC system (server and clients on 127.0.0.1) started for them, then stop it (PARALLEL=n jobs at once, POC_WS=its workspace, RELAY=1 for --relay, DOWNLOADS=folder, RESULTS=file)
 poc: setup
 	$(STALE_NOTE)
-	"$(BIN)/python" -m generator poc --out "$(OUT)" $(if $(POC_WS),--workspace "$(POC_WS)") $(foreach j,$(JOB),--job '$(j)') $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(filter-out 0 no false,$(RELAY)),--relay) $(if $(DOWNLOADS),--downloads "$(DOWNLOADS)") $(if $(RESULTS),--results "$(RESULTS)")
+	"$(BIN)/python" -m generator poc --out "$(OUT)" $(if $(POC_WS),--workspace "$(POC_WS)") $(JOB_ARGS) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(filter-out 0 no false,$(RELAY)),--relay) $(if $(DOWNLOADS),--downloads "$(DOWNLOADS)") $(if $(RESULTS),--results "$(RESULTS)")
 
 ## submit: run every generated job on a running NVFlare system through an admin startup kit (KIT=dir, USER_NAME=admin, DOWNLOADS=folder, RESULTS=file)
 submit: setup
 	@test -n "$(KIT)" || { echo "make submit needs KIT=<an admin's startup kit folder>" >&2; exit 2; }
 	$(STALE_NOTE)
-	"$(BIN)/python" -m generator submit --out "$(OUT)" --startup-kit "$(KIT)" $(if $(USER_NAME),--username "$(USER_NAME)") $(foreach j,$(JOB),--job '$(j)') $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(DOWNLOADS),--downloads "$(DOWNLOADS)") $(if $(RESULTS),--results "$(RESULTS)")
+	"$(BIN)/python" -m generator submit --out "$(OUT)" --startup-kit "$(KIT)" $(if $(USER_NAME),--username "$(USER_NAME)") $(JOB_ARGS) $(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(DOWNLOADS),--downloads "$(DOWNLOADS)") $(if $(RESULTS),--results "$(RESULTS)")
 
 # The example sweep gets a folder of its own, so it never touches build/jobs or the main results.
 # Its scripts are looked up beside the jobs file, so the file and client_scripts/ are copied there.
@@ -129,7 +131,7 @@ wandb-view: setup
 
 ## lint: check the generated configs (OUT=, from JOBS= and SET=; JOB=name ... for only those jobs) against the installed nvflare
 lint: setup
-	"$(BIN)/python" -m generator lint $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS) $(foreach j,$(JOB),--job '$(j)')
+	"$(BIN)/python" -m generator lint $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS) $(JOB_ARGS)
 
 RUFF_PATHS := generator tests client_scripts templates bench
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -313,6 +314,34 @@ def combinations(matrix: dict, axes: dict) -> list[tuple[dict, dict]]:
     return base + extra
 
 
+def unmatched_excludes(matrix) -> list[tuple[tuple, str]]:
+    """Warnings for the ``exclude`` entries of ``matrix`` (a job's ``matrix`` mapping, well formed or
+    not) that remove no combination: each names a value that is not one of its key's values (a
+    trial's ``{num_rounds: "1"}``, text, beside the axis ``[1, 2]`` removed nothing, silently; GitHub
+    Actions ignores such entries as well). Returns ``(key path inside the matrix, message)`` pairs."""
+    if not isinstance(matrix, dict) or not isinstance(matrix.get("exclude"), list):
+        return []
+    axes = {k: v for k, v in matrix.items() if k not in RESERVED and isinstance(v, list)}
+    found = []
+    for n, item in enumerate(matrix["exclude"]):
+        if not isinstance(item, dict):
+            continue
+        for key, value in item.items():
+            values = axes.get(key)
+            if values is None or value in values:  # equality as combinations() excludes by
+                continue
+            shown = ", ".join(_text(v) for v in values)
+            typed = next((v for v in values if _text(v) == _text(value)), None)
+            if typed is not None:  # "1" beside 1, 1 beside "1"
+                typed = json.dumps(typed)
+                message = f"{json.dumps(value)} is not the value {typed} of {key} ({shown}): write {typed}"
+            else:
+                message = f"{key}={_text(value)} is not one of the matrix's values for it ({shown})"
+            found.append((("exclude", n, key), f"warning: {message}, so this entry excludes nothing"))
+            break
+    return found
+
+
 def _name(template: str, values: dict, placeholders: list[str]) -> str:
     if placeholders:
         return PLACEHOLDER.sub(lambda m: _NAME_CHARS.sub("_", _text(values[m.group(1)])), template)
@@ -357,7 +386,18 @@ def expand(entry: dict, schema: dict) -> tuple[list[Combination], list[EntryProb
         return [], problems
     template = {k: v for k, v in entry.items() if k != "matrix"}
     out = []
-    for values, sources in combinations(matrix, axes):
+    found = combinations(matrix, axes)
+    if not found:  # a trial's job vanished without a word when another job was left in the file
+        count = math.prod(len(v) for v in axes.values())
+        return [], [
+            (
+                ("matrix", "exclude"),
+                f"excludes every combination of the matrix ({count} of {count}), so it makes no job: "
+                "remove the job, or the exclude entries that remove what you mean to run",
+                True,
+            )
+        ]
+    for values, sources in found:
         missing = [k for k in placeholders if k not in values]
         if missing:
             n = next(s[1] for s in sources.values())

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import Problem, SpecError
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document, format_path, load, load_text
-from .matrix import DEFAULT_MAX_JOBS, combination_count, expand, is_matrix_job, setting_problem
+from .matrix import DEFAULT_MAX_JOBS, combination_count, expand, is_matrix_job, setting_problem, unmatched_excludes
 from .matrix import RESERVED as MATRIX_RESERVED  # include, exclude
 from .selection import listed
 from .spec import TYPED_MAPPINGS, _copy
@@ -182,9 +182,22 @@ def _layer_problems(doc: Document, first: bool) -> list[Problem]:
     jobs = data.get("jobs", [])
     if not isinstance(jobs, list):
         return problems + [doc.problem(("jobs",), "expected a list of jobs")]
+    seen: dict[str, int] = {}
     for i, entry in enumerate(jobs):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             problems.append(doc.problem(("jobs", i), "expected a mapping with a `name` (jobs merge by name)"))
+        elif entry["name"] in seen and not first:  # the first file's are validate's duplicate job names
+            # a trial's later file named an earlier file's job twice: both merged in, the last one won
+            line = doc.where(("jobs", seen[entry["name"]], "name")).line
+            problems.append(
+                doc.problem(
+                    ("jobs", i, "name"),
+                    f"duplicate job name {entry['name']!r} (first at line {line} of this file): a later file's "
+                    "jobs merge by name into the jobs before, so give each job's settings in one entry",
+                )
+            )
+        else:
+            seen[entry["name"]] = i
     return problems if not first or problems else []
 
 
@@ -458,6 +471,8 @@ def _expand_all(merged: Layered, schema: dict) -> list[Problem]:
             merged.expanded.append((i, None))
             continue
         combos, found = expand(entry, schema)
+        for where, message in [] if found else unmatched_excludes(entry["matrix"]):
+            merged.warnings.append(_merged_problem(merged, ("jobs", i, "matrix") + where, message, at_key=False))
         for where, message, at_key in found:
             problem = _merged_problem(merged, ("jobs", i) + where, message, at_key=at_key)
             if where[:2] == ("matrix", "include"):

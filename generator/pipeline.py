@@ -25,13 +25,14 @@ nodes and positions takes 239 MB).
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import extras
-from .errors import Problem, SpecError
+from .errors import OutputError, Problem, SpecError
 from .layout import DEFAULT_JOBS_FILE, ManifestEntry, made_from, made_from_text
 from .overrides import SetValue, load_all, set_target
 from .render import Renderer, tracking_uri
@@ -301,6 +302,8 @@ def generate(
             written = {_written_name(doc, job.name) for job in jobs}
             jobs = select(doc, check_jobs(checked, jobs), names)
         renderer = Renderer(doc.root / SCRIPTS_DIR)
+        if not check:
+            _out_outside_scripts(Path(out), doc.root / SCRIPTS_DIR)
         result = Generated(jobs=jobs, out=Path(out), warnings=_warnings(doc, jobs))
     files = [str(f) for f in (jobs_file if isinstance(jobs_file, list) else [jobs_file])]
     origins = _Origins(files, sets or [], written)
@@ -330,6 +333,21 @@ def generate(
             result.removed, result.unchanged = written.removed, written.unchanged
             result.removed_from, result.replaced_from = written.removed_from, written.replaced_from
     return result
+
+
+def _out_outside_scripts(out: Path, scripts: Path) -> None:
+    """Refuse an ``out`` in the jobs file's ``client_scripts/`` (a trial's ``--out client_scripts/gen``
+    was written: every later job would ship the generated folders as the scripts' neighbours).
+    Raises OutputError."""
+    where, root = Path(os.path.abspath(out)), Path(os.path.abspath(scripts))
+    if where.is_relative_to(root):
+        shown = os.path.relpath(root) if root.is_relative_to(Path.cwd()) else str(root)
+        place = "is" if where == root else "is inside"
+        message = (
+            f"{place} {shown}, the folder the jobs ship their scripts and custom_files from: "
+            "choose an --out outside it (such as build/jobs)"
+        )
+        raise OutputError([Problem(str(out), 0, 0, "", message)])
 
 
 def _written_name(doc, name: str) -> str:

@@ -117,11 +117,14 @@ class Reporter:
             + (f" (replaces the one generated from {made_from_text(replaced[name])})" if name in replaced else "")
             for name in written
         ]
+        # with --set, what this run made: a trial's --set jobs.np-cyclic.name=np-cyc2 removed np-cyclic
+        # "(generated from jobs.yaml alone; not in jobs.yaml)", which holds it
+        now = made_from_text(origin) if origin and origin.get("set") else jobs_file
         for name in removed:
             theirs = (removed_from or {}).get(name)
-            why = f"no longer in {jobs_file}"
+            why = f"no longer in {now}"
             if theirs != origin:  # a trial's exp.yaml jobs were said to be "no longer in jobs.yaml"
-                why = f"generated from {made_from_text(theirs)}; not in {jobs_file}"
+                why = f"generated from {made_from_text(theirs)}; not in {now}"
             lines.append(f"removed {out / name} ({why})")
         if kept:
             count = len(kept)

@@ -62,6 +62,25 @@ def _fail(path: Path, message: str) -> OutputError:
     return OutputError([Problem(str(path), 0, 0, "", message)])
 
 
+def _check_parents(out: Path) -> None:
+    """Refuse an ``out`` below a file, or below a folder the generator writes (one holding a
+    :data:`MANIFEST`): a trial's ``--out build/jobs/zzz`` was written, and the next ``make generate``
+    then refused ``build/jobs`` for holding a folder it "did not write"; ``--out
+    build/jobs/np-cyclic/app/custom/x`` wrote jobs into an app's ``custom/``, which NVFlare sends to
+    every site. Raises OutputError."""
+    for parent in Path(os.path.abspath(out)).parents:
+        shown = os.path.relpath(parent) if parent.is_relative_to(Path.cwd()) else str(parent)
+        if parent.exists() and not parent.is_dir():
+            raise _fail(Path(shown), f"is a file, not a folder: {out} cannot be below it (choose another --out)")
+        if (parent / MANIFEST).is_file():
+            raise _fail(
+                out,
+                f"is inside {shown}, a folder of generated jobs (it holds {MANIFEST}), which generate "
+                f"replaces as a whole: choose an --out outside it, such as "
+                f"{os.path.join(os.path.dirname(shown), out.name)}",
+            )
+
+
 def sha256(data: bytes) -> str:
     """Hex SHA-256 of ``data``, as stored in the manifest."""
     return hashlib.sha256(data).hexdigest()
@@ -527,6 +546,7 @@ def write_jobs(
         out = Path(os.path.abspath(out))
     if out.parent == out:
         raise _fail(out, "is the root of the file system; choose a folder for the generated jobs (--out)")
+    _check_parents(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with _locked(out.parent, out):

@@ -265,6 +265,13 @@ def test_a_job_written_over_one_made_from_other_files_says_so(project, cli):
     )
     code, out, _ = cli("generate")
     assert code == 0 and not any("replaces" in line for line in out)
+    # trial 47: a rename by --set removed the job "(generated from jobs.yaml alone; not in jobs.yaml)"
+    code, out, _ = cli("generate", "--set", "jobs.np-cyclic.name=np-cyc2")
+    assert code == 0 and out[-2:] == [
+        "removed build/jobs/np-cyclic (generated from jobs.yaml alone; not in jobs.yaml with "
+        "--set jobs.np-cyclic.name=np-cyc2)",
+        "left 13 other job folders in build/jobs as they were (already what jobs.yaml renders)",
+    ]
 
 
 def test_a_set_of_one_job_is_recorded_on_that_job_only_and_a_check_names_it(project, cli):

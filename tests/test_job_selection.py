@@ -10,7 +10,7 @@ import shlex
 import subprocess
 
 import pytest
-from conftest import make_recipe, snapshot
+from conftest import ROOT, make_recipe, snapshot
 
 from generator import simulate
 from generator.selection import is_pattern, matrix_jobs, select_names
@@ -159,7 +159,10 @@ def test_validate_show_takes_a_matrix_name_and_patterns(project, cli):
 
 @pytest.mark.parametrize(
     ("target", "variable", "option"),
-    [("simulate", "JOB", "--job"), ("poc", "JOB", "--job"), ("submit", "JOB", "--job"), ("validate", "SHOW", "--show")],
+    [
+        *((target, "JOB", "--job") for target in ("generate", "simulate", "poc", "submit", "lint")),
+        ("validate", "SHOW", "--show"),
+    ],
 )
 def test_make_passes_each_pattern_word_as_it_is(tmp_path, target, variable, option):
     """Each word of ``JOB=`` (``SHOW=``) reaches the command unchanged, as the shell runs make's recipe
@@ -176,6 +179,38 @@ def test_make_passes_each_pattern_word_as_it_is(tmp_path, target, variable, opti
     given = ran.stdout.splitlines()
     assert [given[i + 1] for i, w in enumerate(given) if w == option] == ["tr-*", MATRIX, "np-full"]
     assert shlex.split(command)[0] == str(fake / "python")
+
+
+@pytest.mark.parametrize("target", ["validate", "generate", "lint"])
+def test_make_gives_set_and_jobs_words_to_the_command_not_to_the_shell(tmp_path, target):
+    """A trial's ``make validate SET='defaults.num_rounds=3;echo INJECTED'`` ran ``echo``; ``make check
+    JOB=`` and ``make generate JOB=`` ignored ``JOB``."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (fake / "python").chmod(0o755)
+    assignments = ["SET=defaults.num_rounds=3;echo INJECTED", "JOBS=my `id`.yaml", "JOB=np-*", f"BIN={fake}"]
+    command = make_recipe(target, *assignments)
+    ran = subprocess.run(["sh", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    given = ran.stdout.splitlines()
+    assert given.count("INJECTED") == 1 and given[given.index("INJECTED") - 1] == "--set"
+    assert [given[i + 1] for i, w in enumerate(given) if w == "--jobs"] == ["my", "`id`.yaml"]
+    assert target == "validate" or [given[i + 1] for i, w in enumerate(given) if w == "--job"] == ["np-*"]
+
+
+def test_make_check_passes_job():
+    words = shlex.split(
+        subprocess.run(
+            ["make", "-n", "--no-print-directory", "check", "JOB=np-cyclic"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.splitlines()[-1]
+    )
+    assert words[4] == "--check" and words[-2:] == ["--job", "np-cyclic"]
 
 
 def test_a_list_of_names_in_a_message_stops_at_twenty():

@@ -110,6 +110,27 @@ def test_output_pointed_at_a_home_like_folder(project, cli):
     ]
 
 
+def test_an_output_inside_generated_jobs_or_client_scripts_or_below_a_file_is_refused(project, built, cli):
+    # trial 47: --out build/jobs/zzz was written, and the next generate refused build/jobs for holding
+    # a folder it "did not write"; --out .../app/custom/x wrote jobs into what NVFlare sends every site
+    inside = "a folder of generated jobs (it holds .jobgen.json), which generate replaces as a whole"
+    assert refused(cli, project, "--out", "build/jobs/zzz", "--job", "np-cyclic") == [
+        f"build/jobs/zzz: is inside build/jobs, {inside}: choose an --out outside it, such as build/zzz"
+    ]
+    assert refused(cli, project, "--out", "build/jobs/np-cyclic/app/custom/x") == [
+        f"build/jobs/np-cyclic/app/custom/x: is inside build/jobs, {inside}: choose an --out outside it, such as "
+        "build/x"
+    ]
+    scripts = "the folder the jobs ship their scripts and custom_files from: choose an --out outside it"
+    assert refused(cli, project, "--out", "client_scripts/gen") == [
+        f"client_scripts/gen: is inside client_scripts, {scripts} (such as build/jobs)"
+    ]
+    assert refused(cli, project, "--out", "jobs.yaml/sub") == [
+        "jobs.yaml: is a file, not a folder: jobs.yaml/sub cannot be below it (choose another --out)"
+    ]
+    assert cli("generate", "--out", "build/other", "--job", "np-cyclic")[0] == 0  # beside it: fine
+
+
 def test_a_forged_manifest_does_not_make_a_folder_ours(project, built, cli):
     (built / ".jobgen.json").write_text(json.dumps({"generator": "someone-else", "jobs": {}}))
     assert refused(cli, project)[0].startswith("build/jobs: holds files the generator did not write")
