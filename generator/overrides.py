@@ -358,6 +358,98 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
     return []
 
 
+def _defaults_jobs_keep(merged: Layered, files: list[str]) -> list[Problem]:
+    """Warnings for each ``defaults`` value a later file or a ``--set`` gave that a job keeps its own
+    value over, a value an earlier file gave it (a job's key wins over ``defaults``; a matrix or
+    ``include`` key of the job too), at that ``defaults`` value. A trial's ``--set
+    defaults.num_rounds=1`` reached none of its jobs, each of which set its own ``num_rounds``, and
+    generate said "up to date"; the README's ``lab.yaml`` ("everything ... for 2 rounds") left the
+    PyTorch jobs at their own 3. ``files``: the ``--jobs`` files in order (the first one's defaults
+    are meant to be overridden by its jobs; a job's value from the same or a later layer is meant)."""
+    data = merged.data
+    defaults, jobs = data.get("defaults"), data.get("jobs")
+    if not isinstance(defaults, dict) or not isinstance(jobs, list):
+        return []
+
+    def rank(problem: Problem) -> int:  # the files in order, then --set #1, #2, ...
+        if problem.file in files:
+            return files.index(problem.file)
+        number = problem.file.removeprefix("--set #")
+        return len(files) + int(number) if number.isdigit() else len(files)
+
+    found = []
+    named = [(i, e) for i, e in enumerate(jobs) if isinstance(e, dict) and isinstance(e.get("name"), str)]
+    for keys in _leaf_paths(defaults):
+        at = _merged_problem(merged, ("defaults", *keys), "")
+        if rank(at) == 0:
+            continue
+        value = _value_at(defaults, keys)
+        keeping = [
+            e["name"]
+            for i, e in named
+            if (where := _sets_itself(e, keys))
+            and not (where == keys and _value_at(e, keys) == value)  # the same value: nothing lost
+            and rank(_merged_problem(merged, ("jobs", i, *where), "")) < rank(at)
+        ]
+        if not keeping:
+            continue
+        dotted = ".".join(keys)
+        if len(keeping) == len(named):  # each job's value was written before this default
+            message = (
+                f"warning: reaches no job: every job sets its own {dotted} ({listed(keeping)}), which wins over "
+                f"defaults; set it per job (jobs.NAME.{dotted}) or take it out of the jobs"
+            )
+        else:
+            sets = "sets its" if len(keeping) == 1 else "set their"
+            message = (
+                f"warning: does not reach {listed(keeping)}, which {sets} own {dotted} (a job's own value "
+                f"wins over defaults): set it there too (jobs.NAME.{dotted})"
+            )
+        found.append(dataclasses.replace(at, message=message))
+    return found
+
+
+def _value_at(node: dict, keys: tuple):
+    """The value at key path ``keys`` of ``node`` (every key present)."""
+    for key in keys:
+        node = node[key]
+    return node
+
+
+def _leaf_paths(node: dict, path: tuple = ()) -> list[tuple]:
+    """The key paths of ``node``'s values that are not mappings (a mapping's keys, recursively)."""
+    out = []
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            out += _leaf_paths(value, (*path, key))
+        else:
+            out.append((*path, key))
+    return out
+
+
+def _sets_itself(entry: dict, keys: tuple) -> tuple | None:
+    """Where job ``entry`` gives the setting ``keys`` itself (a key path in the entry: ``keys``, or
+    ``("matrix",)`` for a key of its matrix or of one of its matrix's ``include`` entries, a dotted
+    matrix key or a mapping above it); None: it does not."""
+    node = entry
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            break
+        node = node[key]
+    else:
+        return keys
+    matrix = entry.get("matrix")
+    if not isinstance(matrix, dict):
+        return None
+    dotted = ".".join(keys)
+    written = [k for k in matrix if k not in MATRIX_RESERVED]
+    include = matrix.get("include")
+    for item in include if isinstance(include, list) else []:
+        written += list(item) if isinstance(item, dict) else []
+    found = any(isinstance(k, str) and (k == dotted or dotted.startswith(k + ".")) for k in written)
+    return ("matrix",) if found else None
+
+
 def _swept_by(data: dict, target: tuple, keys: list[str]) -> tuple[str | None, str]:
     """``(name, how)`` of the matrix job whose matrix sets the setting ``keys`` that a ``--set`` of
     ``target`` (``("jobs", i)``) writes: ``how`` is ``"axis"`` (every combination sets it) or
@@ -583,6 +675,7 @@ def load_all(files: str | Path | list, sets: list[str] | None = None, schema: di
         problems += _apply_set(merged, number, item, schema)
     if problems:
         raise SpecError(problems)
+    merged.warnings += _defaults_jobs_keep(merged, [d.file for d in docs])
     # A broken matrix does not stop the check: its problems are reported with every other job's
     # (the validate stage, as load-stage problems; a trial's bad matrix hid four other mistakes).
     merged.problems = _expand_all(merged, schema)

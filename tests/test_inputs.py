@@ -128,7 +128,7 @@ def test_unknown_job_name_on_the_command_line(project, cli):
 def test_unknown_job_name_names_every_jobs_file_but_no_set(project, cli):
     (project / "lab.yaml").write_text("jobs:\n  - name: extra\n    script: train_full.py\n", encoding="utf-8")
     code, out, err = cli(
-        "validate", "--jobs", "jobs.yaml", "--jobs", "lab.yaml", "--set", "defaults.num_rounds=2", "--show", "extr"
+        "validate", "--jobs", "jobs.yaml", "--jobs", "lab.yaml", "--set", "defaults.num_rounds=3", "--show", "extr"
     )
     assert (code, out) == (2, [])
     assert err == ["jobs.yaml: --show 'extr': no job of that name in jobs.yaml or lab.yaml; did you mean 'extra'?"]

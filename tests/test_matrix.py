@@ -734,3 +734,41 @@ def test_set_target_is_the_longest_job_name_the_path_continues():
     assert set_target("jobs.rings.num_rounds", names) is None
     assert set_target("jobs.ring", names) is None  # no key after the name
     assert set_target("defaults.num_rounds", names) is None
+
+
+def test_a_later_default_that_jobs_keep_their_own_value_over_is_warned_of(project, cli):
+    """Trial 46: ``--set defaults.num_rounds=1`` reached none of the jobs, which each set their own,
+    and generate said "up to date"; the README's lab.yaml left the PyTorch jobs at their own 3 rounds.
+    A job's value from the same or a later layer, a value equal to the default and the first file's
+    own defaults are meant, and not warned of."""
+    _files(
+        project,
+        **{
+            "mine.yaml": "defaults: {num_rounds: 4}\njobs:\n  - {name: a, script: train_full.py, num_rounds: 3}\n"
+            "  - {name: b, script: train_full.py, num_rounds: 2}\n"
+            "  - {name: s, script: train_full.py, matrix: {num_clients: [2, 3]}}\n",
+            "lab.yaml": "defaults: {num_rounds: 2, num_clients: 3}\njobs:\n  - {name: a, num_rounds: 5}\n",
+        },
+    )
+    code, _, err = cli("validate", "--jobs", "mine.yaml", "--jobs", "lab.yaml")
+    assert (code, err) == (
+        0,
+        [
+            "lab.yaml:1:40: defaults.num_clients: warning: does not reach s, which sets its own num_clients (a job's "
+            "own value wins over defaults): set it there too (jobs.NAME.num_clients)"
+        ],
+    )
+    code, _, err = cli("validate", "--jobs", "mine.yaml", "--set", "defaults.num_rounds=1")
+    assert (code, err) == (
+        0,
+        [
+            "--set #1: defaults.num_rounds: warning: does not reach a, b, which set their own num_rounds (a job's "
+            "own value wins over defaults): set it there too (jobs.NAME.num_rounds)"
+        ],
+    )
+    _files(project, **{"only.yaml": "jobs:\n  - {name: a, script: train_full.py, num_rounds: 3}\n"})
+    code, _, err = cli("validate", "--jobs", "only.yaml", "--set", "defaults.num_rounds=1")
+    assert err == [
+        "--set #1: defaults.num_rounds: warning: reaches no job: every job sets its own num_rounds (a), which wins "
+        "over defaults; set it per job (jobs.NAME.num_rounds) or take it out of the jobs"
+    ]
