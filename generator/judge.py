@@ -757,6 +757,28 @@ def _record_lines(records: list[dict]) -> list[tuple[str, bool]]:
     return out
 
 
+#: What ``argparse`` prints before it exits 2 (``ArgumentParser.error``: ``PROG: error: MESSAGE``, PROG a
+#: script's file name): a strict ``parse_args()`` refusing ``script_args`` ends the script with no
+#: traceback (a trial's ``--update-type diff`` showed only NVFlare's six follow-on errors).
+_ARGPARSE_ERROR = re.compile(r"(?:^|\s-\s)(?P<line>(?P<prog>[\w.-]+\.py): error: .+)$")
+
+
+def _argparse_error(lines) -> ClientException | None:
+    """The last ``argparse`` error among ``lines`` (str), as the exception that ended the script."""
+    found = None
+    for line in lines:
+        match = _ARGPARSE_ERROR.search(line.rstrip())
+        if match:
+            found = match
+    if found is None:
+        return None
+    return ClientException(
+        f"{found.group('line')[:300]} (argparse exited the script: its parse_args() refused the job's "
+        "script_args; parse_known_args() ignores what it does not know)",
+        "",
+    )
+
+
 def site_exception(site_dir: Path) -> ClientException | None:
     """The last exception of a site's ``log.json`` that has a frame in the app's ``custom/``.
 
@@ -772,7 +794,8 @@ def site_exception(site_dir: Path) -> ClientException | None:
         ClientException | None: the exception, or None when no traceback has a frame in ``custom/``.
     """
     lines = _record_lines(read_records(Path(site_dir) / LOG_JSON))
-    return next((e for e in reversed(_tracebacks(lines)) if e.where), None)
+    found = next((e for e in reversed(_tracebacks(lines)) if e.where), None)
+    return found or _argparse_error(text for text, _ in lines)
 
 
 def client_exceptions(workspace: Path, console_log: Path | None = None, sites: list | None = None) -> list[str]:
@@ -803,6 +826,11 @@ def client_exceptions(workspace: Path, console_log: Path | None = None, sites: l
             if exc.where and exc.site and exc.site not in by_site:
                 from_console[exc.site] = exc  # the last one: see site_exception
         by_site.update(from_console)
+        # an in-process script's argparse error reaches the console only, with no site named: every
+        # client runs the same script with the same script_args, so it is each silent site's
+        refused = _argparse_error(text.splitlines()) if len(by_site) < len(sites) else None
+        if refused:
+            by_site.update({s.name: refused for s in sites if s.name not in by_site})
     lines: dict[str, list[str]] = {}
     for site in sorted(by_site, key=_site_key):
         lines.setdefault(str(by_site[site]), []).append(site)

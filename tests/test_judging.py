@@ -314,6 +314,34 @@ def test_an_import_failure_in_process_is_found_on_the_console(tmp_path, line):
     ]
 
 
+ARGPARSE = (
+    "site-1, site-2: strict.py: error: unrecognized arguments: --update-type diff (argparse exited the script: its "
+    "parse_args() refused the job's script_args; parse_known_args() ignores what it does not know)"
+)
+
+
+def test_an_argparse_refusal_of_script_args_is_the_reason(tmp_path):
+    """Trial 46: a strict parse_args() exits 2 with no traceback; simulate named six follow-on errors.
+    Sub-process: NVFlare 2.9 relays the script's stderr as ExternalProcessBackend INFO records (as
+    seen in a run); in-process: the console alone holds it, with no site named."""
+    ws = tmp_path / "ws"
+    relayed = "nvflare.app_common.executors.client_api.external_process_backend.ExternalProcessBackend"
+    usage = "usage: strict.py [-h] [--lr LR]"
+    error = "strict.py: error: unrecognized arguments: --update-type diff"
+    for site in ("site-1", "site-2"):
+        (ws / site).mkdir(parents=True)
+        records = [{"fullName": relayed, "levelname": "INFO", "fl_ctx": "", "message": m} for m in (usage, error)]
+        (ws / site / "log.json").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert client_exceptions(ws) == [ARGPARSE]
+
+    for site in ("site-1", "site-2"):
+        (ws / site / "log.json").write_text("")
+    console = tmp_path / "console.log"
+    console.write_text(f"2026-12-03 13:03:58,100 - INFO - something else\n{usage}\n{error}\n{usage}\n{error}\n")
+    assert client_exceptions(ws, console) == [ARGPARSE]
+    assert client_exceptions(ws) == []  # without the console: nothing to go on
+
+
 # --- missing metric points: which leg lost them ---------------------------------------------------
 
 
