@@ -34,6 +34,7 @@ import importlib.util
 import inspect
 import json
 import json.scanner
+import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -41,13 +42,23 @@ from pathlib import Path
 from . import extras
 from .components import PYTORCH, keys_by_class, shipped_modules
 from .errors import Problem
-from .layout import CLIENT_CONFIG, CONFIG, FED_CLIENT_JSON, FED_SERVER_JSON, META_JSON, SERVER_CONFIG
+from .layout import (
+    CLIENT_CONFIG,
+    CONFIG,
+    DEFAULT_JOBS_FILE,
+    FED_CLIENT_JSON,
+    FED_SERVER_JSON,
+    META_JSON,
+    SERVER_CONFIG,
+    made_from_text,
+)
 from .load import Document, format_path
 from .overrides import load_all
 from .render import DEFAULT_LINE, Renderer, shipped_file
+from .selection import listed
 from .spec import Job
 from .validate import SCRIPTS_DIR, validate
-from .write import differences, read_manifest
+from .write import differences, made_from_of, read_manifest
 
 #: The one package whose classes lint imports.
 NVFLARE_PREFIX = "nvflare."
@@ -376,23 +387,66 @@ def shipped_module_file(module_name: str) -> Path | None:
     return shipped_file(DEFAULT_LINE, shipped) if shipped else None
 
 
-def _stale_problems(out: Path, rendered: dict, jobs_file: str, fix: str, only_selected: bool = False) -> list[Problem]:
-    """What in ``out`` is not what ``rendered`` (job name -> file -> bytes) says; ``only_selected``:
-    ``rendered`` holds the ``--job`` selection, and the other job folders are not reported."""
-    hint = f"not what {jobs_file} generates now: run `{fix}`"
-    by_hand = f"not what {jobs_file} generates now, and not the file generate wrote: move it away, then run `{fix}`"
+def _made_elsewhere_problems(
+    out: Path, elsewhere: dict, jobs_file: str, whole: int, ours: set, fix: str
+) -> list[Problem]:
+    """One problem per origin for the jobs of ``out`` generated from other files or ``--set`` items
+    than this lint's (``elsewhere``: name -> its manifest's ``made_from``; ``whole``: how many jobs
+    ``out`` holds): the lint command of that origin (with ``--job`` unless it made every job of
+    ``out``), and ``fix``, this lint's generate command, only for jobs this lint's files have too
+    (``ours``): a trial was told ``generate --jobs jobs.yaml --out build/two``, which removes the
+    other file's job, and another a generate without the ``--set`` its folder was made with."""
+    groups: dict[str, tuple[dict | None, list[str]]] = {}
+    for name, theirs in elsewhere.items():
+        groups.setdefault(made_from_text(theirs), (theirs, []))[1].append(name)
+    problems = []
+    for text, (theirs, names) in groups.items():
+        origin = theirs or {}
+        words = [("--jobs", f) for f in origin.get("jobs") or [DEFAULT_JOBS_FILE]]
+        words += [("--job", n) for n in names] if len(names) < whole else []
+        words += [("--out", str(out))] + [("--set", s) for s in origin.get("set") or []]
+        command = "python -m generator lint " + " ".join(f"{o} {shlex.quote(str(v))}" for o, v in words)
+        which = f"job {names[0]!r} was" if len(names) == 1 else f"{len(names)} jobs ({listed(names)}) were"
+        message = f"{which} generated from {text}, not {jobs_file}: lint with `{command}`"
+        if all(name in ours for name in names):
+            message += f", or run `{fix}` to make {'it' if len(names) == 1 else 'them'} from {jobs_file}"
+        problems.append(Problem(str(out / names[0]) if len(names) == 1 else str(out), 0, 0, "", message))
+    return problems
+
+
+def _stale_problems(
+    out: Path,
+    rendered: dict,
+    jobs_file: str,
+    fix: str,
+    only_selected: bool = False,
+    skip: set = frozenset(),
+    note: str = "",
+) -> list[Problem]:
+    """What in ``out`` is not what ``rendered`` (job name -> file -> bytes) says (``fix`` the command
+    to run, ``note`` said after it); ``only_selected``:
+    ``rendered`` holds the ``--job`` selection, and the other job folders are not reported; ``skip``:
+    job folders reported otherwise (made from other files)."""
+    hint = f"not what {jobs_file} generates now: run `{fix}`{note}"
+    by_hand = (
+        f"not what {jobs_file} generates now, and not the file generate wrote: move it away, then run `{fix}`{note}"
+    )
     problems = []
     missing_jobs = set()
     for kind, path in differences(out, rendered):
         job = path.relative_to(out).parts[0]
+        if job in skip:
+            continue
         if kind == "unexpected job folder":
             if only_selected:
                 continue
-            problems.append(Problem(str(path), 0, 0, "", f"job {job!r} is not in {jobs_file}: run `{fix}`"))
+            problems.append(Problem(str(path), 0, 0, "", f"job {job!r} is not in {jobs_file}: run `{fix}`{note}"))
         elif kind == "missing" and not (out / job).is_dir():
             if job not in missing_jobs:
                 missing_jobs.add(job)
-                problems.append(Problem(str(out / job), 0, 0, "", f"job {job!r} is not generated yet: run `{fix}`"))
+                problems.append(
+                    Problem(str(out / job), 0, 0, "", f"job {job!r} is not generated yet: run `{fix}`{note}")
+                )
         elif kind == "edited":
             problems.append(Problem(str(path), 0, 0, "", f"edited: {by_hand}"))
         else:
@@ -440,22 +494,38 @@ def lint(
     Sources: NVFlare 2.9 ``nvflare.fuel.utils.component_builder.ComponentBuilder.build_component``
     (nested components in ``args``, ``class_attributes``) and ``class_utils.instantiate_class``.
     """
-    from .pipeline import select  # the --job reading of generate and simulate
+    from .pipeline import Origins, select, written_name  # the --job reading of generate and simulate
 
     doc = load_all(jobs_file, sets)
-    jobs = select(doc, validate(doc), names)
+    every = validate(doc)
+    jobs = select(doc, every, names)
     out = Path(out)
     manifest = read_manifest(out)  # raises if out is a symlink, a file or a folder not ours
     if not manifest["jobs"]:
         return [Problem(str(out), 0, 0, "", f"no generated jobs here: run `{fix}` first")]
     renderer = Renderer(doc.root / SCRIPTS_DIR)  # each job with its own line's templates
-    rendered = {job.name: renderer.render(job) for job in jobs}
     by_name = {job.name: job for job in jobs}
-    shown = " ".join(map(str, jobs_file)) if isinstance(jobs_file, list) else str(jobs_file)
-    problems = _stale_problems(out, rendered, shown, fix, only_selected=bool(names))
+    files = [str(f) for f in (jobs_file if isinstance(jobs_file, list) else [jobs_file])]
+    origins = Origins(files, sets or [], {written_name(doc, job.name) for job in every})
+    elsewhere = {
+        name: theirs
+        for name, (theirs, matrix) in made_from_of(out).items()
+        if (not names or name in by_name) and theirs != origins.of(matrix or name)
+    }
+    rendered = {job.name: renderer.render(job) for job in jobs if job.name not in elsewhere}
+    shown = " ".join(files)
+    ours = {job.name for job in every}
+    problems = _made_elsewhere_problems(out, elsewhere, shown, len(manifest["jobs"]), ours, fix)
+    note = (
+        f" with --job for the jobs you mean (without --job, generate removes {listed(list(elsewhere))}, "
+        "generated from other files)"
+        if elsewhere and not names
+        else ""
+    )
+    problems += _stale_problems(out, rendered, shown, fix, bool(names), set(elsewhere), note)
     for name in sorted(manifest["jobs"]):
-        if names and name not in by_name:
-            continue  # not selected: left alone, as generate --job leaves it
+        if (names and name not in by_name) or name in elsewhere:
+            continue  # not selected, or made from other files: left alone, as generate --job leaves it
         for rel, lists in config_files(out / name).items():
             path = out / name / rel
             if not path.is_file():

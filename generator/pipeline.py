@@ -299,14 +299,14 @@ def generate(
         with _warned_on_failure(doc):
             checked = check_document(doc)
             jobs = effective_jobs(doc.data, checked.schema, only=checked.fitting)
-            written = {_written_name(doc, job.name) for job in jobs}
+            written = {written_name(doc, job.name) for job in jobs}
             jobs = select(doc, check_jobs(checked, jobs), names)
         renderer = Renderer(doc.root / SCRIPTS_DIR)
         if not check:
             _out_outside_scripts(Path(out), doc.root / SCRIPTS_DIR)
         result = Generated(jobs=jobs, out=Path(out), warnings=_warnings(doc, jobs))
     files = [str(f) for f in (jobs_file if isinstance(jobs_file, list) else [jobs_file])]
-    origins = _Origins(files, sets or [], written)
+    origins = Origins(files, sets or [], written)
     with collect_only_new():
         if check:
             differences = diff_jobs(Path(out), RenderedJobs(renderer, jobs))
@@ -321,7 +321,7 @@ def generate(
             info = {job.name: _with_matrix(doc, job) for job in jobs}
             if files != [DEFAULT_JOBS_FILE] or sets:
                 info = {
-                    name: replace(entry, made_from=origins.of(_written_name(doc, name))) for name, entry in info.items()
+                    name: replace(entry, made_from=origins.of(written_name(doc, name))) for name, entry in info.items()
                 }
             written = write_jobs(
                 Path(out),
@@ -350,13 +350,13 @@ def _out_outside_scripts(out: Path, scripts: Path) -> None:
         raise OutputError([Problem(str(out), 0, 0, "", message)])
 
 
-def _written_name(doc, name: str) -> str:
+def written_name(doc, name: str) -> str:
     """The name job ``name`` is written under: its matrix job's as written, else its own."""
     combination = getattr(doc, "combinations", {}).get(name)
     return combination[0] if combination else name
 
 
-class _Origins:
+class Origins:
     """:attr:`generator.layout.ManifestEntry.made_from` of each job of a run from the ``--jobs``
     ``files`` and the ``--set`` items ``sets``: a ``--set jobs.NAME...`` counts only for the job
     written as NAME (the longest of ``written``, the names as written, that the path starts with,
@@ -373,7 +373,7 @@ class _Origins:
         return made_from(self.files, [s for s, t in zip(self.sets, self._targets, strict=True) if t in (None, written)])
 
 
-def _made_elsewhere(out: Path, origins: _Origins, names: list[str] | None) -> tuple[list, int]:
+def _made_elsewhere(out: Path, origins: Origins, names: list[str] | None) -> tuple[list, int]:
     """The jobs of ``out`` (only ``names`` when given) made from other files or ``--set`` items than
     ``origins`` gives them, grouped by what they were made from (:attr:`Generated.made_elsewhere`),
     and how many jobs ``out`` holds."""

@@ -299,8 +299,17 @@ def test_lint_job_checks_only_the_selected_jobs_folders(project, monkeypatch, ca
     assert err == "" and "build/jobs (the jobs --job selects): every component imports" in stdout
 
     assert main(["lint"]) == 2  # unselected: mine's folder is not in jobs.yaml, the other jobs not generated
-    err = capsys.readouterr().err
-    assert "job 'mine' is not in jobs.yaml" in err and "job 'np-diff-in-process' is not generated yet" in err
+    err = capsys.readouterr().err.splitlines()
+    # trials 46, 47: the advice was a generate of jobs.yaml into the folder, which removes mine
+    assert (
+        "build/jobs/mine: job 'mine' was generated from mine.yaml, not jobs.yaml: lint with `python -m generator "
+        "lint --jobs mine.yaml --job mine --out build/jobs`" in err
+    )
+    assert (
+        "build/jobs/np-diff-in-process: job 'np-diff-in-process' is not generated yet: run `make generate` with --job "
+        "for the jobs you mean (without --job, generate removes mine, generated from other files)" in err
+    )
+    assert not any("NoSuchController" in line for line in err)  # mine's configs: for its own lint
 
     assert main(["lint", "--jobs", "mine.yaml", "--job", "mine"]) == 2
     edited, bad_class = capsys.readouterr().err.splitlines()  # only mine's folder
@@ -317,6 +326,21 @@ def test_lint_job_checks_only_the_selected_jobs_folders(project, monkeypatch, ca
     assert main(["lint", "--job", "np-fulll-in-process"]) == 2
     err = capsys.readouterr().err
     assert "--job 'np-fulll-in-process'" in err and "did you mean 'np-full-in-process'" in err
+
+
+def test_lint_of_jobs_generated_with_a_set_names_the_lint_with_that_set(project, monkeypatch, capsys):
+    # trial 46: lint without the --set the folder was generated with advised a generate that drops it
+    monkeypatch.chdir(project)
+    assert main(["generate", "--job", "np-full-*", "--set", "defaults.num_clients=3"]) == 0
+    capsys.readouterr()
+    assert main(["lint", "--job", "np-full-*"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "build/jobs: 2 jobs (np-full-in-process, np-full-sub-process) were generated from jobs.yaml with --set "
+        "defaults.num_clients=3, not jobs.yaml: lint with `python -m generator lint --jobs jobs.yaml --out "
+        "build/jobs --set defaults.num_clients=3`, or run `python -m generator generate --jobs jobs.yaml --job "
+        "'np-full-*' --out build/jobs` to make them from jobs.yaml"
+    ]
+    assert main(["lint", "--set", "defaults.num_clients=3", "--job", "np-full-*"]) == 0
 
 
 def test_make_simulate_poc_and_submit_warn_when_the_folders_are_not_what_the_jobs_file_generates(project):
