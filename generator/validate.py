@@ -386,6 +386,9 @@ def _unknown_key_problems(doc: Document, schema: dict, error) -> list[Problem]:
             problems.append(doc.problem(path + (key,), message, at_key=True))
             continue
         message = f"unknown key {key!r}" + (_suggest(key, known) or (f" ({hint})" if hint else ""))
+        home = _nested_home(schema, error.schema, key)
+        if home:  # a trial's task_request_interval at job level, meant under server:
+            message = f"unknown key {key!r} here: it is a key of {home} (indent it under {home}:)"
         if key in job_keys:
             message = (
                 f"{key} cannot differ per site: a site sets only {error.schema['x-per-site']} "
@@ -393,6 +396,30 @@ def _unknown_key_problems(doc: Document, schema: dict, error) -> list[Problem]:
             )
         problems.append(doc.problem(path + (key,), message, at_key=True))
     return problems
+
+
+def _properties(schema: dict, node) -> dict:
+    """The properties of the mapping schema ``node``: its own and those of its ``allOf`` parts,
+    ``$ref`` followed."""
+    found, stack = {}, [node]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        if "$ref" in node:
+            node = _resolve(schema, node["$ref"])
+        found.update(node.get("properties", {}))
+        stack.extend(node.get("allOf", []))
+    return found
+
+
+def _nested_home(schema: dict, node: dict, key: str) -> str | None:
+    """The property of the mapping schema ``node`` whose own mapping schema has the property ``key``
+    (``server`` for ``task_request_interval``), or None."""
+    for name, sub in _properties(schema, node).items():
+        if key in _properties(schema, sub):
+            return name
+    return None
 
 
 def _type_key_hint(doc: Document, error, path: tuple) -> str:
