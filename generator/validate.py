@@ -386,6 +386,8 @@ def _unknown_key_problems(doc: Document, schema: dict, error) -> list[Problem]:
             problems.append(doc.problem(path + (key,), message, at_key=True))
             continue
         message = f"unknown key {key!r}" + (_suggest(key, known) or (f" ({hint})" if hint else ""))
+        if key in RECIPE_KEYS and "script" in known:  # a job's or defaults' own keys
+            message = f"unknown key {key!r}: {RECIPE_KEYS[key]}"
         home = _nested_home(schema, error.schema, key)
         if home:  # a trial's task_request_interval at job level, meant under server:
             message = f"unknown key {key!r} here: it is a key of {home} (indent it under {home}:)"
@@ -396,6 +398,24 @@ def _unknown_key_problems(doc: Document, schema: dict, error) -> list[Problem]:
             )
         problems.append(doc.problem(path + (key,), message, at_key=True))
     return problems
+
+
+#: Arguments of NVFlare 2.9's job recipes (``FedAvgRecipe``, ``NumpyFedAvgRecipe``) a user moving a
+#: recipe here writes as keys (trial 46: ``initial_model`` was told "did you mean 'initial_ckpt'?",
+#: which numpy jobs refuse): what this file says instead.
+RECIPE_KEYS = {
+    "initial_model": "a PyTorch job names its model class in model: {path: module.Class, args: {...}}; a numpy job "
+    "starts from an array through a persistor entry of its own (server.components: {id: persistor, replaces: "
+    "persistor, path: nvflare.app_common.np.np_model_persistor.NPModelPersistor, args: {model: [[...]]}})",
+    "tracking_type": "a job's tracker is receiver: {type: mlflow} (or tensorboard, wandb)",
+    "train_script": "the client script is script: (a path below client_scripts/)",
+    "train_args": "the script's arguments are script_args:",
+    "min_clients_per_round": "write min_clients:",
+    "key_metric": "IntimeModelSelector's argument: add it as a server.components entry "
+    "(path: nvflare.app_common.widgets.intime_model_selector.IntimeModelSelector, args: {key_metric: ...})",
+    "stop_cond": "FedAvg's early stopping is not a setting here: the generated FedAvg takes num_rounds and "
+    "min_clients only",
+}
 
 
 def _properties(schema: dict, node) -> dict:
@@ -420,6 +440,19 @@ def _nested_home(schema: dict, node: dict, key: str) -> str | None:
         if key in _properties(schema, sub):
             return name
     return None
+
+
+def _array_model_hint(path: tuple, value) -> str:
+    """For ``model: [[...]]`` (the numpy recipe's ``initial_model`` form, a trial's first try): where
+    a numpy job's starting array goes; else empty."""
+    if not (path and path[-1] == "model" and isinstance(value, list)):
+        return ""
+    return (
+        " (model is a PyTorch job's torch.nn.Module, {path: module.Class, args: {...}}; a numpy job starts "
+        "from an array through a persistor entry of its own: server: {components: [{id: persistor, replaces: "
+        "persistor, path: nvflare.app_common.np.np_model_persistor.NPModelPersistor, args: {model: [[...]]}}]}, "
+        "see the README's 'Your own starting model')"
+    )
 
 
 def _type_key_hint(doc: Document, error, path: tuple) -> str:
@@ -452,6 +485,7 @@ def _schema_message(doc: Document, error, error_paths: set[tuple]) -> str | None
             _yaml_hint(doc, path, error.validator_value, error.instance)
             or _whole_hint(error)
             or _type_key_hint(doc, error, path)
+            or _array_model_hint(path, error.instance)
         )
     elif kind == "enum":
         choices = ", ".join(map(str, error.validator_value))
