@@ -81,10 +81,15 @@ check: setup
 # The make variables in use, for the commands the warning names (a trial ran plain `make check` on
 # jobs.yaml after a warning about JOBS=myjobs.yaml OUT=build/myjobs).
 GEN_VARS = $(strip $(if $(filter-out jobs.yaml,$(JOBS)),JOBS='$(JOBS)') $(if $(filter-out build/jobs,$(OUT)),OUT='$(OUT)') $(if $(SET),SET='$(SET)'))
-STALE_NOTE = @"$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS) >/dev/null 2>&1; \
+# A folder holding jobs made from other files or SET: the check's own last line says which, and
+# each one's check (a trial's `make simulate OUT=build/mine` was told to generate jobs.yaml into it).
+STALE_NOTE = @why=$$("$(BIN)/python" -m generator generate --check $(FILES_ARGS) --out "$(OUT)" $(SET_ARGS) 2>&1 >/dev/null); \
 	case $$? in \
 	0) ;; \
-	1) echo "warning: $(OUT) is not what $(JOBS) generates now (see make check$(if $(GEN_VARS), $(GEN_VARS))): running the folders as they are; make generate$(if $(GEN_VARS), $(GEN_VARS)) first to run what $(JOBS) says$(if $(filter jobs.yaml,$(JOBS)), (if $(OUT) was generated from other files or SET, give the same JOBS= and SET=: generate removes the jobs they do not name))" >&2 ;; \
+	1) case "$$why" in \
+	   *"generated from other files"*) echo "warning: running the folders in $(OUT) as they are: $$(printf '%s\n' "$$why" | tail -n 1)" >&2 ;; \
+	   *) echo "warning: $(OUT) is not what $(JOBS) generates now (see make check$(if $(GEN_VARS), $(GEN_VARS))): running the folders as they are; make generate$(if $(GEN_VARS), $(GEN_VARS)) first to run what $(JOBS) says$(if $(filter jobs.yaml,$(JOBS)), (if $(OUT) was generated from other files or SET, give the same JOBS= and SET=: generate removes the jobs they do not name))" >&2 ;; \
+	   esac ;; \
 	*) echo "warning: $(JOBS) does not generate (make check$(if $(GEN_VARS), $(GEN_VARS)) says where): running the folders in $(OUT) as they are" >&2 ;; \
 	esac
 

@@ -346,24 +346,26 @@ def test_lint_of_jobs_generated_with_a_set_names_the_lint_with_that_set(project,
 def test_make_simulate_poc_and_submit_warn_when_the_folders_are_not_what_the_jobs_file_generates(project):
     """The first line of their recipes (the Makefile's STALE_NOTE), run as make runs it: silent when
     the folders are up to date, a warning when they are stale or the jobs file does not generate."""
-    assert main(["generate", "--jobs", str(project / "jobs.yaml"), "--out", str(project / "build/jobs")]) == 0
     jobs, out = project / "jobs.yaml", project / "build/jobs"
+    (project / "now.yaml").write_text(jobs.read_text())
+    assert main(["generate", "--jobs", str(project / "now.yaml"), "--out", str(out)]) == 0
     bin_dir = str(Path(sys.executable).parent)
     warnings = {}
     for target in ("simulate", "poc", "submit"):
-        for case, text in (
-            ("up to date", jobs.read_text()),
-            ("stale", jobs.read_text().replace("num_rounds: 5 ", "num_rounds: 4 ")),
-            ("broken", "jobs:\n  - name: x\n"),
+        for case, name, text in (
+            ("up to date", "now.yaml", jobs.read_text()),
+            ("stale", "now.yaml", jobs.read_text().replace("num_rounds: 5 ", "num_rounds: 4 ")),
+            ("broken", "now.yaml", "jobs:\n  - name: x\n"),
+            ("other file", "other.yaml", "jobs:\n  - {name: x, script: train_full.py}\n"),
         ):
-            (project / "now.yaml").write_text(text)
+            (project / name).write_text(text)
             dry = subprocess.run(
                 [
                     "make",
                     "-n",
                     "--no-print-directory",
                     target,
-                    f"JOBS={project / 'now.yaml'}",
+                    f"JOBS={project / name}",
                     f"OUT={out}",
                     f"BIN={bin_dir}",
                 ],
@@ -387,3 +389,10 @@ def test_make_simulate_poc_and_submit_warn_when_the_folders_are_not_what_the_job
             f"warning: {project / 'now.yaml'} does not generate (make check {given} says where): running the "
             f"folders in {out} as they are\n"
         )
+        # trial 46: a folder made from other files was told to generate now.yaml into it, removing them
+        assert warnings[target, "other file"].startswith(
+            f"warning: running the folders in {out} as they are: {out} is out of date with {project / 'other.yaml'}, "
+            "but 14 jobs in it were generated from other files or --set than this check's (14 jobs from "
+            f"{project / 'now.yaml'}): to check them, run `python -m generator generate --check --jobs "
+            f"{project / 'now.yaml'} --out {out}`"
+        ), warnings[target, "other file"]
