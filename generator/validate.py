@@ -997,7 +997,10 @@ def _script_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem]
     problems.extend(_ship_problems(doc, job, shipper, script_ok=problem is None))
     if not problem:
         problems.extend(_metrics_problems(doc, job, _job_writers(doc, job)))
-    if job.site is None:  # framework and model are the job's: checked once, not per client app
+    # framework and model are the job's: checked once, not per client app; with no client_scripts/ at
+    # all, the script's problem says so, and the model's module, looked for there, is not reported
+    # too (trial 46: it named a client_scripts/mine/ of the project, not the missing bad/client_scripts/)
+    if job.site is None and _scripts_folder_problem(doc) is None:
         problems.extend(framework_problems(doc, job, doc.root / SCRIPTS_DIR, shipper, script_ok=problem is None))
     return problems
 

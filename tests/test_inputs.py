@@ -90,7 +90,9 @@ def test_a_jobs_file_with_no_client_scripts_folder_beside_it_says_so_once(tmp_pa
 
     (tmp_path / "jobs.yaml").write_text(
         "jobs:\n  - name: a\n    script: train_full.py\n  - name: b\n    script: train_full.py\n"
-        "    num_round: 2\n  - name: c\n    script: train_diff.py\n",
+        "    num_round: 2\n  - name: c\n    script: train_diff.py\n"
+        # trial 46: the model's module was looked for in the missing folder, and named another one
+        "  - {name: d, script: mine/t.py, framework: pytorch, model: {path: model.Net}}\n",
         encoding="utf-8",
     )
     with pytest.raises(JobgenError) as caught:
@@ -98,7 +100,7 @@ def test_a_jobs_file_with_no_client_scripts_folder_beside_it_says_so_once(tmp_pa
     shown = [str(p) for p in caught.value.problems]
     assert shown == [
         f"{tmp_path}/jobs.yaml:3:13: jobs[0] (a).script: no client_scripts/ folder in {tmp_path}, beside the jobs "
-        "file: every job's script is looked for there (said once for 2 jobs)",
+        "file: every job's script is looked for there (said once for 3 jobs)",
         f"{tmp_path}/jobs.yaml:6:5: jobs[1] (b).num_round: unknown key 'num_round'; did you mean 'num_rounds'?",
     ]
 
