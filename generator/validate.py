@@ -1066,11 +1066,14 @@ def _client_count_problems(doc: Document, job: Job) -> list[Problem]:
             )
         )
     if "task_assignment_timeout" in s and s.get("workflow") != "cyclic":
+        at = job.path_of("task_assignment_timeout")
+        # a later file's workflow: fedavg was not named (trial 47): the error pointed at jobs.yaml only
+        written = _elsewhere(doc, job.path_of("workflow"), at) if "workflow" in s else ""
         problems.append(
             doc.problem(
-                job.path_of("task_assignment_timeout"),
+                at,
                 "task_assignment_timeout is an argument of NVFlare's CyclicController (workflow: cyclic); "
-                f"this job's workflow is {s.get('workflow', 'fedavg')}, which has none: leave it out",
+                f"this job's workflow is {s.get('workflow', 'fedavg')}{written}, which has none: leave it out",
             )
         )
     if s.get("workflow") == "cyclic" and s["num_clients"] < 2:
