@@ -212,9 +212,31 @@ def _shape_problems(matrix, schema: dict) -> tuple[list[EntryProblem], dict]:
             problems.append((where, f"expected a list of values, got {_describe(values)}", False))
         elif not values:
             problems.append((where, "must not be an empty list: give at least one value", False))
+        elif _repeated(values):  # a trial's [1, 1] was told "duplicate job name 'a-1'" at the name
+            n, first = _repeated(values)
+            problems.append(
+                (
+                    (*where, n),
+                    f"{_text(values[n])} is listed twice (first at [{first}]): each value makes one job per "
+                    "combination; give it once",
+                    False,
+                )
+            )
         else:
             axes[key] = values
     return problems, axes
+
+
+def _repeated(values: list) -> tuple[int, int] | None:
+    """``(index, index of its first)`` of the first value ``values`` repeats (the same JSON text:
+    ``1`` and ``"1"`` are two values, as they make two names), else None."""
+    seen: dict[str, int] = {}
+    for n, value in enumerate(values):
+        key = json.dumps(value, sort_keys=True, default=str)
+        if key in seen:
+            return n, seen[key]
+        seen[key] = n
+    return None
 
 
 def _describe(value) -> str:
@@ -377,6 +399,12 @@ def expand(entry: dict, schema: dict) -> tuple[list[Combination], list[EntryProb
     known = {k for k in matrix if k not in RESERVED} if isinstance(matrix, dict) else set()
     for item in matrix.get("include") or [] if isinstance(matrix, dict) else []:
         known.update(item if isinstance(item, dict) else ())
+    stray = PLACEHOLDER.sub("", name) if isinstance(name, str) else ""
+    if "{" in stray or "}" in stray:  # a trial's 'a-{num_rounds' gave one "not allowed" line per value
+        why = "an unclosed '{'" if "{" in stray else "a '}' that no '{' opens"
+        problems.append(
+            (("name",), f"{why}: a placeholder is {{key}}, a matrix key in braces (a-{{num_rounds}})", False)
+        )
     for key in dict.fromkeys(placeholders):
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
