@@ -500,7 +500,7 @@ def lint(
     every = validate(doc)
     jobs = select(doc, every, names)
     out = Path(out)
-    manifest = read_manifest(out)  # raises if out is a symlink, a file or a folder not ours
+    manifest = read_manifest(out, reading=True)  # raises if out is a symlink, a file or a folder not ours
     if not manifest["jobs"]:
         return [Problem(str(out), 0, 0, "", f"no generated jobs here: run `{fix}` first")]
     renderer = Renderer(doc.root / SCRIPTS_DIR)  # each job with its own line's templates

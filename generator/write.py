@@ -99,11 +99,14 @@ def _manifest_of(folder: Path) -> dict | None:
     return manifest
 
 
-def read_manifest(out: Path) -> dict:
+def read_manifest(out: Path, reading: bool = False) -> dict:
     """The manifest of an output folder.
 
     Args:
         out (Path): the output folder, e.g. ``build/jobs``.
+        reading (bool): the caller only reads the folder (``lint``, ``generate --check``,
+            ``simulate``): its errors do not speak of replacing or touching it (a trial's read-only
+            ``lint --out afile`` was told "refusing to replace it").
 
     Returns:
         dict: ``{"generator": ..., "jobs": {name: info}, "files": {name: {path: sha256}}}``; an
@@ -116,18 +119,22 @@ def read_manifest(out: Path) -> dict:
     """
     out = Path(out)
     if out.is_symlink():
-        raise _fail(
-            out, "is a symlink, not a folder the generator made; refusing to write through it (choose another --out)"
-        )
+        refusal = "" if reading else "; refusing to write through it"
+        raise _fail(out, f"is a symlink, not a folder the generator made{refusal} (choose another --out)")
     if not out.exists():
         return {"generator": GENERATOR_ID, "jobs": {}}
     if not out.is_dir():
-        raise _fail(out, "is a file, not a folder the generator made; refusing to replace it (choose another --out)")
+        refusal = "" if reading else "; refusing to replace it"
+        raise _fail(out, f"is a file, not a folder the generator made{refusal} (choose another --out)")
     entries = sorted(p.name for p in out.iterdir())
     if not entries:
         return {"generator": GENERATOR_ID, "jobs": {}}
     manifest = _manifest_of(out)
     if manifest is None:
+        if reading:
+            raise _fail(
+                out, f"holds files the generator did not write (no {MANIFEST}): choose the --out generate wrote"
+            )
         raise _fail(
             out,
             f"holds files the generator did not write (no {MANIFEST}); refusing to touch it: "
@@ -150,7 +157,7 @@ def read_entries(out: Path) -> dict[str, ManifestEntry]:
     Raises:
         OutputError: as :func:`read_manifest`, or an entry lacks a field simulate needs.
     """
-    return _entries(Path(out), read_manifest(out)["jobs"])
+    return _entries(Path(out), read_manifest(out, reading=True)["jobs"])
 
 
 def _entries(out: Path, jobs: dict) -> dict[str, ManifestEntry]:
@@ -981,7 +988,7 @@ def differences(out: Path, rendered: Mapping[str, dict[str, bytes]]) -> list[tup
     """
     out = Path(out)
     found = []
-    manifest = read_manifest(out)
+    manifest = read_manifest(out, reading=True)
     on_disk = manifest["jobs"]
     written = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
     for name in sorted(set(on_disk) - set(rendered)):

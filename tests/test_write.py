@@ -131,6 +131,20 @@ def test_an_output_inside_generated_jobs_or_client_scripts_or_below_a_file_is_re
     assert cli("generate", "--out", "build/other", "--job", "np-cyclic")[0] == 0  # beside it: fine
 
 
+def test_read_only_commands_do_not_speak_of_replacing_the_folder(project, cli):
+    # trial 47: lint --out afile and generate --check --out afile said "refusing to replace it"
+    (project / "afile").write_text("x")
+    (project / "mine").mkdir()
+    (project / "mine" / "notes.txt").write_text("mine")
+    for command in (["lint"], ["generate", "--check"]):
+        assert cli(*command, "--out", "afile")[2] == [
+            "afile: is a file, not a folder the generator made (choose another --out)"
+        ]
+        assert cli(*command, "--out", "mine")[2] == [
+            "mine: holds files the generator did not write (no .jobgen.json): choose the --out generate wrote"
+        ]
+
+
 def test_a_forged_manifest_does_not_make_a_folder_ours(project, built, cli):
     (built / ".jobgen.json").write_text(json.dumps({"generator": "someone-else", "jobs": {}}))
     assert refused(cli, project)[0].startswith("build/jobs: holds files the generator did not write")
