@@ -556,6 +556,19 @@ class _Builder:
         return out
 
 
+def _nearby(path: Path) -> str:
+    """``; did you mean 'mine.yaml'?`` for the YAML file beside ``path`` whose name is nearest (a
+    trial's ``--jobs mine.yml``), else ``""``."""
+    import difflib
+
+    try:
+        names = [p.name for p in path.parent.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.8)
+    return f"; did you mean {str(path.parent / close[0]) if str(path.parent) != '.' else close[0]!r}?" if close else ""
+
+
 def _read_text(path: Path, file: str) -> str:
     """The file as text; a whole-file problem (missing, a folder, too big, not UTF-8) raises."""
 
@@ -564,7 +577,7 @@ def _read_text(path: Path, file: str) -> str:
 
     try:
         if not path.exists():
-            raise fail("file not found")
+            raise fail("file not found" + _nearby(path))
         if path.is_dir():
             raise fail("is a folder, not a file: give the path of a jobs YAML file")
         if not path.is_file():
@@ -575,6 +588,8 @@ def _read_text(path: Path, file: str) -> str:
             raise fail(f"is larger than {MAX_BYTES:,} bytes, the most a jobs file may have", 1, 1)
     except OSError as e:
         raise fail(f"cannot read: {e.strerror or e}") from None
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a trial's UTF-16 file was told only "byte 0xff"
+        raise fail("is UTF-16 text (it starts with a UTF-16 byte-order mark): save the file as UTF-8", 1, 1)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:

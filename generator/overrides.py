@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 from pathlib import Path
 
@@ -654,6 +655,14 @@ def load_all(files: str | Path | list, sets: list[str] | None = None, schema: di
     from .validate import load_schema
 
     files = [files] if isinstance(files, (str, Path)) else list(files)
+    seen: dict[str, int] = {}
+    for n, f in enumerate(files, 1):  # a trial's --jobs jobs.yaml --jobs ./jobs.yaml merged a file into itself
+        key = os.path.realpath(f)
+        if key in seen:
+            raise SpecError(
+                [Problem(str(f), 0, 0, "", f"given twice (--jobs #{seen[key]} and #{n}): give each jobs file once")]
+            )
+        seen[key] = n
     docs = [load(f) for f in files]
     sets = list(sets or [])
     if len(docs) == 1 and not sets and _without_matrix(docs[0].data):

@@ -40,6 +40,7 @@ from .selection import listed, matrix_jobs, nearest, not_found, select_names
 from .spec import Job, effective_jobs
 from .validate import (
     SCRIPTS_DIR,
+    case_clash_warnings,
     check_document,
     check_jobs,
     cross_site_warnings,
@@ -428,5 +429,5 @@ def _warnings(doc, jobs: list[Job]) -> list[Problem]:
     """Every non-fatal finding, each once: the load stage's, the receivers', cross-site evaluation's,
     the escape hatch's, then what the jobs ship."""
     found = doc.warnings + receiver_warnings(doc, jobs) + cross_site_warnings(doc, jobs) + extras.warnings(doc, jobs)
-    found += model_sweep_warnings(doc, jobs) + replaced_persistor_warnings(doc, jobs)
+    found += model_sweep_warnings(doc, jobs) + replaced_persistor_warnings(doc, jobs) + case_clash_warnings(doc, jobs)
     return _once(sorted(found) + shipping_warnings(doc, jobs))

@@ -386,6 +386,8 @@ def _unknown_key_problems(doc: Document, schema: dict, error) -> list[Problem]:
             problems.append(doc.problem(path + (key,), message, at_key=True))
             continue
         message = f"unknown key {key!r}" + (_suggest(key, known) or (f" ({hint})" if hint else ""))
+        if key == "name" and "script" in known and "name" not in known:  # defaults.name
+            message = "unknown key 'name' in defaults: a job's name is written in its own jobs entry"
         if key in RECIPE_KEYS and "script" in known:  # a job's or defaults' own keys
             message = f"unknown key {key!r}: {RECIPE_KEYS[key]}"
         home = _nested_home(schema, error.schema, key)
@@ -1426,6 +1428,25 @@ def _job_names(doc: Document, job: Job) -> set[str] | None:
             continue
         found |= _names_of(str(path), st.st_mtime_ns, st.st_size)
     return found
+
+
+def case_clash_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
+    """Jobs whose names differ only in case (``A`` and ``a``): their folders are one folder on a
+    case-insensitive file system (macOS, Windows), where one job's files would land in the other's
+    (trial 47). A warning at the later job's name."""
+    first: dict[str, Job] = {}
+    out = []
+    for job in jobs:
+        other = first.setdefault(job.name.casefold(), job)
+        if other is not job:
+            out.append(
+                doc.problem(
+                    job.path_of("name") if job.site is None else ("jobs", job.index),
+                    f"warning: {job.name!r} differs from job {other.name!r} only in case: on a case-insensitive "
+                    "file system (macOS, Windows) their job folders are one; rename one",
+                )
+            )
+    return out
 
 
 def model_sweep_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:

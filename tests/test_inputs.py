@@ -105,6 +105,20 @@ def test_a_jobs_file_with_no_client_scripts_folder_beside_it_says_so_once(tmp_pa
     ]
 
 
+def test_a_jobs_file_given_twice_a_near_miss_name_and_utf16_are_told_so(project, cli):
+    # trial 47: --jobs jobs.yaml --jobs ./jobs.yaml merged the file into itself and said "up to date";
+    # a UTF-16 file was told "byte 0xff cannot be decoded"; trial 46: mine.yml had no did-you-mean
+    assert cli("validate", "--jobs", "jobs.yaml", "--jobs", "./jobs.yaml")[1:] == (
+        [],
+        ["./jobs.yaml: given twice (--jobs #1 and #2): give each jobs file once"],
+    )
+    assert cli("validate", "--jobs", "jobz.yml")[2] == ["jobz.yml: file not found; did you mean 'jobs.yaml'?"]
+    (project / "u16.yaml").write_bytes("jobs: []\n".encode("utf-16"))
+    assert cli("validate", "--jobs", "u16.yaml")[2] == [
+        "u16.yaml:1:1: is UTF-16 text (it starts with a UTF-16 byte-order mark): save the file as UTF-8"
+    ]
+
+
 def test_symlink_inside_client_scripts_is_fine(project, cli):
     (project / "client_scripts" / "alias.py").symlink_to("train_full.py")
     (project / "jobs.yaml").write_text("jobs:\n  - name: a\n    script: alias.py\n", encoding="utf-8")
