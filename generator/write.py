@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import OutputError, Problem
@@ -568,6 +568,8 @@ def write_jobs(
                 )
             stamp = _stamp(out)
             problems, intact = _not_ours(out, manifest, stamp)
+            if problems and keep_others:  # a trial's --job hello-pt was refused for hello-numpy's edit, unexplained
+                problems = [_in_other_job(out, p, info) for p in problems]
             if problems:
                 raise OutputError(problems)
             written = Written(removed=[] if keep_others else [name for name in manifest["jobs"] if name not in info])
@@ -590,6 +592,20 @@ def write_jobs(
         where = e.filename or out
         raise _fail(Path(where), f"cannot write: {e.strerror or e}") from None
     return written
+
+
+def _in_other_job(out: Path, problem: Problem, selected) -> Problem:
+    """``problem`` (of :func:`_not_ours`) with why it matters to a ``generate --job`` that did not
+    select its job: the other job folders are carried into the new output and checked too (a file
+    the generator did not write, or changed, could be lost or overwritten otherwise)."""
+    try:
+        job = Path(problem.file).relative_to(out).parts[0]
+    except (ValueError, IndexError):
+        return problem
+    if job in selected:
+        return problem
+    note = f" (job {job!r} is not selected, but generate --job carries every other job folder over and checks it too)"
+    return replace(problem, message=problem.message + note)
 
 
 def _made_elsewhere(earlier: dict | None, now: dict | None) -> bool:

@@ -131,6 +131,17 @@ def test_an_output_inside_generated_jobs_or_client_scripts_or_below_a_file_is_re
     assert cli("generate", "--out", "build/other", "--job", "np-cyclic")[0] == 0  # beside it: fine
 
 
+def test_generate_job_says_why_an_edit_in_another_jobs_folder_stops_it(project, built, cli):
+    # trial 46: --job hello-pt was refused for an edit in hello-numpy's folder, without a word on why
+    (built / "np-cyclic/meta.json").write_text("{}\n")
+    err = refused(cli, project, "--job", "np-full-in-process")
+    assert err == [
+        "build/jobs/np-cyclic/meta.json: was changed since it was generated; refusing to overwrite it (move it "
+        "away to keep the change, or delete it) (job 'np-cyclic' is not selected, but generate --job carries "
+        "every other job folder over and checks it too)"
+    ]
+
+
 def test_read_only_commands_do_not_speak_of_replacing_the_folder(project, cli):
     # trial 47: lint --out afile and generate --check --out afile said "refusing to replace it"
     (project / "afile").write_text("x")
