@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import fnmatch
 import os
 import re
 from pathlib import Path
@@ -27,7 +28,7 @@ from .errors import Problem, SpecError
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document, format_path, load, load_text
 from .matrix import DEFAULT_MAX_JOBS, combination_count, expand, is_matrix_job, setting_problem, unmatched_excludes
 from .matrix import RESERVED as MATRIX_RESERVED  # include, exclude
-from .selection import listed
+from .selection import PATTERN_CHARS, listed
 from .spec import TYPED_MAPPINGS, _copy
 
 
@@ -247,6 +248,25 @@ def set_target(path: str, names) -> str | None:
     return max((n for n in names if rest.startswith(n + ".")), key=len, default=None)
 
 
+def set_pattern(path: str, names) -> tuple[str, list[str], str] | None:
+    """A ``--set jobs.PATTERN.KEY...`` ``path`` (str) whose job part is a shell pattern (``*``, ``?``,
+    ``[...]``: :func:`generator.selection.is_pattern`; a job's name holds none of them): ``(pattern,
+    the names of ``names`` it matches in their order, the key path after it)``. The pattern ends at
+    the first dot after its last pattern character (``jobs.exp-*.num_rounds``, ``jobs.*.server.x``).
+    None: not such a path. A trial had to write one ``--set jobs.NAME.num_rounds=1`` per job."""
+    if not path.startswith("jobs."):
+        return None
+    rest = path[len("jobs.") :]
+    last = max((rest.rfind(c) for c in PATTERN_CHARS), default=-1)
+    if last < 0:
+        return None
+    end = rest.find(".", last)
+    if end < 0:
+        return None
+    pattern, tail = rest[:end], rest[end + 1 :]
+    return pattern, [n for n in names if fnmatch.fnmatchcase(n, pattern)], tail
+
+
 def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Problem]:
     """Apply one ``--set PATH=VALUE`` to ``merged.data``; its problems, or []."""
     path, eq, text = item.partition("=")
@@ -275,6 +295,20 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
         names = _job_names(data)
         rest = path[len("jobs.") :]
         found = set_target(path, names)
+        pattern = set_pattern(path, names) if found is None else None
+        if pattern:  # every job the pattern matches, each as its own --set of this number
+            glob, matched, tail = pattern
+            if not matched:
+                return fail(f"{glob!r} matches no job (jobs: {listed(names)})")
+            keys = tail.split(".")
+            if all(keys) and keys[0] not in ("matrix", "name"):  # a key problem once, not once per job
+                problem = setting_problem(schema, keys, None)
+                if problem:
+                    return fail(problem)
+            problems = []
+            for name in matched:
+                problems += _apply_set(merged, number, f"jobs.{name}.{tail}={text}", schema)
+            return problems
         if found is None:
             if "." not in rest:
                 return fail("expected jobs.NAME.KEY")
@@ -398,7 +432,7 @@ def _defaults_jobs_keep(merged: Layered, files: list[str]) -> list[Problem]:
         if len(keeping) == len(named):  # each job's value was written before this default
             message = (
                 f"warning: reaches no job: every job sets its own {dotted} ({listed(keeping)}), which wins over "
-                f"defaults; set it per job (jobs.NAME.{dotted}) or take it out of the jobs"
+                f"defaults; set it per job (--set 'jobs.*.{dotted}=...' sets every job's) or take it out of the jobs"
             )
         else:
             sets = "sets its" if len(keeping) == 1 else "set their"

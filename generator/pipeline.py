@@ -34,7 +34,7 @@ from pathlib import Path
 from . import extras
 from .errors import OutputError, Problem, SpecError
 from .layout import DEFAULT_JOBS_FILE, ManifestEntry, made_from, made_from_text
-from .overrides import SetValue, load_all, set_target
+from .overrides import SetValue, load_all, set_pattern, set_target
 from .render import Renderer, tracking_uri
 from .selection import listed, matrix_jobs, nearest, not_found, select_names
 from .spec import Job, effective_jobs
@@ -366,12 +366,17 @@ class Origins:
 
     def __init__(self, files: list[str], sets: list[str], written: set[str]):
         self.files, self.sets = files, sets
-        # None: a --set of defaults or max_jobs, which counts for every job
-        self._targets = [set_target(item.partition("=")[0], written) for item in sets]
+        # the jobs each --set counts for; None: a --set of defaults or max_jobs, which counts for every job
+        self._targets: list[set[str] | None] = []
+        for item in sets:
+            path = item.partition("=")[0]
+            target, pattern = set_target(path, written), set_pattern(path, sorted(written))
+            self._targets.append({target} if target else set(pattern[1]) if pattern else None)
 
     def of(self, written: str) -> dict | None:
         """What the job written as ``written`` (str) is made from (None: ``jobs.yaml`` alone)."""
-        return made_from(self.files, [s for s, t in zip(self.sets, self._targets, strict=True) if t in (None, written)])
+        chosen = [s for s, t in zip(self.sets, self._targets, strict=True) if t is None or written in t]
+        return made_from(self.files, chosen)
 
 
 def _made_elsewhere(out: Path, origins: Origins, names: list[str] | None) -> tuple[list, int]:

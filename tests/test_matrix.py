@@ -770,5 +770,42 @@ def test_a_later_default_that_jobs_keep_their_own_value_over_is_warned_of(projec
     code, _, err = cli("validate", "--jobs", "only.yaml", "--set", "defaults.num_rounds=1")
     assert err == [
         "--set #1: defaults.num_rounds: warning: reaches no job: every job sets its own num_rounds (a), which wins "
-        "over defaults; set it per job (jobs.NAME.num_rounds) or take it out of the jobs"
+        "over defaults; set it per job (--set 'jobs.*.num_rounds=...' sets every job's) or take it out of the jobs"
     ]
+
+
+def test_a_set_of_a_job_pattern_sets_every_job_it_matches(project, cli):
+    """``--set 'jobs.np-full-*.num_rounds=1'``: the defaults warning's advice for jobs that set their
+    own value (trial 46 had to write one --set per job); matrix jobs match by their name as written."""
+    code, out, err = cli(
+        "validate",
+        "--set",
+        "jobs.np-full-*.num_rounds=1",
+        "--set",
+        "jobs.pt-*.model.args.hidden=8",
+        "--show",
+        "np-full-in-process",
+        "--show",
+        "np-full-sub-process",
+        "--show",
+        "np-diff-in-process",
+        "--show",
+        "pt-full-in-process",
+    )
+    assert (code, err) == (0, [])
+    shown = yaml.safe_load("\n".join(out))
+    assert [shown[n]["num_rounds"] for n in shown] == [1, 5, 1, 3]  # file order: full-in, diff-in, full-sub, pt
+    assert shown["pt-full-in-process"]["model"]["args"]["hidden"] == 8
+    assert cli("validate", "--set", "jobs.zz*.num_rounds=1")[2][0].startswith(
+        "--set #1: jobs.zz*.num_rounds: 'zz*' matches no job (jobs: np-full-in-process, "
+    )
+    assert cli("validate", "--set", "jobs.np-*.num_roundz=1")[2] == [  # the key's problem once, not per job
+        "--set #1: jobs.np-*.num_roundz: 'num_roundz' is not a setting; did you mean 'num_rounds'?"
+    ]
+    assert cli("generate", "--set", "jobs.np-full-*.num_rounds=1")[0] == 0
+    manifest = json.loads((project / "build/jobs/.jobgen.json").read_text())
+    made = {name: entry["made_from"] for name, entry in manifest["jobs"].items() if "made_from" in entry}
+    assert made == {
+        name: {"jobs": ["jobs.yaml"], "set": ["jobs.np-full-*.num_rounds=1"]}
+        for name in ("np-full-in-process", "np-full-sub-process")
+    }
