@@ -532,3 +532,38 @@ def keys_by_class() -> dict[str, tuple[tuple[str, ...], dict]]:
 def shipped_modules() -> dict[str, str]:
     """Module name -> file name of every component the generator ships into ``app/custom/``."""
     return {name.removesuffix(".py"): name for row in all_components() for name in row.custom_files}
+
+
+#: The job keys whose mapping adds keyword arguments to a generated component (``workflow_args``:
+#: the workflow's controller; ``executor_args``: the Client API executor), for what no other key
+#: writes (trial 46: FedAvg's ``stop_cond`` and the executor's ``memory_gc_rounds`` had no way).
+EXTRA_ARGS_KEYS = ("workflow_args", "executor_args")
+
+
+def extra_args_row(settings: dict, line: str, execution_mode: str, key: str) -> Component:
+    """The row whose ``args`` the mapping ``key`` (one of :data:`EXTRA_ARGS_KEYS`) of a job with
+    these ``settings`` adds to, on NVFlare ``line`` in ``execution_mode``."""
+    table = LINES[line]
+    if key == "workflow_args":
+        return table.workflows[settings.get("workflow", DEFAULT_WORKFLOW)]
+    framework = FRAMEWORKS[settings.get("framework", "numpy")]
+    return framework.executors.get(line, table.executors)[execution_mode]
+
+
+#: Constant arguments of a generated row that ``executor_args`` may change: the sub-process
+#: executor's launch settings (the values NVFlare 2.9's ScriptRunner exports are the defaults here).
+OVERRIDABLE_CONSTANTS = frozenset({"launch_once", "launch_timeout", "shutdown_timeout"})
+
+
+def extra_arg_problem(row: Component, name: str) -> str | None:
+    """Why ``name`` may not be an extra argument of ``row``: the generator writes it from a key
+    (set that key), or as a constant the job needs (an id that connects ``row`` to another
+    component, the format the server expects); None: it may be (not written, or one of
+    :data:`OVERRIDABLE_CONSTANTS`)."""
+    if name not in row.args or name in OVERRIDABLE_CONSTANTS:
+        return None
+    source = row.args[name]
+    if isinstance(source, Key | Derived):
+        key = ".".join(source.path if isinstance(source, Key) else source.key)
+        return f"{name} is written by the generator from the job's {key}: set {key} (a key of the job) instead"
+    return f"{name} is written by the generator ({source!r}), which the job needs as generated: leave it out"

@@ -483,7 +483,8 @@ def _arg_strings(value, where: tuple) -> list[tuple[tuple, str]]:
 
 
 def brace_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
-    """Strings of escape-hatch ``args`` and of a PyTorch ``model.args`` with a ``{...}`` NVFlare would
+    """Strings of escape-hatch ``args``, of a PyTorch ``model.args`` and of ``workflow_args`` and
+    ``executor_args`` with a ``{...}`` NVFlare would
     rewrite when the app starts (:mod:`generator.rewrites`: a value that is only ``{name}`` of an
     unknown name becomes null, another is left as is or filled in), other than
     :data:`SYSTEM_VARIABLES` and ``{$ENV}``: warnings, since NVFlare's configs may use its variables
@@ -514,6 +515,9 @@ def brace_warnings(doc: Document, jobs: list[Job]) -> list[Problem]:
         model = job.settings.get("model")
         if isinstance(model, dict) and "args" in model:
             check(job, job.path_of("model") + ("args",), model["args"])
+        for key in ("workflow_args", "executor_args"):  # components.EXTRA_ARGS_KEYS
+            if isinstance(job.settings.get(key), dict):
+                check(job, job.path_of(key), job.settings[key])
         for side in LISTS:
             for app_job in _app_jobs(job, side):
                 for name, items in extras_of(app_job, side).items():

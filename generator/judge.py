@@ -54,6 +54,11 @@ SERVER_LOG = Path(SERVER_SITE) / LOG_JSON
 ROUND_STARTED = re.compile(r"^\s*Round (\d+) started\.\s*$", re.MULTILINE)
 FINISHED = re.compile(r"^\s*Finished FedAvg\.\s*$", re.MULTILINE)
 MODEL_SAVED = "End persist model on server."
+#: FedAvg with ``stop_cond`` (``workflow_args``): each round's ``"Round N global metrics: {...}"``
+#: (logged only then: the model is saved only when better, the best model), and at an early stop
+#: ``"Stopping at round=N out of total_rounds=T."`` (N from 0; the same on 2.7 and 2.9).
+GLOBAL_METRICS = re.compile(r"^Round \d+ global metrics: ")
+EARLY_STOP = re.compile(r"^Stopping at round=(\d+) out of total_rounds=(\d+)\.$")
 _IDENTITY = re.compile(r"\bidentity=([^,\]]+)")
 _PEER = re.compile(r"\bpeer=([^,\]]+)")
 _WORKFLOW_ID = re.compile(r"\bwf=([^,\]]+)")
@@ -244,6 +249,9 @@ class RoundTracker:
         saved_round (int): the round (1-based) after which the server last persisted the model;
             0 when no round's model was saved.
         finished (bool): the workflow logged its end (FedAvg's ``Finished FedAvg.``).
+        best_model (bool): FedAvg ran with early stopping (``workflow_args.stop_cond``), so it saved
+            a round's model only when it was better: the final model is the best one saved.
+        stopped_round (int): the round (1-based) after which FedAvg stopped early (0: it did not).
         records (int): records of the workflow seen (0: the server never ran it).
         trained (dict): round (1-based) -> the sites whose result the server got in it, in order
             (for a workflow with ``site_trained`` or ``result_received`` records).
@@ -258,6 +266,8 @@ class RoundTracker:
     rounds_started: int = 0
     saved_round: int = 0
     finished: bool = False
+    best_model: bool = False
+    stopped_round: int = 0
     records: int = 0
     trained: dict = field(default_factory=dict)
     _tail: LogJsonTail | None = field(default=None, repr=False)
@@ -307,6 +317,12 @@ class RoundTracker:
                 self.records += 1
                 self.trained.setdefault(self.rounds_started, []).append(site.group(1))
                 return None
+        if logger == FEDAVG_LOGGER and self.workflow == DEFAULT_WORKFLOW:
+            if GLOBAL_METRICS.search(message):
+                self.best_model = True
+            stop = EARLY_STOP.search(message.strip())
+            if stop:
+                self.stopped_round = int(stop.group(1)) + 1
         matched = [(l_, p.search(message)) for l_, p in spec.events]
         if logger != spec.controller and not any(m for l_, m in matched if l_ == logger):
             return None
@@ -330,8 +346,16 @@ class RoundTracker:
         return [n for n in started if n is not None]
 
     @property
+    def rounds_expected(self) -> int:
+        """The rounds the run should start: ``num_rounds``, or up to FedAvg's early stop."""
+        return self.stopped_round or self.num_rounds
+
+    @property
     def model_is_final(self) -> bool:
-        """The workflow finished every round and saved the model after the last one."""
+        """The workflow finished every round and saved the model after the last one; with early
+        stopping (:attr:`best_model`), finished its rounds (up to the stop) and saved a best model."""
+        if self.best_model:
+            return self.finished and self.saved_round >= 1 and self.rounds_started == self.rounds_expected
         return self.finished and self.saved_round == self.num_rounds == self.rounds_started
 
     def problems(self) -> list[str]:
@@ -341,8 +365,9 @@ class RoundTracker:
             return [f"NVFlare's server log {self.log_path} was not written: the server did not start"]
         if not self.records:
             return [f"the {name} workflow never ran on the server (no record of it in {self.log_path})"]
-        if self.rounds_started != self.num_rounds:
-            return [f"{self.rounds_started} of {self.num_rounds} rounds started"]
+        if self.rounds_started != self.rounds_expected:
+            stop = f" (FedAvg stopped early after round {self.stopped_round})" if self.stopped_round else ""
+            return [f"{self.rounds_started} of {self.num_rounds} rounds started{stop}"]
         skipped = self.skipped_sites()
         if skipped:
             return [

@@ -40,7 +40,7 @@ import textwrap
 from pathlib import Path
 
 from . import extras
-from .components import PYTORCH, keys_by_class, shipped_modules
+from .components import EXTRA_ARGS_KEYS, PYTORCH, extra_args_row, keys_by_class, shipped_modules
 from .errors import Problem
 from .layout import (
     CLIENT_CONFIG,
@@ -276,11 +276,26 @@ class _ConfigLinter:
         if error:
             close = difflib.get_close_matches(unknown[0], accepted, n=1) if unknown else []
             arg_key = (arg_keys.get(unknown[0]) or (arg_keys.get(close[0]) if close else None)) if unknown else None
+            arg_key = (self.extra_key(class_path, unknown[0]) if unknown else None) or arg_key
             hint = f"; did you mean {close[0]!r}?" if close else f" (it accepts: {', '.join(accepted)})"
             arg_at = (*at, "args", unknown[0]) if at is not None and unknown else at
             self.report(comp, where, f"{class_path}: {error}{hint}", arg_key or key, arg_at)
         if at is not None and at[-2] == "components":
             self.role_problem(comp, where, cls, at)
+
+    def extra_key(self, class_path: str, name: str) -> tuple | None:
+        """``("executor_args", name)`` (or ``workflow_args``) when the job's mapping of that key gave
+        the argument ``name`` of the generated component ``class_path``; else None."""
+        job = self.app_job or self.job
+        if job is None:
+            return None
+        for key in EXTRA_ARGS_KEYS:
+            extra = job.settings.get(key)
+            if not (isinstance(extra, dict) and name in extra):
+                continue
+            if extra_args_row(job.settings, job.line, job.execution_mode, key).path == class_path:
+                return (key, name)
+        return None
 
     def role_problem(self, comp, where: str, cls: type, at: tuple) -> None:
         """An escape-hatch component of a kind the generated config already holds one of (a second

@@ -419,7 +419,7 @@ def _verdict(system: System, run: _Run, downloads: Path, ran: bool) -> JobResult
     if result.status == TIMEOUT:
         tracker = RoundTracker.for_job(job_dir, run.info, server=system.server_identity)
         tracker.poll()
-        result.rounds_started = tracker.rounds_started
+        result.rounds_started, result.stopped_round = tracker.rounds_started, tracker.stopped_round
         raised = [m for m in client_exceptions(job_dir) if not ABORTED_IN_SCRIPT.search(m)]
         result.problems[:0] = [job_problem(run.name, m) for m in raised]
         result.problems += run.problems

@@ -265,6 +265,15 @@ def _built(row: Component, settings: dict, derived: dict) -> Built:
     return Built(row.partial, row.path, build_args(row.args, settings, derived))
 
 
+def _with_extra(built: Built, extra: dict | None) -> Built:
+    """``built`` with the job's ``workflow_args`` / ``executor_args`` (``extra``) added to its args,
+    after the generated ones (validate refused the names the generator writes, but for the
+    constants :data:`generator.components.OVERRIDABLE_CONSTANTS`, which ``extra`` changes)."""
+    if not extra:
+        return built
+    return Built(built.partial, built.path, {**built.args, **extra})
+
+
 def template_context(job: Job) -> dict:
     """Values the templates see: the job, its settings ``s``, the derived values and each component.
 
@@ -302,7 +311,7 @@ def template_context(job: Job) -> dict:
         "job": job,
         "s": s,
         **derived,
-        "workflow": _built(workflow, s, derived),
+        "workflow": _with_extra(_built(workflow, s, derived), s.get("workflow_args")),
         "workflow_components": [(id_, _built(row, s, derived)) for id_, row in workflow.components.items()],
         "cross_site_eval": _built(cross_site, s, derived) if cross_site else None,
         "cross_site_eval_id": CROSS_SITE_EVAL_ID,
@@ -310,7 +319,7 @@ def template_context(job: Job) -> dict:
         "persistor": _built(framework.persistor, s, derived),
         "persistor_components": [(id_, _built(row, s, derived)) for id_, row in framework.components.items()],
         "receiver": _built(receiver_row, s, derived) if receiver_row else None,
-        "executor": _built(executor, s, derived),
+        "executor": _with_extra(_built(executor, s, derived), s.get("executor_args")),
         "event_to_fed": _built(table.event_to_fed, s, derived) if derived["convert_events"] else None,
         "delivery_server": _built(table.delivery_server, s, derived) if delivery else None,
         "delivery_client": _built(table.delivery_client, s, derived) if delivery else None,

@@ -395,7 +395,9 @@ def model_cell(result) -> str:
     """The table's "final model" cell of a :class:`generator.simulate.JobResult`: the final model,
     or a saved model marked as not final, or ``-``."""
     if result.final_model is not None:
-        return _model_text(result.final_model)
+        # FedAvg with stop_cond keeps the best model, which may be an earlier round's
+        best = 0 < result.model_round < result.rounds_started
+        return (f"best (round {result.model_round}): " if best else "") + _model_text(result.final_model)
     if result.last_model is not None:
         after = f"after round {result.model_round} of {result.rounds}" if result.model_round else "no round saved"
         return f"not final ({after}): {_model_text(result.last_model)}"
@@ -447,7 +449,7 @@ def table(results: list) -> list[str]:
             (
                 r.name,
                 r.status,
-                f"{r.rounds_started}/{r.rounds}",
+                f"{r.rounds_started}/{r.rounds}" + (" (stopped early)" if getattr(r, "stopped_round", 0) else ""),
                 f"{r.wall_seconds:.1f}" if _started(r) else "-",
                 model_cell(r),
                 _points_text(r.metric_points),

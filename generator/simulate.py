@@ -107,7 +107,11 @@ class JobResult:
         final_model (list | None): the server's final model (``server.npy``) as nested lists: saved
             by this run after the last round of a FedAvg run that finished; else None.
         last_model (list | None), model_round (int): the model this run saved when it is not
-            final, and the round (1-based) after which it was saved (0: none saved).
+            final, and the round (1-based) after which it was saved (0: none saved). With FedAvg's
+            early stopping (``workflow_args.stop_cond``) the final model is the best one saved,
+            after round ``model_round``.
+        stopped_round (int): the round (1-based) after which FedAvg stopped early (``stop_cond``
+            met; 0: it did not).
         receiver (str | None): the receiver ``type`` (mlflow, tensorboard, wandb) if any.
         metric_points (dict): ``{site: {key: points}}`` found in the receiver's store.
         store (str | None): the receiver's store (MLflow tracking URI, or folder) if any.
@@ -141,6 +145,7 @@ class JobResult:
     final_model: list | None = None
     last_model: list | None = None
     model_round: int = 0
+    stopped_round: int = 0
     receiver: str | None = None
     metric_points: dict = field(default_factory=dict)
     store: str | None = None
@@ -762,7 +767,7 @@ def judge_run(
             model. None: a numpy job, nothing expected.
     """
     tracker.poll()
-    result.rounds_started = tracker.rounds_started
+    result.rounds_started, result.stopped_round = tracker.rounds_started, tracker.stopped_round
     messages = []
     if code not in (0, None):
         messages.append(f"nvflare simulator exited with code {code}")

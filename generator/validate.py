@@ -39,7 +39,15 @@ from pathlib import Path
 import jsonschema_rs
 
 from . import extras
-from .components import NP_PERSISTOR, receivers_of, reserved_custom_files, writer_types
+from .components import (
+    EXTRA_ARGS_KEYS,
+    NP_PERSISTOR,
+    extra_arg_problem,
+    extra_args_row,
+    receivers_of,
+    reserved_custom_files,
+    writer_types,
+)
 from .errors import Problem, SpecError
 from .layout import APP_NAME, MLFLOW_DB, SCRIPTS_DIR, SERVER_SITE
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document
@@ -415,8 +423,11 @@ RECIPE_KEYS = {
     "min_clients_per_round": "write min_clients:",
     "key_metric": "IntimeModelSelector's argument: add it as a server.components entry "
     "(path: nvflare.app_common.widgets.intime_model_selector.IntimeModelSelector, args: {key_metric: ...})",
-    "stop_cond": "FedAvg's early stopping is not a setting here: the generated FedAvg takes num_rounds and "
-    "min_clients only",
+    "stop_cond": "FedAvg's early stopping is an argument of the generated workflow: write workflow_args: "
+    "{stop_cond: ..., patience: ...}",
+    "patience": "FedAvg's early stopping is an argument of the generated workflow: write workflow_args: "
+    "{stop_cond: ..., patience: ...}",
+    "memory_gc_rounds": "an argument of the generated executor: write executor_args: {memory_gc_rounds: ...}",
 }
 
 
@@ -882,7 +893,24 @@ def _one_job_problems(doc: Document, job: Job, shipper: Shipper) -> list[Problem
         *_line_problems(doc, job),
         *extras.problems(doc, job),
         *_starting_model_problems(doc, job),
+        *_extra_args_problems(doc, job),
     ]
+
+
+def _extra_args_problems(doc: Document, job: Job) -> list[Problem]:
+    """``workflow_args`` and ``executor_args`` name no argument the generator writes itself
+    (:func:`generator.components.extra_arg_problem`), located at the argument's key."""
+    out = []
+    for key in EXTRA_ARGS_KEYS:
+        extra = job.settings.get(key)
+        if not isinstance(extra, dict):
+            continue  # the schema says so
+        row = extra_args_row(job.settings, job.line, job.execution_mode, key)
+        for name in extra:
+            problem = extra_arg_problem(row, str(name))
+            if problem:
+                out.append(doc.problem(job.path_of(key, name), problem, at_key=True))
+    return out
 
 
 def _clients_problems(doc: Document, job: Job) -> list[Problem]:
