@@ -336,6 +336,7 @@ def _generate(args) -> int:
             result.removed_from,
             made_from(files, args.set or []),
             result.replaced_from,
+            result.rejudged,
         )
     except KeyboardInterrupt:  # the folders are written by now: only the listing was cut short (a trial's
         # Ctrl-C during the lines of a large generate read as if the generate had not finished)

@@ -246,6 +246,20 @@ def made_from(files: list[str], sets: list[str]) -> dict | None:
     return {"jobs": files, "set": list(sets)}
 
 
+#: The :class:`ManifestEntry` fields only the manifest holds (no file of the job folder shows them):
+#: what ``simulate`` checks a run against and how long it lets it run. A trial changed
+#: ``expect.model_mean`` and ``generate --check`` said "up to date", then ``simulate`` judged the
+#: run by the old value.
+JUDGED_FIELDS = ("expect", "timeout")
+
+
+def judged_changes(old: ManifestEntry | None, new: ManifestEntry) -> list[str]:
+    """The :data:`JUDGED_FIELDS` whose value ``new`` changes from ``old`` (empty: none, or no ``old``)."""
+    if old is None:
+        return []
+    return [name for name in JUDGED_FIELDS if getattr(old, name) != getattr(new, name)]
+
+
 def made_from_text(origin: dict | None) -> str:
     """``exp.yaml``, ``a.yaml and b.yaml``, ``jobs.yaml with --set defaults.num_rounds=3``, ``jobs.yaml
     alone`` (None): the files (and overrides) of a :attr:`ManifestEntry.made_from`, for messages."""

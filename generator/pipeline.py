@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import extras
 from .errors import OutputError, Problem, SpecError
-from .layout import DEFAULT_JOBS_FILE, ManifestEntry, made_from, made_from_text
+from .layout import DEFAULT_JOBS_FILE, MANIFEST, ManifestEntry, judged_changes, made_from, made_from_text
 from .overrides import SetValue, load_all, set_pattern, set_target
 from .render import Renderer, tracking_uri
 from .selection import listed, matrix_jobs, nearest, not_found, select_names
@@ -49,7 +49,7 @@ from .validate import (
     replaced_persistor_warnings,
     shipping_warnings,
 )
-from .write import diff_jobs, made_from_of, write_jobs
+from .write import diff_jobs, made_from_of, read_entries, write_jobs
 
 
 @dataclass
@@ -68,6 +68,8 @@ class Generated:
         shown (list[Job]): with ``validate --show``: the jobs whose effective settings to print.
         removed_from (dict[str, dict | None]): each removed job's
             :attr:`generator.layout.ManifestEntry.made_from`, to say what it was generated from.
+        rejudged (dict[str, list[str]]): each job whose ``expect`` or ``timeout`` this run changed in
+            the manifest (:attr:`generator.write.Written.rejudged`).
         replaced_from (dict[str, dict | None]): each job this run wrote over a folder an earlier
             ``generate`` made from other files or ``--set`` items: what that one was made from.
         made_elsewhere (list[tuple[dict | None, list[str]]]): with ``check``: the jobs of ``out``
@@ -85,6 +87,7 @@ class Generated:
     shown: list = field(default_factory=list)
     removed_from: dict = field(default_factory=dict)
     replaced_from: dict = field(default_factory=dict)
+    rejudged: dict = field(default_factory=dict)
     made_elsewhere: list = field(default_factory=list)
     whole: int = 0
 
@@ -313,6 +316,15 @@ def generate(
             differences = diff_jobs(Path(out), RenderedJobs(renderer, jobs))
             if names:  # the other job folders in ``out`` are kept, not unexpected
                 differences = [d for d in differences if not d.startswith("unexpected job folder")]
+            recorded = read_entries(Path(out)) if Path(out).is_dir() else {}
+            for job in jobs:  # what only the manifest holds: how simulate judges the run
+                changed = judged_changes(recorded.get(job.name), _with_matrix(doc, job))
+                if changed:
+                    what = " and ".join(changed)
+                    differences.append(
+                        f"changed: {Path(out) / MANIFEST} (the {what} of job {job.name!r}, which simulate judges "
+                        "the run by)"
+                    )
             result.differences = differences
             if differences:
                 # the jobs selected, not the --job values (a matrix name or a pattern names none itself)
@@ -333,6 +345,7 @@ def generate(
             )
             result.removed, result.unchanged = written.removed, written.unchanged
             result.removed_from, result.replaced_from = written.removed_from, written.replaced_from
+            result.rejudged = written.rejudged
     return result
 
 

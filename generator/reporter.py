@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from .layout import DEFAULT_JOBS_FILE, DEFAULT_OUT, ManifestEntry, made_from_text, site_number
+from .layout import DEFAULT_JOBS_FILE, DEFAULT_OUT, MANIFEST, ManifestEntry, made_from_text, site_number
 from .selection import listed
 
 
@@ -102,13 +102,16 @@ class Reporter:
         removed_from: dict | None = None,
         origin: dict | None = None,
         replaced_from: dict | None = None,
+        rejudged: dict | None = None,
     ) -> None:
         """``generate`` wrote ``out/<name>`` for each of ``names`` not in ``unchanged`` (those folders
         already held what ``jobs_file`` renders and were left as they were: one line for all of them)
         and removed the folders ``removed``; ``removed_from``: name -> what a removed job was made
         from (:attr:`generator.layout.ManifestEntry.made_from`), said when not ``origin``, this run's;
         ``replaced_from``: name -> what the folder a written job replaced was made from (said always:
-        only jobs made from something else are in it)."""
+        only jobs made from something else are in it); ``rejudged``: name -> the fields only the
+        manifest holds that changed (``expect``, ``timeout``), said for a folder left as it was (a
+        trial's changed ``expect`` was "up to date", and simulate judged by the old one)."""
         kept = set(unchanged)
         written = [name for name in names if name not in kept]
         replaced = replaced_from or {}
@@ -126,6 +129,12 @@ class Reporter:
             if theirs != origin:  # a trial's exp.yaml jobs were said to be "no longer in jobs.yaml"
                 why = f"generated from {made_from_text(theirs)}; not in {now}"
             lines.append(f"removed {out / name} ({why})")
+        for name in names:
+            if name in kept and name in (rejudged or {}):
+                lines.append(
+                    f"updated the {' and '.join(rejudged[name])} of {out / name} in {out / MANIFEST}, which simulate "
+                    "judges the run by (its folder was already what it renders)"
+                )
         if kept:
             count = len(kept)
             folders = "job folder" if count == 1 else "job folders"

@@ -51,7 +51,7 @@ from pathlib import Path
 
 from .errors import OutputError, Problem
 from .jsonio import loads, pretty, write_pretty
-from .layout import CONFIG_FILES, DEFAULT_JOBS_FILE, GENERATOR_ID, MANIFEST, ManifestEntry
+from .layout import CONFIG_FILES, DEFAULT_JOBS_FILE, GENERATOR_ID, MANIFEST, ManifestEntry, judged_changes
 from .outputs import holding
 
 #: Kinds of leftovers a run may leave beside ``out`` if killed: ``.<out>.<kind>-<suffix>``.
@@ -505,12 +505,16 @@ class Written:
             from other files, or with a ``--set`` item ``info`` does not give it now: that earlier
             ``made_from``. A trial's regenerated job, first made from
             ``exp.yaml``, was replaced by ``jobs.yaml``'s without a word.
+        rejudged (dict[str, list[str]]): each job of ``info`` whose manifest entry changes a field
+            only the manifest holds (:data:`generator.layout.JUDGED_FIELDS`: ``expect``,
+            ``timeout``): those fields. Its folder may be left as it was, yet simulate judges it anew.
     """
 
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed_from: dict[str, dict | None] = field(default_factory=dict)
     replaced_from: dict[str, dict | None] = field(default_factory=dict)
+    rejudged: dict[str, list[str]] = field(default_factory=dict)
 
 
 def write_jobs(
@@ -578,6 +582,10 @@ def write_jobs(
             written.replaced_from = {
                 name: theirs for name, theirs in earlier.items() if _made_elsewhere(theirs, info[name].made_from)
             }
+            old_entries = _readable_entries(manifest["jobs"])
+            written.rejudged = {
+                name: changed for name in info if (changed := judged_changes(old_entries.get(name), info[name]))
+            }
             on_disk = _job_digests(manifest)
             tmp = _exchange_folder(out, manifest)
             if tmp is not None:
@@ -592,6 +600,18 @@ def write_jobs(
         where = e.filename or out
         raise _fail(Path(where), f"cannot write: {e.strerror or e}") from None
     return written
+
+
+def _readable_entries(jobs: dict) -> dict[str, ManifestEntry]:
+    """The entries of an earlier manifest's ``jobs`` that read as :class:`ManifestEntry` (one that
+    does not is replaced by this run anyway)."""
+    found = {}
+    for name, entry in jobs.items():
+        try:
+            found[name] = ManifestEntry.from_json(entry)
+        except (KeyError, TypeError, ValueError):
+            continue
+    return found
 
 
 def _in_other_job(out: Path, problem: Problem, selected) -> Problem:

@@ -290,6 +290,31 @@ def test_a_job_written_over_one_made_from_other_files_says_so(project, cli):
     ]
 
 
+def test_a_changed_expect_or_timeout_is_a_difference_and_generate_says_it_updated_it(project, cli):
+    # trial 48: expect.model_mean 6 -> 42 was "up to date", and simulate judged the run by 6
+    text = "jobs:\n  - name: r\n    script: train_full.py\n    num_rounds: 1\n    expect: {model_mean: 6}\n"
+    (project / "r.yaml").write_text(text)
+    assert cli("generate", "--jobs", "r.yaml", "--out", "build/r")[0] == 0
+    (project / "r.yaml").write_text(text.replace("model_mean: 6}", "model_mean: 42}\n    timeout: 120"))
+    code, out, err = cli("generate", "--check", "--jobs", "r.yaml", "--out", "build/r")
+    assert code == 1
+    assert out == [
+        "changed: build/r/.jobgen.json (the expect and timeout of job 'r', which simulate judges the run by)"
+    ]
+    assert cli("generate", "--jobs", "r.yaml", "--out", "build/r") == (
+        0,
+        [
+            "updated the expect and timeout of build/r/r in build/r/.jobgen.json, which simulate judges the run "
+            "by (its folder was already what it renders)",
+            "build/r is up to date with r.yaml: left 1 job folder as it was",
+        ],
+        [],
+    )
+    entry = json.loads((project / "build/r/.jobgen.json").read_text())["jobs"]["r"]
+    assert (entry["expect"], entry["timeout"]) == ({"model_mean": 42}, 120)
+    assert cli("generate", "--check", "--jobs", "r.yaml", "--out", "build/r")[0] == 0
+
+
 def test_a_set_of_one_job_is_recorded_on_that_job_only_and_a_check_names_it(project, cli):
     # a trial's --set jobs.np-cyclic... was recorded on all 14 jobs, and a check blamed all 14
     assert cli("generate", "--set", "jobs.np-cyclic.num_rounds=3")[0] == 0
