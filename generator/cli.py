@@ -21,7 +21,7 @@ from typing import NoReturn
 
 from .errors import JobgenError
 from .layout import DEFAULT_JOBS_FILE as DEFAULT_JOBS
-from .layout import DEFAULT_OUT, made_from
+from .layout import DEFAULT_OUT, made_from, made_from_text
 from .reporter import Reporter, generate_command
 
 DEFAULT_WORKSPACE = "build/workspaces"
@@ -322,7 +322,8 @@ def _generate(args) -> int:
     if args.check:
         if result.differences:
             fix = generate_command(files, args.out, args.set, args.job)
-            REPORTER.out_of_date(args.out, shown, result.differences, fix, result.made_elsewhere, result.whole)
+            checked = made_from_text(made_from(files, args.set)) if args.set else None  # the files are said
+            REPORTER.out_of_date(args.out, shown, result.differences, fix, result.made_elsewhere, result.whole, checked)
             return 1
         REPORTER.up_to_date(args.out, shown, len(result.jobs) if args.job else None)
         return 0

@@ -153,6 +153,7 @@ class Reporter:
         fix: str,
         made_elsewhere: list | None = None,
         whole: int = 0,
+        checked: str | None = None,
     ) -> None:
         """``generate --check`` found ``differences`` (one line each); ``fix`` is the command that updates ``out``.
 
@@ -160,6 +161,8 @@ class Reporter:
         ``generate`` made from other files or ``--set`` items; then ``fix`` would replace them, and
         the line says so and what they were made from, with the check of each, instead of advising
         it alone. ``whole``: how many jobs ``out`` holds (a check of fewer names its jobs).
+        ``checked``: what this check renders, as :func:`generator.layout.made_from_text` words it
+        (with its ``--set`` items, which a trial's "other files or --set than this check's" hid).
         """
         self.lines(differences)
         by_hand = any(line.startswith(("edited:", "unexpected:")) for line in differences)
@@ -170,10 +173,11 @@ class Reporter:
                 f"{_counted(len(names), 'job')} from {made_from_text(o)}" for o, names in made_elsewhere
             )
             checks = " or ".join(f"`{_check_of(o, names, out, whole)}`" for o, names in made_elsewhere)
+            this = f"; this check: {checked}" if checked else ""
             self.line(
                 f"{out} is out of date with {jobs_file}, but {_counted(count, 'job')} in it "
                 f"{'was' if count == 1 else 'were'} generated from other files or --set than this check's "
-                f"({sources}): to check {'it' if count == 1 else 'them'}, run {checks}; `{fix}` would "
+                f"({sources}{this}): to check {'it' if count == 1 else 'them'}, run {checks}; `{fix}` would "
                 f"replace {'it' if count == 1 else 'them'} with what {jobs_file} renders{hand}",
                 err=True,
             )

@@ -342,7 +342,8 @@ def test_a_check_calls_a_file_generate_wrote_and_no_longer_renders_no_longer_gen
     gone = [line for line in out if line.startswith("no longer generated: build/jobs/np-per-site/app_site-")]
     assert gone and not any(line.startswith("unexpected:") for line in out)
     assert "move a file you edited by hand away first" not in err[-1]
-    assert "(1 job from jobs.yaml alone)" in err[-1]
+    # trial 48: "other files or --set than this check's (1 job from jobs.yaml alone)" hid the check's own --set
+    assert "(1 job from jobs.yaml alone; this check: jobs.yaml with --set 'jobs.np-per-site.sites={}')" in err[-1]
     (project / "build/jobs/np-per-site/app_site-1/custom/notes.txt").write_text("mine")
     out = cli("generate", "--check", "--set", "jobs.np-per-site.sites={}")[1]
     assert "unexpected: build/jobs/np-per-site/app_site-1/custom/notes.txt" in out
