@@ -464,6 +464,11 @@ def _stale_problems(
                 )
         elif kind == "edited":
             problems.append(Problem(str(path), 0, 0, "", f"edited: {by_hand}"))
+        elif kind == "unexpected":  # a trial was told to generate, which refused the folder for it
+            message = (
+                "unexpected: not a file generate wrote, and generate refuses a job folder that holds it: move it away"
+            )
+            problems.append(Problem(str(path), 0, 0, "", message))
         else:
             problems.append(Problem(str(path), 0, 0, "", f"{kind}: {hint}"))
     return problems

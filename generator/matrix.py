@@ -194,7 +194,11 @@ def _shape_problems(matrix, schema: dict) -> tuple[list[EntryProblem], dict]:
     axes = {}
     for key, values in matrix.items():
         if key in RESERVED:
-            if not isinstance(values, list) or not all(isinstance(e, dict) and e for e in values):
+            empty = next((n for n, e in enumerate(values) if e == {}), None) if isinstance(values, list) else None
+            if empty is not None:  # a trial's `- {}` was told "expected a list of mappings"
+                what = "would exclude every combination" if key == "exclude" else "adds nothing"
+                problems.append(((*("matrix", key), empty), f"an empty {key} entry {what}: name a matrix key", False))
+            elif not isinstance(values, list) or not all(isinstance(e, dict) and e for e in values):
                 problems.append(
                     (("matrix", key), f"expected a list of mappings from settings to values ({key} entries)", False)
                 )
@@ -337,10 +341,12 @@ def combinations(matrix: dict, axes: dict) -> list[tuple[dict, dict]]:
 
 
 def unmatched_excludes(matrix) -> list[tuple[tuple, str]]:
-    """Warnings for the ``exclude`` entries of ``matrix`` (a job's ``matrix`` mapping, well formed or
-    not) that remove no combination: each names a value that is not one of its key's values (a
-    trial's ``{num_rounds: "1"}``, text, beside the axis ``[1, 2]`` removed nothing, silently; GitHub
-    Actions ignores such entries as well). Returns ``(key path inside the matrix, message)`` pairs."""
+    """Warnings for the ``exclude`` entries of ``matrix`` (a job's ``matrix`` mapping, with no
+    problem of its own) that remove no combination: each names a value that is not one of its key's
+    values (a trial's ``{num_rounds: "1"}``, text, beside the axis ``[1, 2]`` removed nothing,
+    silently; GitHub Actions ignores such entries as well); and one when they remove every
+    combination of the axes, so that only ``include`` entries make jobs. Returns ``(key path inside
+    the matrix, message)`` pairs."""
     if not isinstance(matrix, dict) or not isinstance(matrix.get("exclude"), list):
         return []
     axes = {k: v for k, v in matrix.items() if k not in RESERVED and isinstance(v, list)}
@@ -361,6 +367,15 @@ def unmatched_excludes(matrix) -> list[tuple[tuple, str]]:
                 message = f"{key}={_text(value)} is not one of the matrix's values for it ({shown})"
             found.append((("exclude", n, key), f"warning: {message}, so this entry excludes nothing"))
             break
+    if axes and matrix.get("include") and not combinations({**matrix, "include": []}, axes):
+        count = math.prod(len(v) for v in axes.values())  # a trial's include-made job alone was left, silently
+        found.append(
+            (
+                ("exclude",),
+                f"warning: excludes every combination of the matrix's axes ({count} of {count}): only its include "
+                "entries make jobs",
+            )
+        )
     return found
 
 

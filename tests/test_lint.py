@@ -328,6 +328,19 @@ def test_lint_job_checks_only_the_selected_jobs_folders(project, monkeypatch, ca
     assert "--job 'np-fulll-in-process'" in err and "did you mean 'np-full-in-process'" in err
 
 
+def test_lint_tells_to_move_a_stray_file_away_not_to_generate(project, monkeypatch, capsys):
+    # trial 48: lint said "run generate" for a file generate then refused the folder for
+    monkeypatch.chdir(project)
+    assert main(["generate", "--job", "np-cyclic"]) == 0
+    (project / "build/jobs/np-cyclic/NOTES.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["lint", "--job", "np-cyclic"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "build/jobs/np-cyclic/NOTES.txt: unexpected: not a file generate wrote, and generate refuses a job folder "
+        "that holds it: move it away"
+    ]
+
+
 def test_lint_of_jobs_generated_with_a_set_names_the_lint_with_that_set(project, monkeypatch, capsys):
     # trial 46: lint without the --set the folder was generated with advised a generate that drops it
     monkeypatch.chdir(project)
