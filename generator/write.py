@@ -132,6 +132,12 @@ def read_manifest(out: Path, reading: bool = False) -> dict:
     manifest = _manifest_of(out)
     if manifest is None:
         if reading:
+            if (out.parent / MANIFEST).is_file():  # a trial's --out build/exp/exp-full, one job's folder
+                raise _fail(
+                    out,
+                    f"is the folder of job {out.name!r} in {out.parent}, which generate wrote: give --out "
+                    f"{out.parent} --job {out.name}",
+                )
             raise _fail(
                 out, f"holds files the generator did not write (no {MANIFEST}): choose the --out generate wrote"
             )

@@ -156,6 +156,15 @@ def test_read_only_commands_do_not_speak_of_replacing_the_folder(project, cli):
         ]
 
 
+def test_a_job_folder_given_as_out_is_told_the_out_and_job_to_give(project, built, cli):
+    # trial 48: simulate --out build/exp/exp-full was told "holds files the generator did not write"
+    told = "build/jobs/np-cyclic: is the folder of job 'np-cyclic' in build/jobs, which generate wrote: give --out "
+    told += "build/jobs --job np-cyclic"
+    for command in (["simulate"], ["lint"], ["generate", "--check"]):
+        code, _, err = cli(*command, "--out", "build/jobs/np-cyclic")
+        assert (code, err) == (2, [told]), command
+
+
 def test_a_forged_manifest_does_not_make_a_folder_ours(project, built, cli):
     (built / ".jobgen.json").write_text(json.dumps({"generator": "someone-else", "jobs": {}}))
     assert refused(cli, project)[0].startswith("build/jobs: holds files the generator did not write")
