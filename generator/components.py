@@ -555,11 +555,22 @@ def extra_args_row(settings: dict, line: str, execution_mode: str, key: str) -> 
 OVERRIDABLE_CONSTANTS = frozenset({"launch_once", "launch_timeout", "shutdown_timeout"})
 
 
+#: Extra arguments the generated job cannot run or be judged with (trial 49): FedAvg's rounds are
+#: counted from 0 and its ``train`` task is what the executor answers and the judge reads.
+NOT_EXTRA = {
+    "start_round": "simulate and poc count the rounds from 0 (a job of more rounds: raise num_rounds)",
+    "task_name": "the generated executor answers the task 'train', and the judge reads its records",
+    "train_task_name": "the generated workflow sends the task 'train'",
+}
+
+
 def extra_arg_problem(row: Component, name: str) -> str | None:
     """Why ``name`` may not be an extra argument of ``row``: the generator writes it from a key
     (set that key), or as a constant the job needs (an id that connects ``row`` to another
     component, the format the server expects); None: it may be (not written, or one of
     :data:`OVERRIDABLE_CONSTANTS`)."""
+    if name in NOT_EXTRA:
+        return f"{name} cannot be changed here: {NOT_EXTRA[name]}"
     if name not in row.args or name in OVERRIDABLE_CONSTANTS:
         return None
     source = row.args[name]

@@ -37,6 +37,7 @@ import json.scanner
 import shlex
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 from . import extras
@@ -52,7 +53,7 @@ from .layout import (
     SERVER_CONFIG,
     made_from_text,
 )
-from .load import Document, format_path
+from .load import Document
 from .overrides import load_all
 from .render import DEFAULT_LINE, Renderer, shipped_file
 from .selection import listed
@@ -197,19 +198,11 @@ class _ConfigLinter:
     def report(self, obj, where: str, message: str, key: tuple | None = None, at: tuple | None = None) -> None:
         line, col = _line_col(self.text, self.starts.get(id(obj), 0))
         if self.job is not None and self.doc is not None:
-            path = self.job.path_of(key[0]) + key[1:] if key else ("jobs", self.job.index)
+            # the layer (or --set) that holds the inner key: a later file's or defaults' typo was
+            # placed at the first file's line of that number, or at each job's own mapping (trial 49)
+            path = self.job.path_of(key[0], *key[1:]) if key else ("jobs", self.job.index)
             path = at or path
-            pos = self.doc.where(path)
-            self.problems.append(
-                Problem(
-                    self.doc.file,
-                    pos.line,
-                    pos.column,
-                    format_path(path),
-                    f"{message} (in {self.path}:{line}:{col}, {where})",
-                    self.doc.shown_path(path),
-                )
-            )
+            self.problems.append(self.doc.problem(path, f"{message} (in {self.path}:{line}:{col}, {where})"))
         else:
             self.problems.append(Problem(str(self.path), line, col, where, message))
 
@@ -474,6 +467,23 @@ def _stale_problems(
     return problems
 
 
+def _once_per_place(problems: list[Problem]) -> list[Problem]:
+    """``problems`` with those at the same place of a jobs file saying the same (a ``defaults`` value
+    every job's config holds) given once, counting the other configs: a trial's typo in a later
+    file's ``defaults.workflow_args`` was reported once per job."""
+    found: dict[tuple, list] = {}
+    for p in problems:
+        key = (p.file, p.line, p.column, p.path, p.message.split(" (in ", 1)[0])
+        if key in found:
+            found[key][1] += 1
+        else:
+            found[key] = [p, 0]
+    return [
+        replace(p, message=p.message + (f" (and {n} more {'config' if n == 1 else 'configs'})" if n else ""))
+        for p, n in found.values()
+    ]
+
+
 def _app_job(job: Job, rel: str) -> Job:
     """The job of the app a config file ``rel`` belongs to: a client app's own job, else ``job``."""
     app = rel.split("/", 1)[0]
@@ -554,4 +564,4 @@ def lint(
             job = by_name[name] if fresh else None
             linter = _ConfigLinter(path, doc, job, _app_job(job, rel) if job else None)
             problems.extend(linter.run(lists))
-    return sorted(problems)
+    return sorted(_once_per_place(problems))

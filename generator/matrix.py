@@ -228,6 +228,18 @@ def _shape_problems(matrix, schema: dict) -> tuple[list[EntryProblem], dict]:
             )
         else:
             axes[key] = values
+    for key in list(axes):  # a trial's executor_args and executor_args.memory_gc_rounds: two jobs, one setting
+        outer = next((k for k in axes if key.startswith(k + ".")), None)
+        if outer:
+            problems.append(
+                (
+                    ("matrix", key),
+                    f"{key} is inside the matrix key {outer}, whose values set all of {outer}: each job would get two "
+                    f"values for {key}, and its name one that it does not run with; keep one of the two keys",
+                    True,
+                )
+            )
+            axes.pop(key)
     return problems, axes
 
 

@@ -24,6 +24,7 @@ import os
 import re
 from pathlib import Path
 
+from .components import EXTRA_ARGS_KEYS
 from .errors import Problem, SpecError
 from .load import NUMBER_LIKE, YAML11_BOOL_WORDS, Document, format_path, load, load_text
 from .matrix import DEFAULT_MAX_JOBS, combination_count, expand, is_matrix_job, setting_problem, unmatched_excludes
@@ -388,6 +389,14 @@ def _apply_set(merged: Layered, number: int, item: str, schema: dict) -> list[Pr
         node_data, at = node_data[key], at + (key,)
         if not isinstance(inner, dict):  # made by this --set: a problem of the new mapping is its
             _record(merged.sources, at, value_doc, ())  # (a receiver without `type`), not the file's
+    if keys[0] in EXTRA_ARGS_KEYS and len(keys) > 1:  # free-form: no schema type says how to read it
+        said = None
+        if value is None:
+            said = "an empty value is null: the class gets None (write the value)"
+        elif isinstance(value, str) and YAML11_BOOL_WORDS.match(value):
+            said = f"{value!r} is text here (a --set value is read as YAML 1.2): write true or false for a boolean"
+        if said:  # a trial's launch_once=no reached NVFlare as the text "no", which Python reads as true
+            merged.warnings.append(Problem(f"--set #{number}", 0, 0, path, f"warning: {said}"))
     node_data[keys[-1]] = _copy(value)
     _record(merged.sources, at + (keys[-1],), value_doc, ())
     return []

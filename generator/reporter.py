@@ -141,6 +141,8 @@ class Reporter:
             kept_as = "as it was" if count == 1 else "as they were"
             if written or removed:
                 lines.append(f"left {count} other {folders} in {out} {kept_as} (already what {jobs_file} renders)")
+            elif set(rejudged or ()) & kept:  # not "up to date" after an update (trial 49)
+                lines.append(f"left {count} {folders} in {out} {kept_as} (already what {jobs_file} renders)")
             else:
                 lines.append(f"{out} is up to date with {jobs_file}: left {count} {folders} {kept_as}")
         self.lines(lines)
@@ -363,8 +365,9 @@ def generate_command(
     return head + " " + " ".join(f"{o} {shlex.quote(v)}" for o, v in options)
 
 
-#: Most ``--job`` names a suggested command lists; beyond, it says how many jobs to add.
-_NAMED_JOBS = 5
+#: Most ``--job`` names a suggested command lists; beyond, it says how many jobs to add (a trial's
+#: 6 jobs got a command with a literal ``--job ...``, which cannot be run: lint spells them out).
+_NAMED_JOBS = 20
 
 
 def _check_of(origin: dict | None, names: list[str], out, whole: int) -> str:
@@ -462,7 +465,9 @@ def table(results: list) -> list[str]:
             (
                 r.name,
                 r.status,
-                f"{r.rounds_started}/{r.rounds}" + (" (stopped early)" if getattr(r, "stopped_round", 0) else ""),
+                # patience running out in the last round is a stop, but not an early one (trial 49)
+                f"{r.rounds_started}/{r.rounds}"
+                + (" (stopped early)" if 0 < getattr(r, "stopped_round", 0) < r.rounds else ""),
                 f"{r.wall_seconds:.1f}" if _started(r) else "-",
                 model_cell(r),
                 _points_text(r.metric_points),

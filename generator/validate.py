@@ -1098,7 +1098,10 @@ def _client_count_problems(doc: Document, job: Job) -> list[Problem]:
     if "task_assignment_timeout" in s and s.get("workflow") != "cyclic":
         at = job.path_of("task_assignment_timeout")
         # a later file's workflow: fedavg was not named (trial 47): the error pointed at jobs.yaml only
-        written = _elsewhere(doc, job.path_of("workflow"), at) if "workflow" in s else ""
+        where = job.path_of("workflow")
+        # only a written workflow (a schema default's path is the job entry): a trial's --set of
+        # defaults.task_assignment_timeout named each fedavg job's first line as where it was "set"
+        written = _elsewhere(doc, where, at) if where[-1] == "workflow" else ""
         problems.append(
             doc.problem(
                 at,

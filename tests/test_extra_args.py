@@ -170,3 +170,74 @@ def test_fedavg_stops_early_when_stop_cond_is_met_and_keeps_the_best_model(tmp_p
     assert (never["final_model"], never["model_round"]) == (after_one, 1)
     assert "1/4 (stopped early)" in result.stdout
     assert "best (round 1): [[2 3 4], [5 6 7], [8 9 10]]" in result.stdout
+
+
+def test_what_the_run_or_its_judging_needs_is_refused_and_set_words_are_warned_of(project, cli):
+    # trial 49: start_round, task_name and train_task_name were taken; launch_once=no became the text "no"
+    (project / "jobs.yaml").write_text(
+        "jobs:\n  - name: a\n    script: train_full.py\n    workflow_args: {start_round: 2, task_name: bar}\n"
+        "    executor_args: {train_task_name: foo}\n"
+    )
+    code, _, err = cli("validate")
+    assert code == 2 and [line.split(": ", 2)[1] for line in err] == [
+        "jobs[0] (a).workflow_args.start_round",
+        "jobs[0] (a).workflow_args.task_name",
+        "jobs[0] (a).executor_args.train_task_name",
+    ]
+    assert "start_round cannot be changed here: simulate and poc count the rounds from 0" in err[0]
+    (project / "jobs.yaml").write_text("jobs:\n  - {name: a, script: train_full.py, launch_external_process: true}\n")
+    code, _, err = cli("validate", "--set", "jobs.a.executor_args.launch_once=no", "--set", "jobs.a.workflow_args.x=")
+    assert (code, err) == (
+        0,
+        [
+            "--set #1: jobs.a.executor_args.launch_once: warning: 'no' is text here (a --set value is read as YAML "
+            "1.2): write true or false for a boolean",
+            "--set #2: jobs.a.workflow_args.x: warning: an empty value is null: the class gets None (write the value)",
+        ],
+    )
+
+
+def test_a_matrix_may_not_vary_the_mapping_beside_one_of_its_keys(project, cli):
+    # trial 49: both axes made two jobs named after values neither ran with
+    (project / "jobs.yaml").write_text(
+        "jobs:\n  - name: e\n    script: train_full.py\n    matrix:\n"
+        "      executor_args: [{memory_gc_rounds: 1}, {memory_gc_rounds: 2}]\n"
+        "      executor_args.memory_gc_rounds: [3]\n"
+    )
+    code, _, err = cli("validate")
+    assert code == 2 and err == [
+        'jobs.yaml:6:7: jobs[0] (e).matrix["executor_args.memory_gc_rounds"]: executor_args.memory_gc_rounds is '
+        "inside the matrix key executor_args, whose values set all of executor_args: each job would get two values "
+        "for executor_args.memory_gc_rounds, and its name one that it does not run with; keep one of the two keys"
+    ]
+
+
+def test_lint_places_a_later_files_or_a_sets_extra_argument_where_it_was_written_once(project, cli):
+    # trial 49: a later file's typo was placed at the first file's line of that number, once per job
+    (project / "base.yaml").write_text(
+        "jobs:\n  - {name: a, script: train_full.py}\n"
+        "  - {name: b, script: train_full.py, workflow_args: {patience: 2}}\n"
+    )
+    (project / "lab.yaml").write_text("defaults: {workflow_args: {patince: 1}}\n")
+    files = ["--jobs", "base.yaml", "--jobs", "lab.yaml", "--out", "build/l"]
+    assert cli("generate", *files)[0] == 0
+    code, _, err = cli("lint", *files)
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("lab.yaml:1:37: defaults.workflow_args.patince: nvflare.app_common.workflows.fedavg.")
+    assert err[0].endswith("(and 1 more config)")
+    assert cli("generate", "--jobs", "base.yaml", "--out", "build/s", "--set", "jobs.a.workflow_args.patince=1")[0] == 0
+    err = cli("lint", "--jobs", "base.yaml", "--out", "build/s", "--set", "jobs.a.workflow_args.patince=1")[2]
+    assert len(err) == 1 and err[0].startswith("--set #1: jobs.a.workflow_args.patince: ")
+
+
+def test_a_stop_in_the_last_round_is_not_an_early_one_in_the_table():
+    from generator.reporter import table
+    from generator.simulate import JobResult
+
+    rows = table(
+        [
+            JobResult("early", ok=True, status="ok", rounds=5, rounds_started=1, stopped_round=1),
+            JobResult("last", ok=True, status="ok", rounds=3, rounds_started=3, stopped_round=3),
+        ]
+    )
+    assert "1/5 (stopped early)" in rows[1] and "3/3 " in rows[2] + " " and "stopped" not in rows[2]

@@ -306,7 +306,7 @@ def test_a_changed_expect_or_timeout_is_a_difference_and_generate_says_it_update
         [
             "updated the expect and timeout of build/r/r in build/r/.jobgen.json, which simulate judges the run "
             "by (its folder was already what it renders)",
-            "build/r is up to date with r.yaml: left 1 job folder as it was",
+            "left 1 job folder in build/r as it was (already what r.yaml renders)",
         ],
         [],
     )
