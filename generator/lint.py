@@ -53,6 +53,7 @@ from .layout import (
     SERVER_CONFIG,
     made_from_text,
 )
+from .lines import installed_line
 from .load import Document
 from .overrides import load_all
 from .render import DEFAULT_LINE, Renderer, shipped_file
@@ -395,6 +396,28 @@ def shipped_module_file(module_name: str) -> Path | None:
     return shipped_file(DEFAULT_LINE, shipped) if shipped else None
 
 
+def _other_line(out: Path, manifest: dict, selected) -> dict[str, Problem]:
+    """The jobs of ``out`` (of ``selected`` names, when given) generated for another NVFlare line
+    than the installed one, each with its problem: NVFlare's classes differ between lines, and a
+    trial's 2.7 folders under 2.9 got eight ModuleNotFoundError lines, its 2.9 folders under 2.7 a
+    "run generate" that would have made them 2.7 folders."""
+    installed = installed_line()
+    found = {}
+    for name, entry in manifest["jobs"].items():
+        line = entry.get("nvflare_version") if isinstance(entry, dict) else None
+        if line and line != installed and (selected is None or name in selected):
+            found[name] = Problem(
+                str(out / name),
+                0,
+                0,
+                "",
+                f"generated for NVFlare {line}, and the installed nvflare is of the {installed} line: lint it "
+                f"where NVFlare {line} is installed"
+                + (" (the project's .venv-nvflare27, made by make setup27)" if line == "2.7" else ""),
+            )
+    return found
+
+
 def _made_elsewhere_problems(
     out: Path, elsewhere: dict, jobs_file: str, whole: int, ours: set, fix: str
 ) -> list[Problem]:
@@ -542,10 +565,13 @@ def lint(
         for name, (theirs, matrix) in made_from_of(out).items()
         if (not names or name in by_name) and theirs != origins.of(matrix or name)
     }
-    rendered = {job.name: renderer.render(job) for job in jobs if job.name not in elsewhere}
+    other_line = _other_line(out, manifest, by_name if names else None)
+    rendered = {job.name: renderer.render(job) for job in jobs if job.name not in elsewhere | other_line.keys()}
     shown = " ".join(files)
     ours = {job.name for job in every}
     problems = _made_elsewhere_problems(out, elsewhere, shown, len(manifest["jobs"]), ours, fix)
+    problems += [p for name, p in other_line.items() if name not in elsewhere]
+    elsewhere = {**{name: None for name in other_line}, **elsewhere}  # neither is linted here
     note = (
         f" with --job for the jobs you mean (without --job, generate removes {listed(list(elsewhere))}, "
         "generated from other files)"
