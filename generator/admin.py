@@ -279,6 +279,36 @@ def _within(seconds: float, call: Callable[[], object], dispose: Callable[[objec
 LOGIN_SECONDS = 40
 
 
+#: Seconds :func:`download_result` asks again while the server says a finished job is still
+#: running (see there).
+DOWNLOAD_SETTLE = 30.0
+
+
+def download_result(session, job_id: str, destination: str, settle: float = DOWNLOAD_SETTLE) -> str:
+    """``Session.download_job_result(job_id, destination)``, asked again every 0.5 s for up to
+    ``settle`` seconds while the server answers ``JobNotDone``.
+
+    NVFlare 2.9's ``JobRunner`` publishes a finished job's status before it takes the job off its
+    running jobs (``private/fed/server/job_runner.py``: ``set_status``, then ``del running_jobs``),
+    and ``download_job`` refuses a job that is still among them: a CI run under load saw
+    ``JobNotDone: job ... is still running`` right after the status said FINISHED.
+
+    Returns:
+        str: where NVFlare put the result (``<destination>/<job id>``).
+
+    Raises:
+        whatever the admin API raises; ``JobNotDone`` once ``settle`` seconds have passed.
+    """
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            return session.download_job_result(job_id, destination)
+        except Exception as e:  # JobNotDone: nvflare.fuel.flare_api.api_spec on 2.7 and 2.9
+            if type(e).__name__ != "JobNotDone" or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.5)
+
+
 def login(system: System):
     """:func:`open_session` in a thread, so that a stop signal is seen within 0.1 s meanwhile (a
     trial's Ctrl-C waited out NVFlare's 30 s login to a server that was down).

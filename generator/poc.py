@@ -44,7 +44,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .admin import System, admin_kit, close_session, connected_clients, login, nvflare_hint, unreachable
+from .admin import (
+    System,
+    admin_kit,
+    close_session,
+    connected_clients,
+    download_result,
+    login,
+    nvflare_hint,
+    unreachable,
+)
 from .errors import OutputError, Problem, SimulationError
 from .judge import RoundTracker, client_exceptions
 from .layout import DOWNLOAD_LOGS, DOWNLOAD_MAP, MPL_DIR, POC_RESULTS_MARKER, SERVER_SITE, ManifestEntry
@@ -316,7 +325,7 @@ def _fetch(system: System, session, run: _Run, downloads: Path) -> None:
     with tempfile.TemporaryDirectory(prefix=".download-", dir=downloads) as tmp:
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                location = session.download_job_result(run.job_id, destination=tmp)
+                location = download_result(session, run.job_id, tmp)
         except Exception as e:
             result.problems.append(job_problem(run.name, f"cannot download the result of job {run.job_id}: {e}"))
             location = None
