@@ -34,7 +34,6 @@ import importlib.util
 import inspect
 import json
 import json.scanner
-import shlex
 import sys
 import textwrap
 from dataclasses import replace
@@ -57,6 +56,7 @@ from .lines import installed_line
 from .load import Document
 from .overrides import load_all
 from .render import DEFAULT_LINE, Renderer, shipped_file
+from .reporter import command_line
 from .selection import listed
 from .spec import Job
 from .validate import SCRIPTS_DIR, validate
@@ -418,25 +418,19 @@ def _other_line(out: Path, manifest: dict, selected) -> dict[str, Problem]:
     return found
 
 
-def _made_elsewhere_problems(
-    out: Path, elsewhere: dict, jobs_file: str, whole: int, ours: set, fix: str
-) -> list[Problem]:
+def _made_elsewhere_problems(out: Path, groups: list, jobs_file: str, whole: int, ours: set, fix: str) -> list[Problem]:
     """One problem per origin for the jobs of ``out`` generated from other files or ``--set`` items
-    than this lint's (``elsewhere``: name -> its manifest's ``made_from``; ``whole``: how many jobs
-    ``out`` holds): the lint command of that origin (with ``--job`` unless it made every job of
-    ``out``), and ``fix``, this lint's generate command, only for jobs this lint's files have too
-    (``ours``): a trial was told ``generate --jobs jobs.yaml --out build/two``, which removes the
-    other file's job, and another a generate without the ``--set`` its folder was made with."""
-    groups: dict[str, tuple[dict | None, list[str]]] = {}
-    for name, theirs in elsewhere.items():
-        groups.setdefault(made_from_text(theirs), (theirs, []))[1].append(name)
+    than this lint's (``groups``: ``(made_from, names)`` per origin, from
+    :func:`generator.pipeline.made_elsewhere`; ``whole``: how many jobs ``out`` holds): the lint
+    command of that origin (with ``--job`` unless it made every job of ``out``), and ``fix``, this
+    lint's generate command, only for jobs this lint's files have too (``ours``): a trial was told
+    ``generate --jobs jobs.yaml --out build/two``, which removes the other file's job, and another a
+    generate without the ``--set`` its folder was made with."""
     problems = []
-    for text, (theirs, names) in groups.items():
-        origin = theirs or {}
-        words = [("--jobs", f) for f in origin.get("jobs") or [DEFAULT_JOBS_FILE]]
-        words += [("--job", n) for n in names] if len(names) < whole else []
-        words += [("--out", str(out))] + [("--set", s) for s in origin.get("set") or []]
-        command = "python -m generator lint " + " ".join(f"{o} {shlex.quote(str(v))}" for o, v in words)
+    for theirs, names in groups:
+        origin, text = theirs or {}, made_from_text(theirs)
+        files, sets = origin.get("jobs") or [DEFAULT_JOBS_FILE], origin.get("set") or []
+        command = command_line("lint", files, out, sets, names if len(names) < whole else None)
         which = f"job {names[0]!r} was" if len(names) == 1 else f"{len(names)} jobs ({listed(names)}) were"
         message = f"{which} generated from {text}, not {jobs_file}: lint with `{command}`"
         if all(name in ours for name in names):
@@ -547,7 +541,7 @@ def lint(
     Sources: NVFlare 2.9 ``nvflare.fuel.utils.component_builder.ComponentBuilder.build_component``
     (nested components in ``args``, ``class_attributes``) and ``class_utils.instantiate_class``.
     """
-    from .pipeline import Origins, select, written_name  # the --job reading of generate and simulate
+    from .pipeline import Origins, made_elsewhere, select, written_name  # as generate and --check read them
 
     doc = load_all(jobs_file, sets)
     every = validate(doc)
@@ -560,27 +554,24 @@ def lint(
     by_name = {job.name: job for job in jobs}
     files = [str(f) for f in (jobs_file if isinstance(jobs_file, list) else [jobs_file])]
     origins = Origins(files, sets or [], {written_name(doc, job.name) for job in every})
-    elsewhere = {
-        name: theirs
-        for name, (theirs, matrix) in made_from_of(out).items()
-        if (not names or name in by_name) and theirs != origins.of(matrix or name)
-    }
+    recorded = made_from_of(out)  # the selected jobs in the manifest's order, as lint lists them
+    groups, whole = made_elsewhere(recorded, origins, [n for n in recorded if n in by_name] if names else None)
+    elsewhere = [name for _, group in groups for name in group]
     other_line = _other_line(out, manifest, by_name if names else None)
-    rendered = {job.name: renderer.render(job) for job in jobs if job.name not in elsewhere | other_line.keys()}
+    left_alone = [*other_line, *(name for name in elsewhere if name not in other_line)]  # neither is linted here
+    rendered = {job.name: renderer.render(job) for job in jobs if job.name not in left_alone}
     shown = " ".join(files)
-    ours = {job.name for job in every}
-    problems = _made_elsewhere_problems(out, elsewhere, shown, len(manifest["jobs"]), ours, fix)
+    problems = _made_elsewhere_problems(out, groups, shown, whole, {job.name for job in every}, fix)
     problems += [p for name, p in other_line.items() if name not in elsewhere]
-    elsewhere = {**{name: None for name in other_line}, **elsewhere}  # neither is linted here
     note = (
-        f" with --job for the jobs you mean (without --job, generate removes {listed(list(elsewhere))}, "
+        f" with --job for the jobs you mean (without --job, generate removes {listed(left_alone)}, "
         "generated from other files)"
-        if elsewhere and not names
+        if left_alone and not names
         else ""
     )
-    problems += _stale_problems(out, rendered, shown, fix, bool(names), set(elsewhere), note)
+    problems += _stale_problems(out, rendered, shown, fix, bool(names), set(left_alone), note)
     for name in sorted(manifest["jobs"]):
-        if (names and name not in by_name) or name in elsewhere:
+        if (names and name not in by_name) or name in left_alone:
             continue  # not selected, or made from other files: left alone, as generate --job leaves it
         for rel, lists in config_files(out / name).items():
             path = out / name / rel

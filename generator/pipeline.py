@@ -316,7 +316,7 @@ def generate(
             differences = diff_jobs(Path(out), RenderedJobs(renderer, jobs))
             if names:  # the other job folders in ``out`` are kept, not unexpected
                 differences = [d for d in differences if not d.startswith("unexpected job folder")]
-            recorded = read_entries(Path(out)) if Path(out).is_dir() else {}
+            recorded = read_entries(Path(out))  # once, for both checks below (diff_jobs read it as ours)
             for job in jobs:  # what only the manifest holds: how simulate judges the run
                 changed = judged_changes(recorded.get(job.name), _with_matrix(doc, job))
                 if changed:
@@ -329,7 +329,8 @@ def generate(
             if differences:
                 # the jobs selected, not the --job values (a matrix name or a pattern names none itself)
                 selected = [job.name for job in jobs] if names else None
-                result.made_elsewhere, result.whole = _made_elsewhere(Path(out), origins, selected)
+                recorded_from = made_from_of(Path(out), recorded)
+                result.made_elsewhere, result.whole = made_elsewhere(recorded_from, origins, selected)
         else:
             info = {job.name: _with_matrix(doc, job) for job in jobs}
             if files != [DEFAULT_JOBS_FILE] or sets:
@@ -392,12 +393,14 @@ class Origins:
         return made_from(self.files, chosen)
 
 
-def _made_elsewhere(out: Path, origins: Origins, names: list[str] | None) -> tuple[list, int]:
-    """The jobs of ``out`` (only ``names`` when given) made from other files or ``--set`` items than
-    ``origins`` gives them, grouped by what they were made from (:attr:`Generated.made_elsewhere`),
-    and how many jobs ``out`` holds."""
+def made_elsewhere(
+    recorded: dict[str, tuple[dict | None, str | None]], origins: Origins, names: list[str] | None
+) -> tuple[list, int]:
+    """The jobs of an output folder (``recorded``: :func:`generator.write.made_from_of`; only
+    ``names`` when given) made from other files or ``--set`` items than ``origins`` gives them,
+    grouped by what they were made from (:attr:`Generated.made_elsewhere`; ``generate --check`` and
+    ``lint`` name each group's own command), and how many jobs the folder holds."""
     groups: dict[str, tuple[dict | None, list[str]]] = {}
-    recorded = made_from_of(out)
     wanted = recorded if names is None else {n: recorded[n] for n in names if n in recorded}
     for name, (theirs, matrix) in wanted.items():
         if theirs != origins.of(matrix or name):

@@ -359,10 +359,15 @@ def generate_command(
         [],
     ):
         return "make check" if check else "make generate"
+    return command_line("generate --check" if check else "generate", files, out, sets, names)
+
+
+def command_line(command: str, files: list[str], out, sets: list[str], names: list[str] | None = None) -> str:
+    """``python -m generator COMMAND --jobs F ... --job N ... --out OUT --set S ...``, each value
+    shell-quoted: the command a message suggests (``generate``, ``generate --check``, ``lint``)."""
     options = [("--jobs", f) for f in files] + [("--job", n) for n in names or []]
     options += [("--out", str(out))] + [("--set", s) for s in sets]
-    head = "python -m generator generate" + (" --check" if check else "")
-    return head + " " + " ".join(f"{o} {shlex.quote(v)}" for o, v in options)
+    return f"python -m generator {command} " + " ".join(f"{o} {shlex.quote(str(v))}" for o, v in options)
 
 
 #: Most ``--job`` names a suggested command lists; beyond, it says how many jobs to add (a trial's

@@ -649,14 +649,17 @@ def _made_from(entry) -> dict | None:
     return found if isinstance(found, dict) else None
 
 
-def made_from_of(out: Path) -> dict[str, tuple[dict | None, str | None]]:
+def made_from_of(
+    out: Path, entries: dict[str, ManifestEntry] | None = None
+) -> dict[str, tuple[dict | None, str | None]]:
     """Job name -> (:attr:`generator.layout.ManifestEntry.made_from`, the name of the matrix job it
-    was expanded from or None) of the jobs in ``out``'s manifest, in its order; empty when ``out``
-    holds no manifest of ours."""
-    try:
-        entries = read_entries(Path(out))
-    except OutputError:
-        return {}
+    was expanded from or None) of the jobs in ``out``'s manifest (``entries``, when the caller has
+    read them: :func:`read_entries`), in its order; empty when ``out`` holds no manifest of ours."""
+    if entries is None:
+        try:
+            entries = read_entries(Path(out))
+        except OutputError:
+            return {}
     return {name: (entry.made_from, (entry.matrix or {}).get("job")) for name, entry in entries.items()}
 
 
