@@ -540,14 +540,24 @@ def shipped_modules() -> dict[str, str]:
 EXTRA_ARGS_KEYS = ("workflow_args", "executor_args")
 
 
+def workflow_row(settings: dict, line: str) -> Component:
+    """The workflow row of a job with these ``settings`` (its ``workflow``) on NVFlare ``line``."""
+    return LINES[line].workflows[settings.get("workflow", DEFAULT_WORKFLOW)]
+
+
+def executor_row(settings: dict, line: str, execution_mode: str) -> Component:
+    """The Client API executor row of a job with these ``settings`` (its ``framework``'s for
+    ``line``, else the line's) in ``execution_mode`` (``in_process``, ``external_process``)."""
+    framework = FRAMEWORKS[settings.get("framework", "numpy")]
+    return framework.executors.get(line, LINES[line].executors)[execution_mode]
+
+
 def extra_args_row(settings: dict, line: str, execution_mode: str, key: str) -> Component:
     """The row whose ``args`` the mapping ``key`` (one of :data:`EXTRA_ARGS_KEYS`) of a job with
     these ``settings`` adds to, on NVFlare ``line`` in ``execution_mode``."""
-    table = LINES[line]
     if key == "workflow_args":
-        return table.workflows[settings.get("workflow", DEFAULT_WORKFLOW)]
-    framework = FRAMEWORKS[settings.get("framework", "numpy")]
-    return framework.executors.get(line, table.executors)[execution_mode]
+        return workflow_row(settings, line)
+    return executor_row(settings, line, execution_mode)
 
 
 #: Constant arguments of a generated row that ``executor_args`` may change: the sub-process

@@ -32,7 +32,6 @@ import orjson
 from . import extras
 from .components import (
     CROSS_SITE_EVAL_ID,
-    DEFAULT_WORKFLOW,
     FRAMEWORKS,
     LINES,
     MODEL_LOCATOR_ID,
@@ -41,6 +40,8 @@ from .components import (
     Component,
     Derived,
     Key,
+    executor_row,
+    workflow_row,
 )
 from .errors import Problem, TemplateError
 from .jsonio import pretty, reformat
@@ -296,7 +297,7 @@ def template_context(job: Job) -> dict:
     s = job.settings
     table = LINES[job.line]
     derived = derived_values(job)
-    workflow = table.workflows[s.get("workflow", DEFAULT_WORKFLOW)]
+    workflow = workflow_row(s, job.line)
     receiver = s.get("receiver")
     receiver_row = table.receivers.get(receiver["type"]) if receiver else None
     delivery = bool(receiver) and table.delivery_server is not None
@@ -306,7 +307,7 @@ def template_context(job: Job) -> dict:
         id_: framework.model_locator if id_ == MODEL_LOCATOR_ID and framework.model_locator else row
         for id_, row in (cross_site.components.items() if cross_site else ())
     }
-    executor = framework.executors.get(job.line, table.executors)[job.execution_mode]
+    executor = executor_row(s, job.line, job.execution_mode)
     return {
         "job": job,
         "s": s,
