@@ -216,8 +216,8 @@ def _shape_problems(matrix, schema: dict) -> tuple[list[EntryProblem], dict]:
             problems.append((where, f"expected a list of values, got {_describe(values)}", False))
         elif not values:
             problems.append((where, "must not be an empty list: give at least one value", False))
-        elif _repeated(values):  # a trial's [1, 1] was told "duplicate job name 'a-1'" at the name
-            n, first = _repeated(values)
+        elif repeat := _repeated(values):  # a trial's [1, 1] was told "duplicate job name 'a-1'" at the name
+            n, first = repeat
             problems.append(
                 (
                     (*where, n),

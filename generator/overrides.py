@@ -482,16 +482,7 @@ def _sets_itself(entry: dict, keys: tuple) -> tuple | None:
         node = node[key]
     else:
         return keys
-    matrix = entry.get("matrix")
-    if not isinstance(matrix, dict):
-        return None
-    dotted = ".".join(keys)
-    written = [k for k in matrix if k not in MATRIX_RESERVED]
-    include = matrix.get("include")
-    for item in include if isinstance(include, list) else []:
-        written += list(item) if isinstance(item, dict) else []
-    found = any(isinstance(k, str) and (k == dotted or dotted.startswith(k + ".")) for k in written)
-    return ("matrix",) if found else None
+    return ("matrix",) if _matrix_sets(entry.get("matrix"), keys) else None
 
 
 def _swept_by(data: dict, target: tuple, keys: list[str]) -> tuple[str | None, str]:
@@ -501,20 +492,27 @@ def _swept_by(data: dict, target: tuple, keys: list[str]) -> tuple[str | None, s
     if len(target) != 2 or target[0] != "jobs":
         return None, ""
     entry = data["jobs"][target[1]]
-    matrix = entry.get("matrix") if isinstance(entry, dict) else None
+    how = _matrix_sets(entry.get("matrix") if isinstance(entry, dict) else None, keys)
+    return (entry.get("name"), how) if how else (None, "")
+
+
+def _matrix_sets(matrix, keys) -> str:
+    """How a job's ``matrix`` sets the setting ``keys`` (a key path): ``"axis"`` (a matrix key is
+    it, or a mapping above it), ``"include"`` (a key of an include entry is), or ``""`` (neither,
+    or no matrix)."""
     if not isinstance(matrix, dict):
-        return None, ""
+        return ""
     dotted = ".".join(keys)
 
     def sets(written) -> bool:
         return any(k == dotted or dotted.startswith(k + ".") for k in written if isinstance(k, str))
 
     if sets(k for k in matrix if k not in MATRIX_RESERVED):
-        return entry.get("name"), "axis"
+        return "axis"
     include = matrix.get("include")
     if isinstance(include, list) and any(isinstance(item, dict) and sets(item) for item in include):
-        return entry.get("name"), "include"
-    return None, ""
+        return "include"
+    return ""
 
 
 def _core_schema(value, plain: dict, path: tuple):

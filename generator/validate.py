@@ -97,15 +97,7 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
 
 def _known_keys(schema: dict, error) -> list[str]:
     """Property names an object at ``error`` may have (its own and those of ``allOf`` parts)."""
-    keys = []
-    stack = [error.schema]
-    while stack:
-        node = stack.pop()
-        if "$ref" in node:
-            node = _resolve(schema, node["$ref"])
-        keys.extend(node.get("properties", {}))
-        stack.extend(node.get("allOf", []))
-    return keys
+    return list(_properties(schema, error.schema))
 
 
 def _resolve(schema: dict, ref: str) -> dict:

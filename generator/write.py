@@ -166,13 +166,17 @@ def read_entries(out: Path) -> dict[str, ManifestEntry]:
     return _entries(Path(out), read_manifest(out, reading=True)["jobs"])
 
 
-def _entries(out: Path, jobs: dict) -> dict[str, ManifestEntry]:
-    """The ``jobs`` of ``out``'s manifest as entries. Raises OutputError: an entry is not one."""
+def _entries(out: Path, jobs: dict, strict: bool = True) -> dict[str, ManifestEntry]:
+    """The ``jobs`` of ``out``'s manifest as entries; not ``strict``: without those that are not one
+    (an earlier run's entry this run replaces anyway). Raises OutputError: (``strict``) an entry is
+    not one."""
     entries = {}
     for name, entry in jobs.items():
         try:
             entries[name] = ManifestEntry.from_json(entry)
         except (KeyError, TypeError) as e:
+            if not strict:
+                continue
             why = f"lacks {e}" if isinstance(e, KeyError) else "is not a JSON object"
             raise _fail(out / MANIFEST, f"the entry of job {name!r} {why}: run `make generate` again") from None
     return entries
@@ -588,7 +592,7 @@ def write_jobs(
             written.replaced_from = {
                 name: theirs for name, theirs in earlier.items() if _made_elsewhere(theirs, info[name].made_from)
             }
-            old_entries = _readable_entries(manifest["jobs"])
+            old_entries = _entries(out, manifest["jobs"], strict=False)
             written.rejudged = {
                 name: changed for name in info if (changed := judged_changes(old_entries.get(name), info[name]))
             }
@@ -606,18 +610,6 @@ def write_jobs(
         where = e.filename or out
         raise _fail(Path(where), f"cannot write: {e.strerror or e}") from None
     return written
-
-
-def _readable_entries(jobs: dict) -> dict[str, ManifestEntry]:
-    """The entries of an earlier manifest's ``jobs`` that read as :class:`ManifestEntry` (one that
-    does not is replaced by this run anyway)."""
-    found = {}
-    for name, entry in jobs.items():
-        try:
-            found[name] = ManifestEntry.from_json(entry)
-        except (KeyError, TypeError, ValueError):
-            continue
-    return found
 
 
 def _in_other_job(out: Path, problem: Problem, selected) -> Problem:
